@@ -1,0 +1,255 @@
+"""Every message that travels between actors.
+
+All are frozen msgspec Structs, so a message cannot be changed after it is
+sent and costs little to build. They travel wrapped in an `Envelope`
+(id, sender, sent time, W3C traceparent) so one quote that leads to an order
+is one trace.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Literal
+
+import msgspec
+
+Side = Literal["buy", "sell"]
+TradingState = Literal["ACTIVE", "REDUCING", "HALTED"]
+AlertLevel = Literal["INFO", "WARNING", "CRITICAL", "EMERGENCY"]
+
+
+class Message(msgspec.Struct, frozen=True, tag=True, tag_field="type"):
+    """Base of every actor message (tagged by class name when encoded)."""
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    """What actually sits in an actor's mailbox."""
+
+    id: str
+    sender: str
+    sent_ns: int
+    traceparent: str | None
+    body: Message
+
+    @classmethod
+    def wrap(cls, body: Message, sender: str, traceparent: str | None = None) -> "Envelope":
+        return cls(uuid.uuid4().hex, sender, time.time_ns(), traceparent, body)
+
+
+# ---- market data -------------------------------------------------------------
+
+
+class Quote(Message, frozen=True):
+    """Top of book for one symbol. `ts_ns` is the venue's time, `recv_ns` ours."""
+
+    symbol: str
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+    ts_ns: int
+    recv_ns: int
+
+    @property
+    def mid(self) -> float:
+        return (self.bid + self.ask) / 2.0
+
+    @property
+    def spread_bps(self) -> float:
+        mid = self.mid
+        return (self.ask - self.bid) / mid * 1e4 if mid > 0 else float("inf")
+
+
+class Trade(Message, frozen=True):
+    symbol: str
+    price: float
+    size: float
+    ts_ns: int
+    recv_ns: int
+
+
+class Bar(Message, frozen=True):
+    symbol: str
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    ts_ns: int
+
+
+class BarsWarmup(Message, frozen=True):
+    """Historical bars an analyzer warms its indicators from."""
+
+    symbol: str
+    bars: tuple[Bar, ...]
+
+
+class StreamStatus(Message, frozen=True):
+    """Market-data connection state changes (for status and alerts)."""
+
+    connected: bool
+    detail: str
+
+
+# ---- signals -------------------------------------------------------------------
+
+
+class Vote(Message, frozen=True):
+    """One model's opinion on one symbol: direction in [-1, 1], confidence in [0, 1]."""
+
+    symbol: str
+    model: str
+    direction: float
+    confidence: float
+    price: float
+    quote_ts_ns: int
+    quote_recv_ns: int
+    bid: float = 0.0
+    ask: float = 0.0
+
+
+class Proposal(Message, frozen=True):
+    """The ensemble's decision to trade, before risk."""
+
+    proposal_id: str
+    symbol: str
+    side: Side
+    score: float
+    confidence: float
+    price: float
+    bid: float
+    ask: float
+    quote_ts_ns: int
+    quote_recv_ns: int
+    models: tuple[str, ...] = ()
+
+
+class ApproveProposal(Message, frozen=True):
+    proposal_id: str
+
+
+class RejectProposal(Message, frozen=True):
+    proposal_id: str
+    reason: str = "operator"
+
+
+class Outcome(Message, frozen=True):
+    """Realised result of a model's call, for adaptive weights."""
+
+    symbol: str
+    model: str
+    hit: bool
+
+
+# ---- risk and orders -------------------------------------------------------------
+
+
+class OrderIntent(Message, frozen=True):
+    """An order the risk guard has allowed; the order manager journals then sends it."""
+
+    intent_id: str
+    symbol: str
+    side: Side
+    qty: int
+    order_type: Literal["market", "limit"]
+    limit_price: float | None
+    take_profit: float | None
+    stop_loss: float | None
+    reason: str
+    proposal_id: str
+    quote_recv_ns: int
+    reduce_only: bool = False
+
+
+class Rejection(Message, frozen=True):
+    """The risk guard said no; `rule` names the rule, `reason` says why."""
+
+    proposal_id: str
+    symbol: str
+    rule: str
+    reason: str
+
+
+class OrderUpdate(Message, frozen=True):
+    """One trade-update event for one of our orders."""
+
+    event: str
+    client_order_id: str
+    broker_order_id: str
+    symbol: str
+    side: Side
+    status: str
+    qty: float
+    filled_qty: float
+    filled_avg_price: float | None
+    ts_ns: int
+    order_class: str = ""
+    position_qty: float | None = None
+    price: float | None = None  # price of this fill, for fill events
+    fill_qty: float | None = None  # qty of this fill, for fill events
+
+
+class Position(msgspec.Struct, frozen=True):
+    symbol: str
+    qty: float
+    avg_entry_price: float
+    market_value: float = 0.0
+    unrealized_pl: float = 0.0
+
+
+class AccountSnapshot(Message, frozen=True):
+    equity: float
+    last_equity: float
+    cash: float
+    buying_power: float
+    daytrade_count: int
+    pattern_day_trader: bool
+    trading_blocked: bool
+    ts_ns: int
+
+
+class PositionsSnapshot(Message, frozen=True):
+    positions: tuple[Position, ...]
+    open_order_symbols: tuple[str, ...]
+    ts_ns: int
+
+
+class ClockSnapshot(Message, frozen=True):
+    is_open: bool
+    ts_ns: int
+
+
+# ---- control -----------------------------------------------------------------
+
+
+class SetTradingState(Message, frozen=True):
+    state: TradingState
+    reason: str
+
+
+class TradingStateChanged(Message, frozen=True):
+    state: TradingState
+    reason: str
+
+
+class Kill(Message, frozen=True):
+    """Full liquidation: persist HALTED, cancel everything, close everything."""
+
+    reason: str
+    requested_by: str
+
+
+class Alert(Message, frozen=True):
+    level: AlertLevel
+    key: str
+    text: str
+    source: str
+    ts_ns: int
+
+
+class Tick(Message, frozen=True):
+    """A timer firing inside an actor (reconcile, flush, ...); `what` says which."""
+
+    what: str
