@@ -153,7 +153,7 @@ class OrderIntent(Message, frozen=True):
     symbol: str
     side: Side
     qty: int
-    order_type: Literal["market", "limit"]
+    order_type: Literal["market", "limit", "stop"]
     limit_price: float | None
     take_profit: float | None
     stop_loss: float | None
@@ -161,6 +161,7 @@ class OrderIntent(Message, frozen=True):
     proposal_id: str
     quote_recv_ns: int
     reduce_only: bool = False
+    stop_price: float | None = None  # for order_type "stop" (protective stops)
 
 
 class Rejection(Message, frozen=True):
@@ -253,3 +254,7 @@ class Tick(Message, frozen=True):
     """A timer firing inside an actor (reconcile, flush, ...); `what` says which."""
 
     what: str
+
+
+class ListPending(Message, frozen=True):
+    """Ask the voter for the proposals parked for approval (control socket)."""

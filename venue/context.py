@@ -32,6 +32,18 @@ class VenueContext:
         # Open websockets by kind ("market", "trading"), so a fault can drop
         # them and the connection limit (406) can be enforced.
         self.websockets: dict[str, set[Any]] = {"market": set(), "trading": set()}
+        # Authenticated-or-not /stream sessions (trade_stream.TradeStreamSession).
+        self.trade_sessions: set[Any] = set()
+        # Durable account storage (ledger_store.LedgerStore); None when nothing persists.
+        self.ledger: Any = None
+
+    def persist(self) -> None:
+        """Write what the exchange changed since the last call (one durable transaction)."""
+        if self.exchange is None:
+            return
+        changes = self.exchange.take_changes()
+        if self.ledger is not None and not changes.empty():
+            self.ledger.apply(changes)
 
     def check_keys(self, key: str | None, secret: str | None) -> bool:
         """True when the key pair is the one this venue accepts (constant time)."""

@@ -1,0 +1,84 @@
+"""EmergencyStop: the kill switch.
+
+On `Kill`: persist HALTED first (so a crash mid-way still comes back halted),
+then cancel every order and close every position with its OWN broker client,
+verify flat, retry until flat or out of attempts, and alert EMERGENCY.
+
+The liquidation runs on a thread of its own so this actor keeps answering
+heartbeats during a long liquidation; a second `Kill` while one runs joins
+it. `emergency_liquidation` is also what the root supervisor's exhaustion
+hook calls when the tree itself is gone: it needs no actor alive.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+
+from stockade.actors.base import StockadeActor, handles
+from stockade.actors.services import Services
+from stockade.broker.liquidation import LiquidationReport, liquidate
+from stockade.broker.rest import redact
+from stockade.codecs.messages import Alert, Kill
+from stockade.codecs.records import KillRequested
+
+log = logging.getLogger(__name__)
+
+NAME = "emergency_stop"
+
+
+def emergency_liquidation(svc: Services, reason: str, requested_by: str, client: object | None = None) -> LiquidationReport:
+    """HALTED, then flat. Safe to call from any thread; builds its own client if none given."""
+    svc.set_trading_state("HALTED", f"kill: {reason}", requested_by)
+    svc.store.journal.append(KillRequested(ts_ns=time.time_ns(), reason=reason, requested_by=requested_by))
+    log.critical("KILL requested by %s: %s. Trading HALTED; liquidating.", requested_by, reason)
+    cfg = svc.settings.emergency
+    try:
+        client = client or svc.broker.trading_client()
+        report = liquidate(client, attempts=cfg.attempts, retry_interval_s=cfg.retry_interval_s,
+                           flat_timeout_s=cfg.flat_timeout_s)
+    except Exception as exc:  # even building the client failed
+        report = LiquidationReport(False, 0, (), 0, (redact(exc),), 0.0)
+    if report.flat:
+        log.critical("liquidation complete: flat after %d attempt(s), %.2fs", report.attempts, report.elapsed_s)
+    else:
+        log.critical("LIQUIDATION INCOMPLETE: still holding %s, %d open order(s); errors: %s",
+                     list(report.positions_left), report.orders_left, list(report.errors))
+    return report
+
+
+class EmergencyStop(StockadeActor):
+    def setup(self) -> None:
+        self.svc: Services = self.ctx.extra("services")
+        self.client = self.svc.broker.trading_client()
+        self._lock = threading.Lock()
+        self._running: concurrent.futures.Future | None = None
+
+    @handles(Kill)
+    def on_kill(self, kill: Kill) -> concurrent.futures.Future:
+        """Start (or join) a liquidation; the returned future resolves to its report."""
+        with self._lock:
+            if self._running is not None and not self._running.done():
+                return self._running
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            self._running = future
+        # Persist HALTED here, before returning, so the caller knows no new
+        # order can pass once `ctl kill` has been accepted.
+        self.svc.set_trading_state("HALTED", f"kill: {kill.reason}", kill.requested_by)
+
+        def run() -> None:
+            try:
+                report = emergency_liquidation(self.svc, kill.reason, kill.requested_by, self.client)
+                future.set_result(report)
+                level = "EMERGENCY"
+                text = (f"kill by {kill.requested_by} ({kill.reason}): "
+                        + ("flat" if report.flat else f"NOT flat: {list(report.positions_left)}, "
+                           f"{report.orders_left} open orders"))
+                self.router.tell("alerter", Alert(level, "kill", text, NAME, time.time_ns()), NAME)
+            except BaseException as exc:  # noqa: BLE001 - the caller must get an answer
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="liquidator", daemon=True).start()
+        return future

@@ -1,0 +1,71 @@
+"""What the daemon hands every actor (through `ActorContext.extras["services"]`).
+
+Not an actor: shared, thread-safe services. Each actor builds its own broker
+clients from `BrokerAccess`, so no client object is shared between threads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Any
+
+from stockade.broker.rest import BrokerEndpoints, make_data_client, make_trading_client
+from stockade.codecs.messages import TradingState
+from stockade.codecs.records import TradingStateRecord, TradingStateSet
+from stockade.ops.settings import Settings
+from stockade.storage.store import Store
+from stockade.supervisors.faults import FaultInjector
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerAccess:
+    """Where the broker is and the key pair to use. The secret never prints."""
+
+    venue: str  # "embedded", "alpaca-paper", "alpaca-live"
+    endpoints: BrokerEndpoints
+    key: str = dataclasses.field(repr=False)
+    secret: str = dataclasses.field(repr=False)
+    paper: bool = True
+    request_timeout_s: float = 10.0
+
+    def trading_client(self) -> Any:
+        return make_trading_client(
+            self.key, self.secret, self.endpoints.trading_url, paper=self.paper, timeout_s=self.request_timeout_s
+        )
+
+    def data_client(self) -> Any:
+        return make_data_client(self.key, self.secret, self.endpoints.data_url, timeout_s=self.request_timeout_s)
+
+
+@dataclasses.dataclass
+class Services:
+    """Shared by the whole tree. Only thread-safe things live here."""
+
+    settings: Settings
+    store: Store
+    broker: BrokerAccess
+    faults: FaultInjector
+    # Set by the reconciler after its first successful pass: READY=1 waits on it.
+    first_reconcile: threading.Event = dataclasses.field(default_factory=threading.Event)
+    started_ns: int = dataclasses.field(default_factory=time.time_ns)
+
+    def trading_state(self) -> TradingStateRecord:
+        """The persisted trading state (ACTIVE on a fresh data dir)."""
+        record = self.store.trading_state()
+        if record is None:
+            return TradingStateRecord(state="ACTIVE", reason="fresh data dir", changed_ns=0, changed_by="default")
+        return record
+
+    def set_trading_state(self, state: TradingState, reason: str, by: str) -> TradingStateRecord:
+        """Persist a new trading state and journal it, atomically and durably."""
+        now = time.time_ns()
+        record = TradingStateRecord(state=state, reason=reason, changed_ns=now, changed_by=by)
+
+        def write(txn: Any) -> None:
+            self.store.put_trading_state(record, txn=txn)
+            self.store.journal.append(TradingStateSet(ts_ns=now, state=state, reason=reason, changed_by=by), txn=txn)
+
+        self.store.transact(write, durable=True)
+        return record

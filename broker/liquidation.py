@@ -1,0 +1,118 @@
+"""Full liquidation against the broker: cancel every order, close every position,
+verify flat, retry until flat or out of attempts.
+
+Used by the EmergencyStop actor and, when the supervision tree itself is gone,
+by the root's exhaustion hook in a fresh thread. It needs nothing but a broker
+client, so it works with every actor dead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+# Order statuses that still rest at the broker and must be cancelled.
+_OPEN_STATUSES = {
+    "new",
+    "accepted",
+    "partially_filled",
+    "pending_new",
+    "accepted_for_bidding",
+    "held",
+    "pending_replace",
+    "replaced",
+    "calculated",
+    "stopped",
+    "suspended",
+}
+
+
+class LiquidationReport(msgspec.Struct, frozen=True):
+    """What a liquidation did; `flat` is the verdict the operator needs."""
+
+    flat: bool
+    attempts: int
+    positions_left: tuple[str, ...]
+    orders_left: int
+    errors: tuple[str, ...]
+    elapsed_s: float
+
+
+def _status(order: Any) -> str:
+    status = getattr(order, "status", "")
+    return str(getattr(status, "value", status)).lower()
+
+
+def open_orders(client: Any) -> list[Any]:
+    """Every order still resting at the broker (including bracket legs)."""
+    from alpaca.trading.enums import QueryOrderStatus
+    from alpaca.trading.requests import GetOrdersRequest
+
+    orders = client.get_orders(GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500, nested=False))
+    return [o for o in orders if _status(o) in _OPEN_STATUSES]
+
+
+def is_flat(client: Any) -> tuple[bool, list[str], int]:
+    """(flat, symbols still held, open orders count) as the broker sees it."""
+    positions = [p for p in client.get_all_positions() if float(p.qty) != 0.0]
+    orders = open_orders(client)
+    return (not positions and not orders, sorted(p.symbol for p in positions), len(orders))
+
+
+def liquidate(
+    client: Any,
+    *,
+    attempts: int = 10,
+    retry_interval_s: float = 1.0,
+    flat_timeout_s: float = 30.0,
+    stop_event: threading.Event | None = None,
+    on_attempt: Callable[[int, str], None] | None = None,
+) -> LiquidationReport:
+    """Cancel all orders and close all positions until the broker says flat.
+
+    Each attempt: cancel all orders, close all positions (cancelling orders
+    again in the same call, since a bracket leg may have appeared), then poll
+    until flat or `retry_interval_s` passes. Stops after `attempts` or
+    `flat_timeout_s`, whichever comes first, and says what was left.
+    """
+    started = time.monotonic()
+    deadline = started + flat_timeout_s
+    errors: list[str] = []
+    held: list[str] = []
+    orders_left = 0
+    attempt = 0
+    stop_event = stop_event or threading.Event()
+    while attempt < attempts and time.monotonic() < deadline and not stop_event.is_set():
+        attempt += 1
+        try:
+            client.cancel_orders()
+        except Exception as exc:  # keep going: closing positions matters more
+            errors.append(f"attempt {attempt}: cancel_orders: {exc}")
+        try:
+            client.close_all_positions(cancel_orders=True)
+        except Exception as exc:
+            errors.append(f"attempt {attempt}: close_all_positions: {exc}")
+        poll_until = min(deadline, time.monotonic() + retry_interval_s)
+        while True:
+            try:
+                flat, held, orders_left = is_flat(client)
+            except Exception as exc:
+                errors.append(f"attempt {attempt}: verify: {exc}")
+                flat = False
+            if flat:
+                report = LiquidationReport(True, attempt, (), 0, tuple(errors[-20:]), time.monotonic() - started)
+                log.warning("liquidation: flat after %d attempt(s) in %.2fs", attempt, report.elapsed_s)
+                return report
+            if time.monotonic() >= poll_until or stop_event.wait(0.05):
+                break
+        if on_attempt:
+            on_attempt(attempt, f"still holding {held or 'nothing'}, {orders_left} open order(s)")
+    report = LiquidationReport(False, attempt, tuple(held), orders_left, tuple(errors[-20:]), time.monotonic() - started)
+    log.error("liquidation: NOT flat after %d attempt(s): positions %s, %d open order(s)", attempt, held, orders_left)
+    return report

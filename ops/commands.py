@@ -1,0 +1,141 @@
+"""The control socket's commands: status, halt, reduce, resume, kill, pending,
+approve, reject, alerts, and (fault injection only) crash and hang.
+
+Handlers run on the control server's connection threads. They read storage
+and the router directly; the only `ask`s (always with a timeout) go to the
+voter (parked proposals) and to EmergencyStop (kill).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+from typing import Any
+
+import msgspec
+
+from stockade.actors.emergency_stop import emergency_liquidation
+from stockade.actors.services import Services
+from stockade.codecs.messages import ApproveProposal, Kill, ListPending, RejectProposal
+from stockade.ops.control import CommandError, ControlServer, arg_float, arg_int, arg_str
+from stockade.supervisors.faults import FaultInjectionDisabled
+from stockade.supervisors.runtime import Tree
+from stockade.supervisors.tree import SUPERVISOR_NAMES
+
+log = logging.getLogger(__name__)
+
+
+def status(svc: Services, tree: Tree) -> dict[str, Any]:
+    """What an operator needs at a glance."""
+    state = svc.trading_state()
+    actors = [
+        {"name": a.name, "alive": a.alive, "restarts": a.restarts, "state": a.state, "mailbox": a.mailbox,
+         "supervisor": a.name in SUPERVISOR_NAMES}
+        for a in tree.snapshot()
+    ]
+    positions = [
+        {"symbol": p.symbol, "qty": p.qty, "avg_entry_price": round(p.avg_entry_price, 4)}
+        for p in svc.store.positions.values() if p.qty != 0
+    ]
+    orders = [
+        {"client_order_id": o.client_order_id, "symbol": o.symbol, "side": o.side, "qty": o.qty,
+         "type": o.order_type, "state": o.state, "filled_qty": o.filled_qty}
+        for o in svc.store.open_orders()
+    ]
+    latest = svc.store.equity.latest(1)
+    equity = latest[0].equity if latest else None
+    return {
+        "trading_state": state.state,
+        "trading_state_reason": state.reason,
+        "venue": svc.broker.venue,
+        "trading_url": svc.broker.endpoints.trading_url,
+        "healthy": tree.healthy(),
+        "uptime_s": round((time.time_ns() - svc.started_ns) / 1e9, 1),
+        "actors": actors,
+        "positions": positions,
+        "open_orders": orders,
+        "equity": equity,
+        "dead_letters": tree.router.dead_letters,
+        "fault_injection": svc.faults.enabled,
+    }
+
+
+def register_commands(server: ControlServer, svc: Services, tree: Tree) -> None:
+    ask_timeout = svc.settings.supervision.ask_timeout_s
+
+    def set_state(state: str, args: dict[str, Any]) -> dict[str, Any]:
+        reason = arg_str(args, "reason", "operator")
+        record = svc.set_trading_state(state, reason, "control")  # type: ignore[arg-type]
+        log.warning("trading state set to %s by the operator: %s", state, reason)
+        return msgspec.to_builtins(record)
+
+    def kill(args: dict[str, Any]) -> dict[str, Any]:
+        reason = arg_str(args, "reason", "operator kill")
+        wait_s = svc.settings.emergency.flat_timeout_s + 15.0
+        try:
+            future = tree.router.ask("emergency_stop", Kill(reason, "control"), timeout=ask_timeout)
+            report = future.result(timeout=wait_s)
+        except concurrent.futures.TimeoutError:
+            raise CommandError(f"liquidation still running after {wait_s:.0f}s; check status") from None
+        except Exception as exc:
+            # EmergencyStop is down or hung: liquidate from here, own client.
+            log.error("emergency_stop unavailable (%r); liquidating from the control thread", exc)
+            report = emergency_liquidation(svc, reason, "control")
+        result = msgspec.to_builtins(report)
+        if not report.flat:
+            raise CommandError(f"NOT flat after liquidation: {result}")
+        return result
+
+    def ask_voter(msg: Any) -> Any:
+        try:
+            result = tree.router.ask("ensemble_voter", msg, timeout=ask_timeout)
+        except Exception as exc:
+            raise CommandError(f"ensemble_voter did not answer: {exc!r}") from None
+        if isinstance(result, dict) and "error" in result:
+            raise CommandError(result["error"])
+        return result
+
+    def alerts(args: dict[str, Any]) -> list[dict[str, Any]]:
+        n = arg_int(args, "n", 20, minimum=1)
+        return [msgspec.to_builtins(a) for a in svc.store.alerts.latest(min(n, 1000))]
+
+    def crash(args: dict[str, Any]) -> dict[str, Any]:
+        name = _actor(args)
+        try:
+            svc.faults.crash(name)
+        except FaultInjectionDisabled as exc:
+            raise CommandError(str(exc)) from None
+        return {"crash": name, "when": "on its next message"}
+
+    def hang(args: dict[str, Any]) -> dict[str, Any]:
+        name = _actor(args)
+        seconds = arg_float(args, "seconds", minimum=0.0)
+        try:
+            svc.faults.hang(name, seconds)
+        except FaultInjectionDisabled as exc:
+            raise CommandError(str(exc)) from None
+        return {"hang": name, "seconds": seconds}
+
+    def _actor(args: dict[str, Any]) -> str:
+        name = arg_str(args, "name")
+        if name not in tree.router.names():
+            raise CommandError(f"no actor named {name!r}; see status")
+        return name
+
+    server.register("status", lambda args: status(svc, tree), "trading state, actors, positions, orders, equity")
+    server.register("halt", lambda args: set_state("HALTED", args), "stop all new orders", usage="halt [REASON]")
+    server.register("reduce", lambda args: set_state("REDUCING", args), "only exposure-reducing orders",
+                    usage="reduce [REASON]")
+    server.register("resume", lambda args: set_state("ACTIVE", args), "trade normally again", usage="resume [REASON]")
+    server.register("kill", kill, "HALT, cancel all orders, close all positions; answers when flat",
+                    usage="kill [REASON]")
+    server.register("pending", lambda args: ask_voter(ListPending()), "proposals waiting for approval")
+    server.register("approve", lambda args: ask_voter(ApproveProposal(arg_str(args, "id"))), "approve a proposal",
+                    usage="approve ID")
+    server.register("reject", lambda args: ask_voter(RejectProposal(arg_str(args, "id"), arg_str(args, "reason", "operator"))),
+                    "reject a proposal", usage="reject ID [REASON]")
+    server.register("alerts", alerts, "recent alerts", usage="alerts [N]")
+    server.register("crash", crash, "fault injection: NAME raises on its next message", usage="crash NAME")
+    server.register("hang", hang, "fault injection: NAME blocks for SECONDS on its next message",
+                    usage="hang NAME SECONDS")

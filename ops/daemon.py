@@ -1,0 +1,253 @@
+"""`python run.py [run]`: the daemon.
+
+Start-up order: settings (exit 2 if bad) -> data dir and storage (one daemon
+per data dir) -> broker (the embedded venue when there are no Alpaca keys) ->
+telemetry -> the supervision tree -> control socket -> READY=1 once the first
+reconciliation is done. Then: WATCHDOG=1 while the supervisors report
+healthy heartbeats. SIGTERM/SIGINT: STOPPING=1, control socket closed, the
+tree stopped children-first, venue and storage closed, exit 0.
+
+A daemon that died without an orderly stop (kill -9, OOM, power) comes back
+HALTED: a marker file written at start and removed at a clean stop says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets as pysecrets
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from stockade.ops import paths, sdnotify
+from stockade.ops import secrets as ops_secrets
+from stockade.ops.settings import Settings, SettingsError, load_settings, resolve_venue_mode
+
+log = logging.getLogger("stockade")
+
+RUNNING_MARKER = "daemon.running"
+READY_TIMEOUT_S = 120.0
+PROGRESS_EVERY_S = 30.0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python run.py run", description="Run the stockade daemon.")
+    parser.add_argument("--settings", help="settings TOML file (partial files allowed)")
+    parser.add_argument("--data-dir", help="data directory (default: $STATE_DIRECTORY or ./var)")
+    parser.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
+    return parser.parse_args(argv)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Chatty libraries: their INFO lines are noise next to ours.
+    for name in ("aiohttp.access", "websockets", "urllib3", "alpaca"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:  # argparse: usage error
+        return 2 if exc.code else 0
+    try:
+        settings = load_settings(args.settings)
+        if args.duration is not None and not args.duration > 0:
+            raise SettingsError(f"--duration = {args.duration}: must be > 0 seconds")
+        mode = resolve_venue_mode(settings)
+        keys = ops_secrets.alpaca_keys()
+    except (SettingsError, OSError) as exc:
+        print(f"stockade: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.logging.level)
+    try:
+        return Daemon(settings, mode, keys, args).run()
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 1
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; the message says why in one line."""
+
+
+class Daemon:
+    def __init__(self, settings: Settings, mode: str, keys: tuple[str, str] | None, args: argparse.Namespace) -> None:
+        self.settings = settings
+        self.mode = mode
+        self.keys = keys
+        self.duration = args.duration
+        self.data = paths.ensure_private_dir(paths.data_dir(args.data_dir))
+        self.stop_event = threading.Event()
+        self.venue: Any = None
+        self.store: Any = None
+        self.tree: Any = None
+        self.control: Any = None
+        self.telemetry_shutdown: Any = None
+
+    # ---- lifecycle --------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        try:
+            self._start()
+            self._loop()
+        finally:
+            self._stop()
+        return 0
+
+    def _install_signals(self) -> None:
+        def on_signal(signum: int, _frame: Any) -> None:
+            log.info("%s received: stopping", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def _start(self) -> None:
+        from stockade.actors.services import BrokerAccess, Services
+        from stockade.ops import telemetry
+        from stockade.ops.commands import register_commands
+        from stockade.ops.control import ControlError, ControlServer
+        from stockade.storage.environment import DataDirLocked
+        from stockade.storage.store import Store
+        from stockade.supervisors.faults import FaultInjector
+        from stockade.supervisors.tree import start_stockade_tree
+
+        try:
+            self.store = Store.open(self.data)
+        except DataDirLocked as exc:
+            raise StartupError(f"stockade: data dir {self.data} is in use by another process ({exc})") from None
+        broker = self._broker(BrokerAccess)
+        faults = FaultInjector(enabled=self.settings.debug.fault_injection)
+        svc = Services(settings=self.settings, store=self.store, broker=broker, faults=faults)
+        self.svc = svc
+        self._check_previous_run(svc)
+        self.telemetry_shutdown = telemetry.setup(self.settings.telemetry)
+        log.info("starting stockade: venue %s (%s), symbols %s, data dir %s, trading state %s",
+                 broker.venue, broker.endpoints.trading_url, ",".join(self.settings.trading.symbols), self.data,
+                 svc.trading_state().state)
+        self.tree = start_stockade_tree(svc, self._on_exhausted, str(self.data))
+        socket_path = paths.control_socket_path(self.settings, self.data)
+        self.control = ControlServer.from_settings(self.settings.control, socket_path)
+        register_commands(self.control, svc, self.tree)
+        try:
+            self.control.start()
+        except ControlError as exc:
+            raise StartupError(f"stockade: control socket: {exc}") from None
+        log.info("control socket: %s", socket_path)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not svc.first_reconcile.wait(0.2):
+            if self.stop_event.is_set():
+                return
+            if time.monotonic() > deadline:
+                # Not ready is not fatal: the reconciler keeps trying; systemd's
+                # start timeout decides.
+                log.error("first reconciliation not done after %.0fs; still trying", READY_TIMEOUT_S)
+                deadline = float("inf")
+        sdnotify.ready(f"trading state {svc.trading_state().state}")
+        log.info("stockade ready: tree up and reconciled; trading state %s", svc.trading_state().state)
+
+    def _broker(self, BrokerAccess: Any) -> Any:
+        from stockade.broker.rest import BrokerEndpoints, resolve_endpoints
+
+        s = self.settings
+        if self.mode == "embedded":
+            from stockade.venue.config import VenueConfig
+            from stockade.venue.server import start_venue
+
+            # A fresh key pair per run: the embedded venue accepts only it.
+            key, secret = "PK" + pysecrets.token_hex(9).upper(), pysecrets.token_urlsafe(30)
+            self.venue = start_venue(VenueConfig(
+                host=s.venue.host, port=s.venue.port, seed=s.venue.seed, data_dir=str(self.data / "venue"),
+                api_key=key, api_secret=secret, symbols=tuple(s.trading.symbols), quote_rate_hz=s.venue.quote_rate_hz,
+                clock=s.venue.clock, initial_cash=s.venue.initial_cash,
+            ))
+            endpoints = BrokerEndpoints(self.venue.base_url, self.venue.base_url,
+                                        self.venue.data_stream_url(s.alpaca.feed), self.venue.trading_stream_url)
+            log.info("embedded paper venue on %s", self.venue.base_url)
+            return BrokerAccess("embedded", endpoints, key, secret, True, s.orders.request_timeout_s)
+        assert self.keys is not None
+        try:
+            endpoints = resolve_endpoints(
+                paper=not s.alpaca.live, trading_url=s.alpaca.trading_url or None, data_url=s.alpaca.data_url or None,
+                stream_url=s.alpaca.stream_url or None, trading_stream_url=s.alpaca.trading_stream_url or None,
+                feed=s.alpaca.feed,
+            )
+        except ValueError as exc:
+            raise StartupError(f"stockade: {exc}") from None
+        venue = "alpaca-live" if s.alpaca.live else "alpaca-paper"
+        return BrokerAccess(venue, endpoints, self.keys[0], self.keys[1], not s.alpaca.live, s.orders.request_timeout_s)
+
+    def _check_previous_run(self, svc: Any) -> None:
+        marker = self.data / RUNNING_MARKER
+        if marker.exists():
+            previous = marker.read_text().strip() or "?"
+            record = svc.set_trading_state("HALTED", f"previous run (pid {previous}) did not stop cleanly", "startup")
+            log.warning("previous run (pid %s) did not stop cleanly: trading HALTED until `ctl resume`", previous)
+            del record
+        elif svc.trading_state().state == "HALTED":
+            log.warning("trading state is HALTED (%s): no new orders until `ctl resume`", svc.trading_state().reason)
+        marker.write_text(str(os.getpid()))
+
+    def _on_exhausted(self, reason: str) -> None:
+        from stockade.actors.emergency_stop import emergency_liquidation
+
+        log.critical("supervision gave up (%s): full liquidation", reason)
+        report = emergency_liquidation(self.svc, reason, "supervision")
+        log.critical("supervision liquidation: %s", "flat" if report.flat else f"NOT flat: {report}")
+
+    def _loop(self) -> None:
+        interval = sdnotify.watchdog_interval_s()
+        tick = min(1.0, interval / 2) if interval else 1.0
+        started = time.monotonic()
+        last_progress = started
+        while not self.stop_event.wait(tick):
+            if self.tree.healthy():
+                sdnotify.watchdog()
+            now = time.monotonic()
+            if now - last_progress >= PROGRESS_EVERY_S:
+                last_progress = now
+                self._log_progress()
+            if self.duration is not None and now - started >= self.duration:
+                log.info("--duration %.0fs reached: stopping", self.duration)
+                break
+
+    def _log_progress(self) -> None:
+        from stockade.ops.commands import status
+
+        st = status(self.svc, self.tree)
+        orders = self.svc.store.orders.count()
+        held = ", ".join(f"{p['qty']} {p['symbol']}" for p in st["positions"]) or "nothing"
+        log.info("progress: state %s, %d orders placed so far, holding %s, equity %s, healthy %s",
+                 st["trading_state"], orders, held, st["equity"], st["healthy"])
+
+    def _stop(self) -> None:
+        sdnotify.stopping()
+        clean = True
+        if self.control is not None:
+            self.control.stop(timeout=5.0)
+        if self.tree is not None:
+            clean = self.tree.stop(timeout=60.0) and clean
+        if self.venue is not None:
+            try:
+                self.venue.stop(timeout=10.0)
+            except Exception:
+                log.exception("venue did not stop cleanly")
+                clean = False
+        if self.telemetry_shutdown is not None:
+            self.telemetry_shutdown()
+        if self.store is not None:
+            if clean:
+                (self.data / RUNNING_MARKER).unlink(missing_ok=True)
+            self.store.close()
+        log.info("stockade stopped%s", "" if clean else " (not everything stopped in time)")

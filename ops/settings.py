@@ -1,0 +1,567 @@
+"""Settings: every tunable of stockade, validated once at start.
+
+Each `[section]` of settings.toml is a frozen msgspec Struct below; the
+defaults here are the shipped values (the repo's settings.toml loads to
+exactly `Settings()`, a test holds that). A settings file may be partial:
+missing keys and sections take their defaults. An unknown key is an error,
+because a typo in a risk limit must not silently leave the default in force.
+
+A bad value raises `SettingsError` with one line naming the key path and the
+value, e.g. ``settings: risk.max_position_pct = -5: must be > 0 and <= 100``;
+run.py turns it into exit status 2.
+
+Secrets are never settings: see `stockade.ops.secrets`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import re
+import tomllib
+from typing import Any, Literal, Mapping
+from urllib.parse import urlsplit
+
+import msgspec
+
+AlertLevelName = Literal["INFO", "WARNING", "CRITICAL", "EMERGENCY"]
+ALERT_LEVELS: tuple[str, ...] = ("INFO", "WARNING", "CRITICAL", "EMERGENCY")
+KNOWN_STRATEGIES: tuple[str, ...] = ("momentum", "mean_reversion", "breakout")
+
+PAPER_TRADING_URL = "https://paper-api.alpaca.markets"
+LIVE_TRADING_URL = "https://api.alpaca.markets"
+DEFAULT_DATA_URL = "https://data.alpaca.markets"
+DEFAULT_STREAM_BASE = "wss://stream.data.alpaca.markets/v2"
+
+
+class SettingsError(ValueError):
+    """A settings file or value that stockade refuses to start with (exit 2)."""
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class VenueSettings(_Section):
+    mode: Literal["auto", "embedded", "alpaca"] = "auto"
+    host: str = "127.0.0.1"
+    port: int = 0
+    seed: int = 7
+    quote_rate_hz: float = 4.0
+    clock: Literal["always_open", "nyse"] = "always_open"
+    initial_cash: float = 100_000.0
+
+
+class AlpacaSettings(_Section):
+    paper: bool = True
+    allow_live: bool = False
+    trading_url: str = ""
+    data_url: str = DEFAULT_DATA_URL
+    stream_url: str = ""
+    trading_stream_url: str = ""
+    feed: Literal["iex", "sip", "test"] = "iex"
+
+    @property
+    def live(self) -> bool:
+        """True only when both switches say so (validated at load)."""
+        return (not self.paper) and self.allow_live
+
+    def resolved_trading_url(self, env: Mapping[str, str] = os.environ) -> str:
+        """settings value > $APCA_API_BASE_URL > the paper/live default."""
+        url = self.trading_url or env.get("APCA_API_BASE_URL", "")
+        if url and url != self.trading_url:
+            _check_url("APCA_API_BASE_URL (environment)", url, ("http", "https"))
+        url = url or (LIVE_TRADING_URL if self.live else PAPER_TRADING_URL)
+        return url.rstrip("/")
+
+    def resolved_trading_stream_url(self, env: Mapping[str, str] = os.environ) -> str:
+        """The trade_updates websocket: settings value, else derived from the trading URL."""
+        if self.trading_stream_url:
+            return self.trading_stream_url
+        base = urlsplit(self.resolved_trading_url(env))
+        scheme = "wss" if base.scheme == "https" else "ws"
+        return f"{scheme}://{base.netloc}{base.path.rstrip('/')}/stream"
+
+    def resolved_stream_url(self) -> str:
+        """The market-data websocket, feed path included."""
+        return self.stream_url or f"{DEFAULT_STREAM_BASE}/{self.feed}"
+
+
+class TradingSettings(_Section):
+    symbols: tuple[str, ...] = ("AAPL", "MSFT", "NVDA", "AMZN", "SPY")
+    warmup_bars: int = 120
+
+
+class AnalyzerSettings(_Section):
+    strategies: tuple[str, ...] = KNOWN_STRATEGIES
+    use_models: bool = True
+    evaluate_every_s: float = 1.0
+    sma_fast: int = 10
+    sma_slow: int = 30
+    ema_fast: int = 12
+    ema_slow: int = 26
+    macd_signal: int = 9
+    rsi: int = 14
+    rsi_oversold: float = 30.0
+    rsi_overbought: float = 70.0
+    bb_period: int = 20
+    bb_k: float = 2.0
+    breakout_n: int = 20
+    volume_n: int = 20
+
+
+class VoterSettings(_Section):
+    mode: Literal["auto", "manual", "hybrid"] = "auto"
+    threshold: float = 0.15
+    hybrid_auto_threshold: float = 0.5
+    weights: dict[str, float] = msgspec.field(
+        default_factory=lambda: {"momentum": 1.0, "mean_reversion": 1.0, "breakout": 1.0}
+    )
+    adaptive: bool = True
+    adaptive_window: int = 50
+    min_weight: float = 0.1
+    cooldown_s: float = 60.0
+    approval_timeout_s: float = 300.0
+
+    def weight_of(self, model: str) -> float:
+        """A model missing from `weights` (e.g. a newly trained one) weighs 1.0."""
+        return self.weights.get(model, 1.0)
+
+
+class RiskSettings(_Section):
+    max_position_pct: float = 10.0
+    max_positions: int = 5
+    max_sector_pct: float = 40.0
+    max_portfolio_risk_pct: float = 5.0
+    risk_per_trade_pct: float = 1.0
+    stop_loss_pct: float = 2.0
+    take_profit_pct: float = 4.0
+    max_quote_age_s: float = 5.0
+    max_spread_bps: float = 25.0
+    min_price: float = 5.0
+    max_price: float = 2000.0
+    daily_loss_limit_pct: float = 3.0
+    circuit_breaker_failures: int = 5
+    circuit_breaker_cooloff_s: float = 300.0
+    max_orders_per_min: int = 30
+    respect_market_hours: bool = True
+    pdt_protection: bool = True
+    pdt_min_equity: float = 25_000.0
+    allow_short: bool = False
+
+
+class OrdersSettings(_Section):
+    rate_limit_per_min: int = 180
+    emergency_reserve: int = 20
+    max_retries: int = 3
+    retry_backoff_s: float = 0.5
+    request_timeout_s: float = 10.0
+    time_in_force: Literal["day", "gtc"] = "day"
+
+
+class ReconcilerSettings(_Section):
+    interval_s: float = 15.0
+    protective_stop_pct: float = 3.0
+
+
+class SupervisionSettings(_Section):
+    max_restarts: int = 5
+    period_s: float = 60.0
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 5.0
+    heartbeat_interval_s: float = 2.0
+    heartbeat_timeout_s: float = 3.0
+    ask_timeout_s: float = 5.0
+
+
+class EmergencySettings(_Section):
+    attempts: int = 10
+    retry_interval_s: float = 1.0
+    flat_timeout_s: float = 30.0
+
+
+class AlertsSettings(_Section):
+    jsonl: bool = True
+    webhook_url: str = ""
+    webhook_kind: Literal["generic", "slack", "discord"] = "generic"
+    min_level_webhook: AlertLevelName = "WARNING"
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_user: str = ""
+    smtp_from: str = ""
+    smtp_to: tuple[str, ...] = ()
+    min_level_smtp: AlertLevelName = "CRITICAL"
+    timeout_s: float = 5.0
+    dedup_window_s: float = 60.0
+    max_per_key_per_hour: int = 20
+
+
+class ControlSettings(_Section):
+    socket: str = ""
+    max_connections: int = 8
+    read_timeout_s: float = 30.0
+    max_request_bytes: int = 64 * 1024
+
+
+class TelemetrySettings(_Section):
+    enabled: bool = False
+    otlp_endpoint: str = ""
+    service_name: str = "stockade"
+    quote_sample_ratio: float = 0.01
+    firehose_messages: tuple[str, ...] = ("Quote", "Trade", "Bar", "Vote")
+    max_queue_size: int = 2048
+    export_timeout_s: float = 10.0
+
+
+class DebugSettings(_Section):
+    fault_injection: bool = False
+
+
+class StreamSettings(_Section):
+    silence_timeout_s: float = 15.0
+    connect_timeout_s: float = 10.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    max_inflight_per_analyzer: int = 2
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(_Section):
+    """The whole settings file; `Settings()` is the shipped defaults."""
+
+    venue: VenueSettings = VenueSettings()
+    alpaca: AlpacaSettings = AlpacaSettings()
+    trading: TradingSettings = TradingSettings()
+    analyzer: AnalyzerSettings = AnalyzerSettings()
+    voter: VoterSettings = VoterSettings()
+    risk: RiskSettings = RiskSettings()
+    orders: OrdersSettings = OrdersSettings()
+    reconciler: ReconcilerSettings = ReconcilerSettings()
+    supervision: SupervisionSettings = SupervisionSettings()
+    emergency: EmergencySettings = EmergencySettings()
+    alerts: AlertsSettings = AlertsSettings()
+    control: ControlSettings = ControlSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    debug: DebugSettings = DebugSettings()
+    stream: StreamSettings = StreamSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+
+# ---- loading -------------------------------------------------------------------
+
+
+def load_settings(path: str | os.PathLike[str] | None) -> Settings:
+    """Read `path` (TOML, may be partial) over the defaults; None: the defaults.
+
+    Raises SettingsError (one line) on an unreadable file, bad TOML, an
+    unknown key, a wrong type or a value out of range.
+    """
+    if path is None:
+        return Settings()
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as exc:
+        raise SettingsError(f"settings: cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"settings: {path}: invalid TOML: {exc}") from None
+    return settings_from_dict(raw)
+
+
+def settings_from_dict(raw: Mapping[str, Any]) -> Settings:
+    """Validate a parsed settings document (same rules as `load_settings`)."""
+    merged = _merge_over_defaults(raw)
+    try:
+        settings = msgspec.convert(merged, Settings, strict=True)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_describe_validation_error(str(exc), merged)) from None
+    _check(settings, merged)
+    return settings
+
+
+def _merge_over_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
+    defaults = msgspec.to_builtins(Settings())
+    merged: dict[str, Any] = {}
+    for section, value in raw.items():
+        if section not in defaults:
+            raise SettingsError(f"settings: unknown section [{section}]{_did_you_mean(section, defaults)}")
+        if not isinstance(value, dict):
+            raise SettingsError(f"settings: {section} = {_fmt(value)}: must be a table [{section}]")
+        for key in value:
+            if key not in defaults[section]:
+                raise SettingsError(
+                    f"settings: unknown key {section}.{key}{_did_you_mean(key, defaults[section])}"
+                )
+    for section, default_table in defaults.items():
+        # Tables inside a section (voter.weights) replace the default whole:
+        # a partial weights table means "these models", not "these plus the defaults".
+        merged[section] = {**default_table, **raw.get(section, {})}
+    return merged
+
+
+def _did_you_mean(word: str, candidates: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_PATH_TOKEN = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[\.\.\.\]")
+
+
+def _describe_validation_error(message: str, merged: Mapping[str, Any]) -> str:
+    # msgspec says e.g. "Expected `float`, got `str` - at `$.risk.max_position_pct`".
+    what, _, where = message.partition(" - at `")
+    where = where.rstrip("`")
+    if not where.startswith("$"):
+        return f"settings: {message}"
+    parts: list[str] = []
+    value: Any = merged
+    for m in _PATH_TOKEN.finditer(where[1:]):
+        if m.group(1) is not None:
+            parts.append(m.group(1))
+            value = value.get(m.group(1)) if isinstance(value, dict) else None
+        elif m.group(2) is not None:
+            parts[-1] += f"[{m.group(2)}]"
+            idx = int(m.group(2))
+            value = value[idx] if isinstance(value, list) and idx < len(value) else None
+        else:  # a dict value: msgspec does not say which key, so show the table
+            break
+    key = ".".join(parts) or where
+    what = what.replace("`", "")
+    what = what[0].lower() + what[1:] if what else what
+    return f"settings: {key} = {_fmt(value)}: {what}"
+
+
+def _fmt(value: Any) -> str:
+    """A value as it would be written in TOML, for error messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+# ---- semantic checks -------------------------------------------------------------
+
+
+class _Checker:
+    def __init__(self, merged: Mapping[str, Any]) -> None:
+        self._merged = merged
+
+    def fail(self, key: str, reason: str) -> None:
+        section, _, name = key.partition(".")
+        value = self._merged.get(section, {}).get(name)
+        raise SettingsError(f"settings: {key} = {_fmt(value)}: {reason}")
+
+    def positive(self, key: str, value: float) -> None:
+        if not (value > 0 and math.isfinite(value)):
+            self.fail(key, "must be > 0")
+
+    def non_negative(self, key: str, value: float) -> None:
+        if not (value >= 0 and math.isfinite(value)):
+            self.fail(key, "must be >= 0")
+
+    def pct(self, key: str, value: float) -> None:
+        if not (0 < value <= 100):
+            self.fail(key, "must be > 0 and <= 100")
+
+    def ratio(self, key: str, value: float) -> None:
+        if not (0 <= value <= 1):
+            self.fail(key, "must be between 0 and 1")
+
+    def at_least(self, key: str, value: int, low: int) -> None:
+        if value < low:
+            self.fail(key, f"must be >= {low}")
+
+    def url(self, key: str, value: str, schemes: tuple[str, ...], allow_empty: bool = True) -> None:
+        if not value and allow_empty:
+            return
+        problem = _url_problem(value, schemes)
+        if problem:
+            self.fail(key, problem)
+
+
+def _url_problem(value: str, schemes: tuple[str, ...]) -> str | None:
+    """Why `value` is not a usable URL with one of `schemes`, or None."""
+    parts = urlsplit(value)
+    try:
+        parts.port  # raises on a non-numeric or out-of-range port
+    except ValueError:
+        return "has a bad port"
+    if parts.scheme not in schemes or not parts.hostname or any(ch.isspace() for ch in value):
+        return f"must be a URL like {schemes[0]}://host[:port][/path]"
+    return None
+
+
+def _check_url(key: str, value: str, schemes: tuple[str, ...]) -> None:
+    problem = _url_problem(value, schemes)
+    if problem:
+        raise SettingsError(f"settings: {key} = {_fmt(value)}: {problem}")
+
+
+def _check(s: Settings, merged: Mapping[str, Any]) -> None:
+    c = _Checker(merged)
+
+    v = s.venue
+    if not v.host:
+        c.fail("venue.host", "must not be empty")
+    if not 0 <= v.port <= 65535:
+        c.fail("venue.port", "must be between 0 and 65535 (0: a free port)")
+    c.positive("venue.quote_rate_hz", v.quote_rate_hz)
+    c.positive("venue.initial_cash", v.initial_cash)
+
+    a = s.alpaca
+    if not a.paper and not a.allow_live:
+        c.fail("alpaca.paper", "live trading also needs alpaca.allow_live = true")
+    c.url("alpaca.trading_url", a.trading_url, ("https", "http"))
+    c.url("alpaca.data_url", a.data_url, ("https", "http"), allow_empty=False)
+    c.url("alpaca.stream_url", a.stream_url, ("wss", "ws"))
+    c.url("alpaca.trading_stream_url", a.trading_stream_url, ("wss", "ws"))
+    if a.paper and a.trading_url and urlsplit(a.trading_url).hostname == urlsplit(LIVE_TRADING_URL).hostname:
+        c.fail("alpaca.trading_url", "is the live endpoint but alpaca.paper = true")
+
+    t = s.trading
+    if not t.symbols:
+        c.fail("trading.symbols", "must list at least one symbol")
+    for sym in t.symbols:
+        if not re.fullmatch(r"[A-Z][A-Z0-9.]{0,9}", sym):
+            c.fail("trading.symbols", f"{sym!r} is not an upper-case ticker")
+    if len(set(t.symbols)) != len(t.symbols):
+        c.fail("trading.symbols", "lists a symbol twice")
+    c.at_least("trading.warmup_bars", t.warmup_bars, 0)
+
+    an = s.analyzer
+    for name in an.strategies:
+        if name not in KNOWN_STRATEGIES:
+            c.fail("analyzer.strategies", f"unknown strategy {name!r} (known: {', '.join(KNOWN_STRATEGIES)})")
+    c.positive("analyzer.evaluate_every_s", an.evaluate_every_s)
+    for key in ("sma_fast", "sma_slow", "ema_fast", "ema_slow", "macd_signal", "rsi", "bb_period", "breakout_n", "volume_n"):
+        c.at_least(f"analyzer.{key}", getattr(an, key), 2)
+    if an.sma_fast >= an.sma_slow:
+        c.fail("analyzer.sma_fast", f"must be < analyzer.sma_slow ({an.sma_slow})")
+    if an.ema_fast >= an.ema_slow:
+        c.fail("analyzer.ema_fast", f"must be < analyzer.ema_slow ({an.ema_slow})")
+    if not 0 < an.rsi_oversold < an.rsi_overbought < 100:
+        c.fail("analyzer.rsi_oversold", "must satisfy 0 < rsi_oversold < rsi_overbought < 100")
+    c.positive("analyzer.bb_k", an.bb_k)
+    if max(an.sma_slow, an.ema_slow, an.bb_period, an.breakout_n, an.volume_n, an.rsi + 1) > t.warmup_bars:
+        c.fail("trading.warmup_bars", "must cover the longest indicator period in [analyzer]")
+
+    vo = s.voter
+    if not 0 < vo.threshold <= 1:
+        c.fail("voter.threshold", "must be > 0 and <= 1")
+    if not vo.threshold <= vo.hybrid_auto_threshold <= 1:
+        c.fail("voter.hybrid_auto_threshold", "must be >= voter.threshold and <= 1")
+    for model, w in vo.weights.items():
+        if not (w >= 0 and math.isfinite(w)):
+            raise SettingsError(f"settings: voter.weights.{model} = {_fmt(w)}: must be >= 0")
+    c.at_least("voter.adaptive_window", vo.adaptive_window, 1)
+    c.ratio("voter.min_weight", vo.min_weight)
+    c.non_negative("voter.cooldown_s", vo.cooldown_s)
+    c.positive("voter.approval_timeout_s", vo.approval_timeout_s)
+
+    r = s.risk
+    for key in ("max_position_pct", "max_sector_pct", "max_portfolio_risk_pct", "risk_per_trade_pct",
+                "stop_loss_pct", "daily_loss_limit_pct"):
+        c.pct(f"risk.{key}", getattr(r, key))
+    c.positive("risk.take_profit_pct", r.take_profit_pct)
+    c.at_least("risk.max_positions", r.max_positions, 1)
+    c.positive("risk.max_quote_age_s", r.max_quote_age_s)
+    c.positive("risk.max_spread_bps", r.max_spread_bps)
+    c.positive("risk.min_price", r.min_price)
+    c.positive("risk.max_price", r.max_price)
+    if r.min_price >= r.max_price:
+        c.fail("risk.min_price", f"must be < risk.max_price ({r.max_price:g})")
+    c.at_least("risk.circuit_breaker_failures", r.circuit_breaker_failures, 1)
+    c.positive("risk.circuit_breaker_cooloff_s", r.circuit_breaker_cooloff_s)
+    c.at_least("risk.max_orders_per_min", r.max_orders_per_min, 1)
+    c.non_negative("risk.pdt_min_equity", r.pdt_min_equity)
+
+    o = s.orders
+    c.at_least("orders.rate_limit_per_min", o.rate_limit_per_min, 1)
+    c.at_least("orders.emergency_reserve", o.emergency_reserve, 0)
+    if o.emergency_reserve >= o.rate_limit_per_min:
+        c.fail("orders.emergency_reserve", f"must be < orders.rate_limit_per_min ({o.rate_limit_per_min})")
+    c.at_least("orders.max_retries", o.max_retries, 0)
+    c.non_negative("orders.retry_backoff_s", o.retry_backoff_s)
+    c.positive("orders.request_timeout_s", o.request_timeout_s)
+
+    c.positive("reconciler.interval_s", s.reconciler.interval_s)
+    c.pct("reconciler.protective_stop_pct", s.reconciler.protective_stop_pct)
+
+    sv = s.supervision
+    c.at_least("supervision.max_restarts", sv.max_restarts, 1)
+    for key in ("period_s", "backoff_initial_s", "backoff_max_s", "heartbeat_interval_s",
+                "heartbeat_timeout_s", "ask_timeout_s"):
+        c.positive(f"supervision.{key}", getattr(sv, key))
+    if sv.backoff_initial_s > sv.backoff_max_s:
+        c.fail("supervision.backoff_initial_s", f"must be <= supervision.backoff_max_s ({sv.backoff_max_s:g})")
+
+    e = s.emergency
+    c.at_least("emergency.attempts", e.attempts, 1)
+    c.positive("emergency.retry_interval_s", e.retry_interval_s)
+    c.positive("emergency.flat_timeout_s", e.flat_timeout_s)
+
+    al = s.alerts
+    c.url("alerts.webhook_url", al.webhook_url, ("https", "http"))
+    if not 0 < al.smtp_port <= 65535:
+        c.fail("alerts.smtp_port", "must be between 1 and 65535")
+    if al.smtp_host:
+        if "@" not in al.smtp_from:
+            c.fail("alerts.smtp_from", "must be an e-mail address when alerts.smtp_host is set")
+        if not al.smtp_to:
+            c.fail("alerts.smtp_to", "must list at least one address when alerts.smtp_host is set")
+    for addr in al.smtp_to:
+        if "@" not in addr:
+            c.fail("alerts.smtp_to", f"{addr!r} is not an e-mail address")
+    c.positive("alerts.timeout_s", al.timeout_s)
+    c.non_negative("alerts.dedup_window_s", al.dedup_window_s)
+    c.at_least("alerts.max_per_key_per_hour", al.max_per_key_per_hour, 1)
+
+    ct = s.control
+    if "\0" in ct.socket:
+        c.fail("control.socket", "must not contain NUL")
+    c.at_least("control.max_connections", ct.max_connections, 1)
+    c.positive("control.read_timeout_s", ct.read_timeout_s)
+    c.at_least("control.max_request_bytes", ct.max_request_bytes, 1024)
+
+    te = s.telemetry
+    c.url("telemetry.otlp_endpoint", te.otlp_endpoint, ("http", "https"))
+    if not te.service_name:
+        c.fail("telemetry.service_name", "must not be empty")
+    c.ratio("telemetry.quote_sample_ratio", te.quote_sample_ratio)
+    c.at_least("telemetry.max_queue_size", te.max_queue_size, 1)
+    c.positive("telemetry.export_timeout_s", te.export_timeout_s)
+
+    st = s.stream
+    for key in ("silence_timeout_s", "connect_timeout_s", "backoff_initial_s", "backoff_max_s"):
+        c.positive(f"stream.{key}", getattr(st, key))
+    if st.backoff_initial_s > st.backoff_max_s:
+        c.fail("stream.backoff_initial_s", f"must be <= stream.backoff_max_s ({st.backoff_max_s:g})")
+    c.at_least("stream.max_inflight_per_analyzer", st.max_inflight_per_analyzer, 1)
+
+
+# ---- resolution against the environment ---------------------------------------------
+
+
+def resolve_venue_mode(settings: Settings, env: Mapping[str, str] = os.environ) -> Literal["embedded", "alpaca"]:
+    """`auto` is the embedded venue unless Alpaca keys are in the environment or credentials."""
+    from stockade.ops import secrets  # secrets imports SettingsError from here
+
+    keys = secrets.alpaca_keys(env)
+    mode = settings.venue.mode
+    if mode == "auto":
+        return "alpaca" if keys else "embedded"
+    if mode == "alpaca" and keys is None:
+        raise SettingsError(
+            'settings: venue.mode = "alpaca": needs APCA_API_KEY_ID and APCA_API_SECRET_KEY '
+            "(environment or systemd credentials)"
+        )
+    return mode

@@ -1,0 +1,502 @@
+"""Risk rules: pure checks, each with a reason a human understands.
+
+Every rule is a function returning `RuleResult(ok, rule, reason)`.
+`evaluate(request, context, limits)` runs all of them (never stopping at
+the first failure, so the decision record shows every reason), sizes the
+order and prices its bracket, so the RiskGuard actor only gathers the
+context and sends the verdict on.
+
+Exposure-reducing orders (opposite side of an existing position) are sized
+to close the position, carry no bracket, and pass the rules that exist to
+limit new exposure (spread, price range, position and count limits, daily
+loss, circuit breaker, order rate): an operator who says REDUCING, or a
+losing day, must still be able to get out. Trading state, market clock,
+stale quote and PDT apply to every order.
+
+Percentages are in percent (2.0 = 2 %).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from typing import Callable, Literal
+
+import msgspec
+
+from stockade.codecs.messages import AccountSnapshot, Position, Proposal
+from stockade.quant.brackets import BracketParams, bracket_prices
+from stockade.quant.sizing import position_size
+
+Side = Literal["buy", "sell"]
+TradingState = Literal["ACTIVE", "REDUCING", "HALTED"]
+
+
+class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Every risk parameter; defaults suit a $100k paper account trading liquid names."""
+
+    require_market_open: bool = True
+    max_quote_age_s: float = 5.0
+    max_spread_bps: float = 25.0
+    min_price: float = 1.0  # sub-dollar names: sub-penny ticks, wide spreads
+    max_price: float = 5_000.0
+    risk_per_trade_pct: float = 0.5  # equity lost if the stop is hit
+    max_position_pct: float = 10.0  # one symbol's market value vs equity
+    max_gross_exposure_pct: float = 100.0  # all positions' |market value| vs equity: no leverage
+    max_open_positions: int = 10
+    daily_loss_limit_pct: float = 2.0
+    allow_short: bool = True
+    cb_max_consecutive_failures: int = 3  # order errors/rejections in a row
+    cb_max_losses: int = 3  # losing trades ...
+    cb_loss_window_s: float = 1800.0  # ... within this window
+    cb_cooloff_s: float = 900.0
+    pdt_equity_threshold: float = 25_000.0
+    pdt_max_daytrades: int = 3  # at this many, the next would flag the account
+    max_orders_per_minute: int = 30
+
+
+class RuleResult(msgspec.Struct, frozen=True):
+    ok: bool
+    rule: str
+    reason: str
+
+
+class BreakerStatus(msgspec.Struct, frozen=True):
+    tripped: bool
+    reason: str = ""
+    until_ns: int = 0
+
+
+class RiskRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """What risk needs from a proposal."""
+
+    symbol: str
+    side: Side
+    price: float
+    bid: float = 0.0
+    ask: float = 0.0
+    quote_recv_ns: int = 0
+    atr: float | None = None  # for ATR brackets; percent brackets without it
+
+    @classmethod
+    def from_proposal(cls, p: Proposal, atr: float | None = None) -> "RiskRequest":
+        return cls(
+            symbol=p.symbol, side=p.side, price=p.price, bid=p.bid, ask=p.ask, quote_recv_ns=p.quote_recv_ns, atr=atr
+        )
+
+    @property
+    def entry(self) -> float:
+        """Price we expect to pay: the ask to buy, the bid to sell, else the given price."""
+        if self.side == "buy" and self.ask > 0:
+            return self.ask
+        if self.side == "sell" and self.bid > 0:
+            return self.bid
+        return self.price
+
+    @property
+    def spread_bps(self) -> float | None:
+        if self.bid > 0 and self.ask >= self.bid:
+            mid = (self.bid + self.ask) / 2.0
+            return (self.ask - self.bid) / mid * 1e4
+        return None
+
+
+class RiskContext(msgspec.Struct, frozen=True, kw_only=True):
+    """The world as the RiskGuard knows it at decision time."""
+
+    now_ns: int
+    trading_state: TradingState
+    market_open: bool
+    account: AccountSnapshot | None
+    positions: tuple[Position, ...] = ()
+    open_order_symbols: tuple[str, ...] = ()  # symbols with working orders (pending entries)
+    start_of_day_equity: float | None = None  # falls back to account.last_equity
+    orders_last_minute: int = 0
+    breaker: BreakerStatus = BreakerStatus(False)
+    opened_today: frozenset[str] = frozenset()  # symbols whose position was opened today
+
+    def position(self, symbol: str) -> Position | None:
+        for p in self.positions:
+            if p.symbol == symbol and p.qty != 0:
+                return p
+        return None
+
+
+class RiskVerdict(msgspec.Struct, frozen=True, kw_only=True):
+    allowed: bool
+    results: tuple[RuleResult, ...]
+    qty: int
+    reduce_only: bool
+    entry: float
+    stop_loss: float | None
+    take_profit: float | None
+
+    @property
+    def failures(self) -> tuple[RuleResult, ...]:
+        return tuple(r for r in self.results if not r.ok)
+
+    @property
+    def first_failure(self) -> RuleResult | None:
+        """The rule to name in a Rejection."""
+        for r in self.results:
+            if not r.ok:
+                return r
+        return None
+
+
+def _ok(rule: str, reason: str) -> RuleResult:
+    return RuleResult(True, rule, reason)
+
+
+def _no(rule: str, reason: str) -> RuleResult:
+    return RuleResult(False, rule, reason)
+
+
+def _money(x: float) -> str:
+    return f"${x:,.2f}"
+
+
+def position_value(p: Position) -> float:
+    """|market value| of a position (from cost when the broker gave no value)."""
+    return abs(p.market_value) if p.market_value else abs(p.qty * p.avg_entry_price)
+
+
+# ---- rules ---------------------------------------------------------------------
+
+
+def rule_trading_state(state: str, reducing: bool, account_blocked: bool = False) -> RuleResult:
+    """ACTIVE allows all; REDUCING only exposure-reducing orders; HALTED none."""
+    name = "trading_state"
+    if account_blocked:
+        return _no(name, "broker reports the account is blocked from trading")
+    if state == "ACTIVE":
+        return _ok(name, "state ACTIVE")
+    if state == "REDUCING":
+        if reducing:
+            return _ok(name, "state REDUCING and the order reduces exposure")
+        return _no(name, "state REDUCING: only exposure-reducing orders")
+    if state == "HALTED":
+        return _no(name, "state HALTED: no orders")
+    return _no(name, f"unknown trading state {state!r}")
+
+
+def rule_market_open(is_open: bool, required: bool = True) -> RuleResult:
+    if is_open:
+        return _ok("market_open", "market is open")
+    if not required:
+        return _ok("market_open", "market is closed but open hours are not required")
+    return _no("market_open", "market is closed")
+
+
+def rule_stale_quote(now_ns: int, quote_recv_ns: int, max_age_s: float) -> RuleResult:
+    """Age by our receive time, on our clock: no skew against the venue's."""
+    if quote_recv_ns <= 0:
+        return _no("stale_quote", "no quote receive time")
+    age = (now_ns - quote_recv_ns) / 1e9
+    if age > max_age_s:
+        return _no("stale_quote", f"quote age {age:.1f} s > max {max_age_s:g} s")
+    return _ok("stale_quote", f"quote age {age:.2f} s <= max {max_age_s:g} s")
+
+
+def rule_spread(spread_bps: float | None, max_bps: float) -> RuleResult:
+    if spread_bps is None or not math.isfinite(spread_bps):
+        return _no("spread", "no valid bid/ask to measure the spread")
+    if spread_bps > max_bps:
+        return _no("spread", f"spread {spread_bps:.1f} bps > max {max_bps:g} bps")
+    return _ok("spread", f"spread {spread_bps:.1f} bps <= max {max_bps:g} bps")
+
+
+def rule_price_range(price: float, min_price: float, max_price: float) -> RuleResult:
+    if not math.isfinite(price) or price < min_price:
+        return _no("price_range", f"price {price:.4f} < min {min_price:g}")
+    if price > max_price:
+        return _no("price_range", f"price {price:.2f} > max {max_price:g}")
+    return _ok("price_range", f"price {price:.2f} within [{min_price:g}, {max_price:g}]")
+
+
+def rule_max_position(
+    symbol: str, existing_value: float, add_value: float, equity: float, max_pct: float
+) -> RuleResult:
+    """One symbol's exposure after the order must stay within max_pct of equity."""
+    if equity <= 0:
+        return _no("max_position", f"equity {_money(equity)} <= 0")
+    after = existing_value + add_value
+    pct = after / equity * 100.0
+    if add_value <= 0:
+        return _no(
+            "max_position",
+            f"{symbol} position {_money(existing_value)} is {existing_value / equity * 100:.1f}% of equity: "
+            f"no room under max {max_pct:g}%",
+        )
+    if pct > max_pct + 1e-9:
+        return _no("max_position", f"{symbol} would be {_money(after)} = {pct:.1f}% of equity > max {max_pct:g}%")
+    return _ok("max_position", f"{symbol} would be {pct:.1f}% of equity <= max {max_pct:g}%")
+
+
+def rule_max_open_positions(
+    symbol: str, held: tuple[str, ...], pending: tuple[str, ...], max_positions: int
+) -> RuleResult:
+    """A new symbol may not push positions (plus pending entries) past the limit."""
+    names = set(held) | set(pending)
+    if symbol in names:
+        return _ok("max_positions", f"{symbol} already held or pending: no new position")
+    if len(names) >= max_positions:
+        return _no("max_positions", f"{len(names)} positions/pending entries >= max {max_positions}")
+    return _ok("max_positions", f"{len(names) + 1} positions <= max {max_positions}")
+
+
+def rule_gross_exposure(gross_value: float, equity: float, max_pct: float) -> RuleResult:
+    if equity <= 0:
+        return _no("gross_exposure", f"equity {_money(equity)} <= 0")
+    pct = gross_value / equity * 100.0
+    if pct >= max_pct:
+        return _no("gross_exposure", f"gross exposure {pct:.1f}% of equity >= max {max_pct:g}%")
+    return _ok("gross_exposure", f"gross exposure {pct:.1f}% of equity < max {max_pct:g}%")
+
+
+def rule_daily_loss(equity: float, start_equity: float | None, limit_pct: float) -> RuleResult:
+    """Block new exposure once today's loss reaches limit_pct of start-of-day equity."""
+    if not start_equity or start_equity <= 0:
+        return _no("daily_loss", "no start-of-day equity to measure the day's loss")
+    loss_pct = (start_equity - equity) / start_equity * 100.0
+    if loss_pct >= limit_pct:
+        return _no(
+            "daily_loss",
+            f"daily loss {loss_pct:.2f}% (equity {_money(equity)} vs start {_money(start_equity)}) >= limit {limit_pct:g}%",
+        )
+    return _ok("daily_loss", f"day P&L {-loss_pct:+.2f}% within limit -{limit_pct:g}%")
+
+
+def rule_circuit_breaker(status: BreakerStatus, now_ns: int) -> RuleResult:
+    if status.tripped:
+        left = max(0.0, (status.until_ns - now_ns) / 1e9)
+        return _no("circuit_breaker", f"circuit breaker tripped ({status.reason}); {left:.0f} s of cool-off left")
+    return _ok("circuit_breaker", "circuit breaker closed")
+
+
+def rule_pdt(
+    equity: float, daytrade_count: int, reducing: bool, symbol: str, opened_today: frozenset[str], limits: RiskLimits
+) -> RuleResult:
+    """Pattern day trader: under $25k, a 4th day trade in 5 days flags the account.
+
+    With `pdt_max_daytrades` used: no closing a position opened today, and no
+    new bracketed entry (its exits would fire the same day).
+    """
+    if equity >= limits.pdt_equity_threshold:
+        return _ok("pdt", f"equity {_money(equity)} >= {_money(limits.pdt_equity_threshold)}: PDT does not apply")
+    if daytrade_count < limits.pdt_max_daytrades:
+        return _ok("pdt", f"{daytrade_count} day trades < {limits.pdt_max_daytrades}")
+    head = f"equity {_money(equity)} < {_money(limits.pdt_equity_threshold)} and {daytrade_count} day trades"
+    if reducing:
+        if symbol in opened_today:
+            return _no("pdt", f"{head}: closing {symbol} opened today would be another day trade")
+        return _ok("pdt", f"{head}, but {symbol} was not opened today")
+    return _no("pdt", f"{head}: no new same-day round trips")
+
+
+def rule_order_rate(orders_last_minute: int, max_per_minute: int) -> RuleResult:
+    if orders_last_minute >= max_per_minute:
+        return _no("order_rate", f"{orders_last_minute} orders in the last minute >= max {max_per_minute}")
+    return _ok("order_rate", f"{orders_last_minute} orders in the last minute < max {max_per_minute}")
+
+
+def rule_short(side: str, reducing: bool, allow_short: bool) -> RuleResult:
+    if side == "sell" and not reducing and not allow_short:
+        return _no("short_selling", "sell would open a short and shorting is disabled")
+    return _ok("short_selling", "not a disallowed short")
+
+
+# ---- the whole evaluation ------------------------------------------------------------
+
+
+def evaluate(
+    req: RiskRequest,
+    ctx: RiskContext,
+    limits: RiskLimits | None = None,
+    brackets: BracketParams | None = None,
+) -> RiskVerdict:
+    """Run every rule and size the order. `allowed` only if every rule passed and qty > 0."""
+    lim = limits or RiskLimits()
+    acct = ctx.account
+    pos = ctx.position(req.symbol)
+    pos_qty = pos.qty if pos else 0.0
+    reducing = (req.side == "sell" and pos_qty > 0) or (req.side == "buy" and pos_qty < 0)
+    entry = req.entry
+    exempt = "n/a: order reduces exposure"
+    results: list[RuleResult] = []
+    add = results.append
+
+    add(rule_trading_state(ctx.trading_state, reducing, bool(acct and acct.trading_blocked)))
+    add(rule_market_open(ctx.market_open, lim.require_market_open))
+    add(rule_stale_quote(ctx.now_ns, req.quote_recv_ns, lim.max_quote_age_s))
+    if acct is None:
+        add(_no("account", "no account snapshot yet"))
+        return RiskVerdict(
+            allowed=False, results=tuple(results), qty=0, reduce_only=reducing, entry=entry, stop_loss=None, take_profit=None
+        )
+    equity = acct.equity
+    add(rule_pdt(equity, acct.daytrade_count, reducing, req.symbol, ctx.opened_today, lim))
+
+    if reducing:
+        # Close the position; whole shares only (fractional remainder stays).
+        qty = int(math.floor(abs(pos_qty) + 1e-9))
+        for rule in ("spread", "price_range", "short_selling", "max_position", "max_positions",
+                     "gross_exposure", "daily_loss", "circuit_breaker", "order_rate"):
+            add(_ok(rule, exempt))
+        add(_ok("sizing", f"close {qty} of {pos_qty:g} shares") if qty > 0 else _no("sizing", "position under 1 share"))
+        allowed = all(r.ok for r in results) and qty > 0
+        return RiskVerdict(
+            allowed=allowed, results=tuple(results), qty=qty if allowed else 0, reduce_only=True,
+            entry=entry, stop_loss=None, take_profit=None,
+        )
+
+    add(rule_spread(req.spread_bps, lim.max_spread_bps))
+    add(rule_price_range(entry, lim.min_price, lim.max_price))
+    add(rule_short(req.side, reducing, lim.allow_short))
+    held = tuple(p.symbol for p in ctx.positions if p.qty != 0)
+    add(rule_max_open_positions(req.symbol, held, ctx.open_order_symbols, lim.max_open_positions))
+    gross = sum(position_value(p) for p in ctx.positions if p.qty != 0)
+    add(rule_gross_exposure(gross, equity, lim.max_gross_exposure_pct))
+    start = ctx.start_of_day_equity if ctx.start_of_day_equity else acct.last_equity
+    add(rule_daily_loss(equity, start, lim.daily_loss_limit_pct))
+    add(rule_circuit_breaker(ctx.breaker, ctx.now_ns))
+    add(rule_order_rate(ctx.orders_last_minute, lim.max_orders_per_minute))
+
+    stop = take = None
+    qty = 0
+    existing = position_value(pos) if pos else 0.0
+    if math.isfinite(entry) and entry > 0:
+        b = bracket_prices(req.side, entry, req.atr, brackets)
+        stop, take = b.stop_loss, b.take_profit
+        # Gross room caps the order like buying power does.
+        gross_room = equity * lim.max_gross_exposure_pct / 100.0 - gross
+        size = position_size(
+            equity=equity,
+            entry=entry,
+            stop=stop,
+            buying_power=min(acct.buying_power, gross_room),
+            risk_per_trade_pct=lim.risk_per_trade_pct,
+            max_position_pct=lim.max_position_pct,
+            existing_exposure=existing,
+        )
+        qty = size.qty
+        add(_ok("sizing", f"{qty} shares, {size.reason}") if qty > 0 else _no("sizing", size.reason))
+    else:
+        add(_no("sizing", f"no usable entry price ({entry!r})"))
+    add(rule_max_position(req.symbol, existing, qty * entry if qty > 0 else 0.0, equity, lim.max_position_pct))
+
+    allowed = all(r.ok for r in results) and qty > 0
+    return RiskVerdict(
+        allowed=allowed, results=tuple(results), qty=qty if allowed else 0, reduce_only=False,
+        entry=entry, stop_loss=stop, take_profit=take,
+    )
+
+
+# ---- stateful helpers (pure, injectable clock) -------------------------------------
+
+
+class CircuitBreaker:
+    """Trips after N consecutive order failures or M losses within a window.
+
+    Stays tripped for `cooloff_s`, then closes by itself with clean counters.
+    `record_*` return True on the call that trips it, so the owner can alert.
+    """
+
+    def __init__(
+        self,
+        max_consecutive_failures: int = 3,
+        max_losses: int = 3,
+        loss_window_s: float = 1800.0,
+        cooloff_s: float = 900.0,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.max_consecutive_failures = max_consecutive_failures
+        self.max_losses = max_losses
+        self.loss_window_ns = int(loss_window_s * 1e9)
+        self.cooloff_ns = int(cooloff_s * 1e9)
+        self._clock = clock
+        self._failures = 0
+        self._losses: deque[int] = deque()
+        self._tripped_until = 0
+        self._reason = ""
+
+    @classmethod
+    def from_limits(cls, limits: RiskLimits, clock: Callable[[], int] = time.time_ns) -> "CircuitBreaker":
+        return cls(
+            limits.cb_max_consecutive_failures, limits.cb_max_losses, limits.cb_loss_window_s, limits.cb_cooloff_s, clock
+        )
+
+    def _expire(self, now: int) -> None:
+        if self._tripped_until and now >= self._tripped_until:
+            self.reset()
+
+    @property
+    def tripped(self) -> bool:
+        return self.status().tripped
+
+    def status(self) -> BreakerStatus:
+        now = self._clock()
+        self._expire(now)
+        if self._tripped_until:
+            return BreakerStatus(True, self._reason, self._tripped_until)
+        return BreakerStatus(False)
+
+    def trip(self, reason: str) -> bool:
+        """Open the breaker now (also usable by an operator or another rule)."""
+        now = self._clock()
+        self._expire(now)
+        already = bool(self._tripped_until)
+        self._tripped_until = now + self.cooloff_ns
+        self._reason = reason
+        return not already
+
+    def reset(self) -> None:
+        self._failures = 0
+        self._losses.clear()
+        self._tripped_until = 0
+        self._reason = ""
+
+    def record_order_ok(self) -> None:
+        """An order was accepted: the failure streak ends."""
+        self._failures = 0
+
+    def record_order_failure(self, reason: str = "") -> bool:
+        self._expire(self._clock())
+        self._failures += 1
+        if self._failures >= self.max_consecutive_failures and not self._tripped_until:
+            detail = f": last {reason}" if reason else ""
+            return self.trip(f"{self._failures} consecutive order failures{detail}")
+        return False
+
+    def record_trade(self, pnl: float) -> bool:
+        """A closed trade's realised P&L; losses count towards the window."""
+        now = self._clock()
+        self._expire(now)
+        if pnl >= 0:
+            return False
+        self._losses.append(now)
+        while self._losses and self._losses[0] <= now - self.loss_window_ns:
+            self._losses.popleft()
+        if len(self._losses) >= self.max_losses and not self._tripped_until:
+            return self.trip(f"{len(self._losses)} losing trades within {self.loss_window_ns / 1e9:.0f} s")
+        return False
+
+
+class OrderRateWindow:
+    """Orders sent in the last `window_s` seconds (feeds rule_order_rate)."""
+
+    def __init__(self, window_s: float = 60.0, clock: Callable[[], int] = time.time_ns) -> None:
+        self.window_ns = int(window_s * 1e9)
+        self._clock = clock
+        self._sent: deque[int] = deque()
+
+    def record(self) -> None:
+        self._sent.append(self._clock())
+
+    def count(self) -> int:
+        cutoff = self._clock() - self.window_ns
+        q = self._sent
+        while q and q[0] <= cutoff:
+            q.popleft()
+        return len(q)

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""stockade: a supervised, actor-model trading daemon for US equities through Alpaca.
+
+    python run.py [run]   the daemon (embedded paper venue when no Alpaca keys)
+    python run.py ctl     talk to a running daemon over its control socket
+    python run.py venue   the Alpaca-compatible paper venue on its own
+    python run.py bench   benchmarks, one JSON document on stdout
+    python run.py check   validate a settings file and print the effective settings
+
+Exit status: 0 success, 2 bad settings or usage, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = "usage: python run.py [run|ctl|venue|bench|check] [--settings FILE] [--data-dir DIR] [options]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help", "help"):
+        print(__doc__.strip())
+        print(USAGE)
+        return 0
+    command, rest = ("run", argv) if not argv or argv[0].startswith("-") else (argv[0], argv[1:])
+    try:
+        if command == "run":
+            from stockade.ops.daemon import main as entry
+        elif command == "ctl":
+            from stockade.ops.ctl import main as entry
+        elif command == "venue":
+            from stockade.venue.cli import main as entry
+        elif command == "bench":
+            from stockade.ops.bench import main as entry
+        elif command == "check":
+            from stockade.ops.check import main as entry
+        else:
+            print(f"run.py: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+            return 2
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == "stockade":
+            print(
+                "run.py: the stockade package is not installed; run the README's install line "
+                "(python3 -m venv .venv && .venv/bin/pip install -e .)",
+                file=sys.stderr,
+            )
+            return 2
+        raise
+    return entry(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Ledger arithmetic: what a fill does to a position. Pure functions."""
+
+from __future__ import annotations
+
+from stockade.codecs.records import OrderRecord, PositionRecord
+
+
+def apply_fill(position: PositionRecord | None, symbol: str, side: str, qty: int, price: float, now_ns: int) -> PositionRecord:
+    """The position after a fill of `qty` at `price` (average price on adds,
+    unchanged average on reductions, reset when the position flips)."""
+    signed = qty if side == "buy" else -qty
+    old_qty = position.qty if position else 0
+    old_avg = position.avg_entry_price if position else 0.0
+    new_qty = old_qty + signed
+    if new_qty == 0:
+        avg = 0.0
+    elif old_qty == 0 or (old_qty > 0) == (signed > 0):
+        avg = (old_avg * abs(old_qty) + price * abs(signed)) / abs(new_qty)
+    elif (old_qty > 0) != (new_qty > 0):
+        avg = price  # flipped through zero: the remainder opened at this price
+    else:
+        avg = old_avg
+    stop_id = position.protective_stop_order_id if position and new_qty != 0 else None
+    return PositionRecord(symbol=symbol, qty=new_qty, avg_entry_price=avg, updated_ns=now_ns, protective_stop_order_id=stop_id)
+
+
+def fill_increment(record: OrderRecord, filled_qty: int, filled_avg_price: float | None, fill_price: float | None) -> tuple[int, float] | None:
+    """The new execution implied by a cumulative update: (qty, price), or None if nothing new.
+
+    Trade updates carry the cumulative filled qty and average price; the
+    difference from what the ledger has is the fill, so a replayed or
+    re-synced update adds nothing twice.
+    """
+    delta = filled_qty - record.filled_qty
+    if delta <= 0:
+        return None
+    if fill_price is not None and fill_price > 0:
+        return delta, fill_price
+    if filled_avg_price is None:
+        return None
+    old_value = (record.filled_avg_price or 0.0) * record.filled_qty
+    price = (filled_avg_price * filled_qty - old_value) / delta
+    return delta, price if price > 0 else filled_avg_price

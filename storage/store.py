@@ -1,0 +1,138 @@
+"""The store: stockade's lmdb environment with the named tables the actors use.
+
+    store = Store.open(data_dir)
+    with store.write() as txn:                      # one atomic, durable commit
+        store.journal.append(IntentJournaled(...), txn=txn)
+        store.orders.put(order.client_order_id, order, txn=txn)
+    store.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Callable, Iterator, TypeVar
+
+import lmdb
+import msgspec
+
+from stockade.codecs.records import (
+    AlertRecord,
+    DayCounters,
+    DecisionRecord,
+    EquitySnapshot,
+    FillRecord,
+    OrderRecord,
+    PositionRecord,
+    TradingStateRecord,
+)
+from stockade.storage.environment import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, Environment
+from stockade.storage.journal import Journal
+from stockade.storage.order_states import OPEN
+from stockade.storage.tables import Table, TimeSeries
+
+T = TypeVar("T")
+
+TRADING_STATE_KEY = "trading"
+DAY_NS = 86_400 * 1_000_000_000
+
+
+class Retention(msgspec.Struct, frozen=True, kw_only=True):
+    """How much history the time-ordered tables keep (age in days, and a count cap)."""
+
+    alerts_days: float = 30.0
+    alerts_max: int = 100_000
+    decisions_days: float = 30.0
+    decisions_max: int = 500_000
+    equity_days: float = 400.0
+    equity_max: int = 1_000_000
+
+
+class Store:
+    """The open storage of one data dir; use `Store.open(data_dir)`."""
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        self.journal = Journal(env, "journal")
+        self.orders: Table[OrderRecord] = Table(env, "orders", OrderRecord)  # by client_order_id
+        self.fills: Table[FillRecord] = Table(env, "fills", FillRecord)  # by broker exec id
+        self.positions: Table[PositionRecord] = Table(env, "positions", PositionRecord)  # by symbol
+        self.state: Table[TradingStateRecord] = Table(env, "state", TradingStateRecord)  # key "trading"
+        self.counters: Table[DayCounters] = Table(env, "counters", DayCounters)  # by date YYYY-MM-DD
+        self.alerts: TimeSeries[AlertRecord] = TimeSeries(env, "alerts", AlertRecord)
+        self.equity: TimeSeries[EquitySnapshot] = TimeSeries(env, "equity", EquitySnapshot)
+        self.decisions: TimeSeries[DecisionRecord] = TimeSeries(env, "decisions", DecisionRecord)
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: str | os.PathLike[str],
+        *,
+        map_size: int = DEFAULT_MAP_SIZE,
+        max_map_size: int = DEFAULT_MAX_MAP_SIZE,
+        durable: bool = True,
+        readonly: bool = False,
+    ) -> "Store":
+        """Open (creating if needed) the storage of `data_dir`; raises DataDirLocked if in use."""
+        env = Environment.open(
+            data_dir, map_size=map_size, max_map_size=max_map_size, durable=durable, readonly=readonly
+        )
+        try:
+            return cls(env)
+        except BaseException:
+            env.close()
+            raise
+
+    # ---- transactions -------------------------------------------------------
+
+    def write(self, durable: bool = True) -> contextlib.AbstractContextManager[lmdb.Transaction]:
+        """A write transaction: everything in the block commits together, or nothing if it raises."""
+        return self.env.write(durable=durable)
+
+    def read(self) -> contextlib.AbstractContextManager[lmdb.Transaction]:
+        """A consistent read snapshot across tables."""
+        return self.env.read()
+
+    def transact(self, fn: Callable[[lmdb.Transaction], T], durable: bool = True) -> T:
+        """Run `fn(txn)` atomically; if the map fills, grow it and run `fn` again."""
+        return self.env.transact(fn, durable=durable)
+
+    # ---- conveniences -------------------------------------------------------
+
+    def trading_state(self, *, txn: lmdb.Transaction | None = None) -> TradingStateRecord | None:
+        """The persisted trading state, or None on a fresh data dir."""
+        return self.state.get(TRADING_STATE_KEY, txn=txn)
+
+    def put_trading_state(self, record: TradingStateRecord, *, txn: lmdb.Transaction | None = None) -> None:
+        self.state.put(TRADING_STATE_KEY, record, txn=txn)
+
+    def open_orders(self, *, txn: lmdb.Transaction | None = None) -> Iterator[OrderRecord]:
+        """Orders that may be working at the broker (scans the orders table)."""
+        return (o for _, o in self.orders.items(txn=txn) if o.state in OPEN)
+
+    def apply_retention(self, policy: Retention | None = None, *, now_ns: int | None = None) -> dict[str, int]:
+        """Trim alerts, decisions and equity snapshots per `policy`; returns deletions per table."""
+        policy = policy or Retention()
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        plan = (
+            (self.alerts, policy.alerts_days, policy.alerts_max),
+            (self.decisions, policy.decisions_days, policy.decisions_max),
+            (self.equity, policy.equity_days, policy.equity_max),
+        )
+        return {
+            series.name: series.trim(older_than_ns=now_ns - int(days * DAY_NS), keep_last=keep)
+            for series, days, keep in plan
+        }
+
+    # ---- lifecycle ----------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the environment and release the data dir. Idempotent."""
+        self.env.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

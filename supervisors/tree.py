@@ -1,0 +1,89 @@
+"""Stockade's supervision tree.
+
+    root (one_for_one)
+    ├── emergency_stop          critical: its failure means full liquidation
+    ├── alerter
+    ├── execution (one_for_one)
+    │   ├── order_manager       rebuilds from the journal and the broker
+    │   ├── reconciler
+    │   └── risk_guard
+    └── market (rest_for_one)   a new stream restarts everything after it
+        ├── quote_streamer
+        ├── analyzers (one_for_one)
+        │   └── analyzer:<SYMBOL> ...
+        └── ensemble_voter
+
+EmergencyStop and Alerter start first so that everything after them can
+alert and be stopped; they stop last. The root exhausting its restart
+intensity (or EmergencyStop failing) calls `on_exhausted`, which the daemon
+wires to a full liquidation that needs no actor alive.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from stockade.actors.alerter import Alerter
+from stockade.actors.analyzer import Analyzer
+from stockade.actors.emergency_stop import EmergencyStop
+from stockade.actors.ensemble_voter import EnsembleVoter
+from stockade.actors.order_manager import OrderManager
+from stockade.actors.quote_streamer import QuoteStreamer, analyzer_name
+from stockade.actors.reconciler import Reconciler
+from stockade.actors.risk_guard import RiskGuard
+from stockade.actors.services import Services
+from stockade.supervisors.runtime import Tree, start_tree
+from stockade.supervisors.spec import ChildSpec, RestartPolicy, Strategy
+from stockade.supervisors.supervisor import supervisor_spec
+
+ACTOR_NAMES = ("emergency_stop", "alerter", "order_manager", "reconciler", "risk_guard", "quote_streamer",
+               "ensemble_voter")
+SUPERVISOR_NAMES = ("root", "execution", "market", "analyzers")
+
+
+def _policy(svc: Services, strategy: Strategy) -> RestartPolicy:
+    s = svc.settings.supervision
+    return RestartPolicy(
+        strategy=strategy,
+        max_restarts=s.max_restarts,
+        period_s=s.period_s,
+        backoff_initial_s=s.backoff_initial_s,
+        backoff_max_s=s.backoff_max_s,
+        heartbeat_interval_s=s.heartbeat_interval_s,
+        heartbeat_timeout_s=s.heartbeat_timeout_s,
+    )
+
+
+def tree_children(svc: Services) -> list[ChildSpec]:
+    """The root's children, in start order."""
+    # Start-up work (warm-up, first REST calls) may take a while on a slow
+    # link: give it room before a missed heartbeat counts as a hang.
+    grace = max(10.0, svc.settings.orders.request_timeout_s * 2)
+    analyzers = [ChildSpec(name=analyzer_name(sym), start=Analyzer.start, start_timeout_s=grace * 2)
+                 for sym in svc.settings.trading.symbols]
+    return [
+        ChildSpec(name="emergency_stop", start=EmergencyStop.start, critical=True, start_timeout_s=grace),
+        ChildSpec(name="alerter", start=Alerter.start, start_timeout_s=grace),
+        supervisor_spec("execution", _policy(svc, "one_for_one"), [
+            ChildSpec(name="order_manager", start=OrderManager.start, shutdown_timeout_s=10.0, start_timeout_s=grace * 3),
+            ChildSpec(name="reconciler", start=Reconciler.start, start_timeout_s=grace),
+            ChildSpec(name="risk_guard", start=RiskGuard.start, start_timeout_s=grace),
+        ]),
+        supervisor_spec("market", _policy(svc, "rest_for_one"), [
+            ChildSpec(name="quote_streamer", start=QuoteStreamer.start, shutdown_timeout_s=8.0, start_timeout_s=grace),
+            supervisor_spec("analyzers", _policy(svc, "one_for_one"), analyzers),
+            ChildSpec(name="ensemble_voter", start=EnsembleVoter.start, start_timeout_s=grace),
+        ]),
+    ]
+
+
+def start_stockade_tree(svc: Services, on_exhausted: Callable[[str], None], data_dir: str) -> Tree:
+    """Start every actor under supervision; returns the tree handle."""
+    return start_tree(
+        _policy(svc, "one_for_one"),
+        tree_children(svc),
+        name="root",
+        on_exhausted=on_exhausted,
+        faults=svc.faults,
+        extras={"services": svc, "data_dir": data_dir},
+    )

@@ -1,0 +1,196 @@
+"""Exchange records rendered as the JSON bodies Alpaca's Trading API sends.
+
+Alpaca sends money and quantities as JSON strings, ids as UUID strings and
+times as RFC 3339 in UTC with nanoseconds; alpaca-py's pydantic models (and
+other clients) parse exactly that, so every body is built here in one place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from stockade.venue.exchange import AccountView, Exchange, Order, Position, TradeEvent, asset_id_for
+
+EXCHANGE_OF = {"SPY": "ARCA"}  # everything else is listed on NASDAQ in the simulator
+
+
+def ts(ns: int | None) -> str | None:
+    """RFC 3339 UTC with nanoseconds, as Alpaca writes it (…T15:28:33.474853941Z)."""
+    if ns is None:
+        return None
+    secs, frac = divmod(ns, 1_000_000_000)
+    return dt.datetime.fromtimestamp(secs, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+
+
+def num(x: float | int | None) -> str | None:
+    """A number as Alpaca's decimal string: no exponent, no float noise."""
+    if x is None:
+        return None
+    if isinstance(x, int):
+        return str(x)
+    s = f"{x:.6f}".rstrip("0").rstrip(".")
+    return "0" if s in ("", "-0") else s
+
+
+def order_json(order: Order, ex: Exchange, *, nested: bool = True) -> dict[str, Any]:
+    """An order object; bracket entries carry their legs when `nested` (as POST and nested GET do)."""
+    legs = None
+    if order.leg_ids and nested:
+        legs = [order_json(leg, ex, nested=False) for leg in ex.legs_of(order)]
+    return {
+        "id": order.id,
+        "client_order_id": order.client_order_id,
+        "created_at": ts(order.created_at_ns),
+        "updated_at": ts(order.updated_at_ns),
+        "submitted_at": ts(order.submitted_at_ns),
+        "filled_at": ts(order.filled_at_ns),
+        "expired_at": ts(order.expired_at_ns),
+        "canceled_at": ts(order.canceled_at_ns),
+        "failed_at": ts(order.failed_at_ns),
+        "replaced_at": ts(order.replaced_at_ns),
+        "replaced_by": order.replaced_by,
+        "replaces": order.replaces,
+        "asset_id": order.asset_id,
+        "symbol": order.symbol,
+        "asset_class": "us_equity",
+        "notional": None,
+        "qty": num(order.qty),
+        "filled_qty": num(order.filled_qty),
+        "filled_avg_price": num(order.filled_avg_price),
+        "order_class": order.order_class,
+        "order_type": order.type,
+        "type": order.type,
+        "side": order.side,
+        "position_intent": _intent(order),
+        "time_in_force": order.time_in_force,
+        "limit_price": num(order.limit_price),
+        "stop_price": num(order.stop_price),
+        "status": order.status,
+        "extended_hours": order.extended_hours,
+        "legs": legs,
+        "trail_percent": None,
+        "trail_price": None,
+        "hwm": None,
+        "expires_at": None,
+    }
+
+
+def _intent(order: Order) -> str:
+    # Without shorting every buy opens and every sell closes a long.
+    return "buy_to_open" if order.side == "buy" else "sell_to_close"
+
+
+def position_json(pos: Position, ex: Exchange) -> dict[str, Any]:
+    price = ex.mark_price(pos.symbol)
+    current = price if price is not None else pos.avg_entry_price
+    cost = pos.qty * pos.avg_entry_price
+    value = pos.qty * current
+    pl = value - cost
+    plpc = pl / cost if cost else 0.0
+    # No prior-day close in the simulator: the intraday figures use the entry price as the base.
+    return {
+        "asset_id": pos.asset_id,
+        "symbol": pos.symbol,
+        "exchange": EXCHANGE_OF.get(pos.symbol, "NASDAQ"),
+        "asset_class": "us_equity",
+        "asset_marginable": True,
+        "qty": num(pos.qty),
+        "qty_available": num(pos.qty - ex.held_for_orders(pos.symbol)),
+        "avg_entry_price": num(round(pos.avg_entry_price, 6)),
+        "side": "long",
+        "market_value": num(round(value, 4)),
+        "cost_basis": num(round(cost, 4)),
+        "unrealized_pl": num(round(pl, 4)),
+        "unrealized_plpc": num(round(plpc, 10)),
+        "unrealized_intraday_pl": num(round(pl, 4)),
+        "unrealized_intraday_plpc": num(round(plpc, 10)),
+        "current_price": num(round(current, 4)),
+        "lastday_price": num(round(pos.avg_entry_price, 4)),
+        "change_today": "0",
+    }
+
+
+def account_json(view: AccountView, ex: Exchange) -> dict[str, Any]:
+    st = view.state
+    m = lambda x: num(round(x, 2))  # noqa: E731 - Alpaca reports account money in cents
+    return {
+        "id": st.id,
+        "account_number": st.account_number,
+        "status": "ACTIVE",
+        "crypto_status": "INACTIVE",
+        "currency": "USD",
+        "buying_power": m(view.buying_power),
+        "regt_buying_power": m(view.buying_power),
+        "daytrading_buying_power": "0",
+        "effective_buying_power": m(view.buying_power),
+        "non_marginable_buying_power": m(view.buying_power),
+        "options_buying_power": m(view.buying_power),
+        "bod_dtbp": "0",
+        "cash": m(st.cash),
+        "accrued_fees": "0",
+        "pending_transfer_in": "0",
+        "portfolio_value": m(view.equity),
+        "pattern_day_trader": st.pattern_day_trader,
+        "trading_blocked": False,
+        "transfers_blocked": False,
+        "account_blocked": False,
+        "created_at": ts(st.created_at_ns),
+        "trade_suspended_by_user": False,
+        "multiplier": "1",
+        "shorting_enabled": False,
+        "equity": m(view.equity),
+        "last_equity": m(st.last_equity),
+        "long_market_value": m(view.long_market_value),
+        "short_market_value": "0",
+        "position_market_value": m(view.long_market_value),
+        "initial_margin": m(view.long_market_value),
+        "maintenance_margin": m(view.long_market_value * 0.3),
+        "last_maintenance_margin": "0",
+        "sma": "0",
+        "daytrade_count": view.daytrade_count,
+        "balance_asof": ts(ex.clock.now_ns())[:10],
+        "options_approved_level": 0,
+        "options_trading_level": 0,
+        "intraday_adjustments": "0",
+        "pending_reg_taf_fees": "0",
+    }
+
+
+def asset_json(symbol: str) -> dict[str, Any]:
+    return {
+        "id": asset_id_for(symbol),
+        "class": "us_equity",
+        "exchange": EXCHANGE_OF.get(symbol, "NASDAQ"),
+        "symbol": symbol,
+        "name": f"{symbol} (simulated)",
+        "status": "active",
+        "tradable": True,
+        "marginable": True,
+        "maintenance_margin_requirement": 30,
+        "margin_requirement_long": "30",
+        "margin_requirement_short": "100",
+        "shortable": False,
+        "easy_to_borrow": False,
+        "fractionable": False,
+        "attributes": [],
+    }
+
+
+def trade_update_json(ev: TradeEvent, ex: Exchange) -> dict[str, Any]:
+    """The `data` of one trade_updates frame."""
+    data: dict[str, Any] = {
+        "event": ev.event,
+        "timestamp": ts(ev.ts_ns),
+        "order": order_json(ev.order, ex),
+    }
+    if ev.execution_id is not None:
+        data["execution_id"] = ev.execution_id
+        data["price"] = num(ev.price)
+        data["qty"] = num(ev.qty)
+        data["position_qty"] = num(ev.position_qty)
+    return data
+
+
+def error_json(code: int, message: str, **extra: Any) -> dict[str, Any]:
+    return {"code": code, "message": message, **extra}

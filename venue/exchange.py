@@ -1,0 +1,926 @@
+"""The paper venue's matching engine and account: pure logic, no asyncio, no threads.
+
+It holds one Alpaca-style paper account (cash, positions with average entry
+price, orders with Alpaca's state machine, fills, day-trade history) and
+matches resting orders against the simulator's top of book. Everything that
+changes is reported twice: as a trade-update event through `on_event` (for the
+`/stream` websocket) and as a dirty mark that `take_changes()` hands to the
+ledger store.
+
+Errors a client can cause raise `VenueError`, carrying Alpaca's HTTP status,
+code and message, so the REST layer only renders them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+import uuid
+from typing import Any, Callable, Iterable, Literal, Protocol
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from stockade.venue.clock import is_nyse_trading_day
+
+NY = ZoneInfo("America/New_York")
+
+# Alpaca's PDT threshold and the window the day-trade count covers.
+PDT_EQUITY_THRESHOLD = 25_000.0
+PDT_WINDOW_BUSINESS_DAYS = 5
+PDT_MAX_DAY_TRADES = 3
+# Alpaca values a market buy at 2.5-4 % above the market for the buying-power check.
+MARKET_BUY_BP_MARGIN = 1.03
+
+OPEN_STATUSES = frozenset(
+    {"pending_new", "accepted", "new", "partially_filled", "held", "pending_cancel", "pending_replace"}
+)
+CLOSED_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "replaced", "done_for_day"})
+# States in which an order can trade on the next quote.
+_WORKING = frozenset({"new", "partially_filled"})
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["market", "limit", "stop", "stop_limit"]
+TimeInForce = Literal["day", "gtc"]
+
+
+class VenueError(Exception):
+    """An Alpaca API error: HTTP status, Alpaca's numeric code, message, extra body fields."""
+
+    def __init__(self, status: int, code: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body Alpaca sends for this error."""
+        return {"code": self.code, "message": self.message, **self.extra}
+
+
+# ---- records (also what the ledger store persists) ---------------------------
+
+
+class Order(msgspec.Struct, kw_only=True):
+    """One order and its Alpaca state. Mutable: the state machine advances it in place."""
+
+    id: str
+    client_order_id: str
+    symbol: str
+    asset_id: str
+    side: Side
+    type: OrderType
+    time_in_force: TimeInForce
+    qty: int
+    limit_price: float | None = None
+    stop_price: float | None = None
+    status: str = "pending_new"
+    order_class: str = "simple"
+    extended_hours: bool = False
+    filled_qty: int = 0
+    filled_notional: float = 0.0
+    created_at_ns: int = 0
+    updated_at_ns: int = 0
+    submitted_at_ns: int = 0
+    filled_at_ns: int | None = None
+    canceled_at_ns: int | None = None
+    expired_at_ns: int | None = None
+    failed_at_ns: int | None = None
+    replaced_at_ns: int | None = None
+    replaced_by: str | None = None
+    replaces: str | None = None
+    parent_id: str | None = None  # bracket legs point at their entry order
+    leg_ids: list[str] = msgspec.field(default_factory=list)
+    leg_role: str | None = None  # "take_profit" | "stop_loss"
+    stop_triggered: bool = False
+    daytrade_counted: bool = False
+
+    @property
+    def remaining(self) -> int:
+        return self.qty - self.filled_qty
+
+    @property
+    def filled_avg_price(self) -> float | None:
+        return self.filled_notional / self.filled_qty if self.filled_qty else None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+
+class Position(msgspec.Struct, kw_only=True):
+    """A long holding. `opened_today_qty` is what today's buys added (for day-trade counting)."""
+
+    symbol: str
+    asset_id: str
+    qty: int
+    avg_entry_price: float
+    opened_today_qty: int = 0
+    opened_on: str = ""  # ET trading date of opened_today_qty
+
+
+class Fill(msgspec.Struct, frozen=True, kw_only=True):
+    """One execution."""
+
+    id: str
+    order_id: str
+    symbol: str
+    side: Side
+    qty: int
+    price: float
+    ts_ns: int
+    position_qty: int
+
+
+class AccountState(msgspec.Struct, kw_only=True):
+    """The account's own numbers; equity and buying power are derived from these and quotes."""
+
+    id: str
+    account_number: str
+    cash: float
+    created_at_ns: int
+    last_equity: float
+    last_equity_date: str = ""  # ET date the last_equity belongs to
+    pattern_day_trader: bool = False
+    day_trades: dict[str, int] = msgspec.field(default_factory=dict)  # ET date -> count
+
+
+class TradeEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A trade update for the stream; `order` is a snapshot taken when it happened."""
+
+    event: str
+    order: Order
+    ts_ns: int
+    execution_id: str | None = None
+    price: float | None = None
+    qty: int | None = None
+    position_qty: int | None = None
+
+
+class Changes(msgspec.Struct, kw_only=True):
+    """What changed since the last `take_changes()`; the ledger store writes it in one transaction."""
+
+    account: AccountState | None = None
+    orders: list[Order] = msgspec.field(default_factory=list)
+    positions: dict[str, Position | None] = msgspec.field(default_factory=dict)  # None: closed
+    fills: list[Fill] = msgspec.field(default_factory=list)
+
+    def empty(self) -> bool:
+        return self.account is None and not self.orders and not self.positions and not self.fills
+
+
+class LedgerSnapshot(msgspec.Struct, kw_only=True):
+    """Everything needed to rebuild an Exchange after a restart."""
+
+    account: AccountState
+    orders: list[Order]
+    positions: list[Position]
+    fills: list[Fill]
+
+
+class OrderRequest(msgspec.Struct, kw_only=True):
+    """A validated order submission (the REST layer parses Alpaca's JSON into this)."""
+
+    symbol: str
+    qty: int
+    side: Side
+    type: OrderType
+    time_in_force: TimeInForce = "day"
+    limit_price: float | None = None
+    stop_price: float | None = None
+    client_order_id: str | None = None
+    extended_hours: bool = False
+    order_class: str = "simple"  # "simple" | "bracket"
+    take_profit_limit: float | None = None
+    stop_loss_stop: float | None = None
+    stop_loss_limit: float | None = None
+
+
+class QuoteLike(Protocol):
+    symbol: str
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+    ts_ns: int
+
+
+class ClockLike(Protocol):
+    def is_open(self, ts_ns: int | None = None) -> bool: ...
+    def now_ns(self) -> int: ...
+
+
+class AccountView(msgspec.Struct, frozen=True, kw_only=True):
+    """Derived account figures, as of the latest quotes."""
+
+    state: AccountState
+    equity: float
+    long_market_value: float
+    buying_power: float
+    daytrade_count: int
+
+
+# ---- helpers ------------------------------------------------------------------
+
+
+def asset_id_for(symbol: str) -> str:
+    """A stable asset UUID per symbol, so ids survive restarts without being stored."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"stockade-venue/asset/{symbol}"))
+
+
+def trading_date(ts_ns: int) -> dt.date:
+    """The US/Eastern calendar date of a wall-clock instant."""
+    return dt.datetime.fromtimestamp(ts_ns / 1e9, tz=NY).date()
+
+
+def business_days_back(day: dt.date, n: int) -> list[dt.date]:
+    """`day` (if a session) and the NYSE sessions before it, `n` in all: the PDT window."""
+    days: list[dt.date] = []
+    d = day
+    while len(days) < n:
+        if is_nyse_trading_day(d):
+            days.append(d)
+        d -= dt.timedelta(days=1)
+    return days
+
+
+class Exchange:
+    """One paper account and its order book; see the module docstring."""
+
+    def __init__(
+        self,
+        symbols: Iterable[str],
+        clock: ClockLike,
+        *,
+        initial_cash: float = 100_000.0,
+        seed: int = 0,
+        partial_fill_prob: Callable[[], float] = lambda: 0.0,
+        on_event: Callable[[TradeEvent], None] | None = None,
+    ) -> None:
+        self.symbols = tuple(symbols)
+        self.clock = clock
+        self.partial_fill_prob = partial_fill_prob
+        self.on_event = on_event or (lambda _e: None)
+        # Seeded so partial-fill sizes, and thus whole test runs, repeat exactly.
+        self._rng = random.Random(seed)
+        now = clock.now_ns()
+        seed_rng = random.Random(seed ^ 0x5EED)
+        self.account = AccountState(
+            id=str(uuid.UUID(int=seed_rng.getrandbits(128), version=4)),
+            account_number=f"PA{seed_rng.randrange(10**9, 10**10)}",
+            cash=float(initial_cash),
+            created_at_ns=now,
+            last_equity=float(initial_cash),
+            last_equity_date=trading_date(now).isoformat(),
+        )
+        self.orders: dict[str, Order] = {}
+        # Open orders only, so per-quote matching does not scan the whole history.
+        self._open: dict[str, Order] = {}
+        self._by_client_id: dict[str, str] = {}
+        self.positions: dict[str, Position] = {}
+        self.fills: list[Fill] = []
+        self.quotes: dict[str, QuoteLike] = {}
+        self._to_route: list[str] = []
+        self._was_open: bool | None = None
+        self._changes = Changes()
+
+    # ---- persistence ------------------------------------------------------------
+
+    def snapshot(self) -> LedgerSnapshot:
+        return LedgerSnapshot(
+            account=self.account,
+            orders=list(self.orders.values()),
+            positions=list(self.positions.values()),
+            fills=list(self.fills),
+        )
+
+    def restore(self, snap: LedgerSnapshot) -> None:
+        """Replace the state with a stored one (at start, before any traffic)."""
+        self.account = snap.account
+        self.orders = {o.id: o for o in sorted(snap.orders, key=lambda o: o.created_at_ns)}
+        self._by_client_id = {o.client_order_id: o.id for o in self.orders.values()}
+        self._open = {o.id: o for o in self.orders.values() if o.is_open}
+        self.positions = {p.symbol: p for p in snap.positions}
+        self.fills = sorted(snap.fills, key=lambda f: f.ts_ns)
+        # Orders accepted but never routed before a crash are routed now.
+        self._to_route = [o.id for o in self.orders.values() if o.status in ("pending_new", "accepted") and not o.parent_id]
+        self._changes = Changes()
+
+    def take_changes(self) -> Changes:
+        """Hand over (and forget) what changed since the last call."""
+        changes, self._changes = self._changes, Changes()
+        return changes
+
+    def _dirty_order(self, order: Order) -> None:
+        if not any(o is order for o in self._changes.orders):
+            self._changes.orders.append(order)
+
+    def _dirty_position(self, symbol: str) -> None:
+        self._changes.positions[symbol] = self.positions.get(symbol)
+
+    def _dirty_account(self) -> None:
+        self._changes.account = self.account
+
+    # ---- queries -------------------------------------------------------------------
+
+    def get_order(self, order_id: str) -> Order:
+        order = self.orders.get(order_id)
+        if order is None:
+            raise VenueError(404, 40410000, f"order not found for {order_id}")
+        return order
+
+    def get_order_by_client_id(self, client_order_id: str) -> Order:
+        oid = self._by_client_id.get(client_order_id)
+        if oid is None:
+            raise VenueError(404, 40410000, "order not found")
+        return self.orders[oid]
+
+    def list_orders(
+        self,
+        *,
+        status: str = "open",
+        limit: int = 50,
+        after_ns: int | None = None,
+        until_ns: int | None = None,
+        direction: str = "desc",
+        nested: bool = False,
+        symbols: set[str] | None = None,
+        side: str | None = None,
+    ) -> list[Order]:
+        """Alpaca's GET /v2/orders semantics (status open|closed|all, by submission time)."""
+        out = []
+        for o in self.orders.values():
+            if nested and o.parent_id:
+                continue  # legs ride inside their parent
+            if status == "open" and not o.is_open:
+                continue
+            if status == "closed" and o.is_open:
+                continue
+            if after_ns is not None and o.submitted_at_ns <= after_ns:
+                continue
+            if until_ns is not None and o.submitted_at_ns > until_ns:
+                continue
+            if symbols and o.symbol not in symbols:
+                continue
+            if side and o.side != side:
+                continue
+            out.append(o)
+        out.sort(key=lambda o: (o.submitted_at_ns, o.created_at_ns), reverse=(direction != "asc"))
+        return out[: max(0, limit)]
+
+    def open_orders(self) -> list[Order]:
+        """Open orders in submission order (forgets the ones that closed since)."""
+        for oid in [oid for oid, o in self._open.items() if not o.is_open]:
+            del self._open[oid]
+        return list(self._open.values())
+
+    def legs_of(self, order: Order) -> list[Order]:
+        return [self.orders[i] for i in order.leg_ids if i in self.orders]
+
+    def mark_price(self, symbol: str) -> float | None:
+        """Price positions are valued at: the quote's mid (Alpaca uses last trade; we have none)."""
+        q = self.quotes.get(symbol)
+        if q is None or q.bid <= 0 or q.ask <= 0:
+            return None
+        return (q.bid + q.ask) / 2.0
+
+    def position_value(self, pos: Position) -> float:
+        price = self.mark_price(pos.symbol)
+        return pos.qty * (price if price is not None else pos.avg_entry_price)
+
+    def held_for_orders(self, symbol: str) -> int:
+        """Shares of `symbol` reserved by open sell orders (an OCO pair reserves once)."""
+        held = 0
+        seen_parents: set[str] = set()
+        for o in self.open_orders():
+            if o.symbol != symbol or o.side != "sell" or not o.is_open:
+                continue
+            if o.parent_id:
+                if o.status == "held" or o.parent_id in seen_parents:
+                    continue  # held legs reserve nothing until the entry fills
+                seen_parents.add(o.parent_id)
+                legs = self.legs_of(self.orders[o.parent_id])
+                held += o.qty - sum(leg.filled_qty for leg in legs)
+            else:
+                held += o.remaining
+        return held
+
+    def reserved_for_buys(self) -> float:
+        """Buying power tied up in open buy orders (Alpaca does not count sells until they fill)."""
+        total = 0.0
+        for o in self.open_orders():
+            if o.side == "buy" and o.is_open and o.status != "held":
+                total += o.remaining * self._buy_valuation_price(o)
+        return total
+
+    def _buy_valuation_price(self, o: Order | OrderRequest) -> float:
+        if o.type in ("limit", "stop_limit") and o.limit_price is not None:
+            return o.limit_price
+        q = self.quotes.get(o.symbol)
+        ref = q.ask if q is not None and q.ask > 0 else (o.stop_price or 0.0)
+        return ref * MARKET_BUY_BP_MARGIN
+
+    def daytrade_count(self, now_ns: int | None = None) -> int:
+        today = trading_date(now_ns if now_ns is not None else self.clock.now_ns())
+        window = {d.isoformat() for d in business_days_back(today, PDT_WINDOW_BUSINESS_DAYS)}
+        return sum(n for day, n in self.account.day_trades.items() if day in window)
+
+    def account_view(self) -> AccountView:
+        self._roll_day()
+        lmv = sum(self.position_value(p) for p in self.positions.values())
+        equity = self.account.cash + lmv
+        bp = max(0.0, self.account.cash - self.reserved_for_buys())
+        return AccountView(
+            state=self.account,
+            equity=equity,
+            long_market_value=lmv,
+            buying_power=bp,
+            daytrade_count=self.daytrade_count(),
+        )
+
+    # ---- submission ---------------------------------------------------------------
+
+    def submit(self, req: OrderRequest, *, route: bool = True) -> Order:
+        """Validate and accept an order; with `route`, also route it and match it at once.
+
+        The REST layer passes route=False, renders the accepted order (as Alpaca
+        answers before the order reaches the market) and then calls
+        `route_pending()`.
+        """
+        self._roll_day()
+        now = self.clock.now_ns()
+        self._validate(req)
+        cid = req.client_order_id or str(uuid.uuid4())
+        if cid in self._by_client_id:
+            raise VenueError(422, 40010001, "client_order_id must be unique")
+        market_open = self.clock.is_open(now)
+        status = "pending_new" if market_open else "accepted"
+        order = Order(
+            id=str(uuid.uuid4()),
+            client_order_id=cid,
+            symbol=req.symbol,
+            asset_id=asset_id_for(req.symbol),
+            side=req.side,
+            type=req.type,
+            time_in_force=req.time_in_force,
+            qty=req.qty,
+            limit_price=req.limit_price,
+            stop_price=req.stop_price,
+            status=status,
+            order_class=req.order_class,
+            extended_hours=req.extended_hours,
+            created_at_ns=now,
+            updated_at_ns=now,
+            submitted_at_ns=now,
+        )
+        self._add(order)
+        if req.order_class == "bracket":
+            exit_side: Side = "sell" if req.side == "buy" else "buy"
+            tp = Order(
+                id=str(uuid.uuid4()), client_order_id=str(uuid.uuid4()), symbol=req.symbol,
+                asset_id=order.asset_id, side=exit_side, type="limit", time_in_force=req.time_in_force,
+                qty=req.qty, limit_price=req.take_profit_limit, status="held", order_class="bracket",
+                created_at_ns=now, updated_at_ns=now, submitted_at_ns=now, parent_id=order.id,
+                leg_role="take_profit",
+            )
+            sl = Order(
+                id=str(uuid.uuid4()), client_order_id=str(uuid.uuid4()), symbol=req.symbol,
+                asset_id=order.asset_id, side=exit_side,
+                type="stop_limit" if req.stop_loss_limit is not None else "stop",
+                time_in_force=req.time_in_force, qty=req.qty, limit_price=req.stop_loss_limit,
+                stop_price=req.stop_loss_stop, status="held", order_class="bracket",
+                created_at_ns=now, updated_at_ns=now, submitted_at_ns=now, parent_id=order.id,
+                leg_role="stop_loss",
+            )
+            self._add(tp)
+            self._add(sl)
+            order.leg_ids = [tp.id, sl.id]
+        self._to_route.append(order.id)
+        if route:
+            self.route_pending()
+        return order
+
+    def _add(self, order: Order) -> None:
+        self.orders[order.id] = order
+        self._open[order.id] = order
+        self._by_client_id[order.client_order_id] = order.id
+        self._dirty_order(order)
+
+    def _validate(self, req: OrderRequest) -> None:
+        if req.symbol not in self.symbols:
+            raise VenueError(422, 40010001, "asset not found")
+        if req.qty <= 0:
+            raise VenueError(422, 40010001, "qty must be > 0")
+        if req.type in ("limit", "stop_limit") and (req.limit_price is None or req.limit_price <= 0):
+            raise VenueError(422, 40010001, "limit_price is required and must be > 0")
+        if req.type in ("stop", "stop_limit") and (req.stop_price is None or req.stop_price <= 0):
+            raise VenueError(422, 40010001, "stop_price is required and must be > 0")
+        if req.type in ("market", "stop") and req.limit_price is not None:
+            raise VenueError(422, 40010001, f"limit_price must not be given for {req.type} orders")
+        if req.type in ("market", "limit") and req.stop_price is not None:
+            raise VenueError(422, 40010001, f"stop_price must not be given for {req.type} orders")
+        if req.order_class == "bracket":
+            self._validate_bracket(req)
+        elif req.order_class != "simple":
+            raise VenueError(422, 40010001, f"order_class {req.order_class} is not supported by this venue")
+        if req.side == "sell":
+            self._check_sell_qty(req.symbol, req.qty)
+            self._check_pdt(req)
+        else:
+            self._check_buying_power(req)
+
+    def _validate_bracket(self, req: OrderRequest) -> None:
+        if req.side != "buy":
+            # A sell bracket opens a short, and this venue does not lend shares.
+            raise VenueError(403, 40310000, "account is not allowed to short")
+        if req.type not in ("market", "limit"):
+            raise VenueError(422, 40010001, "bracket orders must be market or limit orders")
+        if req.take_profit_limit is None or req.stop_loss_stop is None:
+            raise VenueError(422, 40010001, "bracket orders require take_profit.limit_price and stop_loss.stop_price")
+        if req.take_profit_limit <= 0 or req.stop_loss_stop <= 0:
+            raise VenueError(422, 40010001, "bracket leg prices must be > 0")
+        q = self.quotes.get(req.symbol)
+        base = req.limit_price if req.type == "limit" else (q.ask if q is not None else None)
+        if base is not None:
+            # Alpaca's own wording for legs on the wrong side of the base price.
+            if req.take_profit_limit < round(base + 0.01, 2):
+                raise VenueError(
+                    422, 42210000, f"take_profit.limit_price must be >= base_price + 0.01. base_price: {base:.2f}"
+                )
+            if req.stop_loss_stop > round(base - 0.01, 2):
+                raise VenueError(
+                    422, 42210000, f"stop_loss.stop_price must be <= base_price - 0.01. base_price: {base:.2f}"
+                )
+        if req.stop_loss_limit is not None and req.stop_loss_limit > req.stop_loss_stop:
+            raise VenueError(422, 42210000, "stop_loss.limit_price must be <= stop_loss.stop_price")
+
+    def _check_sell_qty(self, symbol: str, qty: int) -> None:
+        pos = self.positions.get(symbol)
+        existing = pos.qty if pos else 0
+        held = self.held_for_orders(symbol)
+        available = existing - held
+        if qty > available:
+            raise VenueError(
+                403, 40310000, "insufficient qty available for order",
+                available=str(max(0, available)), existing_qty=str(existing),
+                held_for_orders=str(held), symbol=symbol,
+            )
+
+    def _check_buying_power(self, req: OrderRequest) -> None:
+        cost = req.qty * self._buy_valuation_price(req)
+        bp = max(0.0, self.account.cash - self.reserved_for_buys())
+        if cost > bp + 1e-9:
+            raise VenueError(403, 40310000, "insufficient buying power", buying_power=_num(bp), cost_basis=_num(cost))
+
+    def would_day_trade(self, symbol: str, side: str) -> bool:
+        """A sell now would close shares bought today, i.e. complete a day trade."""
+        if side != "sell":
+            return False  # no shorting, so a buy never closes a same-day position
+        pos = self.positions.get(symbol)
+        today = trading_date(self.clock.now_ns()).isoformat()
+        return bool(pos and pos.opened_on == today and pos.opened_today_qty > 0)
+
+    def _check_pdt(self, req: OrderRequest) -> None:
+        # Alpaca judges PDT against the previous close's equity (last_equity), so an
+        # intraday gain does not lift the protection.
+        if self.account.last_equity >= PDT_EQUITY_THRESHOLD:
+            return
+        if self.daytrade_count() >= PDT_MAX_DAY_TRADES and self.would_day_trade(req.symbol, req.side):
+            raise VenueError(403, 40310100, "trade denied due to pattern day trading protection")
+
+    # ---- routing, cancels, replaces ----------------------------------------------------
+
+    def route_pending(self) -> None:
+        """Route accepted orders to the book ("new") and match them against the current quote.
+
+        While the market is closed, orders stay "accepted" and are routed at the open.
+        """
+        if not self._to_route:
+            return
+        now = self.clock.now_ns()
+        if not self.clock.is_open(now):
+            return
+        pending, self._to_route = self._to_route, []
+        for oid in pending:
+            order = self.orders.get(oid)
+            if order is None or order.status not in ("pending_new", "accepted"):
+                continue
+            self._set_status(order, "new", now)
+            self._emit("new", order, now)
+            self._match(order)
+
+    def cancel(self, order_id: str) -> Order:
+        """Cancel an open order (and, for a bracket, its legs or its OCO sibling)."""
+        order = self.get_order(order_id)
+        if not order.is_open:
+            raise VenueError(422, 42210000, f'order is already in "{order.status}" state')
+        now = self.clock.now_ns()
+        group: list[Order]
+        if order.parent_id:
+            group = [o for o in self.legs_of(self.orders[order.parent_id]) if o.is_open]
+        else:
+            group = [order] + [o for o in self.legs_of(order) if o.is_open]
+        for o in group:
+            self._close(o, "canceled", now)
+        return order
+
+    def cancel_all(self) -> list[tuple[str, int, Order]]:
+        """Cancel every open order: (id, http status, order) per order, as DELETE /v2/orders."""
+        out = []
+        for o in self.open_orders():
+            if o.is_open and not o.parent_id:
+                self.cancel(o.id)
+                out.append((o.id, 200, o))
+        for o in self.open_orders():  # legs whose parent had already filled
+            if o.is_open:
+                self.cancel(o.id)
+                out.append((o.id, 200, o))
+        return out
+
+    def replace(
+        self,
+        order_id: str,
+        *,
+        qty: int | None = None,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+        time_in_force: TimeInForce | None = None,
+        client_order_id: str | None = None,
+    ) -> Order:
+        """PATCH /v2/orders/{id}: a new order replaces the old one, which ends "replaced"."""
+        old = self.get_order(order_id)
+        if not old.is_open or old.status == "held" or old.status == "pending_cancel":
+            raise VenueError(422, 42210000, f'order is already in "{old.status}" state')
+        if old.order_class == "bracket" and not old.parent_id:
+            raise VenueError(422, 42210000, "bracket entry orders cannot be replaced")
+        new_qty = qty if qty is not None else old.qty
+        if new_qty <= old.filled_qty or new_qty <= 0:
+            raise VenueError(422, 40010001, "qty must be > filled_qty")
+        if client_order_id and client_order_id in self._by_client_id:
+            raise VenueError(422, 40010001, "client_order_id must be unique")
+        if old.side == "sell" and not old.parent_id:
+            pos = self.positions.get(old.symbol)
+            available = (pos.qty if pos else 0) - self.held_for_orders(old.symbol) + old.remaining
+            if new_qty - old.filled_qty > available:
+                raise VenueError(403, 40310000, "insufficient qty available for order")
+        now = self.clock.now_ns()
+        new = msgspec.structs.replace(
+            old,
+            id=str(uuid.uuid4()),
+            client_order_id=client_order_id or str(uuid.uuid4()),
+            qty=new_qty - old.filled_qty,
+            filled_qty=0,
+            filled_notional=0.0,
+            limit_price=limit_price if limit_price is not None else old.limit_price,
+            stop_price=stop_price if stop_price is not None else old.stop_price,
+            time_in_force=time_in_force or old.time_in_force,
+            status="pending_new" if self.clock.is_open(now) else "accepted",
+            created_at_ns=now,
+            updated_at_ns=now,
+            submitted_at_ns=now,
+            filled_at_ns=None,
+            replaces=old.id,
+            replaced_by=None,
+            leg_ids=[],
+            stop_triggered=False,
+        )
+        old.status = "replaced"
+        old.replaced_at_ns = now
+        old.replaced_by = new.id
+        old.updated_at_ns = now
+        self._dirty_order(old)
+        self._add(new)
+        if old.parent_id:  # the new order takes the old leg's place in the bracket
+            parent = self.orders[old.parent_id]
+            parent.leg_ids = [new.id if i == old.id else i for i in parent.leg_ids]
+            self._dirty_order(parent)
+        self._emit("replaced", old, now)
+        self._to_route.append(new.id)
+        return new
+
+    # ---- positions ------------------------------------------------------------------
+
+    def close_position(
+        self, symbol: str, *, qty: int | None = None, percentage: float | None = None, route: bool = True
+    ) -> Order:
+        """DELETE /v2/positions/{symbol}: a market order that sells (part of) the position."""
+        pos = self.positions.get(symbol)
+        if pos is None or pos.qty == 0:
+            raise VenueError(404, 40410000, "position not found")
+        if qty is None:
+            qty = pos.qty if percentage is None else int(math.floor(pos.qty * percentage / 100.0))
+        if qty <= 0:
+            raise VenueError(422, 40010001, "qty must be > 0")
+        if qty > pos.qty:
+            raise VenueError(
+                403, 40310000, "insufficient qty available for order",
+                available=str(pos.qty), existing_qty=str(pos.qty), held_for_orders="0", symbol=symbol,
+            )
+        return self.submit(OrderRequest(symbol=symbol, qty=qty, side="sell", type="market"), route=route)
+
+    def close_all(self, cancel_orders: bool, *, route: bool = True) -> list[tuple[str, int, Order | VenueError]]:
+        """DELETE /v2/positions: one (symbol, status, order-or-error) per position."""
+        if cancel_orders:
+            self.cancel_all()
+        out: list[tuple[str, int, Order | VenueError]] = []
+        for symbol in sorted(self.positions):
+            try:
+                out.append((symbol, 200, self.close_position(symbol, route=route)))
+            except VenueError as exc:
+                out.append((symbol, exc.status, exc))
+        return out
+
+    # ---- market events ---------------------------------------------------------------
+
+    def on_quote(self, quote: QuoteLike) -> None:
+        """A new top of book: match the symbol's working orders against it."""
+        if quote.bid <= 0 or quote.ask <= 0 or quote.ask < quote.bid:
+            return  # a broken quote must not trade anything
+        self.quotes[quote.symbol] = quote
+        # Taken before tick(): orders it routes are matched there, once per quote.
+        working = [o for o in self.open_orders() if o.symbol == quote.symbol and o.status in _WORKING]
+        self.tick(quote.ts_ns)
+        if not self.clock.is_open(quote.ts_ns):
+            return
+        for order in working:
+            if order.status in _WORKING:  # an OCO sibling's fill may have cancelled it meanwhile
+                self._match(order)
+
+    def tick(self, now_ns: int | None = None) -> None:
+        """Follow the market clock: route queued orders at the open, expire day orders at the close."""
+        now = now_ns if now_ns is not None else self.clock.now_ns()
+        self._roll_day(now)
+        is_open = self.clock.is_open(now)
+        closed_now = bool(self._was_open and not is_open)
+        for o in self.open_orders():
+            if o.is_open and o.time_in_force == "day" and (closed_now or self._past_its_close(o, now)):
+                self._close(o, "expired", now)
+        self._was_open = is_open
+        if is_open and self._to_route:
+            self.route_pending()
+
+    def _past_its_close(self, order: Order, now: int) -> bool:
+        """A day order whose session closed while nobody watched (e.g. the venue was down).
+
+        Only a real exchange calendar (MarketClock in "nyse" mode) has closes that
+        day orders honour; an always-open market never expires them.
+        """
+        next_close = getattr(self.clock, "next_close", None)
+        if next_close is None or getattr(self.clock, "mode", None) != "nyse":
+            return False
+        return now >= next_close(order.created_at_ns)
+
+    def _roll_day(self, now_ns: int | None = None) -> None:
+        """On a new ET date, last_equity becomes the equity carried over from the previous day."""
+        today = trading_date(now_ns if now_ns is not None else self.clock.now_ns()).isoformat()
+        if self.account.last_equity_date == today:
+            return
+        lmv = sum(self.position_value(p) for p in self.positions.values())
+        self.account.last_equity = self.account.cash + lmv
+        self.account.last_equity_date = today
+        # Keep only the day trades that can still count.
+        window = business_days_back(dt.date.fromisoformat(today), PDT_WINDOW_BUSINESS_DAYS)
+        oldest = min(window).isoformat()
+        self.account.day_trades = {d: n for d, n in self.account.day_trades.items() if d >= oldest}
+        self._dirty_account()
+
+    # ---- matching ----------------------------------------------------------------------
+
+    def _match(self, order: Order) -> None:
+        q = self.quotes.get(order.symbol)
+        if q is None or order.status not in _WORKING:
+            return
+        if not self.clock.is_open(q.ts_ns if q.ts_ns else None):
+            return
+        price = self._executable_price(order, q)
+        if price is None:
+            return
+        size = q.ask_size if order.side == "buy" else q.bid_size
+        fill_qty = min(order.remaining, int(size)) if size and size > 0 else 0
+        if order.parent_id:  # an OCO leg may not sell more than its sibling left
+            sib_filled = sum(s.filled_qty for s in self.legs_of(self.orders[order.parent_id]) if s is not order)
+            fill_qty = min(fill_qty, order.qty - sib_filled - order.filled_qty)
+        if fill_qty <= 0:
+            return
+        prob = self.partial_fill_prob()
+        if prob > 0 and fill_qty > 1 and self._rng.random() < prob:
+            fill_qty = self._rng.randint(1, fill_qty - 1)
+        if order.side == "sell":
+            pos = self.positions.get(order.symbol)
+            fill_qty = min(fill_qty, pos.qty if pos else 0)
+            if fill_qty <= 0:
+                return
+        self._fill(order, fill_qty, price, q.ts_ns or self.clock.now_ns())
+
+    @staticmethod
+    def _executable_price(order: Order, q: QuoteLike) -> float | None:
+        touch = q.ask if order.side == "buy" else q.bid
+        if order.type in ("stop", "stop_limit") and not order.stop_triggered:
+            triggered = touch >= order.stop_price if order.side == "buy" else touch <= order.stop_price
+            if not triggered:
+                return None
+            order.stop_triggered = True
+        if order.type in ("market", "stop"):
+            return touch
+        # limit / triggered stop_limit: trade at the touch when it is at or better than the limit
+        assert order.limit_price is not None
+        if order.side == "buy":
+            return touch if touch <= order.limit_price + 1e-9 else None
+        return touch if touch >= order.limit_price - 1e-9 else None
+
+    def _fill(self, order: Order, qty: int, price: float, ts_ns: int) -> None:
+        today = trading_date(ts_ns).isoformat()
+        pos = self.positions.get(order.symbol)
+        if order.side == "buy":
+            self.account.cash -= qty * price
+            if pos is None:
+                pos = Position(symbol=order.symbol, asset_id=order.asset_id, qty=0, avg_entry_price=0.0)
+                self.positions[order.symbol] = pos
+            pos.avg_entry_price = (pos.avg_entry_price * pos.qty + price * qty) / (pos.qty + qty)
+            pos.qty += qty
+            if pos.opened_on != today:
+                pos.opened_on, pos.opened_today_qty = today, 0
+            pos.opened_today_qty += qty
+        else:
+            assert pos is not None
+            self.account.cash += qty * price
+            if pos.opened_on == today and pos.opened_today_qty > 0:
+                if not order.daytrade_counted:
+                    order.daytrade_counted = True
+                    self.account.day_trades[today] = self.account.day_trades.get(today, 0) + 1
+                    if self.daytrade_count(ts_ns) > PDT_MAX_DAY_TRADES:
+                        self.account.pattern_day_trader = True
+                pos.opened_today_qty -= min(qty, pos.opened_today_qty)
+            pos.qty -= qty
+            if pos.qty == 0:
+                del self.positions[order.symbol]
+        self._dirty_position(order.symbol)
+        self._dirty_account()
+        order.filled_qty += qty
+        order.filled_notional += qty * price
+        order.updated_at_ns = ts_ns
+        full = order.filled_qty >= order.qty
+        order.status = "filled" if full else "partially_filled"
+        if full:
+            order.filled_at_ns = ts_ns
+        self._dirty_order(order)
+        position_qty = self.positions[order.symbol].qty if order.symbol in self.positions else 0
+        fill = Fill(
+            id=str(uuid.uuid4()), order_id=order.id, symbol=order.symbol, side=order.side,
+            qty=qty, price=price, ts_ns=ts_ns, position_qty=position_qty,
+        )
+        self.fills.append(fill)
+        self._changes.fills.append(fill)
+        self._emit("fill" if full else "partial_fill", order, ts_ns, fill)
+        self._after_fill(order, full, ts_ns)
+
+    def _after_fill(self, order: Order, full: bool, now: int) -> None:
+        if order.leg_ids and full:  # bracket entry done: its exits go live
+            for leg in self.legs_of(order):
+                if leg.status == "held":
+                    self._set_status(leg, "new", now)
+                    self._emit("new", leg, now)
+            for leg in self.legs_of(order):
+                self._match(leg)
+        if order.parent_id and full:  # one-cancels-other
+            for sib in self.legs_of(self.orders[order.parent_id]):
+                if sib is not order and sib.is_open:
+                    self._close(sib, "canceled", now)
+
+    # ---- state changes ------------------------------------------------------------------
+
+    def _set_status(self, order: Order, status: str, now: int) -> None:
+        order.status = status
+        order.updated_at_ns = now
+        self._dirty_order(order)
+
+    def _close(self, order: Order, status: str, now: int) -> None:
+        order.status = status
+        order.updated_at_ns = now
+        if status == "canceled":
+            order.canceled_at_ns = now
+        elif status == "expired":
+            order.expired_at_ns = now
+        elif status == "rejected":
+            order.failed_at_ns = now
+        self._dirty_order(order)
+        self._emit(status, order, now)
+
+    def _emit(self, event: str, order: Order, ts_ns: int, fill: Fill | None = None) -> None:
+        snap = msgspec.structs.replace(order, leg_ids=list(order.leg_ids))
+        if fill is None:
+            ev = TradeEvent(event=event, order=snap, ts_ns=ts_ns)
+        else:
+            ev = TradeEvent(
+                event=event, order=snap, ts_ns=ts_ns, execution_id=fill.id,
+                price=fill.price, qty=fill.qty, position_qty=fill.position_qty,
+            )
+        self.on_event(ev)
+
+
+def _num(x: float) -> str:
+    """Alpaca's money strings: no exponent, no float noise."""
+    s = f"{x:.4f}".rstrip("0").rstrip(".")
+    return s if s not in ("-0", "") else "0"
