@@ -51,7 +51,7 @@ class Alerter(StockadeActor):
     def on_alert(self, alert: Alert) -> None:
         record = AlertRecord(level=alert.level, key=alert.key, text=alert.text, source=alert.source, ts_ns=alert.ts_ns)
         # History is high-rate data (fills): not synced per alert.
-        self.svc.store.alerts.add(record, ts_ns=alert.ts_ns)
+        self.svc.store.alerts.add(record, ts_ns=alert.ts_ns, durable=False)
         decision = self.policy.decide(alert.key, alert.level)
         if not decision.deliver:
             return

@@ -66,7 +66,7 @@ class EnsembleVoter(StockadeActor):
         mode = self.cfg.mode
         auto = mode == "auto" or (mode == "hybrid" and abs(proposal.score) >= self.cfg.hybrid_auto_threshold)
         if auto:
-            log.info("proposal: %s %s (score %.2f, confidence %.2f, models %s)", proposal.side, proposal.symbol,
+            log.debug("proposal: %s %s (score %.2f, confidence %.2f, models %s)", proposal.side, proposal.symbol,
                      proposal.score, proposal.confidence, ",".join(proposal.models))
             self.tell("risk_guard", proposal)
         else:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 from stockade.actors.base import StockadeActor, handles
@@ -116,6 +117,7 @@ class OrderManager(StockadeActor):
             reason=intent.reason,
             proposal_id=intent.proposal_id,
             reduce_only=intent.reduce_only,
+            quote_recv_ns=intent.quote_recv_ns,
         )
 
         def journal(txn: Any) -> None:
@@ -141,6 +143,7 @@ class OrderManager(StockadeActor):
 
         request = broker_orders.build_request(intent, record.client_order_id, record.time_in_force)
         attempts = self.settings.max_retries + 1
+        record = _replace(record, sent_ns=time.time_ns())
         last_error = ""
         for attempt in range(1, attempts + 1):
             if not self.is_current():
@@ -268,17 +271,30 @@ class OrderManager(StockadeActor):
             self.resync()
 
     def resync(self) -> None:
-        """Bring every open ledger order up to date from REST (covers missed stream events)."""
+        """Bring open ledger orders up to date from REST (covers missed stream events).
+
+        One list call for all of them, not one call per order: the REST budget
+        (200/min at Alpaca) is shared with the reconciler and the kill switch.
+        """
+        from alpaca.trading.enums import QueryOrderStatus
+        from alpaca.trading.requests import GetOrdersRequest
+
         self.resolve_pending()
-        for record in list(self.store.open_orders()):
-            if record.state in PENDING or not record.broker_order_id:
-                continue
-            try:
-                order = self.client.get_order_by_id(record.broker_order_id)
-            except Exception as exc:
-                log.warning("resync of %s failed: %s", record.client_order_id, redact(exc))
-                continue
-            self._apply(broker_orders.update_from_order(order), source="resync")
+        tracked = [o for o in self.store.open_orders() if o.state not in PENDING and o.broker_order_id]
+        if not tracked:
+            return
+        since = datetime.fromtimestamp(min(o.created_ns for o in tracked) / 1e9 - 60, tz=timezone.utc)
+        try:
+            orders = self.client.get_orders(GetOrdersRequest(status=QueryOrderStatus.ALL, after=since, limit=500,
+                                                             nested=False))
+        except Exception as exc:
+            log.warning("resync failed: %s", redact(exc))
+            return
+        by_id = {o.client_order_id: o for o in orders}
+        for record in tracked:
+            order = by_id.get(record.client_order_id)
+            if order is not None:
+                self._apply(broker_orders.update_from_order(order), source="resync")
 
     # ---- updates ----------------------------------------------------------------
 
@@ -289,6 +305,7 @@ class OrderManager(StockadeActor):
     def _apply(self, update: OrderUpdate, source: str) -> None:
         record = self.store.orders.get(update.client_order_id)
         now = time.time_ns()
+        adopted = record is None
         if record is None:
             record = OrderRecord(
                 client_order_id=update.client_order_id, intent_id="", symbol=update.symbol, side=update.side,
@@ -304,7 +321,7 @@ class OrderManager(StockadeActor):
             return
         filled_qty = int(update.filled_qty)
         increment = fill_increment(record, filled_qty, update.filled_avg_price, update.price if source == "stream" else None)
-        if new_state == record.state and increment is None and record.broker_order_id:
+        if new_state == record.state and increment is None and record.broker_order_id and not adopted:
             return  # nothing new (a replay or a resync that agrees)
         updated = _replace(
             record, state=new_state, broker_order_id=record.broker_order_id or update.broker_order_id or None,

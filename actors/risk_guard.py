@@ -164,10 +164,11 @@ class RiskGuard(StockadeActor):
         self.svc.store.decisions.add(
             DecisionRecord(ts_ns=now, proposal_id=proposal.proposal_id, symbol=proposal.symbol,
                            allowed=verdict.allowed, rule=rule, reason=reason, side=proposal.side, qty=verdict.qty),
-            ts_ns=now,
+            ts_ns=now, durable=False,  # an audit trail, not an order: no sync on the signal path
         )
         if not verdict.allowed:
-            log.info("risk: %s %s rejected by %s: %s", proposal.side, proposal.symbol, rule, reason)
+            # Every decision is in storage; the log would drown in repeats.
+            log.debug("risk: %s %s rejected by %s: %s", proposal.side, proposal.symbol, rule, reason)
             self.tell("ensemble_voter", Rejection(proposal.proposal_id, proposal.symbol, rule, reason))
             return
         self.allowed += 1
@@ -200,9 +201,9 @@ class RiskGuard(StockadeActor):
         self.svc.store.decisions.add(
             DecisionRecord(ts_ns=now, proposal_id=proposal.proposal_id, symbol=proposal.symbol, allowed=False,
                            rule=rule, reason=reason, side=proposal.side, qty=0),
-            ts_ns=now,
+            ts_ns=now, durable=False,
         )
-        log.info("risk: %s %s rejected by %s: %s", proposal.side, proposal.symbol, rule, reason)
+        log.debug("risk: %s %s rejected by %s: %s", proposal.side, proposal.symbol, rule, reason)
         self.tell("ensemble_voter", Rejection(proposal.proposal_id, proposal.symbol, rule, reason))
 
 

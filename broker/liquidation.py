@@ -17,6 +17,8 @@ import msgspec
 
 log = logging.getLogger(__name__)
 
+VERIFY_POLL_S = 0.5
+
 # Order statuses that still rest at the broker and must be cancelled.
 _OPEN_STATUSES = {
     "new",
@@ -109,7 +111,9 @@ def liquidate(
                 report = LiquidationReport(True, attempt, (), 0, tuple(errors[-20:]), time.monotonic() - started)
                 log.warning("liquidation: flat after %d attempt(s) in %.2fs", attempt, report.elapsed_s)
                 return report
-            if time.monotonic() >= poll_until or stop_event.wait(0.05):
+            # Two REST calls per check: at 0.5 s that is 240/min at most, the
+            # order of Alpaca's whole budget; never poll faster than this.
+            if time.monotonic() >= poll_until or stop_event.wait(VERIFY_POLL_S):
                 break
         if on_attempt:
             on_attempt(attempt, f"still holding {held or 'nothing'}, {orders_left} open order(s)")

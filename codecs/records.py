@@ -74,6 +74,10 @@ class OrderRecord(Record, frozen=True, kw_only=True):
     cancel_requested: bool = False
     legs: tuple[str, ...] = ()
     parent_id: str | None = None
+    # Latency accounting: when the quote behind this order came off the
+    # socket, and when the first submit request went out.
+    quote_recv_ns: int = 0
+    sent_ns: int = 0
 
     @property
     def remaining_qty(self) -> int:

@@ -56,8 +56,12 @@ def status(svc: Services, tree: Tree) -> dict[str, Any]:
         "positions": positions,
         "open_orders": orders,
         "equity": equity,
+        # Counters that show the pipeline moving: orders we placed, risk decisions.
+        "orders_placed": sum(1 for o in svc.store.orders.values() if o.intent_id),
+        "decisions": svc.store.decisions.count(),
         "dead_letters": tree.router.dead_letters,
         "fault_injection": svc.faults.enabled,
+        "faults_pending": svc.faults.pending() if svc.faults.enabled else {},
     }
 
 

@@ -46,6 +46,10 @@ class ControlError(RuntimeError):
     """The control server cannot start (another daemon is live, bad path...)."""
 
 
+# Commands that change nothing: successful ones are not worth an INFO line.
+READ_ONLY = ("status", "help", "pending", "alerts")
+
+
 class CommandError(Exception):
     """Raised by a handler for an expected refusal or bad arguments.
 
@@ -436,7 +440,10 @@ class ControlServer:
 
     def _handle(self, line: bytes, pid: int, uid: int) -> bytes:
         reply = self.dispatch(line)
-        # An audit trail: who asked for what (halts and kills matter).
-        log.info("control: pid %d uid %d: %s -> %s", pid, uid, line[:200].decode("utf-8", "replace"),
-                 "ok" if reply.get("ok") else f"error: {reply.get('error')}")
+        # An audit trail: who asked for what (halts and kills matter). Reads
+        # that succeed (status polled every second by a dashboard) stay at DEBUG.
+        text = line[:200].decode("utf-8", "replace")
+        quiet = reply.get("ok") and any(f'"cmd": "{c}"' in text or f'"cmd":"{c}"' in text for c in READ_ONLY)
+        log.log(logging.DEBUG if quiet else logging.INFO, "control: pid %d uid %d: %s -> %s", pid, uid, text,
+                "ok" if reply.get("ok") else f"error: {reply.get('error')}")
         return self._encode(reply)

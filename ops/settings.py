@@ -48,7 +48,7 @@ class VenueSettings(_Section):
     mode: Literal["auto", "embedded", "alpaca"] = "auto"
     host: str = "127.0.0.1"
     port: int = 0
-    seed: int = 7
+    seed: int = 4
     quote_rate_hz: float = 4.0
     clock: Literal["always_open", "nyse"] = "always_open"
     initial_cash: float = 100_000.0

@@ -8,13 +8,10 @@ import numpy as np
 
 from stockade.codecs.messages import Bar, Quote
 from stockade.quant.features import FeatureParams, FeatureState
+from stockade.quant.stats import percentiles
 from stockade.quant.strategies import build_strategies, strategy_names
 
 _MIN_NS = 60_000_000_000
-
-
-def _percentile_us(samples_ns: list[int], q: float) -> float:
-    return float(np.percentile(np.asarray(samples_ns, dtype=np.float64), q)) / 1e3
 
 
 def bench_indicators(n: int = 100_000, seed: int = 7, quotes_per_bar: int = 100) -> dict:
@@ -64,12 +61,8 @@ def bench_indicators(n: int = 100_000, seed: int = 7, quotes_per_bar: int = 100)
     return {
         "quotes": n,
         "bars_closed": fs.bars_seen - warm,
-        "feature_update_us": {"p50": _percentile_us(feature_ns, 50), "p99": _percentile_us(feature_ns, 99)},
-        "strategies_us": {
-            "p50": _percentile_us(strategy_ns, 50),
-            "p99": _percentile_us(strategy_ns, 99),
-            "count": len(strategies),
-        },
+        "feature_update_us": percentiles(feature_ns, scale=1e-3, digits=2),
+        "strategies_us": {**percentiles(strategy_ns, scale=1e-3, digits=2), "count": len(strategies)},
         "feature_updates_per_s": n / feature_total_s if feature_total_s > 0 else float("inf"),
         "quotes_per_s_with_strategies": n / elapsed_s if elapsed_s > 0 else float("inf"),
     }

@@ -7,16 +7,10 @@ import tempfile
 import time
 
 from stockade.codecs.records import IntentJournaled, OrderRecord, OrderStateChanged
+from stockade.quant.stats import percentiles
 from stockade.storage.store import Store
 
 BATCH = 1000
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
 
 
 def bench_journal(n: int = 2000, data_dir: str | os.PathLike[str] | None = None) -> dict:
@@ -62,11 +56,7 @@ def bench_journal(n: int = 2000, data_dir: str | os.PathLike[str] | None = None)
                 store.journal.append_many(events[start : start + BATCH])
             elapsed = time.perf_counter() - t0
             return {
-                "journal_durable_append_us": {
-                    "p50": round(_percentile(latencies, 0.50), 1),
-                    "p99": round(_percentile(latencies, 0.99), 1),
-                    "n": n,
-                },
+                "journal_durable_append_us": percentiles(latencies),
                 "journal_batched_append_per_s": round(total / elapsed) if elapsed > 0 else None,
                 "journal_batch_size": BATCH,
                 "journal_bytes_used": store.env.used_bytes(),

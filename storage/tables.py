@@ -291,12 +291,14 @@ class TimeSeries(Generic[R]):
                 return time_key(last_ns, last_counter + 1)
         return time_key(ts_ns, 0)
 
-    def add(self, record: R, *, ts_ns: int | None = None, txn: lmdb.Transaction | None = None) -> bytes:
-        """Append `record`; returns its key."""
-        return self.add_many([record], ts_ns=ts_ns, txn=txn)[0]
+    def add(self, record: R, *, ts_ns: int | None = None, txn: lmdb.Transaction | None = None,
+            durable: bool = True) -> bytes:
+        """Append `record`; returns its key. `durable=False` skips the sync (high-rate data)."""
+        return self.add_many([record], ts_ns=ts_ns, txn=txn, durable=durable)[0]
 
     def add_many(
-        self, records: Iterable[R], *, ts_ns: int | None = None, txn: lmdb.Transaction | None = None
+        self, records: Iterable[R], *, ts_ns: int | None = None, txn: lmdb.Transaction | None = None,
+        durable: bool = True,
     ) -> list[bytes]:
         """Append many records in one transaction; returns their keys."""
         encoded = [
@@ -313,7 +315,7 @@ class TimeSeries(Generic[R]):
                 keys.append(key)
             return keys
 
-        return write(txn) if txn is not None else self.env.transact(write)
+        return write(txn) if txn is not None else self.env.transact(write, durable=durable)
 
     def latest(self, n: int, *, txn: lmdb.Transaction | None = None) -> list[R]:
         """The newest `n` records, newest first."""

@@ -19,19 +19,15 @@ import pykka
 from stockade.actors.base import StockadeActor, handles
 from stockade.codecs.messages import Tick
 from stockade.supervisors.runtime import start_tree
+from stockade.quant.stats import percentiles
 from stockade.supervisors.spec import ChildSpec, RestartPolicy
 
 _TIMEOUT_S = 10.0
 
 
 def _percentiles(samples_ns: list[int]) -> dict[str, Any]:
-    ordered = sorted(samples_ns)
-    n = len(ordered)
-
-    def pick(q: float) -> float:
-        return round(ordered[min(n - 1, int(q * n))] / 1000.0, 2)
-
-    return {"n": n, "p50_us": pick(0.50), "p99_us": pick(0.99), "max_us": round(ordered[-1] / 1000.0, 2)}
+    p = percentiles(samples_ns, scale=1e-3, digits=2)
+    return {"n": p["n"], "p50_us": p["p50"], "p99_us": p["p99"], "max_us": p["max"]}
 
 
 class _Echo(pykka.ThreadingActor):

@@ -129,6 +129,8 @@ class Router:
 
     def ask(self, name: str, msg: Message, timeout: float, sender: str = "control") -> Any:
         """Ask the current instance of `name` and wait up to `timeout` s (supervisors/control only)."""
+        if timeout is None or not timeout > 0:
+            raise ValueError(f"ask needs a timeout > 0, got {timeout!r}")  # never wait forever
         envelope = Envelope.wrap(msg, sender, current_traceparent())
         with self._lock:
             entry = self._entries.get(name)

@@ -34,9 +34,9 @@ class Tree:
         self._stopping = False
         self.root_ref: pykka.ActorRef[Any] | None = None
 
-    def _root_exit(self, event: ChildExit) -> None:
+    def _root_exit(self, event: Any) -> None:
         """The root's `notify`: a root that fails or exhausts means full liquidation."""
-        if not event.abnormal or self._stopping:
+        if not isinstance(event, ChildExit) or not event.abnormal or self._stopping:
             return
         self.health.exhausted(self.root_name, event.reason)
         # Nobody will deliver to these names again: drop and count, do not hold.

@@ -46,7 +46,7 @@ STOPPING = "stopping"  # being stopped with the supervisor
 
 
 class _Child:
-    __slots__ = ("spec", "state", "ref", "generation", "token", "ping", "ping_sent", "ready")
+    __slots__ = ("spec", "state", "ref", "generation", "token", "ping", "ping_sent", "ready", "dead_since")
 
     def __init__(self, spec: ChildSpec) -> None:
         self.spec = spec
@@ -57,6 +57,7 @@ class _Child:
         self.ping: pykka.Future[Any] | None = None
         self.ping_sent = 0.0
         self.ready = False  # setup() done: no more start grace
+        self.dead_since: float | None = None  # heartbeat found it dead, report pending
 
     @property
     def name(self) -> str:
@@ -138,7 +139,7 @@ class Supervisor(StockadeActor):
         except Fenced:
             return  # this supervisor has been replaced: not ours to start any more
         child.generation, child.state, child.ref = generation, RUNNING, None
-        child.ping, child.ready = None, False
+        child.ping, child.ready, child.dead_since = None, False, None
         self.ctx.health.forget(name)
         ctx = self.ctx.for_child(name, generation, self._notify)
         try:
@@ -285,8 +286,15 @@ class Supervisor(StockadeActor):
                     if waited > limit:
                         self._child_failed(child, f"missed heartbeat (no answer in {waited:.3f}s)", abnormal=True, hung=True)
                     continue
-                except Exception as exc:  # died (its own report may be on the way; the first one wins)
-                    self._child_failed(child, f"heartbeat: {exc!r}", abnormal=True)
+                except Exception as exc:
+                    # Dead. Its own report follows its teardown (a supervisor
+                    # child stops its subtree first): wait for it, so the old
+                    # subtree is gone before a new one starts; act alone only
+                    # if the report never comes.
+                    if child.dead_since is None:
+                        child.dead_since = now
+                    elif now - child.dead_since > child.spec.shutdown_timeout_s:
+                        self._child_failed(child, f"died unreported: {exc!r}", abnormal=True)
                     continue
                 child.ready = True
                 health.ping_answered(child.name)
@@ -294,12 +302,6 @@ class Supervisor(StockadeActor):
             child.ping = child.ref.ask(Ping(), block=False)
             child.ping_sent = now
             health.ping_sent(child.name, limit + policy.heartbeat_interval_s)
-
-    # ---- status -----------------------------------------------------------------------
-
-    def children_states(self) -> dict[str, str]:
-        """Child name -> supervision state (for tests and status; read from the actor's thread)."""
-        return {child.name: child.state for child in self._children}
 
 
 def _start_supervisor(ctx: ActorContext, policy: RestartPolicy, children: tuple[ChildSpec, ...]) -> pykka.ActorRef[Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import websockets
 
+from stockade.quant.stats import percentiles
 from stockade.venue.config import DEFAULT_SYMBOLS, VenueConfig
 from stockade.venue.server import start_venue
 
@@ -25,17 +26,6 @@ _KEY, _SECRET = "bench-key", "bench-secret"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Far above what the simulator can produce: the bench measures the ceiling.
 _FLOOD_QUOTES_PER_S = 1_000_000
-
-
-def _percentiles(samples: list[float]) -> dict[str, float]:
-    if not samples:
-        return {"p50": 0.0, "p99": 0.0, "max": 0.0}
-    ordered = sorted(samples)
-
-    def at(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
-
-    return {"p50": at(0.50), "p99": at(0.99), "max": round(ordered[-1], 1)}
 
 
 def _bench_symbols(n: int) -> tuple[str, ...]:
@@ -101,7 +91,7 @@ async def _receive_quotes(url: str, seconds: float, encoding: str) -> dict[str, 
         "frames_per_s": round(frames / elapsed, 1),
         "bytes_per_s": round(size / elapsed, 1),
         "quotes_per_frame": round(quotes / frames, 1) if frames else 0.0,
-        "latency_us": _percentiles(latencies),
+        "latency_us": percentiles(latencies),
     }
 
 
@@ -160,6 +150,6 @@ def bench_rest_roundtrips(n: int) -> dict[str, Any]:
         "n": n,
         "seconds": round(elapsed, 3),
         "requests_per_s": round(n / elapsed, 1) if elapsed > 0 else 0.0,
-        "latency_us": _percentiles(latencies),
+        "latency_us": percentiles(latencies),
         "errors": errors,
     }

@@ -9,8 +9,13 @@ bar boundaries, and the intraday (U-shaped) volume profile scaling sizes.
 Each symbol's price follows a regime chosen by a seeded Markov chain:
 trending (drift), mean-reverting (pulled to where the regime began) or
 volatile (2.5x the noise, 2.5x the spread). History (`bars`) is generated
-backwards from the start price, day by day with a per-day seed, so the last
-historical bar closes exactly where the live market starts.
+backwards from the start price, so the last historical bar closes exactly where
+the live market starts. In `always_open` mode it is a pure function of (seed,
+symbol, minutes before the start): the k-th minute bar before the start is the
+same whatever the wall-clock start time, with regime blocks counted backwards
+from the start and flat volume, so the market an analyzer warms up from is
+reproducible. In `nyse` mode it follows the real calendar instead, day by day
+with a per-day seed: sessions, overnight gaps and the intraday volume shape.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ LIVE_BARS_KEPT = 7 * 24 * 60  # completed live minute bars kept per symbol
 OVERNIGHT_PROFILE = 0.15  # volume multiplier outside 09:30-16:00 New York
 SESSION_MINUTES = 390
 REGIME_BLOCK_MINUTES = 30  # history switches regime at most this often
+_CHUNK_MINUTES = 48 * REGIME_BLOCK_MINUTES  # always_open history is drawn in chunks this long
 MAX_EVENTS_PER_BATCH = 2_000  # run(): quotes per loop iteration before yielding to the websockets
 
 # ---- events --------------------------------------------------------------------
@@ -372,7 +378,12 @@ def _empty_day() -> _DayBars:
 
 
 class _History:
-    """Deterministic minute bars before the simulator's start, built backwards day by day."""
+    """Deterministic minute bars before the simulator's start, built backwards.
+
+    nyse: day by day, each date seeded on its own (`_generate`). always_open: in
+    chunks of minutes counted back from the start minute (`_chunk`), then cut
+    into New York dates for `day`/`daily`.
+    """
 
     def __init__(self, symbol: str, profile: SymbolProfile, seed: int, start_ns: int,
                  clock: MarketClock, trades_per_min: float) -> None:
@@ -390,6 +401,11 @@ class _History:
         self._oldest = self.start_date
         self._daily: dict[date, tuple] = {}
         self._days: OrderedDict[date, _DayBars] = OrderedDict()
+        # always_open: the path is indexed by minutes before the start, not by date.
+        self.relative = clock.mode == "always_open"
+        self._chunks: OrderedDict[int, _DayBars] = OrderedDict()  # relative chunks, by index
+        # Chunk index -> (log close of its newest bar, regime and direction in force after it).
+        self._chunk_state: list[tuple[float, int, float]] = []
 
     def _slots(self, day: date) -> np.ndarray:
         session = self.clock.session(day)
@@ -414,6 +430,8 @@ class _History:
         if cached is not None:
             self._days.move_to_end(day)
             return cached
+        if self.relative:
+            return self._relative_day(day)
         self._walk_back_to(day)
         cached = self._days.get(day)  # the walk may just have built it
         return cached if cached is not None else self._generate(day, self._anchor[day])[0]
@@ -493,6 +511,121 @@ class _History:
         self._daily[day] = (_midnight_ns(day), float(o[0]), float(h.max()), float(l.min()), float(c[-1]),
                             vol, int(n.sum()), round(float((vw * v).sum()) / vol, 4))
         return bars, float(step.sum())
+
+    # -- always_open: history as a function of minutes before the start --
+
+    def _relative_day(self, day: date) -> _DayBars:
+        """`day`'s minutes cut out of the start-relative path (see `_chunk`)."""
+        lo_ns = _midnight_ns(day)
+        hi_ns = min(_midnight_ns(day + timedelta(days=1)), self.start_minute_ns)
+        if hi_ns <= lo_ns:
+            self._daily.pop(day, None)
+            return _empty_day()
+        # Minute k (1 = the last bar before the start) starts at start - k minutes.
+        k_new = (self.start_minute_ns - hi_ns) // NS_PER_MIN + 1
+        k_old = (self.start_minute_ns - lo_ns) // NS_PER_MIN
+        parts = []
+        for c in range((k_old - 1) // _CHUNK_MINUTES, (k_new - 1) // _CHUNK_MINUTES - 1, -1):  # oldest first
+            chunk = self._chunk(c)
+            # Chunk c holds k = c*C+1 .. (c+1)*C, oldest first: k at position (c+1)*C - k.
+            first = (c + 1) * _CHUNK_MINUTES - min(k_old, (c + 1) * _CHUNK_MINUTES)
+            last = (c + 1) * _CHUNK_MINUTES - max(k_new, c * _CHUNK_MINUTES + 1)
+            parts.append(tuple(a[first:last + 1] for a in (chunk.ts, chunk.o, chunk.h, chunk.l, chunk.c,
+                                                             chunk.v, chunk.n, chunk.vw)))
+        cols = [np.concatenate(col) for col in zip(*parts)]
+        ts, o, h, l, c, v, n, vw = cols  # noqa: E741
+        ts = self.start_minute_ns + ts * NS_PER_MIN  # offsets (negative minutes) to epoch ns
+        bars = _DayBars(ts, o, h, l, c, v, n, vw)
+        self._days[day] = bars
+        if len(self._days) > 64:
+            self._days.popitem(last=False)
+        vol = int(v.sum())
+        self._daily[day] = (_midnight_ns(day), float(o[0]), float(h.max()), float(l.min()), float(c[-1]),
+                            vol, int(n.sum()), round(float((vw * v).sum()) / vol, 4))
+        return bars
+
+    def _chunk(self, index: int) -> _DayBars:
+        """Chunk `index`: the minutes k = index*C+1 .. (index+1)*C before the start, oldest first.
+
+        Its `ts` holds minute offsets from the start minute (-k), not epoch ns. The
+        draws come from a generator seeded by (seed, symbol, index) and regime blocks
+        are counted backwards from the start, so nothing depends on the wall clock.
+        """
+        cached = self._chunks.get(index)
+        if cached is not None:
+            self._chunks.move_to_end(index)
+            return cached
+        if not self._chunk_state:  # the start: its price, and a seeded regime in force
+            u0 = np.random.default_rng(self._chunk_seed(-1)).random(2)
+            self._chunk_state.append((math.log(self.profile.start_price), int(u0[0] * 3), 1.0 if u0[1] < 0.5 else -1.0))
+        while len(self._chunk_state) <= index:  # walk back: each chunk starts where the newer one ends
+            i = len(self._chunk_state) - 1
+            chunk, state = self._generate_chunk(i, self._chunk_state[i])
+            self._store_chunk(i, chunk)
+            self._chunk_state.append(state)
+        cached = self._chunks.get(index)
+        if cached is None:
+            cached, _ = self._generate_chunk(index, self._chunk_state[index])
+            self._store_chunk(index, cached)
+        return cached
+
+    def _store_chunk(self, index: int, chunk: _DayBars) -> None:
+        self._chunks[index] = chunk
+        if len(self._chunks) > 16:
+            self._chunks.popitem(last=False)
+
+    def _chunk_seed(self, index: int) -> list[int]:
+        return [self.seed & 0xFFFFFFFF, stable_hash(self.symbol) & 0xFFFFFFFF, 3, index + 1]
+
+    def _generate_chunk(self, index: int, state: tuple[float, int, float]) -> tuple[_DayBars, tuple[float, int, float]]:
+        anchor, regime, direction = state
+        n_min = _CHUNK_MINUTES
+        n_blocks = n_min // REGIME_BLOCK_MINUTES
+        rng = np.random.default_rng(self._chunk_seed(index))
+        eps = rng.standard_normal(n_min + 1)
+        ext = np.abs(rng.standard_normal((2, n_min)))
+        vol_noise = rng.lognormal(0.0, 0.35, n_min)
+        vw_noise = rng.standard_normal(n_min)
+        block_u = rng.random((n_blocks, 3))
+        # Regime per block, newest block first: the chain runs backwards from the
+        # start, so the regime in force at the start depends on the seed alone.
+        regimes = np.empty(n_blocks, dtype=np.int64)
+        dirs = np.empty(n_blocks)
+        for b in range(n_blocks):
+            u_switch, u_next, u_dir = block_u[b]
+            if index or b:  # block 0 of chunk 0 keeps the seeded initial regime
+                if u_switch < REGIME_BLOCK_MINUTES / _MEAN_MINUTES[regime]:
+                    regime = _next_regime(regime, u_next)
+                    direction = 1.0 if u_dir < 0.5 else -1.0
+            regimes[b] = regime
+            dirs[b] = direction
+        # Oldest first from here on, like a day's bars.
+        regime_of = np.repeat(regimes[::-1], REGIME_BLOCK_MINUTES)
+        dir_of = np.repeat(dirs[::-1], REGIME_BLOCK_MINUTES)
+        sig = self.sigma_min * np.take(_VOL_MULT, regime_of)  # flat: no wall-clock profile
+        e_now, e_prev = eps[1:], eps[:-1]
+        r = np.where(
+            regime_of == TREND,
+            dir_of * _TREND_DRIFT * self.sigma_min + sig * e_now,
+            np.where(regime_of == REVERT, sig * (e_now - 0.7 * e_prev), sig * e_now),
+        )
+        cum = np.cumsum(r)
+        log_close = anchor - (cum[-1] - cum)
+        log_open = log_close - r
+        o = np.round(np.exp(log_open) * 100.0) / 100.0
+        c = np.round(np.exp(log_close) * 100.0) / 100.0
+        wick = sig * 0.6
+        h = np.maximum(np.round(np.maximum(o, c) * np.exp(ext[0] * wick) * 100.0) / 100.0, np.maximum(o, c))
+        l = np.minimum(np.round(np.minimum(o, c) * np.exp(-ext[1] * wick) * 100.0) / 100.0, np.minimum(o, c))  # noqa: E741
+        o, h, c = np.maximum(o, 0.01), np.maximum(h, 0.01), np.maximum(c, 0.01)
+        l = np.maximum(l, 0.01)  # noqa: E741
+        v = np.maximum(1, np.round(self.profile.daily_volume / SESSION_MINUTES * vol_noise)).astype(np.int64)
+        mean_size = self.profile.daily_volume / SESSION_MINUTES / self.trades_per_min
+        n = np.maximum(1, np.round(v / mean_size)).astype(np.int64)
+        vw = np.clip((h + l + c) / 3.0 + vw_noise * (h - l) * 0.1, l, h).round(4)
+        offsets = -np.arange((index + 1) * n_min, index * n_min, -1, dtype=np.int64)
+        # The next (older) chunk starts from the regime in force at this chunk's oldest block.
+        return _DayBars(offsets, o, h, l, c, v, n, vw), (anchor - float(cum[-1]), regime, direction)
 
     def _profile(self, slots: np.ndarray) -> np.ndarray:
         if len(slots) == 0:

@@ -43,7 +43,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from stockade.venue.context import VenueContext
-from stockade.venue.market import MarketEvent, SimBar, SimQuote, SimTrade
+from stockade.venue.market import MarketEvent, SimQuote, SimTrade
 from stockade.venue.market_data_api import rfc3339_ns
 
 log = logging.getLogger(__name__)
@@ -387,6 +387,8 @@ class MarketStreamHub:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         feed = request.match_info["feed"]
         binary = "msgpack" in request.headers.get("Content-Type", "").lower()
+        # permessage-deflate is optional for the server to accept; declining it is
+        # invisible to clients and makes publishing ~13x faster on loopback.
         ws = web.WebSocketResponse(autoping=True, compress=False)
         await ws.prepare(request)
         session = _Session(self, ws, feed, binary)

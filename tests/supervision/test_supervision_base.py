@@ -218,3 +218,21 @@ def test_unhandled_message_is_not_a_failure(spawn, caplog):
     spawn.router.tell("p", Alert("INFO", "k", "t", "s", 0), "me")
     assert spawn.router.ask("p", Tick("x"), timeout=5.0) == "ok"
     assert spawn.exits.empty()
+
+
+def test_base_exception_in_teardown_does_not_stop_other_actors(spawn):
+    class BadTeardown(StockadeActor):
+        def teardown(self):
+            raise SystemExit(4)
+
+    ref = spawn(BadTeardown, "bad")
+    bystander = spawn(Dispatching, "bystander", out=queue.Queue())
+    ref.stop(timeout=5.0)
+    assert not spawn.exits.get(timeout=5).abnormal
+    assert bystander.ask(Ping(), timeout=5.0) is True
+
+
+def test_ask_needs_a_timeout(spawn):
+    spawn(Dispatching, "d", out=queue.Queue())
+    with pytest.raises(ValueError):
+        spawn.router.ask("d", Tick("x"), timeout=None)

@@ -53,7 +53,7 @@ def test_messages_sent_during_the_restart_reach_the_new_instance_in_order(make_t
 
 def test_rest_for_one_restarts_the_failed_and_later_siblings_in_order(make_tree, rec):
     tree = make_tree(policy(strategy="rest_for_one"), [spec("a"), spec("b"), spec("c")])
-    wait_for(lambda: all(gen(tree, n) == 1 for n in "abc"), timeout=5)
+    wait_for(lambda: len(rec.of("start")) == 3, timeout=5)
     tree.router.tell("b", Tick("boom"), "test")
     wait_for(lambda: gen(tree, "b") == 2 and gen(tree, "c") == 2, timeout=5)
     assert gen(tree, "a") == 1
@@ -63,7 +63,7 @@ def test_rest_for_one_restarts_the_failed_and_later_siblings_in_order(make_tree,
 
 def test_one_for_all_stops_all_in_reverse_and_restarts_all_in_order(make_tree, rec):
     tree = make_tree(policy(strategy="one_for_all"), [spec("a"), spec("b"), spec("c")])
-    wait_for(lambda: all(gen(tree, n) == 1 for n in "abc"), timeout=5)
+    wait_for(lambda: len(rec.of("start")) == 3, timeout=5)
     tree.router.tell("b", Tick("boom"), "test")
     wait_for(lambda: all(gen(tree, n) == 2 for n in "abc"), timeout=5)
     after_crash = rec.sequence("start", "stop")[3:]
@@ -250,3 +250,11 @@ def test_health_and_snapshot(make_tree, rec):
     assert all(s.alive and s.restarts == 0 and s.generation == 1 for s in snap.values())
     report = tree.health_report()
     assert report == {"healthy": True, "exhausted": {}, "stale_supervisors": [], "overdue_heartbeats": []}
+
+
+def test_child_that_dies_without_a_report_is_found_by_heartbeat(make_tree, rec):
+    tree = make_tree(FAST, [ChildSpec(name="a", start=Probe.start, shutdown_timeout_s=0.2)])
+    wait_for(lambda: gen(tree, "a") == 1, timeout=5)
+    # Marked stopped behind everyone's back: no teardown, no exit report.
+    tree.router.lookup("a").actor_stopped.set()
+    wait_for(lambda: gen(tree, "a") == 2, timeout=5, what="silent death noticed")

@@ -1,0 +1,128 @@
+"""`python run.py bench`: one JSON document on stdout, progress on stderr.
+
+Latencies are in microseconds (p50/p99), throughputs per second. Each figure
+stands beside its peer measured in the same run on the same machine:
+tick-to-order through the actor pipeline beside a bare pykka hop, our frame
+decoder beside json.loads, and so on. Timings are noisy on a shared machine:
+compare runs on the same host, not across hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from stockade.quant.stats import percentiles
+
+
+def _progress(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def bench_pipeline(seconds: float, data_dir: Path) -> dict[str, Any]:
+    """Run the real daemon in-process on the embedded venue with a busy strategy;
+    measure quote-off-the-socket to order-submitted latency, then kill-to-flat."""
+    from argparse import Namespace
+
+    from stockade.codecs.messages import Kill
+    from stockade.ops.daemon import Daemon
+    from stockade.ops.settings import settings_from_dict
+
+    settings = settings_from_dict({
+        "venue": {"quote_rate_hz": 20.0},
+        "analyzer": {"evaluate_every_s": 0.05},
+        "voter": {"threshold": 0.02, "cooldown_s": 0.2},
+        "risk": {"max_positions": 5, "max_position_pct": 90.0, "risk_per_trade_pct": 0.05,
+                 "max_orders_per_min": 1000, "circuit_breaker_failures": 1000},
+        "orders": {"rate_limit_per_min": 180},
+        "logging": {"level": "WARNING"},
+    })
+    daemon = Daemon(settings, "embedded", None, Namespace(data_dir=str(data_dir), duration=None))
+    daemon._start()
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.2)  # a benchmark's measuring window, not synchronisation
+        store = daemon.svc.store
+        samples = [(o.sent_ns - o.quote_recv_ns) / 1e3 for o in store.orders.values()
+                   if o.quote_recv_ns and o.sent_ns and o.sent_ns > o.quote_recv_ns]
+        held = [p for p in store.positions.values() if p.qty]
+        _progress(f"pipeline: {len(samples)} orders in {seconds:.0f}s; {len(held)} positions held; killing")
+        started = time.monotonic()
+        future = daemon.tree.router.ask("emergency_stop", Kill("bench", "bench"), timeout=10)
+        report = future.result(timeout=60)
+        kill_to_flat = time.monotonic() - started
+    finally:
+        daemon._stop()
+    return {
+        "tick_to_order_us": percentiles(samples),
+        "orders": len(samples),
+        "positions_before_kill": len(held),
+        "kill_to_flat_s": round(kill_to_flat, 3),
+        "kill_flat": report.flat,
+        "kill_attempts": report.attempts,
+        "what": "quote received off the websocket -> analyzer -> voter -> risk guard -> order manager "
+                "-> intent journaled durably -> submit request sent; kill: ask to broker-verified flat",
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python run.py bench", description="Benchmarks, JSON on stdout.")
+    parser.add_argument("--quick", action="store_true", help="smaller samples (a smoke run)")
+    parser.add_argument("--settings", help="accepted for symmetry; benchmarks use their own settings")
+    parser.add_argument("--data-dir", help="scratch directory (default: a temporary one)")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return 2 if exc.code else 0
+    quick = args.quick
+    scratch = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="stockade-bench-"))
+    scratch.mkdir(parents=True, exist_ok=True)
+
+    from stockade.broker.bench import bench_decode
+    from stockade.quant.bench import bench_indicators
+    from stockade.storage.bench import bench_journal
+    from stockade.supervisors.bench import bench_pykka_hop, bench_restart
+    from stockade.venue.bench import bench_quote_publish, bench_rest_roundtrips
+
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("pipeline", lambda: bench_pipeline(8.0 if quick else 30.0, scratch / "pipeline")),
+        ("pykka_hop", lambda: bench_pykka_hop(2_000 if quick else 20_000)),
+        ("supervisor_restart", lambda: bench_restart(50 if quick else 300)),
+        ("venue_quote_publish_json", lambda: bench_quote_publish(2.0 if quick else 5.0, 5, "json")),
+        ("venue_quote_publish_msgpack", lambda: bench_quote_publish(2.0 if quick else 5.0, 5, "msgpack")),
+        ("venue_rest_roundtrips", lambda: bench_rest_roundtrips(300 if quick else 2_000)),
+        ("journal", lambda: bench_journal(300 if quick else 2_000, scratch)),
+        ("stream_decode", lambda: bench_decode(20_000 if quick else 200_000)),
+        ("indicators", lambda: bench_indicators(10_000 if quick else 100_000)),
+    ]
+    results: dict[str, Any] = {
+        "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                    "cpus": os.cpu_count(), "quick": quick},
+    }
+    for name, fn in steps:
+        _progress(f"{name} ...")
+        started = time.monotonic()
+        try:
+            results[name] = fn()
+        except Exception as exc:  # one broken benchmark must not hide the others
+            results[name] = {"error": repr(exc)}
+        _progress(f"{name} done in {time.monotonic() - started:.1f}s")
+    pipe, hop = results.get("pipeline", {}), results.get("pykka_hop", {})
+    results["summary"] = {
+        "tick_to_order_p50_us": pipe.get("tick_to_order_us", {}).get("p50"),
+        "tick_to_order_p99_us": pipe.get("tick_to_order_us", {}).get("p99"),
+        "pykka_hop_p50_us": hop.get("hop_p50_us", hop.get("p50_us")),
+        "supervisor_restart_p50_us": results.get("supervisor_restart", {}).get("p50_us"),
+        "kill_to_flat_s": pipe.get("kill_to_flat_s"),
+    }
+    print(json.dumps(results, indent=2, default=str))
+    return 0 if not any(isinstance(v, dict) and "error" in v for v in results.values()) else 1

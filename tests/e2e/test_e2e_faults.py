@@ -1,0 +1,101 @@
+"""Actors crashed and hung on purpose while the system trades against a real
+(standalone) venue; repeated crashes escalate to liquidation."""
+
+from __future__ import annotations
+
+from daemon_harness import DaemonProcess, settings_text, wait_orders
+from waiting import wait_for
+
+# One of each actor type (analyzers are one type). EmergencyStop is not here:
+# its failure means full liquidation by design (test below).
+ACTOR_TYPES = ("quote_streamer", "analyzer:AAPL", "ensemble_voter", "risk_guard", "order_manager", "reconciler",
+               "alerter")
+
+
+def _restarted(daemon: DaemonProcess, name: str, before: int) -> bool:
+    actor = daemon.actor(name)
+    return actor["alive"] and actor["restarts"] == before + 1 and actor["state"] == "up"
+
+
+def test_each_actor_type_crashed_is_restarted_and_trading_goes_on(short_dir, venue):
+    daemon = DaemonProcess(short_dir / "data", settings_text(venue), venue)
+    try:
+        daemon.wait_ready()
+        wait_orders(daemon, 1)
+        for name in ACTOR_TYPES:
+            before = daemon.actor(name)["restarts"]
+            assert daemon.ok("crash", name=name) == {"crash": name, "when": "on its next message"}
+            wait_for(lambda: _restarted(daemon, name, before), 30, 0.1, f"{name} restarted")
+        status = daemon.status()
+        # Nothing escalated: the whole tree is up, trading ACTIVE, no liquidation.
+        assert status["trading_state"] == "ACTIVE", status
+        assert all(a["alive"] for a in status["actors"]), status["actors"]
+        assert "supervision gave up" not in daemon.log()
+
+        # The system keeps trading through the restarted actors: new risk
+        # decisions and new orders after the last crash.
+        wait_for(lambda: daemon.status()["decisions"] > status["decisions"] + 3, 60, 0.2, "new decisions")
+        wait_orders(daemon, status["orders_placed"] + 1)
+        # What the crashed order manager's successor placed reached the venue once.
+        ids = [o.client_order_id for o in venue.orders()]
+        assert len(ids) == len(set(ids))
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_hung_actor_is_detected_and_replaced(short_dir, venue):
+    daemon = DaemonProcess(short_dir / "data", settings_text(venue), venue)
+    try:
+        daemon.wait_ready()
+        before = daemon.actor("risk_guard")["restarts"]
+        daemon.ok("hang", name="risk_guard", seconds=60)
+        # heartbeat_timeout_s is 1.5 s in the test settings.
+        wait_for(lambda: _restarted(daemon, "risk_guard", before), 30, 0.1, "hung risk_guard replaced")
+        assert "risk_guard" in daemon.log()
+        status = daemon.status()
+        wait_for(lambda: daemon.status()["decisions"] > status["decisions"], 60, 0.2, "decisions after the hang")
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_crashes_past_intensity_escalate_to_liquidation_flat_and_halted(short_dir, venue):
+    settings = settings_text(venue, supervision={"max_restarts": 1, "period_s": 120.0})
+    daemon = DaemonProcess(short_dir / "data", settings, venue)
+    try:
+        daemon.wait_ready()
+        wait_for(lambda: venue.positions(), 60, 1.0, "a position at the venue")
+        # Keep crashing the order manager: execution exhausts, the root
+        # restarts it, and when the root's own intensity is spent it gives up.
+        for _ in range(20):
+            if daemon.status()["trading_state"] == "HALTED":
+                break
+            if not daemon.ctl("crash", name="order_manager")["ok"]:
+                continue  # between instances (execution restarting); try again
+            # Each crash lands (the fault is consumed), then the next one.
+            wait_for(lambda: "order_manager" not in daemon.status()["faults_pending"]
+                     or daemon.status()["trading_state"] == "HALTED", 20, 0.05, "crash taken")
+        wait_for(lambda: daemon.status()["trading_state"] == "HALTED", 60, 0.2, "HALTED")
+        wait_for(lambda: not venue.positions() and not _open_orders(venue), 60, 1.0, "venue flat")
+        assert "supervision gave up" in daemon.log()
+    finally:
+        daemon.stop()
+
+
+def test_emergency_stop_failure_means_full_liquidation(short_dir, venue):
+    daemon = DaemonProcess(short_dir / "data", settings_text(venue), venue)
+    try:
+        daemon.wait_ready()
+        wait_for(lambda: venue.positions(), 60, 1.0, "a position at the venue")
+        before = daemon.actor("emergency_stop")["restarts"]
+        daemon.ok("crash", name="emergency_stop")
+        wait_for(lambda: _restarted(daemon, "emergency_stop", before), 30, 0.1, "emergency_stop restarted")
+        wait_for(lambda: daemon.status()["trading_state"] == "HALTED", 30, 0.1, "HALTED")
+        assert "critical child emergency_stop failed" in daemon.status()["trading_state_reason"]
+        wait_for(lambda: not venue.positions() and not _open_orders(venue), 60, 1.0, "venue flat")
+    finally:
+        assert daemon.stop() == 0
+
+
+def _open_orders(venue) -> list:
+    return [o for o in venue.orders() if str(o.status.value) in ("new", "accepted", "held", "partially_filled",
+                                                                  "pending_new")]
