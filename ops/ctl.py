@@ -121,6 +121,10 @@ def socket_candidates(socket_opt: str | None, settings_path: str | None, data_di
     return candidates
 
 
+# Commands that legitimately take long: kill waits until the broker says flat.
+SLOW_COMMANDS = {"kill": 120.0}
+
+
 def request(path: Path, cmd: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Send one request and return the decoded reply; OSError/ValueError on failure."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -155,7 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", help="control socket path (default: found as the daemon does)")
     p.add_argument("--settings", help="settings file (for control.socket)")
     p.add_argument("--data-dir", help="data directory")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply (default 10)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds to wait for the reply (default 10; 120 for kill, which answers when flat)")
     return p
 
 
@@ -166,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ns = parser.parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # argparse has printed the usage
         return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    if ns.timeout is None:
+        ns.timeout = SLOW_COMMANDS.get(ns.cmd, 10.0)
     if not ns.timeout > 0:
         print("ctl: --timeout must be > 0", file=sys.stderr)
         return EXIT_USAGE

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 
@@ -236,3 +236,91 @@ def test_run_ticks_on_its_own_and_yields_the_loop():
 
     assert asyncio.run(asyncio.wait_for(main(), 10)) > 1
     assert len(quotes) >= 2_000
+
+
+# ---- always_open history: a function of the seed, not of the wall clock ------
+
+
+def utc_ns(*args: int) -> int:
+    return int(datetime(*args, tzinfo=timezone.utc).timestamp()) * 1_000_000_000
+
+
+def minutes_before_start(sim: MarketSimulator, symbol: str, count: int) -> list[tuple]:
+    """The last `count` history minute bars, newest first, keyed by minutes before the start."""
+    start_minute = sim.start_ns - sim.start_ns % NS_PER_MIN
+    bars = sim.bars(symbol, 1, None, start_minute - 1, limit=count, descending=True)
+    assert len(bars) == count
+    return [((start_minute - b.ts_ns) // NS_PER_MIN, b.open, b.high, b.low, b.close, b.volume,
+             b.trade_count, b.vwap) for b in bars]
+
+
+def test_always_open_history_does_not_depend_on_the_start_time():
+    # Different hours, dates, and a DST switch in New York (2025-03-09) for one of them.
+    early = MarketSimulator(SYMBOLS, seed=3, now_fn=FakeNow(utc_ns(2025, 3, 9, 3, 17, 41), 250_000_000))
+    late = MarketSimulator(SYMBOLS, seed=3, now_fn=FakeNow(utc_ns(2025, 7, 22, 14, 52, 5), 250_000_000))
+    for symbol in SYMBOLS:
+        a, b = minutes_before_start(early, symbol, 300), minutes_before_start(late, symbol, 300)
+        assert [bar[0] for bar in a] == list(range(1, 301))
+        assert [bar[4] for bar in a] == [bar[4] for bar in b]  # closes by index before start
+        assert a == b  # and the whole bar, volume included
+        assert a[0][4] == early.profile(symbol).start_price  # still continuous with the live start
+        assert early.latest_quote(symbol).bid == late.latest_quote(symbol).bid
+        assert early.latest_quote(symbol).ask == late.latest_quote(symbol).ask
+        # Deeper history (several days, across midnights and chunk edges) too.
+        assert minutes_before_start(early, symbol, 4000) == minutes_before_start(late, symbol, 4000)
+    assert prices(record(early, 100)) == prices(record(late, 100))
+
+
+def test_always_open_history_differs_by_seed():
+    start = utc_ns(2025, 3, 4, 14, 0)
+    one = MarketSimulator(SYMBOLS, seed=1, now_fn=FakeNow(start))
+    two = MarketSimulator(SYMBOLS, seed=2, now_fn=FakeNow(start))
+    for symbol in ("AAPL", "QWERTY"):
+        a, b = minutes_before_start(one, symbol, 300), minutes_before_start(two, symbol, 300)
+        assert [bar[4] for bar in a[1:]] != [bar[4] for bar in b[1:]]
+
+
+def test_always_open_history_pages_and_aggregates_across_days():
+    start = utc_ns(2025, 11, 2, 14, 52, 5)  # New York falls back: a 25-hour date
+    sim = MarketSimulator(("SPY",), seed=6, now_fn=FakeNow(start))
+    newest = sim.bars("SPY", 1, None, None, limit=5000, descending=True)
+    for bar in newest[:200] + newest[-200:]:
+        check_bar(bar)
+    times = [b.ts_ns for b in newest]
+    assert times == [times[0] - i * NS_PER_MIN for i in range(5000)]  # no gaps: always open
+    oldest_first = sim.bars("SPY", 1, times[-1], None)
+    assert oldest_first == newest[::-1]
+    page1 = sim.bars("SPY", 1, times[-1], None, limit=1000)
+    page2 = sim.bars("SPY", 1, page1[-1].ts_ns + NS_PER_MIN, None, limit=1000)
+    assert page1 + page2 == oldest_first[:2000]
+    days = sim.bars("SPY", Timeframe.parse("1Day"), ny_ns(2025, 10, 30, 0, 0), None)
+    assert [datetime.fromtimestamp(d.ts_ns / 1e9, NEW_YORK).day for d in days] == [30, 31, 1, 2]
+    for day in days:
+        check_bar(day)
+        date_ = datetime.fromtimestamp(day.ts_ns / 1e9, NEW_YORK).date()
+        inside = [m for m in oldest_first if datetime.fromtimestamp(m.ts_ns / 1e9, NEW_YORK).date() == date_]
+        assert day.open == inside[0].open and day.close == inside[-1].close
+        assert day.high == max(m.high for m in inside) and day.low == min(m.low for m in inside)
+        assert day.volume == sum(m.volume for m in inside)
+    assert sum(m.ts_ns >= ny_ns(2025, 11, 1, 0, 0) and m.ts_ns < ny_ns(2025, 11, 2, 0, 0) for m in oldest_first) == 24 * 60
+    hours = sim.bars("SPY", Timeframe.parse("1Hour"), None, None, limit=30, descending=True)
+    assert len(hours) == 30 and hours[0].close == sim.profile("SPY").start_price
+
+
+def test_nyse_history_is_unchanged():
+    # Pinned from the calendar-driven generator: nyse mode keeps real sessions, gaps and dates.
+    sim = MarketSimulator(("SPY",), seed=8, now_fn=FakeNow(ny_ns(2025, 3, 6, 15, 0)), clock=MarketClock("nyse"))
+    opening = sim.bars("SPY", 1, ny_ns(2025, 3, 4, 9, 30), ny_ns(2025, 3, 4, 9, 32))
+    assert [(b.open, b.high, b.low, b.close, b.volume, b.trade_count, b.vwap) for b in opening] == [
+        (496.16, 496.25, 495.87, 495.97, 790099, 616, 496.0313),
+        (495.97, 496.13, 495.87, 495.95, 1042172, 813, 495.9661),
+        (495.95, 496.39, 495.88, 496.27, 463284, 361, 496.3027),
+    ]
+    assert opening[0].ts_ns == ny_ns(2025, 3, 4, 9, 30)
+    last = sim.bars("SPY", 1, None, None, limit=2, descending=True)
+    assert [(b.close, b.ts_ns) for b in last] == [(494.31, ny_ns(2025, 3, 6, 14, 59)), (494.16, ny_ns(2025, 3, 6, 14, 58))]
+    days = sim.bars("SPY", Timeframe.parse("1Day"), ny_ns(2025, 2, 27, 0, 0), ny_ns(2025, 3, 3, 0, 0))
+    assert [(b.open, b.close, b.volume) for b in days] == [
+        (533.9, 520.02, 62401936), (519.25, 511.97, 64980985), (513.38, 498.0, 62604273),
+    ]
+    assert [b.ts_ns for b in days] == [ny_ns(2025, 2, 27, 0, 0), ny_ns(2025, 2, 28, 0, 0), ny_ns(2025, 3, 3, 0, 0)]

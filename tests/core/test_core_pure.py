@@ -1,0 +1,148 @@
+"""Pure pieces the actors lean on: token bucket, conflation, ledger maths,
+order translation, liquidation against a scripted broker."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from stockade.broker.conflation import ConflatingBuffer
+from stockade.broker.orders import build_request, client_order_id, is_ours
+from stockade.broker.token_bucket import TokenBucket
+from stockade.codecs.messages import OrderIntent, Quote
+from stockade.codecs.records import OrderRecord, PositionRecord
+from stockade.storage.ledger import apply_fill, fill_increment
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_token_bucket_keeps_a_reserve_for_emergencies():
+    clock = FakeClock()
+    bucket = TokenBucket(60, reserve=2, capacity=5, clock=clock)
+    assert [bucket.take() for _ in range(4)] == [True, True, True, False]  # 5 - 3 = reserve of 2
+    assert bucket.take(emergency=True) and bucket.take(emergency=True)
+    assert not bucket.take(emergency=True)
+    clock.t = 3.0  # 60/min = 1/s
+    assert bucket.take(emergency=True)
+    with pytest.raises(ValueError):
+        TokenBucket(0)
+    with pytest.raises(ValueError):
+        TokenBucket(10, reserve=10)
+
+
+def _quote(symbol: str, bid: float) -> Quote:
+    return Quote(symbol, bid, bid + 0.01, 100, 100, 1, 1)
+
+
+def test_conflation_holds_only_the_newest_quote_per_symbol():
+    buf = ConflatingBuffer()
+    assert buf.offer(_quote("AAPL", 1.0)) is True
+    for i in range(1000):
+        assert buf.offer(_quote("AAPL", 2.0 + i)) is False
+    assert buf.offer(_quote("MSFT", 5.0)) is True
+    assert buf.pending() == 2 and buf.conflated == 1000
+    taken = buf.take(lambda s: s == "AAPL")
+    assert [q.bid for q in taken] == [1001.0]
+    assert buf.pending() == 1
+    assert [q.symbol for q in buf.take(lambda s: True)] == ["MSFT"]
+
+
+def test_apply_fill_averages_adds_keeps_average_on_reductions_and_resets_on_flat():
+    p = apply_fill(None, "AAPL", "buy", 10, 100.0, 1)
+    p = apply_fill(p, "AAPL", "buy", 10, 110.0, 2)
+    assert (p.qty, p.avg_entry_price) == (20, 105.0)
+    p = apply_fill(p, "AAPL", "sell", 5, 120.0, 3)
+    assert (p.qty, p.avg_entry_price) == (15, 105.0)
+    p = apply_fill(p, "AAPL", "sell", 15, 90.0, 4)
+    assert (p.qty, p.avg_entry_price) == (0, 0.0)
+    flipped = apply_fill(PositionRecord(symbol="X", qty=5, avg_entry_price=10.0, updated_ns=0), "X", "sell", 8, 12.0, 5)
+    assert (flipped.qty, flipped.avg_entry_price) == (-3, 12.0)
+
+
+def _record(**kw) -> OrderRecord:
+    base = dict(client_order_id="stk-1", intent_id="1", symbol="AAPL", side="buy", qty=10, order_type="market",
+                created_ns=0, updated_ns=0)
+    base.update(kw)
+    return OrderRecord(**base)
+
+
+def test_fill_increment_from_cumulative_updates_never_counts_twice():
+    rec = _record()
+    assert fill_increment(rec, 4, 100.0, None) == (4, 100.0)
+    rec = _record(filled_qty=4, filled_avg_price=100.0)
+    qty, price = fill_increment(rec, 10, 101.2, None)
+    assert qty == 6 and price == pytest.approx(102.0)
+    assert fill_increment(rec, 10, 101.2, 103.0) == (6, 103.0)  # the stream's own fill price wins
+    assert fill_increment(rec, 4, 100.0, None) is None  # a replay
+    assert fill_increment(rec, 3, 100.0, None) is None  # stale news
+
+
+def _intent(**kw) -> OrderIntent:
+    base = dict(intent_id="abc", symbol="AAPL", side="buy", qty=7, order_type="market", limit_price=None,
+                take_profit=201.234, stop_loss=189.987, reason="t", proposal_id="p", quote_recv_ns=0)
+    base.update(kw)
+    return OrderIntent(**base)
+
+
+def test_build_request_is_a_bracket_with_prices_on_the_tick_and_a_deterministic_id():
+    coid = client_order_id("abc")
+    assert coid == client_order_id("abc") and is_ours(coid) and not is_ours("1f2e-uuid")
+    req = build_request(_intent(), coid)
+    body = req.to_request_fields()
+    assert body["client_order_id"] == coid
+    assert body["order_class"] == "bracket"
+    assert body["take_profit"] == {"limit_price": 201.23}
+    assert body["stop_loss"] == {"stop_price": 189.99}
+    stop = build_request(_intent(side="sell", order_type="stop", stop_price=180.0, take_profit=None, stop_loss=None,
+                                 reduce_only=True), coid).to_request_fields()
+    assert stop["type"] == "stop" and stop["stop_price"] == 180.0 and "order_class" not in stop
+
+
+class ScriptedBroker:
+    """The broker as liquidation sees it: positions close on the second attempt."""
+
+    def __init__(self) -> None:
+        self.positions = [types.SimpleNamespace(symbol="AAPL", qty="10")]
+        self.closes = 0
+        self.cancels = 0
+
+    def cancel_orders(self):
+        self.cancels += 1
+
+    def close_all_positions(self, cancel_orders=None):
+        self.closes += 1
+        if self.closes >= 2:
+            self.positions = []
+        else:
+            raise RuntimeError("HTTP 500")
+
+    def get_all_positions(self):
+        return list(self.positions)
+
+    def get_orders(self, request):
+        return []
+
+
+def test_liquidation_retries_until_flat_and_reports_errors():
+    from stockade.broker.liquidation import liquidate
+
+    broker = ScriptedBroker()
+    report = liquidate(broker, attempts=5, retry_interval_s=0.01, flat_timeout_s=10)
+    assert report.flat and report.attempts == 2
+    assert any("HTTP 500" in e for e in report.errors)
+
+
+def test_liquidation_gives_up_and_says_what_is_left():
+    from stockade.broker.liquidation import liquidate
+
+    broker = ScriptedBroker()
+    broker.close_all_positions = lambda cancel_orders=None: None  # never closes
+    report = liquidate(broker, attempts=3, retry_interval_s=0.01, flat_timeout_s=10)
+    assert not report.flat and report.attempts == 3 and report.positions_left == ("AAPL",)
