@@ -45,6 +45,7 @@ from stockade.storage.order_states import EVENTS, PENDING, InvalidTransition, is
 log = logging.getLogger(__name__)
 
 NAME = "order_manager"
+MAX_RETRY_SLEEP_S = 1.0
 
 
 class OrderManager(StockadeActor):
@@ -179,7 +180,9 @@ class OrderManager(StockadeActor):
                 )
             )
             if attempt < attempts:
-                time.sleep(min(self.settings.retry_backoff_s * (2 ** (attempt - 1)), 5.0))
+                # Bounded well under the heartbeat timeout: a long sleep here
+                # would look like a hang to the supervisor.
+                time.sleep(min(self.settings.retry_backoff_s * (2 ** (attempt - 1)), MAX_RETRY_SLEEP_S))
         # Out of attempts with the outcome unknown: the resync resolves it.
         self._set_state(record, "unknown", "submit_unknown", last_error)
         self.tell("alerter", Alert("CRITICAL", f"order-unknown:{record.symbol}",

@@ -21,7 +21,7 @@ from stockade.broker.backoff import Backoff
 from stockade.broker.conflation import ConflatingBuffer
 from stockade.broker.market_stream import MarketDataStream
 from stockade.broker.stream_runner import StreamEvent
-from stockade.codecs.messages import Alert, Quote, StreamStatus, Tick
+from stockade.codecs.messages import Alert, ClockSnapshot, Quote, StreamStatus, Tick
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class QuoteStreamer(StockadeActor):
         self.buffer = ConflatingBuffer()
         self._wake_pending = threading.Event()
         self.connected = False
+        self.market_open = True  # until the reconciler's clock says otherwise
         self.delivered = 0
         broker = self.svc.broker
         self.stream = MarketDataStream(
@@ -96,6 +97,15 @@ class QuoteStreamer(StockadeActor):
             return ref.actor_inbox.qsize() < self.max_inflight
         except Exception:
             return True
+
+    @handles(ClockSnapshot)
+    def on_clock(self, clock: ClockSnapshot) -> None:
+        if clock.is_open != self.market_open:
+            self.market_open = clock.is_open
+            silence = self.svc.settings.stream.silence_timeout_s if clock.is_open else None
+            self.stream.set_silence_timeout(silence)
+            log.info("market %s: silent-socket detection %s", "open" if clock.is_open else "closed",
+                     "on" if silence else "off")
 
     @handles(StreamStatus)
     def on_status(self, status: StreamStatus) -> None:

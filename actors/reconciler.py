@@ -38,6 +38,7 @@ from stockade.quant.brackets import round_price
 log = logging.getLogger(__name__)
 
 NAME = "reconciler"
+RETENTION_EVERY_S = 3600.0
 
 
 class Reconciler(StockadeActor):
@@ -52,11 +53,18 @@ class Reconciler(StockadeActor):
         # fail setup (and crash-loop the tree); it is retried every interval.
         self.router.tell(self.name, Tick("reconcile"), self.name)
         self.every(self.cfg.interval_s, "reconcile")
+        self.every(RETENTION_EVERY_S, "retention")
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
         if tick.what == "reconcile":
             self.reconcile()
+        elif tick.what == "retention":
+            # Alerts, decisions and equity snapshots are bounded (Retention's
+            # defaults); the journal and the order ledger are never trimmed.
+            trimmed = self.svc.store.apply_retention()
+            if any(trimmed.values()):
+                log.info("retention: trimmed %s", trimmed)
 
     @handles(OrderUpdate)
     def on_order_update(self, update: OrderUpdate) -> None:
@@ -81,6 +89,8 @@ class Reconciler(StockadeActor):
         self.tell("risk_guard", snapshot)
         self.tell("risk_guard", PositionsSnapshot(held, tuple(sorted({o.symbol for o in orders})), now))
         self.tell("risk_guard", ClockSnapshot(bool(clock.is_open), now))
+        # A closed market is quiet: the streamer must not take that for a dead socket.
+        self.tell("quote_streamer", ClockSnapshot(bool(clock.is_open), now))
         self._store_equity(snapshot, held, now)
         self.svc.store.journal.append(Reconciled(ts_ns=now, positions=len(positions), open_orders=len(orders),
                                                  mismatches=tuple(mismatches)), durable=False)
