@@ -17,6 +17,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+import msgspec
+
 from stockade.actors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker import orders as broker_orders
@@ -34,6 +36,7 @@ from stockade.codecs.messages import (
 )
 from stockade.codecs.records import DayCounters, EquitySnapshot, PositionRecord, Reconciled
 from stockade.quant.brackets import round_price
+from stockade.storage.ledger import disagreements_to_adopt
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ class Reconciler(StockadeActor):
         self.cfg = self.svc.settings.reconciler
         self.client = self.svc.broker.trading_client()
         self.protect_requested: dict[str, float] = {}
+        self.suspects: dict[str, tuple[int, int]] = {}  # symbol -> (ledger, broker) seen last pass
         self.passes = 0
         self.last_error = ""
         # First pass from a tick, not here: a broker outage at start must not
@@ -105,29 +109,35 @@ class Reconciler(StockadeActor):
         return True
 
     def _positions(self, positions: list[Any], now: int) -> list[str]:
-        """Overwrite ledger positions with the broker's; one line per disagreement."""
+        """Adopt the broker's positions where they persistently disagree; one line each."""
         store = self.svc.store
         broker = {p.symbol: p for p in positions}
         ledger = {p.symbol: p for p in store.positions.values()}
-        mismatches: list[str] = []
+        adopt, self.suspects = disagreements_to_adopt(
+            {s: p.qty for s, p in ledger.items()}, {s: int(float(p.qty)) for s, p in broker.items()},
+            self.suspects, first_pass=self.passes == 0)
+        mismatches = [f"{s}: ledger {ledger[s].qty if s in ledger else 0} vs broker "
+                      f"{int(float(broker[s].qty)) if s in broker else 0}" for s in adopt]
 
         def write(txn: Any) -> None:
-            for symbol, p in broker.items():
-                qty = int(float(p.qty))
-                mine = ledger.get(symbol)
-                if mine is None or mine.qty != qty:
-                    mismatches.append(f"{symbol}: ledger {mine.qty if mine else 0} vs broker {qty}")
-                if mine is None or mine.qty != qty or abs(mine.avg_entry_price - float(p.avg_entry_price)) > 1e-6:
+            for symbol in adopt:
+                p, mine = broker.get(symbol), ledger.get(symbol)
+                if p is None:
+                    store.positions.delete(symbol, txn=txn)
+                else:
                     store.positions.put(symbol, PositionRecord(
-                        symbol=symbol, qty=qty, avg_entry_price=float(p.avg_entry_price), updated_ns=now,
+                        symbol=symbol, qty=int(float(p.qty)), avg_entry_price=float(p.avg_entry_price), updated_ns=now,
                         protective_stop_order_id=mine.protective_stop_order_id if mine else None), txn=txn)
             for symbol, mine in ledger.items():
-                if symbol not in broker:
-                    if mine.qty != 0:
-                        mismatches.append(f"{symbol}: ledger {mine.qty} vs broker 0")
-                    store.positions.delete(symbol, txn=txn)
+                p = broker.get(symbol)
+                if p is not None and mine.qty == int(float(p.qty)) and \
+                        abs(mine.avg_entry_price - float(p.avg_entry_price)) > 1e-6:
+                    # Same quantity: the broker's average price is the truth.
+                    store.positions.put(symbol, msgspec.structs.replace(
+                        mine, avg_entry_price=float(p.avg_entry_price), updated_ns=now), txn=txn)
 
-        store.transact(write, durable=True)
+        if adopt or ledger:
+            store.transact(write, durable=True)
         return mismatches
 
     def _orders(self, orders: list[Any]) -> list[str]:

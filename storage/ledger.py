@@ -41,3 +41,25 @@ def fill_increment(record: OrderRecord, filled_qty: int, filled_avg_price: float
     old_value = (record.filled_avg_price or 0.0) * record.filled_qty
     price = (filled_avg_price * filled_qty - old_value) / delta
     return delta, price if price > 0 else filled_avg_price
+
+
+def disagreements_to_adopt(
+    ledger: dict[str, int], broker: dict[str, int], suspects: dict[str, tuple[int, int]], first_pass: bool
+) -> tuple[list[str], dict[str, tuple[int, int]]]:
+    """Which symbols' broker quantity to adopt now, and what to re-check next pass.
+
+    A fill races a broker snapshot (either side may count it first), so a
+    disagreement is adopted only when the next pass sees the very same one,
+    or at once on the first pass after start, before any trading.
+    """
+    adopt: list[str] = []
+    again: dict[str, tuple[int, int]] = {}
+    for symbol in sorted(set(ledger) | set(broker)):
+        pair = (ledger.get(symbol, 0), broker.get(symbol, 0))
+        if pair[0] == pair[1]:
+            continue
+        if first_pass or suspects.get(symbol) == pair:
+            adopt.append(symbol)
+        else:
+            again[symbol] = pair
+    return adopt, again

@@ -146,3 +146,26 @@ def test_liquidation_gives_up_and_says_what_is_left():
     broker.close_all_positions = lambda cancel_orders=None: None  # never closes
     report = liquidate(broker, attempts=3, retry_interval_s=0.01, flat_timeout_s=10)
     assert not report.flat and report.attempts == 3 and report.positions_left == ("AAPL",)
+
+
+def test_reconciler_adopts_only_a_disagreement_seen_twice_or_on_the_first_pass():
+    from stockade.storage.ledger import disagreements_to_adopt
+
+    # First pass after start: the broker wins at once.
+    adopt, again = disagreements_to_adopt({"AAPL": 5}, {"AAPL": 10, "MSFT": 3}, {}, first_pass=True)
+    assert adopt == ["AAPL", "MSFT"] and again == {}
+    # A fill in flight: seen once, re-checked, not adopted.
+    adopt, again = disagreements_to_adopt({"AAPL": 0}, {"AAPL": 10}, {}, first_pass=False)
+    assert adopt == [] and again == {"AAPL": (0, 10)}
+    # The fill landed in the ledger meanwhile: agreement, nothing to do.
+    adopt, again = disagreements_to_adopt({"AAPL": 10}, {"AAPL": 10}, again, first_pass=False)
+    assert adopt == [] and again == {}
+    # The same disagreement twice in a row: adopted.
+    adopt, again = disagreements_to_adopt({"AAPL": 0}, {"AAPL": 10}, {"AAPL": (0, 10)}, first_pass=False)
+    assert adopt == ["AAPL"] and again == {}
+    # A changed disagreement starts over.
+    adopt, again = disagreements_to_adopt({"AAPL": 0}, {"AAPL": 12}, {"AAPL": (0, 10)}, first_pass=False)
+    assert adopt == [] and again == {"AAPL": (0, 12)}
+    # Ledger holds what the broker no longer has.
+    adopt, _ = disagreements_to_adopt({"NVDA": 4}, {}, {"NVDA": (4, 0)}, first_pass=False)
+    assert adopt == ["NVDA"]
