@@ -226,7 +226,7 @@ class Daemon:
         from stockade.ops.commands import status
 
         st = status(self.svc, self.tree)
-        orders = self.svc.store.orders.count()
+        orders = st["orders_placed"]
         held = ", ".join(f"{p['qty']} {p['symbol']}" for p in st["positions"]) or "nothing"
         log.info("progress: state %s, %d orders placed so far, holding %s, equity %s, healthy %s",
                  st["trading_state"], orders, held, st["equity"], st["healthy"])
