@@ -21,7 +21,7 @@ from stockade.broker.backoff import Backoff
 from stockade.broker.conflation import ConflatingBuffer
 from stockade.broker.market_stream import MarketDataStream
 from stockade.broker.stream_runner import StreamEvent
-from stockade.codecs.messages import Alert, ClockSnapshot, Quote, StreamStatus, Tick
+from stockade.codecs.messages import Alert, ClockSnapshot, FlushQuotes, Quote, StreamStatus
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,9 @@ class QuoteStreamer(StockadeActor):
             backoff=Backoff(s.stream.backoff_initial_s, s.stream.backoff_max_s),
         )
         self.stream.start()
-        self.every(FLUSH_INTERVAL_S, "flush")
+        # Raw (unenveloped) periodic flushes: no span of their own, so quote
+        # traces start at the quote and are sampled like quotes.
+        self.every(FLUSH_INTERVAL_S, "flush", message=FlushQuotes())
 
     def teardown(self) -> None:
         stream = getattr(self, "stream", None)
@@ -72,7 +74,7 @@ class QuoteStreamer(StockadeActor):
         # One wake-up message at a time, however fast quotes arrive.
         if not self._wake_pending.is_set():
             self._wake_pending.set()
-            self.router.tell(NAME, Tick("flush"), "market_stream")
+            self.router.tell(NAME, FlushQuotes(), "market_stream")
 
     def _on_event(self, event: StreamEvent) -> None:
         self.router.tell(NAME, event.to_status(), "market_stream")
@@ -82,8 +84,8 @@ class QuoteStreamer(StockadeActor):
 
     # ---- actor thread --------------------------------------------------------------
 
-    @handles(Tick)
-    def on_tick(self, tick: Tick) -> None:
+    @handles(FlushQuotes)
+    def on_flush(self, _flush: FlushQuotes) -> None:
         self._wake_pending.clear()
         for quote in self.buffer.take(self._has_room):
             self.tell(analyzer_name(quote.symbol), quote)

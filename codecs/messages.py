@@ -86,6 +86,10 @@ class BarsWarmup(Message, frozen=True):
     bars: tuple[Bar, ...]
 
 
+class FlushQuotes(Message, frozen=True):
+    """The quote streamer's wake-up: deliver conflated quotes (firehose, sampled like quotes)."""
+
+
 class StreamStatus(Message, frozen=True):
     """Market-data connection state changes (for status and alerts)."""
 

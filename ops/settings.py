@@ -210,7 +210,7 @@ class TelemetrySettings(_Section):
     otlp_endpoint: str = ""
     service_name: str = "stockade"
     quote_sample_ratio: float = 0.01
-    firehose_messages: tuple[str, ...] = ("Quote", "Trade", "Bar", "Vote")
+    firehose_messages: tuple[str, ...] = ("Quote", "Trade", "Bar", "Vote", "FlushQuotes")
     max_queue_size: int = 2048
     export_timeout_s: float = 10.0
 

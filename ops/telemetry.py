@@ -51,7 +51,7 @@ def message_span(actor: str, msg_type: str, traceparent: str | None) -> Iterator
 # ---- set-up: provider, exporter, sampling -----------------------------------------
 
 MESSAGE_ATTR = "stockade.message"
-DEFAULT_FIREHOSE = frozenset({"Quote", "Trade", "Bar", "Vote"})
+DEFAULT_FIREHOSE = frozenset({"Quote", "Trade", "Bar", "Vote", "FlushQuotes"})
 DEFAULT_OTLP_HTTP = "http://localhost:4318/v1/traces"  # Jaeger's OTLP/HTTP port
 
 
