@@ -28,7 +28,7 @@ from stockade.broker import orders as broker_orders
 from stockade.broker.rest import redact
 from stockade.broker.token_bucket import TokenBucket
 from stockade.broker.trade_stream import TradeUpdatesStream
-from stockade.codecs.messages import Alert, OrderIntent, OrderUpdate, Tick
+from stockade.codecs.messages import Alert, OrderIntent, OrderUpdate, Rejection, Tick
 from stockade.codecs.records import (
     FillRecord,
     FillRecorded,
@@ -123,21 +123,18 @@ class OrderManager(StockadeActor):
 
         def journal(txn: Any) -> None:
             self.store.journal.append(IntentJournaled(ts_ns=now, order=record), txn=txn)
-            self.store.orders.put(coid, record, txn=txn)
+            self.store.put_order(record, txn=txn)
 
         # Durable before the broker hears of it: after a crash we know to ask.
         self.store.transact(journal, durable=True)
         self._submit(record, intent)
 
     def _refuse(self, intent: OrderIntent, coid: str, reason: str) -> None:
+        """A local refusal (trading state, rate limit): nothing reached the broker,
+        so it is not an order failure for the circuit breaker; the voter frees the symbol."""
         log.warning("order for %s %d %s refused: %s", intent.side, intent.qty, intent.symbol, reason)
-        self.tell(
-            "risk_guard",
-            OrderUpdate(
-                event="rejected", client_order_id=coid, broker_order_id="", symbol=intent.symbol, side=intent.side,
-                status="rejected", qty=float(intent.qty), filled_qty=0.0, filled_avg_price=None, ts_ns=time.time_ns(),
-            ),
-        )
+        if intent.proposal_id:
+            self.tell("ensemble_voter", Rejection(intent.proposal_id, intent.symbol, "order_manager", reason))
 
     def _submit(self, record: OrderRecord, intent: OrderIntent) -> None:
         from alpaca.common.exceptions import APIError
@@ -202,11 +199,10 @@ class OrderManager(StockadeActor):
         def write(txn: Any) -> None:
             self.store.journal.append(OrderAcknowledged(ts_ns=now, client_order_id=record.client_order_id,
                                                         broker_order_id=broker_id), txn=txn)
-            self.store.orders.put(record.client_order_id, updated, txn=txn)
+            self.store.put_order(updated, txn=txn)
             for leg in order.legs or ():
                 if self.store.orders.get(leg.client_order_id, txn=txn) is None:
-                    self.store.orders.put(
-                        leg.client_order_id,
+                    self.store.put_order(
                         broker_orders.record_from_order(leg, reason="bracket leg", parent_id=record.client_order_id),
                         txn=txn,
                     )
@@ -346,7 +342,7 @@ class OrderManager(StockadeActor):
             if new_state != record.state:
                 self.store.journal.append(OrderStateChanged(ts_ns=now, client_order_id=record.client_order_id,
                                                             old=record.state, new=new_state, event=event), txn=txn)
-            self.store.orders.put(record.client_order_id, updated, txn=txn)
+            self.store.put_order(updated, txn=txn)
             if fill is not None and self.store.fills.get(fill.exec_id, txn=txn) is None:
                 self.store.fills.put(fill.exec_id, fill, txn=txn)
                 self.store.journal.append(FillRecorded(ts_ns=now, fill=fill), txn=txn)
@@ -390,7 +386,7 @@ class OrderManager(StockadeActor):
         def write(txn: Any) -> None:
             self.store.journal.append(OrderStateChanged(ts_ns=now, client_order_id=record.client_order_id,
                                                         old=record.state, new=state, event=event, reason=reason), txn=txn)
-            self.store.orders.put(record.client_order_id, updated, txn=txn)
+            self.store.put_order(updated, txn=txn)
 
         self.store.transact(write, durable=True)
 

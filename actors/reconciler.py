@@ -148,8 +148,7 @@ class Reconciler(StockadeActor):
         for order in orders:
             if store.orders.get(order.client_order_id) is None:
                 ours = broker_orders.is_ours(order.client_order_id)
-                store.orders.put(order.client_order_id,
-                                 broker_orders.record_from_order(order, reason="adopted by reconciler"))
+                store.put_order(broker_orders.record_from_order(order, reason="adopted by reconciler"))
                 what = "order" if ours else "foreign order"
                 mismatches.append(f"{what} {order.client_order_id} ({order.symbol}) at broker, not in ledger: adopted")
         stale = [o for o in store.open_orders() if o.broker_order_id and o.client_order_id not in known
@@ -172,7 +171,16 @@ class Reconciler(StockadeActor):
                 continue
             last = self.protect_requested.get(p.symbol, 0.0)
             if now - last < 3 * self.cfg.interval_s:
-                continue  # one request in flight; give it time to show up
+                continue  # one request in flight, or alerted recently
+            if self.svc.trading_state().state == "HALTED":
+                # HALTED places no orders at all: say so loudly, leave the choice
+                # (resume, or kill to go flat) to the operator.
+                self.protect_requested[p.symbol] = now
+                self.tell("alerter", Alert("CRITICAL", f"unprotected:{p.symbol}",
+                                           f"{p.symbol}: {qty - covered} shares unprotected while HALTED; "
+                                           "resume to let stockade place a protective stop, or kill to go flat",
+                                           NAME, time.time_ns()))
+                continue
             reference = float(p.current_price or p.avg_entry_price)
             stop = round_price(reference * (1.0 - pct), "down")
             self.protect_requested[p.symbol] = now

@@ -127,17 +127,19 @@ class RiskGuard(StockadeActor):
 
     def _context(self) -> RiskContext:
         store = self.svc.store
-        positions = tuple(
-            Position(p.symbol, float(p.qty), p.avg_entry_price, market_value=p.qty * p.avg_entry_price)
-            for p in store.positions.values() if p.qty != 0
-        )
-        open_symbols = tuple(sorted({o.symbol for o in store.open_orders() if o.parent_id is None
-                                     and o.order_type in ("market", "limit")}))
-        counters = store.counters.get(_today())
         today = _today()
+        with store.read() as txn:  # one consistent snapshot, one transaction
+            positions = tuple(
+                Position(p.symbol, float(p.qty), p.avg_entry_price, market_value=p.qty * p.avg_entry_price)
+                for p in store.positions.values(txn=txn) if p.qty != 0
+            )
+            open_symbols = tuple(sorted({o.symbol for o in store.open_orders(txn=txn) if o.parent_id is None
+                                         and o.order_type in ("market", "limit")}))
+            counters = store.counters.get(today, txn=txn)
+            state = store.trading_state(txn=txn)
         return RiskContext(
             now_ns=time.time_ns(),
-            trading_state=self.svc.trading_state().state,
+            trading_state=state.state if state else "ACTIVE",
             market_open=self.market_open,
             account=self.account,
             positions=positions,
@@ -155,21 +157,12 @@ class RiskGuard(StockadeActor):
         if verdict.allowed and verdict.reduce_only and self._has_exit_orders(proposal.symbol):
             # The broker holds the shares for the bracket's exit legs; a second
             # exit would be refused (insufficient qty) and trip the breaker.
-            self._record_and_reject(proposal, "bracket", "position already exits through its bracket legs")
+            self._reject(proposal, "bracket", "position already exits through its bracket legs")
             return
-        self.decisions += 1
-        now = time.time_ns()
-        failure = verdict.first_failure
-        rule, reason = (failure.rule, failure.reason) if failure else ("all", "every rule passed")
-        self.svc.store.decisions.add(
-            DecisionRecord(ts_ns=now, proposal_id=proposal.proposal_id, symbol=proposal.symbol,
-                           allowed=verdict.allowed, rule=rule, reason=reason, side=proposal.side, qty=verdict.qty),
-            ts_ns=now, durable=False,  # an audit trail, not an order: no sync on the signal path
-        )
         if not verdict.allowed:
-            # Every decision is in storage; the log would drown in repeats.
-            log.debug("risk: %s %s rejected by %s: %s", proposal.side, proposal.symbol, rule, reason)
-            self.tell("ensemble_voter", Rejection(proposal.proposal_id, proposal.symbol, rule, reason))
+            failure = verdict.first_failure
+            rule, reason = (failure.rule, failure.reason) if failure else ("sizing", "no quantity")
+            self._reject(proposal, rule, reason)
             return
         self.allowed += 1
         self.rate.record()
@@ -187,24 +180,31 @@ class RiskGuard(StockadeActor):
             quote_recv_ns=proposal.quote_recv_ns,
             reduce_only=verdict.reduce_only,
         )
+        # The order first, the audit record after: the record's commit is not
+        # on the quote-to-order path.
+        self.tell("order_manager", intent)
         log.info("risk: %s %d %s allowed (stop %s, target %s)", intent.side, intent.qty, intent.symbol,
                  intent.stop_loss, intent.take_profit)
-        self.tell("order_manager", intent)
+        self._record(proposal, True, "all", "every rule passed", verdict.qty)
 
-    def _has_exit_orders(self, symbol: str) -> bool:
-        return any(o.symbol == symbol and o.parent_id is not None or (o.symbol == symbol and o.order_type == "stop")
-                   for o in self.svc.store.open_orders())
-
-    def _record_and_reject(self, proposal: Proposal, rule: str, reason: str) -> None:
-        now = time.time_ns()
-        self.decisions += 1
-        self.svc.store.decisions.add(
-            DecisionRecord(ts_ns=now, proposal_id=proposal.proposal_id, symbol=proposal.symbol, allowed=False,
-                           rule=rule, reason=reason, side=proposal.side, qty=0),
-            ts_ns=now, durable=False,
-        )
+    def _reject(self, proposal: Proposal, rule: str, reason: str) -> None:
+        # Every decision is in storage; the log would drown in repeats.
         log.debug("risk: %s %s rejected by %s: %s", proposal.side, proposal.symbol, rule, reason)
         self.tell("ensemble_voter", Rejection(proposal.proposal_id, proposal.symbol, rule, reason))
+        self._record(proposal, False, rule, reason, 0)
+
+    def _record(self, proposal: Proposal, allowed: bool, rule: str, reason: str, qty: int) -> None:
+        self.decisions += 1
+        now = time.time_ns()
+        self.svc.store.decisions.add(
+            DecisionRecord(ts_ns=now, proposal_id=proposal.proposal_id, symbol=proposal.symbol, allowed=allowed,
+                           rule=rule, reason=reason, side=proposal.side, qty=qty),
+            ts_ns=now, durable=False,  # an audit trail, not an order: no sync per decision
+        )
+
+    def _has_exit_orders(self, symbol: str) -> bool:
+        return any(o.symbol == symbol and (o.parent_id is not None or o.order_type == "stop")
+                   for o in self.svc.store.open_orders())
 
 
 def _today() -> str:

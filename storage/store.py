@@ -63,6 +63,10 @@ class Store:
         self.alerts: TimeSeries[AlertRecord] = TimeSeries(env, "alerts", AlertRecord)
         self.equity: TimeSeries[EquitySnapshot] = TimeSeries(env, "equity", EquitySnapshot)
         self.decisions: TimeSeries[DecisionRecord] = TimeSeries(env, "decisions", DecisionRecord)
+        # Index of the orders that may still be working, kept in the same
+        # transaction as `orders` by `put_order`: the risk guard asks for them
+        # on every proposal, and the orders table grows all day.
+        self.open_index: Table[OrderRecord] = Table(env, "orders_open", OrderRecord)
 
     @classmethod
     def open(
@@ -79,7 +83,10 @@ class Store:
             data_dir, map_size=map_size, max_map_size=max_map_size, durable=durable, readonly=readonly
         )
         try:
-            return cls(env)
+            store = cls(env)
+            if not readonly:
+                store.rebuild_open_index()
+            return store
         except BaseException:
             env.close()
             raise
@@ -107,9 +114,34 @@ class Store:
     def put_trading_state(self, record: TradingStateRecord, *, txn: lmdb.Transaction | None = None) -> None:
         self.state.put(TRADING_STATE_KEY, record, txn=txn)
 
+    def put_order(self, record: OrderRecord, *, txn: lmdb.Transaction | None = None) -> None:
+        """Store an order and keep the open-orders index in step (same transaction)."""
+        def write(t: lmdb.Transaction) -> None:
+            self.orders.put(record.client_order_id, record, txn=t)
+            if record.state in OPEN:
+                self.open_index.put(record.client_order_id, record, txn=t)
+            else:
+                self.open_index.delete(record.client_order_id, txn=t)
+
+        write(txn) if txn is not None else self.transact(write)
+
     def open_orders(self, *, txn: lmdb.Transaction | None = None) -> Iterator[OrderRecord]:
-        """Orders that may be working at the broker (scans the orders table)."""
-        return (o for _, o in self.orders.items(txn=txn) if o.state in OPEN)
+        """Orders that may be working at the broker (from the index: O(open), not O(all))."""
+        return self.open_index.values(txn=txn)
+
+    def rebuild_open_index(self) -> int:
+        """Rebuild the open-orders index from the orders table (at open: cheap insurance
+        against any writer that bypassed `put_order`). Returns the open count."""
+        def write(t: lmdb.Transaction) -> int:
+            self.open_index.clear(txn=t)
+            n = 0
+            for key, order in self.orders.items(txn=t):
+                if order.state in OPEN:
+                    self.open_index.put(key, order, txn=t)
+                    n += 1
+            return n
+
+        return self.transact(write)
 
     def apply_retention(self, policy: Retention | None = None, *, now_ns: int | None = None) -> dict[str, int]:
         """Trim alerts, decisions and equity snapshots per `policy`; returns deletions per table."""

@@ -194,3 +194,26 @@ def test_apply_retention(store):
     policy = Retention(alerts_days=30, decisions_max=4)
     assert store.apply_retention(policy, now_ns=now) == {"alerts": 1, "decisions": 6, "equity": 0}
     assert store.alerts.count() == 2 and store.decisions.count() == 4
+
+
+def test_open_orders_index_follows_put_order_and_is_rebuilt_at_open(tmp_path):
+    from stockade.codecs.records import OrderRecord
+    from stockade.storage.store import Store
+
+    def order(coid: str, state: str) -> OrderRecord:
+        return OrderRecord(client_order_id=coid, intent_id=coid, symbol="AAPL", side="buy", qty=1,
+                           order_type="market", state=state, created_ns=1, updated_ns=1)
+
+    store = Store.open(tmp_path)
+    store.put_order(order("a", "accepted"))
+    store.put_order(order("b", "intent"))
+    store.put_order(order("c", "filled"))
+    assert sorted(o.client_order_id for o in store.open_orders()) == ["a", "b"]
+    store.put_order(order("a", "filled"))  # terminal: leaves the index
+    assert [o.client_order_id for o in store.open_orders()] == ["b"]
+    # A writer that bypassed put_order is caught by the rebuild at open.
+    store.orders.put("d", order("d", "partially_filled"))
+    store.close()
+    store = Store.open(tmp_path)
+    assert sorted(o.client_order_id for o in store.open_orders()) == ["b", "d"]
+    store.close()
