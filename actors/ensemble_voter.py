@@ -42,7 +42,7 @@ class EnsembleVoter(StockadeActor):
         self.cfg = v
         self.models = tuple(self.svc.settings.analyzer.strategies)
         self.ensemble = Ensemble(EnsembleParams(threshold=v.threshold, base_weights=dict(v.weights),
-                                                cooldown_s=v.cooldown_s))
+                                                cooldown_s=v.cooldown_s, in_flight_timeout_s=v.in_flight_timeout_s))
         self.latest: dict[str, dict[str, Vote]] = {}
         self.parked: dict[str, tuple[Proposal, float]] = {}
         # Open trades per symbol: (side, entry price, models that called it).

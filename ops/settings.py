@@ -124,6 +124,7 @@ class VoterSettings(_Section):
     min_weight: float = 0.1
     cooldown_s: float = 60.0
     approval_timeout_s: float = 300.0
+    in_flight_timeout_s: float = 120.0
 
     def weight_of(self, model: str) -> float:
         """A model missing from `weights` (e.g. a newly trained one) weighs 1.0."""
@@ -466,6 +467,7 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     c.ratio("voter.min_weight", vo.min_weight)
     c.non_negative("voter.cooldown_s", vo.cooldown_s)
     c.positive("voter.approval_timeout_s", vo.approval_timeout_s)
+    c.positive("voter.in_flight_timeout_s", vo.in_flight_timeout_s)
 
     r = s.risk
     for key in ("max_position_pct", "max_sector_pct", "max_portfolio_risk_pct", "risk_per_trade_pct",

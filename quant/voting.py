@@ -50,6 +50,9 @@ class EnsembleParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     defensive_drawdown_pct: float = 3.0  # equity this % below its peak -> defensive
     defensive_threshold_add: float = 0.15
     cooldown_s: float = 60.0  # min seconds between proposals for one symbol
+    # An in-flight mark expires: the answer (fill, rejection) can be lost with
+    # a crashed actor, and a symbol must not stay blocked forever.
+    in_flight_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.decay <= 1.0:
@@ -161,7 +164,7 @@ class Ensemble:
         self._equity_peak: float | None = None
         self._equity: float | None = None
         self._last_proposal: dict[str, tuple[int, Side]] = {}
-        self._in_flight: dict[str, Side] = {}
+        self._in_flight: dict[str, tuple[Side, int]] = {}  # symbol -> (side, marked at ns)
         self.last_skip: str = ""  # why the latest vote() returned None
 
     # ---- track record ----------------------------------------------------------
@@ -239,14 +242,22 @@ class Ensemble:
             if last is None:
                 raise ValueError(f"no decision for {symbol!r} yet; pass side")
             side = last[1]
-        self._in_flight[symbol] = side
+        self._in_flight[symbol] = (side, self._clock())
 
     def clear(self, symbol: str) -> None:
         """The in-flight proposal for `symbol` is done (filled, rejected, cancelled)."""
         self._in_flight.pop(symbol, None)
 
     def in_flight(self, symbol: str) -> Side | None:
-        return self._in_flight.get(symbol)
+        """The side in flight for `symbol`, or None (also once the mark has expired)."""
+        entry = self._in_flight.get(symbol)
+        if entry is None:
+            return None
+        side, since = entry
+        if self._clock() - since > self.params.in_flight_timeout_s * 1e9:
+            del self._in_flight[symbol]
+            return None
+        return side
 
     # ---- the vote --------------------------------------------------------------
 
@@ -276,7 +287,7 @@ class Ensemble:
             self.last_skip = f"agreement {t.agreement:.2f} < {p.min_agreement:g}"
             return None
         side: Side = "buy" if t.score > 0 else "sell"
-        if self._in_flight.get(symbol) == side:
+        if self.in_flight(symbol) == side:
             self.last_skip = f"{side} already in flight for {symbol}"
             return None
         now = self._clock() if now_ns is None else now_ns

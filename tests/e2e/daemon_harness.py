@@ -89,7 +89,7 @@ def settings_text(venue: VenueProcess | None, **sections: dict[str, Any]) -> str
     """A settings file for a fast, test-sized market; `sections` override keys."""
     base: dict[str, dict[str, Any]] = {
         "analyzer": {"evaluate_every_s": 0.2},
-        "voter": {"threshold": 0.05, "cooldown_s": 1.0},
+        "voter": {"threshold": 0.05, "cooldown_s": 1.0, "in_flight_timeout_s": 5.0},
         # Small orders, room for many: orders keep flowing for minutes.
         "risk": {"max_positions": 5, "max_position_pct": 50.0, "risk_per_trade_pct": 0.1,
                  "max_orders_per_min": 200, "circuit_breaker_failures": 50},

@@ -145,3 +145,18 @@ def test_bad_params_rejected():
 
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"decay": 0}, EnsembleParams)
+
+
+def test_in_flight_mark_expires_when_its_answer_never_comes():
+    # The answer (fill or rejection) can die with a crashed actor: the symbol
+    # must not stay blocked forever.
+    clock = FakeClock()
+    e = Ensemble(EnsembleParams(cooldown_s=1, in_flight_timeout_s=120), clock=clock)
+    up = [v("a", 1, 1)]
+    assert e.vote("X", up).side == "buy"
+    e.mark_in_flight("X")
+    clock.t += 60 * S
+    assert e.vote("X", up) is None and "in flight" in e.last_skip
+    clock.t += 61 * S
+    assert e.in_flight("X") is None
+    assert e.vote("X", up).side == "buy"
