@@ -21,12 +21,13 @@ from stockade.broker.backoff import Backoff
 from stockade.broker.conflation import ConflatingBuffer
 from stockade.broker.market_stream import MarketDataStream
 from stockade.broker.stream_runner import StreamEvent
-from stockade.codecs.messages import Alert, ClockSnapshot, FlushQuotes, Quote, StreamStatus
+from stockade.codecs.messages import Alert, ClockSnapshot, FlushQuotes, Quote, StreamStatus, Tick
 
 log = logging.getLogger(__name__)
 
 NAME = "quote_streamer"
 FLUSH_INTERVAL_S = 0.05
+STATS_INTERVAL_S = 1.0
 
 
 def analyzer_name(symbol: str) -> str:
@@ -61,6 +62,7 @@ class QuoteStreamer(StockadeActor):
         # Raw (unenveloped) periodic flushes: no span of their own, so quote
         # traces start at the quote and are sampled like quotes.
         self.every(FLUSH_INTERVAL_S, "flush", message=FlushQuotes())
+        self.every(STATS_INTERVAL_S, "stats")
 
     def teardown(self) -> None:
         stream = getattr(self, "stream", None)
@@ -99,6 +101,13 @@ class QuoteStreamer(StockadeActor):
             return ref.actor_inbox.qsize() < self.max_inflight
         except Exception:
             return True
+
+    @handles(Tick)
+    def on_tick(self, tick: Tick) -> None:
+        if tick.what == "stats":
+            self.svc.stats["market_data"] = {
+                **self.stream.stats(), "delivered": self.delivered, "conflated": self.buffer.conflated,
+            }
 
     @handles(ClockSnapshot)
     def on_clock(self, clock: ClockSnapshot) -> None:

@@ -50,6 +50,8 @@ class Services:
     # Set by the reconciler after its first successful pass: READY=1 waits on it.
     first_reconcile: threading.Event = dataclasses.field(default_factory=threading.Event)
     started_ns: int = dataclasses.field(default_factory=time.time_ns)
+    # Counters actors publish for `status` (replaced whole, never mutated in place).
+    stats: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def trading_state(self) -> TradingStateRecord:
         """The persisted trading state (ACTIVE on a fresh data dir)."""

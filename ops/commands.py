@@ -60,6 +60,7 @@ def status(svc: Services, tree: Tree) -> dict[str, Any]:
         "orders_placed": sum(1 for o in svc.store.orders.values() if o.intent_id),
         "decisions": svc.store.decisions.count(),
         "dead_letters": tree.router.dead_letters,
+        "market_data": svc.stats.get("market_data", {}),
         "fault_injection": svc.faults.enabled,
         "faults_pending": svc.faults.pending() if svc.faults.enabled else {},
     }

@@ -29,6 +29,7 @@ class VenueContext:
         self.market: MarketSimulator | None = None
         self.clock: MarketClock | None = None
         self.exchange: Exchange | None = None
+        self.market_hub: Any = None  # the market-data websocket hub (set by market_stream.add_routes)
         # Open websockets by kind ("market", "trading"), so a fault can drop
         # them and the connection limit (406) can be enforced.
         self.websockets: dict[str, set[Any]] = {"market": set(), "trading": set()}

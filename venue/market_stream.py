@@ -366,6 +366,19 @@ class MarketStreamHub:
             self._unsubscribe()
             self._unsubscribe = None
 
+    def send_garbage(self, n: int) -> int:
+        """Fault: queue `n` undecodable frames to every authenticated client; returns frames queued."""
+        sent = 0
+        for session in list(self.sessions):
+            if not session.authenticated or session.closing:
+                continue
+            for i in range(n):
+                frame = b"\xc1\xff garbage" if session.binary else b'[{"T":"q","S":'  # invalid msgpack / JSON
+                session.control.append((frame + str(i).encode(), False))
+                sent += 1
+            session.wake.set()
+        return sent
+
     def connections_of(self, key: str, feed: str) -> int:
         return sum(1 for s in self.sessions if s.authenticated and s.key == key and s.feed == feed)
 
@@ -456,6 +469,7 @@ def add_routes(app: web.Application, ctx: VenueContext) -> MarketStreamHub:
     """Serve the market-data websocket at /v2/iex, /v2/sip and /v2/test on `app`."""
     hub = MarketStreamHub(ctx)
     app[HUB_KEY] = hub
+    ctx.market_hub = hub  # for the garbage-frames fault
 
     async def handler(request: web.Request) -> web.StreamResponse:
         return await hub.handle(request)

@@ -195,6 +195,12 @@ async def apply_faults(ctx: VenueContext, changes: dict[str, Any]) -> int:
     """Merge `changes` into ctx.faults (on the loop); handles drop_streams. Returns sockets dropped."""
     changes = dict(changes)
     drop = changes.pop("drop_streams", None)
+    garbage = changes.pop("garbage_frames", None)  # a one-shot action, not a stored knob
+    if garbage is not None:
+        if not isinstance(garbage, int) or isinstance(garbage, bool) or not 0 <= garbage <= 1000:
+            raise VenueError(422, 40010001, f"garbage_frames must be an integer in [0, 1000], got {garbage!r}")
+        if ctx.market_hub is not None:
+            ctx.market_hub.send_garbage(garbage)
     unknown = set(changes) - _FAULT_FIELDS
     if unknown:
         raise VenueError(422, 40010001, f"unknown fault knobs: {', '.join(sorted(unknown))}")

@@ -99,3 +99,28 @@ def test_emergency_stop_failure_means_full_liquidation(short_dir, venue):
 def _open_orders(venue) -> list:
     return [o for o in venue.orders() if str(o.status.value) in ("new", "accepted", "held", "partially_filled",
                                                                   "pending_new")]
+
+
+def test_malformed_quote_frames_are_counted_and_the_daemon_carries_on(short_dir, venue):
+    import json
+    import urllib.request
+
+    daemon = DaemonProcess(short_dir / "data", settings_text(venue), venue)
+    try:
+        daemon.wait_ready()
+        wait_for(lambda: daemon.status()["market_data"].get("quotes", 0) > 0, 30, 0.2, "quotes flowing")
+        request = urllib.request.Request(
+            venue.base_url + "/admin/faults", data=json.dumps({"garbage_frames": 25}).encode(), method="POST",
+            headers={"APCA-API-KEY-ID": venue.key, "APCA-API-SECRET-KEY": venue.secret,
+                     "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert reply.status == 200
+        md = wait_for(lambda: (m := daemon.status()["market_data"])["malformed_frames"] >= 25 and m, 30, 0.2,
+                      "garbage counted")
+        # Nothing crashed, the connection was kept, and quotes keep coming.
+        wait_for(lambda: daemon.status()["market_data"]["quotes"] > md["quotes"] + 20, 30, 0.2, "quotes after garbage")
+        status = daemon.status()
+        assert status["market_data"]["reconnects"] == md["reconnects"]
+        assert all(a["alive"] and a["restarts"] == 0 for a in status["actors"]), status["actors"]
+    finally:
+        assert daemon.stop() == 0
