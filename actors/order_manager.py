@@ -1,5 +1,12 @@
 """OrderManager: the only actor that places orders.
 
+Durability: only the intent is synced to disk before the broker sees it.
+Acknowledgements, state changes and fills are committed without a sync: they
+survive a process crash, and after a power loss they are re-derived from the
+broker (pending intents are looked up by client_order_id at start, open
+orders are re-synced, positions reconciled), so a sync per event would only
+slow the order path.
+
 Exactly-once, in the face of crashes and timeouts:
 1. the intent is journaled durably (state "intent") BEFORE the broker sees it;
 2. its `client_order_id` is derived from the intent id, so any resend is the
@@ -207,7 +214,7 @@ class OrderManager(StockadeActor):
                         txn=txn,
                     )
 
-        self.store.transact(write, durable=True)
+        self.store.transact(write, durable=False)
         log.info("order placed: %s %d %s (%s, %s) id %s", record.side, record.qty, record.symbol,
                  record.order_class, status, record.client_order_id)
         # The REST answer may already say filled (a fast market order).
@@ -350,7 +357,7 @@ class OrderManager(StockadeActor):
                 self.store.positions.put(record.symbol, apply_fill(position, record.symbol, record.side, fill.qty,
                                                                    fill.price, now), txn=txn)
 
-        self.store.transact(write, durable=True)
+        self.store.transact(write, durable=False)
         if fill is not None:
             position = self.store.positions.get(record.symbol)
             held = position.qty if position else 0
@@ -388,7 +395,7 @@ class OrderManager(StockadeActor):
                                                         old=record.state, new=state, event=event, reason=reason), txn=txn)
             self.store.put_order(updated, txn=txn)
 
-        self.store.transact(write, durable=True)
+        self.store.transact(write, durable=False)
 
     def _journal_event(self, event: Any) -> None:
         self.store.journal.append(event, durable=False)
