@@ -120,36 +120,17 @@ class EMA:
         return self.value
 
 
-class WilderAverage:
-    """Wilder's smoothing: avg += (x - avg) / n, seeded with the first value."""
+class WilderAverage(EMA):
+    """Wilder's smoothing: avg += (x - avg) / n, seeded with the first value.
 
-    __slots__ = ("n", "_count", "_avg", "value")
+    The EMA recursion with alpha = 1/n instead of 2/(n+1).
+    """
+
+    __slots__ = ()
 
     def __init__(self, n: int) -> None:
-        self.n = _check_period(n)
-        self._count = 0
-        self._avg = 0.0
-        self.value: float | None = None
-
-    @property
-    def ready(self) -> bool:
-        return self._count >= self.n
-
-    def _next(self, x: float) -> float:
-        if self._count == 0:
-            return x
-        return self._avg + (x - self._avg) / self.n
-
-    def peek(self, x: float) -> float | None:
-        if self._count + 1 < self.n:
-            return None
-        return self._next(float(x))
-
-    def update(self, x: float) -> float | None:
-        self._avg = self._next(float(x))
-        self._count += 1
-        self.value = self._avg if self._count >= self.n else None
-        return self.value
+        super().__init__(n)
+        self.alpha = 1.0 / self.n
 
 
 def _rsi_from(avg_gain: float, avg_loss: float) -> float:
