@@ -167,11 +167,11 @@ class OrderManager(StockadeActor):
                     self._rejected(record, last_error, attempt)
                     return
                 # 429/5xx: maybe placed, maybe not; look before resending.
-                if self._adopt_by_client_id(record.client_order_id):
+                if self._adopt_by_client_id(record.client_order_id, last_error):
                     return
             except Exception as exc:  # timeout / connection error: outcome unknown
                 last_error = f"{type(exc).__name__}: {redact(exc)}"
-                if self._adopt_by_client_id(record.client_order_id):
+                if self._adopt_by_client_id(record.client_order_id, last_error):
                     return
             else:
                 self._acknowledged(record, order)
@@ -234,7 +234,7 @@ class OrderManager(StockadeActor):
         self.tell("alerter", Alert("WARNING", f"order-rejected:{record.symbol}",
                                    f"order {record.side} {record.qty} {record.symbol} rejected: {error}", NAME, now))
 
-    def _adopt_by_client_id(self, coid: str) -> bool:
+    def _adopt_by_client_id(self, coid: str, after: str = "") -> bool:
         """Look the order up by client id; adopt it if the broker has it."""
         try:
             order = self.client.get_order_by_client_id(coid)
@@ -246,6 +246,8 @@ class OrderManager(StockadeActor):
         record = self.store.orders.get(coid)
         if record is None:
             return False
+        if after:
+            log.warning("submit of %s: outcome unknown (%s); the broker has it: adopted, not resent", coid, after)
         self._acknowledged(record, order)
         return True
 

@@ -24,6 +24,9 @@ class Faults(msgspec.Struct, kw_only=True):
     burst_429: int = 0  # the next N /v2 requests get 429
     latency_ms: float = 0.0  # added to every /v2 REST request
     partial_fill_prob: float = 0.0  # probability a fill is partial
+    # Probability that an order is placed but its response is lost (the client
+    # gets a 504): the ambiguous failure an exactly-once client must survive.
+    lose_response_rate: float = 0.0
     reject_next: RejectSpec | None = None
     stream_silent: bool = False  # websockets stay connected but send no data
     seed: int = 0  # for the fault RNG, so fault tests are reproducible

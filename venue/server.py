@@ -144,10 +144,15 @@ def make_faults_middleware(ctx: VenueContext):
             # Alpaca's codes are the status followed by five digits (500 -> 50010000).
             code = status * 100000 + (10000 if status >= 500 else 0)
             return _json_error(status, code, "internal server error occurred" if status >= 500 else "injected error")
-        if f.reject_next is not None and request.method == "POST" and request.path == "/v2/orders":
+        is_submit = request.method == "POST" and request.path == "/v2/orders"
+        if f.reject_next is not None and is_submit:
             spec, f.reject_next = f.reject_next, None
             return _json_error(spec.status, spec.code, spec.message)
-        return await handler(request)
+        response = await handler(request)
+        if is_submit and f.lose_response_rate > 0 and ctx.fault_rng.random() < f.lose_response_rate:
+            # The order exists; the client is told the gateway timed out.
+            return _json_error(504, 50410000, "gateway timeout")
+        return response
 
     return faults_middleware
 
