@@ -129,3 +129,32 @@ def test_lost_responses_and_server_errors_neither_duplicate_nor_lose_an_order(sh
         if record.intent_id and not record.broker_order_id:
             # Never acknowledged: then the venue must not have it either.
             assert coid not in at_venue, record
+
+
+def test_dropped_and_silent_streams_are_recovered_and_nothing_is_missed(short_dir, venue):
+    data = short_dir / "data"
+    settings = settings_text(venue, stream={"silence_timeout_s": 2.0})
+    daemon = DaemonProcess(data, settings, venue)
+    try:
+        daemon.wait_ready()
+        wait_orders(daemon, 2)
+        before = daemon.status()["market_data"]
+        # Both websockets cut: market data and trade updates.
+        _set_faults(venue, drop_streams=True)
+        wait_for(lambda: daemon.status()["market_data"]["reconnects"] > before["reconnects"], 30, 0.2,
+                 "market data reconnected")
+        # Connected but silent: the daemon must notice and reconnect by itself.
+        _set_faults(venue, stream_silent=True)
+        silent = daemon.status()["market_data"]
+        wait_for(lambda: daemon.status()["market_data"]["reconnects"] > silent["reconnects"], 30, 0.2,
+                 "silent socket detected")
+        _set_faults(venue, stream_silent=False)
+        flowing = daemon.status()["market_data"]["quotes"]
+        wait_for(lambda: daemon.status()["market_data"]["quotes"] > flowing + 20, 30, 0.2, "quotes again")
+        # Fills that happened while trade updates were down are not missed.
+        placed = daemon.status()["orders_placed"]
+        wait_orders(daemon, placed + 1)
+        wait_for(lambda: _ledger_matches_venue(daemon, venue), 30, 1.0, "ledger equal to venue")
+        assert all(a["restarts"] == 0 for a in daemon.status()["actors"])
+    finally:
+        assert daemon.stop() == 0
