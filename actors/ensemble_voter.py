@@ -41,8 +41,12 @@ class EnsembleVoter(StockadeActor):
         v = self.svc.settings.voter
         self.cfg = v
         self.models = tuple(self.svc.settings.analyzer.strategies)
-        self.ensemble = Ensemble(EnsembleParams(threshold=v.threshold, base_weights=dict(v.weights),
-                                                cooldown_s=v.cooldown_s, in_flight_timeout_s=v.in_flight_timeout_s))
+        self.ensemble = Ensemble(EnsembleParams(
+            threshold=v.threshold, base_weights=dict(v.weights), cooldown_s=v.cooldown_s,
+            in_flight_timeout_s=v.in_flight_timeout_s, weight_floor=v.min_weight,
+            # Outcomes decay so that the last ~adaptive_window of them carry the weight.
+            decay=1.0 - 1.0 / v.adaptive_window if v.adaptive_window > 1 else 1.0,
+        ))
         self.latest: dict[str, dict[str, Vote]] = {}
         self.parked: dict[str, tuple[Proposal, float]] = {}
         # Open trades per symbol: (side, entry price, models that called it).
@@ -138,8 +142,9 @@ class EnsembleVoter(StockadeActor):
         elif entry[0] != update.side:
             side, entry_price, models = entry
             pnl = (update.price - entry_price) if side == "buy" else (entry_price - update.price)
-            for model in models:
-                self.ensemble.record_outcome(model, pnl > 0)
+            if self.cfg.adaptive:  # otherwise the configured weights stay as they are
+                for model in models:
+                    self.ensemble.record_outcome(model, pnl > 0)
             del self.entries[update.symbol]
             for pid in [pid for pid, p in self.proposals.items() if p.symbol == update.symbol]:
                 del self.proposals[pid]

@@ -61,6 +61,8 @@ def limits_from_settings(risk) -> RiskLimits:
         cb_max_consecutive_failures=risk.circuit_breaker_failures,
         cb_cooloff_s=risk.circuit_breaker_cooloff_s,
         pdt_equity_threshold=risk.pdt_min_equity,
+        # pdt_protection off: the broker's own PDT check is the only one left.
+        pdt_max_daytrades=3 if risk.pdt_protection else 1_000_000,
         max_orders_per_minute=risk.max_orders_per_min,
     )
 

@@ -96,7 +96,6 @@ class TradingSettings(_Section):
 
 class AnalyzerSettings(_Section):
     strategies: tuple[str, ...] = KNOWN_STRATEGIES
-    use_models: bool = True
     evaluate_every_s: float = 1.0
     sma_fast: int = 10
     sma_slow: int = 30
@@ -134,8 +133,6 @@ class VoterSettings(_Section):
 class RiskSettings(_Section):
     max_position_pct: float = 10.0
     max_positions: int = 5
-    max_sector_pct: float = 40.0
-    max_portfolio_risk_pct: float = 5.0
     risk_per_trade_pct: float = 1.0
     stop_loss_pct: float = 2.0
     take_profit_pct: float = 4.0
@@ -465,12 +462,13 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
             raise SettingsError(f"settings: voter.weights.{model} = {_fmt(w)}: must be >= 0")
     c.at_least("voter.adaptive_window", vo.adaptive_window, 1)
     c.ratio("voter.min_weight", vo.min_weight)
+    c.positive("voter.min_weight", vo.min_weight)  # a zero floor could silence a model for good
     c.non_negative("voter.cooldown_s", vo.cooldown_s)
     c.positive("voter.approval_timeout_s", vo.approval_timeout_s)
     c.positive("voter.in_flight_timeout_s", vo.in_flight_timeout_s)
 
     r = s.risk
-    for key in ("max_position_pct", "max_sector_pct", "max_portfolio_risk_pct", "risk_per_trade_pct",
+    for key in ("max_position_pct", "risk_per_trade_pct",
                 "stop_loss_pct", "daily_loss_limit_pct"):
         c.pct(f"risk.{key}", getattr(r, key))
     c.positive("risk.take_profit_pct", r.take_profit_pct)
