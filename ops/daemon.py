@@ -167,11 +167,15 @@ class Daemon:
 
             # A fresh key pair per run: the embedded venue accepts only it.
             key, secret = "PK" + pysecrets.token_hex(9).upper(), pysecrets.token_urlsafe(30)
-            self.venue = start_venue(VenueConfig(
-                host=s.venue.host, port=s.venue.port, seed=s.venue.seed, data_dir=str(self.data / "venue"),
-                api_key=key, api_secret=secret, symbols=tuple(s.trading.symbols), quote_rate_hz=s.venue.quote_rate_hz,
-                clock=s.venue.clock, initial_cash=s.venue.initial_cash,
-            ))
+            try:
+                self.venue = start_venue(VenueConfig(
+                    host=s.venue.host, port=s.venue.port, seed=s.venue.seed, data_dir=str(self.data / "venue"),
+                    api_key=key, api_secret=secret, symbols=tuple(s.trading.symbols),
+                    quote_rate_hz=s.venue.quote_rate_hz, clock=s.venue.clock, initial_cash=s.venue.initial_cash,
+                ))
+            except (OSError, RuntimeError) as exc:
+                raise StartupError(f"stockade: the embedded venue could not start on "
+                                   f"{s.venue.host}:{s.venue.port}: {exc}") from None
             endpoints = BrokerEndpoints(self.venue.base_url, self.venue.base_url,
                                         self.venue.data_stream_url(s.alpaca.feed), self.venue.trading_stream_url)
             log.info("embedded paper venue on %s", self.venue.base_url)
