@@ -29,10 +29,18 @@ log = logging.getLogger(__name__)
 NAME = "emergency_stop"
 
 
-def emergency_liquidation(svc: Services, reason: str, requested_by: str, client: object | None = None) -> LiquidationReport:
-    """HALTED, then flat. Safe to call from any thread; builds its own client if none given."""
+def halt_for_kill(svc: Services, reason: str, requested_by: str) -> None:
+    """Persist HALTED and journal the kill: the first thing any kill does."""
     svc.set_trading_state("HALTED", f"kill: {reason}", requested_by)
     svc.store.journal.append(KillRequested(ts_ns=time.time_ns(), reason=reason, requested_by=requested_by))
+
+
+def emergency_liquidation(svc: Services, reason: str, requested_by: str, client: object | None = None,
+                          halted: bool = False) -> LiquidationReport:
+    """HALTED (unless the caller already did it), then flat. Safe to call from any
+    thread; builds its own client if none given."""
+    if not halted:
+        halt_for_kill(svc, reason, requested_by)
     log.critical("KILL requested by %s: %s. Trading HALTED; liquidating.", requested_by, reason)
     cfg = svc.settings.emergency
     try:
@@ -66,11 +74,11 @@ class EmergencyStop(StockadeActor):
             self._running = future
         # Persist HALTED here, before returning, so the caller knows no new
         # order can pass once `ctl kill` has been accepted.
-        self.svc.set_trading_state("HALTED", f"kill: {kill.reason}", kill.requested_by)
+        halt_for_kill(self.svc, kill.reason, kill.requested_by)
 
         def run() -> None:
             try:
-                report = emergency_liquidation(self.svc, kill.reason, kill.requested_by, self.client)
+                report = emergency_liquidation(self.svc, kill.reason, kill.requested_by, self.client, halted=True)
                 future.set_result(report)
                 level = "EMERGENCY"
                 text = (f"kill by {kill.requested_by} ({kill.reason}): "

@@ -107,6 +107,7 @@ class EnsembleVoter(StockadeActor):
         if parked is None:
             return {"error": f"no pending proposal {msg.proposal_id!r}"}
         self.ensemble.clear(parked[0].symbol)
+        self.proposals.pop(msg.proposal_id, None)
         return {"rejected": msg.proposal_id, "reason": msg.reason}
 
     @handles(Tick)
@@ -118,8 +119,15 @@ class EnsembleVoter(StockadeActor):
         for pid, (proposal, t) in list(self.parked.items()):
             if now - t > limit:
                 del self.parked[pid]
+                self.proposals.pop(pid, None)
                 self.ensemble.clear(proposal.symbol)
                 log.info("proposal %s expired unapproved", pid)
+        # A proposal whose answer never came (lost with a crashed actor) is
+        # forgotten once its in-flight mark would have expired too.
+        cutoff = time.time_ns() - int(self.cfg.in_flight_timeout_s * 1e9)
+        for pid, proposal in list(self.proposals.items()):
+            if pid not in self.parked and proposal.quote_recv_ns < cutoff:
+                del self.proposals[pid]
 
     # ---- outcomes -------------------------------------------------------------------
 
@@ -130,15 +138,16 @@ class EnsembleVoter(StockadeActor):
 
     @handles(OrderUpdate)
     def on_order_update(self, update: OrderUpdate) -> None:
+        proposal = self.proposals.get(update.proposal_id) if update.proposal_id else None
         if update.status in TERMINAL:
             self.ensemble.clear(update.symbol)
+            self.proposals.pop(update.proposal_id, None)
         if update.fill_qty is None or update.price is None:
             return
         entry = self.entries.get(update.symbol)
         if entry is None:
             # An opening fill: remember who called it, to score them when it closes.
-            models = next((p.models for p in self.proposals.values() if p.symbol == update.symbol), ())
-            self.entries[update.symbol] = (update.side, update.price, models)
+            self.entries[update.symbol] = (update.side, update.price, proposal.models if proposal else ())
         elif entry[0] != update.side:
             side, entry_price, models = entry
             pnl = (update.price - entry_price) if side == "buy" else (entry_price - update.price)
@@ -146,5 +155,3 @@ class EnsembleVoter(StockadeActor):
                 for model in models:
                     self.ensemble.record_outcome(model, pnl > 0)
             del self.entries[update.symbol]
-            for pid in [pid for pid, p in self.proposals.items() if p.symbol == update.symbol]:
-                del self.proposals[pid]

@@ -153,25 +153,24 @@ class OrderManager(StockadeActor):
         for attempt in range(1, attempts + 1):
             if not self.is_current():
                 return  # replaced while we were blocked: the new instance resolves it
+            record = _replace(record, attempts=attempt)
             self._journal_event(OrderSubmitted(ts_ns=time.time_ns(), client_order_id=record.client_order_id, attempt=attempt))
             try:
                 order = self.client.submit_order(request)
             except APIError as exc:
                 code, status = broker_orders.api_error_code(exc), broker_orders.api_status(exc)
                 last_error = f"HTTP {status} code {code}: {redact(exc)}"
-                if code == broker_orders.DUPLICATE_CLIENT_ORDER_ID:
-                    # An earlier attempt did reach the broker: adopt it.
-                    if self._adopt_by_client_id(record.client_order_id):
-                        return
-                elif status is not None and status != 429 and status < 500:
+                duplicate = code == broker_orders.DUPLICATE_CLIENT_ORDER_ID
+                if not duplicate and status is not None and status != 429 and status < 500:
                     self._rejected(record, last_error, attempt)
                     return
-                # 429/5xx: maybe placed, maybe not; look before resending.
-                if self._adopt_by_client_id(record.client_order_id, last_error):
+                # A duplicate id: an earlier attempt did reach the broker.
+                # 429/5xx: maybe placed, maybe not. Either way, look before resending.
+                if self._adopt(record, "" if duplicate else last_error):
                     return
             except Exception as exc:  # timeout / connection error: outcome unknown
                 last_error = f"{type(exc).__name__}: {redact(exc)}"
-                if self._adopt_by_client_id(record.client_order_id, last_error):
+                if self._adopt(record, last_error):
                     return
             else:
                 self._acknowledged(record, order)
@@ -200,8 +199,7 @@ class OrderManager(StockadeActor):
         now = time.time_ns()
         status = broker_orders.status_of(order)
         new = self._transition(record, "submit")
-        updated = _replace(record, state=new, broker_order_id=broker_id, legs=legs, updated_ns=now,
-                           attempts=record.attempts + 1)
+        updated = _replace(record, state=new, broker_order_id=broker_id, legs=legs, updated_ns=now)
 
         def write(txn: Any) -> None:
             self.store.journal.append(OrderAcknowledged(ts_ns=now, client_order_id=record.client_order_id,
@@ -228,26 +226,23 @@ class OrderManager(StockadeActor):
         log.warning("order rejected by the broker: %s %d %s: %s", record.side, record.qty, record.symbol, error)
         update = OrderUpdate(event="rejected", client_order_id=record.client_order_id, broker_order_id="",
                              symbol=record.symbol, side=record.side, status="rejected", qty=float(record.qty),
-                             filled_qty=0.0, filled_avg_price=None, ts_ns=now)
+                             filled_qty=0.0, filled_avg_price=None, ts_ns=now, proposal_id=record.proposal_id)
         self.tell("risk_guard", update)
         self.tell("ensemble_voter", update)
         self.tell("alerter", Alert("WARNING", f"order-rejected:{record.symbol}",
                                    f"order {record.side} {record.qty} {record.symbol} rejected: {error}", NAME, now))
 
-    def _adopt_by_client_id(self, coid: str, after: str = "") -> bool:
-        """Look the order up by client id; adopt it if the broker has it."""
+    def _adopt(self, record: OrderRecord, after: str = "") -> bool:
+        """Look `record` up at the broker by client id; adopt it if the broker has it."""
         try:
-            order = self.client.get_order_by_client_id(coid)
+            order = self.client.get_order_by_client_id(record.client_order_id)
         except Exception as exc:
-            if broker_orders.api_error_code(exc) == broker_orders.ORDER_NOT_FOUND or broker_orders.api_status(exc) == 404:
-                return False
-            log.warning("lookup of %s failed: %s", coid, redact(exc))
-            return False
-        record = self.store.orders.get(coid)
-        if record is None:
+            if not broker_orders.is_not_found(exc):
+                log.warning("lookup of %s failed: %s", record.client_order_id, redact(exc))
             return False
         if after:
-            log.warning("submit of %s: outcome unknown (%s); the broker has it: adopted, not resent", coid, after)
+            log.warning("submit of %s: outcome unknown (%s); the broker has it: adopted, not resent",
+                        record.client_order_id, after)
         self._acknowledged(record, order)
         return True
 
@@ -260,9 +255,7 @@ class OrderManager(StockadeActor):
             try:
                 order = self.client.get_order_by_client_id(record.client_order_id)
             except Exception as exc:
-                not_found = (broker_orders.api_error_code(exc) == broker_orders.ORDER_NOT_FOUND
-                             or broker_orders.api_status(exc) == 404)
-                if not_found:
+                if broker_orders.is_not_found(exc):
                     event = "abandon" if record.state == "intent" else "not_found"
                     self._set_state(record, next_state(record.state, event), event,
                                     "not at the broker after restart: abandoned, not resent")
@@ -374,7 +367,8 @@ class OrderManager(StockadeActor):
                               broker_order_id=updated.broker_order_id or "", symbol=record.symbol, side=record.side,
                               status=new_state, qty=float(record.qty), filled_qty=float(updated.filled_qty),
                               filled_avg_price=updated.filled_avg_price, ts_ns=now, order_class=record.order_class,
-                              price=fill.price if fill else None, fill_qty=float(fill.qty) if fill else None)
+                              price=fill.price if fill else None, fill_qty=float(fill.qty) if fill else None,
+                              proposal_id=record.proposal_id)
             self.tell("risk_guard", out)
             self.tell("ensemble_voter", out)
             if is_terminal(new_state) or fill is not None:

@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import msgspec
 
+from stockade.broker.rest import redact
+
 log = logging.getLogger(__name__)
 
 VERIFY_POLL_S = 0.5
@@ -95,17 +97,17 @@ def liquidate(
         try:
             client.cancel_orders()
         except Exception as exc:  # keep going: closing positions matters more
-            errors.append(f"attempt {attempt}: cancel_orders: {exc}")
+            errors.append(f"attempt {attempt}: cancel_orders: {redact(exc)}")
         try:
             client.close_all_positions(cancel_orders=True)
         except Exception as exc:
-            errors.append(f"attempt {attempt}: close_all_positions: {exc}")
+            errors.append(f"attempt {attempt}: close_all_positions: {redact(exc)}")
         poll_until = min(deadline, time.monotonic() + retry_interval_s)
         while True:
             try:
                 flat, held, orders_left = is_flat(client)
             except Exception as exc:
-                errors.append(f"attempt {attempt}: verify: {exc}")
+                errors.append(f"attempt {attempt}: verify: {redact(exc)}")
                 flat = False
             if flat:
                 report = LiquidationReport(True, attempt, (), 0, tuple(errors[-20:]), time.monotonic() - started)

@@ -131,6 +131,11 @@ def api_error_code(exc: BaseException) -> int | None:
         return None
 
 
+def is_not_found(exc: BaseException) -> bool:
+    """The broker says it has no such order (as opposed to: the lookup failed)."""
+    return api_error_code(exc) == ORDER_NOT_FOUND or api_status(exc) == 404
+
+
 def api_status(exc: BaseException) -> int | None:
     try:
         return exc.status_code  # type: ignore[attr-defined]

@@ -194,6 +194,7 @@ class OrderUpdate(Message, frozen=True):
     position_qty: float | None = None
     price: float | None = None  # price of this fill, for fill events
     fill_qty: float | None = None  # qty of this fill, for fill events
+    proposal_id: str = ""  # the proposal behind our order ("" for legs and adopted orders)
 
 
 class Position(msgspec.Struct, frozen=True):

@@ -178,12 +178,20 @@ class ControlServer:
 
     def dispatch(self, line: bytes) -> dict[str, Any]:
         """Handle one request line; always returns a reply, never raises."""
+        req = self._decode(line)
+        return req if isinstance(req, dict) else self._run(req)
+
+    @staticmethod
+    def _decode(line: bytes) -> "_Request | dict[str, Any]":
+        """The request, or the error reply for a line that is not one."""
         try:
-            req = msgspec.json.decode(line, type=_Request)
+            return msgspec.json.decode(line, type=_Request)
         except msgspec.ValidationError as exc:
             return {"ok": False, "error": f"bad request: {exc} (want {{\"cmd\": ..., \"args\": {{...}}}})"}
         except msgspec.DecodeError as exc:
             return {"ok": False, "error": f"malformed JSON: {exc}"}
+
+    def _run(self, req: "_Request") -> dict[str, Any]:
         with self._lock:
             command = self._commands.get(req.cmd)
         if command is None:
@@ -439,11 +447,11 @@ class ControlServer:
             self._slots.release()
 
     def _handle(self, line: bytes, pid: int, uid: int) -> bytes:
-        reply = self.dispatch(line)
+        req = self._decode(line)
+        reply = req if isinstance(req, dict) else self._run(req)
         # An audit trail: who asked for what (halts and kills matter). Reads
         # that succeed (status polled every second by a dashboard) stay at DEBUG.
-        text = line[:200].decode("utf-8", "replace")
-        quiet = reply.get("ok") and any(f'"cmd": "{c}"' in text or f'"cmd":"{c}"' in text for c in READ_ONLY)
-        log.log(logging.DEBUG if quiet else logging.INFO, "control: pid %d uid %d: %s -> %s", pid, uid, text,
-                "ok" if reply.get("ok") else f"error: {reply.get('error')}")
+        quiet = reply.get("ok") and not isinstance(req, dict) and req.cmd in READ_ONLY
+        log.log(logging.DEBUG if quiet else logging.INFO, "control: pid %d uid %d: %s -> %s", pid, uid,
+                line[:200].decode("utf-8", "replace"), "ok" if reply.get("ok") else f"error: {reply.get('error')}")
         return self._encode(reply)

@@ -169,3 +169,20 @@ def test_reconciler_adopts_only_a_disagreement_seen_twice_or_on_the_first_pass()
     # Ledger holds what the broker no longer has.
     adopt, _ = disagreements_to_adopt({"NVDA": 4}, {}, {"NVDA": (4, 0)}, first_pass=False)
     assert adopt == ["NVDA"]
+
+
+def test_liquidation_errors_never_carry_a_registered_secret():
+    from stockade.broker.liquidation import liquidate
+    from stockade.broker.rest import register_secret
+
+    secret = "SECRET-zz9-plural-z-alpha"
+    register_secret(secret)
+    broker = ScriptedBroker()
+
+    def leaky(cancel_orders=None):
+        raise RuntimeError(f"401 from https://api.example?key={secret}")
+
+    broker.close_all_positions = leaky
+    report = liquidate(broker, attempts=2, retry_interval_s=0.01, flat_timeout_s=10)
+    assert not report.flat and report.errors
+    assert all(secret not in e for e in report.errors), report.errors

@@ -302,3 +302,19 @@ def test_ctl_not_running_and_bad_settings(short_dir, capsys, monkeypatch):
     bad.write_text("[risk]\nmax_position_pct = -5\n")
     code, _, err = run_ctl(capsys, "status", "--settings", str(bad))
     assert code == 2 and "risk.max_position_pct = -5" in err
+
+
+def test_audit_log_level_follows_the_decoded_command_not_the_text(server, caplog):
+    import logging
+
+    server.register("status", lambda args: {"state": "ACTIVE"}, "read-only")
+    with caplog.at_level(logging.DEBUG, logger="stockade.ops.control"):
+        assert talk(server.path, b'{"cmd": "crash", "args": {"name": "x", "cmd": "status"}}\n')["ok"]
+        assert talk(server.path, b'{"cmd" : "status"}\n')["ok"]
+    audit = [r for r in caplog.records if r.getMessage().startswith("control: pid")]
+    crash = [r for r in audit if '"crash"' in r.getMessage()]
+    status = [r for r in audit if '"status"}' in r.getMessage() and '"crash"' not in r.getMessage()]
+    # A mutating command is audited at INFO even when its args mention a read-only one;
+    # a read-only command stays at DEBUG however its JSON is spaced.
+    assert crash and crash[0].levelno == logging.INFO
+    assert status and status[0].levelno == logging.DEBUG
