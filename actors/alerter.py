@@ -55,12 +55,7 @@ class Alerter(StockadeActor):
         decision = self.policy.decide(alert.key, alert.level)
         if not decision.deliver:
             return
-        for channel in self.local:
-            if channel.accepts(alert.level):
-                try:
-                    channel.send(alert, decision.suppressed)
-                except Exception as exc:
-                    log.warning("alert channel %s failed: %s", type(channel).__name__, exc)
+        _send_all(self.local, alert, decision.suppressed)
         if self.remote and any(c.accepts(alert.level) for c in self.remote):
             try:
                 self._queue.put_nowait((alert, decision.suppressed))
@@ -74,9 +69,14 @@ class Alerter(StockadeActor):
                 alert, suppressed = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
-            for channel in self.remote:
-                if channel.accepts(alert.level):
-                    try:
-                        channel.send(alert, suppressed)
-                    except Exception as exc:
-                        log.warning("alert channel %s failed: %s", type(channel).__name__, exc)
+            _send_all(self.remote, alert, suppressed)
+
+
+def _send_all(channels: list[Channel], alert: Alert, suppressed: int) -> None:
+    """Send to every channel that takes this level; one failing channel spoils none of the others."""
+    for channel in channels:
+        if channel.accepts(alert.level):
+            try:
+                channel.send(alert, suppressed)
+            except Exception as exc:
+                log.warning("alert channel %s failed: %s", type(channel).__name__, exc)

@@ -39,7 +39,6 @@ class Analyzer(StockadeActor):
         self.models = [(name, strategy) for name, strategy in zip(a.strategies, build_strategies(a.strategies))]
         self.evaluate_every_ns = int(a.evaluate_every_s * 1e9)
         self.last_eval_ns = 0
-        self.quotes = 0
         self.warm = self.warm_up()
         if not self.warm:
             self.every(WARMUP_RETRY_S, "warmup")
@@ -73,7 +72,6 @@ class Analyzer(StockadeActor):
 
     @handles(Quote)
     def on_quote(self, quote: Quote) -> None:
-        self.quotes += 1
         self.features.on_quote(quote)
         now = time.monotonic_ns()
         if now - self.last_eval_ns < self.evaluate_every_ns:

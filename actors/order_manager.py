@@ -47,7 +47,7 @@ from stockade.codecs.records import (
     OrderSubmitted,
 )
 from stockade.storage.ledger import apply_fill, fill_increment
-from stockade.storage.order_states import EVENTS, PENDING, InvalidTransition, is_terminal, next_state
+from stockade.storage.order_states import EVENTS, PENDING, InvalidTransition, next_state
 
 log = logging.getLogger(__name__)
 
@@ -340,22 +340,26 @@ class OrderManager(StockadeActor):
                 position_qty=int(update.position_qty) if update.position_qty is not None else None,
             )
 
+        held = 0  # the position after this update, as written in the same transaction
+
         def write(txn: Any) -> None:
+            nonlocal held
             if new_state != record.state:
                 self.store.journal.append(OrderStateChanged(ts_ns=now, client_order_id=record.client_order_id,
                                                             old=record.state, new=new_state, event=event), txn=txn)
             self.store.put_order(updated, txn=txn)
-            if fill is not None and self.store.fills.get(fill.exec_id, txn=txn) is None:
+            if fill is None:
+                return
+            position = self.store.positions.get(record.symbol, txn=txn)
+            if self.store.fills.get(fill.exec_id, txn=txn) is None:
                 self.store.fills.put(fill.exec_id, fill, txn=txn)
                 self.store.journal.append(FillRecorded(ts_ns=now, fill=fill), txn=txn)
-                position = self.store.positions.get(record.symbol, txn=txn)
-                self.store.positions.put(record.symbol, apply_fill(position, record.symbol, record.side, fill.qty,
-                                                                   fill.price, now), txn=txn)
+                position = apply_fill(position, record.symbol, record.side, fill.qty, fill.price, now)
+                self.store.positions.put(record.symbol, position, txn=txn)
+            held = position.qty if position else 0
 
         self.store.transact(write, durable=False)
         if fill is not None:
-            position = self.store.positions.get(record.symbol)
-            held = position.qty if position else 0
             verb = "bought" if record.side == "buy" else "sold"
             log.info("order filled: %s %d %s at %.2f (position now %d shares)", verb, fill.qty, record.symbol,
                      fill.price, held)
@@ -371,8 +375,6 @@ class OrderManager(StockadeActor):
                               proposal_id=record.proposal_id)
             self.tell("risk_guard", out)
             self.tell("ensemble_voter", out)
-            if is_terminal(new_state) or fill is not None:
-                self.tell("reconciler", out)
 
     # ---- helpers ----------------------------------------------------------------
 

@@ -29,14 +29,13 @@ from stockade.codecs.messages import (
     Alert,
     ClockSnapshot,
     OrderIntent,
-    OrderUpdate,
     Position,
-    PositionsSnapshot,
     Tick,
 )
 from stockade.codecs.records import DayCounters, EquitySnapshot, PositionRecord, Reconciled
 from stockade.quant.brackets import round_price
 from stockade.storage.ledger import disagreements_to_adopt
+from stockade.storage.order_states import PENDING
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,6 @@ class Reconciler(StockadeActor):
         self.protect_requested: dict[str, float] = {}
         self.suspects: dict[str, tuple[int, int]] = {}  # symbol -> (ledger, broker) seen last pass
         self.passes = 0
-        self.last_error = ""
         # First pass from a tick, not here: a broker outage at start must not
         # fail setup (and crash-loop the tree); it is retried every interval.
         self.router.tell(self.name, Tick("reconcile"), self.name)
@@ -70,10 +68,6 @@ class Reconciler(StockadeActor):
             if any(trimmed.values()):
                 log.info("retention: trimmed %s", trimmed)
 
-    @handles(OrderUpdate)
-    def on_order_update(self, update: OrderUpdate) -> None:
-        pass  # fills already move the ledger; the next pass checks it against the broker
-
     def reconcile(self) -> bool:
         try:
             account = self.client.get_account()
@@ -81,8 +75,7 @@ class Reconciler(StockadeActor):
             orders = open_orders(self.client)
             clock = self.client.get_clock()
         except Exception as exc:
-            self.last_error = redact(exc)
-            log.warning("reconcile: broker unreachable: %s", self.last_error)
+            log.warning("reconcile: broker unreachable: %s", redact(exc))
             return False
         now = time.time_ns()
         mismatches = self._positions(positions, now) + self._orders(orders)
@@ -91,10 +84,10 @@ class Reconciler(StockadeActor):
         held = tuple(Position(p.symbol, float(p.qty), float(p.avg_entry_price), float(p.market_value or 0),
                               float(p.unrealized_pl or 0)) for p in positions)
         self.tell("risk_guard", snapshot)
-        self.tell("risk_guard", PositionsSnapshot(held, tuple(sorted({o.symbol for o in orders})), now))
-        self.tell("risk_guard", ClockSnapshot(bool(clock.is_open), now))
+        market = ClockSnapshot(bool(clock.is_open), now)
+        self.tell("risk_guard", market)
         # A closed market is quiet: the streamer must not take that for a dead socket.
-        self.tell("quote_streamer", ClockSnapshot(bool(clock.is_open), now))
+        self.tell("quote_streamer", market)
         self._store_equity(snapshot, held, now)
         self.svc.store.journal.append(Reconciled(ts_ns=now, positions=len(positions), open_orders=len(orders),
                                                  mismatches=tuple(mismatches)), durable=False)
@@ -112,31 +105,32 @@ class Reconciler(StockadeActor):
         """Adopt the broker's positions where they persistently disagree; one line each."""
         store = self.svc.store
         broker = {p.symbol: p for p in positions}
+        theirs = {s: int(float(p.qty)) for s, p in broker.items()}
         ledger = {p.symbol: p for p in store.positions.values()}
         adopt, self.suspects = disagreements_to_adopt(
-            {s: p.qty for s, p in ledger.items()}, {s: int(float(p.qty)) for s, p in broker.items()},
-            self.suspects, first_pass=self.passes == 0)
-        mismatches = [f"{s}: ledger {ledger[s].qty if s in ledger else 0} vs broker "
-                      f"{int(float(broker[s].qty)) if s in broker else 0}" for s in adopt]
+            {s: p.qty for s, p in ledger.items()}, theirs, self.suspects, first_pass=self.passes == 0)
+        mismatches = [f"{s}: ledger {ledger[s].qty if s in ledger else 0} vs broker {theirs.get(s, 0)}"
+                      for s in adopt]
+        writes: dict[str, PositionRecord | None] = {}  # None: delete
+        for symbol in adopt:
+            p, mine = broker.get(symbol), ledger.get(symbol)
+            writes[symbol] = None if p is None else PositionRecord(
+                symbol=symbol, qty=theirs[symbol], avg_entry_price=float(p.avg_entry_price), updated_ns=now,
+                protective_stop_order_id=mine.protective_stop_order_id if mine else None)
+        for symbol, mine in ledger.items():
+            p = broker.get(symbol)
+            if p is not None and mine.qty == theirs[symbol] and abs(mine.avg_entry_price - float(p.avg_entry_price)) > 1e-6:
+                # Same quantity: the broker's average price is the truth.
+                writes[symbol] = msgspec.structs.replace(mine, avg_entry_price=float(p.avg_entry_price), updated_ns=now)
+        if writes:  # most passes agree: no write transaction at all
 
-        def write(txn: Any) -> None:
-            for symbol in adopt:
-                p, mine = broker.get(symbol), ledger.get(symbol)
-                if p is None:
-                    store.positions.delete(symbol, txn=txn)
-                else:
-                    store.positions.put(symbol, PositionRecord(
-                        symbol=symbol, qty=int(float(p.qty)), avg_entry_price=float(p.avg_entry_price), updated_ns=now,
-                        protective_stop_order_id=mine.protective_stop_order_id if mine else None), txn=txn)
-            for symbol, mine in ledger.items():
-                p = broker.get(symbol)
-                if p is not None and mine.qty == int(float(p.qty)) and \
-                        abs(mine.avg_entry_price - float(p.avg_entry_price)) > 1e-6:
-                    # Same quantity: the broker's average price is the truth.
-                    store.positions.put(symbol, msgspec.structs.replace(
-                        mine, avg_entry_price=float(p.avg_entry_price), updated_ns=now), txn=txn)
+            def write(txn: Any) -> None:
+                for symbol, record in writes.items():
+                    if record is None:
+                        store.positions.delete(symbol, txn=txn)
+                    else:
+                        store.positions.put(symbol, record, txn=txn)
 
-        if adopt or ledger:
             store.transact(write, durable=True)
         return mismatches
 
@@ -152,7 +146,7 @@ class Reconciler(StockadeActor):
                 what = "order" if ours else "foreign order"
                 mismatches.append(f"{what} {order.client_order_id} ({order.symbol}) at broker, not in ledger: adopted")
         stale = [o for o in store.open_orders() if o.broker_order_id and o.client_order_id not in known
-                 and o.state not in ("intent", "submitted", "unknown")]
+                 and o.state not in PENDING]
         if stale:
             self.tell("order_manager", Tick("resync"))
         return mismatches
@@ -166,7 +160,7 @@ class Reconciler(StockadeActor):
             if qty <= 0:
                 continue  # shorts are not opened by stockade; nothing to protect against here
             covered = sum(int(float(o.qty or 0)) - int(float(o.filled_qty or 0)) for o in orders
-                          if o.symbol == p.symbol and _enum(o.side) == "sell")
+                          if o.symbol == p.symbol and broker_orders.enum_str(o.side) == "sell")
             if covered >= qty:
                 continue
             last = self.protect_requested.get(p.symbol, 0.0)
@@ -209,7 +203,3 @@ class Reconciler(StockadeActor):
                                                       updated_ns=now), txn=txn)
 
         store.transact(write, durable=False)
-
-
-def _enum(value: Any) -> str:
-    return str(getattr(value, "value", value) or "").lower()

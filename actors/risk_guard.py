@@ -25,7 +25,6 @@ from stockade.codecs.messages import (
     OrderIntent,
     OrderUpdate,
     Position,
-    PositionsSnapshot,
     Proposal,
     Rejection,
 )
@@ -79,8 +78,6 @@ class RiskGuard(StockadeActor):
         self.account: AccountSnapshot | None = None
         self.market_open = not risk.respect_market_hours  # until the reconciler says
         self.opened_today: dict[str, str] = {}  # symbol -> date opened
-        self.decisions = 0
-        self.allowed = 0
         self._initial_snapshot()
 
     def _initial_snapshot(self) -> None:
@@ -100,10 +97,6 @@ class RiskGuard(StockadeActor):
     @handles(AccountSnapshot)
     def on_account(self, account: AccountSnapshot) -> None:
         self.account = account
-
-    @handles(PositionsSnapshot)
-    def on_positions(self, _snapshot: PositionsSnapshot) -> None:
-        pass  # the ledger (reconciled against the broker) is read at decision time
 
     @handles(ClockSnapshot)
     def on_clock(self, clock: ClockSnapshot) -> None:
@@ -138,10 +131,10 @@ class RiskGuard(StockadeActor):
             open_symbols = tuple(sorted({o.symbol for o in store.open_orders(txn=txn) if o.parent_id is None
                                          and o.order_type in ("market", "limit")}))
             counters = store.counters.get(today, txn=txn)
-            state = store.trading_state(txn=txn)
+            state = self.svc.trading_state(txn)
         return RiskContext(
             now_ns=time.time_ns(),
-            trading_state=state.state if state else "ACTIVE",
+            trading_state=state.state,
             market_open=self.market_open,
             account=self.account,
             positions=positions,
@@ -166,7 +159,6 @@ class RiskGuard(StockadeActor):
             rule, reason = (failure.rule, failure.reason) if failure else ("sizing", "no quantity")
             self._reject(proposal, rule, reason)
             return
-        self.allowed += 1
         self.rate.record()
         intent = OrderIntent(
             intent_id=uuid.uuid4().hex,
@@ -196,7 +188,6 @@ class RiskGuard(StockadeActor):
         self._record(proposal, False, rule, reason, 0)
 
     def _record(self, proposal: Proposal, allowed: bool, rule: str, reason: str, qty: int) -> None:
-        self.decisions += 1
         now = time.time_ns()
         self.svc.store.decisions.add(
             DecisionRecord(ts_ns=now, proposal_id=proposal.proposal_id, symbol=proposal.symbol, allowed=allowed,

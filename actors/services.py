@@ -53,9 +53,9 @@ class Services:
     # Counters actors publish for `status` (replaced whole, never mutated in place).
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def trading_state(self) -> TradingStateRecord:
-        """The persisted trading state (ACTIVE on a fresh data dir)."""
-        record = self.store.trading_state()
+    def trading_state(self, txn: Any = None) -> TradingStateRecord:
+        """The persisted trading state (ACTIVE on a fresh data dir); inside `txn` if given."""
+        record = self.store.trading_state(txn=txn)
         if record is None:
             return TradingStateRecord(state="ACTIVE", reason="fresh data dir", changed_ns=0, changed_by="default")
         return record

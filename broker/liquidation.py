@@ -8,16 +8,14 @@ client, so it works with every actor dead.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import Any, Callable
 
 import msgspec
 
+from stockade.broker.orders import status_of
 from stockade.broker.rest import redact
-
-log = logging.getLogger(__name__)
 
 VERIFY_POLL_S = 0.5
 
@@ -48,18 +46,13 @@ class LiquidationReport(msgspec.Struct, frozen=True):
     elapsed_s: float
 
 
-def _status(order: Any) -> str:
-    status = getattr(order, "status", "")
-    return str(getattr(status, "value", status)).lower()
-
-
 def open_orders(client: Any) -> list[Any]:
     """Every order still resting at the broker (including bracket legs)."""
     from alpaca.trading.enums import QueryOrderStatus
     from alpaca.trading.requests import GetOrdersRequest
 
     orders = client.get_orders(GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500, nested=False))
-    return [o for o in orders if _status(o) in _OPEN_STATUSES]
+    return [o for o in orders if status_of(o) in _OPEN_STATUSES]
 
 
 def is_flat(client: Any) -> tuple[bool, list[str], int]:
@@ -110,15 +103,12 @@ def liquidate(
                 errors.append(f"attempt {attempt}: verify: {redact(exc)}")
                 flat = False
             if flat:
-                report = LiquidationReport(True, attempt, (), 0, tuple(errors[-20:]), time.monotonic() - started)
-                log.warning("liquidation: flat after %d attempt(s) in %.2fs", attempt, report.elapsed_s)
-                return report
+                return LiquidationReport(True, attempt, (), 0, tuple(errors[-20:]), time.monotonic() - started)
             # Two REST calls per check: at 0.5 s that is 240/min at most, the
             # order of Alpaca's whole budget; never poll faster than this.
             if time.monotonic() >= poll_until or stop_event.wait(VERIFY_POLL_S):
                 break
         if on_attempt:
             on_attempt(attempt, f"still holding {held or 'nothing'}, {orders_left} open order(s)")
-    report = LiquidationReport(False, attempt, tuple(held), orders_left, tuple(errors[-20:]), time.monotonic() - started)
-    log.error("liquidation: NOT flat after %d attempt(s): positions %s, %d open order(s)", attempt, held, orders_left)
-    return report
+    # The caller (emergency_liquidation) logs the outcome, with its context.
+    return LiquidationReport(False, attempt, tuple(held), orders_left, tuple(errors[-20:]), time.monotonic() - started)

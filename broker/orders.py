@@ -63,7 +63,8 @@ def build_request(intent: OrderIntent, coid: str, time_in_force: str = "day") ->
     return MarketOrderRequest(**common)
 
 
-def _enum(value: Any) -> str:
+def enum_str(value: Any) -> str:
+    """An alpaca-py enum (or plain string) as its lower-case value."""
     return str(getattr(value, "value", value) or "").lower()
 
 
@@ -74,25 +75,25 @@ def _f(value: Any) -> float | None:
 
 
 def status_of(order: Any) -> str:
-    return _enum(order.status)
+    return enum_str(order.status)
 
 
 def record_from_order(order: Any, *, intent_id: str = "", reason: str = "", parent_id: str | None = None) -> OrderRecord:
     """A ledger record for a broker order we did not place ourselves (adoption)."""
     now = time.time_ns()
-    order_type = _enum(order.type or order.order_type) or "market"
+    order_type = enum_str(order.type or order.order_type) or "market"
     legs = tuple(leg.client_order_id for leg in (order.legs or ()))
     return OrderRecord(
         client_order_id=order.client_order_id,
         intent_id=intent_id,
         symbol=order.symbol or "",
-        side="buy" if _enum(order.side) == "buy" else "sell",
+        side="buy" if enum_str(order.side) == "buy" else "sell",
         qty=int(float(order.qty or 0)),
         order_type=order_type if order_type in ("market", "limit", "stop", "stop_limit", "trailing_stop") else "market",
         limit_price=_f(order.limit_price),
         stop_price=_f(order.stop_price),
-        order_class=_enum(order.order_class) or "simple",  # type: ignore[arg-type]
-        time_in_force=_enum(order.time_in_force) or "day",
+        order_class=enum_str(order.order_class) or "simple",  # type: ignore[arg-type]
+        time_in_force=enum_str(order.time_in_force) or "day",
         state=state_from_broker_status(status_of(order)),
         broker_order_id=str(order.id),
         filled_qty=int(float(order.filled_qty or 0)),
@@ -113,13 +114,13 @@ def update_from_order(order: Any, event: str | None = None) -> OrderUpdate:
         client_order_id=order.client_order_id,
         broker_order_id=str(order.id),
         symbol=order.symbol or "",
-        side="buy" if _enum(order.side) == "buy" else "sell",
+        side="buy" if enum_str(order.side) == "buy" else "sell",
         status=status,
         qty=float(order.qty or 0),
         filled_qty=float(order.filled_qty or 0),
         filled_avg_price=_f(order.filled_avg_price),
         ts_ns=time.time_ns(),
-        order_class=_enum(order.order_class),
+        order_class=enum_str(order.order_class),
     )
 
 

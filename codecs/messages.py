@@ -79,13 +79,6 @@ class Bar(Message, frozen=True):
     ts_ns: int
 
 
-class BarsWarmup(Message, frozen=True):
-    """Historical bars an analyzer warms its indicators from."""
-
-    symbol: str
-    bars: tuple[Bar, ...]
-
-
 class FlushQuotes(Message, frozen=True):
     """The quote streamer's wake-up: deliver conflated quotes (firehose, sampled like quotes)."""
 
@@ -137,17 +130,6 @@ class ApproveProposal(Message, frozen=True):
 class RejectProposal(Message, frozen=True):
     proposal_id: str
     reason: str = "operator"
-
-
-class Outcome(Message, frozen=True):
-    """Realised result of a model's call, for adaptive weights."""
-
-    symbol: str
-    model: str
-    hit: bool
-
-
-# ---- risk and orders -------------------------------------------------------------
 
 
 class OrderIntent(Message, frozen=True):
@@ -216,28 +198,12 @@ class AccountSnapshot(Message, frozen=True):
     ts_ns: int
 
 
-class PositionsSnapshot(Message, frozen=True):
-    positions: tuple[Position, ...]
-    open_order_symbols: tuple[str, ...]
-    ts_ns: int
-
-
 class ClockSnapshot(Message, frozen=True):
     is_open: bool
     ts_ns: int
 
 
 # ---- control -----------------------------------------------------------------
-
-
-class SetTradingState(Message, frozen=True):
-    state: TradingState
-    reason: str
-
-
-class TradingStateChanged(Message, frozen=True):
-    state: TradingState
-    reason: str
 
 
 class Kill(Message, frozen=True):

@@ -21,7 +21,6 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from stockade.ops import paths, sdnotify
@@ -196,9 +195,8 @@ class Daemon:
         marker = self.data / RUNNING_MARKER
         if marker.exists():
             previous = marker.read_text().strip() or "?"
-            record = svc.set_trading_state("HALTED", f"previous run (pid {previous}) did not stop cleanly", "startup")
+            svc.set_trading_state("HALTED", f"previous run (pid {previous}) did not stop cleanly", "startup")
             log.warning("previous run (pid %s) did not stop cleanly: trading HALTED until `ctl resume`", previous)
-            del record
         elif svc.trading_state().state == "HALTED":
             log.warning("trading state is HALTED (%s): no new orders until `ctl resume`", svc.trading_state().reason)
         marker.write_text(str(os.getpid()))
@@ -207,8 +205,7 @@ class Daemon:
         from stockade.actors.emergency_stop import emergency_liquidation
 
         log.critical("supervision gave up (%s): full liquidation", reason)
-        report = emergency_liquidation(self.svc, reason, "supervision")
-        log.critical("supervision liquidation: %s", "flat" if report.flat else f"NOT flat: {report}")
+        emergency_liquidation(self.svc, reason, "supervision")  # logs its outcome
 
     def _loop(self) -> None:
         interval = sdnotify.watchdog_interval_s()

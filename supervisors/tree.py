@@ -36,8 +36,6 @@ from stockade.supervisors.runtime import Tree, start_tree
 from stockade.supervisors.spec import ChildSpec, RestartPolicy, Strategy
 from stockade.supervisors.supervisor import supervisor_spec
 
-ACTOR_NAMES = ("emergency_stop", "alerter", "order_manager", "reconciler", "risk_guard", "quote_streamer",
-               "ensemble_voter")
 SUPERVISOR_NAMES = ("root", "execution", "market", "analyzers")
 
 
