@@ -104,7 +104,6 @@ class MarketDataStream(ReconnectingStream):
         )
         self._key = key
         self._secret = secret
-        self.encoding: Encoding = encoding
         self._decoder = MarketDecoder(encoding)
         self._on_quote = on_quote
         self._on_trade = on_trade
@@ -113,6 +112,10 @@ class MarketDataStream(ReconnectingStream):
         self._silence_s: float | None = silence_timeout_s or None
         self._silence_epoch = 0
         self._sent_symbols: tuple[str, ...] = ()  # what this connection asked for
+        # Serializes every (re-)subscribe: each reads `_sent_symbols` before
+        # its sends and writes it after, so two interleaved ones (quick
+        # `set_symbols` calls) would leave it stale. Made in the stream's loop.
+        self._sub_lock: asyncio.Lock | None = None
         self.subscription: Subscription | None = None  # the server's last ack
         self._authenticated = False
         self.quotes = 0
@@ -144,6 +147,10 @@ class MarketDataStream(ReconnectingStream):
     def symbols(self) -> tuple[str, ...]:
         return self._symbols
 
+    @property
+    def encoding(self) -> Encoding:
+        return self._decoder.encoding
+
     def stats(self) -> dict:
         out = super().stats()
         d = self._decoder
@@ -160,6 +167,8 @@ class MarketDataStream(ReconnectingStream):
     # ---- protocol (stream thread) ---------------------------------------------------
 
     async def _session(self, ws: ClientConnection) -> None:
+        if self._sub_lock is None:
+            self._sub_lock = asyncio.Lock()
         self.subscription = None
         self._sent_symbols = ()
         self._authenticated = False
@@ -175,14 +184,7 @@ class MarketDataStream(ReconnectingStream):
 
     async def _until_success(self, ws: ClientConnection, want: str, deadline: float) -> None:
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise Disconnect(f"timed out waiting for '{want}'")
-            try:
-                frame = await self._recv(ws, remaining, want)
-            except TimeoutError:
-                raise Disconnect(f"timed out waiting for '{want}'") from None
-            decoded = self._decode(frame)
+            decoded = self._decode(await self._recv_before(ws, deadline, want))
             if decoded is None:
                 continue
             done = False
@@ -195,50 +197,44 @@ class MarketDataStream(ReconnectingStream):
             if done:
                 return
 
+    def _channels(self, symbols: tuple[str, ...]) -> dict:
+        """The per-channel symbol lists of a (un)subscribe for `symbols`."""
+        return {
+            "quotes": symbols,
+            "trades": symbols if self._on_trade else (),
+            "bars": symbols if self._on_bar else (),
+        }
+
     async def _send_subscribe(self, ws: ClientConnection, symbols: tuple[str, ...]) -> None:
         if not symbols:
             return
-        await ws.send(
-            encode_subscribe(
-                quotes=symbols,
-                trades=symbols if self._on_trade else (),
-                bars=symbols if self._on_bar else (),
-                encoding=self.encoding,
-            )
-        )
-        self._sent_symbols = symbols
+        assert self._sub_lock is not None
+        async with self._sub_lock:
+            await ws.send(encode_subscribe(**self._channels(symbols), encoding=self.encoding))
+            self._sent_symbols = symbols
 
     async def _sync_subscription(self) -> None:
-        ws = self._ws
-        if ws is None or not self._authenticated:
-            return  # not connected: the next session subscribes self._symbols
-        want, have = self._symbols, self._sent_symbols
-        gone = tuple(s for s in have if s not in set(want))
-        new = tuple(s for s in want if s not in set(have))
-        try:
-            if gone:
-                await ws.send(
-                    encode_unsubscribe(
-                        quotes=gone,
-                        trades=gone if self._on_trade else (),
-                        bars=gone if self._on_bar else (),
-                        encoding=self.encoding,
-                    )
-                )
-            if new:
-                await ws.send(
-                    encode_subscribe(
-                        quotes=new,
-                        trades=new if self._on_trade else (),
-                        bars=new if self._on_bar else (),
-                        encoding=self.encoding,
-                    )
-                )
-            if new and not have:
-                self._silence_epoch += 1  # the quiet period starts with the first symbols
-            self._sent_symbols = want
-        except Exception as exc:  # the read loop will see the broken socket
-            self.log.warning("re-subscribe failed: %s", redact(exc))
+        lock = self._sub_lock
+        if lock is None:
+            return  # never connected: the first session subscribes self._symbols
+        async with lock:
+            ws = self._ws
+            if ws is None or not self._authenticated:
+                return  # not connected: the next session subscribes self._symbols
+            want, have = self._symbols, self._sent_symbols
+            want_set, have_set = set(want), set(have)
+            gone = tuple(s for s in have if s not in want_set)
+            new = tuple(s for s in want if s not in have_set)
+            try:
+                if gone:
+                    await ws.send(encode_unsubscribe(**self._channels(gone), encoding=self.encoding))
+                if new:
+                    await ws.send(encode_subscribe(**self._channels(new), encoding=self.encoding))
+                if new and not have:
+                    self._silence_epoch += 1  # the quiet period starts with the first symbols
+                self._sent_symbols = want
+            except Exception as exc:  # the read loop will see the broken socket
+                self.log.warning("re-subscribe failed: %s", redact(exc))
 
     async def _stream(self, ws: ClientConnection) -> None:
         last_data = time.monotonic()  # the quiet period counts from the subscribe
@@ -274,42 +270,33 @@ class MarketDataStream(ReconnectingStream):
 
     def _decode(self, frame: str | bytes) -> DecodedFrame | None:
         try:
-            return self._decoder.decode(frame)
+            # The receive stamp `_recv` just took: one clock read per frame.
+            return self._decoder.decode(frame, self.last_message_ns)
         except WireError as exc:
-            self.malformed_frames += 1
-            excerpt = frame[:120] if isinstance(frame, str) else bytes(frame[:60]).hex()
-            self._log_limited("malformed", "malformed frame ignored: %s; frame starts %r", exc, redact(excerpt))
+            self._note_malformed(frame, exc, _excerpt)
             return None
 
     def _deliver(self, decoded: DecodedFrame) -> None:
-        on_quote = self._on_quote
-        for q in decoded.quotes:
-            self.quotes += 1
-            try:
-                on_quote(q)
-            except Exception:
-                self.callback_errors += 1
-                self._log_limited("on_quote", "on_quote raised", exc_info=True)
+        # Counted as received, whatever the callbacks do with them.
+        quotes = decoded.quotes
+        if quotes:
+            self.quotes += len(quotes)
+            call, on_quote = self._call, self._on_quote
+            for q in quotes:
+                call("on_quote", on_quote, q)
         if decoded.trades and self._on_trade is not None:
+            self.trades += len(decoded.trades)
             for t in decoded.trades:
-                self.trades += 1
-                try:
-                    self._on_trade(t)
-                except Exception:
-                    self.callback_errors += 1
-                    self._log_limited("on_trade", "on_trade raised", exc_info=True)
+                self._call("on_trade", self._on_trade, t)
         if decoded.bars and self._on_bar is not None:
+            self.bars += len(decoded.bars)
             for b in decoded.bars:
-                self.bars += 1
-                try:
-                    self._on_bar(b)
-                except Exception:
-                    self.callback_errors += 1
-                    self._log_limited("on_bar", "on_bar raised", exc_info=True)
+                self._call("on_bar", self._on_bar, b)
 
     def _on_subscription(self, sub: Subscription) -> None:
         self.subscription = sub
-        missing = [s for s in self._sent_symbols if s not in sub.quotes and "*" not in sub.quotes]
+        got = set(sub.quotes)
+        missing = [] if "*" in got else [s for s in self._sent_symbols if s not in got]
         if missing:
             # An ack without some symbols means the server refused them (e.g.
             # an unknown symbol); the rest still stream.
@@ -358,3 +345,8 @@ class MarketDataStream(ReconnectingStream):
 
 def _unique(symbols: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(s.strip().upper() for s in symbols if s and s.strip()))
+
+
+def _excerpt(frame: str | bytes) -> str:
+    """The start of a bad frame, as logged (text, or bytes as hex)."""
+    return frame[:120] if isinstance(frame, str) else bytes(frame[:60]).hex()

@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
@@ -289,25 +289,62 @@ class ReconnectingStream:
         self.last_message_ns = time.time_ns()
         return frame
 
+    async def _recv_before(self, ws: ClientConnection, deadline: float, what: str) -> str | bytes:
+        """One frame before `deadline` (monotonic s), or `Disconnect` saying
+        what was being waited for."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise Disconnect(f"timed out waiting for '{what}'")
+        try:
+            return await self._recv(ws, remaining, what)
+        except TimeoutError:
+            raise Disconnect(f"timed out waiting for '{what}'") from None
+
+    def _note_malformed(self, frame: str | bytes, exc: Exception, excerpt: Callable[[str | bytes], object]) -> None:
+        """Count a frame that could not be decoded and log (rate-limited) its
+        start, as `excerpt(frame)` redacted; the excerpt is only built when
+        the line is actually logged."""
+        self.malformed_frames += 1
+        self._log_limited(
+            "malformed", "malformed frame ignored: %s; frame starts %r", lazy_args=lambda: (exc, redact(excerpt(frame)))
+        )
+
+    def _call(self, key: str, fn: Callable[..., Any], *args: Any, msg: str = "") -> None:
+        """`fn(*args)`; an exception is counted in `callback_errors` and logged
+        (rate-limited under `key`, as "`msg`" or "`key` raised"), never raised."""
+        try:
+            fn(*args)
+        except Exception:
+            self.callback_errors += 1
+            self._log_limited(key, msg or f"{key} raised", exc_info=True)
+
     def _emit(self, kind: EventKind, detail: str = "", *, code: int | None = None, fatal: bool = False) -> None:
         if kind != "error":  # an error frame alone does not change the connection state
             self.state = kind
         if self._on_event is None:
             return
-        try:
-            # Details can quote server text; keep credentials out of whatever
-            # the owner does with them (logs, alerts).
-            self._on_event(StreamEvent(self.stream_name, kind, redact(detail) if detail else "", code, fatal, time.time_ns()))
-        except Exception:
-            self.callback_errors += 1
-            self._log_limited("on_event", "on_event callback raised", exc_info=True)
+        # Details can quote server text; keep credentials out of whatever
+        # the owner does with them (logs, alerts).
+        event = StreamEvent(self.stream_name, kind, redact(detail) if detail else "", code, fatal, time.time_ns())
+        self._call("on_event", self._on_event, event, msg="on_event callback raised")
 
-    def _log_limited(self, key: str, msg: str, *args, level: int = logging.WARNING, exc_info: bool = False) -> None:
+    def _log_limited(
+        self,
+        key: str,
+        msg: str,
+        *args,
+        level: int = logging.WARNING,
+        exc_info: bool = False,
+        lazy_args: Callable[[], tuple] | None = None,
+    ) -> None:
         """Log the first 10 occurrences of `key`, then every 1000th: a bad feed
-        must not turn the log into the bottleneck."""
+        must not turn the log into the bottleneck. `lazy_args`, when given,
+        supplies the arguments only for occurrences that are logged."""
         n = self._log_counts.get(key, 0) + 1
         self._log_counts[key] = n
         if n <= 10 or n % 1000 == 0:
+            if lazy_args is not None:
+                args = lazy_args()
             self.log.log(level, f"%s: {msg} [#%d]", self.stream_name, *args, n, exc_info=exc_info)
 
 

@@ -131,14 +131,7 @@ class TradeUpdatesStream(ReconnectingStream):
 
     async def _until(self, ws: ClientConnection, kind: type, deadline: float, what: str):
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise Disconnect(f"timed out waiting for '{what}'")
-            try:
-                frame = await self._recv(ws, remaining, what)
-            except TimeoutError:
-                raise Disconnect(f"timed out waiting for '{what}'") from None
-            msg = self._decode(frame)
+            msg = self._decode(await self._recv_before(ws, deadline, what))
             if isinstance(msg, kind):
                 return msg
             if isinstance(msg, OrderUpdate):
@@ -147,25 +140,20 @@ class TradeUpdatesStream(ReconnectingStream):
     def _resync(self) -> None:
         self.resyncs += 1
         if self._on_reconnect is not None:
-            try:
-                self._on_reconnect()
-            except Exception:
-                self.callback_errors += 1
-                self._log_limited("on_reconnect", "on_reconnect raised", exc_info=True)
+            self._call("on_reconnect", self._on_reconnect)
 
     def _decode(self, frame: str | bytes):
         try:
             return decode_trade_stream(frame)
         except WireError as exc:
-            self.malformed_frames += 1
-            excerpt = frame[:200] if isinstance(frame, str) else bytes(frame[:200])
-            self._log_limited("malformed", "malformed frame ignored: %s; frame starts %r", exc, redact(excerpt))
+            self._note_malformed(frame, exc, _excerpt)
             return None
 
     def _deliver(self, update: OrderUpdate) -> None:
         self.updates += 1
-        try:
-            self._on_update(update)
-        except Exception:
-            self.callback_errors += 1
-            self._log_limited("on_update", "on_update raised", exc_info=True)
+        self._call("on_update", self._on_update, update)
+
+
+def _excerpt(frame: str | bytes) -> str | bytes:
+    """The start of a bad frame, as logged (text or raw bytes)."""
+    return frame[:200] if isinstance(frame, str) else bytes(frame[:200])

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import calendar
 import time
-from typing import Iterable, Literal, Union
+from typing import Iterable, Literal, Union, get_args
 
 import msgspec
 
@@ -103,74 +103,43 @@ Control = Union[Success, Subscription, ErrorFrame]
 # Only the fields stockade uses are declared: msgspec skips the rest (exchange
 # codes, conditions, tape) without building Python objects for them.
 
-_MsgpackTime = Union[msgspec.msgpack.Ext, str]
+# msgpack sends times as the Timestamp extension (some servers as RFC 3339
+# text); JSON only ever yields the str arm, so one set of Structs serves both
+# decoders.
+_WireTime = Union[msgspec.msgpack.Ext, str]
 
 
-class _JQuote(msgspec.Struct, tag_field="T", tag="q"):
+class _WQuote(msgspec.Struct, tag_field="T", tag="q"):
     S: str
     bp: float
     bs: float
     ap: float
     as_: float = msgspec.field(name="as")
-    t: str = ""
+    t: _WireTime = ""
 
 
-class _JTrade(msgspec.Struct, tag_field="T", tag="t"):
+class _WTrade(msgspec.Struct, tag_field="T", tag="t"):
     S: str
     p: float
     s: float
-    t: str = ""
+    t: _WireTime = ""
 
 
-class _JBar(msgspec.Struct, tag_field="T", tag="b"):
+class _WBar(msgspec.Struct, tag_field="T", tag="b"):
     S: str
     o: float
     h: float
     l: float  # noqa: E741 - Alpaca's field name
     c: float
     v: float
-    t: str = ""
+    t: _WireTime = ""
 
 
-class _JUpdatedBar(_JBar, tag="u"):
+class _WUpdatedBar(_WBar, tag="u"):
     pass
 
 
-class _JDailyBar(_JBar, tag="d"):
-    pass
-
-
-class _MQuote(msgspec.Struct, tag_field="T", tag="q"):
-    S: str
-    bp: float
-    bs: float
-    ap: float
-    as_: float = msgspec.field(name="as")
-    t: _MsgpackTime = ""
-
-
-class _MTrade(msgspec.Struct, tag_field="T", tag="t"):
-    S: str
-    p: float
-    s: float
-    t: _MsgpackTime = ""
-
-
-class _MBar(msgspec.Struct, tag_field="T", tag="b"):
-    S: str
-    o: float
-    h: float
-    l: float  # noqa: E741
-    c: float
-    v: float
-    t: _MsgpackTime = ""
-
-
-class _MUpdatedBar(_MBar, tag="u"):
-    pass
-
-
-class _MDailyBar(_MBar, tag="d"):
+class _WDailyBar(_WBar, tag="d"):
     pass
 
 
@@ -178,9 +147,8 @@ class _TagOnly(msgspec.Struct):
     T: object = None
 
 
-_JSON_ITEM = Union[_JQuote, _JTrade, _JBar, _JUpdatedBar, _JDailyBar, Success, Subscription, ErrorFrame]
-_MSGPACK_ITEM = Union[_MQuote, _MTrade, _MBar, _MUpdatedBar, _MDailyBar, Success, Subscription, ErrorFrame]
-_KNOWN_TAGS = frozenset({"q", "t", "b", "u", "d", "success", "subscription", "error"})
+_WIRE_ITEM = Union[_WQuote, _WTrade, _WBar, _WUpdatedBar, _WDailyBar, Success, Subscription, ErrorFrame]
+_KNOWN_TAGS = frozenset(c.__struct_config__.tag for c in get_args(_WIRE_ITEM))
 
 # ---- timestamps ---------------------------------------------------------------
 
@@ -301,14 +269,24 @@ class MarketDecoder:
         if encoding not in ("json", "msgpack"):
             raise ValueError(f"encoding must be 'json' or 'msgpack', not {encoding!r}")
         self.encoding: Encoding = encoding
-        self._json_frame = msgspec.json.Decoder(list[_JSON_ITEM])
-        self._json_item = msgspec.json.Decoder(_JSON_ITEM)
-        self._json_raw = msgspec.json.Decoder(list[msgspec.Raw])
-        self._json_tag = msgspec.json.Decoder(_TagOnly)
-        self._mp_frame = msgspec.msgpack.Decoder(list[_MSGPACK_ITEM])
-        self._mp_item = msgspec.msgpack.Decoder(_MSGPACK_ITEM)
-        self._mp_raw = msgspec.msgpack.Decoder(list[msgspec.Raw])
-        self._mp_tag = msgspec.msgpack.Decoder(_TagOnly)
+        # (frame, item, raw array, tag-only) decoders per format. Text frames
+        # are JSON whatever the encoding; binary frames follow `encoding`,
+        # which is fixed per decoder, so that choice is made once here.
+        self._json_decs = (
+            msgspec.json.Decoder(list[_WIRE_ITEM]),
+            msgspec.json.Decoder(_WIRE_ITEM),
+            msgspec.json.Decoder(list[msgspec.Raw]),
+            msgspec.json.Decoder(_TagOnly),
+        )
+        if encoding == "json":
+            self._binary_decs = self._json_decs
+        else:
+            self._binary_decs = (
+                msgspec.msgpack.Decoder(list[_WIRE_ITEM]),
+                msgspec.msgpack.Decoder(_WIRE_ITEM),
+                msgspec.msgpack.Decoder(list[msgspec.Raw]),
+                msgspec.msgpack.Decoder(_TagOnly),
+            )
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self.malformed_items = 0  # objects with a known tag but bad fields
         self.ignored_items = 0  # objects of a type stockade does not use (statuses, lulds, ...)
@@ -320,10 +298,7 @@ class MarketDecoder:
         """
         if recv_ns is None:
             recv_ns = time.time_ns()  # one clock read per frame, shared by its quotes
-        if isinstance(frame, str) or self.encoding == "json":
-            frame_dec, item_dec, raw_dec, tag_dec = self._json_frame, self._json_item, self._json_raw, self._json_tag
-        else:
-            frame_dec, item_dec, raw_dec, tag_dec = self._mp_frame, self._mp_item, self._mp_raw, self._mp_tag
+        frame_dec, item_dec, raw_dec, tag_dec = self._json_decs if isinstance(frame, str) else self._binary_decs
         try:
             items = frame_dec.decode(frame)
         except msgspec.ValidationError:
@@ -350,7 +325,6 @@ class MarketDecoder:
             try:
                 tag = tag_dec.decode(raw).T
             except msgspec.DecodeError:
-                tag = None
                 bad += 1
                 continue
             if isinstance(tag, str) and tag not in _KNOWN_TAGS:
@@ -367,7 +341,7 @@ class MarketDecoder:
         dropped = self.dropped
         for it in items:
             cls = type(it)
-            if cls is _JQuote or cls is _MQuote:
+            if cls is _WQuote:
                 out.has_data = True
                 bp, ap, bs, az = it.bp, it.ap, it.bs, it.as_
                 # x - x is 0.0 for every finite x and NaN for NaN/inf, so one
@@ -385,7 +359,7 @@ class MarketDecoder:
                         self.malformed_items += 1
                         continue
                     out.quotes.append(Quote(it.S, bp, ap, bs, az, ts, recv_ns))
-            elif cls is _JTrade or cls is _MTrade:
+            elif cls is _WTrade:
                 out.has_data = True
                 p, s = it.p, it.s
                 if (p - p) + (s - s) != 0.0:
@@ -399,7 +373,7 @@ class MarketDecoder:
                         self.malformed_items += 1
                         continue
                     out.trades.append(Trade(it.S, p, s, ts, recv_ns))
-            elif isinstance(it, (_JBar, _MBar)):
+            elif isinstance(it, _WBar):
                 out.has_data = True
                 o, h, lo, c, v = it.o, it.h, it.l, it.c, it.v
                 if (o - o) + (h - h) + (lo - lo) + (c - c) + (v - v) != 0.0:
