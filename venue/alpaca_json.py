@@ -85,7 +85,7 @@ def position_json(pos: Position, ex: Exchange) -> dict[str, Any]:
     price = ex.mark_price(pos.symbol)
     current = price if price is not None else pos.avg_entry_price
     cost = pos.qty * pos.avg_entry_price
-    value = pos.qty * current
+    value = ex.position_value(pos)
     pl = value - cost
     plpc = pl / cost if cost else 0.0
     # No prior-day close in the simulator: the intraday figures use the entry price as the base.
@@ -190,7 +190,3 @@ def trade_update_json(ev: TradeEvent, ex: Exchange) -> dict[str, Any]:
         data["qty"] = num(ev.qty)
         data["position_qty"] = num(ev.position_qty)
     return data
-
-
-def error_json(code: int, message: str, **extra: Any) -> dict[str, Any]:
-    return {"code": code, "message": message, **extra}

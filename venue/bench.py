@@ -9,7 +9,6 @@ is how the daemon uses an embedded venue too.
 from __future__ import annotations
 
 import asyncio
-import calendar
 import http.client
 import time
 from datetime import datetime, timezone
@@ -18,6 +17,7 @@ from typing import Any
 import msgspec
 import websockets
 
+from stockade.codecs.alpaca_wire import rfc3339_to_ns
 from stockade.quant.stats import percentiles
 from stockade.venue.config import DEFAULT_SYMBOLS, VenueConfig
 from stockade.venue.server import start_venue
@@ -96,21 +96,12 @@ async def _receive_quotes(url: str, seconds: float, encoding: str) -> dict[str, 
 
 
 def _ts_ns(t: Any) -> int:
-    """Epoch ns of a stream timestamp: RFC 3339 text or a msgpack Timestamp extension."""
+    """Epoch ns of a stream timestamp: RFC 3339 text, or the datetime msgspec decodes a msgpack Timestamp to (µs)."""
     if isinstance(t, str):
-        base, _, frac = t.rstrip("Z").partition(".")
-        secs = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
-        return secs * 1_000_000_000 + int((frac + "000000000")[:9])
-    if isinstance(t, datetime):  # msgspec decodes the Timestamp extension (to µs)
+        return rfc3339_to_ns(t)
+    if isinstance(t, datetime):
         delta = t - _EPOCH
         return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
-    if isinstance(t, msgspec.msgpack.Ext):
-        data = t.data
-        if len(data) == 8:
-            value = int.from_bytes(data, "big")
-            return (value & ((1 << 34) - 1)) * 1_000_000_000 + (value >> 34)
-        nanos = int.from_bytes(data[:4], "big")
-        return int.from_bytes(data[4:], "big", signed=True) * 1_000_000_000 + nanos
     raise TypeError(f"unknown timestamp {t!r}")
 
 

@@ -163,7 +163,7 @@ class Changes(msgspec.Struct, kw_only=True):
     """What changed since the last `take_changes()`; the ledger store writes it in one transaction."""
 
     account: AccountState | None = None
-    orders: list[Order] = msgspec.field(default_factory=list)
+    orders: dict[str, Order] = msgspec.field(default_factory=dict)  # by id, in first-change order
     positions: dict[str, Position | None] = msgspec.field(default_factory=dict)  # None: closed
     fills: list[Fill] = msgspec.field(default_factory=list)
 
@@ -284,6 +284,7 @@ class Exchange:
         self.quotes: dict[str, QuoteLike] = {}
         self._to_route: list[str] = []
         self._was_open: bool | None = None
+        self._day_deadline: dict[str, int] = {}  # open day order id -> its session's close (nyse)
         self._changes = Changes()
 
     # ---- persistence ------------------------------------------------------------
@@ -306,6 +307,7 @@ class Exchange:
         self.fills = sorted(snap.fills, key=lambda f: f.ts_ns)
         # Orders accepted but never routed before a crash are routed now.
         self._to_route = [o.id for o in self.orders.values() if o.status in ("pending_new", "accepted") and not o.parent_id]
+        self._day_deadline = {}
         self._changes = Changes()
 
     def take_changes(self) -> Changes:
@@ -314,8 +316,7 @@ class Exchange:
         return changes
 
     def _dirty_order(self, order: Order) -> None:
-        if not any(o is order for o in self._changes.orders):
-            self._changes.orders.append(order)
+        self._changes.orders.setdefault(order.id, order)
 
     def _dirty_position(self, symbol: str) -> None:
         self._changes.positions[symbol] = self.positions.get(symbol)
@@ -374,6 +375,7 @@ class Exchange:
         """Open orders in submission order (forgets the ones that closed since)."""
         for oid in [oid for oid, o in self._open.items() if not o.is_open]:
             del self._open[oid]
+            self._day_deadline.pop(oid, None)
         return list(self._open.values())
 
     def legs_of(self, order: Order) -> list[Order]:
@@ -713,11 +715,6 @@ class Exchange:
             qty = pos.qty if percentage is None else int(math.floor(pos.qty * percentage / 100.0))
         if qty <= 0:
             raise VenueError(422, 40010001, "qty must be > 0")
-        if qty > pos.qty:
-            raise VenueError(
-                403, 40310000, "insufficient qty available for order",
-                available=str(pos.qty), existing_qty=str(pos.qty), held_for_orders="0", symbol=symbol,
-            )
         return self.submit(OrderRequest(symbol=symbol, qty=qty, side="sell", type="market"), route=route)
 
     def close_all(self, cancel_orders: bool, *, route: bool = True) -> list[tuple[str, int, Order | VenueError]]:
@@ -770,7 +767,10 @@ class Exchange:
         next_close = getattr(self.clock, "next_close", None)
         if next_close is None or getattr(self.clock, "mode", None) != "nyse":
             return False
-        return now >= next_close(order.created_at_ns)
+        deadline = self._day_deadline.get(order.id)
+        if deadline is None:  # the close after its creation never changes: compute it once
+            deadline = self._day_deadline[order.id] = next_close(order.created_at_ns)
+        return now >= deadline
 
     def _roll_day(self, now_ns: int | None = None) -> None:
         """On a new ET date, last_equity becomes the equity carried over from the previous day."""
@@ -897,15 +897,14 @@ class Exchange:
         self._dirty_order(order)
 
     def _close(self, order: Order, status: str, now: int) -> None:
-        order.status = status
-        order.updated_at_ns = now
         if status == "canceled":
             order.canceled_at_ns = now
         elif status == "expired":
             order.expired_at_ns = now
         elif status == "rejected":
             order.failed_at_ns = now
-        self._dirty_order(order)
+        self._set_status(order, status, now)
+        self._day_deadline.pop(order.id, None)
         self._emit(status, order, now)
 
     def _emit(self, event: str, order: Order, ts_ns: int, fill: Fill | None = None) -> None:

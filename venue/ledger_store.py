@@ -57,7 +57,7 @@ class LedgerStore:
         self.apply(
             Changes(
                 account=snap.account,
-                orders=list(snap.orders),
+                orders={o.id: o for o in snap.orders},
                 positions={p.symbol: p for p in snap.positions},
                 fills=list(snap.fills),
             )
@@ -70,7 +70,7 @@ class LedgerStore:
         with self._env.begin(write=True) as txn:
             if changes.account is not None:
                 txn.put(_ACCOUNT_KEY, self._enc.encode(changes.account), db=self._meta)
-            for order in changes.orders:
+            for order in changes.orders.values():
                 txn.put(order.id.encode(), self._enc.encode(order), db=self._orders)
             for symbol, pos in changes.positions.items():
                 if pos is None:

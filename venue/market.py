@@ -386,7 +386,7 @@ class _History:
     """
 
     def __init__(self, symbol: str, profile: SymbolProfile, seed: int, start_ns: int,
-                 clock: MarketClock, trades_per_min: float) -> None:
+                 clock: MarketClock, mean_trade_shares: float) -> None:
         self.symbol = symbol
         self.profile = profile
         self.seed = seed
@@ -394,7 +394,7 @@ class _History:
         self.start_minute_ns = start_ns - start_ns % NS_PER_MIN
         self.start_date = ns_to_new_york(self.start_minute_ns).date()
         self.earliest_date = self.start_date - timedelta(days=HISTORY_DAYS)
-        self.trades_per_min = trades_per_min
+        self.mean_trade_shares = mean_trade_shares  # shares per trade, as live trading draws them
         self.sigma_min = profile.daily_vol / math.sqrt(SESSION_MINUTES)
         # Log close of each date's last slot; walked backwards lazily.
         self._anchor: dict[date, float] = {self.start_date: math.log(profile.start_price)}
@@ -456,8 +456,7 @@ class _History:
         n_blocks = -(-n_full // REGIME_BLOCK_MINUTES)
         block_u = rng.random((max(n_blocks, 1), 3))
         if n_full == 0:
-            self._daily.pop(day, None)
-            return _empty_day(), 0.0
+            return self._no_day(day), 0.0
         # Regime per block: a Markov chain, starting from the day's own draw.
         regimes = np.empty(n_blocks, dtype=np.int64)
         dirs = np.empty(n_blocks)
@@ -475,42 +474,80 @@ class _History:
         dir_of = np.repeat(dirs, REGIME_BLOCK_MINUTES)[:n_full]
         profile = self._profile(slots)
         sig = self.sigma_min * np.sqrt(profile) * np.take(_VOL_MULT, regime_of)
+        r = self._regime_returns(regime_of, dir_of, sig, eps)
+        g = np.zeros(n_full)
+        g[0] = gap  # the overnight gap lands on the opening print (this path only runs in nyse mode)
+        keep = n_full if day < self.start_date else int(np.searchsorted(slots, self.start_minute_ns))
+        if keep == 0:
+            return self._no_day(day), 0.0
+        r, g, slots = r[:keep], g[:keep], slots[:keep]
+        step = r + g
+        bars, _ = self._bars_from_returns(slots, anchor, step, r, sig[:keep], ext[:, :keep], vol_noise[:keep],
+                                          vw_noise[:keep], volume_profile=profile[:keep])
+        self._store_day(day, bars)
+        return bars, float(step.sum())
+
+    def _regime_returns(self, regime_of: np.ndarray, dir_of: np.ndarray, sig: np.ndarray, eps: np.ndarray) -> np.ndarray:
+        """Per-minute log returns: drift in a trend, mean reversion, else plain noise."""
         e_now, e_prev = eps[1:], eps[:-1]
-        r = np.where(
+        return np.where(
             regime_of == TREND,
             dir_of * _TREND_DRIFT * self.sigma_min + sig * e_now,
             np.where(regime_of == REVERT, sig * (e_now - 0.7 * e_prev), sig * e_now),
         )
-        g = np.zeros(n_full)
-        if self.clock.mode == "nyse":
-            g[0] = gap  # the overnight gap lands on the opening print
-        keep = n_full if day < self.start_date else int(np.searchsorted(slots, self.start_minute_ns))
-        if keep == 0:
-            self._daily.pop(day, None)
-            return _empty_day(), 0.0
-        r, g, slots = r[:keep], g[:keep], slots[:keep]
-        step = r + g
+
+    def _bars_from_returns(
+        self,
+        ts: np.ndarray,
+        anchor: float,
+        step: np.ndarray,
+        r: np.ndarray,
+        sig: np.ndarray,
+        ext: np.ndarray,
+        vol_noise: np.ndarray,
+        vw_noise: np.ndarray,
+        volume_profile: np.ndarray | None = None,
+        clamp_ohc: bool = False,
+    ) -> tuple[_DayBars, np.ndarray]:
+        """Bars ending at log price `anchor`, from per-bar moves `step` (`r` within the bar).
+
+        `step` differs from `r` only by gaps between bars; `volume_profile` scales the
+        volume; `clamp_ohc` floors open/high/close at a cent like the low. Returns the
+        bars and the cumulative sum of `step`.
+        """
         cum = np.cumsum(step)
         log_close = anchor - (cum[-1] - cum)
         log_open = log_close - r
         o = np.round(np.exp(log_open) * 100.0) / 100.0
         c = np.round(np.exp(log_close) * 100.0) / 100.0
-        wick = sig[:keep] * 0.6
-        h = np.maximum(np.round(np.maximum(o, c) * np.exp(ext[0, :keep] * wick) * 100.0) / 100.0, np.maximum(o, c))
-        l = np.minimum(np.round(np.minimum(o, c) * np.exp(-ext[1, :keep] * wick) * 100.0) / 100.0, np.minimum(o, c))  # noqa: E741
+        wick = sig * 0.6
+        h = np.maximum(np.round(np.maximum(o, c) * np.exp(ext[0] * wick) * 100.0) / 100.0, np.maximum(o, c))
+        l = np.minimum(np.round(np.minimum(o, c) * np.exp(-ext[1] * wick) * 100.0) / 100.0, np.minimum(o, c))  # noqa: E741
+        if clamp_ohc:
+            o, h, c = np.maximum(o, 0.01), np.maximum(h, 0.01), np.maximum(c, 0.01)
         l = np.maximum(l, 0.01)  # noqa: E741
-        v = np.maximum(1, np.round(self.profile.daily_volume / SESSION_MINUTES * profile[:keep] * vol_noise[:keep])).astype(np.int64)
-        mean_size = self.profile.daily_volume / SESSION_MINUTES / self.trades_per_min
-        n = np.maximum(1, np.round(v / mean_size)).astype(np.int64)
-        vw = np.clip((h + l + c) / 3.0 + vw_noise[:keep] * (h - l) * 0.1, l, h).round(4)
-        bars = _DayBars(slots, o, h, l, c, v, n, vw)
+        volume = self.profile.daily_volume / SESSION_MINUTES
+        if volume_profile is not None:
+            volume = volume * volume_profile
+        v = np.maximum(1, np.round(volume * vol_noise)).astype(np.int64)
+        n = np.maximum(1, np.round(v / self.mean_trade_shares)).astype(np.int64)
+        vw = np.clip((h + l + c) / 3.0 + vw_noise * (h - l) * 0.1, l, h).round(4)
+        return _DayBars(ts, o, h, l, c, v, n, vw), cum
+
+    def _store_day(self, day: date, bars: _DayBars) -> None:
+        """Cache `day`'s minute bars and its daily summary."""
         self._days[day] = bars
         if len(self._days) > 64:
             self._days.popitem(last=False)
+        o, h, l, c, v, n, vw = bars.o, bars.h, bars.l, bars.c, bars.v, bars.n, bars.vw  # noqa: E741
         vol = int(v.sum())
         self._daily[day] = (_midnight_ns(day), float(o[0]), float(h.max()), float(l.min()), float(c[-1]),
                             vol, int(n.sum()), round(float((vw * v).sum()) / vol, 4))
-        return bars, float(step.sum())
+
+    def _no_day(self, day: date) -> _DayBars:
+        """`day` has no bars: forget any summary and return the empty day."""
+        self._daily.pop(day, None)
+        return _empty_day()
 
     # -- always_open: history as a function of minutes before the start --
 
@@ -519,8 +556,7 @@ class _History:
         lo_ns = _midnight_ns(day)
         hi_ns = min(_midnight_ns(day + timedelta(days=1)), self.start_minute_ns)
         if hi_ns <= lo_ns:
-            self._daily.pop(day, None)
-            return _empty_day()
+            return self._no_day(day)
         # Minute k (1 = the last bar before the start) starts at start - k minutes.
         k_new = (self.start_minute_ns - hi_ns) // NS_PER_MIN + 1
         k_old = (self.start_minute_ns - lo_ns) // NS_PER_MIN
@@ -536,12 +572,7 @@ class _History:
         ts, o, h, l, c, v, n, vw = cols  # noqa: E741
         ts = self.start_minute_ns + ts * NS_PER_MIN  # offsets (negative minutes) to epoch ns
         bars = _DayBars(ts, o, h, l, c, v, n, vw)
-        self._days[day] = bars
-        if len(self._days) > 64:
-            self._days.popitem(last=False)
-        vol = int(v.sum())
-        self._daily[day] = (_midnight_ns(day), float(o[0]), float(h.max()), float(l.min()), float(c[-1]),
-                            vol, int(n.sum()), round(float((vw * v).sum()) / vol, 4))
+        self._store_day(day, bars)
         return bars
 
     def _chunk(self, index: int) -> _DayBars:
@@ -603,29 +634,11 @@ class _History:
         regime_of = np.repeat(regimes[::-1], REGIME_BLOCK_MINUTES)
         dir_of = np.repeat(dirs[::-1], REGIME_BLOCK_MINUTES)
         sig = self.sigma_min * np.take(_VOL_MULT, regime_of)  # flat: no wall-clock profile
-        e_now, e_prev = eps[1:], eps[:-1]
-        r = np.where(
-            regime_of == TREND,
-            dir_of * _TREND_DRIFT * self.sigma_min + sig * e_now,
-            np.where(regime_of == REVERT, sig * (e_now - 0.7 * e_prev), sig * e_now),
-        )
-        cum = np.cumsum(r)
-        log_close = anchor - (cum[-1] - cum)
-        log_open = log_close - r
-        o = np.round(np.exp(log_open) * 100.0) / 100.0
-        c = np.round(np.exp(log_close) * 100.0) / 100.0
-        wick = sig * 0.6
-        h = np.maximum(np.round(np.maximum(o, c) * np.exp(ext[0] * wick) * 100.0) / 100.0, np.maximum(o, c))
-        l = np.minimum(np.round(np.minimum(o, c) * np.exp(-ext[1] * wick) * 100.0) / 100.0, np.minimum(o, c))  # noqa: E741
-        o, h, c = np.maximum(o, 0.01), np.maximum(h, 0.01), np.maximum(c, 0.01)
-        l = np.maximum(l, 0.01)  # noqa: E741
-        v = np.maximum(1, np.round(self.profile.daily_volume / SESSION_MINUTES * vol_noise)).astype(np.int64)
-        mean_size = self.profile.daily_volume / SESSION_MINUTES / self.trades_per_min
-        n = np.maximum(1, np.round(v / mean_size)).astype(np.int64)
-        vw = np.clip((h + l + c) / 3.0 + vw_noise * (h - l) * 0.1, l, h).round(4)
+        r = self._regime_returns(regime_of, dir_of, sig, eps)
         offsets = -np.arange((index + 1) * n_min, index * n_min, -1, dtype=np.int64)
+        bars, cum = self._bars_from_returns(offsets, anchor, r, r, sig, ext, vol_noise, vw_noise, clamp_ohc=True)
         # The next (older) chunk starts from the regime in force at this chunk's oldest block.
-        return _DayBars(offsets, o, h, l, c, v, n, vw), (anchor - float(cum[-1]), regime, direction)
+        return bars, (anchor - float(cum[-1]), regime, direction)
 
     def _profile(self, slots: np.ndarray) -> np.ndarray:
         if len(slots) == 0:
@@ -737,7 +750,7 @@ class MarketSimulator:
         for live in self._live.values():  # the standing quote carries a real timestamp
             live.quote = msgspec.structs.replace(live.quote, ts_ns=self.start_ns)
         self._history = {
-            s: _History(s, live.profile, seed, self.start_ns, self.clock, 60.0 * self.quote_rate_hz * live.p_trade)
+            s: _History(s, live.profile, seed, self.start_ns, self.clock, live.mean_trade_shares)
             for s, live in self._live.items()
         }
         self._live_bars: dict[str, deque[SimBar]] = {s: deque(maxlen=LIVE_BARS_KEPT) for s in self.symbols}
@@ -812,10 +825,7 @@ class MarketSimulator:
         scale = self._volume_scale(now)
         self.ticks += 1
         for symbol, live in self._live.items():
-            bar = live.bar_builder.finish_before(now)
-            if bar is not None:
-                self._live_bars[symbol].append(bar)
-                self._emit(bar)
+            self._finish_bar(symbol, live, now)
             trade, quote = live.step(now, scale)
             if trade is not None:
                 live.bar_builder.add(trade)
@@ -853,10 +863,14 @@ class MarketSimulator:
     def _finish_bars(self) -> None:
         now = self._now()
         for symbol, live in self._live.items():
-            bar = live.bar_builder.finish_before(now)
-            if bar is not None:
-                self._live_bars[symbol].append(bar)
-                self._emit(bar)
+            self._finish_bar(symbol, live, now)
+
+    def _finish_bar(self, symbol: str, live: _LiveSymbol, now: int) -> None:
+        """Close `symbol`'s bar in progress if `now` is past its minute, and emit it."""
+        bar = live.bar_builder.finish_before(now)
+        if bar is not None:
+            self._live_bars[symbol].append(bar)
+            self._emit(bar)
 
     # -- bars --
 

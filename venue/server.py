@@ -26,7 +26,7 @@ from stockade.venue.context import VenueContext
 from stockade.venue.exchange import Exchange, VenueError
 from stockade.venue.faults import Faults, RejectSpec
 from stockade.venue.ledger_store import LedgerStore
-from stockade.venue.market import MarketSimulator
+from stockade.venue.market import MarketSimulator, SimQuote
 
 log = logging.getLogger(__name__)
 
@@ -48,26 +48,34 @@ def _is_websocket(request: web.Request) -> bool:
 # ---- middlewares ----------------------------------------------------------------
 
 
+def _error_response(request: web.Request, exc: Exception) -> web.Response | None:
+    """The Alpaca-shaped JSON error for `exc`, or None when it must propagate."""
+    if isinstance(exc, VenueError):
+        return web.json_response(exc.body(), status=exc.status)
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return _json_error(413, 41300000, "request body too large")
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            return None
+        code = {404: 40410000, 405: 40510000}.get(exc.status, exc.status * 100000)
+        text = {404: "endpoint not found", 405: "method not allowed"}.get(exc.status, exc.reason)
+        return _json_error(exc.status, code, text)
+    if isinstance(exc, ConnectionResetError):
+        return None
+    log.exception("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+    return _json_error(500, 50010000, "internal server error occurred")
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes an Alpaca-shaped JSON error; nothing escapes to aiohttp."""
     try:
         return await handler(request)
-    except VenueError as exc:
-        return web.json_response(exc.body(), status=exc.status)
-    except web.HTTPRequestEntityTooLarge:
-        return _json_error(413, 41300000, "request body too large")
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    except Exception as exc:  # CancelledError is a BaseException: it passes through
+        response = _error_response(request, exc)
+        if response is None:
             raise
-        code = {404: 40410000, 405: 40510000}.get(exc.status, exc.status * 100000)
-        text = {404: "endpoint not found", 405: "method not allowed"}.get(exc.status, exc.reason)
-        return _json_error(exc.status, code, text)
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return _json_error(500, 50010000, "internal server error occurred")
+        return response
 
 
 def make_auth_middleware(ctx: VenueContext):
@@ -120,7 +128,13 @@ def make_rate_limit_middleware(ctx: VenueContext):
         allowed, headers = limiter.take(f"{request.headers.get('APCA-API-KEY-ID', '')}/{api}")
         if not allowed:
             return _json_error(429, 42910000, "rate limit exceeded", headers=headers)
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except Exception as exc:  # errors carry the budget headers too, as Alpaca's do
+            error = _error_response(request, exc)
+            if error is None:
+                raise
+            response = error
         if not response.prepared:
             response.headers.update(headers)
         return response
@@ -281,7 +295,7 @@ def build_context(config: VenueConfig, faults: Faults | None = None) -> VenueCon
     ctx.persist()
 
     def on_market_event(event: Any) -> None:
-        if hasattr(event, "ask") and hasattr(event, "bid_size"):
+        if isinstance(event, SimQuote):
             try:
                 ctx.exchange.on_quote(event)
                 ctx.persist()

@@ -68,13 +68,9 @@ class TradeStreamSession:
             await self.ws.send_bytes(frame)
 
 
-def _sessions(ctx: VenueContext) -> set[TradeStreamSession]:
-    return ctx.trade_sessions
-
-
 def publish(ctx: VenueContext, event: TradeEvent) -> None:
     """Send one trade update to every session listening to trade_updates (on the loop thread)."""
-    sessions = [s for s in _sessions(ctx) if s.authorized and "trade_updates" in s.streams]
+    sessions = [s for s in ctx.trade_sessions if s.authorized and "trade_updates" in s.streams]
     if not sessions or ctx.exchange is None:
         return
     message = {"stream": "trade_updates", "data": trade_update_json(event, ctx.exchange)}
@@ -91,7 +87,7 @@ async def handle(request: web.Request, ctx: VenueContext) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=None, max_msg_size=64 * 1024)
     await ws.prepare(request)
     session = TradeStreamSession(ws, ctx)
-    _sessions(ctx).add(session)
+    ctx.trade_sessions.add(session)
     ctx.websockets[KIND].add(ws)
     writer = asyncio.create_task(session.writer())
     try:
@@ -114,7 +110,7 @@ async def handle(request: web.Request, ctx: VenueContext) -> web.StreamResponse:
     except Exception:  # a broken client must never take the venue down
         log.exception("trade stream session failed")
     finally:
-        _sessions(ctx).discard(session)
+        ctx.trade_sessions.discard(session)
         ctx.websockets[KIND].discard(ws)
         try:  # let the writer finish what is queued, then end
             session.outbox.put_nowait(None)
@@ -165,15 +161,6 @@ def _handle_frame(session: TradeStreamSession, data: str | bytes) -> bool:
         return True
     session.send({"stream": "listening", "data": {"error": f"unrecognized action {action!r}"}})
     return True
-
-
-async def drop_all(ctx: VenueContext) -> int:
-    """Cut every /stream connection (fault injection); returns how many."""
-    n = 0
-    for session in list(_sessions(ctx)):
-        n += 1
-        abort_websocket(session.ws)
-    return n
 
 
 def abort_websocket(ws: Any) -> None:

@@ -25,10 +25,6 @@ _ORDER_TYPES = ("market", "limit", "stop", "stop_limit")
 MAX_CLIENT_ORDER_ID = 128
 
 
-def alpaca_error(status: int, code: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"code": code, "message": message, **extra}, status=status)
-
-
 async def read_json(request: web.Request) -> Any:
     """The request's JSON body; malformed -> Alpaca's 400 40010000."""
     raw = await request.read()

@@ -64,6 +64,15 @@ def test_invalid_orders_are_422(venue, body, status, code):
         assert r.json()["message"] == "asset not found"
 
 
+def test_error_responses_carry_rate_limit_headers(venue):
+    r = http(venue, "GET", "/v2/orders/00000000-0000-0000-0000-000000000000")
+    assert r.status_code == 404 and r.json()["code"] == 40410000, r.text
+    assert int(r.headers["X-RateLimit-Remaining"]) >= 0
+    assert "X-RateLimit-Limit" in r.headers and "X-RateLimit-Reset" in r.headers
+    r = http(venue, "POST", "/v2/orders", json=order(symbol="ZZZZ"))
+    assert r.status_code == 422 and "X-RateLimit-Remaining" in r.headers
+
+
 def test_oversize_body_is_413(venue):
     big = {"symbol": "AAPL", "pad": "x" * (venue.ctx.config.max_body_bytes + 10)}
     r = http(venue, "POST", "/v2/orders", json=big)

@@ -256,6 +256,22 @@ def test_selling_more_than_held_is_insufficient_qty():
     assert e.extra == {"available": "4", "existing_qty": "10", "held_for_orders": "6", "symbol": "AAPL"}
 
 
+def test_close_position_beyond_available_reports_held_shares():
+    ex, clock, _ = make()
+    quote(ex, clock, 100.0, 100.1)
+    ex.submit(req(qty=10))
+    ex.submit(req(qty=6, side="sell", type="limit", limit_price=200.0))  # holds 6 shares
+    with pytest.raises(VenueError) as err:
+        ex.close_position("AAPL")
+    e = err.value
+    assert (e.status, e.code, e.message) == (403, 40310000, "insufficient qty available for order")
+    assert e.extra == {"available": "4", "existing_qty": "10", "held_for_orders": "6", "symbol": "AAPL"}
+    with pytest.raises(VenueError) as err:
+        ex.close_position("AAPL", qty=11)
+    assert err.value.extra == {"available": "4", "existing_qty": "10", "held_for_orders": "6", "symbol": "AAPL"}
+    assert ex.close_position("AAPL", qty=4).qty == 4
+
+
 def test_no_shorting():
     ex, clock, _ = make()
     quote(ex, clock, 100.0, 100.1)
