@@ -105,6 +105,11 @@ class Vote(Message, frozen=True):
     quote_recv_ns: int
     bid: float = 0.0
     ask: float = 0.0
+    # How many votes this evaluation of this symbol sends (0 = unknown): the
+    # voter tallies once all have arrived, whatever models the analyzer loaded.
+    batch_size: int = 0
+    # The analyzer's volatility regime: the ensemble turns defensive on it.
+    high_volatility: bool = False
 
 
 class Proposal(Message, frozen=True):
@@ -121,6 +126,9 @@ class Proposal(Message, frozen=True):
     quote_ts_ns: int
     quote_recv_ns: int
     models: tuple[str, ...] = ()
+    # Risk sizing multiplies by this (below 1 in a defensive regime).
+    size_scale: float = 1.0
+    defensive: bool = False
 
 
 class ApproveProposal(Message, frozen=True):
