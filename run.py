@@ -5,7 +5,9 @@
     python run.py ctl     talk to a running daemon over its control socket
     python run.py venue   the Alpaca-compatible paper venue on its own
     python run.py bench   benchmarks, one JSON document on stdout
-    python run.py check   validate a settings file and print the effective settings
+    python run.py check   validate settings; check broker, clock, data feed, control socket
+    python run.py train   train the ensemble's ML models (scikit-learn -> ONNX)
+    python run.py report  trading results per member, symbol and portfolio (--json)
 
 Exit status: 0 success, 2 bad settings or usage, 1 anything else.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-USAGE = "usage: python run.py [run|ctl|venue|bench|check] [--settings FILE] [--data-dir DIR] [options]"
+USAGE = "usage: python run.py [run|ctl|venue|bench|check|report|train] [--settings FILE] [--data-dir DIR] [options]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
             from stockade.ops.bench import main as entry
         elif command == "check":
             from stockade.ops.check import main as entry
+        elif command == "train":
+            from stockade.ops.train import main as entry
+        elif command == "report":
+            from stockade.ops.report import main as entry
         else:
             print(f"run.py: unknown command {command!r}\n{USAGE}", file=sys.stderr)
             return 2

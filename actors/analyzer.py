@@ -1,23 +1,43 @@
-"""Analyzer: one per symbol. Incremental indicators and the rule strategies.
+"""Analyzer: one per symbol. Incremental indicators, rule strategies, trained models.
 
 On start it warms its indicators from historical bars (REST), so a restarted
 analyzer is useful at once; if the data API is down it starts cold and tries
 the warm-up again later rather than crash-looping. Each quote updates the
-features in O(1); every `evaluate_every_s` the strategies vote, one `Vote`
-per model, to the ensemble voter.
+features in O(1); every `evaluate_every_s` the rule strategies and the
+trained models (`[models]`, onnxruntime) vote, one `Vote` per member, to the
+ensemble voter. Every vote of one evaluation carries the batch size and the
+symbol's volatility regime.
+
+A trained model that is corrupt or does not match this code's features is
+refused at start (one error in the log and an alert per process, not per
+analyzer); the analyzer then votes with the rule strategies and whatever
+models did load. Sessions are shared process-wide (quant/model_store.py),
+so only the first analyzer pays the load.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from stockade.actors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker.rest import redact
-from stockade.codecs.messages import Bar, Quote, Tick, Vote
+from stockade.codecs.messages import Alert, Bar, Quote, Tick, Trade, Vote
+from stockade.ops import paths
+from stockade.ops.settings import AnalyzerSettings, Settings
+from stockade.quant.feature_vector import vector
 from stockade.quant.features import FeatureParams, FeatureState
+from stockade.quant.model_member import ModelMember
+from stockade.quant.model_store import (
+    ModelError,
+    first_report,
+    load_models,
+    resolve_dir,
+)
+from stockade.quant.regime import classify
 from stockade.quant.strategies import build_strategies
 
 log = logging.getLogger(__name__)
@@ -25,18 +45,35 @@ log = logging.getLogger(__name__)
 WARMUP_RETRY_S = 30.0
 
 
+def feature_params(a: AnalyzerSettings) -> FeatureParams:
+    """The indicator periods `[analyzer]` asks for: what the analyzer computes, what
+    `train` builds rows with, and what the settings check counts warm-up on."""
+    return FeatureParams.from_analyzer(a)
+
+
+def load_members(settings: Settings, data_dir: Path | None) -> tuple[list[ModelMember], list[ModelError]]:
+    """The trained models `[models]` asks for, and an error per refused one."""
+    m = settings.models
+    if not m.enabled:
+        return [], []
+    folder = resolve_dir(m.dir, paths.models_dir(data_dir) if data_dir is not None else None)
+    loaded, errors = load_models(folder, m.names, feature_params(settings.analyzer))
+    return [ModelMember(x) for x in loaded], errors
+
+
 class Analyzer(StockadeActor):
     def setup(self) -> None:
         self.svc: Services = self.ctx.extra("services")
         self.symbol = self.name.split(":", 1)[1]
         a = self.svc.settings.analyzer
-        self.params = FeatureParams(
-            sma_fast=a.sma_fast, sma_slow=a.sma_slow, ema_fast=a.ema_fast, ema_slow=a.ema_slow, rsi=a.rsi,
-            macd_fast=a.ema_fast, macd_slow=a.ema_slow, macd_signal=a.macd_signal, bb_period=a.bb_period,
-            bb_k=a.bb_k, volume_period=a.volume_n, breakout_period=a.breakout_n,
-        )
+        self.params = feature_params(a)
         self.features = FeatureState(self.symbol, self.params)
-        self.models = [(name, strategy) for name, strategy in zip(a.strategies, build_strategies(a.strategies))]
+        rule_params = {"mean_reversion": {"rsi_oversold": a.rsi_oversold, "rsi_overbought": a.rsi_overbought}}
+        self.models = list(zip(a.strategies, build_strategies(a.strategies, rule_params)))
+        data_dir = self.ctx.extra("data_dir")
+        self.members, errors = load_members(self.svc.settings, Path(data_dir) if data_dir else None)
+        for error in errors:
+            self._refused(error)
         self.evaluate_every_ns = int(a.evaluate_every_s * 1e9)
         self.last_eval_ns = 0
         self.warm = self.warm_up()
@@ -53,13 +90,13 @@ class Analyzer(StockadeActor):
         n = max(self.svc.settings.trading.warmup_bars, self.params.warmup_bars)
         try:
             client = self.svc.broker.data_client()
-            end = datetime.now(timezone.utc)
+            end = datetime.now(UTC)
             request = StockBarsRequest(
                 symbol_or_symbols=self.symbol, timeframe=TimeFrame.Minute, start=end - timedelta(days=5), end=end,
                 limit=n, feed=self.svc.settings.alpaca.feed, sort=Sort.DESC,
             )
             data = client.get_stock_bars(request).data.get(self.symbol, [])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any data API failure means "start cold, retry later"
             log.warning("%s: warm-up from historical bars failed (%s); starting cold", self.name, redact(exc))
             return False
         bars = [
@@ -80,13 +117,35 @@ class Analyzer(StockadeActor):
         f = self.features.features()
         if f is None or not self.features.ready:
             return
-        for model, strategy in self.models:
-            signal = strategy.evaluate(f)
+        signals = [(model, strategy.evaluate(f)) for model, strategy in self.models]
+        x = vector(f) if self.members else None
+        if x is not None:
+            for member in list(self.members):
+                try:
+                    signals.append((member.name, member.evaluate(x)))
+                except Exception as exc:  # noqa: BLE001 - a failing model leaves the ensemble, not the analyzer
+                    self.members.remove(member)
+                    self._refused(ModelError(member.model.path, f"failed to run: {exc}"))
+        high_volatility = classify(f).high_volatility
+        for model, signal in signals:
             self.tell(
                 "ensemble_voter",
                 Vote(self.symbol, model, signal.direction, signal.confidence, f.price, quote.ts_ns, quote.recv_ns,
-                     quote.bid, quote.ask),
+                     quote.bid, quote.ask, batch_size=len(signals), high_volatility=high_volatility),
             )
+
+    @handles(Trade)
+    def on_trade(self, trade: Trade) -> None:
+        # Live bars count traded shares, like the history bars they continue.
+        self.features.on_trade(trade.price, trade.size, trade.ts_ns)
+
+    def _refused(self, error: ModelError) -> None:
+        if first_report(error):
+            log.error("%s; trading on without it (rule strategies and the other models)", error)
+            self.tell("alerter", Alert("WARNING", f"model-refused:{error.path}",
+                                       f"{error}. Trading goes on without it.", self.name, time.time_ns()))
+        else:
+            log.debug("%s: %s", self.name, error)
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
 from stockade.codecs.messages import Bar, Quote
 from stockade.quant.features import FeatureParams, FeatureState
 from stockade.quant.stats import percentiles
@@ -66,6 +65,98 @@ def bench_indicators(n: int = 100_000, seed: int = 7, quotes_per_bar: int = 100)
         "feature_updates_per_s": n / feature_total_s if feature_total_s > 0 else float("inf"),
         "quotes_per_s_with_strategies": n / elapsed_s if elapsed_s > 0 else float("inf"),
     }
+
+
+def bench_models(quick: bool = False, seed: int = 7) -> dict:
+    """The ML members: training time, ONNX vs scikit-learn single-row inference side
+    by side, and the analyzer's whole per-evaluation cost (indicators + rules + all models).
+
+    Models are trained here on the simulator (quick: 1 day of 2 symbols, 3 folds;
+    else the shipped defaults' 2 days of 5 symbols, 5 folds), so both runtimes
+    serve the very same fitted models.
+    """
+    from pathlib import Path
+
+    from stockade.quant.datasets import build_dataset, sim_bars
+    from stockade.quant.feature_vector import columns, vector
+    from stockade.quant.model_member import ModelMember
+    from stockade.quant.model_store import LoadedModel, new_session
+    from stockade.quant.training import DEFAULT_MODELS, train_one
+
+    symbols = ("AAPL", "MSFT") if quick else ("AAPL", "MSFT", "NVDA", "AMZN", "SPY")
+    days, folds, rows_timed, quotes = (1.0, 3, 300, 3_000) if quick else (2.0, 5, 3_000, 30_000)
+    clock = time.perf_counter_ns
+    t = clock()
+    data = build_dataset(sim_bars(symbols, seed, days), horizon=5)
+    dataset_s = (clock() - t) / 1e9
+    out: dict = {"rows": data.rows, "symbols": len(symbols), "folds": folds, "dataset_build_s": round(dataset_s, 3)}
+    trained = {}
+    for name in DEFAULT_MODELS:
+        t = clock()
+        trained[name] = train_one(name, data, seed, n_splits=folds)
+        out[f"train_{name}_s"] = round((clock() - t) / 1e9, 3)  # walk-forward + fit + export + parity
+    out["train_total_s"] = round(dataset_s + sum(out[f"train_{n}_s"] for n in DEFAULT_MODELS), 3)
+
+    # Single-row inference, the analyzer's case: one float32 row per call.
+    loaded = {name: LoadedModel(name, tr.entry, Path(tr.entry.file), new_session(tr.onnx))
+              for name, tr in trained.items()}
+    rows = data.X[-rows_timed:]
+    for name, tr in trained.items():
+        cols = columns(tr.entry.features)
+        sk_ns, ort_ns = [], []
+        session_model = loaded[name]
+        for x in rows:
+            row = x[cols].reshape(1, -1)
+            a = clock()
+            tr.model.predict_proba(row)
+            b = clock()
+            session_model.p_up(x)
+            c = clock()
+            sk_ns.append(b - a)
+            ort_ns.append(c - b)
+        sk, ort = percentiles(sk_ns, scale=1e-3, digits=2), percentiles(ort_ns, scale=1e-3, digits=2)
+        out[f"infer_{name}_us"] = {"onnxruntime": ort, "sklearn": sk,
+                                   "speedup_p50": round(sk["p50"] / ort["p50"], 1) if ort.get("p50") else None}
+
+    # The analyzer's evaluation: quote into the features, rules, vector, every model.
+    rng = np.random.default_rng(seed)
+    fs = FeatureState("BENCH", FeatureParams())
+    bars = sim_bars(("AAPL",), seed, 0.25)["AAPL"]
+    fs.warm_up(bars)
+    strategies = build_strategies(strategy_names())
+    members = [ModelMember(m) for m in loaded.values()]
+    start = bars[-1].ts_ns + _MIN_NS
+    step = _MIN_NS // 100
+    mids = bars[-1].close * np.exp(np.cumsum(rng.normal(0, 0.0001, quotes)))
+    indicator_ns, rules_ns, models_ns = [], [], []
+    for i, m in enumerate(mids.tolist()):
+        q = Quote("BENCH", m - 0.01, m + 0.01, 100.0, 100.0, start + i * step, start + i * step)
+        a = clock()
+        fs.on_quote(q)
+        f = fs.features()
+        b = clock()
+        for s in strategies:
+            s.evaluate(f)
+        c = clock()
+        x = vector(f)
+        if x is not None:
+            for member in members:
+                member.evaluate(x)
+        d = clock()
+        indicator_ns.append(b - a)
+        rules_ns.append(c - b)
+        models_ns.append(d - c)
+    total = [a + b + c for a, b, c in zip(indicator_ns, rules_ns, models_ns)]
+    out["per_quote_us"] = {
+        "indicators": percentiles(indicator_ns, scale=1e-3, digits=2),
+        "rules": percentiles(rules_ns, scale=1e-3, digits=2),
+        "vector_and_models": {**percentiles(models_ns, scale=1e-3, digits=2), "count": len(members)},
+        "total": percentiles(total, scale=1e-3, digits=2),
+    }
+    out["what"] = ("train_*_s: walk-forward folds + final fit + ONNX export + parity check per model; infer_*: one "
+                   "float32 row per call, the same fitted model in onnxruntime and scikit-learn; per_quote_us: every "
+                   "quote evaluated (the analyzer evaluates at most every analyzer.evaluate_every_s)")
+    return out
 
 
 if __name__ == "__main__":

@@ -38,7 +38,23 @@ from typing import Iterable
 import msgspec
 
 from stockade.codecs.messages import Bar, Quote
-from stockade.quant.indicators import ATR, EMA, MACD, RSI, SMA, Bollinger, RollingExtreme, VolumeRatio
+from stockade.quant.indicators import (
+    ATR,
+    EMA,
+    MACD,
+    RSI,
+    SMA,
+    Bollinger,
+    RateOfChange,
+    ReturnWindow,
+    RollingExtreme,
+    Volatility,
+    VolumeRatio,
+    percent_b,
+)
+
+# Momentum look-backs, in bars, behind Features.mom_1 / mom_5 / mom_10.
+MOMENTUM_BARS = (1, 5, 10)
 
 
 class FeatureParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -58,20 +74,60 @@ class FeatureParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     atr: int = 14
     breakout_period: int = 20
     bar_seconds: int = 60
+    # One-bar log returns in the rolling volatility.
+    vol_period: int = 20
+    # One-bar log returns in Features.returns.
+    return_window: int = 10
+
+    @classmethod
+    def from_analyzer(cls, a: object) -> "FeatureParams":
+        """The params an `[analyzer]` settings section asks for.
+
+        Duck-typed so quant/ does not import ops/. A field is taken from the
+        section's key of the same name, else from its older alias below, else
+        keeps its default; MACD uses the EMA periods unless the section has
+        its own macd_fast / macd_slow.
+        """
+        given: dict[str, object] = {}
+        for name in cls.__struct_fields__:
+            for key in (name, _SETTINGS_ALIASES.get(name)):
+                if key is not None and hasattr(a, key):
+                    given[name] = getattr(a, key)
+                    break
+        return cls(**given)
 
     @property
     def warmup_bars(self) -> int:
-        """Bars of history after which every indicator is warm."""
+        """Closed bars after which every field of `Features` is set.
+
+        The single source of truth for warm-up: settings validation and the
+        analyzer's history request both use it. A term per indicator, each
+        the bar count at which that indicator first reports.
+        """
         return max(
+            self.sma_fast,
             self.sma_slow,
+            self.ema_fast,
             self.ema_slow,
-            self.rsi + 1,
-            self.macd_slow + self.macd_signal - 1,
+            self.rsi + 1,  # n price changes
+            self.macd_slow + self.macd_signal - 1,  # MACD.warmup
             self.bb_period,
-            self.volume_period + 1,
+            self.volume_period + 1,  # baseline is the n bars before
             self.atr,
             self.breakout_period,
+            self.vol_period + 1,  # n returns
+            max(MOMENTUM_BARS) + 1,
+            self.return_window + 1,  # n returns
         )
+
+
+# FeatureParams field -> the [analyzer] settings key that feeds it, where the names differ.
+_SETTINGS_ALIASES = {
+    "macd_fast": "ema_fast",
+    "macd_slow": "ema_slow",
+    "volume_period": "volume_n",
+    "breakout_period": "breakout_n",
+}
 
 
 class Features(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -100,6 +156,16 @@ class Features(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     high_n: float | None
     low_n: float | None
     bars_seen: int
+    # Bollinger %B: 0 at the lower band, 1 at the upper (0.5 with no variance).
+    pct_b: float | None = None
+    # Sample std of the last `vol_period` one-bar log returns (per bar).
+    volatility: float | None = None
+    # price / close n bars ago - 1.
+    mom_1: float | None = None
+    mom_5: float | None = None
+    mom_10: float | None = None
+    # The last `return_window` one-bar log returns, oldest first; () until known.
+    returns: tuple[float, ...] = ()
 
 
 class _FormingBar:
@@ -150,10 +216,17 @@ class FeatureState:
         self._atr = ATR(p.atr)
         self._high_n = RollingExtreme(p.breakout_period, "max")
         self._low_n = RollingExtreme(p.breakout_period, "min")
+        self._volatility = Volatility(p.vol_period)
+        self._mom_1, self._mom_5, self._mom_10 = (RateOfChange(n) for n in MOMENTUM_BARS)
+        self._returns = ReturnWindow(p.return_window)
         self._volume_unit: str | None = None
         self._last_bar_start: int | None = None  # start of the last committed bar
         self._last_close: float | None = None
         self._forming: _FormingBar | None = None
+        # Traded size stamped after the forming bar's bucket, waiting for the
+        # quote that opens that bucket's bar (a trade can beat it by a flush).
+        self._early_bucket: int | None = None
+        self._early_volume = 0.0
         self._quote: Quote | None = None
         self.bars_seen = 0
 
@@ -211,15 +284,30 @@ class FeatureState:
             closed = True
         if fb is None:
             fb = self._forming = _FormingBar(start, mid)
+            if self._early_bucket is not None:
+                if self._early_bucket == start:
+                    fb.volume, fb.traded = self._early_volume, True
+                self._early_bucket, self._early_volume = None, 0.0
         fb.add(mid)
         return closed
 
     def on_trade(self, price: float, size: float, ts_ns: int) -> None:
-        """Add traded size to the forming bar's volume (optional feed)."""
+        """Add traded size to the forming bar's volume (optional feed).
+
+        Size stamped in a later bucket than the forming bar is held for that
+        bucket's bar; size for a bucket already closed is dropped.
+        """
+        if not size > 0:
+            return
         fb = self._forming
-        if fb is not None and self._bucket(ts_ns) == fb.start_ns and size > 0:
+        bucket = self._bucket(ts_ns)
+        if fb is not None and bucket == fb.start_ns:
             fb.volume += float(size)
             fb.traded = True
+        elif (fb is None or bucket > fb.start_ns) and (self._last_bar_start is None or bucket > self._last_bar_start):
+            if self._early_bucket != bucket:
+                self._early_bucket, self._early_volume = bucket, 0.0
+            self._early_volume += float(size)
 
     def roll(self, now_ns: int) -> bool:
         """Close the forming bar if its bucket has ended by `now_ns` (timer)."""
@@ -276,6 +364,11 @@ class FeatureState:
         self._atr.update(high, low, close)
         self._high_n.update(high)
         self._low_n.update(low)
+        self._volatility.update(close)
+        self._mom_1.update(close)
+        self._mom_5.update(close)
+        self._mom_10.update(close)
+        self._returns.update(close)
         self._last_bar_start = start
         self._last_close = float(close)
         self.bars_seen += 1
@@ -315,6 +408,12 @@ class FeatureState:
             high_n=self._high_n.value,
             low_n=self._low_n.value,
             bars_seen=self.bars_seen,
+            pct_b=percent_b(price, bb) if bb else None,
+            volatility=self._volatility.peek(price),
+            mom_1=self._mom_1.peek(price),
+            mom_5=self._mom_5.peek(price),
+            mom_10=self._mom_10.peek(price),
+            returns=self._returns.peek(price),
         )
 
     def _committed_snapshot(self, price: float, ts_ns: int, q: Quote | None) -> Features:
@@ -344,6 +443,12 @@ class FeatureState:
             high_n=self._high_n.value,
             low_n=self._low_n.value,
             bars_seen=self.bars_seen,
+            pct_b=percent_b(price, bb) if bb else None,
+            volatility=self._volatility.value,
+            mom_1=self._mom_1.value,
+            mom_5=self._mom_5.value,
+            mom_10=self._mom_10.value,
+            returns=self._returns.value,
         )
 
 

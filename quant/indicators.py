@@ -25,11 +25,25 @@ The definitions follow pandas so they can be checked against it:
   against the average of the n bars *before* it, so a spike does not dilute
   its own baseline;
 - ATR: true range smoothed like RSI (`ewm(alpha=1/n, adjust=False)`), the
-  first bar's true range being high - low.
+  first bar's true range being high - low;
+- %B: `(x - lower) / (upper - lower)` of the Bollinger bands;
+- rolling std: `rolling(n).std(ddof)`; volatility is that (ddof=1) of the
+  one-bar log returns, `np.log(x / x.shift()).rolling(n).std()`, per bar;
+- momentum (RateOfChange): `x / x.shift(n) - 1`;
+- return window: the last n values of `np.log(x / x.shift())`.
+
+Where pandas would answer 0/0 with NaN the value is neutral instead: RSI of
+a flat window 50, %B of zero-width bands 0.5, volume ratio on a zero
+baseline 0.
+
+Seeding: EMA, MACD, RSI and ATR start their recursion at the first value
+(pandas `adjust=False`) and only *report* once n values are in; nothing is
+seeded with an SMA. The pandas references in the tests use exactly this.
 
 Running sums drift in floating point, so windowed indicators recompute their
 sums exactly once per window length: amortised O(1), drift bounded to one
-window's worth of rounding.
+window's worth of rounding. The rolling std also recomputes when its own
+error bound says a step cancelled (see RollingStd).
 """
 
 from __future__ import annotations
@@ -251,71 +265,137 @@ class BandsValue(tuple):
     width = property(lambda self: self[3])
 
 
-class Bollinger:
-    """Bollinger bands from a sliding-window Welford mean and variance.
+# Relative error of a rolling M2 tolerated before it is recomputed exactly.
+_M2_TOLERANCE = 1e-11
+_EPS = 2.0**-52
+
+
+class RollingStd:
+    """Rolling standard deviation from a sliding-window Welford mean and M2.
 
     The sliding update replaces the oldest value by the newest in one step
     (M2' = M2 + (new-old)(new - mean' + old - mean)), which keeps precision
     where a raw sum of squares would cancel catastrophically at price levels
-    far above the band width.
+    far above the spread of the window. `ddof` 1 is pandas' default
+    (`rolling(n).std()`), 0 the population std.
+
+    The update still cancels when the spread collapses in one step (a gap
+    leaving a window that is otherwise nearly flat): M2 falls from the gap's
+    square to almost nothing and keeps only the gap's rounding. So each
+    step adds a bound of its rounding error to a running budget, and when
+    the budget passes `_M2_TOLERANCE` of M2 the window is recomputed exactly
+    (two-pass, O(n), rare: it takes a ~1e5-fold drop in variance). Once per
+    window length the state is recomputed exactly anyway, which also resets
+    the budget: amortised O(1).
+
+    A window of n equal values has exactly zero spread; the sliding update
+    alone would leave a residue, and a flat market must not show phantom bands.
     """
 
-    __slots__ = ("n", "k", "ddof", "_buf", "_i", "_count", "_mean", "_m2", "value")
+    __slots__ = ("n", "ddof", "_buf", "_i", "_count", "_mean", "_m2", "_err", "_last", "_run", "value")
 
-    def __init__(self, n: int = 20, k: float = 2.0, ddof: int = 0) -> None:
+    def __init__(self, n: int, ddof: int = 1) -> None:
         self.n = _check_period(n)
         if ddof not in (0, 1) or n - ddof < 1:
-            raise ValueError(f"Bollinger ddof must be 0 or 1 and below n, got {ddof!r}")
-        self.k = float(k)
+            raise ValueError(f"ddof must be 0 or 1 and below the period, got {ddof!r} for period {n}")
         self.ddof = ddof
         self._buf = [0.0] * n
         self._i = 0
         self._count = 0
         self._mean = 0.0
         self._m2 = 0.0
-        self.value: BandsValue | None = None
+        self._err = 0.0  # bound on the rounding error in _m2
+        self._last = math.nan  # equal to nothing
+        self._run = 0  # how many of the latest values equal _last
+        self.value: float | BandsValue | None = None
 
     @property
     def ready(self) -> bool:
         return self._count >= self.n
 
-    def _next(self, x: float) -> tuple[float, float]:
-        if self._count >= self.n:
+    def _next(self, x: float) -> tuple[float, float, float]:
+        """(mean, M2, error bound of M2) with x added (and the oldest dropped once full)."""
+        n = self.n
+        if x == self._last and self._run >= n - 1:
+            return x, 0.0, 0.0
+        mean0, m20 = self._mean, self._m2
+        if self._count >= n:
             old = self._buf[self._i]
-            mean = self._mean + (x - old) / self.n
-            m2 = self._m2 + (x - old) * (x - mean + old - self._mean)
+            step = x - old
+            mean = mean0 + step / n
+            term = step * (x - mean + old - mean0)
+            m2 = m20 + term
+            # rounding of this step: of M2 and the term, and of the means the term is built on
+            err = self._err + _EPS * (m20 + abs(term) + abs(step) * (abs(x) + abs(old) + 2.0 * abs(mean0)))
+            if err > _M2_TOLERANCE * m2:
+                return self._exact(x)
         else:
-            delta = x - self._mean
-            mean = self._mean + delta / (self._count + 1)
-            m2 = self._m2 + delta * (x - mean)
-        return mean, (m2 if m2 > 0.0 else 0.0)
+            delta = x - mean0
+            mean = mean0 + delta / (self._count + 1)
+            m2 = m20 + delta * (x - mean)  # only adds: no cancellation
+            err = self._err + _EPS * (m2 + abs(delta) * abs(mean))
+        return mean, m2, err
 
-    def _bands(self, mean: float, m2: float) -> BandsValue:
-        half = self.k * math.sqrt(m2 / (self.n - self.ddof))
-        upper, lower = mean + half, mean - half
-        width = (upper - lower) / mean if mean != 0.0 else 0.0
-        return BandsValue(upper, mean, lower, width)
+    def _exact(self, x: float) -> tuple[float, float, float]:
+        """Two-pass mean and M2 of the window with x in the oldest value's slot."""
+        vals = self._buf.copy()
+        vals[self._i] = x
+        mean = math.fsum(vals) / self.n
+        return mean, math.fsum((v - mean) * (v - mean) for v in vals), 0.0
 
-    def peek(self, x: float) -> BandsValue | None:
+    def _value(self, mean: float, m2: float):
+        return math.sqrt(m2 / (self.n - self.ddof)) if m2 > 0.0 else 0.0
+
+    def peek(self, x: float):
         if self._count + 1 < self.n:
             return None
-        return self._bands(*self._next(float(x)))
+        mean, m2, _ = self._next(float(x))
+        return self._value(mean, m2)
 
-    def update(self, x: float) -> BandsValue | None:
+    def update(self, x: float):
         x = float(x)
-        self._mean, self._m2 = self._next(x)
+        self._mean, self._m2, self._err = self._next(x)
+        if x == self._last:
+            self._run += 1
+        else:
+            self._last, self._run = x, 1
         self._buf[self._i] = x
         self._i += 1
         if self._i == self.n:
             self._i = 0
         self._count += 1
-        self.value = self._bands(self._mean, self._m2) if self._count >= self.n else None
+        self.value = self._value(self._mean, self._m2) if self._count >= self.n else None
         if self._i == 0 and self._count >= self.n:
-            # Once per window: exact two-pass recompute drops drift.
-            mean = math.fsum(self._buf) / self.n
-            self._mean = mean
-            self._m2 = math.fsum((v - mean) * (v - mean) for v in self._buf)
+            # Once per window: exact recompute drops drift and resets the error budget.
+            self._mean, self._m2, self._err = self._exact(self._buf[self._i])  # same window
         return self.value
+
+
+class Bollinger(RollingStd):
+    """Bollinger bands: rolling mean +/- k population std (see RollingStd)."""
+
+    __slots__ = ("k",)
+
+    def __init__(self, n: int = 20, k: float = 2.0, ddof: int = 0) -> None:
+        super().__init__(n, ddof)
+        self.k = float(k)
+
+    def _value(self, mean: float, m2: float) -> BandsValue:
+        half = self.k * math.sqrt(m2 / (self.n - self.ddof)) if m2 > 0.0 else 0.0
+        upper, lower = mean + half, mean - half
+        width = (upper - lower) / mean if mean != 0.0 else 0.0
+        return BandsValue(upper, mean, lower, width)
+
+
+def percent_b(price: float, bands: BandsValue) -> float:
+    """Bollinger %B: 0 at the lower band, 1 at the upper, 0.5 at the mean.
+
+    A window with no variance has no bands to be outside of; it is called
+    0.5 (neutral) rather than pandas' NaN/inf from 0/0.
+    """
+    upper, _mid, lower, _width = bands
+    span = upper - lower
+    return (price - lower) / span if span > 0.0 else 0.5
 
 
 class VolumeRatio:
@@ -416,4 +496,117 @@ class RollingExtreme:
         while q[0][0] < self._count - self.n:
             q.popleft()
         self.value = q[0][1] if self._count >= self.n else None
+        return self.value
+
+
+def _log_return(x: float, prev: float) -> float:
+    # Prices reaching here are positive (features drop non-positive bars and quotes).
+    return math.log(x / prev)
+
+
+class Volatility(RollingStd):
+    """Rolling sample std (ddof=1) of one-bar log returns over n returns.
+
+    Per bar, not annualised. Ready after n + 1 closes, like pandas'
+    `np.log(c / c.shift()).rolling(n).std()`. Takes closes; the returns go
+    through RollingStd.
+    """
+
+    __slots__ = ("_prev",)
+
+    def __init__(self, n: int = 20) -> None:
+        if isinstance(n, int) and n < 2:
+            raise ValueError(f"volatility period must be at least 2, got {n!r}")
+        super().__init__(n, ddof=1)
+        self._prev: float | None = None
+
+    def peek(self, x: float) -> float | None:
+        prev = self._prev
+        if prev is None or self._count + 1 < self.n:
+            return None
+        mean, m2, _ = self._next(_log_return(float(x), prev))
+        return self._value(mean, m2)
+
+    def update(self, x: float) -> float | None:
+        x = float(x)
+        prev, self._prev = self._prev, x
+        return self.value if prev is None else super().update(_log_return(x, prev))
+
+
+class RateOfChange:
+    """Momentum as rate of change over n values: x / x[n values ago] - 1, from a ring buffer.
+
+    pandas: `s / s.shift(n) - 1` (`pct_change(n)`); ready after n + 1 values.
+    """
+
+    __slots__ = ("n", "_buf", "_i", "_count", "value")
+
+    def __init__(self, n: int) -> None:
+        self.n = _check_period(n)
+        self._buf = [0.0] * n  # the last n values; _buf[_i] is the one n back
+        self._i = 0
+        self._count = 0
+        self.value: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._count > self.n
+
+    def peek(self, x: float) -> float | None:
+        if self._count < self.n:
+            return None
+        return float(x) / self._buf[self._i] - 1.0
+
+    def update(self, x: float) -> float | None:
+        x = float(x)
+        self.value = self.peek(x)
+        self._buf[self._i] = x
+        self._i += 1
+        if self._i == self.n:
+            self._i = 0
+        self._count += 1
+        return self.value
+
+
+class ReturnWindow:
+    """The last n one-bar log returns, oldest first; () until n are known.
+
+    pandas: the rows of `np.log(x / x.shift())` from i-n+1 to i. A value is a
+    tuple (snapshots share it); the n-1 committed returns a peek reuses are
+    kept as a tuple, rebuilt once per bar, so a peek is one tuple concatenation.
+    """
+
+    __slots__ = ("n", "_last", "_buf", "_tail", "value")
+
+    def __init__(self, n: int = 10) -> None:
+        self.n = _check_period(n)
+        self._last: float | None = None
+        self._buf: deque[float] = deque(maxlen=n)
+        self._tail: tuple[float, ...] | None = None  # the last n-1 returns, once known
+        self.value: tuple[float, ...] = ()
+
+    @property
+    def ready(self) -> bool:
+        return len(self._buf) == self.n
+
+    def peek(self, x: float) -> tuple[float, ...]:
+        tail = self._tail
+        if tail is None:
+            return ()
+        return (*tail, _log_return(float(x), self._last))
+
+    def update(self, x: float) -> tuple[float, ...]:
+        x = float(x)
+        if self._last is not None:
+            buf = self._buf
+            buf.append(_log_return(x, self._last))
+            known = len(buf)
+            if known >= self.n - 1:
+                full = tuple(buf)
+                self._tail = full[known - (self.n - 1) :]
+                if known == self.n:
+                    self.value = full
+        elif self.n == 1:
+            self._tail = ()  # one return needs only this close
+        self._last = x
         return self.value

@@ -50,14 +50,26 @@ def _missing(f: Features, *fields: str) -> str | None:
 
 
 class MomentumParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Trend following: fast EMA vs slow EMA, confirmed by the MACD histogram."""
+    """Trend following: fast EMA vs slow EMA, confirmed by price and by volume.
+
+    Price confirms when the MACD histogram and the 10-bar momentum (price
+    against 10 bars ago) point the way of the EMA gap: the move is happening
+    now, not only in the lagging averages. Volume confirms when this bar's
+    volume is at least `min_volume_ratio` times the average bar's.
+    """
 
     # EMA gap below this many ATRs is noise, not trend.
     min_gap_atr: float = 0.1
-    # EMA gap at which confidence saturates.
+    # EMA gap at which the trend part of confidence saturates.
     full_gap_atr: float = 1.0
     # Do not chase: no long at or above this RSI, no short at or below 100 - it.
     rsi_extreme: float = 75.0
+    # Volume confirmation: below this ratio the trend has no participation behind it.
+    min_volume_ratio: float = 1.0
+    # Volume ratio at which the volume part of confidence saturates.
+    full_volume_ratio: float = 2.0
+    # Share of confidence that rides on volume beyond the minimum (the rest is trend strength).
+    volume_weight: float = 0.25
 
 
 class Momentum:
@@ -68,7 +80,7 @@ class Momentum:
 
     def evaluate(self, f: Features) -> Signal:
         p = self.params
-        wait = _missing(f, "ema_fast", "ema_slow", "macd_hist", "rsi", "atr")
+        wait = _missing(f, "ema_fast", "ema_slow", "macd_hist", "rsi", "atr", "mom_10", "volume_ratio")
         if wait:
             return Signal.flat(wait)
         if f.atr <= 0.0:
@@ -77,17 +89,26 @@ class Momentum:
         if abs(gap_atr) < p.min_gap_atr:
             return Signal.flat(f"no trend: EMA gap {gap_atr:.2f} ATR < {p.min_gap_atr:g}")
         up = gap_atr > 0.0
-        if (f.macd_hist > 0.0) != up:
+        # zero is no confirmation either way
+        if not (f.macd_hist > 0.0 if up else f.macd_hist < 0.0):
             return Signal.flat(f"MACD histogram {f.macd_hist:+.4f} disagrees with EMA trend")
+        if not (f.mom_10 > 0.0 if up else f.mom_10 < 0.0):
+            return Signal.flat(f"10-bar momentum {f.mom_10:+.4%} disagrees with EMA trend")
         if up and f.rsi >= p.rsi_extreme:
             return Signal.flat(f"uptrend but RSI {f.rsi:.1f} >= {p.rsi_extreme:g}: overextended")
         if not up and f.rsi <= 100.0 - p.rsi_extreme:
             return Signal.flat(f"downtrend but RSI {f.rsi:.1f} <= {100.0 - p.rsi_extreme:g}: overextended")
-        conf = _clip01(abs(gap_atr) / p.full_gap_atr)
+        if f.volume_ratio < p.min_volume_ratio:
+            return Signal.flat(f"trend without volume: ratio {f.volume_ratio:.2f} < {p.min_volume_ratio:g}")
+        span = p.full_volume_ratio - p.min_volume_ratio
+        vol_part = _clip01((f.volume_ratio - p.min_volume_ratio) / span) if span > 0 else 1.0
+        w = _clip01(p.volume_weight)
+        conf = _clip01(abs(gap_atr) / p.full_gap_atr) * (1.0 - w + w * vol_part)
         return Signal(
             1.0 if up else -1.0,
             conf,
-            f"{'up' if up else 'down'}trend: EMA gap {gap_atr:+.2f} ATR, MACD hist {f.macd_hist:+.4f}, RSI {f.rsi:.1f}",
+            f"{'up' if up else 'down'}trend: EMA gap {gap_atr:+.2f} ATR, MACD hist {f.macd_hist:+.4f}, "
+            f"10-bar {f.mom_10:+.2%}, RSI {f.rsi:.1f}, volume ratio {f.volume_ratio:.2f}",
         )
 
 
@@ -95,14 +116,23 @@ class Momentum:
 
 
 class MeanReversionParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Fade a close outside the Bollinger band when RSI confirms the stretch."""
+    """Fade a price outside the Bollinger band (%B) when RSI confirms the stretch.
+
+    A stretch on a volume surge is a breakout, not an overreaction: above
+    `max_volume_ratio` this strategy stands aside and leaves it to Breakout.
+    """
 
     rsi_overbought: float = 70.0
     rsi_oversold: float = 30.0
-    # Confidence at the band; grows with the excess beyond it.
+    # %B at or beyond which price is stretched: 1 = the upper band, 0 = the lower.
+    pct_b_high: float = 1.0
+    pct_b_low: float = 0.0
+    # Confidence at the threshold; grows with the excess beyond it.
     base_confidence: float = 0.5
-    # Excess beyond the band, in band half-widths, at which confidence saturates.
+    # Excess beyond the threshold, in band half-widths, at which confidence saturates.
     full_excess: float = 0.5
+    # Do not fade a move this many times the average bar's volume.
+    max_volume_ratio: float = 2.5
 
 
 class MeanReversion:
@@ -113,27 +143,31 @@ class MeanReversion:
 
     def evaluate(self, f: Features) -> Signal:
         p = self.params
-        wait = _missing(f, "bb_upper", "bb_mid", "bb_lower", "rsi")
+        wait = _missing(f, "bb_upper", "bb_mid", "pct_b", "rsi")
         if wait:
             return Signal.flat(wait)
-        half = f.bb_upper - f.bb_mid
-        if half <= 0.0:
+        if f.bb_upper - f.bb_mid <= 0.0:
             return Signal.flat("no band: zero variance")
-        z = (f.price - f.bb_mid) / half  # +-1 at the bands
-        if z > 1.0:
+        b = f.pct_b
+        if b >= p.pct_b_high:
             if f.rsi < p.rsi_overbought:
-                return Signal.flat(f"above upper band but RSI {f.rsi:.1f} < {p.rsi_overbought:g}")
-            side, d = "short", -1.0
-        elif z < -1.0:
+                return Signal.flat(f"%B {b:.2f} above the band but RSI {f.rsi:.1f} < {p.rsi_overbought:g}")
+            side, d, excess = "short", -1.0, b - p.pct_b_high
+        elif b <= p.pct_b_low:
             if f.rsi > p.rsi_oversold:
-                return Signal.flat(f"below lower band but RSI {f.rsi:.1f} > {p.rsi_oversold:g}")
-            side, d = "long", 1.0
+                return Signal.flat(f"%B {b:.2f} below the band but RSI {f.rsi:.1f} > {p.rsi_oversold:g}")
+            side, d, excess = "long", 1.0, p.pct_b_low - b
         else:
-            return Signal.flat(f"inside bands ({z:+.2f})")
-        excess = abs(z) - 1.0
+            return Signal.flat(f"inside bands (%B {b:.2f})")
+        if f.volume_ratio is not None and f.volume_ratio > p.max_volume_ratio:
+            return Signal.flat(f"stretch on volume ratio {f.volume_ratio:.2f} > {p.max_volume_ratio:g}: a breakout, not fading")
+        excess *= 2.0  # %B spans two half-widths between the bands
         conf = _clip01(p.base_confidence + (1.0 - p.base_confidence) * excess / p.full_excess)
-        band = "upper" if d < 0 else "lower"
-        return Signal(d, conf, f"fade {side}: price {f.price:.4f} beyond {band} band by {excess:.2f} half-widths, RSI {f.rsi:.1f}")
+        band, at = ("upper", p.pct_b_high) if d < 0 else ("lower", p.pct_b_low)
+        return Signal(
+            d, conf, f"fade {side}: %B {b:.2f} past the {band} band threshold {at:g} by {excess:.2f} half-widths, "
+            f"RSI {f.rsi:.1f}"
+        )
 
 
 # ---- breakout ------------------------------------------------------------------

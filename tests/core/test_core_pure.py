@@ -10,7 +10,7 @@ import pytest
 from stockade.broker.conflation import ConflatingBuffer
 from stockade.broker.orders import build_request, client_order_id, is_ours
 from stockade.broker.token_bucket import TokenBucket
-from stockade.codecs.messages import OrderIntent, Quote
+from stockade.codecs.messages import OrderIntent, Quote, Trade
 from stockade.codecs.records import OrderRecord, PositionRecord
 from stockade.storage.ledger import apply_fill, fill_increment
 
@@ -52,6 +52,19 @@ def test_conflation_holds_only_the_newest_quote_per_symbol():
     assert [q.bid for q in taken] == [1001.0]
     assert buf.pending() == 1
     assert [q.symbol for q in buf.take(lambda s: True)] == ["MSFT"]
+
+
+def test_conflation_merges_trades_so_volume_adds_up_and_trade_precedes_quote():
+    buf = ConflatingBuffer()
+    assert buf.offer_trade(Trade("AAPL", 10.0, 100, 1, 1)) is True
+    assert buf.offer_trade(Trade("AAPL", 11.0, 50, 2, 2)) is False
+    buf.offer(_quote("AAPL", 12.0))
+    assert buf.take(lambda s: False) == []  # no room: everything stays, nothing lost
+    taken = buf.take(lambda s: True)
+    assert [type(x).__name__ for x in taken] == ["Trade", "Quote"]
+    trade = taken[0]
+    assert (trade.price, trade.size, trade.ts_ns) == (11.0, 150, 2) and buf.trades_merged == 1
+    assert buf.take(lambda s: True) == []
 
 
 def test_apply_fill_averages_adds_keeps_average_on_reductions_and_resets_on_flat():
