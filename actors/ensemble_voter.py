@@ -1,11 +1,19 @@
-"""EnsembleVoter: turns the models' votes into trade proposals.
+"""EnsembleVoter: turns the members' votes into trade proposals.
 
 Votes from one evaluation of one symbol (same quote) are tallied together
-once every configured model has voted. A decision above the threshold becomes
-a `Proposal`: straight to the risk guard in auto mode, parked for an operator
-in manual mode, and in hybrid mode parked unless the score clears the
-(higher) hybrid threshold. Realised outcomes of closed trades feed the
-models' hit rates, which move their weights.
+once the whole batch has arrived (`Vote.batch_size`, else one per configured
+strategy). A decision that clears the score threshold and the minimum
+confidence becomes a `Proposal`: straight to the risk guard in auto mode,
+parked for an operator in manual mode, and in hybrid mode parked unless its
+confidence clears `hybrid_auto_confidence` (see `quant.voting`).
+
+Every step of a proposal (proposed, parked, approved, rejected, expired) is
+appended to `store.voter_decisions` with the votes, weights, score and
+confidence behind it: `python run.py report` reads it, and parked proposals
+are restored from it after a restart (expiry counts from when they were made).
+
+Every directional vote is scored at its horizon against the symbol's later
+price (seen in later votes); the outcomes move the members' weights.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ import logging
 import time
 import uuid
 from typing import Any
+
+import msgspec
 
 from stockade.actors.base import StockadeActor, handles
 from stockade.actors.services import Services
@@ -27,12 +37,42 @@ from stockade.codecs.messages import (
     Tick,
     Vote,
 )
-from stockade.quant.voting import Ensemble, EnsembleParams
+from stockade.codecs.records import VoteEntry, VoterDecisionRecord, VoterOutcome
+from stockade.quant.voting import Decision, Ensemble, EnsembleParams, HorizonScorer, needs_approval
 from stockade.storage.order_states import TERMINAL
 
 log = logging.getLogger(__name__)
 
 NAME = "ensemble_voter"
+# How far back a restart looks for parked proposals (older ones are marked expired).
+RESTORE_LOOKBACK_NS = 86_400 * 1_000_000_000
+# Equity snapshots read at start for the drawdown high-water mark.
+EQUITY_HISTORY = 2_000
+
+
+def record_of(decision: Decision, proposal: Proposal, outcome: VoterOutcome, mode: str, now_ns: int) -> VoterDecisionRecord:
+    """The stored form of a decision and its proposal."""
+    return VoterDecisionRecord(
+        ts_ns=now_ns, proposal_id=proposal.proposal_id, symbol=proposal.symbol, side=proposal.side,
+        outcome=outcome, mode=mode, score=decision.score, confidence=decision.confidence,
+        threshold=decision.threshold, min_confidence=decision.min_confidence, defensive=decision.defensive,
+        defensive_reason=decision.defensive_reason, size_scale=decision.size_scale, models=decision.models,
+        votes=tuple(VoteEntry(model=v.model, direction=v.direction, confidence=v.confidence,
+                              weight=decision.weights.get(v.model, 0.0), high_volatility=v.high_volatility)
+                    for v in decision.votes),
+        price=proposal.price, bid=proposal.bid, ask=proposal.ask, quote_ts_ns=proposal.quote_ts_ns,
+        quote_recv_ns=proposal.quote_recv_ns, proposed_ns=now_ns,
+    )
+
+
+def proposal_of(record: VoterDecisionRecord) -> Proposal:
+    """The proposal a stored record describes."""
+    return Proposal(
+        proposal_id=record.proposal_id, symbol=record.symbol, side=record.side, score=record.score,
+        confidence=record.confidence, price=record.price, bid=record.bid, ask=record.ask,
+        quote_ts_ns=record.quote_ts_ns, quote_recv_ns=record.quote_recv_ns, models=record.models,
+        size_scale=record.size_scale, defensive=record.defensive,
+    )
 
 
 class EnsembleVoter(StockadeActor):
@@ -42,24 +82,69 @@ class EnsembleVoter(StockadeActor):
         self.cfg = v
         self.models = tuple(self.svc.settings.analyzer.strategies)
         self.ensemble = Ensemble(EnsembleParams(
-            threshold=v.threshold, base_weights=dict(v.weights), cooldown_s=v.cooldown_s,
-            in_flight_timeout_s=v.in_flight_timeout_s, weight_floor=v.min_weight,
+            threshold=v.threshold, min_confidence=v.min_confidence, base_weights=dict(v.weights),
+            cooldown_s=v.cooldown_s, in_flight_timeout_s=v.in_flight_timeout_s, weight_floor=v.min_weight,
             # Outcomes decay so that the last ~adaptive_window of them carry the weight.
             decay=1.0 - 1.0 / v.adaptive_window if v.adaptive_window > 1 else 1.0,
+            defensive_threshold_add=v.defensive_threshold_add, defensive_confidence_add=v.defensive_confidence_add,
+            defensive_size_scale=v.defensive_size_scale, defensive_drawdown_pct=v.defensive_drawdown_pct,
+            defensive_hit_rate=v.defensive_hit_rate,
         ))
+        self.scorer = HorizonScorer(v.score_horizon_s, v.score_dead_band_bps)
         self.latest: dict[str, dict[str, Vote]] = {}
-        self.parked: dict[str, tuple[Proposal, float]] = {}
-        # Open trades per symbol: (side, entry price, models that called it).
-        self.entries: dict[str, tuple[str, float, tuple[str, ...]]] = {}
+        # Parked proposals: id -> their stored record (with proposed_ns, for expiry and age).
+        self.parked: dict[str, VoterDecisionRecord] = {}
         self.proposals: dict[str, Proposal] = {}
-        self.every(5.0, "expire")
+        self.outcomes = 0  # votes scored since start (status, tests)
+        self._load_equity()
+        self._restore_parked()
+        self.every(min(5.0, max(0.25, v.approval_timeout_s / 4)), "expire")
+
+    # ---- state from storage -------------------------------------------------------
+
+    def _load_equity(self) -> None:
+        for snap in reversed(self.svc.store.equity.latest(EQUITY_HISTORY)):
+            self.ensemble.record_equity(snap.equity)
+
+    def _restore_parked(self) -> None:
+        now = time.time_ns()
+        last: dict[str, VoterDecisionRecord] = {}
+        for _, rec in self.svc.store.voter_decisions.since(now - RESTORE_LOOKBACK_NS):
+            last[rec.proposal_id] = rec
+        for rec in last.values():
+            if rec.outcome != "parked":
+                continue
+            if self._expired(rec, now):
+                self._write(rec, "expired", now, "expired while the voter was down")
+                continue
+            self.parked[rec.proposal_id] = rec
+            self.proposals[rec.proposal_id] = proposal_of(rec)
+            self.ensemble.mark_in_flight(rec.symbol, rec.side)
+        if self.parked:
+            log.info("restored %d parked proposal(s): %s", len(self.parked), ", ".join(sorted(self.parked)))
+
+    def _expired(self, rec: VoterDecisionRecord, now_ns: int) -> bool:
+        return now_ns - rec.proposed_ns > self.cfg.approval_timeout_s * 1e9
+
+    def _write(self, rec: VoterDecisionRecord, outcome: VoterOutcome, now_ns: int, reason: str = "") -> VoterDecisionRecord:
+        step = msgspec.structs.replace(rec, outcome=outcome, ts_ns=now_ns, reason=reason)
+        self.svc.store.voter_decisions.add(step, ts_ns=now_ns)
+        return step
+
+    # ---- votes ----------------------------------------------------------------------
 
     @handles(Vote)
     def on_vote(self, vote: Vote) -> None:
+        outcomes = self.scorer.observe(vote.symbol, vote.price, vote.quote_recv_ns)
+        if outcomes and self.cfg.adaptive:  # otherwise the configured weights stay as they are
+            for model, hit in outcomes:
+                self.ensemble.record_outcome(model, hit)
+            self.outcomes += len(outcomes)
+        self.scorer.add(vote)
         votes = self.latest.setdefault(vote.symbol, {})
         votes[vote.model] = vote
         same = [x for x in votes.values() if x.quote_recv_ns == vote.quote_recv_ns]
-        if len(same) < len(self.models):
+        if len(same) < (vote.batch_size or len(self.models)):
             return  # the rest of this evaluation is on its way
         decision = self.ensemble.vote(vote.symbol, same)
         if decision is None:
@@ -68,63 +153,105 @@ class EnsembleVoter(StockadeActor):
         self.ensemble.mark_in_flight(proposal.symbol, proposal.side)
         self.proposals[proposal.proposal_id] = proposal
         mode = self.cfg.mode
-        auto = mode == "auto" or (mode == "hybrid" and abs(proposal.score) >= self.cfg.hybrid_auto_threshold)
-        if auto:
-            log.debug("proposal: %s %s (score %.2f, confidence %.2f, models %s)", proposal.side, proposal.symbol,
-                     proposal.score, proposal.confidence, ",".join(proposal.models))
-            self.tell("risk_guard", proposal)
+        now = time.time_ns()
+        parked = needs_approval(mode, proposal.confidence, self.cfg.hybrid_auto_confidence)
+        rec = record_of(decision, proposal, "parked" if parked else "proposed", mode, now)
+        if not parked:
+            self.tell("risk_guard", proposal)  # first: the record is not on the order's critical path
+            log.debug("proposal: %s %s (score %.2f, confidence %.2f, models %s%s)", proposal.side, proposal.symbol,
+                      proposal.score, proposal.confidence, ",".join(proposal.models),
+                      f", defensive: {decision.defensive_reason}" if decision.defensive else "")
+            self.svc.store.voter_decisions.add(rec, ts_ns=now, durable=False)
         else:
-            self.parked[proposal.proposal_id] = (proposal, time.monotonic())
-            log.info("proposal %s parked for approval: %s %s (score %.2f)", proposal.proposal_id, proposal.side,
-                     proposal.symbol, proposal.score)
+            self.svc.store.voter_decisions.add(rec, ts_ns=now)  # durable: it must survive a restart
+            self.parked[proposal.proposal_id] = rec
+            log.info("proposal %s parked for approval: %s %s (score %.2f, confidence %.2f)", proposal.proposal_id,
+                     proposal.side, proposal.symbol, proposal.score, proposal.confidence)
 
     # ---- operator approval --------------------------------------------------------
 
     @handles(ListPending)
     def on_list(self, _msg: ListPending) -> list[dict[str, Any]]:
-        now = time.monotonic()
+        now = time.time_ns()
         return [
-            {"proposal_id": p.proposal_id, "symbol": p.symbol, "side": p.side, "score": round(p.score, 4),
-             "confidence": round(p.confidence, 4), "price": p.price, "models": list(p.models),
-             "age_s": round(now - t, 1)}
-            for p, t in self.parked.values()
+            {"proposal_id": r.proposal_id, "symbol": r.symbol, "side": r.side, "score": round(r.score, 4),
+             "confidence": round(r.confidence, 4), "price": r.price, "models": list(r.models),
+             "defensive": r.defensive, "size_scale": r.size_scale,
+             "age_s": round((now - r.proposed_ns) / 1e9, 1),
+             "expires_in_s": round(self.cfg.approval_timeout_s - (now - r.proposed_ns) / 1e9, 1)}
+            for r in self.parked.values()
         ]
+
+    def _take_parked(self, proposal_id: str, now_ns: int) -> VoterDecisionRecord | None:
+        rec = self.parked.get(proposal_id)
+        if rec is not None and self._expired(rec, now_ns):
+            self._expire(rec, now_ns)
+            return None
+        return self.parked.pop(proposal_id, None)
 
     @handles(ApproveProposal)
     def on_approve(self, msg: ApproveProposal) -> dict[str, Any]:
-        parked = self.parked.pop(msg.proposal_id, None)
-        if parked is None:
+        now = time.time_ns()
+        rec = self._take_parked(msg.proposal_id, now)
+        if rec is None:
             # An operator's typo is an answer, not a crash of this actor.
             return {"error": f"no pending proposal {msg.proposal_id!r}"}
-        proposal = parked[0]
-        # Approved late: refresh nothing; the risk guard judges quote age.
+        proposal = self._refreshed(self.proposals.get(rec.proposal_id) or proposal_of(rec))
+        self.proposals[proposal.proposal_id] = proposal
+        self._write(rec, "approved", now)
+        log.info("proposal %s approved: %s %s", proposal.proposal_id, proposal.side, proposal.symbol)
         self.tell("risk_guard", proposal)
         return {"approved": msg.proposal_id, "symbol": proposal.symbol, "side": proposal.side}
 
+    def _refreshed(self, proposal: Proposal) -> Proposal:
+        """The proposal at the latest quote the voter has seen for its symbol.
+
+        The operator approves the trade, not a minutes-old price: the risk
+        guard refuses quotes older than a few seconds, and sizes and brackets
+        from the price it is given.
+        """
+        votes = self.latest.get(proposal.symbol)
+        if not votes:
+            return proposal
+        newest = max(votes.values(), key=lambda v: v.quote_recv_ns)
+        if newest.quote_recv_ns <= proposal.quote_recv_ns:
+            return proposal
+        return msgspec.structs.replace(proposal, price=newest.price, bid=newest.bid, ask=newest.ask,
+                                       quote_ts_ns=newest.quote_ts_ns, quote_recv_ns=newest.quote_recv_ns)
+
     @handles(RejectProposal)
     def on_reject(self, msg: RejectProposal) -> dict[str, Any]:
-        parked = self.parked.pop(msg.proposal_id, None)
-        if parked is None:
+        now = time.time_ns()
+        rec = self._take_parked(msg.proposal_id, now)
+        if rec is None:
             return {"error": f"no pending proposal {msg.proposal_id!r}"}
-        self.ensemble.clear(parked[0].symbol)
+        self.ensemble.clear(rec.symbol)
         self.proposals.pop(msg.proposal_id, None)
+        self._write(rec, "rejected", now, msg.reason)
+        log.info("proposal %s rejected: %s", msg.proposal_id, msg.reason)
         return {"rejected": msg.proposal_id, "reason": msg.reason}
+
+    def _expire(self, rec: VoterDecisionRecord, now_ns: int) -> None:
+        self.parked.pop(rec.proposal_id, None)
+        self.proposals.pop(rec.proposal_id, None)
+        self.ensemble.clear(rec.symbol)
+        self._write(rec, "expired", now_ns, f"unapproved after {self.cfg.approval_timeout_s:g} s")
+        log.info("proposal %s expired unapproved", rec.proposal_id)
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
         if tick.what != "expire":
             return
-        limit = self.cfg.approval_timeout_s
-        now = time.monotonic()
-        for pid, (proposal, t) in list(self.parked.items()):
-            if now - t > limit:
-                del self.parked[pid]
-                self.proposals.pop(pid, None)
-                self.ensemble.clear(proposal.symbol)
-                log.info("proposal %s expired unapproved", pid)
+        now = time.time_ns()
+        for rec in list(self.parked.values()):
+            if self._expired(rec, now):
+                self._expire(rec, now)
+        snap = self.svc.store.equity.latest(1)
+        if snap:
+            self.ensemble.record_equity(snap[0].equity)
         # A proposal whose answer never came (lost with a crashed actor) is
         # forgotten once its in-flight mark would have expired too.
-        cutoff = time.time_ns() - int(self.cfg.in_flight_timeout_s * 1e9)
+        cutoff = now - int(self.cfg.in_flight_timeout_s * 1e9)
         for pid, proposal in list(self.proposals.items()):
             if pid not in self.parked and proposal.quote_recv_ns < cutoff:
                 del self.proposals[pid]
@@ -138,20 +265,6 @@ class EnsembleVoter(StockadeActor):
 
     @handles(OrderUpdate)
     def on_order_update(self, update: OrderUpdate) -> None:
-        proposal = self.proposals.get(update.proposal_id) if update.proposal_id else None
         if update.status in TERMINAL:
             self.ensemble.clear(update.symbol)
             self.proposals.pop(update.proposal_id, None)
-        if update.fill_qty is None or update.price is None:
-            return
-        entry = self.entries.get(update.symbol)
-        if entry is None:
-            # An opening fill: remember who called it, to score them when it closes.
-            self.entries[update.symbol] = (update.side, update.price, proposal.models if proposal else ())
-        elif entry[0] != update.side:
-            side, entry_price, models = entry
-            pnl = (update.price - entry_price) if side == "buy" else (entry_price - update.price)
-            if self.cfg.adaptive:  # otherwise the configured weights stay as they are
-                for model in models:
-                    self.ensemble.record_outcome(model, pnl > 0)
-            del self.entries[update.symbol]

@@ -1,24 +1,63 @@
-"""Ensemble maths: weighted vote, adaptive weights, defensive mode, cool-down.
+"""Ensemble maths: weighted vote, confidence, adaptive weights, defensive regime, cool-down.
 
-score      = sum(w_i * dir_i * conf_i) / sum(w_i)           in [-1, 1]
-agreement  = (weighted conviction on the score's side) / (all weighted conviction)
-             in [0, 1]; 1 when every model with an opinion agrees. This is the
-             Decision's `confidence`.
+Two numbers decide a proposal, and they answer different questions:
 
-A model that votes flat still counts in sum(w_i): "no opinion" from a
-trusted model is evidence against trading, so one excited model cannot carry
-the ensemble alone unless its weight says it should.
+score      = sum(w_i * dir_i * conv_i) / sum(w_i)               in [-1, 1]
+             over ALL members, abstaining (flat) ones included: "how much of
+             the ensemble's weighted conviction pushes, and which way". Its
+             sign is the side; `threshold` (0.05 by default) applies to |score|
+             and only asks that the push is not a rounding error: with three
+             rule strategies and four ML models, one rule member at conviction
+             0.7 alone gives 0.1.
+confidence = the pooled probability that the side is right, in (0, 1):
+             each member's vote is read as a probability of an up move,
+             p_i = 0.5 + 0.5 * dir_i * conv_i (exactly how the ML members
+             produce their votes from P(up); a rule strategy's conviction is
+             read the same way), and the log-odds are added, weighted by the
+             members' weights scaled to mean 1 over the batch:
+                 L = sum(w_i / mean(w) * logit(p_i)),  confidence = sigmoid(±L)
+             for the score's side. Independent evidence adds up, dissent
+             subtracts, an abstainer (p = 0.5) adds nothing, and a member at
+             p = 0.55 adds little. One rule member at conviction 0.3 alone is
+             0.65; at 0.6 it is 0.80; two at 0.3 agreeing are 0.78; 0.8 long
+             against 0.4 short is 0.79. `min_confidence` (0.65 by default) applies to
+             it: a proposal needs the ensemble to make its side at least a
+             65% call. Hybrid mode sends a proposal straight to risk only at
+             `hybrid_auto_confidence` (0.80) or more, else an operator decides.
+             Correlated members are counted as if independent (naive Bayes),
+             which is why the weights, learned from each member's own hit
+             rate, scale their say.
+agreement  = the winning side's share of the weighted conviction (kept for the
+             log and `min_agreement`).
 
-Adaptive weights: each model's hit rate is a Beta posterior whose counts
-decay by `decay` at every outcome of that model (recent calls matter more;
-a model cannot coast on last month). Weight = base weight * max(floor,
-2p - 1), i.e. proportional to the edge over a coin flip, floored so a
-model that has gone cold still votes a little and can earn its way back.
-With the symmetric prior every model starts equal.
+Why the demo still trades at 0.65: the rule strategies' convictions start
+at 0.5 (mean reversion's base) or grow from 0 with the setup (EMA gap,
+breakout distance), so a single clear setup (conviction >= 0.3) passes on
+its own unless other members lean against it; the ML members' small leans
+move the result by a few points either way. Measured on the embedded venue
+(seed 4, shipped settings, 3 rule + 4 ML members): of the evaluations with
+any push, about 40% clear 0.65 and 20% clear 0.80; the first order went
+out about 4 s after READY. The naive-Bayes caveat shows here too: four ML
+members each at p = 0.54 pool to 0.66, so they can carry a proposal
+together; their weights then stand or fall with their scored hit rates.
 
-Defensive mode raises the threshold when the pooled recent hit rate is
-poor (with enough decayed outcomes to mean something) or when equity is
-in drawdown from its high-water mark.
+Adaptive weights: every directional vote is kept (one pending vote per
+member and symbol, so memory is bounded and outcomes do not overlap) and
+scored once `horizon` has passed, against the symbol's price then: a hit if
+the price moved its way by more than the dead band, a miss if it moved
+against it by more, and no outcome inside the band (noise says nothing).
+Each member's hit rate is a Beta posterior whose counts decay by `decay` at
+every outcome of that member (recent calls matter more; a member cannot coast
+on last month). Weight = base weight * max(floor, 2p - 1), i.e. proportional
+to the edge over a coin flip, floored so a member that has gone cold still
+votes a little and can earn its way back. With the symmetric prior every
+member starts equal; a member not configured (e.g. a new ML model) has base 1.
+
+Defensive regime: when any vote of the batch flags high volatility, when
+the pooled recent hit rate is poor (with enough decayed outcomes to mean
+something) or when equity is in drawdown from its high-water mark, the score
+threshold and the minimum confidence rise and the proposal carries
+`size_scale` < 1, which the risk sizing multiplies by.
 """
 
 from __future__ import annotations
@@ -37,7 +76,8 @@ Side = Literal["buy", "sell"]
 class EnsembleParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Ensemble thresholds, weight learning and cool-down."""
 
-    threshold: float = 0.25  # |score| needed to propose
+    threshold: float = 0.05  # |score| needed to propose
+    min_confidence: float = 0.65  # confidence (see module docstring) needed to propose
     min_agreement: float = 0.6  # share of weighted conviction on the winning side
     min_voters: int = 1  # distinct models that must have voted
     base_weights: dict[str, float] = {}  # static multipliers; absent models = 1.0
@@ -49,6 +89,8 @@ class EnsembleParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     defensive_hit_rate: float = 0.45  # pooled hit rate below this -> defensive
     defensive_drawdown_pct: float = 3.0  # equity this % below its peak -> defensive
     defensive_threshold_add: float = 0.15
+    defensive_confidence_add: float = 0.1  # min_confidence rises by this when defensive
+    defensive_size_scale: float = 0.5  # Proposal.size_scale when defensive
     cooldown_s: float = 60.0  # min seconds between proposals for one symbol
     # An in-flight mark expires: the answer (fill, rejection) can be lost with
     # a crashed actor, and a symbol must not stay blocked forever.
@@ -61,6 +103,10 @@ class EnsembleParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             raise ValueError("Beta prior counts must be positive")
         if not 0.0 < self.weight_floor <= 1.0:
             raise ValueError(f"weight_floor must be in (0, 1], got {self.weight_floor!r}")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence!r}")
+        if not 0.0 < self.defensive_size_scale <= 1.0:
+            raise ValueError(f"defensive_size_scale must be in (0, 1], got {self.defensive_size_scale!r}")
 
 
 class Tally(msgspec.Struct, frozen=True):
@@ -70,6 +116,7 @@ class Tally(msgspec.Struct, frozen=True):
     agreement: float
     voters: tuple[str, ...]
     agreeing: tuple[str, ...]
+    confidence: float = 0.0
 
 
 class Decision(msgspec.Struct, frozen=True, kw_only=True):
@@ -87,6 +134,11 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     ask: float
     quote_ts_ns: int
     quote_recv_ns: int
+    min_confidence: float = 0.0
+    defensive_reason: str = ""
+    size_scale: float = 1.0
+    weights: dict[str, float] = {}  # normalised over the voters
+    votes: tuple[Vote, ...] = ()  # the batch, one per member
 
     def to_proposal(self, proposal_id: str) -> Proposal:
         return Proposal(
@@ -101,7 +153,13 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
             quote_ts_ns=self.quote_ts_ns,
             quote_recv_ns=self.quote_recv_ns,
             models=self.models,
+            size_scale=self.size_scale,
+            defensive=self.defensive,
         )
+
+
+# A vote is never read as certain: one member at conviction 1 must not outvote any number of others.
+P_MIN = 0.01
 
 
 def _clip(x: float, lo: float, hi: float) -> float:
@@ -116,6 +174,7 @@ def tally(votes: Iterable[Vote], weights: dict[str, float]) -> Tally:
         if prev is None or v.quote_recv_ns >= prev.quote_recv_ns:
             latest[v.model] = v
     num = den = pos = neg = 0.0
+    terms: list[tuple[float, float]] = []  # (weight, log-odds of an up move)
     for model, v in latest.items():
         w = weights.get(model, 0.0)
         d, c = v.direction, v.confidence
@@ -124,6 +183,8 @@ def tally(votes: Iterable[Vote], weights: dict[str, float]) -> Tally:
         x = w * _clip(d, -1.0, 1.0) * _clip(c, 0.0, 1.0)
         num += x
         den += w
+        p_up = _clip(0.5 + 0.5 * _clip(d, -1.0, 1.0) * _clip(c, 0.0, 1.0), P_MIN, 1.0 - P_MIN)
+        terms.append((w, math.log(p_up / (1.0 - p_up))))
         if x > 0:
             pos += x
         elif x < 0:
@@ -134,7 +195,11 @@ def tally(votes: Iterable[Vote], weights: dict[str, float]) -> Tally:
     agreeing = tuple(
         sorted(m for m, v in latest.items() if score != 0 and v.direction * score > 0 and v.confidence > 0)
     )
-    return Tally(score, agreement, tuple(sorted(latest)), agreeing)
+    mean_w = den / len(terms) if terms else 0.0
+    log_odds = sum(w / mean_w * lo for w, lo in terms) if mean_w > 0 else 0.0
+    side = 1.0 if score > 0 else -1.0 if score < 0 else 0.0
+    confidence = 1.0 / (1.0 + math.exp(-side * log_odds)) if side else 0.0
+    return Tally(score, agreement, tuple(sorted(latest)), agreeing, confidence)
 
 
 class _Record:
@@ -207,9 +272,15 @@ class Ensemble:
             return 0.0
         return (self._equity_peak - self._equity) / self._equity_peak * 100.0
 
-    def defensive_reason(self) -> str | None:
-        """Why the ensemble is defensive, or None when it is not."""
+    def defensive_reason(self, votes: Iterable[Vote] = ()) -> str | None:
+        """Why the ensemble is defensive, or None when it is not.
+
+        `votes`: the batch being tallied; any one flagging high volatility counts.
+        """
         p = self.params
+        flagged = sorted({v.model for v in votes if v.high_volatility})
+        if flagged:
+            return f"high volatility (flagged by {', '.join(flagged)})"
         pooled = self._pooled
         n = pooled.hits + pooled.misses
         if n >= p.defensive_min_outcomes:
@@ -276,12 +347,17 @@ class Ensemble:
         if len(models) < p.min_voters:
             self.last_skip = f"{len(models)} voters < {p.min_voters}"
             return None
-        t = tally(votes, {m: self.weight(m) for m in models})
-        defensive = self.defensive_reason()
+        raw = {m: self.weight(m) for m in models}
+        t = tally(votes, raw)
+        defensive = self.defensive_reason(votes)
         threshold = p.threshold + (p.defensive_threshold_add if defensive else 0.0)
+        min_conf = min(1.0, p.min_confidence + (p.defensive_confidence_add if defensive else 0.0))
+        mode = f" (defensive: {defensive})" if defensive else ""
         if abs(t.score) < threshold or t.score == 0.0:
-            mode = f" (defensive: {defensive})" if defensive else ""
             self.last_skip = f"score {t.score:+.3f} below threshold {threshold:.3f}{mode}"
+            return None
+        if t.confidence < min_conf:
+            self.last_skip = f"confidence {t.confidence:.2f} below {min_conf:.2f}{mode}"
             return None
         if t.agreement < p.min_agreement:
             self.last_skip = f"agreement {t.agreement:.2f} < {p.min_agreement:g}"
@@ -299,11 +375,21 @@ class Ensemble:
         newest = max(votes, key=lambda v: v.quote_recv_ns)
         self._last_proposal[symbol] = (now, side)
         self.last_skip = ""
+        total = sum(raw.values())
+        batch: dict[str, Vote] = {}
+        for v in votes:  # the latest vote per member, as tally() counted them
+            if v.model not in batch or v.quote_recv_ns >= batch[v.model].quote_recv_ns:
+                batch[v.model] = v
         return Decision(
             symbol=symbol,
             side=side,
             score=t.score,
-            confidence=t.agreement,
+            confidence=t.confidence,
+            min_confidence=min_conf,
+            defensive_reason=defensive or "",
+            size_scale=p.defensive_size_scale if defensive else 1.0,
+            weights={m: (w / total if total > 0 else 0.0) for m, w in sorted(raw.items())},
+            votes=tuple(batch[m] for m in sorted(batch)),
             threshold=threshold,
             defensive=defensive is not None,
             models=t.agreeing,
@@ -313,3 +399,74 @@ class Ensemble:
             quote_ts_ns=newest.quote_ts_ns,
             quote_recv_ns=newest.quote_recv_ns,
         )
+
+
+# ---- modes -------------------------------------------------------------------
+
+Mode = Literal["auto", "manual", "hybrid"]
+
+
+def needs_approval(mode: Mode, confidence: float, hybrid_auto_confidence: float) -> bool:
+    """Whether a proposal waits for an operator: always in manual, below the bar in hybrid."""
+    if mode == "manual":
+        return True
+    if mode == "hybrid":
+        return confidence < hybrid_auto_confidence
+    return False
+
+
+# ---- scoring votes at their horizon ----------------------------------------------
+
+
+class HorizonScorer:
+    """Scores directional votes against the price `horizon_s` later. Pure; one owner.
+
+    At most one pending vote per (symbol, member): later votes of a member on
+    a symbol are not kept while one is waiting, so outcomes do not overlap
+    (sixty correlated calls of one trend would otherwise count as sixty) and
+    memory is bounded by symbols x members (and `max_pending`).
+    """
+
+    def __init__(self, horizon_s: float, dead_band_bps: float, max_pending: int = 10_000) -> None:
+        if horizon_s <= 0 or dead_band_bps < 0 or max_pending < 1:
+            raise ValueError("need horizon_s > 0, dead_band_bps >= 0, max_pending >= 1")
+        self.horizon_ns = int(horizon_s * 1e9)
+        self.band = dead_band_bps / 1e4
+        self.max_pending = max_pending
+        # (symbol, member) -> (sign of the call, price, vote time ns); insertion ordered.
+        self._pending: dict[tuple[str, str], tuple[int, float, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, vote: Vote) -> bool:
+        """Keep `vote` for scoring; False if flat, unpriced, or one is already waiting."""
+        d, c, price = vote.direction, vote.confidence, vote.price
+        if not (math.isfinite(d) and math.isfinite(c) and math.isfinite(price)) or d == 0 or c <= 0 or price <= 0:
+            return False
+        key = (vote.symbol, vote.model)
+        if key in self._pending:
+            return False
+        if len(self._pending) >= self.max_pending:
+            self._pending.pop(next(iter(self._pending)))  # the oldest goes
+        self._pending[key] = (1 if d > 0 else -1, price, vote.quote_recv_ns)
+        return True
+
+    def observe(self, symbol: str, price: float, now_ns: int) -> list[tuple[str, bool]]:
+        """(member, hit) for each pending vote on `symbol` whose horizon has passed.
+
+        A move inside the dead band scores nothing (the vote is dropped).
+        """
+        if not (math.isfinite(price) and price > 0):
+            return []
+        out: list[tuple[str, bool]] = []
+        for key, (sign, then, at) in list(self._pending.items()):
+            if key[0] != symbol or now_ns - at < self.horizon_ns:
+                continue
+            del self._pending[key]
+            move = sign * (price - then) / then
+            if move > self.band:
+                out.append((key[1], True))
+            elif move < -self.band:
+                out.append((key[1], False))
+        return out
