@@ -3,6 +3,11 @@
 On `Kill`: persist HALTED first (so a crash mid-way still comes back halted),
 then cancel every order and close every position with its OWN broker client,
 verify flat, retry until flat or out of attempts, and alert EMERGENCY.
+Kills come from the operator (`ctl kill`), supervision giving up, and the
+RiskGuard's loss breaker.
+
+On `Flatten` (the RiskGuard's pre-close flatten): the same liquidation
+without HALTED, so trading resumes with the next session.
 
 The liquidation runs on a thread of its own so this actor keeps answering
 heartbeats during a long liquidation; a second `Kill` while one runs joins
@@ -21,7 +26,7 @@ from stockade.actors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker.liquidation import LiquidationReport, liquidate
 from stockade.broker.rest import redact
-from stockade.codecs.messages import Alert, Kill
+from stockade.codecs.messages import Alert, Flatten, Kill
 from stockade.codecs.records import KillRequested
 
 log = logging.getLogger(__name__)
@@ -67,24 +72,42 @@ class EmergencyStop(StockadeActor):
     @handles(Kill)
     def on_kill(self, kill: Kill) -> concurrent.futures.Future:
         """Start (or join) a liquidation; the returned future resolves to its report."""
+        return self._liquidate(kill, halt=True)
+
+    @handles(Flatten)
+    def on_flatten(self, flatten: Flatten) -> concurrent.futures.Future:
+        """Close everything but stay in the current trading state (joins a running liquidation)."""
+        return self._liquidate(flatten, halt=False)
+
+    def _liquidate(self, why: Kill | Flatten, halt: bool) -> concurrent.futures.Future:
         with self._lock:
             if self._running is not None and not self._running.done():
+                if halt:  # a kill during a flatten still halts
+                    halt_for_kill(self.svc, why.reason, why.requested_by)
                 return self._running
             future: concurrent.futures.Future = concurrent.futures.Future()
             self._running = future
-        # Persist HALTED here, before returning, so the caller knows no new
-        # order can pass once `ctl kill` has been accepted.
-        halt_for_kill(self.svc, kill.reason, kill.requested_by)
+        if halt:
+            # Persist HALTED here, before returning, so the caller knows no new
+            # order can pass once `ctl kill` has been accepted.
+            halt_for_kill(self.svc, why.reason, why.requested_by)
+        what = "kill" if halt else "flatten"
 
         def run() -> None:
             try:
-                report = emergency_liquidation(self.svc, kill.reason, kill.requested_by, self.client, halted=True)
+                if halt:
+                    report = emergency_liquidation(self.svc, why.reason, why.requested_by, self.client, halted=True)
+                else:
+                    log.warning("flatten requested by %s: %s", why.requested_by, why.reason)
+                    cfg = self.svc.settings.emergency
+                    report = liquidate(self.client, attempts=cfg.attempts, retry_interval_s=cfg.retry_interval_s,
+                                       flat_timeout_s=cfg.flat_timeout_s)
                 future.set_result(report)
-                level = "EMERGENCY"
-                text = (f"kill by {kill.requested_by} ({kill.reason}): "
+                level = "EMERGENCY" if halt or not report.flat else "INFO"
+                text = (f"{what} by {why.requested_by} ({why.reason}): "
                         + ("flat" if report.flat else f"NOT flat: {list(report.positions_left)}, "
                            f"{report.orders_left} open orders"))
-                self.router.tell("alerter", Alert(level, "kill", text, NAME, time.time_ns()), NAME)
+                self.router.tell("alerter", Alert(level, what, text, NAME, time.time_ns()), NAME)
             except BaseException as exc:  # noqa: BLE001 - the caller must get an answer
                 future.set_exception(exc)
 

@@ -19,12 +19,23 @@ Exactly-once, in the face of crashes and timeouts:
 
 Trade updates arrive from our own websocket client (`TradeUpdatesStream`),
 whose thread posts them into this actor's mailbox; a periodic REST resync
-covers anything the stream missed.
+covers anything the stream missed, and while the stream is down open orders
+are polled every `orders.poll_interval_s` instead. Fills are recorded once:
+each is keyed by (broker order id, cumulative filled qty), so the stream, a
+resync and a replay of either all name the same execution.
+
+Every REST call takes a token from the API key's shared budget
+(`broker.token_bucket`); ordinary orders never spend the emergency reserve.
+Retries (5xx, 429, timeouts, a spent local budget) wait an exponentially
+growing, fully jittered delay; any other 4xx is a definitive rejection,
+mapped to a reason (pdt, wash_trade, buying_power, insufficient_qty) and
+alerted.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -32,10 +43,19 @@ from typing import Any
 from stockade.actors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker import orders as broker_orders
+from stockade.broker.backoff import Backoff
 from stockade.broker.rest import redact
-from stockade.broker.token_bucket import TokenBucket
+from stockade.broker.token_bucket import BudgetSpent, limit_client, shared_bucket
 from stockade.broker.trade_stream import TradeUpdatesStream
-from stockade.codecs.messages import Alert, OrderIntent, OrderUpdate, Rejection, Tick
+from stockade.codecs.messages import (
+    Alert,
+    BrokerOrderSeen,
+    OrderIntent,
+    OrderUpdate,
+    Rejection,
+    ReplaceStop,
+    Tick,
+)
 from stockade.codecs.records import (
     FillRecord,
     FillRecorded,
@@ -53,6 +73,9 @@ log = logging.getLogger(__name__)
 
 NAME = "order_manager"
 MAX_RETRY_SLEEP_S = 1.0
+# Longest a REST call waits for a token of the shared budget: a handler must
+# stay well under the heartbeat timeout.
+BUDGET_WAIT_S = 0.1
 
 
 class OrderManager(StockadeActor):
@@ -63,8 +86,9 @@ class OrderManager(StockadeActor):
         s = self.svc.settings
         self.settings = s.orders
         self.store = self.svc.store
-        self.client = self.svc.broker.trading_client()
-        self.bucket = TokenBucket(s.orders.rate_limit_per_min, reserve=s.orders.emergency_reserve)
+        self.bucket = shared_bucket(self.svc.broker.key, s.orders.rate_limit_per_min, s.orders.emergency_reserve)
+        self.client = limit_client(self.svc.broker.trading_client(), self.bucket, BUDGET_WAIT_S)
+        self.rng = random.Random()
         self.resolve_pending()
         self.stream = TradeUpdatesStream(
             self.svc.broker.endpoints.trading_stream_url,
@@ -74,7 +98,10 @@ class OrderManager(StockadeActor):
             on_reconnect=self._stream_reconnected,
         )
         self.stream.start()
-        self.every(max(2.0, s.reconciler.interval_s / 3), "resync")
+        # A safety net only: the reconciler compares recent orders every pass
+        # and the poll covers a down stream.
+        self.every(max(5.0, s.reconciler.interval_s), "resync")
+        self.every(s.orders.poll_interval_s, "poll")
 
     def teardown(self) -> None:
         stream = getattr(self, "stream", None)
@@ -102,8 +129,8 @@ class OrderManager(StockadeActor):
         if state == "HALTED" or (state == "REDUCING" and not intent.reduce_only):
             self._refuse(intent, coid, f"trading state is {state}")
             return
-        if not self.bucket.take(emergency=intent.reduce_only or intent.order_type == "stop"):
-            self._refuse(intent, coid, "order rate limit reached (token bucket empty)")
+        if not self.bucket.available(1):
+            self._refuse(intent, coid, "REST budget spent (token bucket at its emergency reserve)")
             return
         now = time.time_ns()
         record = OrderRecord(
@@ -144,37 +171,30 @@ class OrderManager(StockadeActor):
             self.tell("ensemble_voter", Rejection(intent.proposal_id, intent.symbol, "order_manager", reason))
 
     def _submit(self, record: OrderRecord, intent: OrderIntent) -> None:
-        from alpaca.common.exceptions import APIError
-
         request = broker_orders.build_request(intent, record.client_order_id, record.time_in_force)
         attempts = self.settings.max_retries + 1
         record = _replace(record, sent_ns=time.time_ns())
         last_error = ""
+        base = self.settings.retry_backoff_s
+        backoff = Backoff(base, max(base, MAX_RETRY_SLEEP_S), rng=self.rng) if base > 0 else None
+        in_doubt = False  # an earlier attempt may have placed it: look before sending again
         for attempt in range(1, attempts + 1):
             if not self.is_current():
                 return  # replaced while we were blocked: the new instance resolves it
             record = _replace(record, attempts=attempt)
-            self._journal_event(OrderSubmitted(ts_ns=time.time_ns(), client_order_id=record.client_order_id, attempt=attempt))
-            try:
-                order = self.client.submit_order(request)
-            except APIError as exc:
-                code, status = broker_orders.api_error_code(exc), broker_orders.api_status(exc)
-                last_error = f"HTTP {status} code {code}: {redact(exc)}"
-                duplicate = code == broker_orders.DUPLICATE_CLIENT_ORDER_ID
-                if not duplicate and status is not None and status != 429 and status < 500:
-                    self._rejected(record, last_error, attempt)
+            if in_doubt:
+                found = self._find(record, last_error)
+                if found == "found":
                     return
-                # A duplicate id: an earlier attempt did reach the broker.
-                # 429/5xx: maybe placed, maybe not. Either way, look before resending.
-                if self._adopt(record, "" if duplicate else last_error):
-                    return
-            except Exception as exc:  # timeout / connection error: outcome unknown
-                last_error = f"{type(exc).__name__}: {redact(exc)}"
-                if self._adopt(record, last_error):
-                    return
+                in_doubt = found == "unknown"
+            if in_doubt:
+                # The look-up itself failed: never resend blindly; look again next attempt.
+                outcome = "in_doubt"
             else:
-                self._acknowledged(record, order)
+                outcome, last_error = self._send(record, request, attempt)
+            if outcome == "done":
                 return
+            in_doubt = outcome == "in_doubt"
             log.warning("submit %s attempt %d/%d failed: %s", record.client_order_id, attempt, attempts, last_error)
             self._journal_event(
                 OrderSubmitFailed(
@@ -182,10 +202,10 @@ class OrderManager(StockadeActor):
                     error=last_error, definitive=False,
                 )
             )
-            if attempt < attempts:
-                # Bounded well under the heartbeat timeout: a long sleep here
-                # would look like a hang to the supervisor.
-                time.sleep(min(self.settings.retry_backoff_s * (2 ** (attempt - 1)), MAX_RETRY_SLEEP_S))
+            if attempt < attempts and backoff is not None:
+                # Full jitter, capped well under the heartbeat timeout: a long
+                # sleep here would look like a hang to the supervisor.
+                time.sleep(backoff.next_delay())
         # Out of attempts with the outcome unknown: the resync resolves it.
         self._set_state(record, "unknown", "submit_unknown", last_error)
         self.tell("alerter", Alert("CRITICAL", f"order-unknown:{record.symbol}",
@@ -193,7 +213,49 @@ class OrderManager(StockadeActor):
                                    f"outcome unknown after {attempts} attempts: {last_error}",
                                    NAME, time.time_ns()))
 
+    def _send(self, record: OrderRecord, request: Any, attempt: int) -> tuple[str, str]:
+        """One submit: ("done", "") when the broker has it or refused it for
+        good, ("retry", error) when it surely has not, ("in_doubt", error) when
+        it may have it and the look-up could not tell."""
+        from alpaca.common.exceptions import APIError
+
+        self._journal_event(OrderSubmitted(ts_ns=time.time_ns(), client_order_id=record.client_order_id,
+                                           attempt=attempt))
+        try:
+            order = self.client.submit_order(request)
+        except BudgetSpent as exc:
+            return "retry", str(exc)  # not sent: nothing to look up
+        except APIError as exc:
+            code, status = broker_orders.api_error_code(exc), broker_orders.api_status(exc)
+            error = f"HTTP {status} code {code}: {redact(exc)}"
+            duplicate = code == broker_orders.DUPLICATE_CLIENT_ORDER_ID
+            if not duplicate and not broker_orders.is_retryable(status):
+                reason = broker_orders.rejection_reason(code, broker_orders.api_message(exc))
+                self._rejected(record, error, attempt, reason)
+                return "done", ""
+            if status == 429 and not duplicate:
+                return "retry", error  # refused before anything happened
+            # A duplicate id: an earlier attempt did reach the broker. 5xx:
+            # maybe placed, maybe not. Either way, look before resending.
+            found = self._find(record, "" if duplicate else error)
+        except Exception as exc:  # timeout / connection error: outcome unknown
+            error = f"{type(exc).__name__}: {redact(exc)}"
+            found = self._find(record, error)
+        else:
+            self._acknowledged(record, order)
+            return "done", ""
+        if found == "found":
+            return "done", ""
+        return ("in_doubt" if found == "unknown" else "retry"), error
+
     def _acknowledged(self, record: OrderRecord, order: Any) -> None:
+        stored = self.store.orders.get(record.client_order_id)
+        if stored is not None:
+            # The ledger's progress may be newer than the caller's copy (never
+            # step a fill back); the caller's send bookkeeping is newer than its.
+            record = _replace(record, state=stored.state, filled_qty=stored.filled_qty,
+                              filled_avg_price=stored.filled_avg_price,
+                              broker_order_id=stored.broker_order_id or record.broker_order_id)
         broker_id = str(order.id)
         legs = tuple(leg.client_order_id for leg in (order.legs or ()))
         now = time.time_ns()
@@ -207,44 +269,119 @@ class OrderManager(StockadeActor):
             self.store.put_order(updated, txn=txn)
             for leg in order.legs or ():
                 if self.store.orders.get(leg.client_order_id, txn=txn) is None:
+                    # Unfilled here: its fills, if any, are recorded by _apply.
                     self.store.put_order(
-                        broker_orders.record_from_order(leg, reason="bracket leg", parent_id=record.client_order_id),
+                        broker_orders.record_from_order(leg, reason="bracket leg", parent_id=record.client_order_id,
+                                                        unfilled=True),
                         txn=txn,
                     )
 
         self.store.transact(write, durable=False)
         log.info("order placed: %s %d %s (%s, %s) id %s", record.side, record.qty, record.symbol,
                  record.order_class, status, record.client_order_id)
-        # The REST answer may already say filled (a fast market order).
+        # The REST answer may already say filled (a fast market order), and
+        # an order found by a look-up may have legs that traded meanwhile.
         self._apply(broker_orders.update_from_order(order), source="rest")
+        for leg in order.legs or ():
+            self._apply(broker_orders.update_from_order(leg), source="rest")
 
-    def _rejected(self, record: OrderRecord, error: str, attempt: int) -> None:
+    def _rejected(self, record: OrderRecord, error: str, attempt: int, reason: str) -> None:
         now = time.time_ns()
         self._journal_event(OrderSubmitFailed(ts_ns=now, client_order_id=record.client_order_id, attempt=attempt,
                                               error=error, definitive=True))
-        self._set_state(record, "rejected", "submit_rejected", error)
-        log.warning("order rejected by the broker: %s %d %s: %s", record.side, record.qty, record.symbol, error)
+        self._set_state(record, "rejected", "submit_rejected", f"{reason}: {error}")
+        log.warning("order rejected by the broker (%s): %s %d %s: %s", reason, record.side, record.qty, record.symbol,
+                    error)
         update = OrderUpdate(event="rejected", client_order_id=record.client_order_id, broker_order_id="",
                              symbol=record.symbol, side=record.side, status="rejected", qty=float(record.qty),
-                             filled_qty=0.0, filled_avg_price=None, ts_ns=now, proposal_id=record.proposal_id)
+                             filled_qty=0.0, filled_avg_price=None, ts_ns=now, proposal_id=record.proposal_id,
+                             reason=reason)
+        # The risk guard learns the reason (a "pdt" refusal means no more day
+        # trades today, whatever its own count says).
         self.tell("risk_guard", update)
         self.tell("ensemble_voter", update)
-        self.tell("alerter", Alert("WARNING", f"order-rejected:{record.symbol}",
-                                   f"order {record.side} {record.qty} {record.symbol} rejected: {error}", NAME, now))
+        level = "CRITICAL" if reason == "pdt" else "WARNING"
+        self.tell("alerter", Alert(level, f"order-rejected:{reason}:{record.symbol}",
+                                   f"order {record.side} {record.qty} {record.symbol} rejected ({reason}): {error}",
+                                   NAME, now))
 
     def _adopt(self, record: OrderRecord, after: str = "") -> bool:
         """Look `record` up at the broker by client id; adopt it if the broker has it."""
+        return self._find(record, after) == "found"
+
+    def _find(self, record: OrderRecord, after: str = "") -> str:
+        """Look `record` up by client id: "found" (and adopted), "absent" (the
+        broker says so), or "unknown" (the look-up failed)."""
         try:
             order = self.client.get_order_by_client_id(record.client_order_id)
         except Exception as exc:
-            if not broker_orders.is_not_found(exc):
-                log.warning("lookup of %s failed: %s", record.client_order_id, redact(exc))
-            return False
+            if broker_orders.is_not_found(exc):
+                return "absent"
+            log.warning("lookup of %s failed: %s", record.client_order_id, redact(exc))
+            return "unknown"
         if after:
             log.warning("submit of %s: outcome unknown (%s); the broker has it: adopted, not resent",
                         record.client_order_id, after)
         self._acknowledged(record, order)
-        return True
+        return "found"
+
+    # ---- the local trailing stop ------------------------------------------------------
+
+    @handles(ReplaceStop)
+    def on_replace_stop(self, msg: ReplaceStop) -> None:
+        """Move a resting stop up (PATCH /v2/orders/{id}); exactly once, like a submit.
+
+        The replacement is a new order at the broker with a client_order_id
+        derived from the old one and the new price, journaled durably first:
+        an ambiguous outcome is resolved by looking that id up, never by resending.
+        """
+        from alpaca.common.exceptions import APIError
+        from alpaca.trading.requests import ReplaceOrderRequest
+
+        old = self.store.orders.get(msg.client_order_id)
+        if old is None or old.state not in ("accepted", "partially_filled") or not old.broker_order_id:
+            return  # gone, done or not yet acknowledged: the next pass decides again
+        if old.order_type != "stop" or old.side != "sell" or (old.stop_price or 0) >= msg.stop_price:
+            return  # a trailing stop only ever moves a sell stop up
+        if self.svc.trading_state().state == "HALTED" or not self.bucket.available(1):
+            return
+        coid = broker_orders.replacement_id(old.client_order_id, msg.stop_price)
+        if self.store.orders.get(coid) is not None:
+            return
+        now = time.time_ns()
+        record = _replace(old, client_order_id=coid, intent_id="", state="intent", qty=old.qty - old.filled_qty,
+                          stop_price=msg.stop_price, broker_order_id=None, filled_qty=0, filled_avg_price=None,
+                          created_ns=now, updated_ns=now, sent_ns=now, attempts=1, legs=(), last_error="",
+                          reason=f"{msg.reason} (replaces {old.client_order_id})")
+
+        def journal(txn: Any) -> None:
+            self.store.journal.append(IntentJournaled(ts_ns=now, order=record), txn=txn)
+            self.store.put_order(record, txn=txn)
+
+        self.store.transact(journal, durable=True)
+        try:
+            order = self.client.replace_order_by_id(
+                old.broker_order_id, ReplaceOrderRequest(stop_price=msg.stop_price, client_order_id=coid))
+        except BudgetSpent as exc:
+            self._set_state(record, "canceled", "abandon", str(exc))
+            return
+        except APIError as exc:
+            status = broker_orders.api_status(exc)
+            if not broker_orders.is_retryable(status):
+                # Typically the stop filled or was cancelled meanwhile: the old one stands.
+                self._set_state(record, "rejected", "submit_rejected", f"replace refused: {redact(exc)}")
+                log.info("trailing stop for %s not moved: %s", old.symbol, redact(exc))
+                return
+            if not self._adopt(record, f"HTTP {status}"):
+                self._set_state(record, "unknown", "submit_unknown", redact(exc))
+            return
+        except Exception as exc:  # timeout / connection: the lookup decides
+            if not self._adopt(record, f"{type(exc).__name__}: {redact(exc)}"):
+                self._set_state(record, "unknown", "submit_unknown", redact(exc))
+            return
+        log.info("trailing stop: %s %d moved from %.2f to %.2f", old.symbol, record.qty, old.stop_price or 0.0,
+                 msg.stop_price)
+        self._acknowledged(record, order)
 
     # ---- restart: resolve what the dead instance left -------------------------------
 
@@ -270,6 +407,13 @@ class OrderManager(StockadeActor):
     def on_tick(self, tick: Tick) -> None:
         if tick.what == "resync":
             self.resync()
+        elif tick.what == "poll" and not self.stream_up():
+            # The polling fallback: the stream is down, so fills would only be
+            # seen at the next resync. Each poll is one list call (budgeted).
+            self.resync()
+
+    def stream_up(self) -> bool:
+        return self.stream.state == "listening"
 
     def resync(self) -> None:
         """Bring open ledger orders up to date from REST (covers missed stream events).
@@ -303,7 +447,11 @@ class OrderManager(StockadeActor):
     def on_update(self, update: OrderUpdate) -> None:
         self._apply(update, source="stream")
 
-    def _apply(self, update: OrderUpdate, source: str) -> None:
+    @handles(BrokerOrderSeen)
+    def on_seen(self, seen: BrokerOrderSeen) -> None:
+        self._apply(seen.update, source="reconcile", to_position=not seen.counted_in_positions)
+
+    def _apply(self, update: OrderUpdate, source: str, to_position: bool = True) -> None:
         record = self.store.orders.get(update.client_order_id)
         now = time.time_ns()
         adopted = record is None
@@ -321,13 +469,18 @@ class OrderManager(StockadeActor):
             log.warning("ignoring %s for %s: %s", event, record.client_order_id, exc)
             return
         filled_qty = int(update.filled_qty)
-        increment = fill_increment(record, filled_qty, update.filled_avg_price, update.price if source == "stream" else None)
+        # The event's own price is this fill's price only when the event is
+        # the whole increment (not when earlier fills were missed).
+        own = update.price if source == "stream" and update.fill_qty == filled_qty - record.filled_qty else None
+        increment = fill_increment(record, filled_qty, update.filled_avg_price, own)
         if new_state == record.state and increment is None and record.broker_order_id and not adopted:
             return  # nothing new (a replay or a resync that agrees)
         updated = _replace(
             record, state=new_state, broker_order_id=record.broker_order_id or update.broker_order_id or None,
             filled_qty=max(filled_qty, record.filled_qty),
-            filled_avg_price=update.filled_avg_price if update.filled_avg_price else record.filled_avg_price,
+            # An older report (lower cumulative qty) does not roll the average back.
+            filled_avg_price=(update.filled_avg_price if update.filled_avg_price and filled_qty >= record.filled_qty
+                              else record.filled_avg_price),
             updated_ns=now,
         )
         fill = None
@@ -354,8 +507,9 @@ class OrderManager(StockadeActor):
             if self.store.fills.get(fill.exec_id, txn=txn) is None:
                 self.store.fills.put(fill.exec_id, fill, txn=txn)
                 self.store.journal.append(FillRecorded(ts_ns=now, fill=fill), txn=txn)
-                position = apply_fill(position, record.symbol, record.side, fill.qty, fill.price, now)
-                self.store.positions.put(record.symbol, position, txn=txn)
+                if to_position:
+                    position = apply_fill(position, record.symbol, record.side, fill.qty, fill.price, now)
+                    self.store.positions.put(record.symbol, position, txn=txn)
             held = position.qty if position else 0
 
         self.store.transact(write, durable=False)

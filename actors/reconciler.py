@@ -1,12 +1,18 @@
 """Reconciler: keeps the ledger in agreement with the broker. The broker is the truth.
 
-At start and every `interval_s`: account, positions, open orders and the
-clock from REST. Ledger positions that disagree are overwritten by the
-broker's and alerted; broker orders the ledger does not know are adopted; a
-long position with no resting exit order gets a protective stop. The
-account, positions and clock go to the risk guard; an equity snapshot and the
-day's starting equity go to storage. The first successful pass releases the
-daemon's READY=1.
+At start and every `interval_s`: account, positions, open orders, recent
+closed orders (their fills) and, when due, the clock from REST. Ledger
+positions that disagree are overwritten by the broker's; broker orders the
+ledger does not know (a person's orders from the broker's UI included), and
+orders whose fills or end the ledger missed, go to the OrderManager as
+updates (it alone writes orders and fills, so each fill is recorded once);
+every difference is journaled and alerted. A long position without a stop
+gets a protective stop, re-requested until one rests, so no position is bare
+for longer than `max_unprotected_s`. At the first pass after the open, each
+held position's overnight gap is measured and classed (alerted from HIGH).
+The account, positions and clock go to the risk guard; an equity snapshot and
+the day's starting equity go to storage. The first successful pass releases
+the daemon's READY=1.
 """
 
 from __future__ import annotations
@@ -24,33 +30,47 @@ from stockade.actors.services import Services
 from stockade.broker import orders as broker_orders
 from stockade.broker.liquidation import open_orders
 from stockade.broker.rest import redact
+from stockade.broker.token_bucket import limit_client, shared_bucket
 from stockade.codecs.messages import (
     AccountSnapshot,
     Alert,
+    BrokerOrderSeen,
     ClockSnapshot,
     OrderIntent,
     Position,
+    ReplaceStop,
     Tick,
 )
 from stockade.codecs.records import DayCounters, EquitySnapshot, PositionRecord, Reconciled
 from stockade.quant.brackets import round_price
-from stockade.storage.ledger import disagreements_to_adopt
-from stockade.storage.order_states import PENDING
+from stockade.quant.gap_risk import gap_class, gap_pct
+from stockade.quant.market_hours import exchange_date
+from stockade.storage.ledger import disagreements_to_adopt, uncovered_qty
+from stockade.storage.order_states import PENDING, state_from_broker_status
 
 log = logging.getLogger(__name__)
 
 NAME = "reconciler"
 RETENTION_EVERY_S = 3600.0
+CLOCK_EVERY_S = 60.0  # the clock is re-read this often, and whenever it says open/close is due
+BUDGET_WAIT_S = 0.1  # longest wait for a REST token, per call (see broker.token_bucket)
 
 
 class Reconciler(StockadeActor):
     def setup(self) -> None:
         self.svc: Services = self.ctx.extra("services")
         self.cfg = self.svc.settings.reconciler
-        self.client = self.svc.broker.trading_client()
+        orders_cfg = self.svc.settings.orders
+        bucket = shared_bucket(self.svc.broker.key, orders_cfg.rate_limit_per_min, orders_cfg.emergency_reserve)
+        self.client = limit_client(self.svc.broker.trading_client(), bucket, BUDGET_WAIT_S)
         self.protect_requested: dict[str, float] = {}
         self.suspects: dict[str, tuple[int, int]] = {}  # symbol -> (ledger, broker) seen last pass
+        self.order_suspects: set[tuple[str, int, str]] = set()  # (coid, broker filled, state) seen last pass
         self.passes = 0
+        self.clock: Any = None
+        self.clock_read = 0.0
+        self.was_open: bool | None = None
+        self.highs: dict[str, float] = {}  # symbol -> highest price seen while held (trailing stop)
         # First pass from a tick, not here: a broker outage at start must not
         # fail setup (and crash-loop the tree); it is retried every interval.
         self.router.tell(self.name, Tick("reconcile"), self.name)
@@ -73,18 +93,24 @@ class Reconciler(StockadeActor):
             account = self.client.get_account()
             positions = self.client.get_all_positions()
             orders = open_orders(self.client)
-            clock = self.client.get_clock()
+            recent = self._recent_closed()
+            clock = self._clock()
         except Exception as exc:
             log.warning("reconcile: broker unreachable: %s", redact(exc))
             return False
         now = time.time_ns()
-        mismatches = self._positions(positions, now) + self._orders(orders)
+        mismatches = self._positions(positions, now) + self._orders(orders, recent)
         self._protect(positions, orders)
+        self._trail(positions, orders)
+        if clock.is_open and not self.was_open:
+            self._gaps(positions)
+        self.was_open = bool(clock.is_open)
         snapshot = broker_orders.account_snapshot(account)
         held = tuple(Position(p.symbol, float(p.qty), float(p.avg_entry_price), float(p.market_value or 0),
                               float(p.unrealized_pl or 0)) for p in positions)
         self.tell("risk_guard", snapshot)
-        market = ClockSnapshot(bool(clock.is_open), now)
+        next_close = getattr(clock, "next_close", None)
+        market = ClockSnapshot(bool(clock.is_open), now, int(next_close.timestamp() * 1e9) if next_close else 0)
         self.tell("risk_guard", market)
         # A closed market is quiet: the streamer must not take that for a dead socket.
         self.tell("quote_streamer", market)
@@ -134,17 +160,60 @@ class Reconciler(StockadeActor):
             store.transact(write, durable=True)
         return mismatches
 
-    def _orders(self, orders: list[Any]) -> list[str]:
-        """Adopt broker orders the ledger lacks; ask the OM to resync ledger orders the broker lacks."""
+    def _clock(self) -> Any:
+        """The market clock, re-read every CLOCK_EVERY_S or when an open/close is due."""
+        now = time.monotonic()
+        due = self.clock is None or now - self.clock_read >= CLOCK_EVERY_S
+        if not due:
+            edge = self.clock.next_close if self.clock.is_open else self.clock.next_open
+            due = edge is not None and datetime.now(timezone.utc) >= edge
+        if due:
+            self.clock, self.clock_read = self.client.get_clock(), now
+        return self.clock
+
+    def _recent_closed(self) -> list[Any]:
+        """Orders closed within `fills_lookback_s`: their fills, against the ledger's."""
+        from alpaca.trading.enums import QueryOrderStatus
+        from alpaca.trading.requests import GetOrdersRequest
+
+        since = datetime.fromtimestamp(time.time() - self.cfg.fills_lookback_s, tz=timezone.utc)
+        return list(self.client.get_orders(GetOrdersRequest(status=QueryOrderStatus.CLOSED, after=since, limit=500,
+                                                            nested=False)))
+
+    def _orders(self, orders: list[Any], recent: list[Any]) -> list[str]:
+        """Hand the OM every broker order the ledger lacks or is behind on; one line per difference.
+
+        The OM is the only writer of orders and fills, so it records the fills
+        once; an order placed by a person in the broker's UI is adopted there.
+        A difference is reported when a second pass still sees it (a fill races
+        the snapshot), but handed over at once: the OM ignores what it knows.
+        """
         store = self.svc.store
         mismatches: list[str] = []
-        known = {o.client_order_id for o in orders}
-        for order in orders:
-            if store.orders.get(order.client_order_id) is None:
-                ours = broker_orders.is_ours(order.client_order_id)
-                store.put_order(broker_orders.record_from_order(order, reason="adopted by reconciler"))
-                what = "order" if ours else "foreign order"
+        seen: set[tuple[str, int, str]] = set()
+        for order in [*orders, *recent]:
+            mine = store.orders.get(order.client_order_id)
+            filled = int(float(order.filled_qty or 0))
+            theirs = state_from_broker_status(broker_orders.status_of(order))
+            if mine is not None and mine.filled_qty == filled and (mine.state == theirs or theirs == "unknown"):
+                continue
+            if mine is not None and mine.state in PENDING:
+                continue  # the OM is resolving it by client_order_id right now
+            # On the first pass the broker's positions were just adopted whole:
+            # they already hold these fills.
+            self.tell("order_manager", BrokerOrderSeen(broker_orders.update_from_order(order),
+                                                       counted_in_positions=self.passes == 0))
+            key = (order.client_order_id, filled, theirs)
+            seen.add(key)
+            if mine is None:
+                # Ours: placed by a previous life; external: placed by a person (adopted, not fought).
+                what = "order" if broker_orders.is_ours(order.client_order_id) else "external order"
                 mismatches.append(f"{what} {order.client_order_id} ({order.symbol}) at broker, not in ledger: adopted")
+            elif key in self.order_suspects:
+                mismatches.append(f"order {order.client_order_id} ({order.symbol}): ledger {mine.state} "
+                                  f"{mine.filled_qty} filled vs broker {theirs} {filled}: broker adopted")
+        self.order_suspects = seen
+        known = {o.client_order_id for o in orders} | {o.client_order_id for o in recent}
         stale = [o for o in store.open_orders() if o.broker_order_id and o.client_order_id not in known
                  and o.state not in PENDING]
         if stale:
@@ -152,21 +221,31 @@ class Reconciler(StockadeActor):
         return mismatches
 
     def _protect(self, positions: list[Any], orders: list[Any]) -> None:
-        """Give each long position without a resting sell order a protective stop."""
+        """Give each long position without a stop a protective stop, within `max_unprotected_s`."""
         pct = self.cfg.protective_stop_pct / 100.0
         now = time.monotonic()
+        in_flight = {o.symbol for o in self.svc.store.open_orders()
+                     if o.side == "sell" and o.order_type == "stop" and o.reduce_only}
         for p in positions:
             qty = int(float(p.qty))
             if qty <= 0:
                 continue  # shorts are not opened by stockade; nothing to protect against here
-            covered = sum(int(float(o.qty or 0)) - int(float(o.filled_qty or 0)) for o in orders
-                          if o.symbol == p.symbol and broker_orders.enum_str(o.side) == "sell")
-            if covered >= qty:
+            bare = uncovered_qty(qty, [
+                (broker_orders.enum_str(o.type or o.order_type), int(float(o.qty or 0)) - int(float(o.filled_qty or 0)))
+                for o in orders if o.symbol == p.symbol and broker_orders.enum_str(o.side) == "sell"
+            ])
+            if bare <= 0:
+                self.protect_requested.pop(p.symbol, None)
                 continue
-            last = self.protect_requested.get(p.symbol, 0.0)
-            if now - last < 3 * self.cfg.interval_s:
-                continue  # one request in flight, or alerted recently
-            if self.svc.trading_state().state == "HALTED":
+            covered = qty - bare
+            last = self.protect_requested.get(p.symbol)
+            # Asked already and that stop is still on its way (in the ledger, not
+            # yet in this pass's broker snapshot): give it half the bound to show
+            # up. Once it failed (rejected, abandoned), ask again at once.
+            halted = self.svc.trading_state().state == "HALTED"
+            if last is not None and now - last < self.cfg.max_unprotected_s / 2 and (p.symbol in in_flight or halted):
+                continue
+            if halted:
                 # HALTED places no orders at all: say so loudly, leave the choice
                 # (resume, or kill to go flat) to the operator.
                 self.protect_requested[p.symbol] = now
@@ -189,9 +268,70 @@ class Reconciler(StockadeActor):
                 reason="protective stop for an unprotected position", proposal_id="", quote_recv_ns=time.time_ns(),
                 reduce_only=True, stop_price=stop))
 
+    def _trail(self, positions: list[Any], orders: list[Any]) -> None:
+        """The local trailing stop: move each live sell stop up to `trailing_stop_pct` below the high.
+
+        The high is the highest price seen at a pass while the position is
+        held (sampled every `interval_s`); stops only ever move up.
+        """
+        pct = self.svc.settings.orders.trailing_stop_pct / 100.0
+        held = {p.symbol: p for p in positions if int(float(p.qty)) > 0}
+        self.highs = {s: h for s, h in self.highs.items() if s in held}
+        if pct <= 0:
+            return
+        for symbol, p in held.items():
+            price = float(p.current_price or 0)
+            if price <= 0:
+                continue
+            high = self.highs[symbol] = max(self.highs.get(symbol, 0.0), price)
+            target = round_price(high * (1.0 - pct), "down")
+            for o in orders:
+                if (o.symbol != symbol or broker_orders.enum_str(o.side) != "sell"
+                        or broker_orders.enum_str(o.type or o.order_type) != "stop"
+                        or broker_orders.status_of(o) not in ("new", "accepted", "partially_filled")):
+                    continue
+                current = float(o.stop_price or 0)
+                if target > current + 0.005 and target < price:
+                    self.tell("order_manager", ReplaceStop(o.client_order_id, target,
+                                                           f"trailing stop {pct * 100:g}% below {high:.2f}"))
+
+    def _gaps(self, positions: list[Any]) -> None:
+        """At the first pass after the open: each held position's overnight gap, classed and alerted above HIGH."""
+        from alpaca.data.requests import StockSnapshotRequest
+
+        held = sorted(p.symbol for p in positions if int(float(p.qty)) != 0)
+        if not held:
+            return
+        try:
+            snapshots = self.svc.broker.data_client().get_stock_snapshot(
+                StockSnapshotRequest(symbol_or_symbols=held, feed=self.svc.settings.alpaca.feed))
+        except Exception as exc:
+            log.warning("gap risk: no snapshots (%s); not measured today", redact(exc))
+            return
+        cfg = self.cfg
+        report: dict[str, Any] = {}
+        for symbol in held:
+            snap = snapshots.get(symbol) if isinstance(snapshots, dict) else None
+            prev = getattr(getattr(snap, "previous_daily_bar", None), "close", None)
+            today = getattr(snap, "daily_bar", None)
+            first = getattr(today, "open", None) or getattr(getattr(snap, "latest_trade", None), "price", None)
+            if not prev or not first:
+                log.warning("gap risk: %s has no previous close or open price; not measured", symbol)
+                continue
+            pct = gap_pct(float(prev), float(first))
+            kind = gap_class(pct, cfg.gap_moderate_pct, cfg.gap_high_pct, cfg.gap_extreme_pct)
+            report[symbol] = {"gap_pct": round(pct, 3), "class": kind, "previous_close": float(prev),
+                              "open": float(first)}
+            log.info("gap risk: %s opened %+.2f%% from the previous close (%s)", symbol, pct, kind)
+            if kind in ("HIGH", "EXTREME"):
+                self.tell("alerter", Alert("CRITICAL" if kind == "EXTREME" else "WARNING", f"gap:{symbol}",
+                                           f"{symbol} gapped {pct:+.2f}% at the open ({kind}): previous close "
+                                           f"{float(prev):.2f}, open {float(first):.2f}", NAME, time.time_ns()))
+        self.svc.stats["gap_risk"] = report
+
     def _store_equity(self, account: AccountSnapshot, held: tuple[Position, ...], now: int) -> None:
         store = self.svc.store
-        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        today = exchange_date(now)  # the trading day, not the UTC one
 
         def write(txn: Any) -> None:
             store.equity.add(EquitySnapshot(ts_ns=now, equity=account.equity, cash=account.cash,

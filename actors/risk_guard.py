@@ -2,17 +2,28 @@
 
 The rules themselves are pure functions in `stockade.quant.risk_rules`; this
 actor only gathers the world they judge (trading state from storage, the
-account, positions and clock from the reconciler, the ledger's open orders,
-its own order-rate window and circuit breaker) and records every decision
-with its reason.
+account, positions and clock from the reconciler, the broker's calendar,
+the ledger's open orders, its own order-rate window, failure breaker,
+in-flight entries and day-trade count) and records every decision with its
+reason.
+
+It also watches the day's loss on every account snapshot: alerts as a loss
+limit comes near and when it is hit, and at `loss_breaker_pct` it asks
+EmergencyStop to liquidate everything (which leaves trading HALTED). With
+`flatten_before_close_min` it asks EmergencyStop to flatten, without
+halting, that many minutes before the broker's next close.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import date, timedelta
+from typing import Any
+
+import msgspec
 
 from stockade.actors.base import StockadeActor, handles
 from stockade.actors.services import Services
@@ -22,29 +33,36 @@ from stockade.codecs.messages import (
     AccountSnapshot,
     Alert,
     ClockSnapshot,
+    Flatten,
+    Kill,
     OrderIntent,
     OrderUpdate,
     Position,
     Proposal,
     Rejection,
 )
-from stockade.codecs.records import DecisionRecord
+from stockade.codecs.records import DayCounters, DecisionRecord
 from stockade.quant.brackets import BracketParams
+from stockade.quant.market_hours import Calendar, exchange_date, exchange_day, session_from_calendar
+from stockade.quant.pdt import DayTradeCounter
 from stockade.quant.risk_rules import (
     CircuitBreaker,
     OrderRateWindow,
     RiskContext,
     RiskLimits,
     RiskRequest,
+    day_loss_pct,
     evaluate,
 )
+from stockade.storage.order_states import TERMINAL
 
 log = logging.getLogger(__name__)
 
 NAME = "risk_guard"
+ENTRY_TYPES = ("market", "limit")
 
 
-def limits_from_settings(risk) -> RiskLimits:
+def limits_from_settings(risk: Any) -> RiskLimits:
     """The pure rules' parameters from the `[risk]` settings section."""
     return RiskLimits(
         require_market_open=risk.respect_market_hours,
@@ -60,9 +78,16 @@ def limits_from_settings(risk) -> RiskLimits:
         cb_max_consecutive_failures=risk.circuit_breaker_failures,
         cb_cooloff_s=risk.circuit_breaker_cooloff_s,
         pdt_equity_threshold=risk.pdt_min_equity,
-        # pdt_protection off: the broker's own PDT check is the only one left.
-        pdt_max_daytrades=3 if risk.pdt_protection else 1_000_000,
+        pdt_enabled=risk.pdt_protection,
         max_orders_per_minute=risk.max_orders_per_min,
+        loss_breaker_pct=risk.loss_breaker_pct,
+        max_sector_pct=risk.max_sector_pct,
+        sectors=dict(risk.sectors),
+        max_portfolio_risk_pct=risk.max_portfolio_risk_pct,
+        assumed_stop_pct=risk.stop_loss_pct,
+        confidence_floor=risk.confidence_floor,
+        target_volatility_pct=risk.target_volatility_pct,
+        flatten_before_close_min=risk.flatten_before_close_min,
     )
 
 
@@ -70,14 +95,23 @@ class RiskGuard(StockadeActor):
     def setup(self) -> None:
         self.svc: Services = self.ctx.extra("services")
         risk = self.svc.settings.risk
+        if risk.fractional:  # settings refuse it; a hand-built Settings must not slip through
+            raise ValueError("risk.fractional = true is not supported: orders are whole shares")
         self.limits = limits_from_settings(risk)
+        self.loss_alert_ratio = risk.loss_alert_ratio
+        self.in_flight_timeout_ns = int(risk.in_flight_timeout_s * 1e9)
         self.brackets = BracketParams(method="percent", stop_pct=risk.stop_loss_pct,
                                       take_profit_pct=risk.take_profit_pct)
         self.breaker = CircuitBreaker.from_limits(self.limits)
         self.rate = OrderRateWindow(60.0)
         self.account: AccountSnapshot | None = None
         self.market_open = not risk.respect_market_hours  # until the reconciler says
-        self.opened_today: dict[str, str] = {}  # symbol -> date opened
+        self.next_close_ns = 0
+        self.calendar = Calendar(())
+        self.calendar_day: date | None = None
+        self.in_flight: dict[str, int] = {}  # symbol -> when its entry was allowed (ns)
+        self.day_trades = DayTradeCounter(self._stored_day_trades())
+        self.fired: dict[str, str] = {}  # alert/action key -> exchange date it last fired
         self._initial_snapshot()
 
     def _initial_snapshot(self) -> None:
@@ -85,64 +119,249 @@ class RiskGuard(StockadeActor):
         judged on facts rather than on "unknown" (the reconciler keeps them fresh)."""
         try:
             client = self.svc.broker.trading_client()
-            self.market_open = bool(client.get_clock().is_open)
+            clock = client.get_clock()
             a = client.get_account()
         except Exception as exc:
             log.warning("risk: no initial account/clock from the broker (%s); waiting for the reconciler", redact(exc))
             return
+        self.market_open = bool(clock.is_open)
+        self.next_close_ns = _ns(getattr(clock, "next_close", None))
         self.account = account_snapshot(a)
+        self._refresh_calendar(client)
+
+    def _refresh_calendar(self, client: Any = None) -> None:
+        """The broker's sessions for the PDT window (holidays skipped), once per exchange day.
+
+        With a client (setup) it fetches at once; from a handler it fetches on a
+        thread of its own, so a slow broker cannot make this actor look hung.
+        """
+        today = exchange_day(time.time_ns())
+        if self.calendar_day == today:
+            return
+        self.calendar_day = today  # one try a day: a failure falls back to weekdays
+        self.day_trades.prune(self.calendar.pdt_window(today))
+
+        def fetch(client: Any) -> None:
+            try:
+                from alpaca.trading.requests import GetCalendarRequest
+
+                client = client or self.svc.broker.trading_client()
+                rows = client.get_calendar(GetCalendarRequest(start=today - timedelta(days=14), end=today))
+                # one reference swap: the actor thread sees the old calendar or the new, never half
+                self.calendar = Calendar(session_from_calendar(r.date, r.open, r.close) for r in rows)
+            except Exception as exc:
+                log.warning("risk: no broker calendar (%s); the PDT window counts weekdays", redact(exc))
+
+        if client is not None:
+            fetch(client)
+        else:
+            threading.Thread(target=fetch, args=(None,), name="risk-calendar", daemon=True).start()
+
+    def _stored_day_trades(self) -> dict[date, int]:
+        today = exchange_day(time.time_ns())
+        out: dict[date, int] = {}
+        with self.svc.store.read() as txn:
+            for back in range(10):  # five business days span at most nine calendar days
+                day = today - timedelta(days=back)
+                counters = self.svc.store.counters.get(day.isoformat(), txn=txn)
+                if counters is not None and counters.day_trades:
+                    out[day] = counters.day_trades
+        return out
 
     # ---- the world ------------------------------------------------------------------
 
     @handles(AccountSnapshot)
     def on_account(self, account: AccountSnapshot) -> None:
         self.account = account
+        self._refresh_calendar()
+        self._watch_loss(account)
+        self._maybe_flatten()
 
     @handles(ClockSnapshot)
     def on_clock(self, clock: ClockSnapshot) -> None:
         self.market_open = clock.is_open
+        self.next_close_ns = clock.next_close_ns
+        self._maybe_flatten()
 
     @handles(OrderUpdate)
     def on_order_update(self, update: OrderUpdate) -> None:
         if update.status == "rejected":
+            if update.reason == "pdt":
+                self._pdt_refused(update)
             if self.breaker.record_order_failure(f"order rejected: {update.symbol}"):
-                self._breaker_alert()
-        elif update.status in ("accepted", "filled", "partially_filled"):
+                self._failure_breaker_alert()
+        elif update.status in ("accepted", "new", "filled", "partially_filled"):
             self.breaker.record_order_ok()
-        if update.fill_qty and update.side == "buy":
-            self.opened_today[update.symbol] = _today()
+        if update.status in TERMINAL or update.fill_qty:
+            self.in_flight.pop(update.symbol, None)  # the ledger now shows what happened
+        if update.fill_qty:
+            self._count_fill(update)
 
-    def _breaker_alert(self) -> None:
+    def _count_fill(self, update: OrderUpdate) -> None:
+        now = time.time_ns()
+        day = exchange_day(now)
+        held = self.svc.store.positions.get(update.symbol)
+        after = float(held.qty) if held else 0.0
+        fill = float(update.fill_qty or 0.0)
+        before = after - fill if update.side == "buy" else after + fill
+        opening = (update.side == "buy" and before >= 0) or (update.side == "sell" and before <= 0)
+        if opening:
+            self.day_trades.opening_fill(update.symbol, fill, day)
+        elif self.day_trades.closing_fill(update.symbol, fill, day, update.client_order_id):
+            self._store_day_trades(day)
+            count = self.day_trades.count(self.calendar.pdt_window(day))
+            log.info("risk: day trade in %s (%d in the 5-day window)", update.symbol, count)
+            if count >= self.limits.pdt_max_daytrades and self._pdt_applies():
+                self._alert_once("pdt-limit", "WARNING",
+                                 f"{count} day trades in 5 business days: no more day trades "
+                                 f"below {self.limits.pdt_equity_threshold:,.0f} equity")
+
+    def _store_day_trades(self, day: date) -> None:
+        store, key, n = self.svc.store, day.isoformat(), self.day_trades.day_trades.get(day, 0)
+        account = self.account
+
+        def write(txn: Any) -> None:
+            current = store.counters.get(key, txn=txn)
+            if current is None:
+                # Create it as the reconciler would, so the day keeps its start equity.
+                start = (account.last_equity or account.equity) if account else None
+                current = DayCounters(date=key, start_equity=start)
+            store.counters.put(key, msgspec.structs.replace(current, day_trades=n, updated_ns=time.time_ns()),
+                               txn=txn)
+
+        store.transact(write, durable=False)
+
+    def _pdt_refused(self, update: OrderUpdate) -> None:
+        day = exchange_day(time.time_ns())
+        self.day_trades.broker_refused(day)
+        log.error("risk: the broker refused %s %s as a pattern day trade (40310100); no day trades until "
+                  "the next exchange day", update.side, update.symbol)
+        self._alert_once("pdt-refused", "CRITICAL",
+                         f"broker refused {update.side} {update.symbol} as a pattern day trade (40310100): "
+                         "no new entries or same-day closes until the next exchange day")
+
+    def _pdt_applies(self) -> bool:
+        a = self.account
+        return bool(self.limits.pdt_enabled and a and min(a.equity, a.last_equity or a.equity)
+                    < self.limits.pdt_equity_threshold)
+
+    def _failure_breaker_alert(self) -> None:
         status = self.breaker.status()
-        log.error("circuit breaker tripped: %s", status.reason)
-        self.tell("alerter", Alert("CRITICAL", "circuit-breaker", f"circuit breaker tripped: {status.reason}",
+        log.error("failure breaker tripped: %s", status.reason)
+        self.tell("alerter", Alert("CRITICAL", "failure-breaker", f"failure breaker tripped: {status.reason}",
                                    NAME, time.time_ns()))
+
+    # ---- the day's loss --------------------------------------------------------------
+
+    def _start_equity(self, txn: Any = None) -> float | None:
+        counters = self.svc.store.counters.get(exchange_date(time.time_ns()), txn=txn)
+        if counters is not None and counters.start_equity:
+            return counters.start_equity
+        return self.account.last_equity if self.account and self.account.last_equity > 0 else None
+
+    def _watch_loss(self, account: AccountSnapshot) -> None:
+        """Alerts near and at the loss limits; the loss breaker liquidates."""
+        start = self._start_equity()
+        loss = day_loss_pct(account.equity, start)
+        if loss is None or loss <= 0:
+            return
+        lim = self.limits
+        where = f"day loss {loss:.2f}% (equity {account.equity:,.2f} vs start {start:,.2f})"
+        if loss >= lim.loss_breaker_pct:
+            self._trip_loss_breaker(f"{where} >= loss breaker {lim.loss_breaker_pct:g}%")
+            return
+        if loss >= lim.daily_loss_limit_pct:
+            self._alert_once("daily-loss-limit", "CRITICAL",
+                             f"{where} >= daily loss limit {lim.daily_loss_limit_pct:g}%: no new entries")
+        elif loss >= self.loss_alert_ratio * lim.daily_loss_limit_pct:
+            self._alert_once("daily-loss-near", "WARNING",
+                             f"{where} is near the daily loss limit {lim.daily_loss_limit_pct:g}%")
+        if loss >= self.loss_alert_ratio * lim.loss_breaker_pct:
+            self._alert_once("loss-breaker-near", "WARNING",
+                             f"{where} is near the loss breaker {lim.loss_breaker_pct:g}% (full liquidation)")
+
+    def _trip_loss_breaker(self, why: str) -> None:
+        if self.svc.trading_state().state == "HALTED" and self.fired.get("loss-breaker"):
+            return  # already liquidated (or being) and halted
+        self.fired["loss-breaker"] = exchange_date(time.time_ns())
+        log.critical("LOSS BREAKER: %s; liquidating through the kill switch", why)
+        self.tell("alerter", Alert("CRITICAL", "loss-breaker", f"loss breaker tripped: {why}; liquidating, "
+                                   "trading HALTED", NAME, time.time_ns()))
+        self.tell("emergency_stop", Kill(f"loss breaker: {why}", f"{NAME}:loss_breaker"))
+
+    def _maybe_flatten(self) -> None:
+        """Ask for a flatten once a day when the close is within flatten_before_close_min."""
+        window = self.limits.flatten_before_close_min
+        minutes = self._minutes_to_close()
+        if window <= 0 or minutes is None or minutes > window:
+            return
+        if not any(p.qty for p in self.svc.store.positions.values()):
+            return
+        today = exchange_date(time.time_ns())
+        if self.fired.get("flatten") == today:
+            return
+        self.fired["flatten"] = today
+        why = f"{minutes:.1f} min to the close <= flatten_before_close_min {window:g}"
+        log.warning("risk: flattening before the close: %s", why)
+        self.tell("alerter", Alert("WARNING", "flatten", f"flattening every position: {why}", NAME, time.time_ns()))
+        self.tell("emergency_stop", Flatten(why, f"{NAME}:flatten"))
+
+    def _minutes_to_close(self) -> float | None:
+        if not self.market_open or self.next_close_ns <= 0:
+            return None
+        return max(0.0, (self.next_close_ns - time.time_ns()) / 60e9)
+
+    def _alert_once(self, key: str, level: str, text: str) -> None:
+        """One alert per key per exchange day (the alerter de-duplicates too, per window)."""
+        today = exchange_date(time.time_ns())
+        if self.fired.get(key) == today:
+            return
+        self.fired[key] = today
+        log.warning("risk: %s", text)
+        self.tell("alerter", Alert(level, f"risk-{key}", text, NAME, time.time_ns()))  # type: ignore[arg-type]
 
     # ---- decisions ------------------------------------------------------------------
 
     def _context(self) -> RiskContext:
         store = self.svc.store
-        today = _today()
+        now = time.time_ns()
+        day = exchange_day(now)
         with store.read() as txn:  # one consistent snapshot, one transaction
             positions = tuple(
                 Position(p.symbol, float(p.qty), p.avg_entry_price, market_value=p.qty * p.avg_entry_price)
                 for p in store.positions.values(txn=txn) if p.qty != 0
             )
-            open_symbols = tuple(sorted({o.symbol for o in store.open_orders(txn=txn) if o.parent_id is None
-                                         and o.order_type in ("market", "limit")}))
-            counters = store.counters.get(today, txn=txn)
+            open_orders = list(store.open_orders(txn=txn))
+            start_equity = self._start_equity(txn)
             state = self.svc.trading_state(txn)
+        entries = [o for o in open_orders if o.parent_id is None and o.order_type in ENTRY_TYPES]
+        stops: dict[str, float] = {}
+        for o in open_orders:
+            stop = o.stop_price if o.stop_price else (o.stop_loss if o.parent_id is None else None)
+            if stop and (o.order_type == "stop" or o.parent_id is not None):
+                stops[o.symbol] = min(stops.get(o.symbol, stop), stop)
+        for symbol, since in list(self.in_flight.items()):
+            if now - since > self.in_flight_timeout_ns:
+                del self.in_flight[symbol]
+        in_flight = {o.symbol for o in entries if not o.reduce_only} | set(self.in_flight)
+        held = {p.symbol for p in positions}
+        for symbol in self.day_trades.opened_today(day) - held:
+            self.day_trades.position_gone(symbol)  # closed outside our orders (e.g. liquidated)
+        broker_count = self.account.daytrade_count if self.account else 0
         return RiskContext(
-            now_ns=time.time_ns(),
+            now_ns=now,
             trading_state=state.state,
             market_open=self.market_open,
             account=self.account,
             positions=positions,
-            open_order_symbols=open_symbols,
-            start_of_day_equity=counters.start_equity if counters else None,
+            open_order_symbols=tuple(sorted({o.symbol for o in entries})),
+            start_of_day_equity=start_equity,
             orders_last_minute=self.rate.count(),
             breaker=self.breaker.status(),
-            opened_today=frozenset(s for s, d in self.opened_today.items() if d == today),
+            pdt=self.day_trades.status(day, self.calendar.pdt_window(day), broker_count),
+            in_flight=tuple(sorted(in_flight)),
+            stops=stops,
+            minutes_to_close=self._minutes_to_close(),
         )
 
     @handles(Proposal)
@@ -158,8 +377,12 @@ class RiskGuard(StockadeActor):
             failure = verdict.first_failure
             rule, reason = (failure.rule, failure.reason) if failure else ("sizing", "no quantity")
             self._reject(proposal, rule, reason)
+            if rule == "loss_breaker" and self.account is not None:
+                self._watch_loss(self.account)
             return
         self.rate.record()
+        if not verdict.reduce_only:
+            self.in_flight[proposal.symbol] = context.now_ns
         intent = OrderIntent(
             intent_id=uuid.uuid4().hex,
             symbol=proposal.symbol,
@@ -177,9 +400,10 @@ class RiskGuard(StockadeActor):
         # The order first, the audit record after: the record's commit is not
         # on the quote-to-order path.
         self.tell("order_manager", intent)
-        log.info("risk: %s %d %s allowed (stop %s, target %s)", intent.side, intent.qty, intent.symbol,
-                 intent.stop_loss, intent.take_profit)
-        self._record(proposal, True, "all", "every rule passed", verdict.qty)
+        sizing = next((r.reason for r in verdict.results if r.rule == "sizing"), "")
+        log.info("risk: %s %d %s allowed (stop %s, target %s; %s)", intent.side, intent.qty, intent.symbol,
+                 intent.stop_loss, intent.take_profit, sizing)
+        self._record(proposal, True, "all", f"every rule passed; {sizing}", verdict.qty)
 
     def _reject(self, proposal: Proposal, rule: str, reason: str) -> None:
         # Every decision is in storage; the log would drown in repeats.
@@ -200,5 +424,9 @@ class RiskGuard(StockadeActor):
                    for o in self.svc.store.open_orders())
 
 
-def _today() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+def _ns(moment: Any) -> int:
+    """Epoch ns of an aware datetime (0 when missing)."""
+    try:
+        return int(moment.timestamp() * 1e9) if moment is not None else 0
+    except (AttributeError, OverflowError, ValueError):
+        return 0

@@ -19,6 +19,11 @@ CLIENT_ID_PREFIX = "stk-"
 # Alpaca's error codes the order path acts on.
 DUPLICATE_CLIENT_ORDER_ID = 40010001
 ORDER_NOT_FOUND = 40410000
+PDT_DENIED = 40310100  # "trade denied due to pattern day trading protection"
+
+# Why the broker refused an order, from its code and message. The
+# risk guard and the operator act on these (see `rejection_reason`).
+REJECTION_REASONS = ("pdt", "wash_trade", "buying_power", "insufficient_qty", "other")
 
 
 def client_order_id(intent_id: str) -> str:
@@ -26,6 +31,15 @@ def client_order_id(intent_id: str) -> str:
     a crash or a timeout can never become a second order (the broker refuses a
     duplicate client_order_id)."""
     return f"{CLIENT_ID_PREFIX}{intent_id}"
+
+
+def replacement_id(old_client_order_id: str, stop_price: float) -> str:
+    """The client_order_id of the order replacing `old` at `stop_price`: the same
+    move always has the same id, so an ambiguous replace is looked up, not repeated."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{old_client_order_id}@{stop_price:.4f}".encode()).hexdigest()[:20]
+    return client_order_id(f"mv-{digest}")
 
 
 def is_ours(client_id: str | None) -> bool:
@@ -78,8 +92,14 @@ def status_of(order: Any) -> str:
     return enum_str(order.status)
 
 
-def record_from_order(order: Any, *, intent_id: str = "", reason: str = "", parent_id: str | None = None) -> OrderRecord:
-    """A ledger record for a broker order we did not place ourselves (adoption)."""
+def record_from_order(order: Any, *, intent_id: str = "", reason: str = "", parent_id: str | None = None,
+                      unfilled: bool = False) -> OrderRecord:
+    """A ledger record for a broker order we did not place ourselves (adoption).
+
+    `unfilled`: record it as working with nothing filled yet, so that the
+    caller's next step (`OrderManager._apply` of the same order) records its
+    fills; otherwise they would be in the record but never in the fill ledger.
+    """
     now = time.time_ns()
     order_type = enum_str(order.type or order.order_type) or "market"
     legs = tuple(leg.client_order_id for leg in (order.legs or ()))
@@ -94,10 +114,10 @@ def record_from_order(order: Any, *, intent_id: str = "", reason: str = "", pare
         stop_price=_f(order.stop_price),
         order_class=enum_str(order.order_class) or "simple",  # type: ignore[arg-type]
         time_in_force=enum_str(order.time_in_force) or "day",
-        state=state_from_broker_status(status_of(order)),
+        state="accepted" if unfilled else state_from_broker_status(status_of(order)),
         broker_order_id=str(order.id),
-        filled_qty=int(float(order.filled_qty or 0)),
-        filled_avg_price=_f(order.filled_avg_price),
+        filled_qty=0 if unfilled else int(float(order.filled_qty or 0)),
+        filled_avg_price=None if unfilled else _f(order.filled_avg_price),
         created_ns=now,
         updated_ns=now,
         reason=reason,
@@ -130,6 +150,35 @@ def api_error_code(exc: BaseException) -> int | None:
         return int(exc.code)  # type: ignore[attr-defined]
     except Exception:
         return None
+
+
+def rejection_reason(code: int | None, message: str) -> str:
+    """One of `REJECTION_REASONS` for a 4xx refusal (Alpaca shares 40310000
+    between several causes, so the message decides those)."""
+    text = message.lower()
+    if code == PDT_DENIED or "pattern day" in text:
+        return "pdt"
+    if "wash trade" in text:
+        return "wash_trade"
+    if "buying power" in text:
+        return "buying_power"
+    if "insufficient qty" in text or "qty available" in text or "insufficient quantity" in text:
+        return "insufficient_qty"
+    return "other"
+
+
+def api_message(exc: BaseException) -> str:
+    """The broker's error message of an APIError (its body's `message`), else the text."""
+    try:
+        return str(exc.message)  # type: ignore[attr-defined]
+    except Exception:
+        return str(exc)
+
+
+def is_retryable(status: int | None) -> bool:
+    """A failure worth retrying: refused before doing anything (429) or the
+    server's fault (5xx). Any other 4xx is a definitive no."""
+    return status is None or status == 429 or status >= 500
 
 
 def is_not_found(exc: BaseException) -> bool:

@@ -1,18 +1,29 @@
-"""Order rate limiting: a token bucket with a reserve kept for emergencies.
+"""The REST budget: a token bucket with a reserve kept for the emergency stop.
 
-Pure (injectable clock). Alpaca allows 200 REST requests a minute; ordinary
-orders may only spend tokens above `reserve`, so protective and
-exposure-reducing orders still go out when the strategy has been busy.
+Alpaca allows 200 trading REST requests a minute per key; stockade spends at
+most `orders.rate_limit_per_min` of it (80% by default). Every trading call
+of the order manager and the reconciler (submits, look-ups, replaces,
+resyncs, polls, reconcile reads) takes a token from one bucket per API key
+in the process. Ordinary calls may not take the last
+`reserve` tokens: those stay for the EmergencyStop, whose requests are
+never held back (`limit_client(..., emergency=True)` counts them, or its
+client bypasses the bucket), so a busy strategy can never leave a
+liquidation without budget.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Callable
+from typing import Any, Callable
+
+
+class BudgetSpent(RuntimeError):
+    """The local REST budget is spent: the request was NOT sent."""
 
 
 class TokenBucket:
-    """`rate_per_min` tokens a minute, at most `capacity`; `reserve` kept for emergencies."""
+    """`rate_per_min` tokens a minute, at most `capacity`; `reserve` kept for emergencies. Thread-safe."""
 
     def __init__(
         self,
@@ -29,8 +40,11 @@ class TokenBucket:
             raise ValueError(f"reserve must be in [0, capacity), got {reserve!r}")
         self.reserve = reserve
         self._clock = clock
+        self._lock = threading.Lock()
         self._tokens = self.capacity
         self._last = clock()
+        self.taken = 0
+        self.refused = 0
 
     def _refill(self) -> None:
         now = self._clock()
@@ -39,14 +53,86 @@ class TokenBucket:
 
     @property
     def tokens(self) -> float:
-        self._refill()
-        return self._tokens
+        with self._lock:
+            self._refill()
+            return self._tokens
+
+    def available(self, n: int = 1, emergency: bool = False) -> bool:
+        """Whether `n` tokens could be taken now (nothing is taken)."""
+        floor = 0.0 if emergency else float(self.reserve)
+        return self.tokens - n >= floor
 
     def take(self, emergency: bool = False) -> bool:
         """Spend one token; ordinary requests may not dip into the reserve."""
-        self._refill()
-        floor = 0.0 if emergency else float(self.reserve)
-        if self._tokens - 1.0 >= floor:
-            self._tokens -= 1.0
-            return True
-        return False
+        with self._lock:
+            self._refill()
+            floor = 0.0 if emergency else float(self.reserve)
+            if self._tokens - 1.0 >= floor:
+                self._tokens -= 1.0
+                self.taken += 1
+                return True
+            self.refused += 1
+            return False
+
+    def wait_s(self, emergency: bool = False) -> float:
+        """Seconds until `take(emergency)` could succeed (0 if it can now)."""
+        with self._lock:
+            self._refill()
+            floor = 0.0 if emergency else float(self.reserve)
+            short = floor + 1.0 - self._tokens
+            return max(0.0, short / self.rate_per_s)
+
+    def acquire(self, max_wait_s: float, sleep: Callable[[float], None] = time.sleep) -> bool:
+        """Take an ordinary token, waiting up to `max_wait_s` for the refill; False if none came."""
+        deadline = self._clock() + max_wait_s
+        while not self.take():
+            delay = self.wait_s()
+            if self._clock() + delay > deadline:
+                return False
+            sleep(delay)
+        return True
+
+
+_shared: dict[tuple[str, float, int], TokenBucket] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_bucket(api_key: str, rate_per_min: float, reserve: int) -> TokenBucket:
+    """The one bucket of an API key (Alpaca's budget is per key) in this process:
+    every ordinary trading client of that key draws from it."""
+    with _shared_lock:
+        key = (api_key, float(rate_per_min), int(reserve))
+        if key not in _shared:
+            _shared[key] = TokenBucket(rate_per_min, reserve=reserve)
+        return _shared[key]
+
+
+def limit_client(client: Any, bucket: TokenBucket, max_wait_s: float, emergency: bool = False) -> Any:
+    """Make every HTTP request of an alpaca-py client take a token first.
+
+    A request that finds no token within `max_wait_s` raises `BudgetSpent`
+    without being sent, so the caller knows its outcome (nothing happened).
+    Keep `max_wait_s` well under the heartbeat timeout: actors call this in
+    their handlers. The SDK's own 429 retries are switched off for the same
+    reason (it sleeps a second between them, in the caller's thread): a 429
+    reaches the caller, whose retry policy (jittered backoff, or the next
+    pass) takes over.
+
+    `emergency=True` (the EmergencyStop's client): each request takes a token
+    where there is one, the reserve included, and is never held back; the
+    ordinary callers then find the budget that much smaller.
+    """
+    client._retry = 0
+    session = client._session  # alpaca-py internals, checked by broker.rest._configure
+    inner = session.request
+
+    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if emergency:
+            bucket.take(emergency=True)
+        elif not bucket.acquire(max_wait_s):
+            raise BudgetSpent(f"local REST budget spent ({bucket.rate_per_s * 60:.0f}/min, "
+                              f"{bucket.reserve} in reserve): {method} not sent")
+        return inner(method, url, *args, **kwargs)
+
+    session.request = request
+    return client

@@ -8,10 +8,15 @@ context and sends the verdict on.
 
 Exposure-reducing orders (opposite side of an existing position) are sized
 to close the position, carry no bracket, and pass the rules that exist to
-limit new exposure (spread, price range, position and count limits, daily
-loss, circuit breaker, order rate): an operator who says REDUCING, or a
-losing day, must still be able to get out. Trading state, market clock,
-stale quote and PDT apply to every order.
+limit new exposure (spread, price range, position, sector and risk limits,
+daily loss, breakers, order rate, in-flight entry, close window): an
+operator who says REDUCING, or a losing day, must still be able to get out.
+Trading state, market clock, stale quote and PDT apply to every order.
+
+Two breakers, distinct on purpose: the *failure breaker* pauses entries
+after consecutive order failures (a broken order path); the *loss breaker*
+(`rule_loss_breaker`) fires at a loss from start-of-day equity, and the
+RiskGuard answers it with a full liquidation through EmergencyStop.
 
 Percentages are in percent (2.0 = 2 %).
 """
@@ -27,7 +32,8 @@ import msgspec
 
 from stockade.codecs.messages import AccountSnapshot, Position, Proposal
 from stockade.quant.brackets import BracketParams, bracket_prices
-from stockade.quant.sizing import position_size
+from stockade.quant.pdt import PdtStatus
+from stockade.quant.sizing import confidence_scale, position_size, volatility_scale
 
 Side = Literal["buy", "sell"]
 TradingState = Literal["ACTIVE", "REDUCING", "HALTED"]
@@ -53,7 +59,16 @@ class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     cb_cooloff_s: float = 900.0
     pdt_equity_threshold: float = 25_000.0
     pdt_max_daytrades: int = 3  # at this many, the next would flag the account
+    pdt_enabled: bool = True
     max_orders_per_minute: int = 30
+    loss_breaker_pct: float = 5.0  # loss from start-of-day equity that liquidates everything
+    max_sector_pct: float = 100.0
+    sectors: dict[str, str] = msgspec.field(default_factory=dict)  # symbol -> sector
+    max_portfolio_risk_pct: float = 100.0  # equity lost if every stop were hit
+    assumed_stop_pct: float = 2.0  # a position's risk when no resting stop is known
+    confidence_floor: float = 1.0  # 1.0: confidence does not scale the size
+    target_volatility_pct: float = 0.0  # 0: volatility does not scale the size
+    flatten_before_close_min: float = 0.0  # 0: off
 
 
 class RuleResult(msgspec.Struct, frozen=True):
@@ -77,12 +92,15 @@ class RiskRequest(msgspec.Struct, frozen=True, kw_only=True):
     bid: float = 0.0
     ask: float = 0.0
     quote_recv_ns: int = 0
-    atr: float | None = None  # for ATR brackets; percent brackets without it
+    atr: float | None = None  # for ATR brackets and volatility scaling; percent brackets without it
+    confidence: float = 1.0
+    size_scale: float = 1.0  # the ensemble's regime scale (below 1 when defensive)
 
     @classmethod
     def from_proposal(cls, p: Proposal, atr: float | None = None) -> "RiskRequest":
         return cls(
-            symbol=p.symbol, side=p.side, price=p.price, bid=p.bid, ask=p.ask, quote_recv_ns=p.quote_recv_ns, atr=atr
+            symbol=p.symbol, side=p.side, price=p.price, bid=p.bid, ask=p.ask, quote_recv_ns=p.quote_recv_ns, atr=atr,
+            confidence=p.confidence, size_scale=p.size_scale,
         )
 
     @property
@@ -114,7 +132,10 @@ class RiskContext(msgspec.Struct, frozen=True, kw_only=True):
     start_of_day_equity: float | None = None  # falls back to account.last_equity
     orders_last_minute: int = 0
     breaker: BreakerStatus = BreakerStatus(False)
-    opened_today: frozenset[str] = frozenset()  # symbols whose position was opened today
+    pdt: PdtStatus | None = None  # None: taken from the account (broker count only)
+    in_flight: tuple[str, ...] = ()  # symbols with an entry allowed but not yet settled
+    stops: dict[str, float] = msgspec.field(default_factory=dict)  # symbol -> resting stop price
+    minutes_to_close: float | None = None  # of today's session, when known and open
 
     def position(self, symbol: str) -> Position | None:
         for p in self.positions:
@@ -223,6 +244,8 @@ def rule_max_position(
         return _no("max_position", f"equity {_money(equity)} <= 0")
     after = existing_value + add_value
     pct = after / equity * 100.0
+    if add_value <= 0 and existing_value / equity * 100.0 < max_pct:
+        return _ok("max_position", f"{symbol} is {existing_value / equity * 100:.1f}% of equity < max {max_pct:g}%")
     if add_value <= 0:
         return _no(
             "max_position",
@@ -268,31 +291,116 @@ def rule_daily_loss(equity: float, start_equity: float | None, limit_pct: float)
     return _ok("daily_loss", f"day P&L {-loss_pct:+.2f}% within limit -{limit_pct:g}%")
 
 
-def rule_circuit_breaker(status: BreakerStatus, now_ns: int) -> RuleResult:
+def rule_failure_breaker(status: BreakerStatus, now_ns: int) -> RuleResult:
     if status.tripped:
         left = max(0.0, (status.until_ns - now_ns) / 1e9)
-        return _no("circuit_breaker", f"circuit breaker tripped ({status.reason}); {left:.0f} s of cool-off left")
-    return _ok("circuit_breaker", "circuit breaker closed")
+        return _no("failure_breaker", f"failure breaker tripped ({status.reason}); {left:.0f} s of cool-off left")
+    return _ok("failure_breaker", "failure breaker closed")
+
+
+def day_loss_pct(equity: float, start_equity: float | None) -> float | None:
+    """Today's loss in percent of start-of-day equity (negative: a gain); None if unknown."""
+    if not start_equity or start_equity <= 0 or not math.isfinite(equity):
+        return None
+    return (start_equity - equity) / start_equity * 100.0
+
+
+def rule_loss_breaker(equity: float, start_equity: float | None, breaker_pct: float) -> RuleResult:
+    """Trips at a loss of `breaker_pct` from start-of-day equity: liquidate, then HALTED."""
+    loss = day_loss_pct(equity, start_equity)
+    if loss is None:
+        return _ok("loss_breaker", "no start-of-day equity yet")
+    if loss >= breaker_pct:
+        return _no("loss_breaker", f"day loss {loss:.2f}% (equity {_money(equity)} vs start "
+                                   f"{_money(start_equity or 0.0)}) >= loss breaker {breaker_pct:g}%")
+    return _ok("loss_breaker", f"day loss {loss:.2f}% < loss breaker {breaker_pct:g}%")
 
 
 def rule_pdt(
-    equity: float, daytrade_count: int, reducing: bool, symbol: str, opened_today: frozenset[str], limits: RiskLimits
+    equity: float, pdt: PdtStatus, reducing: bool, symbol: str, limits: RiskLimits
 ) -> RuleResult:
-    """Pattern day trader: under $25k, a 4th day trade in 5 days flags the account.
+    """Pattern day trader: under $25k, a 4th day trade in 5 business days flags the account.
 
-    With `pdt_max_daytrades` used: no closing a position opened today, and no
-    new bracketed entry (its exits would fire the same day).
+    `equity` should be the lower of today's and the previous close's (Alpaca
+    judges by the previous close). Closing a position opened today makes a
+    day trade, so it needs `count < max`. A new entry is bracketed, so its
+    exits may fire today: it counts as a potential day trade along with every
+    position opened today and still held, and needs `count + those + 1 <= max`.
+    After a 40310100 refusal, no day trade until the next exchange day.
     """
+    name = "pdt"
+    if not limits.pdt_enabled:
+        return _ok(name, "PDT protection is off")
     if equity >= limits.pdt_equity_threshold:
-        return _ok("pdt", f"equity {_money(equity)} >= {_money(limits.pdt_equity_threshold)}: PDT does not apply")
-    if daytrade_count < limits.pdt_max_daytrades:
-        return _ok("pdt", f"{daytrade_count} day trades < {limits.pdt_max_daytrades}")
-    head = f"equity {_money(equity)} < {_money(limits.pdt_equity_threshold)} and {daytrade_count} day trades"
+        return _ok(name, f"equity {_money(equity)} >= {_money(limits.pdt_equity_threshold)}: PDT does not apply")
+    count, cap = pdt.count, limits.pdt_max_daytrades
+    head = (f"equity {_money(equity)} < {_money(limits.pdt_equity_threshold)}, {count} day trades in 5 days "
+            f"(ours {pdt.ours}, broker {pdt.broker})")
     if reducing:
-        if symbol in opened_today:
-            return _no("pdt", f"{head}: closing {symbol} opened today would be another day trade")
-        return _ok("pdt", f"{head}, but {symbol} was not opened today")
-    return _no("pdt", f"{head}: no new same-day round trips")
+        if symbol not in pdt.opened_today:
+            return _ok(name, f"{head}; {symbol} was not opened today")
+        if pdt.locked_out:
+            return _no(name, f"{head}; the broker refused a day trade today (40310100)")
+        if count >= cap:
+            return _no(name, f"{head}; closing {symbol} opened today would be day trade {count + 1} > {cap}")
+        return _ok(name, f"{head}; closing {symbol} is day trade {count + 1} <= {cap}")
+    if pdt.locked_out:
+        return _no(name, f"{head}; the broker refused a day trade today (40310100): no new entries")
+    potential = count + len(pdt.opened_today - {symbol}) + 1
+    if potential > cap:
+        return _no(name, f"{head}, {len(pdt.opened_today)} position(s) opened today: a new bracketed entry "
+                         f"could make day trade {potential} > {cap}")
+    return _ok(name, f"{head}: at most {potential} day trades <= {cap}")
+
+
+def rule_sector(symbol: str, sector: str, sector_value: float, add_value: float, equity: float,
+                max_pct: float) -> RuleResult:
+    """A sector's gross exposure after the order stays within max_pct of equity."""
+    if equity <= 0:
+        return _no("sector", f"equity {_money(equity)} <= 0")
+    pct = (sector_value + add_value) / equity * 100.0
+    if add_value <= 0 and pct >= max_pct:
+        return _no("sector", f"sector {sector} is {pct:.1f}% of equity: no room under max {max_pct:g}%")
+    if pct > max_pct + 1e-9:
+        return _no("sector", f"sector {sector} would be {pct:.1f}% of equity > max {max_pct:g}%")
+    return _ok("sector", f"sector {sector} would be {pct:.1f}% of equity <= max {max_pct:g}%")
+
+
+def rule_portfolio_risk(open_risk: float, add_risk: float, equity: float, max_pct: float) -> RuleResult:
+    """The loss if every stop were hit, the new order's included, stays within max_pct of equity."""
+    if equity <= 0:
+        return _no("portfolio_risk", f"equity {_money(equity)} <= 0")
+    pct = (open_risk + add_risk) / equity * 100.0
+    if add_risk <= 0 and pct >= max_pct:
+        return _no("portfolio_risk", f"risk at the stops is {pct:.2f}% of equity: no room under max {max_pct:g}%")
+    if pct > max_pct + 1e-9:
+        return _no("portfolio_risk", f"risk at the stops would be {_money(open_risk + add_risk)} = {pct:.2f}% "
+                                     f"of equity > max {max_pct:g}%")
+    return _ok("portfolio_risk", f"risk at the stops would be {pct:.2f}% of equity <= max {max_pct:g}%")
+
+
+def rule_in_flight(symbol: str, in_flight: tuple[str, ...]) -> RuleResult:
+    if symbol in in_flight:
+        return _no("in_flight", f"an entry for {symbol} is already in flight")
+    return _ok("in_flight", f"no entry for {symbol} in flight")
+
+
+def rule_close_window(minutes_to_close: float | None, flatten_min: float) -> RuleResult:
+    """No new entry in the last `flatten_min` minutes of the session (it would be flattened)."""
+    if flatten_min <= 0 or minutes_to_close is None:
+        return _ok("close_window", "no flatten window")
+    if minutes_to_close <= flatten_min:
+        return _no("close_window", f"{minutes_to_close:.1f} min to the close <= flatten window {flatten_min:g} min")
+    return _ok("close_window", f"{minutes_to_close:.1f} min to the close > flatten window {flatten_min:g} min")
+
+
+def position_risk(p: Position, stop: float | None, assumed_stop_pct: float) -> float:
+    """Loss if `p` were stopped out: at its resting stop, else at the assumed stop distance."""
+    price = abs(p.market_value / p.qty) if p.market_value and p.qty else p.avg_entry_price
+    if stop is None or stop <= 0:
+        return abs(p.qty) * price * assumed_stop_pct / 100.0
+    per_share = price - stop if p.qty > 0 else stop - price
+    return abs(p.qty) * max(per_share, 0.0)
 
 
 def rule_order_rate(orders_last_minute: int, max_per_minute: int) -> RuleResult:
@@ -336,13 +444,16 @@ def evaluate(
             allowed=False, results=tuple(results), qty=0, reduce_only=reducing, entry=entry, stop_loss=None, take_profit=None
         )
     equity = acct.equity
-    add(rule_pdt(equity, acct.daytrade_count, reducing, req.symbol, ctx.opened_today, lim))
+    pdt = ctx.pdt or PdtStatus(0, acct.daytrade_count, False, frozenset())
+    pdt_equity = min(equity, acct.last_equity) if acct.last_equity > 0 else equity
+    add(rule_pdt(pdt_equity, pdt, reducing, req.symbol, lim))
 
     if reducing:
         # Close the position; whole shares only (fractional remainder stays).
         qty = int(math.floor(abs(pos_qty) + 1e-9))
-        for rule in ("spread", "price_range", "short_selling", "max_position", "max_positions",
-                     "gross_exposure", "daily_loss", "circuit_breaker", "order_rate"):
+        for rule in ("spread", "price_range", "short_selling", "max_position", "max_positions", "sector",
+                     "gross_exposure", "portfolio_risk", "daily_loss", "loss_breaker", "failure_breaker",
+                     "order_rate", "in_flight", "close_window"):
             add(_ok(rule, exempt))
         add(_ok("sizing", f"close {qty} of {pos_qty:g} shares") if qty > 0 else _no("sizing", "position under 1 share"))
         allowed = all(r.ok for r in results) and qty > 0
@@ -360,9 +471,17 @@ def evaluate(
     add(rule_gross_exposure(gross, equity, lim.max_gross_exposure_pct))
     start = ctx.start_of_day_equity if ctx.start_of_day_equity else acct.last_equity
     add(rule_daily_loss(equity, start, lim.daily_loss_limit_pct))
-    add(rule_circuit_breaker(ctx.breaker, ctx.now_ns))
+    add(rule_loss_breaker(equity, start, lim.loss_breaker_pct))
+    add(rule_failure_breaker(ctx.breaker, ctx.now_ns))
     add(rule_order_rate(ctx.orders_last_minute, lim.max_orders_per_minute))
+    add(rule_in_flight(req.symbol, ctx.in_flight))
+    add(rule_close_window(ctx.minutes_to_close, lim.flatten_before_close_min))
 
+    sector = lim.sectors.get(req.symbol, req.symbol)
+    sector_value = sum(position_value(p) for p in ctx.positions
+                       if p.qty != 0 and lim.sectors.get(p.symbol, p.symbol) == sector)
+    open_risk = sum(position_risk(p, ctx.stops.get(p.symbol), lim.assumed_stop_pct)
+                    for p in ctx.positions if p.qty != 0)
     stop = take = None
     qty = 0
     existing = position_value(pos) if pos else 0.0
@@ -371,6 +490,9 @@ def evaluate(
         stop, take = b.stop_loss, b.take_profit
         # Gross room caps the order like buying power does.
         gross_room = equity * lim.max_gross_exposure_pct / 100.0 - gross
+        scale = (confidence_scale(req.confidence, lim.confidence_floor)
+                 * volatility_scale(req.atr, entry, lim.target_volatility_pct)
+                 * min(max(req.size_scale, 0.0), 1.0))
         size = position_size(
             equity=equity,
             entry=entry,
@@ -379,12 +501,19 @@ def evaluate(
             risk_per_trade_pct=lim.risk_per_trade_pct,
             max_position_pct=lim.max_position_pct,
             existing_exposure=existing,
+            scale=scale,
+            sector_room=equity * lim.max_sector_pct / 100.0 - sector_value,
+            risk_room=equity * lim.max_portfolio_risk_pct / 100.0 - open_risk,
         )
         qty = size.qty
         add(_ok("sizing", f"{qty} shares, {size.reason}") if qty > 0 else _no("sizing", size.reason))
     else:
         add(_no("sizing", f"no usable entry price ({entry!r})"))
-    add(rule_max_position(req.symbol, existing, qty * entry if qty > 0 else 0.0, equity, lim.max_position_pct))
+    add_value = qty * entry if qty > 0 else 0.0
+    add(rule_max_position(req.symbol, existing, add_value, equity, lim.max_position_pct))
+    add(rule_sector(req.symbol, sector, sector_value, add_value, equity, lim.max_sector_pct))
+    add_risk = qty * abs(entry - stop) if qty > 0 and stop is not None else 0.0
+    add(rule_portfolio_risk(open_risk, add_risk, equity, lim.max_portfolio_risk_pct))
 
     allowed = all(r.ok for r in results) and qty > 0
     return RiskVerdict(
@@ -397,7 +526,7 @@ def evaluate(
 
 
 class CircuitBreaker:
-    """Trips after N consecutive order failures or M losses within a window.
+    """The failure breaker: trips after N consecutive order failures or M losses within a window.
 
     Stays tripped for `cooloff_s`, then closes by itself with clean counters.
     `record_*` return True on the call that trips it, so the owner can alert.

@@ -63,3 +63,17 @@ def disagreements_to_adopt(
         else:
             again[symbol] = pair
     return adopt, again
+
+
+STOP_TYPES = frozenset(("stop", "stop_limit", "trailing_stop"))
+
+
+def uncovered_qty(position_qty: int, sell_orders: list[tuple[str, int]]) -> int:
+    """Shares of a long position no resting sell stop covers (0: fully protected).
+
+    `sell_orders` are (order type, remaining qty) of the symbol's open sell
+    orders, bracket stop legs still held for their working entry included:
+    they arm when the entry completes. A take-profit limit is not protection.
+    """
+    covered = sum(remaining for kind, remaining in sell_orders if kind in STOP_TYPES)
+    return max(0, position_qty - covered)

@@ -125,8 +125,8 @@ def next_state(current: OrderState, event: str) -> OrderState:
             raise InvalidTransition(current, event, "a fill on a rejected order")
         return "filled"  # also from canceled/expired: the fill raced the cancel
     if event in ("canceled", "replaced"):
-        # "replaced" ends the old order; stockade does not replace orders, so
-        # it reads as the old one no longer working.
+        # "replaced" ends the old order (a trailing stop moved): the new one is
+        # a separate order with its own client_order_id and record.
         return "canceled" if current in OPEN else current
     if event == "expired":
         return "expired" if current in OPEN else current

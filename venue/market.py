@@ -810,6 +810,30 @@ class MarketSimulator:
             except Exception:  # one broken subscriber must not stop the market
                 log.exception("market subscriber failed")
 
+    # -- scripted moves (admin) --
+
+    def crash(self, pct: float, symbols: tuple[str, ...] | list[str] | None = None) -> dict[str, float]:
+        """Move `symbols` (default: all) down by `pct` percent at once; returns the new mids.
+
+        The whole price process moves (its home and regime anchor too), so the
+        crash stays instead of reverting; the next tick quotes around it.
+        """
+        if not 0 < pct < 100:
+            raise ValueError(f"crash pct must be in (0, 100), got {pct!r}")
+        names = tuple(symbols) if symbols else self.symbols
+        unknown = [s for s in names if s not in self._live]
+        if unknown:
+            raise ValueError(f"unknown symbols: {', '.join(unknown)}")
+        shift = math.log(1.0 - pct / 100.0)
+        out: dict[str, float] = {}
+        for symbol in names:
+            live = self._live[symbol]
+            live.log_price += shift
+            live.log_home += shift
+            live.regime_anchor += shift
+            out[symbol] = round(math.exp(live.log_price), 4)
+        return out
+
     # -- ticking --
 
     def _volume_scale(self, now_ns: int) -> float:

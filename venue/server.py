@@ -203,8 +203,40 @@ def add_admin_routes(app: web.Application, ctx: VenueContext) -> None:
         dropped = await apply_faults(ctx, body)
         return web.json_response({**_faults_json(ctx.faults), "dropped_streams": dropped})
 
+    async def post_crash(request: web.Request) -> web.Response:
+        # A scripted price crash: {"pct": 20, "symbols": ["AAPL"]} (symbols optional: all).
+        body = await trading_api.read_json(request)
+        pct, symbols = (body.get("pct"), body.get("symbols")) if isinstance(body, dict) else (None, None)
+        if ctx.market is None or not isinstance(pct, (int, float)) or isinstance(pct, bool):
+            raise VenueError(422, 40010001, f"crash needs a numeric pct, got {pct!r}")
+        try:
+            moved = ctx.market.crash(float(pct), symbols)
+        except (ValueError, TypeError) as exc:
+            raise VenueError(422, 40010001, f"invalid crash: {exc}") from None
+        return web.json_response({"crashed": moved})
+
+    async def get_exposure(request: web.Request) -> web.Response:
+        # For tests that watch protection from the venue's side without
+        # spending the key's REST budget or meeting the fault knobs.
+        return web.json_response(exposure(ctx))
+
     app.router.add_get("/admin/faults", get_faults)
     app.router.add_post("/admin/faults", post_faults)
+    app.router.add_get("/admin/exposure", get_exposure)
+    app.router.add_post("/admin/crash", post_crash)
+
+
+def exposure(ctx: VenueContext) -> dict[str, dict[str, int]]:
+    """Per held symbol: shares held and shares covered by a live (not held) sell stop."""
+    ex = ctx.exchange
+    if ex is None:
+        return {}
+    out = {s: {"qty": p.qty, "stop_covered": 0} for s, p in ex.positions.items() if p.qty}
+    for o in ex.open_orders():
+        if (o.side == "sell" and o.symbol in out and o.type in ("stop", "stop_limit", "trailing_stop")
+                and o.status != "held"):
+            out[o.symbol]["stop_covered"] += o.remaining
+    return out
 
 
 _FAULT_FIELDS = {f for f in Faults.__struct_fields__}

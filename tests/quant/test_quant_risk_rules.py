@@ -1,4 +1,8 @@
-"""Every risk rule both ways, the full evaluation, and the circuit breaker."""
+"""Every risk rule both ways, the full evaluation, and the failure breaker.
+
+The newer rules (loss breaker, sector, portfolio risk, in flight, close
+window, PDT window) and sizing scales are in test_quant_risk_limits.py.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import pytest
 
 from stockade.codecs.messages import AccountSnapshot, Position, Proposal
 from stockade.quant.brackets import BracketParams
+from stockade.quant.pdt import PdtStatus
 from stockade.quant.risk_rules import (
     BreakerStatus,
     CircuitBreaker,
@@ -15,7 +20,7 @@ from stockade.quant.risk_rules import (
     RiskLimits,
     RiskRequest,
     evaluate,
-    rule_circuit_breaker,
+    rule_failure_breaker,
     rule_daily_loss,
     rule_gross_exposure,
     rule_market_open,
@@ -129,21 +134,25 @@ def test_daily_loss():
     assert not rule_daily_loss(97_690.0, None, 2.0).ok
 
 
-def test_circuit_breaker_rule():
-    assert rule_circuit_breaker(BreakerStatus(False), NOW).ok
-    r = rule_circuit_breaker(BreakerStatus(True, "3 consecutive order failures", NOW + 60 * S), NOW)
-    assert not r.ok and r.reason == "circuit breaker tripped (3 consecutive order failures); 60 s of cool-off left"
+def test_failure_breaker_rule():
+    assert rule_failure_breaker(BreakerStatus(False), NOW).ok
+    r = rule_failure_breaker(BreakerStatus(True, "3 consecutive order failures", NOW + 60 * S), NOW)
+    assert not r.ok and r.reason == "failure breaker tripped (3 consecutive order failures); 60 s of cool-off left"
 
 
 def test_pdt():
-    assert rule_pdt(30_000.0, 5, False, "A", frozenset(), LIM).ok  # above $25k
-    assert rule_pdt(20_000.0, 2, False, "A", frozenset(), LIM).ok
-    r = rule_pdt(20_000.0, 3, False, "A", frozenset(), LIM)
+    # (ours, broker, locked out, opened today and still held)
+    none, three = PdtStatus(0, 0, False, frozenset()), PdtStatus(3, 0, False, frozenset())
+    assert rule_pdt(30_000.0, PdtStatus(5, 5, False, frozenset()), False, "A", LIM).ok  # above $25k
+    assert rule_pdt(20_000.0, PdtStatus(2, 0, False, frozenset()), False, "A", LIM).ok
+    r = rule_pdt(20_000.0, three, False, "A", LIM)
     assert not r.ok
-    assert r.reason == "equity $20,000.00 < $25,000.00 and 3 day trades: no new same-day round trips"
-    r = rule_pdt(20_000.0, 3, True, "A", frozenset({"A"}), LIM)
-    assert not r.ok and "closing A opened today" in r.reason
-    assert rule_pdt(20_000.0, 3, True, "A", frozenset({"B"}), LIM).ok  # held overnight: not a day trade
+    assert r.reason == ("equity $20,000.00 < $25,000.00, 3 day trades in 5 days (ours 3, broker 0), "
+                        "0 position(s) opened today: a new bracketed entry could make day trade 4 > 3")
+    r = rule_pdt(20_000.0, PdtStatus(3, 0, False, frozenset({"A"})), True, "A", LIM)
+    assert not r.ok and "closing A opened today would be day trade 4 > 3" in r.reason
+    assert rule_pdt(20_000.0, PdtStatus(3, 0, False, frozenset({"B"})), True, "A", LIM).ok  # held overnight
+    assert rule_pdt(20_000.0, none, False, "A", msgspec.structs.replace(LIM, pdt_enabled=False)).ok
 
 
 def test_order_rate():
@@ -171,8 +180,8 @@ def test_evaluate_allows_and_sizes_a_clean_buy():
     assert v.first_failure is None
     names = [r.rule for r in v.results]
     for rule in ("trading_state", "market_open", "stale_quote", "pdt", "spread", "price_range", "short_selling",
-                 "max_positions", "gross_exposure", "daily_loss", "circuit_breaker", "order_rate", "sizing",
-                 "max_position"):
+                 "max_positions", "gross_exposure", "daily_loss", "loss_breaker", "failure_breaker", "order_rate",
+                 "in_flight", "close_window", "sizing", "max_position", "sector", "portfolio_risk"):
         assert rule in names
 
 
@@ -219,7 +228,7 @@ def test_evaluate_existing_position_uses_up_room():
 
 def test_evaluate_breaker_and_pdt_and_account():
     v = evaluate(req(), ctx(breaker=BreakerStatus(True, "3 losing trades", NOW + 10 * S)), LIM)
-    assert not v.allowed and v.first_failure.rule == "circuit_breaker"
+    assert not v.allowed and v.first_failure.rule == "failure_breaker"
     small = account(equity=20_000.0, last_equity=20_000.0, bp=40_000.0, daytrades=3)
     v = evaluate(req(), ctx(account=small, start_of_day_equity=20_000.0), LIM)
     assert not v.allowed and v.first_failure.rule == "pdt"

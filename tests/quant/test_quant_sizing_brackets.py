@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stockade.quant.brackets import BracketParams, bracket_prices, round_price, tick_size
-from stockade.quant.sizing import position_size
+from stockade.quant.sizing import confidence_scale, position_size, volatility_scale
 
 
 def size(**kw):
@@ -51,6 +51,49 @@ def test_capped_by_buying_power_and_existing_exposure():
 def test_zero_size_cases(kw, text):
     r = size(**kw)
     assert r.qty == 0 and text in r.reason
+
+
+def test_worked_example_scale_and_extra_caps():
+    # equity 50,000, risk 1% = 500; entry 40.00, stop 39.20: 0.80 a share -> 625 shares;
+    # max position 20% = 10,000 -> 250 shares; buying power 8,000 -> 200 shares: buying power sets it
+    r = size(equity=50_000.0, entry=40.0, stop=39.2, buying_power=8_000.0, risk_per_trade_pct=1.0,
+             max_position_pct=20.0)
+    assert r.qty == 200 and "buying power" in r.reason
+    # scale 0.25 (e.g. confidence 0.5 with floor 0 x defensive 0.5): 500 x 0.25 / 0.80 = 156.25 -> 156
+    r = size(equity=50_000.0, entry=40.0, stop=39.2, buying_power=8_000.0, risk_per_trade_pct=1.0,
+             max_position_pct=20.0, scale=0.25)
+    assert r.qty == 156 and "scale 0.25" in r.reason
+    # the sector may add only 3,000 more: 3,000 / 40 = 75 shares
+    r = size(equity=50_000.0, entry=40.0, stop=39.2, buying_power=8_000.0, risk_per_trade_pct=1.0,
+             max_position_pct=20.0, sector_room=3_000.0)
+    assert r.qty == 75 and "sector room" in r.reason
+    # the portfolio may lose only 40 more at its stops: 40 / 0.80 = 50 shares
+    r = size(equity=50_000.0, entry=40.0, stop=39.2, buying_power=8_000.0, risk_per_trade_pct=1.0,
+             max_position_pct=20.0, risk_room=40.0)
+    assert r.qty == 50 and "portfolio risk room" in r.reason
+    r = size(sector_room=-1.0)  # over the sector limit already
+    assert r.qty == 0 and "sector room" in r.reason
+
+
+def test_scale_is_clamped_to_0_1():
+    assert size(max_position_pct=50.0, scale=3.0).qty == 250  # never above full size
+    assert size(scale=-1.0).qty == 0
+
+
+def test_confidence_scale():
+    assert confidence_scale(0.0, 0.5) == 0.5
+    assert confidence_scale(0.5, 0.5) == 0.75
+    assert confidence_scale(1.0, 0.5) == 1.0
+    assert confidence_scale(7.0, 0.5) == 1.0 and confidence_scale(float("nan"), 0.5) == 0.5
+    assert confidence_scale(0.2, 1.0) == 1.0  # floor 1: confidence does not scale
+
+
+def test_volatility_scale():
+    # ATR 3.00 on a 100.00 stock is 3%; target 1.5% -> half size
+    assert volatility_scale(3.0, 100.0, 1.5) == pytest.approx(0.5)
+    assert volatility_scale(1.0, 100.0, 1.5) == 1.0  # calmer than the target: not scaled up
+    assert volatility_scale(None, 100.0, 1.5) == 1.0
+    assert volatility_scale(3.0, 100.0, 0.0) == 1.0  # off
 
 
 def test_tiny_equity_rounds_to_zero():

@@ -118,3 +118,35 @@ def test_broker_status_mapping():
     assert state_from_broker_status("replaced") == "canceled"
     assert state_from_broker_status("something_new") == "unknown"
     assert "unknown" in OPEN and "intent" in OPEN
+
+
+def test_replaced_ends_the_old_order_and_late_news_cannot_revive_it():
+    assert run("accepted", "pending_replace", "replaced") == "canceled"
+    assert run("accepted", "replaced", "new", "pending_replace") == "canceled"
+    assert next_state("filled", "replaced") == "filled"  # the fill beat the replace
+
+
+def test_duplicate_and_out_of_order_updates():
+    # Every update delivered twice, and the fill before the acknowledgement.
+    assert run("submitted", "fill", "fill", "new", "new", "partial_fill") == "filled"
+    assert run("accepted", "partial_fill", "partial_fill", "new", "partial_fill") == "partially_filled"
+
+
+def _order(filled_qty=0, avg=None):
+    from stockade.codecs.records import OrderRecord
+
+    return OrderRecord(client_order_id="stk-x", intent_id="x", symbol="AAPL", side="buy", qty=10, order_type="market",
+                       state="accepted", created_ns=0, updated_ns=0, filled_qty=filled_qty, filled_avg_price=avg)
+
+
+def test_fill_increment_records_each_execution_once():
+    from stockade.storage.ledger import fill_increment
+
+    assert fill_increment(_order(), 4, 100.0, 100.0) == (4, 100.0)
+    # The same cumulative report again (a replay, or a resync agreeing): nothing new.
+    assert fill_increment(_order(4, 100.0), 4, 100.0, 100.0) is None
+    # An older report arriving late: nothing new, never negative.
+    assert fill_increment(_order(6, 100.0), 4, 100.0, 100.0) is None
+    # A missed partial: the increment's price comes from the averages.
+    qty, price = fill_increment(_order(4, 100.0), 10, 101.2, None)
+    assert qty == 6 and price == pytest.approx(102.0)

@@ -1,0 +1,136 @@
+"""The reconciler in a real daemon (in-process) against a venue it did not
+start: what a person did in the broker's UI is adopted, not fought; the bare
+position gets a stop within the bound; the open's gap is measured."""
+
+from __future__ import annotations
+
+import time
+from argparse import Namespace
+from collections import defaultdict
+
+import pytest
+from waiting import wait_for
+
+from stockade.ops.settings import settings_from_dict
+
+KEY, SECRET = "PKRECONTEST001", "reconciler-test-secret-01"
+
+
+@pytest.fixture
+def venue():
+    from stockade.venue.config import VenueConfig
+    from stockade.venue.server import start_venue
+
+    handle = start_venue(VenueConfig(api_key=KEY, api_secret=SECRET, symbols=("AAPL", "MSFT"), quote_rate_hz=20.0))
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def _daemon(venue, data_dir, **sections):
+    from stockade.ops.daemon import Daemon
+
+    base = {
+        "trading": {"symbols": ["AAPL", "MSFT"]},
+        "venue": {"mode": "alpaca"},
+        "alpaca": {"trading_url": venue.base_url, "data_url": venue.base_url,
+                   "stream_url": venue.data_stream_url("iex"), "trading_stream_url": venue.trading_stream_url},
+        "voter": {"mode": "manual"},  # nothing of its own: only what the person did
+        "reconciler": {"interval_s": 1.0, "max_unprotected_s": 4.0},
+        "logging": {"level": "WARNING"},
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    d = Daemon(settings_from_dict(base), "alpaca", (KEY, SECRET), Namespace(data_dir=str(data_dir), duration=None))
+    d._start()
+    return d
+
+
+def _person(venue):
+    """A person's client: the same account, orders placed by hand."""
+    from stockade.broker.rest import make_trading_client
+
+    return make_trading_client(KEY, SECRET, venue.base_url, timeout_s=5)
+
+
+def _buy(client, coid: str, qty: int, limit: float | None = None):
+    from alpaca.trading.enums import OrderSide, TimeInForce
+    from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
+
+    common = {"symbol": "AAPL", "qty": qty, "side": OrderSide.BUY, "time_in_force": TimeInForce.DAY,
+              "client_order_id": coid}
+    if limit is None:
+        return client.submit_order(MarketOrderRequest(**common))
+    return client.submit_order(LimitOrderRequest(limit_price=limit, **common))
+
+
+def _venue_filled(venue, coid: str) -> bool:
+    return venue.call(lambda: venue.ctx.exchange.get_order_by_client_id(coid).status) == "filled"
+
+
+def test_external_orders_and_positions_are_adopted_and_protected(venue, tmp_path):
+    person = _person(venue)
+    wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
+    _buy(person, "by-hand-1", 10)
+    wait_for(lambda: _venue_filled(venue, "by-hand-1"), 10, 0.05, "the person's buy filled")
+    _buy(person, "by-hand-2", 3, limit=1.0)  # rests far below the market
+
+    daemon = _daemon(venue, tmp_path / "data")
+    try:
+        store = daemon.svc.store
+        wait_for(lambda: daemon.svc.first_reconcile.is_set(), 30, 0.05, "first reconcile")
+        # Adopted, with the broker's numbers, and not cancelled.
+        held = wait_for(lambda: store.positions.get("AAPL"), 10, 0.05, "position adopted")
+        assert held.qty == 10
+        wait_for(lambda: (r := store.orders.get("by-hand-2")) and r.state == "accepted", 10, 0.05, "order adopted")
+        filled = wait_for(lambda: (r := store.orders.get("by-hand-1")) and r.state == "filled" and r, 10, 0.05,
+                          "filled order adopted")
+        assert filled.filled_qty == 10
+        # Its fill is in the fill ledger once, and was not added to the adopted position again.
+        assert sum(f.qty for f in store.fills.values() if f.client_order_id == "by-hand-1") == 10
+        # The bare position got a protective stop within the bound.
+        started = time.monotonic()
+        stop = wait_for(lambda: [o for o in venue.call(lambda: list(venue.ctx.exchange.open_orders()))
+                                 if o.symbol == "AAPL" and o.side == "sell" and o.type == "stop"], 4.0, 0.05,
+                        "a protective stop at the venue")
+        assert stop[0].qty == 10 and stop[0].client_order_id.startswith("stk-protect-")
+        assert time.monotonic() - started < 4.0
+        # A second by-hand buy while running: its fill reaches the position once.
+        _buy(person, "by-hand-3", 4)
+        wait_for(lambda: (p := store.positions.get("AAPL")) and p.qty == 14, 10, 0.05, "position 14")
+        # The difference was alerted.
+        wait_for(lambda: [a for a in store.alerts.latest(50) if a.key == "reconcile-mismatch"
+                          and "external order" in a.text], 10, 0.05, "mismatch alert")
+        assert venue.call(lambda: venue.ctx.exchange.get_order_by_client_id("by-hand-2").status) == "new"
+        fills: dict[str, int] = defaultdict(int)
+        for f in store.fills.values():
+            fills[f.client_order_id] += f.qty
+        assert fills["by-hand-1"] == 10 and fills["by-hand-3"] == 4
+    finally:
+        daemon._stop()
+
+
+def test_gap_at_the_open_is_measured_for_held_positions(venue, tmp_path):
+    """The venue's clock is always open, so the daemon's first pass is the first after the open."""
+    from alpaca.data.requests import StockSnapshotRequest
+
+    from stockade.broker.rest import make_data_client
+    from stockade.quant.gap_risk import gap_class, gap_pct
+
+    person = _person(venue)
+    wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
+    _buy(person, "by-hand-gap", 2)
+    wait_for(lambda: _venue_filled(venue, "by-hand-gap"), 10, 0.05, "filled")
+    daemon = _daemon(venue, tmp_path / "data")
+    try:
+        report = wait_for(lambda: daemon.svc.stats.get("gap_risk"), 15, 0.05, "gap measured")
+        assert set(report) == {"AAPL"}  # held symbols only
+        aapl = report["AAPL"]
+        snap = make_data_client(KEY, SECRET, venue.base_url).get_stock_snapshot(
+            StockSnapshotRequest(symbol_or_symbols=["AAPL"], feed="iex"))["AAPL"]
+        assert aapl["previous_close"] == pytest.approx(snap.previous_daily_bar.close)
+        assert aapl["gap_pct"] == pytest.approx(gap_pct(aapl["previous_close"], aapl["open"]), abs=1e-3)
+        assert aapl["class"] == gap_class(aapl["gap_pct"], 1.0, 2.0, 5.0)
+    finally:
+        daemon._stop()

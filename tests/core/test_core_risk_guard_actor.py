@@ -1,0 +1,234 @@
+"""The RiskGuard actor in-process: real pykka actors, a real router, real lmdb in
+tmp_path; its peers (voter, order manager, alerter, kill switch) are recording
+actors. Loss alerts and the loss breaker, PDT with the broker's count and its
+40310100 refusal, in-flight entries, exchange-date counters, decision records."""
+
+from __future__ import annotations
+
+import queue
+import time
+import uuid
+
+import pykka
+import pytest
+from waiting import wait_for
+
+from stockade.actors.risk_guard import RiskGuard
+from stockade.actors.services import Services
+from stockade.codecs.messages import (
+    AccountSnapshot,
+    Alert,
+    ClockSnapshot,
+    Envelope,
+    Flatten,
+    Kill,
+    OrderIntent,
+    OrderUpdate,
+    Proposal,
+    Rejection,
+)
+from stockade.codecs.records import DayCounters, PositionRecord
+from stockade.ops.settings import RiskSettings, Settings
+from stockade.quant.market_hours import exchange_date
+from stockade.storage.store import Store
+from stockade.supervisors.context import ActorContext
+from stockade.supervisors.faults import FaultInjector
+from stockade.supervisors.router import Router
+
+PEERS = ("ensemble_voter", "order_manager", "alerter", "emergency_stop")
+
+
+class Recorder(pykka.ThreadingActor):
+    def __init__(self, got: queue.Queue) -> None:
+        super().__init__()
+        self.got = got
+
+    def on_receive(self, message):
+        self.got.put(message.body if isinstance(message, Envelope) else message)
+
+
+class Harness:
+    def __init__(self, tmp_path, **risk) -> None:
+        self.settings = Settings(risk=RiskSettings(**risk))
+        self.store = Store.open(tmp_path / "data")
+        self.svc = Services(settings=self.settings, store=self.store, broker=None, faults=FaultInjector())
+        self.router = Router()
+        self.got: dict[str, queue.Queue] = {}
+        self.sinks = []
+        for name in PEERS:
+            q: queue.Queue = queue.Queue()
+            self.got[name] = q
+            sink = Recorder.start(q)
+            self.router.register(name, sink, self.router.next_generation(name))
+            self.sinks.append(sink)
+        gen = self.router.next_generation("risk_guard")
+        ctx = ActorContext(name="risk_guard", generation=gen, router=self.router, notify=lambda _m: None,
+                           extras={"services": self.svc})
+        self.ref = RiskGuard.start(ctx)
+        self.router.register("risk_guard", self.ref, gen)
+
+    def tell(self, msg) -> None:
+        self.router.tell("risk_guard", msg, "test")
+
+    def market(self, equity=100_000.0, last_equity=100_000.0, daytrades=0) -> None:
+        now = time.time_ns()
+        self.tell(ClockSnapshot(True, now))
+        self.tell(AccountSnapshot(equity, last_equity, equity, equity * 2, daytrades, False, False, now))
+
+    def propose(self, symbol="AAPL", side="buy", price=100.0) -> str:
+        pid = uuid.uuid4().hex
+        now = time.time_ns()
+        self.tell(Proposal(pid, symbol, side, 0.5, 0.9, price, price - 0.01, price + 0.01, now, now))
+        return pid
+
+    def next(self, peer: str, kind: type, timeout: float = 10.0):
+        """The next message of `kind` the peer got (others skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{peer} got no {kind.__name__}")
+            msg = self.got[peer].get(timeout=left)
+            if isinstance(msg, kind):
+                return msg
+
+    def verdict(self, pid: str):
+        """The stored decision record for `pid`."""
+        def find():
+            for r in self.store.decisions.latest(100):
+                if r.proposal_id == pid:
+                    return r
+            return None
+        return wait_for(find, 10, 0.01, f"decision for {pid}")
+
+    def alerts(self, n_expected: int) -> dict[str, Alert]:
+        out: dict[str, Alert] = {}
+        while len(out) < n_expected:
+            a = self.next("alerter", Alert)
+            out[a.key] = a
+        return out
+
+    def close(self) -> None:
+        self.ref.stop(timeout=10)
+        for sink in self.sinks:
+            sink.stop(timeout=10)
+        self.store.close()
+
+
+@pytest.fixture
+def make(tmp_path):
+    made: list[Harness] = []
+
+    def factory(**risk) -> Harness:
+        h = Harness(tmp_path / str(len(made)), **risk)
+        made.append(h)
+        return h
+
+    yield factory
+    for h in made:
+        h.close()
+
+
+def test_loss_alerts_near_and_at_the_limit_then_the_breaker_kills(make):
+    h = make(daily_loss_limit_pct=3.0, loss_breaker_pct=5.0, loss_alert_ratio=0.8)
+    h.market(equity=97_500.0)  # 2.5% >= 0.8 x 3%: near the daily limit
+    a = h.next("alerter", Alert)
+    assert (a.key, a.level) == ("risk-daily-loss-near", "WARNING")
+    assert "day loss 2.50%" in a.text
+    h.market(equity=96_000.0)  # 4%: the daily limit, and 0.8 x 5% of the breaker
+    got = h.alerts(2)
+    assert got["risk-daily-loss-limit"].level == "CRITICAL"
+    assert got["risk-loss-breaker-near"].level == "WARNING"
+    pid = h.propose()
+    assert h.verdict(pid).rule == "daily_loss"  # entries stop before the breaker
+    assert h.got["emergency_stop"].empty()
+
+    h.market(equity=95_000.0)  # exactly 5%: the breaker
+    kill = h.next("emergency_stop", Kill)
+    assert kill.requested_by == "risk_guard:loss_breaker" and "day loss 5.00%" in kill.reason
+    assert h.next("alerter", Alert).key == "loss-breaker"
+
+
+def test_start_of_day_equity_is_the_exchange_dates_counter(make):
+    h = make(daily_loss_limit_pct=3.0)
+    # The reconciler's record for today's exchange date says the day began at 103,000
+    key = exchange_date(time.time_ns())
+    h.store.counters.put(key, DayCounters(date=key, start_equity=103_000.0))
+    h.market(equity=100_000.0, last_equity=100_000.0)  # 2.91% down on the day, not flat
+    assert h.verdict(h.propose()).allowed
+    h.market(equity=99_900.0, last_equity=100_000.0)  # 3.01% down
+    r = h.verdict(h.propose(symbol="MSFT"))
+    assert r.rule == "daily_loss" and "vs start $103,000.00" in r.reason
+
+
+def test_pdt_uses_the_brokers_count(make):
+    h = make()
+    h.market(equity=20_000.0, last_equity=20_000.0, daytrades=3)
+    r = h.verdict(h.propose())
+    assert not r.allowed and r.rule == "pdt" and "broker 3" in r.reason
+    h.market(equity=20_000.0, last_equity=20_000.0, daytrades=2)
+    assert h.verdict(h.propose()).allowed
+
+
+def test_pdt_refusal_40310100_stops_day_trades_for_the_day(make):
+    h = make()
+    h.market(equity=20_000.0, last_equity=20_000.0, daytrades=0)
+    pid = h.propose()
+    intent = h.next("order_manager", OrderIntent)
+    assert intent.proposal_id == pid
+    # the broker refuses it as a pattern day trade; the order manager maps 40310100 to reason "pdt"
+    h.tell(OrderUpdate(event="rejected", client_order_id="c1", broker_order_id="", symbol="AAPL", side="buy",
+                       status="rejected", qty=float(intent.qty), filled_qty=0.0, filled_avg_price=None,
+                       ts_ns=time.time_ns(), proposal_id=pid, reason="pdt"))
+    a = h.next("alerter", Alert)
+    assert a.key == "risk-pdt-refused" and a.level == "CRITICAL"
+    r = h.verdict(h.propose(symbol="MSFT"))
+    assert r.rule == "pdt" and "40310100" in r.reason
+
+
+def test_no_second_entry_while_one_is_in_flight(make):
+    h = make()
+    h.market()
+    assert h.verdict(h.propose()).allowed
+    r = h.verdict(h.propose())
+    assert r.rule == "in_flight" and r.reason == "an entry for AAPL is already in flight"
+    assert h.verdict(h.propose(symbol="MSFT")).allowed  # other symbols go on
+    # the order's end (here a rejection) clears it
+    h.tell(OrderUpdate(event="rejected", client_order_id="c1", broker_order_id="", symbol="AAPL", side="buy",
+                       status="rejected", qty=1.0, filled_qty=0.0, filled_avg_price=None, ts_ns=time.time_ns()))
+    assert h.verdict(h.propose()).allowed
+
+
+def test_each_decision_is_stored_with_its_reason(make):
+    h = make(max_spread_bps=25.0)
+    h.market()
+    pid = h.propose(price=100.0)
+    r = h.verdict(pid)
+    assert r.allowed and r.rule == "all" and "shares, limited by" in r.reason and r.qty > 0
+    now = time.time_ns()
+    pid = uuid.uuid4().hex
+    h.tell(Proposal(pid, "NVDA", "buy", 0.5, 0.9, 100.0, 99.0, 101.0, now, now))  # 200 bps wide
+    r = h.verdict(pid)
+    assert not r.allowed and r.rule == "spread" and r.reason == "spread 200.0 bps > max 25 bps"
+    sent = h.next("ensemble_voter", Rejection)
+    assert (sent.proposal_id, sent.rule) == (pid, "spread")
+
+
+def test_flatten_before_the_close_once_and_no_entries_in_the_window(make):
+    h = make(flatten_before_close_min=10.0)
+    now = time.time_ns()
+    h.store.positions.put("AAPL", PositionRecord(symbol="AAPL", qty=10, avg_entry_price=100.0, updated_ns=now))
+    h.market()
+    h.tell(ClockSnapshot(True, now, now + 11 * 60 * 1_000_000_000))  # 11 min to the close: not yet
+    r = h.verdict(h.propose(symbol="MSFT"))
+    assert r.allowed
+    assert h.got["emergency_stop"].empty()
+    h.tell(ClockSnapshot(True, now, now + 9 * 60 * 1_000_000_000))  # 9 min: flatten
+    f = h.next("emergency_stop", Flatten)
+    assert f.requested_by == "risk_guard:flatten" and "min to the close <= flatten_before_close_min 10" in f.reason
+    r = h.verdict(h.propose(symbol="NVDA"))
+    assert r.rule == "close_window"
+    h.tell(ClockSnapshot(True, now, now + 8 * 60 * 1_000_000_000))  # once a day
+    pid = h.propose(symbol="SPY")
+    h.verdict(pid)  # the clock message before it has been handled
+    assert h.got["emergency_stop"].empty()
