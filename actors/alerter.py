@@ -1,82 +1,121 @@
-"""Alerter: delivers alerts (log, JSONL, webhook, SMTP) and keeps their history.
+"""Alerter: delivers alerts (log, JSONL, webhook, SMTP), keeps their history, sends the daily summary.
 
-Senders `tell` and never wait. Slow channels (webhook, SMTP) are served by a
-worker thread behind a bounded queue, so a dead mail server can neither block
-this actor past its heartbeat nor grow memory: when the queue is full the
-alert is still logged and stored, and the drop is counted.
+Senders `tell` and never wait. Every alert is stored (history and counts)
+with secrets redacted, then deduplicated and rate limited per key. The log
+and JSONL channels are local and fast, so they run inline; each remote
+channel has its own `DeliveryWorker` thread with a bounded queue and retries,
+so a hanging webhook can neither block this actor past its heartbeat, nor
+delay the e-mail, nor grow memory.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+import time
 from pathlib import Path
 
 from stockade.actors.base import StockadeActor, handles
 from stockade.actors.services import Services
-from stockade.codecs.messages import Alert
+from stockade.codecs.messages import Alert, Tick
 from stockade.codecs.records import AlertRecord
-from stockade.ops.alert_channels import Channel, JsonlChannel, LogChannel, build_channels
+from stockade.ops import daily_summary
+from stockade.ops.alert_channels import Channel, JsonlChannel, LogChannel, Redactor, build_channels
+from stockade.ops.alert_delivery import DeliveryWorker
 from stockade.ops.alert_policy import AlertPolicy
 
 log = logging.getLogger(__name__)
 
-_QUEUE_MAX = 256
+NAME = "alerter"
+STATS_INTERVAL_S = 1.0
+SUMMARY_CHECK_S = 20.0
+WORKER_STOP_S = 1.0
 
 
 class Alerter(StockadeActor):
     def setup(self) -> None:
         self.svc: Services = self.ctx.extra("services")
-        cfg = self.svc.settings.alerts
+        cfg = self.cfg = self.svc.settings.alerts
         self.policy = AlertPolicy(cfg.dedup_window_s, cfg.max_per_key_per_hour)
         channels = build_channels(cfg, Path(self.ctx.extra("data_dir")))
-        # Local channels are fast and run inline; remote ones go to the worker.
+        self.redact: Redactor = channels[0].redact
         self.local: list[Channel] = [c for c in channels if isinstance(c, (LogChannel, JsonlChannel))]
-        self.remote: list[Channel] = [c for c in channels if c not in self.local]
-        self.dropped = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=_QUEUE_MAX)
-        self._worker_stop = threading.Event()
-        self._worker = None
-        if self.remote:
-            self._worker = threading.Thread(target=self._deliver_remote, name="alerter-remote", daemon=True)
-            self._worker.start()
+        self.workers = [
+            DeliveryWorker(c, attempts=cfg.retry_attempts, retry_initial_s=cfg.retry_initial_s,
+                           retry_max_s=cfg.retry_max_s, queue_max=cfg.queue_max).start()
+            for c in channels if c not in self.local
+        ]
+        self.received = self.suppressed = 0
+        self.every(STATS_INTERVAL_S, "stats")
+        self.next_summary_ns = 0
+        if cfg.daily_summary:
+            # Strictly after now: a restart after the time does not send the day's summary twice.
+            self.next_summary_ns = daily_summary.next_summary_ns(time.time_ns(), cfg.daily_summary_time)
+            self.every(SUMMARY_CHECK_S, "daily-summary")
 
     def teardown(self) -> None:
-        self._worker_stop.set()
-        if self._worker is not None:
-            self._worker.join(timeout=2.0)
+        for worker in getattr(self, "workers", ()):
+            worker.stop(WORKER_STOP_S)
 
     @handles(Alert)
     def on_alert(self, alert: Alert) -> None:
-        record = AlertRecord(level=alert.level, key=alert.key, text=alert.text, source=alert.source, ts_ns=alert.ts_ns)
-        # History is high-rate data (fills): not synced per alert.
-        self.svc.store.alerts.add(record, ts_ns=alert.ts_ns, durable=False)
+        self.received += 1
+        # The history must never hold a secret, whatever a sender put in the text.
+        record = AlertRecord(level=alert.level, key=self.redact(alert.key), text=self.redact(alert.text),
+                             source=alert.source, ts_ns=alert.ts_ns)
+        try:
+            # History is high-rate data (fills): only the serious ones are synced at once.
+            self.svc.store.add_alert(record, durable=alert.level in ("CRITICAL", "EMERGENCY"))
+        except Exception:
+            # A full disk is exactly when the alert must still go out: deliver without the history.
+            log.exception("alerts: could not store %s %s; delivering anyway", record.level, record.key)
         decision = self.policy.decide(alert.key, alert.level)
         if not decision.deliver:
+            self.suppressed += 1
             return
-        _send_all(self.local, alert, decision.suppressed)
-        if self.remote and any(c.accepts(alert.level) for c in self.remote):
-            try:
-                self._queue.put_nowait((alert, decision.suppressed))
-            except queue.Full:
-                self.dropped += 1
-                log.error("alert queue full: %s not sent to remote channels (%d dropped)", alert.key, self.dropped)
+        for channel in self.local:
+            if channel.accepts(alert.level):
+                try:
+                    channel.send(alert, decision.suppressed)
+                except Exception as exc:  # one failing channel spoils none of the others
+                    log.warning("alert channel %s failed: %s", channel.name, exc)
+        for worker in self.workers:
+            if worker.channel.accepts(alert.level):
+                worker.submit(alert, decision.suppressed)
 
-    def _deliver_remote(self) -> None:
-        while not self._worker_stop.is_set():
-            try:
-                alert, suppressed = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            _send_all(self.remote, alert, suppressed)
+    @handles(Tick)
+    def on_tick(self, tick: Tick) -> None:
+        if tick.what == "stats":
+            self.svc.stats["alerts"] = self.delivery_stats()
+        elif tick.what == "daily-summary":
+            self.maybe_send_summary(time.time_ns())
 
+    def maybe_send_summary(self, now_ns: int) -> bool:
+        """Start the daily summary if its time has come; True if started.
 
-def _send_all(channels: list[Channel], alert: Alert, suppressed: int) -> None:
-    """Send to every channel that takes this level; one failing channel spoils none of the others."""
-    for channel in channels:
-        if channel.accepts(alert.level):
-            try:
-                channel.send(alert, suppressed)
-            except Exception as exc:
-                log.warning("alert channel %s failed: %s", type(channel).__name__, exc)
+        Gathering reads the whole orders table, which grows for ever: it runs
+        on a thread of its own, and the alert comes back through the mailbox.
+        """
+        if not self.next_summary_ns or now_ns < self.next_summary_ns:
+            return False
+        self.next_summary_ns = daily_summary.next_summary_ns(now_ns, self.cfg.daily_summary_time)
+        threading.Thread(target=self._summarize, args=(now_ns,), name="alerts-daily-summary", daemon=True).start()
+        return True
+
+    def _summarize(self, now_ns: int) -> None:
+        try:
+            text = daily_summary.summary_text(daily_summary.gather(self.svc.store, now_ns))
+        except Exception as exc:
+            log.exception("alerts: daily summary failed")
+            text = f"daily summary failed: {type(exc).__name__}: {exc}"
+        self.router.tell(NAME, Alert("INFO", daily_summary.KEY, text, NAME, now_ns), NAME)
+
+    def delivery_stats(self) -> dict:
+        """Counters for `status` and `ctl alerts` (this process only; history counts are in storage)."""
+        return {
+            "received": self.received,
+            "suppressed": self.suppressed,
+            "suppressed_pending": sum(self.policy.pending_suppressed().values()),
+            "channels": {w.channel.name: w.stats() for w in self.workers},
+            "next_summary_ns": self.next_summary_ns,
+        }

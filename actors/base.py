@@ -44,7 +44,7 @@ from typing import Any, Callable, ClassVar, TypeVar
 import pykka
 
 from stockade.codecs.messages import Envelope, Message, Tick
-from stockade.ops.telemetry import message_span
+from stockade.ops import telemetry
 from stockade.supervisors.context import ActorContext
 from stockade.supervisors.events import ChildExit, ChildReady, Ping, Request
 from stockade.supervisors.router import Fenced
@@ -229,16 +229,21 @@ class StockadeActor(pykka.ThreadingActor):
             key = self._raw_timer_keys.get(type(message))
             if key is not None:
                 self._tick_pending.pop(key, None)
+        span = None
         try:
             self.ctx.faults.apply(self.name)
             if isinstance(message, Ping):
                 return True
             if envelope is None:
                 return self.handle(message, None)
-            with message_span(self.name, type(body).__name__, envelope.traceparent):
+            tracer = telemetry.ACTIVE
+            if tracer is None:  # tracing off: no span objects at all
+                return self.handle(body, envelope)
+            with tracer.message_span(self.name, body, envelope.traceparent, envelope.sender, envelope.id) as span:
                 return self.handle(body, envelope)
         except BaseException as exc:  # noqa: BLE001 - see module docstring
-            self._fail(exc, f"handling {type(body).__name__}")
+            # The supervisor's span for this failure is a child of the span that failed.
+            self._fail(exc, f"handling {type(body).__name__}", telemetry.traceparent_of(span))
             if not asked:
                 return None  # already logged, reported and stopped
             if isinstance(exc, Exception):
@@ -261,7 +266,7 @@ class StockadeActor(pykka.ThreadingActor):
 
     # ---- failure path -----------------------------------------------------------------
 
-    def _fail(self, exc: BaseException, phase: str) -> None:
+    def _fail(self, exc: BaseException, phase: str, traceparent: str | None = None) -> None:
         if self._ended:
             return
         self._ended = True
@@ -280,7 +285,7 @@ class StockadeActor(pykka.ThreadingActor):
             logger.exception("%s: could not hand its mailbox back to the router", self.name)
             stop_self()
         self._teardown()
-        self._report(f"{phase}: {exc!r}", abnormal=True)
+        self._report(f"{phase}: {exc!r}", abnormal=True, traceparent=traceparent)
 
     def _teardown(self) -> None:
         try:
@@ -288,12 +293,12 @@ class StockadeActor(pykka.ThreadingActor):
         except BaseException:  # noqa: BLE001 - a failing teardown must not take others down
             logger.exception("%s: teardown failed", self.name)
 
-    def _report(self, reason: str, abnormal: bool) -> None:
+    def _report(self, reason: str, abnormal: bool, traceparent: str | None = None) -> None:
         """Tell the supervisor this instance ended (once per instance)."""
         if self._reported:
             return
         self._reported = True
         try:
-            self.ctx.notify(ChildExit(self.name, self.generation, reason, abnormal))
+            self.ctx.notify(ChildExit(self.name, self.generation, reason, abnormal, traceparent))
         except Exception:
             logger.exception("%s: could not report its exit to its supervisor", self.name)

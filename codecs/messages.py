@@ -185,6 +185,9 @@ class OrderUpdate(Message, frozen=True):
     price: float | None = None  # price of this fill, for fill events
     fill_qty: float | None = None  # qty of this fill, for fill events
     proposal_id: str = ""  # the proposal behind our order ("" for legs and adopted orders)
+    # Why the broker rejected it (event "rejected"): pdt, wash_trade, buying_power,
+    # insufficient_qty or other (stockade.broker.orders.REJECTION_REASONS); "" otherwise.
+    reason: str = ""
 
 
 class Position(msgspec.Struct, frozen=True):
@@ -209,6 +212,7 @@ class AccountSnapshot(Message, frozen=True):
 class ClockSnapshot(Message, frozen=True):
     is_open: bool
     ts_ns: int
+    next_close_ns: int = 0  # the broker clock's next close (early closes included); 0: unknown
 
 
 # ---- control -----------------------------------------------------------------
@@ -216,6 +220,13 @@ class ClockSnapshot(Message, frozen=True):
 
 class Kill(Message, frozen=True):
     """Full liquidation: persist HALTED, cancel everything, close everything."""
+
+    reason: str
+    requested_by: str
+
+
+class Flatten(Message, frozen=True):
+    """Close every position (cancel every order) WITHOUT halting: the pre-close flatten."""
 
     reason: str
     requested_by: str
@@ -237,3 +248,20 @@ class Tick(Message, frozen=True):
 
 class ListPending(Message, frozen=True):
     """Ask the voter for the proposals parked for approval (control socket)."""
+
+
+class ReplaceStop(Message, frozen=True):
+    """Move a resting stop order to `stop_price` (the local trailing stop); only the OrderManager sends it."""
+
+    client_order_id: str
+    stop_price: float
+    reason: str
+
+
+class BrokerOrderSeen(Message, frozen=True):
+    """The reconciler's view of a broker order the ledger lacks or is behind on (for the OrderManager)."""
+
+    update: OrderUpdate
+    # Its fills are already in positions the reconciler just took from the broker
+    # (the first pass after start): record them, do not add them again.
+    counted_in_positions: bool = False

@@ -137,6 +137,21 @@ class AlertRecord(Record, frozen=True, kw_only=True):
     ts_ns: int
 
 
+class AlertCounts(Record, frozen=True, kw_only=True):
+    """Alert counts kept up to date on every write, so `ctl alerts` never scans the history.
+
+    Keyed "all" (since the data dir was created) and by UTC date YYYY-MM-DD.
+    `by_kind` counts the part of the key before the first ":".
+    """
+
+    period: str
+    total: int = 0
+    by_level: dict[str, int] = {}
+    by_kind: dict[str, int] = {}
+    first_ns: int = 0
+    last_ns: int = 0
+
+
 class EquitySnapshot(Record, frozen=True, kw_only=True):
     ts_ns: int
     equity: float
@@ -157,6 +172,69 @@ class DecisionRecord(Record, frozen=True, kw_only=True):
     reason: str
     side: Side | None = None
     qty: int = 0
+
+
+class ControlAuditRecord(Record, frozen=True, kw_only=True):
+    """One control command (or refused connection): who, what, and the outcome.
+
+    `uid`/`pid`/`gid` come from SO_PEERCRED; `args` is the request's args as
+    JSON with secrets redacted and long values cut.
+    """
+
+    ts_ns: int
+    uid: int
+    pid: int
+    gid: int
+    cmd: str
+    args: str
+    ok: bool
+    error: str = ""
+    duration_ms: float = 0.0
+
+
+class VoteEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One member's vote inside a VoterDecisionRecord, with the weight it carried."""
+
+    model: str
+    direction: float
+    confidence: float
+    weight: float  # normalised over the batch's voters
+    high_volatility: bool = False
+
+
+VoterOutcome = Literal["proposed", "parked", "approved", "rejected", "expired"]
+
+
+class VoterDecisionRecord(Record, frozen=True, kw_only=True):
+    """One step in the life of an ensemble proposal, with every input of the vote.
+
+    Appended on every step (proposed to risk, parked, approved, rejected,
+    expired); the newest record of a `proposal_id` is its state, which is how
+    parked proposals survive a restart.
+    """
+
+    ts_ns: int
+    proposal_id: str
+    symbol: str
+    side: Side
+    outcome: VoterOutcome
+    mode: str
+    score: float
+    confidence: float
+    threshold: float
+    min_confidence: float
+    defensive: bool = False
+    defensive_reason: str = ""
+    size_scale: float = 1.0
+    models: tuple[str, ...] = ()  # members that voted on the proposal's side
+    votes: tuple[VoteEntry, ...] = ()
+    price: float = 0.0
+    bid: float = 0.0
+    ask: float = 0.0
+    quote_ts_ns: int = 0
+    quote_recv_ns: int = 0
+    proposed_ns: int = 0  # when the proposal was made (expiry counts from here)
+    reason: str = ""  # e.g. the operator's reject reason
 
 
 # ---- journal events ----------------------------------------------------------

@@ -1,8 +1,9 @@
 """Alert delivery channels: log, JSONL file, webhook (generic/Slack/Discord), SMTP.
 
-A channel delivers one alert or raises `ChannelError`; it does no dedup or
-retry (that is `alert_policy` and the Alerter actor). Network channels are
-blocking with a timeout, so the Alerter runs them off the sender's path.
+A channel delivers one alert or raises `ChannelError` (saying whether a
+retry could help); it does no dedup (`alert_policy`) and no retry
+(`alert_delivery`). Network channels are blocking with a timeout, so the
+Alerter runs each on its own `DeliveryWorker` thread.
 Every text leaving the process goes through a `Redactor` first: a secret
 must never end up in a chat room or a mailbox.
 """
@@ -16,6 +17,7 @@ import smtplib
 import ssl
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from email.message import EmailMessage
 from pathlib import Path
@@ -36,7 +38,15 @@ REDACTED = "[REDACTED]"
 
 
 class ChannelError(Exception):
-    """Delivery failed; the message never contains a secret (no webhook URL)."""
+    """Delivery failed; the message never contains a secret (no webhook URL).
+
+    `retryable` is False when trying again cannot help (the receiver refused
+    the request itself: HTTP 4xx, SMTP 5xx), so no retry budget is spent.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class AlertLike(Protocol):
@@ -56,6 +66,10 @@ class Redactor:
         # Very short values would redact ordinary words; longest first so a
         # secret containing another is replaced whole.
         self._values = sorted({v for v in values if v and len(v) >= 6}, key=len, reverse=True)
+
+    def adding(self, *values: str | None) -> "Redactor":
+        """A redactor that also hides `values` (a channel's own URL or password)."""
+        return Redactor([*self._values, *(v for v in values if v)])
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] = os.environ) -> "Redactor":
@@ -145,6 +159,7 @@ class WebhookChannel(Channel):
                  redact: Redactor | None = None) -> None:
         super().__init__(min_level, redact)
         self._url = url  # may carry a token: never logged, never in errors
+        self._hide = self.redact.adding(url, urllib.parse.urlsplit(url).path)
         self.kind = kind
         self.timeout_s = timeout_s
 
@@ -175,32 +190,52 @@ class WebhookChannel(Channel):
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 resp.read(4096)
         except urllib.error.HTTPError as exc:
-            raise ChannelError(f"webhook ({self.kind}): HTTP {exc.code}") from None
-        except (urllib.error.URLError, OSError) as exc:
+            # 4xx: the receiver refuses this request (bad token, bad payload);
+            # only "too many requests" and "timeout" may pass later.
+            retryable = exc.code >= 500 or exc.code in (408, 429)
+            raise ChannelError(f"webhook ({self.kind}): HTTP {exc.code}", retryable=retryable) from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ChannelError(f"webhook ({self.kind}): {type(reason).__name__}: {self.redact(str(reason))}") from None
+            raise ChannelError(f"webhook ({self.kind}): {type(reason).__name__}: {self._hide(str(reason))}") from None
 
 
 class SmtpChannel(Channel):
-    """E-mail through an SMTP server: implicit TLS on 465, STARTTLS on 587, plain otherwise.
+    """E-mail through an SMTP server: `security` "starttls", "tls" (implicit) or "none".
 
-    The password (secrets.smtp_password) is only ever sent over TLS.
+    The server certificate is verified (system CAs, plus `ca_file`); the
+    password (secrets.smtp_password) is only ever sent over TLS.
     """
 
     name = "smtp"
 
     def __init__(self, host: str, port: int, sender: str, to: Iterable[str], *, user: str = "",
                  password: str | None = None, min_level: str = "CRITICAL", timeout_s: float = 5.0,
-                 redact: Redactor | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
+                 redact: Redactor | None = None, security: str = "starttls", ca_file: str = "",
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         super().__init__(min_level, redact)
+        if security not in ("starttls", "tls", "none"):
+            raise ValueError(f"smtp security must be starttls, tls or none, got {security!r}")
         self.host, self.port, self.sender, self.to = host, port, sender, list(to)
         self.user, self._password = user, password
+        self._hide = self.redact.adding(password)
         self.timeout_s = timeout_s
+        self.security = security
+        self.ca_file = ca_file
         self._ssl = ssl_context
+
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            # Verifying (hostname and chain) context; a private CA is added, never a bypass.
+            ctx = ssl.create_default_context()
+            if self.ca_file:
+                ctx.load_verify_locations(cafile=self.ca_file)
+            self._ssl = ctx
+        return self._ssl
 
     def message(self, alert: AlertLike, suppressed: int = 0) -> EmailMessage:
         msg = EmailMessage()
-        msg["Subject"] = self.redact(f"[stockade] {alert.level} {alert.key}")
+        # One line whatever the key holds: a newline in a header is an injection.
+        msg["Subject"] = " ".join(self.redact(f"[stockade] {alert.level} {alert.key}").split())
         msg["From"] = self.sender
         msg["To"] = ", ".join(self.to)
         body = (f"{self.redact(one_line(alert, suppressed))}\n\n"
@@ -211,27 +246,35 @@ class SmtpChannel(Channel):
 
     def send(self, alert: AlertLike, suppressed: int = 0) -> None:
         msg = self.message(alert, suppressed)
-        ctx = self._ssl or ssl.create_default_context()
+        if self.user and self._password and self.security == "none":
+            raise ChannelError(f"smtp: refusing to send the password without TLS (port {self.port})", retryable=False)
         try:
-            if self.port == 465:
+            ctx = self._context() if self.security != "none" else None
+            if self.security == "tls":
                 client: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout_s, context=ctx)
-                tls = True
             else:
                 client = smtplib.SMTP(self.host, self.port, timeout=self.timeout_s)
-                tls = False
             with client:
-                if self.port == 587:
-                    client.starttls(context=ctx)
-                    tls = True
+                if self.security == "starttls":
+                    client.starttls(context=ctx)  # raises if the server does not offer it: no silent downgrade
                 if self.user and self._password:
-                    if not tls:
-                        raise ChannelError(f"smtp: refusing to send the password without TLS (port {self.port})")
                     client.login(self.user, self._password)
                 client.send_message(msg)
-        except ChannelError:
-            raise
-        except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            raise ChannelError(f"smtp {self.host}:{self.port}: {type(exc).__name__}: {self.redact(str(exc))}") from None
+        except smtplib.SMTPResponseException as exc:
+            # 5xx: permanent (bad credentials, recipient refused); 4xx: try later.
+            raise ChannelError(f"smtp {self.host}:{self.port}: {type(exc).__name__}: {exc.smtp_code} "
+                               f"{self._hide(_text(exc.smtp_error))}", retryable=exc.smtp_code < 500) from None
+        except (smtplib.SMTPException, OSError, ssl.SSLError, ValueError) as exc:
+            # No STARTTLS, a certificate that does not verify, every recipient
+            # refused: configuration problems that retrying cannot fix.
+            permanent = isinstance(exc, (smtplib.SMTPNotSupportedError, smtplib.SMTPRecipientsRefused,
+                                         ssl.SSLCertVerificationError))
+            raise ChannelError(f"smtp {self.host}:{self.port}: {type(exc).__name__}: {self._hide(str(exc))}",
+                               retryable=not permanent) from None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def build_channels(alerts_settings: Any, data_dir: Path, env: Mapping[str, str] = os.environ) -> list[Channel]:
@@ -249,5 +292,6 @@ def build_channels(alerts_settings: Any, data_dir: Path, env: Mapping[str, str] 
     if cfg.smtp_host:
         channels.append(SmtpChannel(cfg.smtp_host, cfg.smtp_port, cfg.smtp_from, cfg.smtp_to, user=cfg.smtp_user,
                                     password=secrets.smtp_password(env), min_level=cfg.min_level_smtp,
-                                    timeout_s=cfg.timeout_s, redact=redact))
+                                    timeout_s=cfg.timeout_s, redact=redact, security=cfg.smtp_security,
+                                    ca_file=cfg.smtp_ca_file))
     return channels

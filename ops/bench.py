@@ -44,7 +44,7 @@ def bench_pipeline(seconds: float, data_dir: Path) -> dict[str, Any]:
         "voter": {"threshold": 0.02, "cooldown_s": 0.2},
         "risk": {"max_positions": 5, "max_position_pct": 90.0, "risk_per_trade_pct": 0.05,
                  "max_orders_per_min": 1000, "circuit_breaker_failures": 1000},
-        "orders": {"rate_limit_per_min": 180},
+        "orders": {"rate_limit_per_min": 160},
         "logging": {"level": "WARNING"},
     })
     daemon = Daemon(settings, "embedded", None, Namespace(data_dir=str(data_dir), duration=None))
@@ -95,8 +95,11 @@ def main(argv: list[str]) -> int:
     scratch = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="stockade-bench-"))
     scratch.mkdir(parents=True, exist_ok=True)
 
-    from stockade.broker.bench import bench_decode
-    from stockade.quant.bench import bench_indicators
+    from stockade.broker.bench import bench_decode, bench_order_roundtrip
+    from stockade.ops.alert_bench import bench_alerts
+    from stockade.quant.bench import bench_indicators, bench_models
+    from stockade.quant.risk_bench import bench_risk_checks
+    from stockade.ops.telemetry_bench import bench_tracing
     from stockade.storage.bench import bench_journal
     from stockade.supervisors.bench import bench_pykka_hop, bench_restart
     from stockade.venue.bench import bench_quote_publish, bench_rest_roundtrips
@@ -108,9 +111,14 @@ def main(argv: list[str]) -> int:
         ("venue_quote_publish_json", lambda: bench_quote_publish(2.0 if quick else 5.0, 5, "json")),
         ("venue_quote_publish_msgpack", lambda: bench_quote_publish(2.0 if quick else 5.0, 5, "msgpack")),
         ("venue_rest_roundtrips", lambda: bench_rest_roundtrips(300 if quick else 2_000)),
+        ("order_submit_roundtrip", lambda: bench_order_roundtrip(100 if quick else 1_000)),
         ("journal", lambda: bench_journal(300 if quick else 2_000, scratch)),
         ("stream_decode", lambda: bench_decode(20_000 if quick else 200_000)),
         ("indicators", lambda: bench_indicators(10_000 if quick else 100_000)),
+        ("models", lambda: bench_models(quick)),
+        ("risk_checks", lambda: bench_risk_checks(5_000 if quick else 50_000)),
+        ("tracing_per_message", lambda: bench_tracing(2_000 if quick else 20_000)),
+        ("alerts", lambda: bench_alerts(2_000 if quick else 20_000, scratch)),
     ]
     results: dict[str, Any] = {
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
@@ -132,6 +140,10 @@ def main(argv: list[str]) -> int:
         "pykka_hop_p50_us": hop.get("hop_p50_us", hop.get("p50_us")),
         "supervisor_restart_p50_us": results.get("supervisor_restart", {}).get("p50_us"),
         "kill_to_flat_s": pipe.get("kill_to_flat_s"),
+        "analyzer_per_quote_p50_us": results.get("models", {}).get("per_quote_us", {}).get("total", {}).get("p50"),
+        "order_submit_p50_us": results.get("order_submit_roundtrip", {}).get("submit_us", {}).get("p50"),
+        "risk_check_p50_us": results.get("risk_checks", {}).get("risk_check_us", {}).get("p50"),
+        "tracing_overhead_us": results.get("tracing_per_message", {}).get("overhead_us"),
     }
     print(json.dumps(results, indent=2, default=str))
     return 0 if not any(isinstance(v, dict) and "error" in v for v in results.values()) else 1

@@ -1,5 +1,5 @@
 """The control socket's commands: status, halt, reduce, resume, kill, pending,
-approve, reject, alerts, and (fault injection only) crash and hang.
+approve, reject, alerts, audit, and (fault injection only) crash and hang.
 
 Handlers run on the control server's connection threads. They read storage
 and the router directly; the only `ask`s (always with a timeout) go to the
@@ -18,6 +18,7 @@ import msgspec
 from stockade.actors.emergency_stop import emergency_liquidation
 from stockade.actors.services import Services
 from stockade.codecs.messages import ApproveProposal, Kill, ListPending, RejectProposal
+from stockade.ops import alert_report
 from stockade.ops.control import CommandError, ControlServer, arg_float, arg_int, arg_str
 from stockade.supervisors.faults import FaultInjectionDisabled
 from stockade.supervisors.runtime import Tree
@@ -101,9 +102,17 @@ def register_commands(server: ControlServer, svc: Services, tree: Tree) -> None:
             raise CommandError(result["error"])
         return result
 
-    def alerts(args: dict[str, Any]) -> list[dict[str, Any]]:
+    def alerts(args: dict[str, Any]) -> dict[str, Any]:
         n = arg_int(args, "n", 20, minimum=1)
-        return [msgspec.to_builtins(a) for a in svc.store.alerts.latest(min(n, 1000))]
+        try:
+            return alert_report.report(svc.store, svc.stats.get("alerts"), limit=n,
+                                       min_level=arg_str(args, "level", "INFO").upper(), kind=arg_str(args, "kind", ""))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+
+    def audit(args: dict[str, Any]) -> list[dict[str, Any]]:
+        n = arg_int(args, "n", 20, minimum=1)
+        return [msgspec.to_builtins(a) for a in svc.store.audit.latest(min(n, 1000))]
 
     def crash(args: dict[str, Any]) -> dict[str, Any]:
         name = _actor(args)
@@ -140,7 +149,9 @@ def register_commands(server: ControlServer, svc: Services, tree: Tree) -> None:
                     usage="approve ID")
     server.register("reject", lambda args: ask_voter(RejectProposal(arg_str(args, "id"), arg_str(args, "reason", "operator"))),
                     "reject a proposal", usage="reject ID [REASON]")
-    server.register("alerts", alerts, "recent alerts", usage="alerts [N]")
+    server.register("alerts", alerts, "recent alerts (filtered), stored counts per level and kind, delivery counters",
+                    usage="alerts [N] [LEVEL] [kind=KIND]")
+    server.register("audit", audit, "the last control commands: who (uid, pid), what, outcome", usage="audit [N]")
     server.register("crash", crash, "fault injection: NAME raises on its next message", usage="crash NAME")
     server.register("hang", hang, "fault injection: NAME blocks for SECONDS on its next message",
                     usage="hang NAME SECONDS")

@@ -1,11 +1,16 @@
 """The control socket: how an operator (or `run.py ctl`) steers the daemon.
 
-A Unix stream socket, mode 0600, peers checked with SO_PEERCRED (only the
-daemon's own uid or root). Newline-delimited JSON: a request
+A Unix stream socket, mode 0600 (or 0660 with a configured group), peers
+checked with SO_PEERCRED (the daemon's own uid, root, or a member of that
+group). Newline-delimited JSON, validated against a msgspec schema: a request
 ``{"cmd": "...", "args": {...}}`` gets one reply line, ``{"ok": true,
 "result": ...}`` or ``{"ok": false, "error": "..."}``. Nothing a client sends
 (bad JSON, oversize lines, unknown commands, a handler that raises) stops the
 server: the kill switch must stay reachable.
+
+Every request, and every refused connection, is audited: one INFO log line
+and one `ControlAuditRecord` (who by SO_PEERCRED, command, redacted args,
+outcome) handed to the `audit` callback, which the daemon stores.
 
 Threads: one accepts, at most `max_connections` serve connections; a
 connection idle longer than `read_timeout_s` is closed.
@@ -15,8 +20,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import grp
 import logging
 import os
+import pwd
+import re
 import selectors
 import socket
 import stat
@@ -29,12 +37,14 @@ from typing import Any, Callable
 
 import msgspec
 
+from stockade.codecs.records import ControlAuditRecord
 from stockade.ops import telemetry
 from stockade.ops.paths import ensure_private_dir
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Any]
+AuditSink = Callable[[ControlAuditRecord], None]
 
 # sun_path is 108 bytes on Linux, NUL included.
 MAX_SOCKET_PATH = 107
@@ -46,8 +56,12 @@ class ControlError(RuntimeError):
     """The control server cannot start (another daemon is live, bad path...)."""
 
 
-# Commands that change nothing: successful ones are not worth an INFO line.
-READ_ONLY = ("status", "help", "pending", "alerts")
+# Commands that change nothing: their audit records skip the disk sync (a
+# dashboard may poll status every second); the next durable commit syncs them.
+READ_ONLY = ("status", "help", "pending", "alerts", "audit")
+# Argument names whose values are never recorded, whatever they hold.
+_SECRET_ARG = re.compile(r"(?i)secret|password|passwd|token|api[_-]?key|key[_-]?id|credential|webhook")
+AUDIT_ARGS_MAX = 500
 
 
 class CommandError(Exception):
@@ -129,8 +143,18 @@ class ControlServer:
         read_timeout_s: float = 30.0,
         max_request_bytes: int = 64 * 1024,
         allowed_uids: set[int] | None = None,
+        group: str = "",
+        audit: AuditSink | None = None,
     ) -> None:
         self.path = Path(path)
+        self.group = group
+        self.gid: int | None = None
+        if group:
+            try:
+                self.gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise ControlError(f"control.group {group!r}: no such group") from None
+        self._audit = audit
         self.max_connections = max_connections
         self.read_timeout_s = read_timeout_s
         self.max_request_bytes = max_request_bytes
@@ -149,13 +173,16 @@ class ControlServer:
         self.register("help", self._help, "list the commands")
 
     @classmethod
-    def from_settings(cls, control_settings: Any, path: str | os.PathLike[str]) -> "ControlServer":
+    def from_settings(cls, control_settings: Any, path: str | os.PathLike[str],
+                      audit: AuditSink | None = None) -> "ControlServer":
         """A server configured from the `[control]` settings section."""
         return cls(
             path,
             max_connections=control_settings.max_connections,
             read_timeout_s=control_settings.read_timeout_s,
             max_request_bytes=control_settings.max_request_bytes,
+            group=control_settings.group,
+            audit=audit,
         )
 
     # -- commands --
@@ -208,7 +235,7 @@ class ControlServer:
             except Exception as exc:
                 log.exception("control: %s failed", req.cmd)
                 span.record_exception(exc)
-                return {"ok": False, "error": f"{req.cmd} failed: {type(exc).__name__}: {exc}"}
+                return {"ok": False, "error": _redact(f"{req.cmd} failed: {type(exc).__name__}: {exc}")}
         return {"ok": True, "result": result}
 
     def _encode(self, reply: dict[str, Any]) -> bytes:
@@ -231,7 +258,7 @@ class ControlServer:
         self._take_lock()
         try:
             self._clear_stale(path)
-            self._listener = self._bind_private(path)
+            self._listener = self._bind_private(path, self.gid)
             st = os.stat(path)
             self._inode = (st.st_dev, st.st_ino)
         except BaseException:
@@ -318,7 +345,7 @@ class ControlServer:
         raise ControlError(f"another stockade daemon is running (it answers on {path})")
 
     @staticmethod
-    def _bind_private(path: Path) -> socket.socket:
+    def _bind_private(path: Path, gid: int | None = None) -> socket.socket:
         # bind() creates the file with 0777 & ~umask. Changing the umask is
         # process-wide (another thread's mkdir in that instant would get a
         # directory without x bits), so instead bind inside a fresh 0700
@@ -329,7 +356,11 @@ class ControlServer:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(tmp_path)
-            os.chmod(tmp_path, 0o600)
+            if gid is not None:
+                os.chown(tmp_path, -1, gid)  # allowed: the daemon's user must be in the group
+                os.chmod(tmp_path, 0o660)
+            else:
+                os.chmod(tmp_path, 0o600)
             sock.listen(16)
             os.rename(tmp_path, path)
         except BaseException:
@@ -377,20 +408,21 @@ class ControlServer:
                 self._stopping.wait(0.1)  # out of resources: do not spin
             return
         try:
-            pid, uid, _gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+            pid, uid, gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
         except OSError as exc:
             log.warning("control: cannot read peer credentials: %s", exc)
             conn.close()
             return
-        if uid not in self.allowed_uids:
-            log.warning("control: refused connection from uid %d (pid %d)", uid, pid)
+        if not self.peer_allowed(uid, gid):
+            self._record(pid, uid, gid, "(connect)", "", False, "permission denied", 0.0)
             self._reply_and_close(conn, {"ok": False, "error": "permission denied"})
             return
         if not self._slots.acquire(blocking=False):
-            log.warning("control: too many connections (max %d), refusing pid %d", self.max_connections, pid)
+            self._record(pid, uid, gid, "(connect)", "", False,
+                         f"busy: too many control connections (max {self.max_connections})", 0.0)
             self._reply_and_close(conn, {"ok": False, "error": "busy: too many control connections"})
             return
-        t = threading.Thread(target=self._serve, args=(conn, pid, uid), name=f"control-conn-{pid}", daemon=True)
+        t = threading.Thread(target=self._serve, args=(conn, pid, uid, gid), name=f"control-conn-{pid}", daemon=True)
         with self._lock:
             self._conns.add(conn)
             self._threads.add(t)
@@ -405,7 +437,20 @@ class ControlServer:
         finally:
             conn.close()
 
-    def _serve(self, conn: socket.socket, pid: int, uid: int) -> None:
+    def peer_allowed(self, uid: int, gid: int) -> bool:
+        """Our own uid, root, or (with control.group) a member of the group."""
+        if uid in self.allowed_uids:
+            return True
+        if self.gid is None:
+            return False
+        if gid == self.gid:
+            return True
+        try:
+            return self.gid in os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
+        except (KeyError, OSError):
+            return False
+
+    def _serve(self, conn: socket.socket, pid: int, uid: int, gid: int) -> None:
         try:
             conn.settimeout(self.read_timeout_s)
             buf = bytearray()
@@ -413,7 +458,8 @@ class ControlServer:
                 nl = buf.find(b"\n")
                 if nl < 0:
                     if len(buf) > self.max_request_bytes:
-                        log.warning("control: request over %d bytes from pid %d", self.max_request_bytes, pid)
+                        self._record(pid, uid, gid, "(oversize)", "", False,
+                                     f"request too large (max {self.max_request_bytes} bytes)", 0.0)
                         conn.sendall(self._encode({"ok": False, "error": f"request too large (max {self.max_request_bytes} bytes)"}))
                         return
                     try:
@@ -424,16 +470,18 @@ class ControlServer:
                     if not chunk:
                         # A client that half-closes after a request without a newline still gets its reply.
                         if buf.strip():
-                            conn.sendall(self._handle(bytes(buf), pid, uid))
+                            conn.sendall(self._handle(bytes(buf), pid, uid, gid))
                         return
                     buf += chunk
                     continue
                 line, buf = bytes(buf[:nl]), buf[nl + 1 :]
                 if len(line) > self.max_request_bytes:
+                    self._record(pid, uid, gid, "(oversize)", "", False,
+                                 f"request too large (max {self.max_request_bytes} bytes)", 0.0)
                     conn.sendall(self._encode({"ok": False, "error": f"request too large (max {self.max_request_bytes} bytes)"}))
                     return
                 if line.strip():
-                    conn.sendall(self._handle(line, pid, uid))
+                    conn.sendall(self._handle(line, pid, uid, gid))
         except OSError as exc:
             if not self._stopping.is_set():
                 log.info("control: connection from pid %d ended: %s", pid, exc)
@@ -446,12 +494,44 @@ class ControlServer:
                 self._threads.discard(threading.current_thread())
             self._slots.release()
 
-    def _handle(self, line: bytes, pid: int, uid: int) -> bytes:
+    def _handle(self, line: bytes, pid: int, uid: int, gid: int) -> bytes:
+        started = time.monotonic()
         req = self._decode(line)
         reply = req if isinstance(req, dict) else self._run(req)
-        # An audit trail: who asked for what (halts and kills matter). Reads
-        # that succeed (status polled every second by a dashboard) stay at DEBUG.
-        quiet = reply.get("ok") and not isinstance(req, dict) and req.cmd in READ_ONLY
-        log.log(logging.DEBUG if quiet else logging.INFO, "control: pid %d uid %d: %s -> %s", pid, uid,
-                line[:200].decode("utf-8", "replace"), "ok" if reply.get("ok") else f"error: {reply.get('error')}")
+        ok = bool(reply.get("ok"))
+        if isinstance(req, dict):
+            cmd, args = "(malformed)", _redact(line[:200].decode("utf-8", "replace"))
+        else:
+            cmd, args = req.cmd[:64], audit_args(req.args)
+        self._record(pid, uid, gid, cmd, args, ok, "" if ok else str(reply.get("error", "")),
+                     (time.monotonic() - started) * 1000)
         return self._encode(reply)
+
+    def _record(self, pid: int, uid: int, gid: int, cmd: str, args: str, ok: bool, error: str,
+                duration_ms: float) -> None:
+        """The audit trail: one log line and one record for the sink. Never raises."""
+        error = _redact(error)[:AUDIT_ARGS_MAX]
+        log.log(logging.INFO if ok else logging.WARNING, "control audit: uid %d pid %d: %s %s -> %s", uid, pid, cmd,
+                args or "{}", "ok" if ok else f"error: {error}")
+        if self._audit is None:
+            return
+        record = ControlAuditRecord(ts_ns=time.time_ns(), uid=uid, pid=pid, gid=gid, cmd=cmd, args=args, ok=ok,
+                                    error=error, duration_ms=round(duration_ms, 3))
+        try:
+            self._audit(record)
+        except Exception:
+            # The command has run (a kill must not wait on storage); say loudly the trail has a hole.
+            log.exception("control: could not store the audit record of %s from uid %d", cmd, uid)
+
+
+def _redact(text: str) -> str:
+    from stockade.broker.rest import redact  # lazy: keeps `ctl` free of alpaca-py imports
+
+    return redact(text)
+
+
+def audit_args(args: dict[str, Any]) -> str:
+    """`args` as JSON for the audit trail: secret-named values dropped, known secrets redacted, cut short."""
+    clean = {k: "***" if _SECRET_ARG.search(str(k)) else v for k, v in args.items()}
+    text = _redact(msgspec.json.encode(clean).decode())
+    return text if len(text) <= AUDIT_ARGS_MAX else text[: AUDIT_ARGS_MAX - 3] + "..."

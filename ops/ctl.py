@@ -1,7 +1,7 @@
 """`python run.py ctl CMD [ARGS...]`: talk to a running daemon's control socket.
 
 Positional ARGS become the request's args per command (`crash NAME`,
-`hang NAME SECONDS`, `approve ID`, `reject ID [REASON...]`, `alerts [N]`,
+`hang NAME SECONDS`, `approve ID`, `reject ID [REASON...]`, `alerts [N] [LEVEL]`, `audit [N]`,
 `halt|reduce|kill [REASON...]`); `key=value` pairs work for any command
 (values that parse as JSON numbers/booleans/null are sent as such).
 
@@ -60,6 +60,22 @@ def _reject(rest: list[str]) -> dict[str, Any]:
     return {"id": rest[0], **_reason(rest[1:])}
 
 
+def _alerts(rest: list[str]) -> dict[str, Any]:
+    """`alerts [N] [LEVEL]` in either order (a kind filter is `kind=order-rejected`)."""
+    args: dict[str, Any] = {}
+    for word in rest:
+        if word.isdigit():
+            key, value = "n", int(word)
+        elif word.upper() in ("INFO", "WARNING", "CRITICAL", "EMERGENCY"):
+            key, value = "level", word.upper()
+        else:
+            raise UsageError(f"expects [N] [LEVEL] (N a number, LEVEL INFO/WARNING/CRITICAL/EMERGENCY), got {word!r}")
+        if key in args:
+            raise UsageError("expects [N] [LEVEL], each at most once")
+        args[key] = value
+    return args
+
+
 # How positional words map to args, per command. Commands not listed take
 # key=value pairs only (the daemon may have more commands than ctl knows).
 POSITIONAL: dict[str, Callable[[list[str]], dict[str, Any]]] = {
@@ -67,7 +83,8 @@ POSITIONAL: dict[str, Callable[[list[str]], dict[str, Any]]] = {
     "hang": _hang,
     "approve": _one("id"),
     "reject": _reject,
-    "alerts": _one("n", int, optional=True),
+    "alerts": _alerts,
+    "audit": _one("n", int, optional=True),
     "halt": _reason,
     "reduce": _reason,
     "kill": _reason,

@@ -25,6 +25,7 @@ from typing import Any
 
 from stockade.ops import paths, sdnotify
 from stockade.ops import secrets as ops_secrets
+from stockade.ops.live_guard import check_trading_mode
 from stockade.ops.settings import Settings, SettingsError, load_settings, resolve_venue_mode
 
 log = logging.getLogger("stockade")
@@ -32,6 +33,11 @@ log = logging.getLogger("stockade")
 RUNNING_MARKER = "daemon.running"
 READY_TIMEOUT_S = 120.0
 PROGRESS_EVERY_S = 30.0
+# The orderly stop's budget, step by step; deploy/stockade.service's
+# TimeoutStopSec must cover the sum (a test holds it).
+CONTROL_STOP_S = 5.0
+TREE_STOP_S = 60.0
+VENUE_STOP_S = 10.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -42,12 +48,39 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class RedactingFilter(logging.Filter):
+    """Last line of defence: every log record leaves with known secrets replaced by ***.
+
+    Call sites redact already; this catches the one that forgot (an exception
+    text quoting a URL with a token, a library's debug line).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from stockade.broker.rest import redact
+
+        message = record.getMessage()
+        clean = redact(message)
+        exc_text = None
+        if record.exc_info and not record.exc_text:
+            exc_text = logging.Formatter().formatException(record.exc_info)
+        elif record.exc_text:
+            exc_text = record.exc_text
+        if clean != message:
+            record.msg, record.args = clean, None
+        if exc_text is not None:
+            record.exc_text = redact(exc_text)
+            record.exc_info = None  # the formatter would render the raw traceback again
+        return True
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level, logging.INFO),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     # Chatty libraries: their INFO lines are noise next to ours.
     for name in ("aiohttp.access", "websockets", "urllib3", "alpaca"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -64,10 +97,17 @@ def main(argv: list[str]) -> int:
             raise SettingsError(f"--duration = {args.duration}: must be > 0 seconds")
         mode = resolve_venue_mode(settings)
         keys = ops_secrets.alpaca_keys()
+        money = check_trading_mode(settings, mode)
     except (SettingsError, OSError) as exc:
         print(f"stockade: {exc}", file=sys.stderr)
         return 2
+    from stockade.broker.rest import register_secret
+
+    # Before the first log line: from here on, no configured secret reaches any log.
+    register_secret(*ops_secrets.known_secret_values())
     setup_logging(settings.logging.level)
+    if money == "live":
+        log.warning("LIVE TRADING: real money (alpaca.paper = false, alpaca.allow_live = true)")
     try:
         return Daemon(settings, mode, keys, args).run()
     except StartupError as exc:
@@ -137,7 +177,7 @@ class Daemon:
                  svc.trading_state().state)
         self.tree = start_stockade_tree(svc, self._on_exhausted, str(self.data))
         socket_path = paths.control_socket_path(self.settings, self.data)
-        self.control = ControlServer.from_settings(self.settings.control, socket_path)
+        self.control = ControlServer.from_settings(self.settings.control, socket_path, audit=self._store_audit)
         register_commands(self.control, svc, self.tree)
         try:
             self.control.start()
@@ -155,6 +195,12 @@ class Daemon:
                 deadline = float("inf")
         sdnotify.ready(f"trading state {svc.trading_state().state}")
         log.info("stockade ready: tree up and reconciled; trading state %s", svc.trading_state().state)
+
+    def _store_audit(self, record: Any) -> None:
+        from stockade.ops.control import READ_ONLY
+
+        # Reads skip the sync (a dashboard polling status must not fsync each time).
+        self.store.audit.add(record, durable=record.cmd not in READ_ONLY)
 
     def _broker(self, BrokerAccess: Any) -> Any:
         from stockade.broker.rest import BrokerEndpoints, resolve_endpoints
@@ -212,9 +258,20 @@ class Daemon:
         tick = min(1.0, interval / 2) if interval else 1.0
         started = time.monotonic()
         last_progress = started
+        shown = None
         while not self.stop_event.wait(tick):
-            if self.tree.healthy():
+            healthy = self.tree.healthy()
+            if healthy:
                 sdnotify.watchdog()
+            if sdnotify.enabled():
+                # `systemctl status` shows this line: keep it current.
+                try:
+                    state = self.svc.trading_state().state
+                except Exception:  # a status line is not worth stopping the watchdog loop for
+                    state = "unknown"
+                line = f"trading state {state}" + ("" if healthy else "; NOT healthy")
+                if line != shown:
+                    shown = line if sdnotify.status(line) else None
             now = time.monotonic()
             if now - last_progress >= PROGRESS_EVERY_S:
                 last_progress = now
@@ -236,12 +293,12 @@ class Daemon:
         sdnotify.stopping()
         clean = True
         if self.control is not None:
-            self.control.stop(timeout=5.0)
+            self.control.stop(timeout=CONTROL_STOP_S)
         if self.tree is not None:
-            clean = self.tree.stop(timeout=60.0) and clean
+            clean = self.tree.stop(timeout=TREE_STOP_S) and clean
         if self.venue is not None:
             try:
-                self.venue.stop(timeout=10.0)
+                self.venue.stop(timeout=VENUE_STOP_S)
             except Exception:
                 log.exception("venue did not stop cleanly")
                 clean = False

@@ -28,6 +28,11 @@ def _address(env: Mapping[str, str]) -> str | bytes | None:
     return addr
 
 
+def enabled(env: Mapping[str, str] = os.environ) -> bool:
+    """True when running under a notify-aware service manager ($NOTIFY_SOCKET set)."""
+    return _address(env) is not None
+
+
 def notify(state: str, env: Mapping[str, str] = os.environ) -> bool:
     """Send `state` (e.g. "READY=1\\nSTATUS=up"); True if it was sent."""
     addr = _address(env)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from stockade.ops.settings import SettingsError
 
@@ -75,7 +76,11 @@ def webhook_url(env: Mapping[str, str] = os.environ) -> str | None:
 
 
 def known_secret_values(env: Mapping[str, str] = os.environ) -> list[str]:
-    """Every configured secret value, for redaction of outgoing text."""
+    """Every configured secret value, for redaction of outgoing text.
+
+    A webhook URL's path is listed on its own as well: HTTP errors quote the
+    path without the host ("... with url: /services/T0/B0/token").
+    """
     values = []
     for name in ALL_NAMES:
         try:
@@ -84,4 +89,7 @@ def known_secret_values(env: Mapping[str, str] = os.environ) -> list[str]:
             continue
         if value:
             values.append(value)
+            path = urlsplit(value).path if name == WEBHOOK_URL else ""
+            if len(path.strip("/")) >= 8:
+                values.append(path)
     return values

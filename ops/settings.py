@@ -113,14 +113,22 @@ class AnalyzerSettings(_Section):
 
 class VoterSettings(_Section):
     mode: Literal["auto", "manual", "hybrid"] = "auto"
-    threshold: float = 0.15
-    hybrid_auto_threshold: float = 0.5
+    threshold: float = 0.05
+    min_confidence: float = 0.65
+    hybrid_auto_confidence: float = 0.8
     weights: dict[str, float] = msgspec.field(
         default_factory=lambda: {"momentum": 1.0, "mean_reversion": 1.0, "breakout": 1.0}
     )
     adaptive: bool = True
     adaptive_window: int = 50
     min_weight: float = 0.1
+    score_horizon_s: float = 60.0
+    score_dead_band_bps: float = 2.0
+    defensive_threshold_add: float = 0.1
+    defensive_confidence_add: float = 0.1
+    defensive_size_scale: float = 0.5
+    defensive_drawdown_pct: float = 3.0
+    defensive_hit_rate: float = 0.45
     cooldown_s: float = 60.0
     approval_timeout_s: float = 300.0
     in_flight_timeout_s: float = 120.0
@@ -131,6 +139,9 @@ class VoterSettings(_Section):
 
 
 class RiskSettings(_Section):
+    # A named preset (RISK_PROFILES) under the keys a settings file sets itself;
+    # the loader applies it (a RiskSettings built in code takes its values as given).
+    profile: str = "default"
     max_position_pct: float = 10.0
     max_positions: int = 5
     risk_per_trade_pct: float = 1.0
@@ -148,20 +159,66 @@ class RiskSettings(_Section):
     pdt_protection: bool = True
     pdt_min_equity: float = 25_000.0
     allow_short: bool = False
+    loss_breaker_pct: float = 5.0
+    max_sector_pct: float = 30.0
+    max_portfolio_risk_pct: float = 6.0
+    confidence_floor: float = 0.5
+    target_volatility_pct: float = 0.0
+    flatten_before_close_min: float = 0.0
+    fractional: bool = False
+    loss_alert_ratio: float = 0.8
+    in_flight_timeout_s: float = 30.0
+    sectors: dict[str, str] = msgspec.field(
+        default_factory=lambda: {"AAPL": "technology", "MSFT": "technology", "NVDA": "technology",
+                                 "AMZN": "consumer", "SPY": "index"}
+    )
+
+
+# Named risk presets: "default" is RiskSettings' own defaults. A key a settings
+# file sets itself wins over the preset, so `profile` only moves the keys left out.
+RISK_PROFILES: dict[str, dict[str, Any]] = {
+    "conservative": {
+        "max_position_pct": 5.0, "max_positions": 3, "risk_per_trade_pct": 0.5, "max_spread_bps": 15.0,
+        "daily_loss_limit_pct": 1.5, "loss_breaker_pct": 3.0, "max_sector_pct": 15.0,
+        "max_portfolio_risk_pct": 3.0, "max_orders_per_min": 10, "confidence_floor": 0.25,
+    },
+    "default": {},
+    "aggressive": {
+        "max_position_pct": 20.0, "max_positions": 10, "risk_per_trade_pct": 2.0, "max_spread_bps": 40.0,
+        "daily_loss_limit_pct": 5.0, "loss_breaker_pct": 8.0, "max_sector_pct": 50.0,
+        "max_portfolio_risk_pct": 12.0, "max_orders_per_min": 60, "confidence_floor": 0.75,
+    },
+}
+
+
+def _risk_with_profile(raw_risk: Mapping[str, Any], merged_risk: dict[str, Any]) -> dict[str, Any]:
+    """The [risk] table: defaults, then the named profile, then the file's own keys."""
+    name = raw_risk.get("profile", merged_risk["profile"])
+    if not isinstance(name, str) or name not in RISK_PROFILES:
+        raise SettingsError(f"settings: risk.profile = {_fmt(name)}: unknown profile "
+                            f"(known: {', '.join(RISK_PROFILES)})")
+    return {**merged_risk, **RISK_PROFILES[name], **raw_risk}
 
 
 class OrdersSettings(_Section):
-    rate_limit_per_min: int = 180
+    rate_limit_per_min: int = 160
     emergency_reserve: int = 20
     max_retries: int = 3
     retry_backoff_s: float = 0.5
     request_timeout_s: float = 10.0
     time_in_force: Literal["day", "gtc"] = "day"
+    poll_interval_s: float = 2.0
+    trailing_stop_pct: float = 0.0
 
 
 class ReconcilerSettings(_Section):
     interval_s: float = 15.0
     protective_stop_pct: float = 3.0
+    max_unprotected_s: float = 30.0
+    gap_moderate_pct: float = 1.0
+    gap_high_pct: float = 2.0
+    gap_extreme_pct: float = 5.0
+    fills_lookback_s: float = 3600.0
 
 
 class SupervisionSettings(_Section):
@@ -191,9 +248,19 @@ class AlertsSettings(_Section):
     smtp_from: str = ""
     smtp_to: tuple[str, ...] = ()
     min_level_smtp: AlertLevelName = "CRITICAL"
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_ca_file: str = ""
     timeout_s: float = 5.0
     dedup_window_s: float = 60.0
     max_per_key_per_hour: int = 20
+    retry_attempts: int = 4
+    retry_initial_s: float = 2.0
+    retry_max_s: float = 60.0
+    queue_max: int = 256
+    stream_down_alert_s: float = 30.0
+    stale_quote_s: float = 300.0
+    daily_summary: bool = True
+    daily_summary_time: str = "16:15"
 
 
 class ControlSettings(_Section):
@@ -201,16 +268,22 @@ class ControlSettings(_Section):
     max_connections: int = 8
     read_timeout_s: float = 30.0
     max_request_bytes: int = 64 * 1024
+    # Empty: socket 0600, only the daemon's uid and root. A group name: 0660
+    # with that group, and its members may connect too.
+    group: str = ""
 
 
 class TelemetrySettings(_Section):
     enabled: bool = False
+    # "" defers to OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, then http/protobuf (ops/telemetry.py).
+    protocol: Literal["", "grpc", "http/protobuf"] = ""
     otlp_endpoint: str = ""
-    service_name: str = "stockade"
+    service_name: str = ""
     quote_sample_ratio: float = 0.01
     firehose_messages: tuple[str, ...] = ("Quote", "Trade", "Bar", "Vote", "FlushQuotes")
     max_queue_size: int = 2048
     export_timeout_s: float = 10.0
+    max_pending_traces: int = 4096
 
 
 class DebugSettings(_Section):
@@ -227,6 +300,21 @@ class StreamSettings(_Section):
 
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class ModelsSettings(_Section):
+    """Machine-learned ensemble members (quant/model_store.py) and `python run.py train`."""
+
+    enabled: bool = True
+    # Empty: <data_dir>/models when it holds a manifest.json, else the shipped defaults.
+    dir: str = ""
+    # Models to load from the manifest; empty: all of them.
+    names: tuple[str, ...] = ()
+    # `train`: label = forward log return over this many 1-minute bars > label_threshold_bps.
+    horizon_bars: int = 5
+    label_threshold_bps: float = 0.0
+    train_days: float = 2.0
+    seed: int = 7
 
 
 class Settings(_Section):
@@ -248,6 +336,7 @@ class Settings(_Section):
     debug: DebugSettings = DebugSettings()
     stream: StreamSettings = StreamSettings()
     logging: LoggingSettings = LoggingSettings()
+    models: ModelsSettings = ModelsSettings()
 
 
 # ---- loading -------------------------------------------------------------------
@@ -299,6 +388,7 @@ def _merge_over_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
         # Tables inside a section (voter.weights) replace the default whole:
         # a partial weights table means "these models", not "these plus the defaults".
         merged[section] = {**default_table, **raw.get(section, {})}
+    merged["risk"] = _risk_with_profile(raw.get("risk", {}), merged["risk"])
     return merged
 
 
@@ -424,6 +514,13 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     c.url("alpaca.trading_stream_url", a.trading_stream_url, ("wss", "ws"))
     if a.paper and a.trading_url and urlsplit(a.trading_url).hostname == urlsplit(LIVE_TRADING_URL).hostname:
         c.fail("alpaca.trading_url", "is the live endpoint but alpaca.paper = true")
+    if a.live and a.trading_url and urlsplit(a.trading_url).hostname == urlsplit(PAPER_TRADING_URL).hostname:
+        c.fail("alpaca.trading_url", "is the paper endpoint but live trading is on (alpaca.paper = false)")
+    stream_host = urlsplit(a.trading_stream_url).hostname
+    if a.paper and stream_host == urlsplit(LIVE_TRADING_URL).hostname:
+        c.fail("alpaca.trading_stream_url", "is the live endpoint but alpaca.paper = true")
+    if a.live and stream_host == urlsplit(PAPER_TRADING_URL).hostname:
+        c.fail("alpaca.trading_stream_url", "is the paper endpoint but live trading is on (alpaca.paper = false)")
 
     t = s.trading
     if not t.symbols:
@@ -449,14 +546,18 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     if not 0 < an.rsi_oversold < an.rsi_overbought < 100:
         c.fail("analyzer.rsi_oversold", "must satisfy 0 < rsi_oversold < rsi_overbought < 100")
     c.positive("analyzer.bb_k", an.bb_k)
-    if max(an.sma_slow, an.ema_slow, an.bb_period, an.breakout_n, an.volume_n, an.rsi + 1) > t.warmup_bars:
-        c.fail("trading.warmup_bars", "must cover the longest indicator period in [analyzer]")
+    from stockade.quant.features import FeatureParams  # the analyzer's own count, so the two cannot drift
+
+    need = FeatureParams.from_analyzer(an).warmup_bars
+    if need > t.warmup_bars:
+        c.fail("trading.warmup_bars", f"must be at least {need}: the bars every indicator in [analyzer] needs")
 
     vo = s.voter
     if not 0 < vo.threshold <= 1:
         c.fail("voter.threshold", "must be > 0 and <= 1")
-    if not vo.threshold <= vo.hybrid_auto_threshold <= 1:
-        c.fail("voter.hybrid_auto_threshold", "must be >= voter.threshold and <= 1")
+    c.ratio("voter.min_confidence", vo.min_confidence)
+    if not vo.min_confidence <= vo.hybrid_auto_confidence <= 1:
+        c.fail("voter.hybrid_auto_confidence", "must be >= voter.min_confidence and <= 1")
     for model, w in vo.weights.items():
         if not (w >= 0 and math.isfinite(w)):
             raise SettingsError(f"settings: voter.weights.{model} = {_fmt(w)}: must be >= 0")
@@ -466,6 +567,14 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     c.non_negative("voter.cooldown_s", vo.cooldown_s)
     c.positive("voter.approval_timeout_s", vo.approval_timeout_s)
     c.positive("voter.in_flight_timeout_s", vo.in_flight_timeout_s)
+    c.positive("voter.score_horizon_s", vo.score_horizon_s)
+    c.non_negative("voter.score_dead_band_bps", vo.score_dead_band_bps)
+    c.non_negative("voter.defensive_threshold_add", vo.defensive_threshold_add)
+    c.ratio("voter.defensive_confidence_add", vo.defensive_confidence_add)
+    c.ratio("voter.defensive_size_scale", vo.defensive_size_scale)
+    c.positive("voter.defensive_size_scale", vo.defensive_size_scale)
+    c.pct("voter.defensive_drawdown_pct", vo.defensive_drawdown_pct)
+    c.ratio("voter.defensive_hit_rate", vo.defensive_hit_rate)
 
     r = s.risk
     for key in ("max_position_pct", "risk_per_trade_pct",
@@ -483,6 +592,26 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     c.positive("risk.circuit_breaker_cooloff_s", r.circuit_breaker_cooloff_s)
     c.at_least("risk.max_orders_per_min", r.max_orders_per_min, 1)
     c.non_negative("risk.pdt_min_equity", r.pdt_min_equity)
+    if r.profile not in RISK_PROFILES:
+        c.fail("risk.profile", f"unknown profile (known: {', '.join(RISK_PROFILES)})")
+    c.pct("risk.loss_breaker_pct", r.loss_breaker_pct)
+    if r.loss_breaker_pct <= r.daily_loss_limit_pct:
+        c.fail("risk.loss_breaker_pct", f"must be > risk.daily_loss_limit_pct ({r.daily_loss_limit_pct:g}): "
+               "entries stop before the breaker liquidates")
+    c.pct("risk.max_sector_pct", r.max_sector_pct)
+    c.pct("risk.max_portfolio_risk_pct", r.max_portfolio_risk_pct)
+    c.ratio("risk.confidence_floor", r.confidence_floor)
+    c.non_negative("risk.target_volatility_pct", r.target_volatility_pct)
+    c.non_negative("risk.flatten_before_close_min", r.flatten_before_close_min)
+    if r.fractional:
+        c.fail("risk.fractional", "fractional shares are not supported: orders are whole shares "
+               "(the embedded venue trades whole shares only)")
+    if not 0 < r.loss_alert_ratio < 1:
+        c.fail("risk.loss_alert_ratio", "must be between 0 and 1 (exclusive)")
+    c.positive("risk.in_flight_timeout_s", r.in_flight_timeout_s)
+    for symbol, sector in r.sectors.items():
+        if not sector:
+            raise SettingsError(f"settings: risk.sectors.{symbol} = \"\": must name a sector")
 
     o = s.orders
     c.at_least("orders.rate_limit_per_min", o.rate_limit_per_min, 1)
@@ -492,9 +621,20 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     c.at_least("orders.max_retries", o.max_retries, 0)
     c.non_negative("orders.retry_backoff_s", o.retry_backoff_s)
     c.positive("orders.request_timeout_s", o.request_timeout_s)
+    c.positive("orders.poll_interval_s", o.poll_interval_s)
+    if o.trailing_stop_pct != 0:
+        c.pct("orders.trailing_stop_pct", o.trailing_stop_pct)
 
-    c.positive("reconciler.interval_s", s.reconciler.interval_s)
-    c.pct("reconciler.protective_stop_pct", s.reconciler.protective_stop_pct)
+    rc = s.reconciler
+    c.positive("reconciler.interval_s", rc.interval_s)
+    c.pct("reconciler.protective_stop_pct", rc.protective_stop_pct)
+    if not rc.max_unprotected_s >= 2 * rc.interval_s:
+        # A pass finds the bare position, the next one checks its stop rests.
+        c.fail("reconciler.max_unprotected_s", f"must be >= 2 x reconciler.interval_s ({rc.interval_s:g})")
+    c.positive("reconciler.gap_moderate_pct", rc.gap_moderate_pct)
+    if not rc.gap_moderate_pct < rc.gap_high_pct < rc.gap_extreme_pct:
+        c.fail("reconciler.gap_high_pct", "must satisfy gap_moderate_pct < gap_high_pct < gap_extreme_pct")
+    c.positive("reconciler.fills_lookback_s", rc.fills_lookback_s)
 
     sv = s.supervision
     c.at_least("supervision.max_restarts", sv.max_restarts, 1)
@@ -524,6 +664,19 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     c.positive("alerts.timeout_s", al.timeout_s)
     c.non_negative("alerts.dedup_window_s", al.dedup_window_s)
     c.at_least("alerts.max_per_key_per_hour", al.max_per_key_per_hour, 1)
+    if al.smtp_user and al.smtp_security == "none":
+        c.fail("alerts.smtp_security", "must be starttls or tls when alerts.smtp_user is set (the password needs TLS)")
+    if al.smtp_ca_file and not os.path.isfile(al.smtp_ca_file):
+        c.fail("alerts.smtp_ca_file", "is not a readable file")
+    c.at_least("alerts.retry_attempts", al.retry_attempts, 1)
+    c.positive("alerts.retry_initial_s", al.retry_initial_s)
+    if al.retry_max_s < al.retry_initial_s:
+        c.fail("alerts.retry_max_s", f"must be >= alerts.retry_initial_s ({al.retry_initial_s:g})")
+    c.at_least("alerts.queue_max", al.queue_max, 1)
+    c.positive("alerts.stream_down_alert_s", al.stream_down_alert_s)
+    c.positive("alerts.stale_quote_s", al.stale_quote_s)
+    if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", al.daily_summary_time):
+        c.fail("alerts.daily_summary_time", "must be HH:MM (24-hour, America/New_York)")
 
     ct = s.control
     if "\0" in ct.socket:
@@ -531,14 +684,22 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     c.at_least("control.max_connections", ct.max_connections, 1)
     c.positive("control.read_timeout_s", ct.read_timeout_s)
     c.at_least("control.max_request_bytes", ct.max_request_bytes, 1024)
+    if ct.group:
+        import grp  # Unix only, like the control socket itself
+
+        try:
+            grp.getgrnam(ct.group)
+        except KeyError:
+            c.fail("control.group", "no such group on this machine (create it, or leave empty for 0600)")
 
     te = s.telemetry
     c.url("telemetry.otlp_endpoint", te.otlp_endpoint, ("http", "https"))
-    if not te.service_name:
-        c.fail("telemetry.service_name", "must not be empty")
+    if te.service_name != te.service_name.strip():
+        c.fail("telemetry.service_name", "must not start or end with spaces")
     c.ratio("telemetry.quote_sample_ratio", te.quote_sample_ratio)
     c.at_least("telemetry.max_queue_size", te.max_queue_size, 1)
     c.positive("telemetry.export_timeout_s", te.export_timeout_s)
+    c.at_least("telemetry.max_pending_traces", te.max_pending_traces, 1)
 
     st = s.stream
     for key in ("silence_timeout_s", "connect_timeout_s", "backoff_initial_s", "backoff_max_s"):
@@ -546,6 +707,19 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     if st.backoff_initial_s > st.backoff_max_s:
         c.fail("stream.backoff_initial_s", f"must be <= stream.backoff_max_s ({st.backoff_max_s:g})")
     c.at_least("stream.max_inflight_per_analyzer", st.max_inflight_per_analyzer, 1)
+
+    mo = s.models
+    if "\0" in mo.dir:
+        c.fail("models.dir", "must not contain NUL")
+    for name in mo.names:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+            c.fail("models.names", f"{name!r} is not a model name (letters, digits, _ and -)")
+    if len(set(mo.names)) != len(mo.names):
+        c.fail("models.names", "lists a model twice")
+    c.at_least("models.horizon_bars", mo.horizon_bars, 1)
+    c.non_negative("models.label_threshold_bps", mo.label_threshold_bps)
+    c.positive("models.train_days", mo.train_days)
+    c.at_least("models.seed", mo.seed, 0)
 
 
 # ---- resolution against the environment ---------------------------------------------

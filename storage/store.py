@@ -18,7 +18,9 @@ import lmdb
 import msgspec
 
 from stockade.codecs.records import (
+    AlertCounts,
     AlertRecord,
+    ControlAuditRecord,
     DayCounters,
     DecisionRecord,
     EquitySnapshot,
@@ -26,7 +28,9 @@ from stockade.codecs.records import (
     OrderRecord,
     PositionRecord,
     TradingStateRecord,
+    VoterDecisionRecord,
 )
+from stockade.storage.alert_counts import bump, period_of
 from stockade.storage.environment import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, Environment
 from stockade.storage.journal import Journal
 from stockade.storage.order_states import OPEN
@@ -47,6 +51,8 @@ class Retention(msgspec.Struct, frozen=True, kw_only=True):
     decisions_max: int = 500_000
     equity_days: float = 400.0
     equity_max: int = 1_000_000
+    audit_days: float = 400.0
+    audit_max: int = 1_000_000
 
 
 class Store:
@@ -61,8 +67,12 @@ class Store:
         self.state: Table[TradingStateRecord] = Table(env, "state", TradingStateRecord)  # key "trading"
         self.counters: Table[DayCounters] = Table(env, "counters", DayCounters)  # by date YYYY-MM-DD
         self.alerts: TimeSeries[AlertRecord] = TimeSeries(env, "alerts", AlertRecord)
+        self.alert_counts: Table[AlertCounts] = Table(env, "alert_counts", AlertCounts)  # "all" and by UTC date
         self.equity: TimeSeries[EquitySnapshot] = TimeSeries(env, "equity", EquitySnapshot)
         self.decisions: TimeSeries[DecisionRecord] = TimeSeries(env, "decisions", DecisionRecord)
+        # The ensemble voter's proposals, each step with its votes and weights (report, parked restore).
+        self.voter_decisions: TimeSeries[VoterDecisionRecord] = TimeSeries(env, "voter_decisions", VoterDecisionRecord)
+        self.audit: TimeSeries[ControlAuditRecord] = TimeSeries(env, "audit", ControlAuditRecord)  # control commands
         # Index of the orders that may still be working, kept in the same
         # transaction as `orders` by `put_order`: the risk guard asks for them
         # on every proposal, and the orders table grows all day.
@@ -129,6 +139,15 @@ class Store:
         """Orders that may be working at the broker (from the index: O(open), not O(all))."""
         return self.open_index.values(txn=txn)
 
+    def add_alert(self, record: AlertRecord, *, durable: bool = False) -> None:
+        """Append an alert to the history and bump its counts, in one transaction."""
+        def write(t: lmdb.Transaction) -> None:
+            self.alerts.add(record, ts_ns=record.ts_ns, txn=t)
+            for period in ("all", period_of(record.ts_ns)):
+                self.alert_counts.put(period, bump(self.alert_counts.get(period, txn=t), period, record), txn=t)
+
+        self.transact(write, durable=durable)
+
     def rebuild_open_index(self) -> int:
         """Rebuild the open-orders index from the orders table (at open: cheap insurance
         against any writer that bypassed `put_order`). Returns the open count."""
@@ -150,7 +169,9 @@ class Store:
         plan = (
             (self.alerts, policy.alerts_days, policy.alerts_max),
             (self.decisions, policy.decisions_days, policy.decisions_max),
+            (self.voter_decisions, policy.decisions_days, policy.decisions_max),
             (self.equity, policy.equity_days, policy.equity_max),
+            (self.audit, policy.audit_days, policy.audit_max),
         )
         return {
             series.name: series.trim(older_than_ns=now_ns - int(days * DAY_NS), keep_last=keep)

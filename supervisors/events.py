@@ -23,6 +23,7 @@ class ChildExit(msgspec.Struct, frozen=True):
     generation: int
     reason: str
     abnormal: bool
+    traceparent: str | None = None  # the span that failed, when tracing is on
 
 
 class ChildReady(msgspec.Struct, frozen=True):
@@ -52,3 +53,4 @@ class Escalate(msgspec.Struct, frozen=True):
     """Intensity exceeded and children stopped: fail to the parent now."""
 
     reason: str
+    traceparent: str | None = None  # the supervisor's span that decided to escalate

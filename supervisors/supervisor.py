@@ -31,6 +31,8 @@ from typing import Any, Sequence
 import pykka
 
 from stockade.actors.base import StockadeActor, handles
+from stockade.codecs.messages import Alert
+from stockade.ops import telemetry
 from stockade.supervisors.context import ActorContext
 from stockade.supervisors.events import ChildExit, ChildReady, Escalate, HeartbeatTick, Ping, RestartDue
 from stockade.supervisors.intensity import RestartIntensity, backoff_delay, restart_targets, should_restart
@@ -165,7 +167,8 @@ class Supervisor(StockadeActor):
         child = self._by_name.get(event.name)
         if child is None or child.generation != event.generation or child.state != RUNNING or self._exhausting:
             return  # stale: an instance we replaced or are stopping ourselves
-        self._child_failed(child, event.reason, event.abnormal)
+        with telemetry.supervision_span(self.name, "ChildExit", event.traceparent, _child_attrs(child)):
+            self._child_failed(child, event.reason, event.abnormal)
 
     @handles(ChildReady)
     def _on_ready(self, event: ChildReady) -> None:
@@ -183,6 +186,9 @@ class Supervisor(StockadeActor):
         self.ctx.health.forget(name)
         child.ping = None
         (logger.warning if abnormal else logger.info)("%s: %s (gen %d) exited: %s", self.name, name, child.generation, reason)
+        telemetry.add_event("stockade.child.exit", {"stockade.child": name, "stockade.generation": child.generation,
+                                                    "stockade.reason": reason, "stockade.abnormal": abnormal,
+                                                    "stockade.hung": hung})
 
         if not should_restart(child.spec.restart, abnormal):
             child.state, child.ref = DEAD, None
@@ -211,6 +217,13 @@ class Supervisor(StockadeActor):
             sibling.state, sibling.token = WAITING, token
         delay = backoff_delay(attempt, policy.backoff_initial_s, policy.backoff_max_s, policy.jitter, self._rng)
         self._spawn(self._stop_then_restart, to_stop, delay, token)
+        restarted = [t.name for t in targets]
+        telemetry.add_event("stockade.restart", {"stockade.child": name, "stockade.attempt": attempt,
+                                                 "stockade.backoff_s": round(delay, 6), "stockade.strategy": policy.strategy,
+                                                 "stockade.restarted": restarted})
+        self._alert("WARNING", f"restart:{name}",
+                    f"{name} restarted by {self.name} (restart {attempt} in {policy.period_s:g}s"
+                    f"{', with ' + ', '.join(n for n in restarted if n != name) if len(restarted) > 1 else ''}): {reason}")
         if child.spec.critical:
             self.ctx.on_exhausted(f"critical child {name} failed: {reason}")
 
@@ -238,8 +251,17 @@ class Supervisor(StockadeActor):
             if child.state == WAITING and child.token == event.token:
                 self._start_child(child, restart=True)
 
+    def _alert(self, level: str, key: str, text: str) -> None:
+        """An alert to the alerter, when this tree has one (a restart of the alerter itself waits in the router)."""
+        if "alerter" in self.router.names():
+            self.tell("alerter", Alert(level, key, text, self.name, time.time_ns()))  # type: ignore[arg-type]
+
     def _escalate(self, reason: str) -> None:
         logger.error("%s: restart intensity exceeded, stopping its children: %s", self.name, reason)
+        telemetry.add_event("stockade.escalation", {"stockade.supervisor": self.name, "stockade.reason": reason})
+        self._alert("CRITICAL", f"escalation:{self.name}",
+                    f"{self.name} gave up (restart intensity exceeded) and fails to its parent: {reason}")
+        escalation_tp = telemetry.current_traceparent()
         self._exhausting = True
         self.ctx.health.exhausted(self.name, reason)
         to_stop = []
@@ -249,20 +271,21 @@ class Supervisor(StockadeActor):
                 to_stop.append((child.name, child.generation, child.ref, child.spec.shutdown_timeout_s))
             self.ctx.health.forget(child.name)
             child.state = STOPPING
-        self._spawn(self._stop_then_escalate, to_stop, reason)
+        self._spawn(self._stop_then_escalate, to_stop, reason, escalation_tp)
 
-    def _stop_then_escalate(self, to_stop: list[tuple[str, int, Any, float]], reason: str) -> None:
+    def _stop_then_escalate(self, to_stop: list[tuple[str, int, Any, float]], reason: str, traceparent: str | None) -> None:
         for name, generation, ref, timeout in to_stop:
             stop_child(self.router, name, generation, ref, timeout)
         try:
-            self.actor_ref.tell(Escalate(reason))
+            self.actor_ref.tell(Escalate(reason, traceparent))
         except pykka.ActorDeadError:
             pass
 
     @handles(Escalate)
     def _on_escalate(self, event: Escalate) -> None:
-        # Children are stopped: fail to the parent, then end.
-        self._report(event.reason, abnormal=True)
+        # Children are stopped: fail to the parent, then end. The parent's
+        # span for it is a child of the span that decided to escalate.
+        self._report(event.reason, abnormal=True, traceparent=event.traceparent)
         self.stop()
 
     # ---- heartbeats ------------------------------------------------------------------
@@ -284,7 +307,9 @@ class Supervisor(StockadeActor):
                 except pykka.Timeout:
                     waited = now - child.ping_sent
                     if waited > limit:
-                        self._child_failed(child, f"missed heartbeat (no answer in {waited:.3f}s)", abnormal=True, hung=True)
+                        with telemetry.supervision_span(self.name, "MissedHeartbeat", None, _child_attrs(child)):
+                            self._child_failed(child, f"missed heartbeat (no answer in {waited:.3f}s)", abnormal=True,
+                                               hung=True)
                     continue
                 except Exception as exc:
                     # Dead. Its own report follows its teardown (a supervisor
@@ -294,7 +319,8 @@ class Supervisor(StockadeActor):
                     if child.dead_since is None:
                         child.dead_since = now
                     elif now - child.dead_since > child.spec.shutdown_timeout_s:
-                        self._child_failed(child, f"died unreported: {exc!r}", abnormal=True)
+                        with telemetry.supervision_span(self.name, "DiedUnreported", None, _child_attrs(child)):
+                            self._child_failed(child, f"died unreported: {exc!r}", abnormal=True)
                     continue
                 child.ready = True
                 health.ping_answered(child.name)
@@ -302,6 +328,10 @@ class Supervisor(StockadeActor):
             child.ping = child.ref.ask(Ping(), block=False)
             child.ping_sent = now
             health.ping_sent(child.name, limit + policy.heartbeat_interval_s)
+
+
+def _child_attrs(child: _Child) -> dict[str, Any]:
+    return {"stockade.child": child.name, "stockade.generation": child.generation}
 
 
 def _start_supervisor(ctx: ActorContext, policy: RestartPolicy, children: tuple[ChildSpec, ...]) -> pykka.ActorRef[Any]:

@@ -37,9 +37,9 @@ class VenueProcess:
     """`python run.py venue` on a free port with its own key pair and data dir."""
 
     def __init__(self, data_dir: Path, symbols: str = "AAPL,MSFT,NVDA,AMZN,SPY", quote_rate: float = 20.0,
-                 seed: int = 11) -> None:
-        self.key = "PKTEST" + secrets.token_hex(6).upper()
-        self.secret = secrets.token_urlsafe(24)
+                 seed: int = 11, key: str | None = None, secret: str | None = None) -> None:
+        self.key = key or "PKTEST" + secrets.token_hex(6).upper()
+        self.secret = secret or secrets.token_urlsafe(24)
         self.data_dir = data_dir
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -74,6 +74,18 @@ class VenueProcess:
 
     def positions(self) -> dict[str, int]:
         return {p.symbol: int(float(p.qty)) for p in self.client().get_all_positions() if float(p.qty) != 0}
+
+    def set_faults(self, **knobs: Any) -> None:
+        """Change the venue's fault knobs (`POST /admin/faults`), e.g. `stream_silent=True`."""
+        import json
+        import urllib.request
+
+        request = urllib.request.Request(
+            self.base_url + "/admin/faults", data=json.dumps(knobs).encode(), method="POST",
+            headers={"APCA-API-KEY-ID": self.key, "APCA-API-SECRET-KEY": self.secret,
+                     "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert reply.status == 200
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -75,7 +75,7 @@ def test_ctl_kill_leaves_the_venue_flat_and_halted_survives_restart(short_dir, v
         assert venue.positions() == {}
         assert not [o for o in venue.orders() if _status(o) in OPEN]
         assert daemon.status()["trading_state"] == "HALTED"
-        kinds = [a["key"] for a in daemon.ok("alerts", n=50)]
+        kinds = [a["key"] for a in daemon.ok("alerts", n=50)["alerts"]]
         assert "kill" in kinds
     finally:
         assert daemon.stop() == 0

@@ -65,3 +65,35 @@ def test_unreadable_credential_names_file_not_content(tmp_path):
     (tmp_path / "APCA_API_KEY_ID").mkdir()  # reading a directory fails
     with pytest.raises(secrets.SecretsError, match="cannot read credential .*APCA_API_KEY_ID"):
         secrets.read_secret("APCA_API_KEY_ID", {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+
+
+def test_webhook_url_path_is_a_secret_of_its_own():
+    env = {"STOCKADE_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/tokentoken"}
+    assert secrets.known_secret_values(env) == [env["STOCKADE_WEBHOOK_URL"], "/services/T000/B000/tokentoken"]
+    # A path too short to be a token is not listed (it would redact ordinary words).
+    assert secrets.known_secret_values({"STOCKADE_WEBHOOK_URL": "https://example.com/hook"}) == [
+        "https://example.com/hook"]
+
+
+def test_daemon_log_filter_redacts_messages_args_and_tracebacks():
+    import logging
+
+    from stockade.broker.rest import register_secret
+    from stockade.ops.daemon import RedactingFilter
+
+    register_secret("FILTERSECRET-42x")
+    formatter = logging.Formatter("%(message)s")
+    try:
+        raise ValueError("token FILTERSECRET-42x rejected")
+    except ValueError:
+        import sys
+
+        exc_info = sys.exc_info()
+    record = logging.LogRecord("t", logging.ERROR, __file__, 1, "auth with %s failed", ("FILTERSECRET-42x",), exc_info)
+    assert RedactingFilter().filter(record) is True
+    text = formatter.format(record)
+    assert "FILTERSECRET" not in text
+    assert text.startswith("auth with *** failed\nTraceback") and "ValueError: token *** rejected" in text
+    plain = logging.LogRecord("t", logging.INFO, __file__, 1, "nothing %d here", (5,), None)
+    RedactingFilter().filter(plain)
+    assert formatter.format(plain) == "nothing 5 here"

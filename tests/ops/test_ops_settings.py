@@ -73,7 +73,7 @@ def test_weights_table_replaces_default(tmp_path):
         ("[alpaca]\npaper = false\n", "settings: alpaca.paper = false: live trading also needs alpaca.allow_live = true"),
         ("[telemetry]\nquote_sample_ratio = 1.5\n", "settings: telemetry.quote_sample_ratio = 1.5: must be between 0 and 1"),
         ("[risk]\nmin_price = 50.0\nmax_price = 10.0\n", "settings: risk.min_price = 50.0: must be < risk.max_price (10)"),
-        ("[orders]\nemergency_reserve = 200\n", "settings: orders.emergency_reserve = 200: must be < orders.rate_limit_per_min (180)"),
+        ("[orders]\nemergency_reserve = 200\n", "settings: orders.emergency_reserve = 200: must be < orders.rate_limit_per_min (160)"),
         ("[analyzer]\nsma_fast = 40\n", "settings: analyzer.sma_fast = 40: must be < analyzer.sma_slow (30)"),
         ("[analyzer]\nstrategies = ['momentun']\n", "settings: analyzer.strategies = [\"momentun\"]: unknown strategy 'momentun' (known: momentum, mean_reversion, breakout)"),
         ("[risk]\nstop_loss_pct = nan\n", "settings: risk.stop_loss_pct = nan: must be > 0 and <= 100"),

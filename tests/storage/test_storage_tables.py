@@ -192,7 +192,8 @@ def test_apply_retention(store):
         for i in range(10, 0, -1)
     )
     policy = Retention(alerts_days=30, decisions_max=4)
-    assert store.apply_retention(policy, now_ns=now) == {"alerts": 1, "decisions": 6, "equity": 0}
+    assert store.apply_retention(policy, now_ns=now) == {"alerts": 1, "decisions": 6, "equity": 0, "voter_decisions": 0,
+                                                         "audit": 0}
     assert store.alerts.count() == 2 and store.decisions.count() == 4
 
 
