@@ -13,6 +13,11 @@ The liquidation runs on a thread of its own so this actor keeps answering
 heartbeats during a long liquidation; a second `Kill` while one runs joins
 it. `emergency_liquidation` is also what the root supervisor's exhaustion
 hook calls when the tree itself is gone: it needs no actor alive.
+
+Every liquidation client draws from the key's shared REST budget
+(`broker.token_bucket`) as an emergency client: counted, so the order
+manager and the reconciler see what a liquidation spent, and never held
+back or refused, the reserve included.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from stockade.actors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker.liquidation import LiquidationReport, liquidate
 from stockade.broker.rest import redact
+from stockade.broker.token_bucket import limit_client, shared_bucket
 from stockade.codecs.messages import Alert, Flatten, Kill
 from stockade.codecs.records import KillRequested
 
@@ -40,16 +46,23 @@ def halt_for_kill(svc: Services, reason: str, requested_by: str) -> None:
     svc.store.journal.append(KillRequested(ts_ns=time.time_ns(), reason=reason, requested_by=requested_by))
 
 
+def liquidation_client(svc: Services) -> object:
+    """A fresh trading client on the key's shared REST budget, as its emergency spender."""
+    orders = svc.settings.orders
+    bucket = shared_bucket(svc.broker.key, orders.rate_limit_per_min, orders.emergency_reserve)
+    return limit_client(svc.broker.trading_client(), bucket, max_wait_s=0.0, emergency=True)
+
+
 def emergency_liquidation(svc: Services, reason: str, requested_by: str, client: object | None = None,
                           halted: bool = False) -> LiquidationReport:
     """HALTED (unless the caller already did it), then flat. Safe to call from any
-    thread; builds its own client if none given."""
+    thread; builds its own (budget-counted) client if none given."""
     if not halted:
         halt_for_kill(svc, reason, requested_by)
     log.critical("KILL requested by %s: %s. Trading HALTED; liquidating.", requested_by, reason)
     cfg = svc.settings.emergency
     try:
-        client = client or svc.broker.trading_client()
+        client = client or liquidation_client(svc)
         report = liquidate(client, attempts=cfg.attempts, retry_interval_s=cfg.retry_interval_s,
                            flat_timeout_s=cfg.flat_timeout_s)
     except Exception as exc:  # even building the client failed
@@ -65,7 +78,7 @@ def emergency_liquidation(svc: Services, reason: str, requested_by: str, client:
 class EmergencyStop(StockadeActor):
     def setup(self) -> None:
         self.svc: Services = self.ctx.extra("services")
-        self.client = self.svc.broker.trading_client()
+        self.client = liquidation_client(self.svc)
         self._lock = threading.Lock()
         self._running: concurrent.futures.Future | None = None
 

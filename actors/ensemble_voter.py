@@ -13,7 +13,10 @@ confidence behind it: `python run.py report` reads it, and parked proposals
 are restored from it after a restart (expiry counts from when they were made).
 
 Every directional vote is scored at its horizon against the symbol's later
-price (seen in later votes); the outcomes move the members' weights.
+price (seen in later votes); the outcomes move the members' weights. The
+learned counts behind the weights go to `store.voter_weights` (non-durably,
+every WEIGHTS_SAVE_S and at teardown) and are reloaded at setup, so a restart
+does not send every member back to the prior.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ from stockade.codecs.messages import (
     Tick,
     Vote,
 )
-from stockade.codecs.records import VoteEntry, VoterDecisionRecord, VoterOutcome
-from stockade.quant.voting import Decision, Ensemble, EnsembleParams, HorizonScorer, needs_approval
+from stockade.codecs.records import VoteEntry, VoterDecisionRecord, VoterOutcome, VoterWeightRecord
+from stockade.quant.voting import POOLED, Decision, Ensemble, EnsembleParams, HorizonScorer, needs_approval
 from stockade.storage.order_states import TERMINAL
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,9 @@ NAME = "ensemble_voter"
 RESTORE_LOOKBACK_NS = 86_400 * 1_000_000_000
 # Equity snapshots read at start for the drawdown high-water mark.
 EQUITY_HISTORY = 2_000
+# How often changed weights are saved: learnable state, so a crash may lose
+# a few seconds of outcomes rather than pay a write per outcome batch.
+WEIGHTS_SAVE_S = 2.0
 
 
 def record_of(decision: Decision, proposal: Proposal, outcome: VoterOutcome, mode: str, now_ns: int) -> VoterDecisionRecord:
@@ -96,15 +102,43 @@ class EnsembleVoter(StockadeActor):
         self.parked: dict[str, VoterDecisionRecord] = {}
         self.proposals: dict[str, Proposal] = {}
         self.outcomes = 0  # votes scored since start (status, tests)
+        self._weights_dirty = False
         self._load_equity()
+        if v.adaptive:  # otherwise the configured weights are the whole story
+            self._load_weights()
         self._restore_parked()
         self.every(min(5.0, max(0.25, v.approval_timeout_s / 4)), "expire")
+        self.every(WEIGHTS_SAVE_S, "save_weights")
+
+    def teardown(self) -> None:
+        self._save_weights()
 
     # ---- state from storage -------------------------------------------------------
 
     def _load_equity(self) -> None:
         for snap in reversed(self.svc.store.equity.latest(EQUITY_HISTORY)):
             self.ensemble.record_equity(snap.equity)
+
+    def _load_weights(self) -> None:
+        counts = {m: (r.hits, r.misses) for m, r in self.svc.store.voter_weights.items()}
+        if not counts:
+            return
+        try:
+            self.ensemble.restore_track_record(counts)
+        except ValueError as exc:  # learnable state: start from the prior rather than crash-loop
+            log.warning("stored voter weights ignored: %s", exc)
+            return
+        log.info("restored the track record of %d member(s)", len(counts) - (POOLED in counts))
+
+    def _save_weights(self) -> None:
+        if not self._weights_dirty:
+            return
+        now = time.time_ns()
+        records = {m: VoterWeightRecord(hits=h, misses=x, ts_ns=now)
+                   for m, (h, x) in self.ensemble.track_record().items()}
+        store = self.svc.store
+        store.transact(lambda t: store.voter_weights.put_many(records, txn=t), durable=False)
+        self._weights_dirty = False
 
     def _restore_parked(self) -> None:
         now = time.time_ns()
@@ -140,6 +174,7 @@ class EnsembleVoter(StockadeActor):
             for model, hit in outcomes:
                 self.ensemble.record_outcome(model, hit)
             self.outcomes += len(outcomes)
+            self._weights_dirty = True
         self.scorer.add(vote)
         votes = self.latest.setdefault(vote.symbol, {})
         votes[vote.model] = vote
@@ -240,6 +275,9 @@ class EnsembleVoter(StockadeActor):
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
+        if tick.what == "save_weights":
+            self._save_weights()
+            return
         if tick.what != "expire":
             return
         now = time.time_ns()

@@ -105,9 +105,9 @@ class Reconciler(StockadeActor):
         if clock.is_open and not self.was_open:
             self._gaps(positions)
         self.was_open = bool(clock.is_open)
-        snapshot = broker_orders.account_snapshot(account)
         held = tuple(Position(p.symbol, float(p.qty), float(p.avg_entry_price), float(p.market_value or 0),
                               float(p.unrealized_pl or 0)) for p in positions)
+        snapshot = msgspec.structs.replace(broker_orders.account_snapshot(account), positions=held)
         self.tell("risk_guard", snapshot)
         next_close = getattr(clock, "next_close", None)
         market = ClockSnapshot(bool(clock.is_open), now, int(next_close.timestamp() * 1e9) if next_close else 0)

@@ -24,10 +24,11 @@ from datetime import date, timedelta
 from typing import Any
 
 import msgspec
+from opentelemetry import trace
 
 from stockade.actors.base import StockadeActor, handles
 from stockade.actors.services import Services
-from stockade.broker.orders import account_snapshot
+from stockade.broker.orders import account_snapshot, client_order_id
 from stockade.broker.rest import redact
 from stockade.codecs.messages import (
     AccountSnapshot,
@@ -40,8 +41,10 @@ from stockade.codecs.messages import (
     Position,
     Proposal,
     Rejection,
+    Tick,
 )
 from stockade.codecs.records import DayCounters, DecisionRecord
+from stockade.ops import telemetry
 from stockade.quant.brackets import BracketParams
 from stockade.quant.market_hours import Calendar, exchange_date, exchange_day, session_from_calendar
 from stockade.quant.pdt import DayTradeCounter
@@ -59,6 +62,8 @@ from stockade.storage.order_states import TERMINAL
 log = logging.getLogger(__name__)
 
 NAME = "risk_guard"
+# At most one early reconcile request per this interval (each costs ~5 REST calls).
+RECONCILE_ASK_INTERVAL_NS = 5_000_000_000
 ENTRY_TYPES = ("market", "limit")
 
 
@@ -112,6 +117,10 @@ class RiskGuard(StockadeActor):
         self.in_flight: dict[str, int] = {}  # symbol -> when its entry was allowed (ns)
         self.day_trades = DayTradeCounter(self._stored_day_trades())
         self.fired: dict[str, str] = {}  # alert/action key -> exchange date it last fired
+        # Held symbols' newest prices seen in proposals since the last account
+        # snapshot: the day's loss is judged on them between reconciles.
+        self.marks: dict[str, float] = {}
+        self.reconcile_asked_ns = 0
         self._initial_snapshot()
 
     def _initial_snapshot(self) -> None:
@@ -173,6 +182,7 @@ class RiskGuard(StockadeActor):
     @handles(AccountSnapshot)
     def on_account(self, account: AccountSnapshot) -> None:
         self.account = account
+        self.marks.clear()  # the snapshot's own prices are newer
         self._refresh_calendar()
         self._watch_loss(account)
         self._maybe_flatten()
@@ -352,7 +362,7 @@ class RiskGuard(StockadeActor):
             now_ns=now,
             trading_state=state.state,
             market_open=self.market_open,
-            account=self.account,
+            account=self._marked_account(),
             positions=positions,
             open_order_symbols=tuple(sorted({o.symbol for o in entries})),
             start_of_day_equity=start_equity,
@@ -364,8 +374,38 @@ class RiskGuard(StockadeActor):
             minutes_to_close=self._minutes_to_close(),
         )
 
+    def _mark(self, proposal: Proposal) -> None:
+        if proposal.price > 0 and self.account is not None and any(
+                p.symbol == proposal.symbol and p.qty for p in self.account.positions):
+            self.marks[proposal.symbol] = proposal.price
+
+    def _marked_account(self) -> AccountSnapshot | None:
+        """The last account snapshot with held positions marked to the newest proposal prices.
+
+        The broker's equity arrives once per reconcile pass; a crash in a held
+        symbol shows first as proposals at the crashed price. Marking to them
+        blocks new entries at once. It never liquidates on its own: one bad
+        quote must not flatten the book, so it asks the reconciler for a
+        fresh snapshot instead, and the loss breaker fires on the broker's
+        figure.
+        """
+        a = self.account
+        if a is None or not self.marks:
+            return a
+        moved = sum(p.qty * self.marks[p.symbol] - p.market_value
+                    for p in a.positions if p.qty and p.market_value and p.symbol in self.marks)
+        return msgspec.structs.replace(a, equity=a.equity + moved) if moved else a
+
+    def _ask_reconcile(self, now_ns: int) -> None:
+        if now_ns - self.reconcile_asked_ns >= RECONCILE_ASK_INTERVAL_NS:
+            self.reconcile_asked_ns = now_ns
+            log.warning("risk: marked-to-market loss crosses a limit; asking the reconciler for the broker's "
+                        "figure now")
+            self.tell("reconciler", Tick("reconcile"))
+
     @handles(Proposal)
     def on_proposal(self, proposal: Proposal) -> None:
+        self._mark(proposal)
         context = self._context()
         verdict = evaluate(RiskRequest.from_proposal(proposal), context, self.limits, self.brackets)
         if verdict.allowed and verdict.reduce_only and self._has_exit_orders(proposal.symbol):
@@ -377,7 +417,10 @@ class RiskGuard(StockadeActor):
             failure = verdict.first_failure
             rule, reason = (failure.rule, failure.reason) if failure else ("sizing", "no quantity")
             self._reject(proposal, rule, reason)
-            if rule == "loss_breaker" and self.account is not None:
+            if context.account is not self.account and any(
+                    r.rule in ("loss_breaker", "daily_loss") for r in verdict.failures):
+                self._ask_reconcile(context.now_ns)
+            elif rule == "loss_breaker" and self.account is not None:
                 self._watch_loss(self.account)
             return
         self.rate.record()
@@ -400,6 +443,7 @@ class RiskGuard(StockadeActor):
         # The order first, the audit record after: the record's commit is not
         # on the quote-to-order path.
         self.tell("order_manager", intent)
+        _trace_decision(True, "all", verdict.qty, client_order_id(intent.intent_id))
         sizing = next((r.reason for r in verdict.results if r.rule == "sizing"), "")
         log.info("risk: %s %d %s allowed (stop %s, target %s; %s)", intent.side, intent.qty, intent.symbol,
                  intent.stop_loss, intent.take_profit, sizing)
@@ -409,6 +453,7 @@ class RiskGuard(StockadeActor):
         # Every decision is in storage; the log would drown in repeats.
         log.debug("risk: %s %s rejected by %s: %s", proposal.side, proposal.symbol, rule, reason)
         self.tell("ensemble_voter", Rejection(proposal.proposal_id, proposal.symbol, rule, reason))
+        _trace_decision(False, rule, 0)
         self._record(proposal, False, rule, reason, 0)
 
     def _record(self, proposal: Proposal, allowed: bool, rule: str, reason: str, qty: int) -> None:
@@ -422,6 +467,17 @@ class RiskGuard(StockadeActor):
     def _has_exit_orders(self, symbol: str) -> bool:
         return any(o.symbol == symbol and (o.parent_id is not None or o.order_type == "stop")
                    for o in self.svc.store.open_orders())
+
+
+def _trace_decision(allowed: bool, rule: str, qty: int, coid: str = "") -> None:
+    """The decision on the proposal's message span; one `is None` check with tracing off."""
+    if telemetry.ACTIVE is None:
+        return
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes({"stockade.risk.allowed": allowed, "stockade.risk.rule": rule, "stockade.risk.qty": qty})
+        if coid:
+            span.set_attribute("stockade.client_order_id", coid)
 
 
 def _ns(moment: Any) -> int:

@@ -3,7 +3,9 @@ verify flat, retry until flat or out of attempts.
 
 Used by the EmergencyStop actor and, when the supervision tree itself is gone,
 by the root's exhaustion hook in a fresh thread. It needs nothing but a broker
-client, so it works with every actor dead.
+client, so it works with every actor dead. Its callers pass a client on the
+shared REST budget as its emergency spender (`emergency_stop.liquidation_client`):
+every call here is counted there and never held back.
 """
 
 from __future__ import annotations

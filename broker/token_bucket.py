@@ -6,9 +6,9 @@ of the order manager and the reconciler (submits, look-ups, replaces,
 resyncs, polls, reconcile reads) takes a token from one bucket per API key
 in the process. Ordinary calls may not take the last
 `reserve` tokens: those stay for the EmergencyStop, whose requests are
-never held back (`limit_client(..., emergency=True)` counts them, or its
-client bypasses the bucket), so a busy strategy can never leave a
-liquidation without budget.
+never held back (its client is `limit_client(..., emergency=True)`: counted,
+never refused), so a busy strategy can never leave a liquidation without
+budget, and the others see what a liquidation spent.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class TokenBucket:
         self._last = clock()
         self.taken = 0
         self.refused = 0
+        self.overdrawn = 0  # emergency requests sent with no token left
 
     def _refill(self) -> None:
         now = self._clock()
@@ -72,6 +73,18 @@ class TokenBucket:
                 self.taken += 1
                 return True
             self.refused += 1
+            return False
+
+    def take_emergency(self) -> bool:
+        """Count an emergency request, which is sent whatever this returns: a
+        token if there is one (the reserve included), else it is `overdrawn`."""
+        with self._lock:
+            self._refill()
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                self.taken += 1
+                return True
+            self.overdrawn += 1
             return False
 
     def wait_s(self, emergency: bool = False) -> float:
@@ -119,16 +132,20 @@ def limit_client(client: Any, bucket: TokenBucket, max_wait_s: float, emergency:
     pass) takes over.
 
     `emergency=True` (the EmergencyStop's client): each request takes a token
-    where there is one, the reserve included, and is never held back; the
-    ordinary callers then find the budget that much smaller.
+    where there is one, the reserve included, and is never held back or
+    refused; the ordinary callers then find the budget that much smaller.
+    Its SDK 429 retries stay as configured (a couple of seconds at most): it
+    runs on a liquidation thread, never in an actor's handler, and a refused
+    cancel or close is worth resending at once.
     """
-    client._retry = 0
+    if not emergency:
+        client._retry = 0
     session = client._session  # alpaca-py internals, checked by broker.rest._configure
     inner = session.request
 
     def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         if emergency:
-            bucket.take(emergency=True)
+            bucket.take_emergency()
         elif not bucket.acquire(max_wait_s):
             raise BudgetSpent(f"local REST budget spent ({bucket.rate_per_s * 60:.0f}/min, "
                               f"{bucket.reserve} in reserve): {method} not sent")

@@ -207,6 +207,9 @@ class AccountSnapshot(Message, frozen=True):
     pattern_day_trader: bool
     trading_blocked: bool
     ts_ns: int
+    # The broker's positions at the same moment, for marking them to newer
+    # prices between snapshots.
+    positions: tuple[Position, ...] = ()
 
 
 class ClockSnapshot(Message, frozen=True):

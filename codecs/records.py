@@ -237,6 +237,18 @@ class VoterDecisionRecord(Record, frozen=True, kw_only=True):
     reason: str = ""  # e.g. the operator's reject reason
 
 
+class VoterWeightRecord(Record, frozen=True, kw_only=True):
+    """One ensemble member's learned track record (decayed outcome counts), keyed by member.
+
+    The voter's adaptive weights follow from these; kept so a restart does not
+    forget them. The pooled counts (defensive mode) are under `quant.voting.POOLED`.
+    """
+
+    hits: float
+    misses: float
+    ts_ns: int = 0  # when written
+
+
 # ---- journal events ----------------------------------------------------------
 
 

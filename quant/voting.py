@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Iterable, Literal
+from typing import Callable, Iterable, Literal, Mapping
 
 import msgspec
 
@@ -202,6 +202,10 @@ def tally(votes: Iterable[Vote], weights: dict[str, float]) -> Tally:
     return Tally(score, agreement, tuple(sorted(latest)), agreeing, confidence)
 
 
+# Key of the pooled counts in `Ensemble.track_record()`; not a member name (those are identifiers).
+POOLED = "*pooled"
+
+
 class _Record:
     __slots__ = ("hits", "misses")
 
@@ -239,6 +243,23 @@ class Ensemble:
         p = self.params
         self._records.setdefault(model, _Record()).add(bool(hit), p.decay)
         self._pooled.add(bool(hit), p.decay)
+
+    def track_record(self) -> dict[str, tuple[float, float]]:
+        """(decayed hits, decayed misses) per member, the pooled counts under POOLED (to persist)."""
+        out = {m: (r.hits, r.misses) for m, r in self._records.items()}
+        out[POOLED] = (self._pooled.hits, self._pooled.misses)
+        return out
+
+    def restore_track_record(self, counts: Mapping[str, tuple[float, float]]) -> None:
+        """Replace the learned counts with `counts` as `track_record()` gave them (all or nothing)."""
+        for model, (hits, misses) in counts.items():
+            if not (math.isfinite(hits) and math.isfinite(misses) and hits >= 0 and misses >= 0):
+                raise ValueError(f"track record of {model!r}: bad counts ({hits!r}, {misses!r})")
+        self._records = {}
+        self._pooled = _Record()
+        for model, (hits, misses) in counts.items():
+            r = self._pooled if model == POOLED else self._records.setdefault(model, _Record())
+            r.hits, r.misses = float(hits), float(misses)
 
     def record_equity(self, equity: float) -> None:
         """Account equity, for the drawdown half of defensive mode."""

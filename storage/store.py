@@ -29,6 +29,7 @@ from stockade.codecs.records import (
     PositionRecord,
     TradingStateRecord,
     VoterDecisionRecord,
+    VoterWeightRecord,
 )
 from stockade.storage.alert_counts import bump, period_of
 from stockade.storage.environment import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, Environment
@@ -73,6 +74,7 @@ class Store:
         # The ensemble voter's proposals, each step with its votes and weights (report, parked restore).
         self.voter_decisions: TimeSeries[VoterDecisionRecord] = TimeSeries(env, "voter_decisions", VoterDecisionRecord)
         self.audit: TimeSeries[ControlAuditRecord] = TimeSeries(env, "audit", ControlAuditRecord)  # control commands
+        self.voter_weights: Table[VoterWeightRecord] = Table(env, "voter_weights", VoterWeightRecord)  # by member
         # Index of the orders that may still be working, kept in the same
         # transaction as `orders` by `put_order`: the risk guard asks for them
         # on every proposal, and the orders table grows all day.

@@ -9,63 +9,45 @@ import queue
 import time
 import uuid
 
-import pykka
 import pytest
+from actor_probes import add_recorder, services, start_actor
 from waiting import wait_for
 
 from stockade.actors.risk_guard import RiskGuard
-from stockade.actors.services import Services
 from stockade.codecs.messages import (
     AccountSnapshot,
     Alert,
     ClockSnapshot,
-    Envelope,
     Flatten,
     Kill,
     OrderIntent,
     OrderUpdate,
+    Position,
     Proposal,
     Rejection,
+    Tick,
 )
 from stockade.codecs.records import DayCounters, PositionRecord
 from stockade.ops.settings import RiskSettings, Settings
 from stockade.quant.market_hours import exchange_date
 from stockade.storage.store import Store
-from stockade.supervisors.context import ActorContext
-from stockade.supervisors.faults import FaultInjector
 from stockade.supervisors.router import Router
 
-PEERS = ("ensemble_voter", "order_manager", "alerter", "emergency_stop")
-
-
-class Recorder(pykka.ThreadingActor):
-    def __init__(self, got: queue.Queue) -> None:
-        super().__init__()
-        self.got = got
-
-    def on_receive(self, message):
-        self.got.put(message.body if isinstance(message, Envelope) else message)
+PEERS = ("ensemble_voter", "order_manager", "alerter", "emergency_stop", "reconciler")
 
 
 class Harness:
     def __init__(self, tmp_path, **risk) -> None:
         self.settings = Settings(risk=RiskSettings(**risk))
         self.store = Store.open(tmp_path / "data")
-        self.svc = Services(settings=self.settings, store=self.store, broker=None, faults=FaultInjector())
+        self.svc = services(self.settings, self.store)
         self.router = Router()
         self.got: dict[str, queue.Queue] = {}
         self.sinks = []
         for name in PEERS:
-            q: queue.Queue = queue.Queue()
-            self.got[name] = q
-            sink = Recorder.start(q)
-            self.router.register(name, sink, self.router.next_generation(name))
+            sink, self.got[name] = add_recorder(self.router, name)
             self.sinks.append(sink)
-        gen = self.router.next_generation("risk_guard")
-        ctx = ActorContext(name="risk_guard", generation=gen, router=self.router, notify=lambda _m: None,
-                           extras={"services": self.svc})
-        self.ref = RiskGuard.start(ctx)
-        self.router.register("risk_guard", self.ref, gen)
+        self.ref = start_actor(self.router, RiskGuard, "risk_guard", {"services": self.svc})
 
     def tell(self, msg) -> None:
         self.router.tell("risk_guard", msg, "test")
@@ -232,3 +214,41 @@ def test_flatten_before_the_close_once_and_no_entries_in_the_window(make):
     pid = h.propose(symbol="SPY")
     h.verdict(pid)  # the clock message before it has been handled
     assert h.got["emergency_stop"].empty()
+
+
+def test_a_crash_seen_in_proposals_blocks_entries_and_asks_for_the_brokers_figure_before_liquidating(make):
+    """Between reconciles the guard marks held positions to proposal prices: a
+    crash blocks new entries at once, but only the broker's equity liquidates."""
+    h = make(daily_loss_limit_pct=3.0, loss_breaker_pct=5.0, max_positions=5)
+    now = time.time_ns()
+    h.tell(ClockSnapshot(True, now))
+    # 200 SPY at 500 = 100k of a 200k account; the day starts at 200k.
+    spy = Position("SPY", 200.0, 500.0, market_value=100_000.0)
+    h.tell(AccountSnapshot(200_000.0, 200_000.0, 100_000.0, 200_000.0, 0, False, False, now, positions=(spy,)))
+    pid = h.propose("AAPL", price=100.0)
+    assert h.next("order_manager", OrderIntent).proposal_id == pid  # nothing marked yet: allowed
+    # SPY proposed at 450: the 200 shares are worth 10k less = 5% of start equity.
+    crashed = h.propose("SPY", price=450.0)
+    decision = h.verdict(crashed)
+    assert not decision.allowed, decision
+    tick = h.next("reconciler", Tick)
+    assert tick.what == "reconcile"
+    assert h.got["emergency_stop"].empty()  # no liquidation on a proposal's price alone
+    # The broker's snapshot confirms the loss: now the breaker fires.
+    h.tell(AccountSnapshot(190_000.0, 200_000.0, 100_000.0, 190_000.0, 0, False, False, time.time_ns(),
+                           positions=(Position("SPY", 200.0, 500.0, market_value=90_000.0),)))
+    assert "loss breaker" in h.next("emergency_stop", Kill).reason
+
+
+def test_a_snapshot_resets_the_marks(make):
+    h = make(daily_loss_limit_pct=3.0, loss_breaker_pct=5.0)
+    now = time.time_ns()
+    h.tell(ClockSnapshot(True, now))
+    spy = Position("SPY", 200.0, 500.0, market_value=100_000.0)
+    h.tell(AccountSnapshot(200_000.0, 200_000.0, 100_000.0, 200_000.0, 0, False, False, now, positions=(spy,)))
+    assert not h.verdict(h.propose("SPY", price=450.0)).allowed
+    # The broker says SPY is back at 500: the stale crashed mark is forgotten.
+    h.tell(AccountSnapshot(200_000.0, 200_000.0, 100_000.0, 200_000.0, 0, False, False, time.time_ns(),
+                           positions=(spy,)))
+    pid = h.propose("AAPL", price=100.0)
+    assert h.next("order_manager", OrderIntent).proposal_id == pid

@@ -3,35 +3,23 @@ in tmp_path; the risk guard is a recording actor. Modes, expiry, restart, weight
 
 from __future__ import annotations
 
-import queue
 import time
 
 import msgspec
-import pykka
 import pytest
+from actor_probes import add_recorder, services, start_actor
 from waiting import wait_for
 
 from stockade.actors.ensemble_voter import EnsembleVoter
-from stockade.actors.services import Services
-from stockade.codecs.messages import ApproveProposal, Envelope, ListPending, Proposal, RejectProposal, Vote
-from stockade.codecs.records import VoterDecisionRecord
+from stockade.codecs.messages import ApproveProposal, ListPending, Proposal, RejectProposal, Vote
+from stockade.codecs.records import VoterDecisionRecord, VoterWeightRecord
 from stockade.ops.settings import Settings, VoterSettings
+from stockade.quant.voting import POOLED, Ensemble, EnsembleParams
 from stockade.storage.store import Store
-from stockade.supervisors.context import ActorContext
-from stockade.supervisors.faults import FaultInjector
 from stockade.supervisors.router import Router
 
 S = 1_000_000_000
 MODELS = ("momentum", "mean_reversion", "breakout")
-
-
-class Recorder(pykka.ThreadingActor):
-    def __init__(self, got: queue.Queue) -> None:
-        super().__init__()
-        self.got = got
-
-    def on_receive(self, message):
-        self.got.put(message.body if isinstance(message, Envelope) else message)
 
 
 class Harness:
@@ -39,21 +27,14 @@ class Harness:
         voter.setdefault("cooldown_s", 0.0)
         self.settings = Settings(voter=VoterSettings(**voter))
         self.store = Store.open(tmp_path / "data")
-        self.svc = Services(settings=self.settings, store=self.store, broker=None, faults=FaultInjector())
+        self.svc = services(self.settings, self.store)
         self.router = Router()
-        self.got: queue.Queue = queue.Queue()
-        gen = self.router.next_generation("risk_guard")
-        self.sink = Recorder.start(self.got)
-        self.router.register("risk_guard", self.sink, gen)
+        self.sink, self.got = add_recorder(self.router, "risk_guard")
         self.ref = None
         self.start()
 
     def start(self) -> None:
-        gen = self.router.next_generation("ensemble_voter")
-        ctx = ActorContext(name="ensemble_voter", generation=gen, router=self.router, notify=lambda _m: None,
-                           extras={"services": self.svc})
-        self.ref = EnsembleVoter.start(ctx)
-        self.router.register("ensemble_voter", self.ref, gen)
+        self.ref = start_actor(self.router, EnsembleVoter, "ensemble_voter", {"services": self.svc})
 
     def stop_voter(self) -> None:
         self.ref.stop(timeout=10)
@@ -227,3 +208,48 @@ def test_weights_adapt_to_each_members_hit_rate_at_the_horizon(make):
     # misses) and mean_reversion (never scored, p = 0.5) sit at the 0.1 floor.
     assert w["momentum"] > 0.7
     assert w["breakout"] == pytest.approx(w["mean_reversion"]) and w["breakout"] < 0.15
+
+
+def test_learned_weights_survive_a_restart(make):
+    h = make(mode="manual", score_horizon_s=1.0, score_dead_band_bps=1.0, adaptive_window=10)
+    t, price = now_ns(), 100.0
+    for _ in range(25):  # as above: momentum right 24 times, breakout wrong 24 times
+        h.batch("SPY", {"momentum": (1.0, 0.05), "breakout": (-1.0, 0.05)}, t, price=price)
+        t += 2 * S
+        price *= 1.001
+    # Saved while running (no stop needed), non-durably every few seconds.
+    wait_for(lambda: "momentum" in set(h.store.voter_weights.keys()), 10, 0.05, "the weights to be saved")
+    h.stop_voter()  # teardown saves the latest counts
+    saved = {m: (r.hits, r.misses) for m, r in h.store.voter_weights.items()}
+    decay = 1.0 - 1.0 / 10  # as the voter derives it from adaptive_window
+    hits = 0.0
+    for _ in range(24):
+        hits = hits * decay + 1.0
+    assert saved["momentum"] == (hits, 0.0) and saved["breakout"] == (0.0, hits)  # the decayed counts, exactly
+    assert "mean_reversion" not in saved  # never scored
+    pooled = 0.0  # the pooled counts decay at every one of the 48 outcomes
+    for _ in range(48):
+        pooled = pooled * decay + 1.0
+    assert sum(saved[POOLED]) == pytest.approx(pooled, rel=1e-12)
+
+    h.start()
+    h.batch("SPY", {"momentum": (1.0, 0.95), "breakout": (-1.0, 0.95)}, t, price=price)
+    [parked] = h.pending()
+    assert parked["side"] == "buy"  # momentum's learned weight carries it, as before the restart
+    w = {v.model: v.weight for v in h.records(parked["proposal_id"])[0].votes}
+    expected = Ensemble(EnsembleParams(decay=decay, weight_floor=h.settings.voter.min_weight))
+    expected.restore_track_record(saved)
+    assert w == pytest.approx(expected.weights(MODELS), rel=1e-12)
+    assert w["momentum"] > 0.7 and w["breakout"] < 0.15
+
+
+def test_stored_weights_are_ignored_when_adaptation_is_off(make):
+    h = make(mode="manual", adaptive=False)
+    # A track record from an earlier, adaptive run: breakout was always wrong.
+    h.store.voter_weights.put("breakout", VoterWeightRecord(hits=0.0, misses=40.0))
+    h.stop_voter()
+    h.start()
+    h.batch("SPY", {"momentum": (1.0, 0.9)}, now_ns())
+    [parked] = h.pending()
+    w = {v.model: v.weight for v in h.records(parked["proposal_id"])[0].votes}
+    assert w == pytest.approx({m: 1 / 3 for m in MODELS})  # the configured (equal) weights

@@ -10,7 +10,6 @@ collector in this test, and the log at DEBUG.
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import secrets
@@ -20,6 +19,7 @@ import sys
 import threading
 
 from daemon_harness import RUN_PY, DaemonProcess, VenueProcess, _child_env, settings_text, wait_orders
+from otlp_receivers import OtlpHttpReceiver
 from waiting import wait_for
 
 TAG = secrets.token_hex(4).upper()
@@ -29,28 +29,17 @@ FAKE_SMTP_PASSWORD = f"LeakCheckSmtpPw-{TAG}"
 FAKE_WEBHOOK_TOKEN = f"T0LEAK/B0CHECK/{TAG}leakchecktoken"
 
 
-class RawCollector(http.server.ThreadingHTTPServer):
-    """An OTLP/HTTP endpoint that keeps every request body as received."""
+class RawCollector(OtlpHttpReceiver):
+    """An OTLP/HTTP endpoint that keeps every request (headers and body) as received."""
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
         self.lock = threading.Lock()
-        server = self
+        super().__init__(self._keep)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with server.lock:
-                    server.bodies.append(bytes(self.headers) + body)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
+    def _keep(self, headers: bytes, body: bytes) -> None:
+        with self.lock:
+            self.bodies.append(headers + body)
 
 
 def run(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -65,7 +54,6 @@ def test_no_secret_in_any_output_or_file(short_dir):
     closed.bind(("127.0.0.1", 0))
     closed_port = closed.getsockname()[1]
     collector = RawCollector()
-    threading.Thread(target=collector.serve_forever, daemon=True).start()
     venue = VenueProcess(short_dir / "venue", key=FAKE_KEY, secret=FAKE_SECRET)
     secret_env = {"STOCKADE_SMTP_PASSWORD": FAKE_SMTP_PASSWORD,
                   "STOCKADE_WEBHOOK_URL": f"http://127.0.0.1:{closed_port}/hooks/{FAKE_WEBHOOK_TOKEN}"}
@@ -103,7 +91,7 @@ def test_no_secret_in_any_output_or_file(short_dir):
     finally:
         code = daemon.stop()
         venue.stop()
-        collector.shutdown()
+        collector.stop()
         closed.close()
     assert code == 0
 

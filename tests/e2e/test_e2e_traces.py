@@ -5,13 +5,13 @@ or HTTP/protobuf), and the test follows the parent links of what arrived."""
 
 from __future__ import annotations
 
-import http.server
 import threading
 from concurrent import futures
 
 import grpc
 from daemon_harness import DaemonProcess, settings_text
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from otlp_receivers import OtlpHttpReceiver
 from waiting import wait_for
 
 # Any clear push trades: the tests are about the traces of orders, not which signals qualify.
@@ -84,33 +84,13 @@ class GrpcReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         self.server.stop(grace=1).wait(5)
 
 
-class HttpReceiver(http.server.ThreadingHTTPServer):
-    """The OTLP/HTTP traces endpoint (protobuf)."""
+class HttpReceiver(OtlpHttpReceiver):
+    """The OTLP/HTTP traces endpoint (protobuf), keeping the spans."""
 
     def __init__(self) -> None:
         self.spans = Spans()
-        spans = self.spans
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                spans.add(trace_service_pb2.ExportTraceServiceRequest.FromString(body))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        self.thread.join(5)
+        super().__init__(lambda _headers, body: self.spans.add(
+            trace_service_pb2.ExportTraceServiceRequest.FromString(body)))
 
 
 def check_fill_chain(chain: list) -> None:

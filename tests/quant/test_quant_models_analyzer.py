@@ -11,12 +11,11 @@ import shutil
 import msgspec
 import numpy as np
 import onnx
-import pykka
 import pytest
+from actor_probes import add_recorder, services, start_actor
 from onnx import TensorProto, helper
 from stockade.actors.analyzer import Analyzer
-from stockade.actors.services import Services
-from stockade.codecs.messages import Alert, Envelope, Quote, Vote
+from stockade.codecs.messages import Alert, Quote, Vote
 from stockade.ops.settings import settings_from_dict
 from stockade.quant.feature_vector import INDICATOR_FEATURES
 from stockade.quant.model_store import (
@@ -27,22 +26,11 @@ from stockade.quant.model_store import (
     write_manifest,
 )
 from stockade.storage.store import Store
-from stockade.supervisors.context import ActorContext
-from stockade.supervisors.faults import FaultInjector
 from stockade.supervisors.router import Router
 
 NS_MIN = 60_000_000_000
 T0 = 1_700_000_000 * 1_000_000_000 // NS_MIN * NS_MIN
 RULES = ("momentum", "mean_reversion", "breakout")
-
-
-class Recorder(pykka.ThreadingActor):
-    def __init__(self, got: queue.Queue) -> None:
-        super().__init__()
-        self.got = got
-
-    def on_receive(self, message):
-        self.got.put(message.body if isinstance(message, Envelope) else message)
 
 
 class Harness:
@@ -51,20 +39,17 @@ class Harness:
         self.settings = settings_from_dict({"models": {"dir": str(models_dir)},
                                             "analyzer": {"evaluate_every_s": 1e-6}})
         self.store = Store.open(tmp_path / "data")
-        svc = Services(settings=self.settings, store=self.store, broker=None, faults=FaultInjector())
+        svc = services(self.settings, self.store)
         self.router = Router()
         self.votes: queue.Queue = queue.Queue()
         self.alerts: queue.Queue = queue.Queue()
         self.sinks = []
         for name, q in (("ensemble_voter", self.votes), ("alerter", self.alerts)):
-            ref = Recorder.start(q)
-            self.router.register(name, ref, self.router.next_generation(name))
+            ref, _ = add_recorder(self.router, name, q)
             self.sinks.append(ref)
-        gen = self.router.next_generation("analyzer:TEST")
-        ctx = ActorContext(name="analyzer:TEST", generation=gen, router=self.router, notify=lambda _m: None,
-                           extras={"services": svc, "data_dir": str(tmp_path / "data")})
-        self.ref = Analyzer.start(ctx)  # no broker: the warm-up fails and it starts cold, as designed
-        self.router.register("analyzer:TEST", self.ref, gen)
+        # No broker: the warm-up fails and it starts cold, as designed.
+        self.ref = start_actor(self.router, Analyzer, "analyzer:TEST",
+                               {"services": svc, "data_dir": str(tmp_path / "data")})
 
     def feed_minutes(self, minutes: int, start_minute: int = 0, per_minute: int = 4, seed: int = 1) -> int:
         """Quotes of a seeded walk, `per_minute` a minute, so bars close from quotes as live.
