@@ -131,7 +131,7 @@ class Analyzer(StockadeActor):
             self.tell(
                 "ensemble_voter",
                 Vote(self.symbol, model, signal.direction, signal.confidence, f.price, quote.ts_ns, quote.recv_ns,
-                     quote.bid, quote.ask, batch_size=len(signals), high_volatility=high_volatility),
+                     quote.bid, quote.ask, batch_size=len(signals), high_volatility=high_volatility, atr=f.atr or 0.0),
             )
 
     @handles(Trade)

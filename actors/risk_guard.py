@@ -56,6 +56,7 @@ from stockade.quant.risk_rules import (
     RiskRequest,
     day_loss_pct,
     evaluate,
+    pending_entry_risk,
 )
 from stockade.storage.order_states import TERMINAL
 
@@ -93,6 +94,8 @@ def limits_from_settings(risk: Any) -> RiskLimits:
         confidence_floor=risk.confidence_floor,
         target_volatility_pct=risk.target_volatility_pct,
         flatten_before_close_min=risk.flatten_before_close_min,
+        extended_hours=risk.extended_hours,
+        extended_limit_slippage_bps=risk.extended_limit_slippage_bps,
     )
 
 
@@ -372,6 +375,9 @@ class RiskGuard(StockadeActor):
             in_flight=tuple(sorted(in_flight)),
             stops=stops,
             minutes_to_close=self._minutes_to_close(),
+            pending_risk=sum(pending_entry_risk(o.side, o.remaining_qty, o.limit_price, o.stop_loss,
+                                                self.limits.assumed_stop_pct)
+                             for o in entries if not o.reduce_only),
         )
 
     def _mark(self, proposal: Proposal) -> None:
@@ -407,6 +413,8 @@ class RiskGuard(StockadeActor):
     def on_proposal(self, proposal: Proposal) -> None:
         self._mark(proposal)
         context = self._context()
+        if self.limits.extended_hours:  # the calendar's pre/post sessions matter only then
+            context = msgspec.structs.replace(context, session_phase=self.calendar.session_phase(context.now_ns))
         verdict = evaluate(RiskRequest.from_proposal(proposal), context, self.limits, self.brackets)
         if verdict.allowed and verdict.reduce_only and self._has_exit_orders(proposal.symbol):
             # The broker holds the shares for the bracket's exit legs; a second
@@ -431,14 +439,15 @@ class RiskGuard(StockadeActor):
             symbol=proposal.symbol,
             side=proposal.side,
             qty=verdict.qty,
-            order_type="market",
-            limit_price=None,
+            order_type="limit" if verdict.extended_hours else "market",
+            limit_price=verdict.limit_price if verdict.extended_hours else None,
             take_profit=verdict.take_profit,
             stop_loss=verdict.stop_loss,
             reason=f"{'reduce' if verdict.reduce_only else 'open'}: ensemble score {proposal.score:.2f}",
             proposal_id=proposal.proposal_id,
             quote_recv_ns=proposal.quote_recv_ns,
             reduce_only=verdict.reduce_only,
+            extended_hours=verdict.extended_hours,
         )
         # The order first, the audit record after: the record's commit is not
         # on the quote-to-order path.

@@ -47,7 +47,15 @@ def is_ours(client_id: str | None) -> bool:
 
 
 def build_request(intent: OrderIntent, coid: str, time_in_force: str = "day") -> Any:
-    """The alpaca-py request for an intent: a bracket when it has both exits."""
+    """The alpaca-py request for an intent: a bracket when it has both exits.
+
+    An extended-hours intent becomes a simple DAY limit with
+    `extended_hours=true`, whatever `time_in_force` says: Alpaca takes only
+    limit orders in the extended sessions (a market order is refused with 422
+    "extended hours order must be DAY or GTC limit orders") and no bracket/OCO
+    classes. DAY, so an unfilled order ends with the day's extended session
+    (20:00 New York) instead of resting for days.
+    """
     from alpaca.trading.enums import OrderClass, OrderSide, TimeInForce
     from alpaca.trading.requests import (
         LimitOrderRequest,
@@ -64,7 +72,11 @@ def build_request(intent: OrderIntent, coid: str, time_in_force: str = "day") ->
         time_in_force=TimeInForce.GTC if time_in_force == "gtc" else TimeInForce.DAY,
         client_order_id=coid,
     )
-    if intent.take_profit is not None and intent.stop_loss is not None and not intent.reduce_only:
+    if intent.extended_hours:
+        # No legs. A non-limit intent is sent as it is: the broker's refusal is
+        # an ordinary rejection, where an exception here would crash the sender.
+        common.update(time_in_force=TimeInForce.DAY, extended_hours=True)
+    elif intent.take_profit is not None and intent.stop_loss is not None and not intent.reduce_only:
         common.update(
             order_class=OrderClass.BRACKET,
             take_profit=TakeProfitRequest(limit_price=round_price(intent.take_profit)),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import msgspec
 import requests
@@ -135,6 +135,19 @@ def resolve_endpoints(
     else:
         tstream = PAPER_TRADING_STREAM_URL if paper else LIVE_TRADING_STREAM_URL
     return BrokerEndpoints(trading, data, stream, tstream)
+
+
+def endpoints_for(alpaca: Any, env: Mapping[str, str] | None = None) -> BrokerEndpoints:
+    """The endpoints an `[alpaca]` settings section resolves to.
+
+    The one resolver used by the daemon, `run.py check` and the live/paper
+    guard, so the guard judges exactly what the daemon will connect to.
+    """
+    return resolve_endpoints(
+        paper=not alpaca.live, trading_url=alpaca.trading_url or None, data_url=alpaca.data_url or None,
+        stream_url=alpaca.stream_url or None, trading_stream_url=alpaca.trading_stream_url or None,
+        feed=alpaca.feed, env=env,
+    )
 
 
 # ---- REST clients ---------------------------------------------------------------

@@ -110,6 +110,9 @@ class Vote(Message, frozen=True):
     batch_size: int = 0
     # The analyzer's volatility regime: the ensemble turns defensive on it.
     high_volatility: bool = False
+    # Average true range of the symbol's 1-minute bars (0: not warm), for
+    # volatility-scaled sizing.
+    atr: float = 0.0
 
 
 class Proposal(Message, frozen=True):
@@ -129,6 +132,7 @@ class Proposal(Message, frozen=True):
     # Risk sizing multiplies by this (below 1 in a defensive regime).
     size_scale: float = 1.0
     defensive: bool = False
+    atr: float = 0.0  # from the votes; 0: unknown
 
 
 class ApproveProposal(Message, frozen=True):
@@ -156,6 +160,7 @@ class OrderIntent(Message, frozen=True):
     quote_recv_ns: int
     reduce_only: bool = False
     stop_price: float | None = None  # for order_type "stop" (protective stops)
+    extended_hours: bool = False  # a day limit eligible for the pre-market/after-hours sessions
 
 
 class Rejection(Message, frozen=True):

@@ -117,11 +117,9 @@ def _target(settings: Settings, mode: str, keys: tuple[str, str] | None, stack: 
     a = settings.alpaca
     if mode == "alpaca":
         assert keys is not None
-        from stockade.broker.rest import resolve_endpoints
+        from stockade.broker.rest import endpoints_for
 
-        ep = resolve_endpoints(paper=not a.live, trading_url=a.trading_url or None, data_url=a.data_url or None,
-                               stream_url=a.stream_url or None, trading_stream_url=a.trading_stream_url or None,
-                               feed=a.feed)
+        ep = endpoints_for(a)
         return _Target("alpaca-live" if a.live else "alpaca-paper", ep.trading_url, ep.data_url, keys[0], keys[1])
     from stockade.venue.config import VenueConfig
     from stockade.venue.server import start_venue

@@ -58,7 +58,7 @@ def status(svc: Services, tree: Tree) -> dict[str, Any]:
         "open_orders": orders,
         "equity": equity,
         # Counters that show the pipeline moving: orders we placed, risk decisions.
-        "orders_placed": sum(1 for o in svc.store.orders.values() if o.intent_id),
+        "orders_placed": svc.store.orders_placed,
         "decisions": svc.store.decisions.count(),
         "dead_letters": tree.router.dead_letters,
         "market_data": svc.stats.get("market_data", {}),

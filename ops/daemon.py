@@ -203,7 +203,7 @@ class Daemon:
         self.store.audit.add(record, durable=record.cmd not in READ_ONLY)
 
     def _broker(self, BrokerAccess: Any) -> Any:
-        from stockade.broker.rest import BrokerEndpoints, resolve_endpoints
+        from stockade.broker.rest import BrokerEndpoints, endpoints_for
 
         s = self.settings
         if self.mode == "embedded":
@@ -227,11 +227,7 @@ class Daemon:
             return BrokerAccess("embedded", endpoints, key, secret, True, s.orders.request_timeout_s)
         assert self.keys is not None
         try:
-            endpoints = resolve_endpoints(
-                paper=not s.alpaca.live, trading_url=s.alpaca.trading_url or None, data_url=s.alpaca.data_url or None,
-                stream_url=s.alpaca.stream_url or None, trading_stream_url=s.alpaca.trading_stream_url or None,
-                feed=s.alpaca.feed,
-            )
+            endpoints = endpoints_for(s.alpaca)
         except ValueError as exc:
             raise StartupError(f"stockade: {exc}") from None
         venue = "alpaca-live" if s.alpaca.live else "alpaca-paper"

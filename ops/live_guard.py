@@ -18,6 +18,7 @@ import os
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from stockade.broker.rest import endpoints_for
 from stockade.ops.settings import LIVE_TRADING_URL, PAPER_TRADING_URL, Settings, SettingsError
 
 LIVE_HOST = urlsplit(LIVE_TRADING_URL).hostname
@@ -35,7 +36,10 @@ def check_trading_mode(settings: Settings, mode: str, env: Mapping[str, str] = o
                 "or set alpaca.paper = true"
             )
         return "paper"
-    url = a.resolved_trading_url(env)
+    try:
+        url = endpoints_for(a, env).trading_url
+    except ValueError as exc:
+        raise SettingsError(f"settings: {exc}") from None
     source = "alpaca.trading_url" if a.trading_url else (
         "APCA_API_BASE_URL" if env.get("APCA_API_BASE_URL") else "the default")
     host = urlsplit(url).hostname

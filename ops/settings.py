@@ -33,7 +33,6 @@ KNOWN_STRATEGIES: tuple[str, ...] = ("momentum", "mean_reversion", "breakout")
 PAPER_TRADING_URL = "https://paper-api.alpaca.markets"
 LIVE_TRADING_URL = "https://api.alpaca.markets"
 DEFAULT_DATA_URL = "https://data.alpaca.markets"
-DEFAULT_STREAM_BASE = "wss://stream.data.alpaca.markets/v2"
 
 
 class SettingsError(ValueError):
@@ -68,25 +67,7 @@ class AlpacaSettings(_Section):
         """True only when both switches say so (validated at load)."""
         return (not self.paper) and self.allow_live
 
-    def resolved_trading_url(self, env: Mapping[str, str] = os.environ) -> str:
-        """settings value > $APCA_API_BASE_URL > the paper/live default."""
-        url = self.trading_url or env.get("APCA_API_BASE_URL", "")
-        if url and url != self.trading_url:
-            _check_url("APCA_API_BASE_URL (environment)", url, ("http", "https"))
-        url = url or (LIVE_TRADING_URL if self.live else PAPER_TRADING_URL)
-        return url.rstrip("/")
-
-    def resolved_trading_stream_url(self, env: Mapping[str, str] = os.environ) -> str:
-        """The trade_updates websocket: settings value, else derived from the trading URL."""
-        if self.trading_stream_url:
-            return self.trading_stream_url
-        base = urlsplit(self.resolved_trading_url(env))
-        scheme = "wss" if base.scheme == "https" else "ws"
-        return f"{scheme}://{base.netloc}{base.path.rstrip('/')}/stream"
-
-    def resolved_stream_url(self) -> str:
-        """The market-data websocket, feed path included."""
-        return self.stream_url or f"{DEFAULT_STREAM_BASE}/{self.feed}"
+    # Endpoints are resolved in one place: stockade.broker.rest.endpoints_for.
 
 
 class TradingSettings(_Section):
@@ -168,6 +149,8 @@ class RiskSettings(_Section):
     fractional: bool = False
     loss_alert_ratio: float = 0.8
     in_flight_timeout_s: float = 30.0
+    extended_hours: bool = False
+    extended_limit_slippage_bps: float = 10.0
     sectors: dict[str, str] = msgspec.field(
         default_factory=lambda: {"AAPL": "technology", "MSFT": "technology", "NVDA": "technology",
                                  "AMZN": "consumer", "SPY": "index"}
@@ -609,6 +592,9 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     if not 0 < r.loss_alert_ratio < 1:
         c.fail("risk.loss_alert_ratio", "must be between 0 and 1 (exclusive)")
     c.positive("risk.in_flight_timeout_s", r.in_flight_timeout_s)
+    c.non_negative("risk.extended_limit_slippage_bps", r.extended_limit_slippage_bps)
+    if r.extended_limit_slippage_bps >= 10_000:
+        c.fail("risk.extended_limit_slippage_bps", "must be < 10000 (a sell limit would be <= 0)")
     for symbol, sector in r.sectors.items():
         if not sector:
             raise SettingsError(f"settings: risk.sectors.{symbol} = \"\": must name a sector")

@@ -5,11 +5,18 @@ daily counters all change at New York midnight, not UTC midnight (which
 falls at 19:00 or 20:00 New York, mid after-hours session). Sessions come
 from the broker's `/v2/calendar`, so holidays and early closes are the
 broker's, not a table of ours.
+
+Extended hours (Alpaca): pre-market 04:00-09:30 and after-hours 16:00-20:00
+New York time; on an early-close day the after-hours session ends at 17:00
+(four hours after the 13:00 close). alpaca-py's `Calendar` model drops the
+`session_open`/`session_close` fields of `/v2/calendar`, so the extended
+bounds are derived from the regular close by that published rule unless a
+caller passes the broker's own.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Iterable, Literal
 from zoneinfo import ZoneInfo
 
@@ -20,6 +27,11 @@ NS_PER_S = 1_000_000_000
 PDT_WINDOW_DAYS = 5
 
 Phase = Literal["regular", "closed"]
+SessionPhase = Literal["regular", "pre", "post", "closed"]
+PRE_MARKET_OPEN = time(4, 0)
+POST_MARKET_CLOSE = time(20, 0)
+EARLY_POST_MARKET_CLOSE = time(17, 0)  # Alpaca: half days trade 04:00-17:00
+REGULAR_CLOSE = time(16, 0)
 
 
 def exchange_day(ts_ns: int) -> date:
@@ -33,24 +45,68 @@ def exchange_date(ts_ns: int) -> str:
 
 
 class Session(msgspec.Struct, frozen=True):
-    """One trading day of the broker's calendar; open/close in epoch ns."""
+    """One trading day of the broker's calendar; open/close in epoch ns.
+
+    `pre_open_ns`/`post_close_ns` bound the extended sessions (0: not known,
+    then the day has no extended session for `classify_session`).
+    """
 
     day: date
     open_ns: int
     close_ns: int
+    pre_open_ns: int = 0
+    post_close_ns: int = 0
 
 
-def session_from_calendar(day: date, open_t: object, close_t: object) -> Session:
-    """A Session from a calendar row: `open_t`/`close_t` are New York datetimes or times."""
+def _hhmm(t: object) -> object:
+    """Alpaca's "0400"/"04:00" calendar strings as a time; anything else unchanged."""
+    if isinstance(t, str):
+        digits = t.replace(":", "")
+        return time(int(digits[:2]), int(digits[2:4]))
+    return t
+
+
+def session_from_calendar(day: date, open_t: object, close_t: object,
+                          session_open: object = None, session_close: object = None) -> Session:
+    """A Session from a calendar row: `open_t`/`close_t` are New York datetimes or times.
+
+    `session_open`/`session_close` are the row's extended bounds when the
+    caller has them (raw `/v2/calendar`: "0400"/"2000"); without them the
+    pre-market opens at 04:00 and the after-hours session ends at 20:00, or
+    at 17:00 after an early (before 16:00) close, as Alpaca publishes.
+    """
 
     def ns(t: object) -> int:
+        t = _hhmm(t)
         if isinstance(t, datetime):
             moment = t if t.tzinfo else t.replace(tzinfo=NEW_YORK)
         else:  # a time of day
             moment = datetime.combine(day, t, tzinfo=NEW_YORK)  # type: ignore[arg-type]
         return int(moment.timestamp()) * NS_PER_S
 
-    return Session(day, ns(open_t), ns(close_t))
+    open_ns, close_ns = ns(open_t), ns(close_t)
+    if session_close is None:
+        early = datetime.fromtimestamp(close_ns / NS_PER_S, tz=NEW_YORK).time() < REGULAR_CLOSE
+        session_close = EARLY_POST_MARKET_CLOSE if early else POST_MARKET_CLOSE
+    pre = ns(session_open if session_open is not None else PRE_MARKET_OPEN)
+    return Session(day, open_ns, close_ns, min(pre, open_ns), max(ns(session_close), close_ns))
+
+
+def classify_session(now_ns: int, session: Session | None) -> SessionPhase:
+    """Where `now_ns` falls in a day's session (None: no session that day, e.g. a holiday).
+
+    Half-open intervals, as the broker's clock: 09:30:00 is regular, 16:00:00
+    is post-market, 20:00:00 is closed.
+    """
+    if session is None:
+        return "closed"
+    if session.open_ns <= now_ns < session.close_ns:
+        return "regular"
+    if session.pre_open_ns and session.pre_open_ns <= now_ns < session.open_ns:
+        return "pre"
+    if session.post_close_ns and session.close_ns <= now_ns < session.post_close_ns:
+        return "post"
+    return "closed"
 
 
 class Calendar:
@@ -68,6 +124,10 @@ class Calendar:
     def phase(self, now_ns: int) -> Phase:
         s = self.session(exchange_day(now_ns))
         return "regular" if s and s.open_ns <= now_ns < s.close_ns else "closed"
+
+    def session_phase(self, now_ns: int) -> SessionPhase:
+        """regular / pre / post / closed, extended sessions included (see `classify_session`)."""
+        return classify_session(now_ns, self.session(exchange_day(now_ns)))
 
     def minutes_to_close(self, now_ns: int) -> float | None:
         """Minutes until today's close while the session is open, else None."""

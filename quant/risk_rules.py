@@ -18,6 +18,16 @@ after consecutive order failures (a broken order path); the *loss breaker*
 (`rule_loss_breaker`) fires at a loss from start-of-day equity, and the
 RiskGuard answers it with a full liquidation through EmergencyStop.
 
+Extended hours (`extended_hours`, off by default): in the broker's
+pre-market (04:00-09:30 New York) and after-hours (16:00-20:00; 17:00 after
+an early close) sessions an order is a marketable day limit with
+`extended_hours=true`, since Alpaca accepts only limit orders then and no
+bracket/OCO classes. An entry is sized against the usual stop distance but
+carries no legs: the reconciler gives the filled position a protective stop,
+which Alpaca holds until the next regular open (stop orders do not trigger
+outside regular hours), so an extended-hours entry is unprotected until the
+open. Turn it on only knowing that.
+
 Percentages are in percent (2.0 = 2 %).
 """
 
@@ -31,7 +41,7 @@ from typing import Callable, Literal
 import msgspec
 
 from stockade.codecs.messages import AccountSnapshot, Position, Proposal
-from stockade.quant.brackets import BracketParams, bracket_prices
+from stockade.quant.brackets import BracketParams, bracket_prices, round_price
 from stockade.quant.pdt import PdtStatus
 from stockade.quant.sizing import confidence_scale, position_size, volatility_scale
 
@@ -69,6 +79,8 @@ class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     confidence_floor: float = 1.0  # 1.0: confidence does not scale the size
     target_volatility_pct: float = 0.0  # 0: volatility does not scale the size
     flatten_before_close_min: float = 0.0  # 0: off
+    extended_hours: bool = False  # trade the pre-market and after-hours sessions (limit orders, no brackets)
+    extended_limit_slippage_bps: float = 10.0  # extended-hours limit: ask + this to buy, bid - this to sell
 
 
 class RuleResult(msgspec.Struct, frozen=True):
@@ -99,7 +111,8 @@ class RiskRequest(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def from_proposal(cls, p: Proposal, atr: float | None = None) -> "RiskRequest":
         return cls(
-            symbol=p.symbol, side=p.side, price=p.price, bid=p.bid, ask=p.ask, quote_recv_ns=p.quote_recv_ns, atr=atr,
+            symbol=p.symbol, side=p.side, price=p.price, bid=p.bid, ask=p.ask, quote_recv_ns=p.quote_recv_ns,
+            atr=atr if atr is not None else (p.atr if p.atr > 0 else None),
             confidence=p.confidence, size_scale=p.size_scale,
         )
 
@@ -136,6 +149,10 @@ class RiskContext(msgspec.Struct, frozen=True, kw_only=True):
     in_flight: tuple[str, ...] = ()  # symbols with an entry allowed but not yet settled
     stops: dict[str, float] = msgspec.field(default_factory=dict)  # symbol -> resting stop price
     minutes_to_close: float | None = None  # of today's session, when known and open
+    session_phase: str | None = None  # regular/pre/post/closed from the broker calendar; None: unknown
+    # Money lost if every working entry order filled and then hit its stop
+    # (see `pending_entry_risk`): counts toward the portfolio's risk at the stops.
+    pending_risk: float = 0.0
 
     def position(self, symbol: str) -> Position | None:
         for p in self.positions:
@@ -152,6 +169,8 @@ class RiskVerdict(msgspec.Struct, frozen=True, kw_only=True):
     entry: float
     stop_loss: float | None
     take_profit: float | None
+    extended_hours: bool = False  # an extended-hours order: a day limit at `limit_price`, no bracket legs
+    limit_price: float | None = None
 
     @property
     def failures(self) -> tuple[RuleResult, ...]:
@@ -202,12 +221,42 @@ def rule_trading_state(state: str, reducing: bool, account_blocked: bool = False
     return _no(name, f"unknown trading state {state!r}")
 
 
-def rule_market_open(is_open: bool, required: bool = True) -> RuleResult:
+_SESSION_NAMES = {"pre": "pre-market", "post": "after-hours"}
+
+
+def rule_market_open(is_open: bool, required: bool = True, phase: str | None = None,
+                     extended: bool = False) -> RuleResult:
+    """The broker clock's regular session, or (with `extended`) its pre-market/after-hours sessions.
+
+    `phase` is the calendar's classification of now (`classify_session`); the
+    broker clock's `is_open` alone decides the regular session.
+    """
     if is_open:
         return _ok("market_open", "market is open")
+    session = _SESSION_NAMES.get(phase or "")
+    if session and extended:
+        return _ok("market_open", f"{session} session: extended-hours limit order")
     if not required:
         return _ok("market_open", "market is closed but open hours are not required")
+    if session:
+        return _no("market_open", f"market is closed ({session} session; extended-hours trading is off)")
     return _no("market_open", "market is closed")
+
+
+def extended_limit_price(side: str, bid: float, ask: float, slippage_bps: float) -> float | None:
+    """A marketable extended-hours limit: the ask plus `slippage_bps` to buy, the bid minus it to sell.
+
+    Rounded to the tick towards the touch, so the limit never gives away more
+    than `slippage_bps`; None without a usable touch.
+    """
+    touch = ask if side == "buy" else bid
+    if not math.isfinite(touch) or touch <= 0:
+        return None
+    factor = slippage_bps / 1e4
+    if side == "buy":
+        return round_price(touch * (1.0 + factor), "down")
+    price = touch * (1.0 - factor)
+    return round_price(price, "up") if price > 0 else None
 
 
 def rule_stale_quote(now_ns: int, quote_recv_ns: int, max_age_s: float) -> RuleResult:
@@ -366,6 +415,24 @@ def rule_sector(symbol: str, sector: str, sector_value: float, add_value: float,
     return _ok("sector", f"sector {sector} would be {pct:.1f}% of equity <= max {max_pct:g}%")
 
 
+def pending_entry_risk(side: str, remaining_qty: float, limit_price: float | None, stop_loss: float | None,
+                       stop_pct: float) -> float:
+    """Risk at the stop of a working entry order's unfilled part.
+
+    A market entry has no price of its own; its bracket stop was set at
+    `stop_pct` from the expected entry, which recovers that entry exactly.
+    """
+    if not stop_loss or stop_loss <= 0 or remaining_qty <= 0:
+        return 0.0
+    if limit_price:
+        entry = limit_price
+    elif side == "buy":
+        entry = stop_loss / (1.0 - stop_pct / 100.0) if stop_pct < 100 else stop_loss
+    else:
+        entry = stop_loss / (1.0 + stop_pct / 100.0)
+    return remaining_qty * abs(entry - stop_loss)
+
+
 def rule_portfolio_risk(open_risk: float, add_risk: float, equity: float, max_pct: float) -> RuleResult:
     """The loss if every stop were hit, the new order's included, stays within max_pct of equity."""
     if equity <= 0:
@@ -385,8 +452,15 @@ def rule_in_flight(symbol: str, in_flight: tuple[str, ...]) -> RuleResult:
     return _ok("in_flight", f"no entry for {symbol} in flight")
 
 
-def rule_close_window(minutes_to_close: float | None, flatten_min: float) -> RuleResult:
-    """No new entry in the last `flatten_min` minutes of the session (it would be flattened)."""
+def rule_close_window(minutes_to_close: float | None, flatten_min: float, phase: str | None = None) -> RuleResult:
+    """No new entry in the last `flatten_min` minutes of the session (it would be flattened).
+
+    An after-hours entry comes after today's flatten and would be held
+    overnight, which the flatten window exists to prevent.
+    """
+    if flatten_min > 0 and phase == "post":
+        return _no("close_window", "after-hours entry would be held overnight past the flatten window "
+                                   f"({flatten_min:g} min before the close)")
     if flatten_min <= 0 or minutes_to_close is None:
         return _ok("close_window", "no flatten window")
     if minutes_to_close <= flatten_min:
@@ -434,9 +508,20 @@ def evaluate(
     exempt = "n/a: order reduces exposure"
     results: list[RuleResult] = []
     add = results.append
+    # Outside the regular session, with extended hours on: a marketable day
+    # limit (Alpaca takes no market orders and no brackets then), priced and
+    # sized at its limit, the worst price it can fill at.
+    extended = lim.extended_hours and not ctx.market_open and ctx.session_phase in ("pre", "post")
+    limit = extended_limit_price(req.side, req.bid, req.ask, lim.extended_limit_slippage_bps) if extended else None
 
     add(rule_trading_state(ctx.trading_state, reducing, bool(acct and acct.trading_blocked)))
-    add(rule_market_open(ctx.market_open, lim.require_market_open))
+    add(rule_market_open(ctx.market_open, lim.require_market_open, ctx.session_phase, lim.extended_hours))
+    if extended:
+        add(_ok("extended_price", f"limit {limit:.2f} = {'ask' if req.side == 'buy' else 'bid'} "
+                                  f"{'+' if req.side == 'buy' else '-'} {lim.extended_limit_slippage_bps:g} bps")
+            if limit is not None else _no("extended_price", "no bid/ask to price an extended-hours limit order"))
+        if limit is not None:
+            entry = limit
     add(rule_stale_quote(ctx.now_ns, req.quote_recv_ns, lim.max_quote_age_s))
     if acct is None:
         add(_no("account", "no account snapshot yet"))
@@ -459,7 +544,7 @@ def evaluate(
         allowed = all(r.ok for r in results) and qty > 0
         return RiskVerdict(
             allowed=allowed, results=tuple(results), qty=qty if allowed else 0, reduce_only=True,
-            entry=entry, stop_loss=None, take_profit=None,
+            entry=entry, stop_loss=None, take_profit=None, extended_hours=extended, limit_price=limit,
         )
 
     add(rule_spread(req.spread_bps, lim.max_spread_bps))
@@ -475,13 +560,13 @@ def evaluate(
     add(rule_failure_breaker(ctx.breaker, ctx.now_ns))
     add(rule_order_rate(ctx.orders_last_minute, lim.max_orders_per_minute))
     add(rule_in_flight(req.symbol, ctx.in_flight))
-    add(rule_close_window(ctx.minutes_to_close, lim.flatten_before_close_min))
+    add(rule_close_window(ctx.minutes_to_close, lim.flatten_before_close_min, ctx.session_phase if extended else None))
 
     sector = lim.sectors.get(req.symbol, req.symbol)
     sector_value = sum(position_value(p) for p in ctx.positions
                        if p.qty != 0 and lim.sectors.get(p.symbol, p.symbol) == sector)
-    open_risk = sum(position_risk(p, ctx.stops.get(p.symbol), lim.assumed_stop_pct)
-                    for p in ctx.positions if p.qty != 0)
+    open_risk = ctx.pending_risk + sum(position_risk(p, ctx.stops.get(p.symbol), lim.assumed_stop_pct)
+                                       for p in ctx.positions if p.qty != 0)
     stop = take = None
     qty = 0
     existing = position_value(pos) if pos else 0.0
@@ -516,9 +601,12 @@ def evaluate(
     add(rule_portfolio_risk(open_risk, add_risk, equity, lim.max_portfolio_risk_pct))
 
     allowed = all(r.ok for r in results) and qty > 0
+    if extended:
+        # The stop sized the order; no leg carries it (see the module docstring).
+        stop = take = None
     return RiskVerdict(
         allowed=allowed, results=tuple(results), qty=qty if allowed else 0, reduce_only=False,
-        entry=entry, stop_loss=stop, take_profit=take,
+        entry=entry, stop_loss=stop, take_profit=take, extended_hours=extended, limit_price=limit,
     )
 
 

@@ -139,6 +139,7 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     size_scale: float = 1.0
     weights: dict[str, float] = {}  # normalised over the voters
     votes: tuple[Vote, ...] = ()  # the batch, one per member
+    atr: float = 0.0
 
     def to_proposal(self, proposal_id: str) -> Proposal:
         return Proposal(
@@ -155,6 +156,7 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
             models=self.models,
             size_scale=self.size_scale,
             defensive=self.defensive,
+            atr=self.atr,
         )
 
 
@@ -419,6 +421,7 @@ class Ensemble:
             ask=newest.ask,
             quote_ts_ns=newest.quote_ts_ns,
             quote_recv_ns=newest.quote_recv_ns,
+            atr=newest.atr,
         )
 
 

@@ -61,6 +61,9 @@ class Store:
 
     def __init__(self, env: Environment) -> None:
         self.env = env
+        # Orders stockade placed itself (records with an intent), counted once
+        # at open and then by `put_order`, so `ctl status` never scans history.
+        self.orders_placed = 0
         self.journal = Journal(env, "journal")
         self.orders: Table[OrderRecord] = Table(env, "orders", OrderRecord)  # by client_order_id
         self.fills: Table[FillRecord] = Table(env, "fills", FillRecord)  # by broker exec id
@@ -128,14 +131,17 @@ class Store:
 
     def put_order(self, record: OrderRecord, *, txn: lmdb.Transaction | None = None) -> None:
         """Store an order and keep the open-orders index in step (same transaction)."""
-        def write(t: lmdb.Transaction) -> None:
+        def write(t: lmdb.Transaction) -> bool:
+            new = bool(record.intent_id) and self.orders.get(record.client_order_id, txn=t) is None
             self.orders.put(record.client_order_id, record, txn=t)
             if record.state in OPEN:
                 self.open_index.put(record.client_order_id, record, txn=t)
             else:
                 self.open_index.delete(record.client_order_id, txn=t)
+            return new
 
-        write(txn) if txn is not None else self.transact(write)
+        if write(txn) if txn is not None else self.transact(write):
+            self.orders_placed += 1
 
     def open_orders(self, *, txn: lmdb.Transaction | None = None) -> Iterator[OrderRecord]:
         """Orders that may be working at the broker (from the index: O(open), not O(all))."""
@@ -155,11 +161,13 @@ class Store:
         against any writer that bypassed `put_order`). Returns the open count."""
         def write(t: lmdb.Transaction) -> int:
             self.open_index.clear(txn=t)
-            n = 0
+            n = placed = 0
             for key, order in self.orders.items(txn=t):
+                placed += bool(order.intent_id)
                 if order.state in OPEN:
                     self.open_index.put(key, order, txn=t)
                     n += 1
+            self.orders_placed = placed
             return n
 
         return self.transact(write)

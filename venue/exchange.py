@@ -30,6 +30,8 @@ NY = ZoneInfo("America/New_York")
 PDT_EQUITY_THRESHOLD = 25_000.0
 PDT_WINDOW_BUSINESS_DAYS = 5
 PDT_MAX_DAY_TRADES = 3
+# Alpaca's after-hours session runs 4 h past the regular close (16:00-20:00; 13:00-17:00 on half days).
+EXTENDED_AFTER_CLOSE_NS = 4 * 3600 * 1_000_000_000
 # Alpaca values a market buy at 2.5-4 % above the market for the buying-power check.
 MARKET_BUY_BP_MARGIN = 1.03
 
@@ -523,6 +525,8 @@ class Exchange:
             raise VenueError(422, 40010001, f"limit_price must not be given for {req.type} orders")
         if req.type in ("market", "limit") and req.stop_price is not None:
             raise VenueError(422, 40010001, f"stop_price must not be given for {req.type} orders")
+        if req.extended_hours:
+            _validate_extended(req)
         if req.order_class == "bracket":
             self._validate_bracket(req)
         elif req.order_class != "simple":
@@ -752,7 +756,9 @@ class Exchange:
         is_open = self.clock.is_open(now)
         closed_now = bool(self._was_open and not is_open)
         for o in self.open_orders():
-            if o.is_open and o.time_in_force == "day" and (closed_now or self._past_its_close(o, now)):
+            # An extended-hours day order outlives the regular close: it ends with the after-hours session.
+            if o.is_open and o.time_in_force == "day" and (
+                    (closed_now and not o.extended_hours) or self._past_its_close(o, now)):
                 self._close(o, "expired", now)
         self._was_open = is_open
         if is_open and self._to_route:
@@ -769,7 +775,13 @@ class Exchange:
             return False
         deadline = self._day_deadline.get(order.id)
         if deadline is None:  # the close after its creation never changes: compute it once
-            deadline = self._day_deadline[order.id] = next_close(order.created_at_ns)
+            if order.extended_hours:
+                # The after-hours session ends 4 h after the regular close (20:00, or 17:00 after
+                # a 13:00 early close): the first such end after its creation.
+                deadline = next_close(order.created_at_ns - EXTENDED_AFTER_CLOSE_NS) + EXTENDED_AFTER_CLOSE_NS
+            else:
+                deadline = next_close(order.created_at_ns)
+            self._day_deadline[order.id] = deadline
         return now >= deadline
 
     def _roll_day(self, now_ns: int | None = None) -> None:
@@ -917,6 +929,23 @@ class Exchange:
                 price=fill.price, qty=fill.qty, position_qty=fill.position_qty,
             )
         self.on_event(ev)
+
+
+def _validate_extended(req: OrderRequest) -> None:
+    """Alpaca's rules for `extended_hours=true`: a DAY or GTC limit order, simple class.
+
+    The market-order message is Alpaca's as observed in 2026 (HTTP 422; the
+    code 42210000 is a best guess, Alpaca's docs do not list it). The stop and
+    bracket messages are best guesses in Alpaca's style: its docs say stop
+    orders are not eligible for extended hours and bracket orders must have
+    `extended_hours` false or omitted.
+    """
+    if req.type in ("stop", "stop_limit"):
+        raise VenueError(422, 42210000, "stop orders are not eligible for extended hours trading")
+    if req.type != "limit" or req.time_in_force not in ("day", "gtc"):
+        raise VenueError(422, 42210000, "extended hours order must be DAY or GTC limit orders")
+    if req.order_class != "simple":
+        raise VenueError(422, 42210000, "extended hours are not supported for bracket/oco/oto orders")
 
 
 def _num(x: float) -> str:

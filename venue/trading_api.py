@@ -106,8 +106,8 @@ def parse_order_request(body: Any) -> OrderRequest:
     if not isinstance(take_profit, dict) or not isinstance(stop_loss, dict):
         raise VenueError(422, 40010001, "take_profit and stop_loss must be objects")
     extended = body.get("extended_hours", False)
-    if extended:
-        raise VenueError(422, 40010001, "extended hours orders are not supported by this venue")
+    if not isinstance(extended, bool):
+        raise VenueError(422, 40010001, "invalid extended_hours")
     return OrderRequest(
         symbol=symbol.upper(),
         qty=qty,
@@ -117,6 +117,7 @@ def parse_order_request(body: Any) -> OrderRequest:
         limit_price=parse_price(body.get("limit_price"), "limit_price"),
         stop_price=parse_price(body.get("stop_price"), "stop_price"),
         client_order_id=cid or None,
+        extended_hours=extended,
         order_class=order_class,
         take_profit_limit=parse_price(take_profit.get("limit_price"), "take_profit.limit_price"),
         stop_loss_stop=parse_price(stop_loss.get("stop_price"), "stop_loss.stop_price"),

@@ -15,6 +15,7 @@ import requests
 from stockade.broker.rest import (
     BrokerEndpoints,
     TimeoutSession,
+    endpoints_for,
     make_data_client,
     make_trading_client,
     redact,
@@ -61,6 +62,22 @@ def test_settings_win_over_env_and_venue_urls():
     )
     assert ep == BrokerEndpoints("http://127.0.0.1:8123", "http://127.0.0.1:8123",
                                  "ws://127.0.0.1:8123/v2/iex", "ws://127.0.0.1:8123/stream")
+
+
+def test_endpoints_for_a_settings_section():
+    from stockade.ops.settings import Settings, settings_from_dict
+
+    a = Settings().alpaca
+    assert endpoints_for(a, {}).trading_url == "https://paper-api.alpaca.markets"
+    ep = endpoints_for(a, {"APCA_API_BASE_URL": "http://127.0.0.1:9/"})
+    assert (ep.trading_url, ep.trading_stream_url) == ("http://127.0.0.1:9", "ws://127.0.0.1:9/stream")
+    assert endpoints_for(a, {}).stream_url == "wss://stream.data.alpaca.markets/v2/iex"
+    with pytest.raises(ValueError, match="APCA_API_BASE_URL"):
+        endpoints_for(a, {"APCA_API_BASE_URL": "nonsense"})
+    explicit = settings_from_dict({"alpaca": {"trading_url": "http://h:1"}}).alpaca
+    assert endpoints_for(explicit, {"APCA_API_BASE_URL": "http://other:2"}).trading_url == "http://h:1"
+    live = settings_from_dict({"alpaca": {"paper": False, "allow_live": True}}).alpaca
+    assert endpoints_for(live, {}).trading_url == "https://api.alpaca.markets"
 
 
 @pytest.mark.parametrize(

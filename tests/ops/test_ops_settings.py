@@ -124,23 +124,9 @@ def test_unreadable_and_invalid_toml(tmp_path):
 def test_live_needs_both_switches():
     s = settings_from_dict({"alpaca": {"paper": False, "allow_live": True}})
     assert s.alpaca.live
-    assert s.alpaca.resolved_trading_url({}) == "https://api.alpaca.markets"
     assert not Settings().alpaca.live
     with pytest.raises(SettingsError, match="is the live endpoint but alpaca.paper = true"):
         settings_from_dict({"alpaca": {"trading_url": "https://api.alpaca.markets"}})
-
-
-def test_alpaca_urls_and_env():
-    a = Settings().alpaca
-    assert a.resolved_trading_url({}) == "https://paper-api.alpaca.markets"
-    assert a.resolved_trading_url({"APCA_API_BASE_URL": "http://127.0.0.1:9/"}) == "http://127.0.0.1:9"
-    assert a.resolved_trading_stream_url({"APCA_API_BASE_URL": "http://127.0.0.1:9"}) == "ws://127.0.0.1:9/stream"
-    assert a.resolved_trading_stream_url({}) == "wss://paper-api.alpaca.markets/stream"
-    assert a.resolved_stream_url() == "wss://stream.data.alpaca.markets/v2/iex"
-    with pytest.raises(SettingsError, match="APCA_API_BASE_URL"):
-        a.resolved_trading_url({"APCA_API_BASE_URL": "nonsense"})
-    explicit = settings_from_dict({"alpaca": {"trading_url": "http://h:1"}}).alpaca
-    assert explicit.resolved_trading_url({"APCA_API_BASE_URL": "http://other:2"}) == "http://h:1"
 
 
 def test_venue_mode_resolution(tmp_path):

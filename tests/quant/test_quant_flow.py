@@ -5,7 +5,7 @@ from __future__ import annotations
 from stockade.codecs.messages import AccountSnapshot, Bar, Quote, Vote
 from stockade.quant.bench import bench_indicators
 from stockade.quant.features import FeatureState
-from stockade.quant.risk_rules import RiskContext, RiskRequest, evaluate
+from stockade.quant.risk_rules import RiskContext, RiskLimits, RiskRequest, evaluate
 from stockade.quant.strategies import build_strategies, strategy_names
 from stockade.quant.voting import Ensemble, EnsembleParams
 
@@ -29,7 +29,7 @@ def test_bars_to_order_verdict():
     votes = []
     for s in build_strategies(strategy_names()):
         sig = s.evaluate(f)
-        votes.append(Vote("X", s.name, sig.direction, sig.confidence, f.price, t, t, f.bid, f.ask))
+        votes.append(Vote("X", s.name, sig.direction, sig.confidence, f.price, t, t, f.bid, f.ask, atr=f.atr))
 
     ens = Ensemble(EnsembleParams(threshold=0.25), clock=lambda: t)
     d = ens.vote("X", votes)
@@ -37,9 +37,19 @@ def test_bars_to_order_verdict():
 
     acct = AccountSnapshot(100_000.0, 100_000.0, 100_000.0, 200_000.0, 0, False, False, t)
     ctx = RiskContext(now_ns=t + 1_000_000, trading_state="ACTIVE", market_open=True, account=acct)
-    v = evaluate(RiskRequest.from_proposal(d.to_proposal("p1"), atr=f.atr), ctx)
+    proposal = d.to_proposal("p1")
+    assert proposal.atr == f.atr > 0  # the analyzer's ATR reaches the risk guard with the proposal
+    v = evaluate(RiskRequest.from_proposal(proposal), ctx)
     assert v.allowed and v.qty > 0
     assert v.stop_loss < v.entry < v.take_profit
+    # Volatility scaling: a target of half the bars' ATR (as % of price) halves the
+    # size (no position cap here, so the risk-based size shows).
+    half = f.atr / v.entry * 100.0 / 2
+    base = evaluate(RiskRequest.from_proposal(proposal), ctx, RiskLimits(max_position_pct=100.0))
+    scaled = evaluate(RiskRequest.from_proposal(proposal), ctx,
+                      RiskLimits(max_position_pct=100.0, target_volatility_pct=half))
+    assert base.allowed and scaled.allowed and base.qty > v.qty
+    assert abs(scaled.qty - base.qty / 2) <= 1
 
 
 def test_bench_runs_small():

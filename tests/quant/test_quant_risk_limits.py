@@ -18,6 +18,7 @@ from stockade.quant.risk_rules import (
     RiskRequest,
     day_loss_pct,
     evaluate,
+    pending_entry_risk,
     position_risk,
     rule_close_window,
     rule_daily_loss,
@@ -152,6 +153,21 @@ def test_evaluate_portfolio_risk_caps_the_size():
     assert v.allowed and v.qty == 248
     v = evaluate(req(), ctx(positions=held, stops={"MSFT": 48.0}), lim, PCT)  # 2,000 at risk: no room
     assert not v.allowed and {r.rule for r in v.failures} == {"sizing", "portfolio_risk"}
+    # A working MSFT entry counts as if filled and stopped: with 1,500 held at
+    # risk, a pending 500 at risk leaves no room under 2%.
+    v = evaluate(req(), ctx(positions=held, stops={"MSFT": 48.5}, pending_risk=500.0), lim, PCT)
+    assert not v.allowed and "portfolio_risk" in {r.rule for r in v.failures}
+
+
+def test_pending_entry_risk_worked_by_hand():
+    # Limit buy 100 @ 50 with its stop at 49: 100 x 1 = 100 at risk.
+    assert pending_entry_risk("buy", 100, 50.0, 49.0, 2.0) == pytest.approx(100.0)
+    # Market buy, stop 98.00 set 2% under the expected entry: entry 100, 10 x 2 = 20.
+    assert pending_entry_risk("buy", 10, None, 98.0, 2.0) == pytest.approx(20.0)
+    # Market sell (short), stop 102 set 2% above: entry 100, 10 x 2 = 20.
+    assert pending_entry_risk("sell", 10, None, 102.0, 2.0) == pytest.approx(20.0)
+    assert pending_entry_risk("buy", 10, None, None, 2.0) == 0.0  # no bracket stop: nothing known
+    assert pending_entry_risk("buy", 0, 50.0, 49.0, 2.0) == 0.0  # fully filled: it is a position now
 
 
 # ---- in flight, close window -----------------------------------------------------------------

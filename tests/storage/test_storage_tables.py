@@ -212,9 +212,14 @@ def test_open_orders_index_follows_put_order_and_is_rebuilt_at_open(tmp_path):
     assert sorted(o.client_order_id for o in store.open_orders()) == ["a", "b"]
     store.put_order(order("a", "filled"))  # terminal: leaves the index
     assert [o.client_order_id for o in store.open_orders()] == ["b"]
+    assert store.orders_placed == 3  # an update is not a new order
+    adopted = msgspec.structs.replace(order("x", "accepted"), intent_id="")  # external: not ours
+    store.put_order(adopted)
+    assert store.orders_placed == 3
     # A writer that bypassed put_order is caught by the rebuild at open.
     store.orders.put("d", order("d", "partially_filled"))
     store.close()
     store = Store.open(tmp_path)
-    assert sorted(o.client_order_id for o in store.open_orders()) == ["b", "d"]
+    assert sorted(o.client_order_id for o in store.open_orders()) == ["b", "d", "x"]
+    assert store.orders_placed == 4  # counted afresh at open
     store.close()
