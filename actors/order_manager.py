@@ -145,7 +145,8 @@ class OrderManager(StockadeActor):
             take_profit=intent.take_profit,
             stop_loss=intent.stop_loss,
             order_class="bracket" if intent.take_profit and intent.stop_loss and not intent.reduce_only else "simple",
-            time_in_force=self.settings.time_in_force,
+            # Extended-hours orders go out as DAY whatever the setting (build_request).
+            time_in_force="day" if intent.extended_hours else self.settings.time_in_force,
             state="intent",
             created_ns=now,
             updated_ns=now,

@@ -511,11 +511,14 @@ def evaluate(
     # Outside the regular session, with extended hours on: a marketable day
     # limit (Alpaca takes no market orders and no brackets then), priced and
     # sized at its limit, the worst price it can fill at.
-    extended = lim.extended_hours and not ctx.market_open and ctx.session_phase in ("pre", "post")
+    # The calendar is exact to the second at the session edges; the clock
+    # snapshot is polled and may still say open just after the close.
+    is_open = ctx.market_open and ctx.session_phase not in ("pre", "post")
+    extended = lim.extended_hours and not is_open and ctx.session_phase in ("pre", "post")
     limit = extended_limit_price(req.side, req.bid, req.ask, lim.extended_limit_slippage_bps) if extended else None
 
     add(rule_trading_state(ctx.trading_state, reducing, bool(acct and acct.trading_blocked)))
-    add(rule_market_open(ctx.market_open, lim.require_market_open, ctx.session_phase, lim.extended_hours))
+    add(rule_market_open(is_open, lim.require_market_open, ctx.session_phase, lim.extended_hours))
     if extended:
         add(_ok("extended_price", f"limit {limit:.2f} = {'ask' if req.side == 'buy' else 'bid'} "
                                   f"{'+' if req.side == 'buy' else '-'} {lim.extended_limit_slippage_bps:g} bps")
