@@ -37,7 +37,7 @@ from stockade.quant.model_store import (
     load_models,
     resolve_dir,
 )
-from stockade.quant.regime import classify
+from stockade.quant.regime import RegimeParams, classify
 from stockade.quant.strategies import build_strategies
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,8 @@ class Analyzer(StockadeActor):
         a = self.svc.settings.analyzer
         self.params = feature_params(a)
         self.features = FeatureState(self.symbol, self.params)
+        self.regime = RegimeParams(max_volatility=a.high_vol_bar_pct / 100, max_atr_to_price=a.high_vol_atr_pct / 100,
+                                   max_drop=a.high_vol_drop_pct / 100)
         rule_params = {"mean_reversion": {"rsi_oversold": a.rsi_oversold, "rsi_overbought": a.rsi_overbought}}
         self.models = list(zip(a.strategies, build_strategies(a.strategies, rule_params)))
         data_dir = self.ctx.extra("data_dir")
@@ -126,7 +128,7 @@ class Analyzer(StockadeActor):
                 except Exception as exc:  # noqa: BLE001 - a failing model leaves the ensemble, not the analyzer
                     self.members.remove(member)
                     self._refused(ModelError(member.model.path, f"failed to run: {exc}"))
-        high_volatility = classify(f).high_volatility
+        high_volatility = classify(f, self.regime).high_volatility
         for model, signal in signals:
             self.tell(
                 "ensemble_voter",

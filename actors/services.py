@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from stockade.broker.rest import BrokerEndpoints, make_data_client, make_trading_client
+from stockade.broker.rest import BrokerEndpoints, make_data_client, make_trading_client, redact
 from stockade.codecs.messages import TradingState
 from stockade.codecs.records import TradingStateRecord, TradingStateSet
 from stockade.ops.settings import Settings
@@ -63,6 +63,7 @@ class Services:
     def set_trading_state(self, state: TradingState, reason: str, by: str) -> TradingStateRecord:
         """Persist a new trading state and journal it, atomically and durably."""
         now = time.time_ns()
+        reason = redact(reason)  # an operator may paste anything into a reason; storage keeps no secret
         record = TradingStateRecord(state=state, reason=reason, changed_ns=now, changed_by=by)
 
         def write(txn: Any) -> None:

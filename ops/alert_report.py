@@ -38,7 +38,7 @@ def recent(store: Store, limit: int, *, min_level: str = "INFO", kind: str = "")
 
 
 def counts(store: Store, now_ns: int | None = None) -> dict[str, Any]:
-    """Stored counts: since the data dir was created, and today (UTC)."""
+    """Stored counts: since the data dir was created, and today (exchange date, New York)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     today = period_of(now_ns)
     with store.read() as txn:

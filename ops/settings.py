@@ -90,6 +90,10 @@ class AnalyzerSettings(_Section):
     bb_k: float = 2.0
     breakout_n: int = 20
     volume_n: int = 20
+    # High-volatility regime (quant/regime.py), in percent.
+    high_vol_bar_pct: float = 0.4
+    high_vol_atr_pct: float = 0.6
+    high_vol_drop_pct: float = 3.0
 
 
 class VoterSettings(_Section):
@@ -529,6 +533,10 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     if not 0 < an.rsi_oversold < an.rsi_overbought < 100:
         c.fail("analyzer.rsi_oversold", "must satisfy 0 < rsi_oversold < rsi_overbought < 100")
     c.positive("analyzer.bb_k", an.bb_k)
+    for key in ("high_vol_bar_pct", "high_vol_atr_pct", "high_vol_drop_pct"):
+        value = getattr(an, key)
+        if not 0 < value < 100:
+            c.fail(f"analyzer.{key}", "must be > 0 and < 100 (percent)")
     from stockade.quant.features import FeatureParams  # the analyzer's own count, so the two cannot drift
 
     need = FeatureParams.from_analyzer(an).warmup_bars

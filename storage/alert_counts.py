@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from stockade.codecs.records import AlertCounts, AlertRecord
+from stockade.quant.market_hours import exchange_date
 
 # Kinds are a small fixed set by convention (HACKING.md); a sender that puts
 # ids in the kind must not grow the record without bound.
@@ -18,8 +17,9 @@ def kind_of(key: str) -> str:
 
 
 def period_of(ts_ns: int) -> str:
-    """The UTC date (YYYY-MM-DD) an alert is counted under."""
-    return dt.datetime.fromtimestamp(ts_ns / 1e9, tz=dt.timezone.utc).strftime("%Y-%m-%d")
+    """The exchange (New York) date, YYYY-MM-DD, an alert is counted under: the
+    same day as the daily counters and the daily summary."""
+    return exchange_date(ts_ns)
 
 
 def bump(counts: AlertCounts | None, period: str, alert: AlertRecord) -> AlertCounts:

@@ -357,6 +357,15 @@ def test_counts_by_level_and_kind_bounded():
     assert len(c.by_kind) == alert_counts.MAX_KINDS + 1 and c.by_kind[alert_counts.OTHER_KIND] == 52
 
 
+def test_alerts_count_under_the_exchange_date():
+    from stockade.storage.alert_counts import period_of
+
+    # 2026-11-24 02:30 UTC is still the evening of the 23rd in New York: the
+    # same day the daily counters and the daily summary use.
+    assert period_of(1_795_487_400 * 10**9) == "2026-11-23"
+    assert period_of(1_795_487_400 * 10**9 + 3 * 3600 * 10**9) == "2026-11-24"  # 00:30 in New York
+
+
 def test_store_add_alert_keeps_counts_with_history(tmp_path):
     from stockade.codecs.records import AlertRecord
     from stockade.ops import alert_report

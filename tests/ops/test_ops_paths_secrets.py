@@ -97,3 +97,21 @@ def test_daemon_log_filter_redacts_messages_args_and_tracebacks():
     plain = logging.LogRecord("t", logging.INFO, __file__, 1, "nothing %d here", (5,), None)
     RedactingFilter().filter(plain)
     assert formatter.format(plain) == "nothing 5 here"
+
+
+def test_a_secret_pasted_into_a_halt_reason_is_not_stored(tmp_path):
+    from actor_probes import services
+
+    from stockade.broker.rest import register_secret
+    from stockade.storage.store import Store
+
+    fake = "PKREASONLEAK0123456789"
+    register_secret(fake)
+    with Store.open(tmp_path / "data") as store:
+        svc = services(Settings(), store)
+        svc.set_trading_state("HALTED", f"halted, key was {fake}", "control")
+        stored = svc.trading_state()
+        assert stored.state == "HALTED" and fake not in stored.reason and "***" in stored.reason
+        assert all(fake not in repr(event) for _, event in store.journal.read())
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file())
+    assert fake.encode() not in raw

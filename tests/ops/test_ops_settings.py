@@ -148,3 +148,10 @@ def test_venue_mode_resolution(tmp_path):
 def test_settings_are_frozen():
     with pytest.raises(AttributeError):
         Settings().risk.max_positions = 3  # type: ignore[misc]
+
+
+def test_regime_thresholds_are_percent_settings():
+    s = settings_from_dict({"analyzer": {"high_vol_bar_pct": 0.25}})
+    assert s.analyzer.high_vol_bar_pct == 0.25
+    with pytest.raises(SettingsError, match=r"analyzer.high_vol_atr_pct = 0: must be > 0 and < 100"):
+        settings_from_dict({"analyzer": {"high_vol_atr_pct": 0}})
