@@ -7,12 +7,17 @@ on a queue for the test to read.
 
 from __future__ import annotations
 
+import contextlib
 import queue
-from typing import Any
+import secrets
+from pathlib import Path
+from typing import Any, Iterator
 
 import pykka
+from waiting import wait_for
 
-from stockade.actors.services import Services
+from stockade.actors.services import BrokerAccess, Services
+from stockade.broker.rest import BrokerEndpoints
 from stockade.codecs.messages import Envelope
 from stockade.ops.settings import Settings
 from stockade.storage.store import Store
@@ -35,6 +40,35 @@ class Recorder(pykka.ThreadingActor):
 def services(settings: Settings, store: Store) -> Services:
     """Services without a broker (nothing in these tests talks to one)."""
     return Services(settings=settings, store=store, broker=None, faults=FaultInjector())
+
+
+@contextlib.contextmanager
+def venue_services(data_dir: Path, settings: Settings, *, seed: int) -> Iterator[Services]:
+    """Services whose broker is a real in-process venue (AAPL, SPY) with fresh
+    random keys and a lmdb store in `data_dir`; both closed afterwards."""
+    from stockade.venue.config import VenueConfig
+    from stockade.venue.server import start_venue
+
+    key, secret = "PK" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)
+    venue = start_venue(VenueConfig(port=0, seed=seed, api_key=key, api_secret=secret, symbols=("AAPL", "SPY"),
+                                    quote_rate_hz=4.0, rate_limit_per_min=100_000))
+    store = Store.open(data_dir)
+    url = venue.base_url
+    access = BrokerAccess("embedded", BrokerEndpoints(url, url, url + "/v2/iex", url + "/stream"), key, secret)
+    try:
+        yield Services(settings=settings, store=store, broker=access, faults=FaultInjector())
+    finally:
+        store.close()
+        venue.stop(timeout=10)
+
+
+def hold(client: Any, symbol: str, qty: int) -> None:
+    """Buy `qty` of `symbol` at market through `client` and wait for the position."""
+    from alpaca.trading.enums import OrderSide, TimeInForce
+    from alpaca.trading.requests import MarketOrderRequest
+
+    client.submit_order(MarketOrderRequest(symbol=symbol, qty=qty, side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
+    wait_for(lambda: any(p.symbol == symbol for p in client.get_all_positions()), 10, 0.05, f"{symbol} held")
 
 
 def add_recorder(router: Router, name: str, got: queue.Queue | None = None) -> tuple[pykka.ActorRef, queue.Queue]:

@@ -5,23 +5,14 @@ bucket empty. Real alpaca-py clients against the real in-process venue."""
 
 from __future__ import annotations
 
-import secrets
-
 import pytest
-from waiting import wait_for
+from actor_probes import hold, start_actor, venue_services
 
 from stockade.actors.emergency_stop import EmergencyStop, emergency_liquidation, liquidation_client
-from stockade.actors.services import BrokerAccess, Services
-from stockade.broker.rest import BrokerEndpoints
 from stockade.broker.token_bucket import BudgetSpent, TokenBucket, limit_client, shared_bucket
 from stockade.codecs.messages import Kill
 from stockade.ops.settings import EmergencySettings, OrdersSettings, Settings
-from stockade.storage.store import Store
-from stockade.supervisors.context import ActorContext
-from stockade.supervisors.faults import FaultInjector
 from stockade.supervisors.router import Router
-from stockade.venue.config import VenueConfig
-from stockade.venue.server import start_venue
 
 # 6 a minute refills 0.1 token a second: a liquidation of a few seconds cannot
 # earn back what it spends, so the counts below are exact enough to assert.
@@ -30,28 +21,10 @@ RATE, RESERVE = 6, 2
 
 @pytest.fixture
 def world(tmp_path):
-    key, secret = "PK" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)
-    venue = start_venue(VenueConfig(port=0, seed=7, api_key=key, api_secret=secret, symbols=("AAPL", "SPY"),
-                                    quote_rate_hz=4.0, rate_limit_per_min=100_000))
-    store = Store.open(tmp_path / "data")
-    url = venue.base_url
-    access = BrokerAccess("embedded", BrokerEndpoints(url, url, url + "/v2/iex", url + "/stream"), key, secret)
     settings = Settings(orders=OrdersSettings(rate_limit_per_min=RATE, emergency_reserve=RESERVE),
                         emergency=EmergencySettings(attempts=5, retry_interval_s=0.2, flat_timeout_s=10.0))
-    svc = Services(settings=settings, store=store, broker=access, faults=FaultInjector())
-    try:
-        yield svc, access.trading_client()  # the test's own client, outside the budget
-    finally:
-        store.close()
-        venue.stop(timeout=10)
-
-
-def _hold(client, symbol: str, qty: int) -> None:
-    from alpaca.trading.enums import OrderSide, TimeInForce
-    from alpaca.trading.requests import MarketOrderRequest
-
-    client.submit_order(MarketOrderRequest(symbol=symbol, qty=qty, side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
-    wait_for(lambda: any(p.symbol == symbol for p in client.get_all_positions()), 10, 0.05, f"{symbol} held")
+    with venue_services(tmp_path / "data", settings, seed=7) as svc:
+        yield svc, svc.broker.trading_client()  # the test's own client, outside the budget
 
 
 def test_emergency_spending_takes_the_reserve_then_overdraws_never_refuses():
@@ -67,13 +40,10 @@ def test_emergency_spending_takes_the_reserve_then_overdraws_never_refuses():
 def test_kill_spends_the_shared_bucket_reserve_included(world):
     svc, client = world
     router = Router()
-    gen = router.next_generation("emergency_stop")
-    ref = EmergencyStop.start(ActorContext(name="emergency_stop", generation=gen, router=router,
-                                           notify=lambda _m: None, extras={"services": svc}))
-    router.register("emergency_stop", ref, gen)
+    ref = start_actor(router, EmergencyStop, "emergency_stop", {"services": svc})
     try:
-        _hold(client, "AAPL", 5)
-        _hold(client, "SPY", 2)
+        hold(client, "AAPL", 5)
+        hold(client, "SPY", 2)
         # The same bucket the order manager and the reconciler draw from.
         bucket = shared_bucket(svc.broker.key, RATE, RESERVE)
         ordinary = limit_client(svc.broker.trading_client(), bucket, max_wait_s=0.0)
@@ -98,7 +68,7 @@ def test_kill_spends_the_shared_bucket_reserve_included(world):
 def test_liquidation_without_an_actor_is_counted_and_not_refused_on_an_empty_bucket(world):
     """The root's exhaustion hook and `ctl kill`'s fallback build their own client."""
     svc, client = world
-    _hold(client, "AAPL", 3)
+    hold(client, "AAPL", 3)
     bucket = shared_bucket(svc.broker.key, RATE, RESERVE)
     while bucket.take_emergency():
         pass
