@@ -122,7 +122,7 @@ class OrderManager(StockadeActor):
     @handles(OrderIntent)
     def on_intent(self, intent: OrderIntent) -> None:
         coid = broker_orders.client_order_id(intent.intent_id)
-        if self.store.orders.get(coid) is not None:
+        if self.store.orders.has(coid):
             log.info("order %s already in the ledger; not sent again", coid)
             return
         state = self.svc.trading_state().state
@@ -269,7 +269,7 @@ class OrderManager(StockadeActor):
                                                         broker_order_id=broker_id), txn=txn)
             self.store.put_order(updated, txn=txn)
             for leg in order.legs or ():
-                if self.store.orders.get(leg.client_order_id, txn=txn) is None:
+                if not self.store.orders.has(leg.client_order_id, txn=txn):
                     # Unfilled here: its fills, if any, are recorded by _apply.
                     self.store.put_order(
                         broker_orders.record_from_order(leg, reason="bracket leg", parent_id=record.client_order_id,
@@ -347,7 +347,7 @@ class OrderManager(StockadeActor):
         if self.svc.trading_state().state == "HALTED" or not self.bucket.available(1):
             return
         coid = broker_orders.replacement_id(old.client_order_id, msg.stop_price)
-        if self.store.orders.get(coid) is not None:
+        if self.store.orders.has(coid):
             return
         now = time.time_ns()
         record = _replace(old, client_order_id=coid, intent_id="", state="intent", qty=old.qty - old.filled_qty,
@@ -505,7 +505,7 @@ class OrderManager(StockadeActor):
             if fill is None:
                 return
             position = self.store.positions.get(record.symbol, txn=txn)
-            if self.store.fills.get(fill.exec_id, txn=txn) is None:
+            if not self.store.fills.has(fill.exec_id, txn=txn):
                 self.store.fills.put(fill.exec_id, fill, txn=txn)
                 self.store.journal.append(FillRecorded(ts_ns=now, fill=fill), txn=txn)
                 if to_position:

@@ -337,7 +337,7 @@ class Reconciler(StockadeActor):
             store.equity.add(EquitySnapshot(ts_ns=now, equity=account.equity, cash=account.cash,
                                             buying_power=account.buying_power, last_equity=account.last_equity,
                                             positions_value=sum(p.market_value for p in held)), ts_ns=now, txn=txn)
-            if store.counters.get(today, txn=txn) is None:
+            if not store.counters.has(today, txn=txn):
                 # Alpaca's last_equity is the previous close: the day's start.
                 store.counters.put(today, DayCounters(date=today, start_equity=account.last_equity or account.equity,
                                                       updated_ns=now), txn=txn)

@@ -132,7 +132,7 @@ class Store:
     def put_order(self, record: OrderRecord, *, txn: lmdb.Transaction | None = None) -> None:
         """Store an order and keep the open-orders index in step (same transaction)."""
         def write(t: lmdb.Transaction) -> bool:
-            new = bool(record.intent_id) and self.orders.get(record.client_order_id, txn=t) is None
+            new = bool(record.intent_id) and not self.orders.has(record.client_order_id, txn=t)
             self.orders.put(record.client_order_id, record, txn=t)
             if record.state in OPEN:
                 self.open_index.put(record.client_order_id, record, txn=t)

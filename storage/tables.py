@@ -174,9 +174,15 @@ class Table(Generic[R]):
                 raw = rtxn.get(raw_key, db=self._db)
         return default if raw is None else self.decode(key, raw)
 
-    def __contains__(self, key: Any) -> bool:
+    def has(self, key: Any, *, txn: lmdb.Transaction | None = None) -> bool:
+        """Whether `key` is stored (no decode)."""
+        if txn is not None:
+            return txn.get(self._key(key), db=self._db) is not None
         with self.env.read() as rtxn:
             return rtxn.get(self._key(key), db=self._db) is not None
+
+    def __contains__(self, key: Any) -> bool:
+        return self.has(key)
 
     def items(
         self,
