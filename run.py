@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         if exc.name and exc.name.split(".")[0] == "stockade":
             print(
                 "run.py: the stockade package is not installed; run the README's install line "
-                "(python3 -m venv .venv && .venv/bin/pip install -e .)",
+                "(python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e .)",
                 file=sys.stderr,
             )
             return 2

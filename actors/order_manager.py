@@ -28,7 +28,7 @@ Every REST call takes a token from the API key's shared budget
 (`broker.token_bucket`); ordinary orders never spend the emergency reserve.
 Retries (5xx, 429, timeouts, a spent local budget) wait an exponentially
 growing, fully jittered delay; any other 4xx is a definitive rejection,
-mapped to a reason (pdt, wash_trade, buying_power, insufficient_qty) and
+mapped to a reason (wash_trade, buying_power, insufficient_qty) and
 alerted.
 """
 
@@ -297,12 +297,9 @@ class OrderManager(StockadeActor):
                              symbol=record.symbol, side=record.side, status="rejected", qty=float(record.qty),
                              filled_qty=0.0, filled_avg_price=None, ts_ns=now, proposal_id=record.proposal_id,
                              reason=reason)
-        # The risk guard learns the reason (a "pdt" refusal means no more day
-        # trades today, whatever its own count says).
         self.tell("risk_guard", update)
         self.tell("ensemble_voter", update)
-        level = "CRITICAL" if reason == "pdt" else "WARNING"
-        self.tell("alerter", Alert(level, f"order-rejected:{reason}:{record.symbol}",
+        self.tell("alerter", Alert("WARNING", f"order-rejected:{reason}:{record.symbol}",
                                    f"order {record.side} {record.qty} {record.symbol} rejected ({reason}): {error}",
                                    NAME, now))
 

@@ -83,8 +83,9 @@ def limits_from_settings(risk: Any) -> RiskLimits:
         allow_short=risk.allow_short,
         cb_max_consecutive_failures=risk.circuit_breaker_failures,
         cb_cooloff_s=risk.circuit_breaker_cooloff_s,
-        pdt_equity_threshold=risk.pdt_min_equity,
-        pdt_enabled=risk.pdt_protection,
+        day_trade_budget=risk.day_trade_budget,
+        day_trade_window_days=risk.day_trade_window_days,
+        day_trade_budget_below_equity=risk.day_trade_budget_below_equity,
         max_orders_per_minute=risk.max_orders_per_min,
         loss_breaker_pct=risk.loss_breaker_pct,
         max_sector_pct=risk.max_sector_pct,
@@ -142,7 +143,7 @@ class RiskGuard(StockadeActor):
         self._refresh_calendar(client)
 
     def _refresh_calendar(self, client: Any = None) -> None:
-        """The broker's sessions for the PDT window (holidays skipped), once per exchange day.
+        """The broker's sessions for the day-trade window (holidays skipped), once per exchange day.
 
         With a client (setup) it fetches at once; from a handler it fetches on a
         thread of its own, so a slow broker cannot make this actor look hung.
@@ -151,29 +152,35 @@ class RiskGuard(StockadeActor):
         if self.calendar_day == today:
             return
         self.calendar_day = today  # one try a day: a failure falls back to weekdays
-        self.day_trades.prune(self.calendar.pdt_window(today))
+        self.day_trades.prune(self._day_trade_window(today))
 
         def fetch(client: Any) -> None:
             try:
                 from alpaca.trading.requests import GetCalendarRequest
 
                 client = client or self.svc.broker.trading_client()
-                rows = client.get_calendar(GetCalendarRequest(start=today - timedelta(days=14), end=today))
+                start = today - timedelta(days=2 * self.limits.day_trade_window_days + 5)
+                rows = client.get_calendar(GetCalendarRequest(start=min(start, today - timedelta(days=14)),
+                                                              end=today))
                 # one reference swap: the actor thread sees the old calendar or the new, never half
                 self.calendar = Calendar(session_from_calendar(r.date, r.open, r.close) for r in rows)
             except Exception as exc:
-                log.warning("risk: no broker calendar (%s); the PDT window counts weekdays", redact(exc))
+                log.warning("risk: no broker calendar (%s); the day-trade window counts weekdays", redact(exc))
 
         if client is not None:
             fetch(client)
         else:
             threading.Thread(target=fetch, args=(None,), name="risk-calendar", daemon=True).start()
 
+    def _day_trade_window(self, day: date) -> tuple[date, ...]:
+        return self.calendar.recent_sessions(day, self.limits.day_trade_window_days)
+
     def _stored_day_trades(self) -> dict[date, int]:
         today = exchange_day(time.time_ns())
         out: dict[date, int] = {}
         with self.svc.store.read() as txn:
-            for back in range(10):  # five business days span at most nine calendar days
+            # n sessions span fewer than 2n + 5 calendar days (weekends, holidays)
+            for back in range(2 * self.limits.day_trade_window_days + 5):
                 day = today - timedelta(days=back)
                 counters = self.svc.store.counters.get(day.isoformat(), txn=txn)
                 if counters is not None and counters.day_trades:
@@ -199,8 +206,6 @@ class RiskGuard(StockadeActor):
     @handles(OrderUpdate)
     def on_order_update(self, update: OrderUpdate) -> None:
         if update.status == "rejected":
-            if update.reason == "pdt":
-                self._pdt_refused(update)
             if self.breaker.record_order_failure(f"order rejected: {update.symbol}"):
                 self._failure_breaker_alert()
         elif update.status in ("accepted", "new", "filled", "partially_filled"):
@@ -222,12 +227,14 @@ class RiskGuard(StockadeActor):
             self.day_trades.opening_fill(update.symbol, fill, day)
         elif self.day_trades.closing_fill(update.symbol, fill, day, update.client_order_id):
             self._store_day_trades(day)
-            count = self.day_trades.count(self.calendar.pdt_window(day))
-            log.info("risk: day trade in %s (%d in the 5-day window)", update.symbol, count)
-            if count >= self.limits.pdt_max_daytrades and self._pdt_applies():
-                self._alert_once("pdt-limit", "WARNING",
-                                 f"{count} day trades in 5 business days: no more day trades "
-                                 f"below {self.limits.pdt_equity_threshold:,.0f} equity")
+            window = self.limits.day_trade_window_days
+            count = self.day_trades.count(self._day_trade_window(day))
+            log.info("risk: day trade in %s (%d in the last %d sessions)", update.symbol, count, window)
+            budget = self.limits.day_trade_budget
+            if 0 < budget <= count and self._day_trade_budget_applies():
+                self._alert_once("day-trade-budget", "WARNING",
+                                 f"{count} day trades in the last {window} sessions: the day-trade budget "
+                                 f"({budget}) is used up; no new entries until one leaves the window")
 
     def _store_day_trades(self, day: date) -> None:
         store, key, n = self.svc.store, day.isoformat(), self.day_trades.day_trades.get(day, 0)
@@ -244,19 +251,11 @@ class RiskGuard(StockadeActor):
 
         store.transact(write, durable=False)
 
-    def _pdt_refused(self, update: OrderUpdate) -> None:
-        day = exchange_day(time.time_ns())
-        self.day_trades.broker_refused(day)
-        log.error("risk: the broker refused %s %s as a pattern day trade (40310100); no day trades until "
-                  "the next exchange day", update.side, update.symbol)
-        self._alert_once("pdt-refused", "CRITICAL",
-                         f"broker refused {update.side} {update.symbol} as a pattern day trade (40310100): "
-                         "no new entries or same-day closes until the next exchange day")
-
-    def _pdt_applies(self) -> bool:
-        a = self.account
-        return bool(self.limits.pdt_enabled and a and min(a.equity, a.last_equity or a.equity)
-                    < self.limits.pdt_equity_threshold)
+    def _day_trade_budget_applies(self) -> bool:
+        a, below = self.account, self.limits.day_trade_budget_below_equity
+        if below <= 0:
+            return True
+        return bool(a and min(a.equity, a.last_equity or a.equity) < below)
 
     def _failure_breaker_alert(self) -> None:
         status = self.breaker.status()
@@ -360,7 +359,6 @@ class RiskGuard(StockadeActor):
         held = {p.symbol for p in positions}
         for symbol in self.day_trades.opened_today(day) - held:
             self.day_trades.position_gone(symbol)  # closed outside our orders (e.g. liquidated)
-        broker_count = self.account.daytrade_count if self.account else 0
         return RiskContext(
             now_ns=now,
             trading_state=state.state,
@@ -371,7 +369,7 @@ class RiskGuard(StockadeActor):
             start_of_day_equity=start_equity,
             orders_last_minute=self.rate.count(),
             breaker=self.breaker.status(),
-            pdt=self.day_trades.status(day, self.calendar.pdt_window(day), broker_count),
+            day_trades=self.day_trades.status(day, self._day_trade_window(day)),
             in_flight=tuple(sorted(in_flight)),
             stops=stops,
             minutes_to_close=self._minutes_to_close(),

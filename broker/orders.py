@@ -19,11 +19,12 @@ CLIENT_ID_PREFIX = "stk-"
 # Alpaca's error codes the order path acts on.
 DUPLICATE_CLIENT_ORDER_ID = 40010001
 ORDER_NOT_FOUND = 40410000
-PDT_DENIED = 40310100  # "trade denied due to pattern day trading protection"
 
 # Why the broker refused an order, from its code and message. The
-# risk guard and the operator act on these (see `rejection_reason`).
-REJECTION_REASONS = ("pdt", "wash_trade", "buying_power", "insufficient_qty", "other")
+# risk guard and the operator act on these (see `rejection_reason`). No "pdt":
+# Alpaca stopped refusing orders as pattern day trades (40310100) when FINRA
+# retired the rule in 2026; under intraday margin a refusal is buying power.
+REJECTION_REASONS = ("wash_trade", "buying_power", "insufficient_qty", "other")
 
 
 def client_order_id(intent_id: str) -> str:
@@ -168,8 +169,6 @@ def rejection_reason(code: int | None, message: str) -> str:
     """One of `REJECTION_REASONS` for a 4xx refusal (Alpaca shares 40310000
     between several causes, so the message decides those)."""
     text = message.lower()
-    if code == PDT_DENIED or "pattern day" in text:
-        return "pdt"
     if "wash trade" in text:
         return "wash_trade"
     if "buying power" in text:
@@ -209,7 +208,6 @@ def account_snapshot(account: Any) -> AccountSnapshot:
     """The risk guard's view of an alpaca-py `TradeAccount`."""
     return AccountSnapshot(
         equity=float(account.equity or 0), last_equity=float(account.last_equity or 0), cash=float(account.cash or 0),
-        buying_power=float(account.buying_power or 0), daytrade_count=int(account.daytrade_count or 0),
-        pattern_day_trader=bool(account.pattern_day_trader),
+        buying_power=float(account.buying_power or 0),
         trading_blocked=bool(account.trading_blocked or account.account_blocked), ts_ns=time.time_ns(),
     )

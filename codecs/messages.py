@@ -190,7 +190,7 @@ class OrderUpdate(Message, frozen=True):
     price: float | None = None  # price of this fill, for fill events
     fill_qty: float | None = None  # qty of this fill, for fill events
     proposal_id: str = ""  # the proposal behind our order ("" for legs and adopted orders)
-    # Why the broker rejected it (event "rejected"): pdt, wash_trade, buying_power,
+    # Why the broker rejected it (event "rejected"): wash_trade, buying_power,
     # insufficient_qty or other (stockade.broker.orders.REJECTION_REASONS); "" otherwise.
     reason: str = ""
 
@@ -208,8 +208,8 @@ class AccountSnapshot(Message, frozen=True):
     last_equity: float
     cash: float
     buying_power: float
-    daytrade_count: int
-    pattern_day_trader: bool
+    # No day-trade count or pattern-day-trader flag: Alpaca removed both from
+    # the account on 2026-07-06 (FINRA retired the PDT rule).
     trading_blocked: bool
     ts_ns: int
     # The broker's positions at the same moment, for marking them to newer

@@ -141,8 +141,10 @@ class RiskSettings(_Section):
     circuit_breaker_cooloff_s: float = 300.0
     max_orders_per_min: int = 30
     respect_market_hours: bool = True
-    pdt_protection: bool = True
-    pdt_min_equity: float = 25_000.0
+    # Optional self-imposed day-trade budget (quant/pdt.py); 0: off.
+    day_trade_budget: int = 0
+    day_trade_window_days: int = 5
+    day_trade_budget_below_equity: float = 0.0
     allow_short: bool = False
     loss_breaker_pct: float = 5.0
     max_sector_pct: float = 30.0
@@ -367,6 +369,9 @@ def _merge_over_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise SettingsError(f"settings: {section} = {_fmt(value)}: must be a table [{section}]")
         for key in value:
+            if (section, key) in REMOVED_KEYS:
+                raise SettingsError(f"settings: {section}.{key} = {_fmt(value[key])}: "
+                                    f"{REMOVED_KEYS[section, key]}")
             if key not in defaults[section]:
                 raise SettingsError(
                     f"settings: unknown key {section}.{key}{_did_you_mean(key, defaults[section])}"
@@ -377,6 +382,17 @@ def _merge_over_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
         merged[section] = {**default_table, **raw.get(section, {})}
     merged["risk"] = _risk_with_profile(raw.get("risk", {}), merged["risk"])
     return merged
+
+
+# Keys that no longer exist, with what to do instead. An error, never a silent
+# mapping: these guarded money, so the operator decides what replaces them.
+_PDT_GONE = ("removed: FINRA retired the pattern-day-trader rule and Alpaca no longer enforces it; "
+             "delete the key, or set risk.day_trade_budget = 3 and risk.day_trade_budget_below_equity = 25000 "
+             "for a self-imposed limit like the old rule (README, Risk)")
+REMOVED_KEYS: dict[tuple[str, str], str] = {
+    ("risk", "pdt_protection"): _PDT_GONE,
+    ("risk", "pdt_min_equity"): _PDT_GONE,
+}
 
 
 def _did_you_mean(word: str, candidates: Mapping[str, Any]) -> str:
@@ -582,7 +598,9 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     c.at_least("risk.circuit_breaker_failures", r.circuit_breaker_failures, 1)
     c.positive("risk.circuit_breaker_cooloff_s", r.circuit_breaker_cooloff_s)
     c.at_least("risk.max_orders_per_min", r.max_orders_per_min, 1)
-    c.non_negative("risk.pdt_min_equity", r.pdt_min_equity)
+    c.non_negative("risk.day_trade_budget", r.day_trade_budget)
+    c.at_least("risk.day_trade_window_days", r.day_trade_window_days, 1)
+    c.non_negative("risk.day_trade_budget_below_equity", r.day_trade_budget_below_equity)
     if r.profile not in RISK_PROFILES:
         c.fail("risk.profile", f"unknown profile (known: {', '.join(RISK_PROFILES)})")
     c.pct("risk.loss_breaker_pct", r.loss_breaker_pct)

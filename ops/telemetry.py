@@ -8,18 +8,23 @@ default) the actor base handles messages without touching OpenTelemetry at
 all: no provider, no span objects, no context switches; the router's
 `current_traceparent()` returns None at once.
 
-Configuration, `[telemetry]` settings first, then the standard variables:
+Configuration: on/off by the standard variables first (see `export_decision`),
+everything else by the `[telemetry]` settings first, then the variables:
 
 | what      | setting         | environment (first set wins)                                      | default |
 |-----------|-----------------|-------------------------------------------------------------------|---------|
-| on/off    | `enabled`       | `OTEL_SDK_DISABLED=true` turns it off whatever `enabled` says     | off     |
+| on/off    | `enabled`       | over the setting: `OTEL_SDK_DISABLED=true` off; `OTEL_TRACES_EXPORTER` `otlp` on, `none` off | off |
 | protocol  | `protocol`      | `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL` | `http/protobuf` |
 | endpoint  | `otlp_endpoint` | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT` | localhost:4318 (http) / :4317 (grpc) |
 | service   | `service_name`  | `OTEL_SERVICE_NAME`                                               | `stockade` |
 | headers   | (none: secrets) | `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, `OTEL_EXPORTER_OTLP_HEADERS`   | none    |
 
 A setting left empty defers to the environment. Headers (collector
-credentials) are read from the environment only and never logged.
+credentials) are read from the environment only and never logged. On/off
+is the exception, because the variables are how OpenTelemetry's and
+Jaeger's docs tell an operator to turn export on for one deployment (an
+environment file) without editing the shared settings file, whose `enabled`
+is a plain default.
 """
 
 from __future__ import annotations
@@ -466,6 +471,35 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() == "true"
 
 
+def export_decision(telemetry_settings: Any, env: Mapping[str, str] = os.environ) -> tuple[bool, str]:
+    """Whether to export traces, and why (for the log), first rule that speaks:
+
+    1. `OTEL_SDK_DISABLED=true`: off, whatever else is set (the SDK switch).
+    2. `OTEL_TRACES_EXPORTER` (a comma-separated list, as the OpenTelemetry
+       spec has it): naming `otlp` turns export on, `none` alone turns it
+       off. Exporters stockade does not have (`console`, `zipkin`) are
+       ignored with a warning, and leave the decision to the next rule.
+    3. `[telemetry] enabled`.
+
+    Unset, `OTEL_TRACES_EXPORTER` decides nothing: the spec's default
+    (`otlp`) would make every run export to localhost.
+    """
+    if _flag(env.get("OTEL_SDK_DISABLED")):
+        return False, "OTEL_SDK_DISABLED=true"
+    raw = env.get("OTEL_TRACES_EXPORTER", "")
+    names = {n.strip().lower() for n in raw.split(",") if n.strip()}
+    unknown = names - {"otlp", "none"}
+    if unknown:
+        log.warning("telemetry: OTEL_TRACES_EXPORTER=%s: stockade exports over OTLP only; %s ignored",
+                    raw.strip(), ", ".join(sorted(unknown)))
+    if "otlp" in names:
+        return True, f"OTEL_TRACES_EXPORTER={raw.strip()}"
+    if "none" in names:
+        return False, f"OTEL_TRACES_EXPORTER={raw.strip()}"
+    enabled = bool(telemetry_settings.enabled)
+    return enabled, f"telemetry.enabled = {'true' if enabled else 'false'}"
+
+
 def resolve_exporter_config(telemetry_settings: Any, env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """Protocol, endpoint, service name and headers: settings, then the OTEL_* variables, then defaults.
 
@@ -547,13 +581,14 @@ def setup(
     """Install tracing per the `[telemetry]` settings and OTEL_* variables;
     returns `shutdown(timeout_s=5)`.
 
-    Off (`enabled = false` or `OTEL_SDK_DISABLED=true`): nothing is installed
-    and shutdown does nothing. `exporter` replaces the OTLP exporter (tests, bench).
+    Off (see `export_decision`): nothing is installed and shutdown does
+    nothing. `exporter` replaces the OTLP exporter (tests, bench).
     """
     global ACTIVE
-    if not telemetry_settings.enabled or _flag(env.get("OTEL_SDK_DISABLED")):
-        if telemetry_settings.enabled:
-            log.info("telemetry: off (OTEL_SDK_DISABLED=true)")
+    on, why = export_decision(telemetry_settings, env)
+    if not on:
+        if why != "telemetry.enabled = false":  # say so when something overrode the settings file
+            log.info("telemetry: off (%s)", why)
         return lambda timeout_s=5.0: None
     try:
         resolved = resolve_exporter_config(telemetry_settings, env)
@@ -568,8 +603,8 @@ def setup(
     if exporter is None:
         exporter = make_exporter(resolved, telemetry_settings.export_timeout_s)
         # Never the headers: they may hold the collector's credentials.
-        log.info("telemetry: exporting traces over OTLP %s to %s (quote sample ratio %g)", resolved["protocol"],
-                 resolved["endpoint"], telemetry_settings.quote_sample_ratio)
+        log.info("telemetry: exporting traces over OTLP %s to %s (quote sample ratio %g; on by %s)",
+                 resolved["protocol"], resolved["endpoint"], telemetry_settings.quote_sample_ratio, why)
     provider, processor = build_provider(telemetry_settings, exporter, resolved["service_name"])
     trace.set_tracer_provider(provider)
     if trace.get_tracer_provider() is not provider:

@@ -1,7 +1,7 @@
 """The exchange's day and sessions, from the broker's calendar (pure).
 
-US equities live on New York time: a trading day, the PDT window and the
-daily counters all change at New York midnight, not UTC midnight (which
+US equities live on New York time: a trading day, the day-trade window and
+the daily counters all change at New York midnight, not UTC midnight (which
 falls at 19:00 or 20:00 New York, mid after-hours session). Sessions come
 from the broker's `/v2/calendar`, so holidays and early closes are the
 broker's, not a table of ours.
@@ -24,7 +24,6 @@ import msgspec
 
 NEW_YORK = ZoneInfo("America/New_York")
 NS_PER_S = 1_000_000_000
-PDT_WINDOW_DAYS = 5
 
 Phase = Literal["regular", "closed"]
 SessionPhase = Literal["regular", "pre", "post", "closed"]
@@ -136,11 +135,11 @@ class Calendar:
             return None
         return (s.close_ns - now_ns) / NS_PER_S / 60.0
 
-    def pdt_window(self, today: date, n: int = PDT_WINDOW_DAYS) -> tuple[date, ...]:
-        """`today` (if a session) and the sessions before it, `n` in all.
+    def recent_sessions(self, today: date, n: int) -> tuple[date, ...]:
+        """`today` (if a session) and the sessions before it, `n` in all (the day-trade window).
 
         Without calendar rows that far back, weekdays stand in for sessions
-        (the broker's own count still catches a trade this forgets).
+        (a holiday then counts as a day of the window).
         """
         days: list[date] = []
         d = today

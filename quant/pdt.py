@@ -1,15 +1,15 @@
-"""Pattern-day-trader accounting (pure).
+"""Day-trade accounting for the optional, self-imposed day-trade budget (pure).
 
 A day trade is opening and closing the same symbol on the same exchange
-day. FINRA flags an account under $25,000 that makes four of them within
-five business days; Alpaca refuses the order that would be the fourth
-(error 40310100). We count our own from fills, take the broker's
-`daytrade_count` whenever it is higher (it sees everything, including
-trades made outside stockade), and a 40310100 rejection locks out day
-trades for the rest of that exchange day.
+day. FINRA's pattern-day-trader rule (four in five business days under
+$25,000) was retired in 2026 for intraday margin standards (amended Rule
+4210); Alpaca no longer counts day trades, flags accounts or refuses an
+order as one (its account lost `daytrade_count` and `pattern_day_trader` on
+2026-07-06). What remains here is a speed bump an operator may choose:
+`[risk] day_trade_budget` (off by default), judged on stockade's own fills
+only. The module keeps its historical name.
 
-One closing order counts once, however many fills it takes (as Alpaca
-counts).
+One closing order counts once, however many fills it takes.
 """
 
 from __future__ import annotations
@@ -20,18 +20,11 @@ from typing import Iterable, Mapping
 import msgspec
 
 
-class PdtStatus(msgspec.Struct, frozen=True):
-    """What the PDT rule needs: the count and the same-day exposure."""
+class DayTradeStatus(msgspec.Struct, frozen=True):
+    """What the day-trade budget rule needs: the count and the same-day exposure."""
 
-    ours: int
-    broker: int
-    locked_out: bool  # the broker refused a day trade today (40310100)
+    count: int  # day trades in the budget's window of sessions
     opened_today: frozenset[str]  # symbols with shares opened today still held
-
-    @property
-    def count(self) -> int:
-        """The reconciled count: the broker's wins when it is higher."""
-        return max(self.ours, self.broker)
 
 
 class DayTradeCounter:
@@ -41,7 +34,6 @@ class DayTradeCounter:
         self.day_trades: dict[date, int] = dict(day_trades or {})
         self._opened: dict[str, tuple[date, float]] = {}  # symbol -> (day, |qty| opened that day, still held)
         self._counted_orders: dict[str, date] = {}  # closing order id -> its day
-        self._locked_day: date | None = None
 
     def opening_fill(self, symbol: str, qty: float, day: date) -> None:
         """A fill that grew the position (a buy into a long, a sell into a short)."""
@@ -67,18 +59,14 @@ class DayTradeCounter:
         """The position is flat by other means (liquidation seen at reconcile)."""
         self._opened.pop(symbol, None)
 
-    def broker_refused(self, day: date) -> None:
-        """The broker answered 40310100: no day trade for the rest of `day`."""
-        self._locked_day = day
-
     def count(self, window: Iterable[date]) -> int:
         return sum(self.day_trades.get(d, 0) for d in window)
 
     def opened_today(self, day: date) -> frozenset[str]:
         return frozenset(s for s, (d, q) in self._opened.items() if d == day and q > 0)
 
-    def status(self, today: date, window: Iterable[date], broker_count: int) -> PdtStatus:
-        return PdtStatus(self.count(window), broker_count, self._locked_day == today, self.opened_today(today))
+    def status(self, today: date, window: Iterable[date]) -> DayTradeStatus:
+        return DayTradeStatus(self.count(window), self.opened_today(today))
 
     def prune(self, window: Iterable[date]) -> None:
         """Forget days older than the window (and the orders counted on them)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from stockade.codecs.messages import AccountSnapshot, Position
 from stockade.quant.brackets import BracketParams
-from stockade.quant.pdt import PdtStatus
+from stockade.quant.pdt import DayTradeStatus
 from stockade.quant.risk_rules import RiskContext, RiskLimits, RiskRequest, evaluate
 from stockade.quant.stats import percentiles
 
@@ -20,15 +20,15 @@ def bench_risk_checks(n: int, seed: int = 5) -> dict[str, Any]:
     rng = random.Random(seed)
     now = time.time_ns()
     limits = RiskLimits(max_open_positions=10, max_sector_pct=30.0, max_portfolio_risk_pct=6.0,
-                        confidence_floor=0.5, target_volatility_pct=2.0,
+                        confidence_floor=0.5, target_volatility_pct=2.0, day_trade_budget=10,
                         sectors={"AAPL": "tech", "MSFT": "tech", "NVDA": "tech", "AMZN": "consumer", "SPY": "index"})
     brackets = BracketParams(method="percent", stop_pct=2.0, take_profit_pct=4.0)
     held = tuple(Position(s, 20.0, 100.0 + i, 20.0 * (100.0 + i)) for i, s in enumerate(SYMBOLS[:5]))
     ctx = RiskContext(
         now_ns=now, trading_state="ACTIVE", market_open=True,
-        account=AccountSnapshot(100_000.0, 100_000.0, 90_000.0, 180_000.0, 1, False, False, now),
+        account=AccountSnapshot(100_000.0, 100_000.0, 90_000.0, 180_000.0, False, now),
         positions=held, open_order_symbols=("GOOG",), start_of_day_equity=100_500.0, orders_last_minute=3,
-        pdt=PdtStatus(1, 1, False, frozenset({"AAPL"})), in_flight=("GOOG",),
+        day_trades=DayTradeStatus(1, frozenset({"AAPL"})), in_flight=("GOOG",),
         stops={s: 97.0 for s in SYMBOLS[:3]}, minutes_to_close=120.0,
     )
     requests = []

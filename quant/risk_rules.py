@@ -9,9 +9,9 @@ context and sends the verdict on.
 Exposure-reducing orders (opposite side of an existing position) are sized
 to close the position, carry no bracket, and pass the rules that exist to
 limit new exposure (spread, price range, position, sector and risk limits,
-daily loss, breakers, order rate, in-flight entry, close window): an
-operator who says REDUCING, or a losing day, must still be able to get out.
-Trading state, market clock, stale quote and PDT apply to every order.
+daily loss, breakers, order rate, in-flight entry, close window, day-trade
+budget): an operator who says REDUCING, or a losing day, must still be able
+to get out. Trading state, market clock and stale quote apply to every order.
 
 Two breakers, distinct on purpose: the *failure breaker* pauses entries
 after consecutive order failures (a broken order path); the *loss breaker*
@@ -42,7 +42,7 @@ import msgspec
 
 from stockade.codecs.messages import AccountSnapshot, Position, Proposal
 from stockade.quant.brackets import BracketParams, bracket_prices, round_price
-from stockade.quant.pdt import PdtStatus
+from stockade.quant.pdt import DayTradeStatus
 from stockade.quant.sizing import confidence_scale, position_size, volatility_scale
 
 Side = Literal["buy", "sell"]
@@ -67,9 +67,9 @@ class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     cb_max_losses: int = 3  # losing trades ...
     cb_loss_window_s: float = 1800.0  # ... within this window
     cb_cooloff_s: float = 900.0
-    pdt_equity_threshold: float = 25_000.0
-    pdt_max_daytrades: int = 3  # at this many, the next would flag the account
-    pdt_enabled: bool = True
+    day_trade_budget: int = 0  # self-imposed: most day trades in the window; 0: off
+    day_trade_window_days: int = 5  # exchange sessions the budget covers, today included
+    day_trade_budget_below_equity: float = 0.0  # the budget applies below this equity only; 0: always
     max_orders_per_minute: int = 30
     loss_breaker_pct: float = 5.0  # loss from start-of-day equity that liquidates everything
     max_sector_pct: float = 100.0
@@ -145,7 +145,7 @@ class RiskContext(msgspec.Struct, frozen=True, kw_only=True):
     start_of_day_equity: float | None = None  # falls back to account.last_equity
     orders_last_minute: int = 0
     breaker: BreakerStatus = BreakerStatus(False)
-    pdt: PdtStatus | None = None  # None: taken from the account (broker count only)
+    day_trades: DayTradeStatus | None = None  # None: none counted
     in_flight: tuple[str, ...] = ()  # symbols with an entry allowed but not yet settled
     stops: dict[str, float] = msgspec.field(default_factory=dict)  # symbol -> resting stop price
     minutes_to_close: float | None = None  # of today's session, when known and open
@@ -365,41 +365,36 @@ def rule_loss_breaker(equity: float, start_equity: float | None, breaker_pct: fl
     return _ok("loss_breaker", f"day loss {loss:.2f}% < loss breaker {breaker_pct:g}%")
 
 
-def rule_pdt(
-    equity: float, pdt: PdtStatus, reducing: bool, symbol: str, limits: RiskLimits
+def rule_day_trade_budget(
+    equity: float, day_trades: DayTradeStatus, reducing: bool, symbol: str, limits: RiskLimits
 ) -> RuleResult:
-    """Pattern day trader: under $25k, a 4th day trade in 5 business days flags the account.
+    """The self-imposed day-trade budget: at most `day_trade_budget` day trades
+    in the last `day_trade_window_days` sessions (off at 0).
 
-    `equity` should be the lower of today's and the previous close's (Alpaca
-    judges by the previous close). Closing a position opened today makes a
-    day trade, so it needs `count < max`. A new entry is bracketed, so its
-    exits may fire today: it counts as a potential day trade along with every
-    position opened today and still held, and needs `count + those + 1 <= max`.
-    After a 40310100 refusal, no day trade until the next exchange day.
+    No market rule is behind it any more (FINRA retired the pattern-day-trader
+    rule; Alpaca refuses nothing as a day trade): it is a speed bump against
+    overtrading. So it never holds an exit back: a new entry is bracketed and
+    its exits may fire today, so it reserves a day trade along with every
+    position opened today and still held, and needs `count + those + 1 <= budget`;
+    a close then always fits. `equity` is the lower of today's and the previous
+    close's, judged against `day_trade_budget_below_equity` when that is set.
     """
-    name = "pdt"
-    if not limits.pdt_enabled:
-        return _ok(name, "PDT protection is off")
-    if equity >= limits.pdt_equity_threshold:
-        return _ok(name, f"equity {_money(equity)} >= {_money(limits.pdt_equity_threshold)}: PDT does not apply")
-    count, cap = pdt.count, limits.pdt_max_daytrades
-    head = (f"equity {_money(equity)} < {_money(limits.pdt_equity_threshold)}, {count} day trades in 5 days "
-            f"(ours {pdt.ours}, broker {pdt.broker})")
+    name = "day_trade_budget"
+    budget, window = limits.day_trade_budget, limits.day_trade_window_days
+    if budget <= 0:
+        return _ok(name, "no day-trade budget set")
     if reducing:
-        if symbol not in pdt.opened_today:
-            return _ok(name, f"{head}; {symbol} was not opened today")
-        if pdt.locked_out:
-            return _no(name, f"{head}; the broker refused a day trade today (40310100)")
-        if count >= cap:
-            return _no(name, f"{head}; closing {symbol} opened today would be day trade {count + 1} > {cap}")
-        return _ok(name, f"{head}; closing {symbol} is day trade {count + 1} <= {cap}")
-    if pdt.locked_out:
-        return _no(name, f"{head}; the broker refused a day trade today (40310100): no new entries")
-    potential = count + len(pdt.opened_today - {symbol}) + 1
-    if potential > cap:
-        return _no(name, f"{head}, {len(pdt.opened_today)} position(s) opened today: a new bracketed entry "
-                         f"could make day trade {potential} > {cap}")
-    return _ok(name, f"{head}: at most {potential} day trades <= {cap}")
+        return _ok(name, "exits are never held back by the day-trade budget")
+    below = limits.day_trade_budget_below_equity
+    if below > 0 and equity >= below:
+        return _ok(name, f"equity {_money(equity)} >= {_money(below)}: the day-trade budget does not apply")
+    head = f"{day_trades.count} day trades in the last {window} sessions, budget {budget}"
+    opened = day_trades.opened_today - {symbol}
+    potential = day_trades.count + len(opened) + 1
+    if potential > budget:
+        return _no(name, f"{head}, {len(opened)} other position(s) opened today: a new bracketed entry "
+                         f"could make day trade {potential} > {budget}")
+    return _ok(name, f"{head}: at most {potential} day trades <= {budget}")
 
 
 def rule_sector(symbol: str, sector: str, sector_value: float, add_value: float, equity: float,
@@ -532,9 +527,9 @@ def evaluate(
             allowed=False, results=tuple(results), qty=0, reduce_only=reducing, entry=entry, stop_loss=None, take_profit=None
         )
     equity = acct.equity
-    pdt = ctx.pdt or PdtStatus(0, acct.daytrade_count, False, frozenset())
-    pdt_equity = min(equity, acct.last_equity) if acct.last_equity > 0 else equity
-    add(rule_pdt(pdt_equity, pdt, reducing, req.symbol, lim))
+    day_trades = ctx.day_trades or DayTradeStatus(0, frozenset())
+    budget_equity = min(equity, acct.last_equity) if acct.last_equity > 0 else equity
+    add(rule_day_trade_budget(budget_equity, day_trades, reducing, req.symbol, lim))
 
     if reducing:
         # Close the position; whole shares only (fractional remainder stays).

@@ -112,6 +112,8 @@ def position_json(pos: Position, ex: Exchange) -> dict[str, Any]:
 
 
 def account_json(view: AccountView, ex: Exchange) -> dict[str, Any]:
+    # As Alpaca's account is since 2026-07-06: no pattern_day_trader,
+    # daytrade_count, daytrading_buying_power (nor bod_dtbp) any more.
     st = view.state
     m = lambda x: num(round(x, 2))  # noqa: E731 - Alpaca reports account money in cents
     return {
@@ -122,16 +124,13 @@ def account_json(view: AccountView, ex: Exchange) -> dict[str, Any]:
         "currency": "USD",
         "buying_power": m(view.buying_power),
         "regt_buying_power": m(view.buying_power),
-        "daytrading_buying_power": "0",
         "effective_buying_power": m(view.buying_power),
         "non_marginable_buying_power": m(view.buying_power),
         "options_buying_power": m(view.buying_power),
-        "bod_dtbp": "0",
         "cash": m(st.cash),
         "accrued_fees": "0",
         "pending_transfer_in": "0",
         "portfolio_value": m(view.equity),
-        "pattern_day_trader": st.pattern_day_trader,
         "trading_blocked": False,
         "transfers_blocked": False,
         "account_blocked": False,
@@ -148,7 +147,6 @@ def account_json(view: AccountView, ex: Exchange) -> dict[str, Any]:
         "maintenance_margin": m(view.long_market_value * 0.3),
         "last_maintenance_margin": "0",
         "sma": "0",
-        "daytrade_count": view.daytrade_count,
         "balance_asof": ts(ex.clock.now_ns())[:10],
         "options_approved_level": 0,
         "options_trading_level": 0,

@@ -1,7 +1,7 @@
 """The paper venue's matching engine and account: pure logic, no asyncio, no threads.
 
 It holds one Alpaca-style paper account (cash, positions with average entry
-price, orders with Alpaca's state machine, fills, day-trade history) and
+price, orders with Alpaca's state machine and fills) and
 matches resting orders against the simulator's top of book. Everything that
 changes is reported twice: as a trade-update event through `on_event` (for the
 `/stream` websocket) and as a dirty mark that `take_changes()` hands to the
@@ -22,14 +22,12 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from stockade.venue.clock import is_nyse_trading_day
-
 NY = ZoneInfo("America/New_York")
 
-# Alpaca's PDT threshold and the window the day-trade count covers.
-PDT_EQUITY_THRESHOLD = 25_000.0
-PDT_WINDOW_BUSINESS_DAYS = 5
-PDT_MAX_DAY_TRADES = 3
+# No pattern-day-trader rule: FINRA retired it for intraday margin standards
+# (amended Rule 4210) and Alpaca stopped counting day trades, flagging accounts
+# and refusing orders with 40310100; its account lost `pattern_day_trader`,
+# `daytrade_count` and `daytrading_buying_power` on 2026-07-06.
 # Alpaca's after-hours session runs 4 h past the regular close (16:00-20:00; 13:00-17:00 on half days).
 EXTENDED_AFTER_CLOSE_NS = 4 * 3600 * 1_000_000_000
 # Alpaca values a market buy at 2.5-4 % above the market for the buying-power check.
@@ -97,7 +95,6 @@ class Order(msgspec.Struct, kw_only=True):
     leg_ids: list[str] = msgspec.field(default_factory=list)
     leg_role: str | None = None  # "take_profit" | "stop_loss"
     stop_triggered: bool = False
-    daytrade_counted: bool = False
 
     @property
     def remaining(self) -> int:
@@ -113,14 +110,12 @@ class Order(msgspec.Struct, kw_only=True):
 
 
 class Position(msgspec.Struct, kw_only=True):
-    """A long holding. `opened_today_qty` is what today's buys added (for day-trade counting)."""
+    """A long holding."""
 
     symbol: str
     asset_id: str
     qty: int
     avg_entry_price: float
-    opened_today_qty: int = 0
-    opened_on: str = ""  # ET trading date of opened_today_qty
 
 
 class Fill(msgspec.Struct, frozen=True, kw_only=True):
@@ -145,8 +140,6 @@ class AccountState(msgspec.Struct, kw_only=True):
     created_at_ns: int
     last_equity: float
     last_equity_date: str = ""  # ET date the last_equity belongs to
-    pattern_day_trader: bool = False
-    day_trades: dict[str, int] = msgspec.field(default_factory=dict)  # ET date -> count
 
 
 class TradeEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -221,7 +214,6 @@ class AccountView(msgspec.Struct, frozen=True, kw_only=True):
     equity: float
     long_market_value: float
     buying_power: float
-    daytrade_count: int
 
 
 # ---- helpers ------------------------------------------------------------------
@@ -235,17 +227,6 @@ def asset_id_for(symbol: str) -> str:
 def trading_date(ts_ns: int) -> dt.date:
     """The US/Eastern calendar date of a wall-clock instant."""
     return dt.datetime.fromtimestamp(ts_ns / 1e9, tz=NY).date()
-
-
-def business_days_back(day: dt.date, n: int) -> list[dt.date]:
-    """`day` (if a session) and the NYSE sessions before it, `n` in all: the PDT window."""
-    days: list[dt.date] = []
-    d = day
-    while len(days) < n:
-        if is_nyse_trading_day(d):
-            days.append(d)
-        d -= dt.timedelta(days=1)
-    return days
 
 
 class Exchange:
@@ -426,11 +407,6 @@ class Exchange:
         ref = q.ask if q is not None and q.ask > 0 else (o.stop_price or 0.0)
         return ref * MARKET_BUY_BP_MARGIN
 
-    def daytrade_count(self, now_ns: int | None = None) -> int:
-        today = trading_date(now_ns if now_ns is not None else self.clock.now_ns())
-        window = {d.isoformat() for d in business_days_back(today, PDT_WINDOW_BUSINESS_DAYS)}
-        return sum(n for day, n in self.account.day_trades.items() if day in window)
-
     def account_view(self) -> AccountView:
         self._roll_day()
         lmv = sum(self.position_value(p) for p in self.positions.values())
@@ -441,7 +417,6 @@ class Exchange:
             equity=equity,
             long_market_value=lmv,
             buying_power=bp,
-            daytrade_count=self.daytrade_count(),
         )
 
     # ---- submission ---------------------------------------------------------------
@@ -533,7 +508,6 @@ class Exchange:
             raise VenueError(422, 40010001, f"order_class {req.order_class} is not supported by this venue")
         if req.side == "sell":
             self._check_sell_qty(req.symbol, req.qty)
-            self._check_pdt(req)
         else:
             self._check_buying_power(req)
 
@@ -579,22 +553,6 @@ class Exchange:
         bp = max(0.0, self.account.cash - self.reserved_for_buys())
         if cost > bp + 1e-9:
             raise VenueError(403, 40310000, "insufficient buying power", buying_power=_num(bp), cost_basis=_num(cost))
-
-    def would_day_trade(self, symbol: str, side: str) -> bool:
-        """A sell now would close shares bought today, i.e. complete a day trade."""
-        if side != "sell":
-            return False  # no shorting, so a buy never closes a same-day position
-        pos = self.positions.get(symbol)
-        today = trading_date(self.clock.now_ns()).isoformat()
-        return bool(pos and pos.opened_on == today and pos.opened_today_qty > 0)
-
-    def _check_pdt(self, req: OrderRequest) -> None:
-        # Alpaca judges PDT against the previous close's equity (last_equity), so an
-        # intraday gain does not lift the protection.
-        if self.account.last_equity >= PDT_EQUITY_THRESHOLD:
-            return
-        if self.daytrade_count() >= PDT_MAX_DAY_TRADES and self.would_day_trade(req.symbol, req.side):
-            raise VenueError(403, 40310100, "trade denied due to pattern day trading protection")
 
     # ---- routing, cancels, replaces ----------------------------------------------------
 
@@ -792,10 +750,6 @@ class Exchange:
         lmv = sum(self.position_value(p) for p in self.positions.values())
         self.account.last_equity = self.account.cash + lmv
         self.account.last_equity_date = today
-        # Keep only the day trades that can still count.
-        window = business_days_back(dt.date.fromisoformat(today), PDT_WINDOW_BUSINESS_DAYS)
-        oldest = min(window).isoformat()
-        self.account.day_trades = {d: n for d, n in self.account.day_trades.items() if d >= oldest}
         self._dirty_account()
 
     # ---- matching ----------------------------------------------------------------------
@@ -843,7 +797,6 @@ class Exchange:
         return touch if touch >= order.limit_price - 1e-9 else None
 
     def _fill(self, order: Order, qty: int, price: float, ts_ns: int) -> None:
-        today = trading_date(ts_ns).isoformat()
         pos = self.positions.get(order.symbol)
         if order.side == "buy":
             self.account.cash -= qty * price
@@ -852,19 +805,9 @@ class Exchange:
                 self.positions[order.symbol] = pos
             pos.avg_entry_price = (pos.avg_entry_price * pos.qty + price * qty) / (pos.qty + qty)
             pos.qty += qty
-            if pos.opened_on != today:
-                pos.opened_on, pos.opened_today_qty = today, 0
-            pos.opened_today_qty += qty
         else:
             assert pos is not None
             self.account.cash += qty * price
-            if pos.opened_on == today and pos.opened_today_qty > 0:
-                if not order.daytrade_counted:
-                    order.daytrade_counted = True
-                    self.account.day_trades[today] = self.account.day_trades.get(today, 0) + 1
-                    if self.daytrade_count(ts_ns) > PDT_MAX_DAY_TRADES:
-                        self.account.pattern_day_trader = True
-                pos.opened_today_qty -= min(qty, pos.opened_today_qty)
             pos.qty -= qty
             if pos.qty == 0:
                 del self.positions[order.symbol]

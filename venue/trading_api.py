@@ -169,14 +169,12 @@ class TradingApi:
 
     async def get_account_configurations(self, request: web.Request) -> web.Response:
         return web.json_response(
-            {
-                "dtbp_check": "entry",
+            {  # dtbp_check and pdt_check were removed on 2026-07-06 with the PDT rule
                 "trade_confirm_email": "none",
                 "suspend_trade": False,
                 "no_shorting": True,
                 "fractional_trading": False,
                 "max_margin_multiplier": "1",
-                "pdt_check": "entry",
                 "ptp_no_exception_entry": False,
                 "max_options_trading_level": 0,
             }

@@ -99,8 +99,8 @@ def test_limited_client_sends_nothing_once_the_budget_is_spent():
 
 
 @pytest.mark.parametrize(("code", "message", "reason"), [
-    (40310100, "trade denied due to pattern day trading protection", "pdt"),
-    (40310000, "Pattern day trader restriction", "pdt"),
+    # Alpaca no longer refuses day trades (FINRA retired the PDT rule): an old code is just "other"
+    (40310100, "trade denied due to pattern day trading protection", "other"),
     (40310000, "potential wash trade detected. use complex orders", "wash_trade"),
     (40310000, "insufficient buying power", "buying_power"),
     (40310000, "insufficient qty available for order (requested: 10, available: 0)", "insufficient_qty"),
@@ -110,6 +110,7 @@ def test_limited_client_sends_nothing_once_the_budget_is_spent():
 def test_rejection_reasons(code, message, reason):
     assert rejection_reason(code, message) == reason
     assert reason in REJECTION_REASONS
+    assert "pdt" not in REJECTION_REASONS
 
 
 def test_real_venue_rejection_is_read_back_as_its_reason():
@@ -123,15 +124,14 @@ def test_real_venue_rejection_is_read_back_as_its_reason():
     key, secret = "PKREJECTTEST01", "reject-test-secret-01"
     venue = start_venue(VenueConfig(api_key=key, api_secret=secret, symbols=("AAPL",)))
     try:
-        venue.set_faults(reject_next={"status": 403, "code": 40310100,
-                                      "message": "trade denied due to pattern day trading protection"})
+        venue.set_faults(reject_next={"status": 403, "code": 40310000, "message": "insufficient buying power"})
         client = make_trading_client(key, secret, venue.base_url, timeout_s=5)
         with pytest.raises(APIError) as info:
             client.submit_order(build_request(OrderIntent(
                 intent_id="r1", symbol="AAPL", side="buy", qty=1, order_type="market", limit_price=None,
                 take_profit=None, stop_loss=None, reason="t", proposal_id="", quote_recv_ns=0), "stk-r1"))
         exc = info.value
-        assert rejection_reason(api_error_code(exc), api_message(exc)) == "pdt"
+        assert rejection_reason(api_error_code(exc), api_message(exc)) == "buying_power"
         assert not is_retryable(exc.status_code)
     finally:
         venue.stop()

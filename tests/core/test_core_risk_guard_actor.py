@@ -1,7 +1,7 @@
 """The RiskGuard actor in-process: real pykka actors, a real router, real lmdb in
 tmp_path; its peers (voter, order manager, alerter, kill switch) are recording
-actors. Loss alerts and the loss breaker, PDT with the broker's count and its
-40310100 refusal, in-flight entries, exchange-date counters, decision records."""
+actors. Loss alerts and the loss breaker, the optional day-trade budget (no
+pattern-day-trader rule), in-flight entries, exchange-date counters, decision records."""
 
 from __future__ import annotations
 
@@ -37,9 +37,12 @@ PEERS = ("ensemble_voter", "order_manager", "alerter", "emergency_stop", "reconc
 
 
 class Harness:
-    def __init__(self, tmp_path, **risk) -> None:
+    def __init__(self, tmp_path, day_trades_today: int = 0, **risk) -> None:
         self.settings = Settings(risk=RiskSettings(**risk))
         self.store = Store.open(tmp_path / "data")
+        if day_trades_today:  # as a previous run of the risk guard stored them
+            key = exchange_date(time.time_ns())
+            self.store.counters.put(key, DayCounters(date=key, day_trades=day_trades_today))
         self.svc = services(self.settings, self.store)
         self.router = Router()
         self.got: dict[str, queue.Queue] = {}
@@ -52,10 +55,10 @@ class Harness:
     def tell(self, msg) -> None:
         self.router.tell("risk_guard", msg, "test")
 
-    def market(self, equity=100_000.0, last_equity=100_000.0, daytrades=0) -> None:
+    def market(self, equity=100_000.0, last_equity=100_000.0) -> None:
         now = time.time_ns()
         self.tell(ClockSnapshot(True, now))
-        self.tell(AccountSnapshot(equity, last_equity, equity, equity * 2, daytrades, False, False, now))
+        self.tell(AccountSnapshot(equity, last_equity, equity, equity * 2, False, now))
 
     def propose(self, symbol="AAPL", side="buy", price=100.0) -> str:
         pid = uuid.uuid4().hex
@@ -101,8 +104,8 @@ class Harness:
 def make(tmp_path):
     made: list[Harness] = []
 
-    def factory(**risk) -> Harness:
-        h = Harness(tmp_path / str(len(made)), **risk)
+    def factory(day_trades_today: int = 0, **risk) -> Harness:
+        h = Harness(tmp_path / str(len(made)), day_trades_today, **risk)
         made.append(h)
         return h
 
@@ -143,29 +146,51 @@ def test_start_of_day_equity_is_the_exchange_dates_counter(make):
     assert r.rule == "daily_loss" and "vs start $103,000.00" in r.reason
 
 
-def test_pdt_uses_the_brokers_count(make):
-    h = make()
-    h.market(equity=20_000.0, last_equity=20_000.0, daytrades=3)
+def test_no_pattern_day_trader_rule_by_default(make):
+    """A $20,000 account with five day trades today trades on: the PDT rule is gone."""
+    h = make(day_trades_today=5)
+    h.market(equity=20_000.0, last_equity=20_000.0)
     r = h.verdict(h.propose())
-    assert not r.allowed and r.rule == "pdt" and "broker 3" in r.reason
-    h.market(equity=20_000.0, last_equity=20_000.0, daytrades=2)
-    assert h.verdict(h.propose()).allowed
+    assert r.allowed, r.reason
 
 
-def test_pdt_refusal_40310100_stops_day_trades_for_the_day(make):
-    h = make()
-    h.market(equity=20_000.0, last_equity=20_000.0, daytrades=0)
+def test_the_day_trade_budget_counts_stored_and_new_day_trades_and_alerts_once_used_up(make):
+    h = make(day_trades_today=2, day_trade_budget=3)
+    h.market(equity=200_000.0, last_equity=200_000.0)  # at any equity: no equity bound set
     pid = h.propose()
     intent = h.next("order_manager", OrderIntent)
     assert intent.proposal_id == pid
-    # the broker refuses it as a pattern day trade; the order manager maps 40310100 to reason "pdt"
-    h.tell(OrderUpdate(event="rejected", client_order_id="c1", broker_order_id="", symbol="AAPL", side="buy",
-                       status="rejected", qty=float(intent.qty), filled_qty=0.0, filled_avg_price=None,
-                       ts_ns=time.time_ns(), proposal_id=pid, reason="pdt"))
+    # the entry fills and its take-profit closes it the same day: day trade 3
+    now = time.time_ns()
+    h.store.positions.put("AAPL", PositionRecord(symbol="AAPL", qty=intent.qty, avg_entry_price=100.0, updated_ns=now))
+    h.tell(OrderUpdate(event="fill", client_order_id="buy-1", broker_order_id="b1", symbol="AAPL", side="buy",
+                       status="filled", qty=float(intent.qty), filled_qty=float(intent.qty), filled_avg_price=100.0,
+                       ts_ns=now, proposal_id=pid, fill_qty=float(intent.qty), price=100.0))
+    # AAPL, opened today, reserves a day trade: another entry could make a 4th (and, in
+    # mailbox order, this verdict means the fill above was counted)
+    r = h.verdict(h.propose(symbol="NVDA"))
+    assert not r.allowed and r.rule == "day_trade_budget" and "could make day trade 4 > 3" in r.reason
+    h.store.positions.delete("AAPL")
+    h.tell(OrderUpdate(event="fill", client_order_id="tp-1", broker_order_id="b2", symbol="AAPL", side="sell",
+                       status="filled", qty=float(intent.qty), filled_qty=float(intent.qty), filled_avg_price=101.0,
+                       ts_ns=now, fill_qty=float(intent.qty), price=101.0))
     a = h.next("alerter", Alert)
-    assert a.key == "risk-pdt-refused" and a.level == "CRITICAL"
+    assert (a.key, a.level) == ("risk-day-trade-budget", "WARNING")
+    assert "3 day trades in the last 5 sessions" in a.text
+    assert wait_for(lambda: (c := h.store.counters.get(exchange_date(time.time_ns()))) and c.day_trades == 3,
+                    10, 0.01, "day trade 3 stored")
     r = h.verdict(h.propose(symbol="MSFT"))
-    assert r.rule == "pdt" and "40310100" in r.reason
+    assert not r.allowed and r.rule == "day_trade_budget"
+    assert r.reason.startswith("3 day trades in the last 5 sessions, budget 3")
+
+
+def test_the_day_trade_budget_below_an_equity_is_the_old_guard_by_choice(make):
+    h = make(day_trades_today=3, day_trade_budget=3, day_trade_budget_below_equity=25_000.0)
+    h.market(equity=30_000.0, last_equity=30_000.0)
+    assert h.verdict(h.propose()).allowed
+    h.market(equity=24_000.0, last_equity=30_000.0)
+    r = h.verdict(h.propose(symbol="MSFT"))
+    assert not r.allowed and r.rule == "day_trade_budget"
 
 
 def test_no_second_entry_while_one_is_in_flight(make):
@@ -224,7 +249,7 @@ def test_a_crash_seen_in_proposals_blocks_entries_and_asks_for_the_brokers_figur
     h.tell(ClockSnapshot(True, now))
     # 200 SPY at 500 = 100k of a 200k account; the day starts at 200k.
     spy = Position("SPY", 200.0, 500.0, market_value=100_000.0)
-    h.tell(AccountSnapshot(200_000.0, 200_000.0, 100_000.0, 200_000.0, 0, False, False, now, positions=(spy,)))
+    h.tell(AccountSnapshot(200_000.0, 200_000.0, 100_000.0, 200_000.0, False, now, positions=(spy,)))
     pid = h.propose("AAPL", price=100.0)
     assert h.next("order_manager", OrderIntent).proposal_id == pid  # nothing marked yet: allowed
     # SPY proposed at 450: the 200 shares are worth 10k less = 5% of start equity.
@@ -235,7 +260,7 @@ def test_a_crash_seen_in_proposals_blocks_entries_and_asks_for_the_brokers_figur
     assert tick.what == "reconcile"
     assert h.got["emergency_stop"].empty()  # no liquidation on a proposal's price alone
     # The broker's snapshot confirms the loss: now the breaker fires.
-    h.tell(AccountSnapshot(190_000.0, 200_000.0, 100_000.0, 190_000.0, 0, False, False, time.time_ns(),
+    h.tell(AccountSnapshot(190_000.0, 200_000.0, 100_000.0, 190_000.0, False, time.time_ns(),
                            positions=(Position("SPY", 200.0, 500.0, market_value=90_000.0),)))
     assert "loss breaker" in h.next("emergency_stop", Kill).reason
 
@@ -245,10 +270,10 @@ def test_a_snapshot_resets_the_marks(make):
     now = time.time_ns()
     h.tell(ClockSnapshot(True, now))
     spy = Position("SPY", 200.0, 500.0, market_value=100_000.0)
-    h.tell(AccountSnapshot(200_000.0, 200_000.0, 100_000.0, 200_000.0, 0, False, False, now, positions=(spy,)))
+    h.tell(AccountSnapshot(200_000.0, 200_000.0, 100_000.0, 200_000.0, False, now, positions=(spy,)))
     assert not h.verdict(h.propose("SPY", price=450.0)).allowed
     # The broker says SPY is back at 500: the stale crashed mark is forgotten.
-    h.tell(AccountSnapshot(200_000.0, 200_000.0, 100_000.0, 200_000.0, 0, False, False, time.time_ns(),
+    h.tell(AccountSnapshot(200_000.0, 200_000.0, 100_000.0, 200_000.0, False, time.time_ns(),
                            positions=(spy,)))
     pid = h.propose("AAPL", price=100.0)
     assert h.next("order_manager", OrderIntent).proposal_id == pid

@@ -75,7 +75,7 @@ def test_allowed_and_rejected_decisions_are_on_the_risk_guard_span(traced_guard)
     router, intents, spans = traced_guard
     now = time.time_ns()
     router.tell("risk_guard", ClockSnapshot(True, now), "test")
-    router.tell("risk_guard", AccountSnapshot(100_000.0, 100_000.0, 100_000.0, 200_000.0, 0, False, False, now),
+    router.tell("risk_guard", AccountSnapshot(100_000.0, 100_000.0, 100_000.0, 200_000.0, False, now),
                 "test")
 
     allowed = propose(router)

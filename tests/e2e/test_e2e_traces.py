@@ -6,6 +6,7 @@ or HTTP/protobuf), and the test follows the parent links of what arrived."""
 from __future__ import annotations
 
 import threading
+import tomllib
 from concurrent import futures
 
 import grpc
@@ -109,12 +110,15 @@ def check_fill_chain(chain: list) -> None:
 
 
 def test_grpc_by_otel_env_keeps_whole_traces_that_reach_the_risk_guard(short_dir):
-    """Sample ratio 0: no quote trace is kept at the head, yet every trace that
-    reached the risk guard arrives whole, and no other quote trace arrives."""
+    """Turned on and pointed by the standard variables alone, as Jaeger's docs say
+    (`[telemetry] enabled` stays false). Sample ratio 0: no quote trace is kept at
+    the head, yet every trace that reached the risk guard arrives whole, and no
+    other quote trace arrives."""
     receiver = GrpcReceiver()
-    settings = settings_text(None, voter=TRADE_OFTEN, telemetry={"enabled": True, "quote_sample_ratio": 0.0})
-    env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
-           "OTEL_SERVICE_NAME": "stockade-e2e"}
+    settings = settings_text(None, voter=TRADE_OFTEN, telemetry={"quote_sample_ratio": 0.0})
+    assert "enabled" not in tomllib.loads(settings)["telemetry"]  # the default, false
+    env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}", "OTEL_SERVICE_NAME": "stockade-e2e"}
     daemon = DaemonProcess(short_dir / "data", settings, env=env)
     try:
         daemon.wait_ready()
@@ -145,6 +149,7 @@ def test_grpc_by_otel_env_keeps_whole_traces_that_reach_the_risk_guard(short_dir
         quote_traces = [names for names in by_trace.values() if "quote_streamer FlushQuotes" in names]
         assert quote_traces and all("risk_guard Proposal" in names for names in quote_traces)
         assert "over OTLP grpc to http://127.0.0.1:" in daemon.log()
+        assert "on by OTEL_TRACES_EXPORTER=otlp" in daemon.log()
         assert receiver.spans.services == {"stockade-e2e"}
     finally:
         daemon.stop()

@@ -79,6 +79,9 @@ def test_weights_table_replaces_default(tmp_path):
         ("[risk]\nstop_loss_pct = nan\n", "settings: risk.stop_loss_pct = nan: must be > 0 and <= 100"),
         ("[voter.weights]\nmomentum = -1.0\n", "settings: voter.weights.momentum = -1.0: must be >= 0"),
         ("[alerts]\nsmtp_host = 'mail'\n", "settings: alerts.smtp_from = \"\": must be an e-mail address when alerts.smtp_host is set"),
+        ("[risk]\nday_trade_budget = -1\n", "settings: risk.day_trade_budget = -1: must be >= 0"),
+        ("[risk]\nday_trade_window_days = 0\n", "settings: risk.day_trade_window_days = 0: must be >= 1"),
+        ("[risk]\nday_trade_budget_below_equity = -1.0\n", "settings: risk.day_trade_budget_below_equity = -1.0: must be >= 0"),
     ],
 )
 def test_bad_values_name_key_and_value(tmp_path, text, expected):
@@ -112,6 +115,41 @@ def test_unknown_key_and_section_are_errors(tmp_path):
         load_settings(write(tmp_path, "[rsik]\nmax_positions = 5\n"))
     with pytest.raises(SettingsError, match=r"^settings: risk = 5: must be a table \[risk\]$"):
         load_settings(write(tmp_path, "risk = 5\n"))
+
+
+PDT_HINT = ("removed: FINRA retired the pattern-day-trader rule and Alpaca no longer enforces it; delete the key, "
+            "or set risk.day_trade_budget = 3 and risk.day_trade_budget_below_equity = 25000 for a self-imposed "
+            "limit like the old rule (README, Risk)")
+
+
+@pytest.mark.parametrize("text, key", [("pdt_protection = true", "risk.pdt_protection = true"),
+                                       ("pdt_protection = false", "risk.pdt_protection = false"),
+                                       ("pdt_min_equity = 25000.0", "risk.pdt_min_equity = 25000.0")])
+def test_the_removed_pdt_keys_are_refused_with_the_migration(tmp_path, text, key):
+    """A file copied from the old settings.toml names the old keys: refused, never mapped
+    silently, with one line that says what replaces them."""
+    with pytest.raises(SettingsError) as ei:
+        load_settings(write(tmp_path, f"[risk]\n{text}\n"))
+    assert str(ei.value) == f"settings: {key}: {PDT_HINT}"
+
+
+def test_an_old_settings_file_stops_the_daemon_with_exit_2_and_the_migration(tmp_path):
+    import subprocess
+    import sys
+
+    old = write(tmp_path, "[risk]\npdt_protection = true\npdt_min_equity = 25000.0\n")
+    proc = subprocess.run([sys.executable, str(REPO / "run.py"), "--settings", old, "--data-dir", str(tmp_path / "d")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "risk.pdt_protection = true: removed" in lines[0], proc.stderr
+    assert "risk.day_trade_budget" in lines[0]
+    assert not (tmp_path / "d").exists()  # refused before anything started
+
+
+def test_the_day_trade_budget_is_off_by_default():
+    r = Settings().risk
+    assert (r.day_trade_budget, r.day_trade_window_days, r.day_trade_budget_below_equity) == (0, 5, 0.0)
 
 
 def test_unreadable_and_invalid_toml(tmp_path):

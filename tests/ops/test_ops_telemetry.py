@@ -1,3 +1,4 @@
+import contextlib
 import http.server
 import logging
 import random
@@ -110,6 +111,39 @@ def test_otel_sdk_disabled_wins_over_the_setting(fresh_global_provider):
     assert telemetry.ACTIVE is not None
     shutdown()
     assert telemetry.ACTIVE is None
+
+
+@pytest.mark.parametrize("enabled, env, on, why", [
+    (False, {}, False, "telemetry.enabled = false"),
+    (True, {}, True, "telemetry.enabled = true"),
+    (False, {"OTEL_TRACES_EXPORTER": "otlp"}, True, "OTEL_TRACES_EXPORTER=otlp"),
+    (False, {"OTEL_TRACES_EXPORTER": " OTLP "}, True, "OTEL_TRACES_EXPORTER=OTLP"),
+    (False, {"OTEL_TRACES_EXPORTER": "console,otlp"}, True, "OTEL_TRACES_EXPORTER=console,otlp"),
+    (True, {"OTEL_TRACES_EXPORTER": "none"}, False, "OTEL_TRACES_EXPORTER=none"),
+    (True, {"OTEL_TRACES_EXPORTER": ""}, True, "telemetry.enabled = true"),  # set but empty: unset
+    (True, {"OTEL_TRACES_EXPORTER": "console"}, True, "telemetry.enabled = true"),  # not built in: the key decides
+    (False, {"OTEL_TRACES_EXPORTER": "zipkin"}, False, "telemetry.enabled = false"),
+    (True, {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"}, False, "OTEL_SDK_DISABLED=true"),
+    (False, {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "false"}, True, "OTEL_TRACES_EXPORTER=otlp"),
+])
+def test_export_decision_precedence(enabled, env, on, why):
+    assert telemetry.export_decision(TelemetrySettings(enabled=enabled), env) == (on, why)
+
+
+def test_an_exporter_stockade_does_not_have_is_named_in_a_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="stockade"):
+        telemetry.export_decision(TelemetrySettings(), {"OTEL_TRACES_EXPORTER": "console,zipkin"})
+    assert "OTEL_TRACES_EXPORTER=console,zipkin: stockade exports over OTLP only; console, zipkin ignored" \
+        in caplog.text
+
+
+def test_otel_traces_exporter_none_wins_over_enabled(fresh_global_provider, caplog):
+    with caplog.at_level(logging.INFO, logger="stockade"):
+        shutdown = telemetry.setup(TelemetrySettings(enabled=True), env={"OTEL_TRACES_EXPORTER": "none"},
+                                   exporter=InMemorySpanExporter())
+    assert telemetry.ACTIVE is None
+    assert "telemetry: off (OTEL_TRACES_EXPORTER=none)" in caplog.text
+    shutdown()
 
 
 # ---- spans, attributes, parents ---------------------------------------------------------
@@ -373,11 +407,22 @@ class _HttpCollector(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
 
 
-def test_real_otlp_http_export_with_headers_from_env_never_logged(fresh_global_provider, caplog):
+@contextlib.contextmanager
+def http_collector():
+    """A running `_HttpCollector`, stopped on the way out."""
     srv = _HttpCollector()
     t = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
     t.start()
     try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join(5)
+
+
+def test_real_otlp_http_export_with_headers_from_env_never_logged(fresh_global_provider, caplog):
+    with http_collector() as srv:
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{srv.server_port}",
                "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20tok-9f8e7d"}
         with caplog.at_level(logging.DEBUG, logger="stockade"):
@@ -385,10 +430,6 @@ def test_real_otlp_http_export_with_headers_from_env_never_logged(fresh_global_p
         with root_span("control status"):
             pass
         shutdown(timeout_s=5)
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        t.join(5)
     assert "tok-9f8e7d" not in caplog.text and "127.0.0.1" in caplog.text
     from stockade.broker.rest import redact
 
@@ -400,6 +441,26 @@ def test_real_otlp_http_export_with_headers_from_env_never_logged(fresh_global_p
     request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
     names = [s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
     assert names == ["control status"]
+
+
+def test_the_standard_variables_alone_turn_export_on_over_the_default_setting(fresh_global_provider, caplog):
+    """`OTEL_TRACES_EXPORTER=otlp` and an endpoint, as Jaeger's docs say, with `[telemetry]` left at
+    its defaults (`enabled = false`): spans reach the collector."""
+    with http_collector() as srv:
+        env = {"OTEL_TRACES_EXPORTER": "otlp",
+               "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{srv.server_port}/custom/traces",
+               "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}
+        with caplog.at_level(logging.INFO, logger="stockade"):
+            shutdown = telemetry.setup(TelemetrySettings(export_timeout_s=5), env=env)
+        assert telemetry.ACTIVE is not None
+        with root_span("control status"):
+            pass
+        shutdown(timeout_s=5)
+    assert "on by OTEL_TRACES_EXPORTER=otlp" in caplog.text
+    path, _headers, body = srv.posts[0]
+    assert path == "/custom/traces"  # the traces-specific endpoint, as is
+    request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+    assert [s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans] == ["control status"]
 
 
 class GrpcCollector(trace_service_pb2_grpc.TraceServiceServicer):

@@ -1,11 +1,24 @@
-"""Seeded market series and the pandas reference of every indicator and feature.
+"""Seeded market series and the reference of every indicator and feature.
 
-The reference is the textbook pandas formulation of each indicator, written
+The reference is the textbook formulation of each indicator, written
 independently of `stockade.quant.indicators`; conventions that pandas leaves
 as NaN (0/0) are filled the way the docstrings in indicators.py state.
+
+Where the computation is well-conditioned (means, EMAs, RSI, ratios) the
+reference is pandas. Where it is not, the spread of a window (std, the
+Bollinger bands and above all %B, whose denominator is that spread) is
+computed exactly instead: sums of the floats as they are, in decimal
+arithmetic that raises rather than rounds, then one square root and one
+quotient to 60 digits, rounded to a float once. pandas' rolling std is an
+online update whose residue changes between releases (pandas 3.1.1 puts
+%B 1.05e-9 off its exact 0.75 on `market(21, 3000)`), so it cannot be the
+yardstick there.
 """
 
 from __future__ import annotations
+
+from decimal import Context, Decimal, Inexact
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -50,16 +63,52 @@ def market(seed: int, n: int, start: float = 100.0, flat_start: int = 0) -> pd.D
     return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close, "volume": volume})
 
 
-def rolling_std(x: pd.Series, n: int, ddof: int = 1) -> pd.Series:
-    """`x.rolling(n).std(ddof)`, computed two-pass per window.
+# Sums and products of floats fit in far fewer digits than this (a double has at
+# most 767 significant decimal digits): an inexact result would raise, not round.
+_EXACT = Context(prec=4000, traps=[Inexact])
+# The square root and the final quotients: 60 digits, rounded to a float once.
+_ROUND = Context(prec=60)
+_TWO = Decimal(2)
 
-    pandas' own rolling std is an online update that leaves a residue on a
-    window of equal values (1.75e-06 instead of 0 on twenty closes of
-    90.10830303391153: `market(21, 3000)`, bar 244); the exact per-window
-    std is the reference the incremental code is held to.
+
+def exact_windows(x: Sequence[float], n: int) -> list[tuple[Decimal, Decimal] | None]:
+    """Per index, the last n values' sum S and n·Σ(x - mean)² = n·Σx² - S², both exact.
+
+    None while fewer than n values have been seen or a value in the window is NaN.
     """
-    # a window of equal values has exactly zero spread (numpy's mean can round off it)
-    return x.rolling(n).apply(lambda w: w.std(ddof=ddof) if w.min() != w.max() else 0.0, raw=True)
+    out: list[tuple[Decimal, Decimal] | None] = []
+    s = q = Decimal(0)
+    window: list[Decimal | None] = []
+    for v in x:
+        d = None if np.isnan(v) else Decimal(float(v))  # a float converts exactly
+        window.append(d)
+        if d is not None:
+            s, q = _EXACT.add(s, d), _EXACT.add(q, _EXACT.multiply(d, d))
+        if len(window) > n:
+            old = window.pop(0)
+            if old is not None:
+                s, q = _EXACT.subtract(s, old), _EXACT.subtract(q, _EXACT.multiply(old, old))
+        if len(window) < n or None in window:
+            out.append(None)
+        else:
+            out.append((s, _EXACT.subtract(_EXACT.multiply(Decimal(n), q), _EXACT.multiply(s, s))))
+    return out
+
+
+def _std(n_m2: Decimal, n: int, ddof: int) -> Decimal:
+    """sqrt(M2 / (n - ddof)) from n·M2, to 60 digits (exactly 0 for a window of equal values)."""
+    return _ROUND.sqrt(_ROUND.divide(n_m2, Decimal(n * (n - ddof))))
+
+
+def rolling_std(x: pd.Series, n: int, ddof: int = 1) -> pd.Series:
+    """`x.rolling(n).std(ddof)`, exact and then rounded to the nearest float.
+
+    A window of equal values has exactly zero spread (pandas' online update
+    leaves a residue there: 1.75e-06 on twenty closes of 90.10830303391153,
+    `market(21, 3000)`, bar 244).
+    """
+    vals = [np.nan if w is None else float(_std(w[1], n, ddof)) for w in exact_windows(x.to_numpy(), n)]
+    return pd.Series(vals, index=x.index, dtype=float)
 
 
 def wilder(x: pd.Series, n: int) -> pd.Series:
@@ -81,13 +130,30 @@ def macd(close: pd.Series, fast: int, slow: int, signal: int) -> pd.DataFrame:
     return pd.DataFrame({"macd": line.where(warm), "macd_signal": sig.where(warm), "macd_hist": (line - sig).where(warm)})
 
 
-def bollinger(close: pd.Series, n: int, k: float) -> pd.DataFrame:
-    mid = close.rolling(n).mean()
-    std = rolling_std(close, n, ddof=0)
-    upper, lower = mid + k * std, mid - k * std
-    span = upper - lower
-    pct_b = ((close - lower) / span).where(span != 0.0, 0.5).where(mid.notna())
-    return pd.DataFrame({"bb_upper": upper, "bb_mid": mid, "bb_lower": lower, "bb_width": span / mid, "pct_b": pct_b})
+def bollinger(close: pd.Series, n: int, k: float, ddof: int = 0) -> pd.DataFrame:
+    """Bands, width and %B from the exact window moments (see the module docstring).
+
+    %B = (x - lower) / (upper - lower) = (n·x - S + n·k·std) / (2·n·k·std):
+    its numerator cancels exactly, so only the square root and the quotient
+    round (to 60 digits). A window without spread has %B 0.5 and width 0.
+    """
+    nd, kd = Decimal(n), Decimal(float(k))
+    rows = []
+    for x, w in zip(close.to_numpy(), exact_windows(close.to_numpy(), n)):
+        if w is None:
+            rows.append((np.nan,) * 5)
+            continue
+        s, n_m2 = w
+        mean, half = _ROUND.divide(s, nd), _ROUND.multiply(kd, _std(n_m2, n, ddof))
+        upper, lower = _ROUND.add(mean, half), _ROUND.subtract(mean, half)
+        if half == 0:
+            pct_b, width = Decimal("0.5"), Decimal(0)
+        else:
+            top = _EXACT.subtract(_EXACT.multiply(nd, Decimal(float(x))), s)  # n·(x - mean), exactly
+            pct_b = _ROUND.divide(_ROUND.add(top, _ROUND.multiply(nd, half)), _ROUND.multiply(Decimal(2 * n), half))
+            width = _ROUND.divide(_ROUND.multiply(_TWO, half), mean) if mean != 0 else Decimal(0)
+        rows.append(tuple(float(v) for v in (upper, mean, lower, width, pct_b)))
+    return pd.DataFrame(rows, index=close.index, columns=["bb_upper", "bb_mid", "bb_lower", "bb_width", "pct_b"])
 
 
 def volume_ratio(volume: pd.Series, n: int) -> pd.Series:

@@ -70,7 +70,7 @@ def test_session_phase_from_the_calendar(day, hms, phase):
 
 
 def test_regular_only_phase_is_unchanged():
-    # `phase` keeps its regular/closed meaning: the PDT and close logic rely on it.
+    # `phase` keeps its regular/closed meaning: the day-trade window and close logic rely on it.
     assert CAL.phase(ny_ns(MONDAY, 9, 0)) == "closed"
     assert CAL.phase(ny_ns(MONDAY, 17, 0)) == "closed"
     assert CAL.phase(ny_ns(MONDAY, 10, 0)) == "regular"
@@ -107,7 +107,7 @@ def test_market_open_rule_by_phase():
 
 
 def account(equity: float = 100_000.0) -> AccountSnapshot:
-    return AccountSnapshot(equity, equity, equity, 2 * equity, 0, False, False, 0)
+    return AccountSnapshot(equity, equity, equity, 2 * equity, False, 0)
 
 
 def context_at(now: int, **kw) -> RiskContext:

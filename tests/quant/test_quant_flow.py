@@ -35,7 +35,7 @@ def test_bars_to_order_verdict():
     d = ens.vote("X", votes)
     assert d is not None and d.side == "buy" and d.models == ("momentum",)
 
-    acct = AccountSnapshot(100_000.0, 100_000.0, 100_000.0, 200_000.0, 0, False, False, t)
+    acct = AccountSnapshot(100_000.0, 100_000.0, 100_000.0, 200_000.0, False, t)
     ctx = RiskContext(now_ns=t + 1_000_000, trading_state="ACTIVE", market_open=True, account=acct)
     proposal = d.to_proposal("p1")
     assert proposal.atr == f.atr > 0  # the analyzer's ATR reaches the risk guard with the proposal

@@ -1,4 +1,4 @@
-"""Incremental indicators against pandas reference computations."""
+"""Incremental indicators against reference computations: pandas where well-conditioned, exact where not."""
 
 from __future__ import annotations
 
@@ -118,23 +118,21 @@ def test_macd_matches_pandas():
 
 
 @pytest.mark.parametrize("start", [100.0, 5000.0])
-def test_bollinger_matches_pandas(start):
+def test_bollinger_matches_pandas_mean_and_exact_spread(start):
     s = pd.Series(random_walk(6, start=start))
-    mid = s.rolling(20).mean()
-    std = s.rolling(20).std(ddof=0)
+    want = ref.bollinger(s, 20, 2.0)
     out = run(Bollinger(20, 2.0), s)
-    assert_series_match([v.mid if v else None for v in out], mid)
-    assert_series_match([v.upper if v else None for v in out], mid + 2 * std)
-    assert_series_match([v.lower if v else None for v in out], mid - 2 * std)
-    assert_series_match([v.width if v else None for v in out], 4 * std / mid)
+    assert_series_match([v.mid if v else None for v in out], s.rolling(20).mean())  # well-conditioned: pandas
+    for field, name in (("mid", "bb_mid"), ("upper", "bb_upper"), ("lower", "bb_lower"), ("width", "bb_width")):
+        assert_series_match([getattr(v, field) if v else None for v in out], want[name])
     # the std itself (not just mid +/- a small std) to 1e-9
-    assert_series_match([(v.upper - v.mid) / 2 if v else None for v in out], std)
+    assert_series_match([(v.upper - v.mid) / 2 if v else None for v in out], ref.rolling_std(s, 20, ddof=0))
 
 
 def test_bollinger_sample_std_option():
     s = pd.Series(random_walk(7))
     out = run(Bollinger(10, 1.5, ddof=1), s)
-    assert_series_match([(v.upper - v.mid) / 1.5 if v else None for v in out], s.rolling(10).std(ddof=1))
+    assert_series_match([(v.upper - v.mid) / 1.5 if v else None for v in out], ref.rolling_std(s, 10, ddof=1))
 
 
 def test_volume_ratio_matches_pandas():
@@ -229,17 +227,35 @@ def test_macd_matches_pandas_on_market_series(seed, n, start, flat, fast, slow, 
 
 @pytest.mark.parametrize("seed, n, start, flat", CASES)
 @pytest.mark.parametrize("period, k, ddof", [(20, 2.0, 0), (10, 1.5, 1), (2, 2.0, 0)])
-def test_bollinger_and_percent_b_match_pandas(seed, n, start, flat, period, k, ddof):
+def test_bollinger_and_percent_b_match_the_exact_reference(seed, n, start, flat, period, k, ddof):
+    """%B divides by the band span, which a nearly flat window makes tiny: ill-conditioned, so the
+    reference is exact (quant_reference.bollinger), not whichever pandas is installed."""
     c = market(seed, n, start, flat)["close"]
     out = run_probed(Bollinger(period, k, ddof), c)
-    mid = c.rolling(period).mean()
-    std = ref.rolling_std(c, period, ddof)
-    assert_series_match([v.mid if v else None for v in out], mid)
-    assert_series_match([(v.upper - v.mid) / k if v else None for v in out], std, abs_tol=1e-12 * start)
-    assert_series_match([v.lower if v else None for v in out], mid - k * std)
-    span = 2 * k * std
-    want_b = ((c - (mid - k * std)) / span).where(span != 0.0, 0.5).where(mid.notna())
-    assert_series_match([percent_b(x, v) if v else None for x, v in zip(c, out)], want_b, abs_tol=1e-9)
+    want = ref.bollinger(c, period, k, ddof)
+    assert_series_match([v.mid if v else None for v in out], c.rolling(period).mean())  # well-conditioned: pandas
+    assert_series_match([v.mid if v else None for v in out], want["bb_mid"])
+    assert_series_match([(v.upper - v.mid) / k if v else None for v in out], ref.rolling_std(c, period, ddof),
+                        abs_tol=1e-12 * start)
+    assert_series_match([v.lower if v else None for v in out], want["bb_lower"])
+    assert_series_match([v.upper if v else None for v in out], want["bb_upper"])
+    assert_series_match([percent_b(x, v) if v else None for x, v in zip(c, out)], want["pct_b"], abs_tol=1e-9)
+
+
+def test_the_exact_reference_is_exact():
+    """Over two values with k = 2, %B is 3/4 after a rise and 1/4 after a fall, exactly:
+    (b - (m - |b - a|)) / (2|b - a|) with m = (a + b) / 2. No float formula gets this
+    everywhere on a long series; the reference must."""
+    c = market(21, 3000)["close"]
+    want = ref.bollinger(c, 2, 2.0)["pct_b"].to_numpy()
+    x = c.to_numpy()
+    rise, fall = x[1:] > x[:-1], x[1:] < x[:-1]
+    assert rise.sum() > 1000 and fall.sum() > 1000
+    assert (want[1:][rise] == 0.75).all() and (want[1:][fall] == 0.25).all()
+    assert (want[1:][~rise & ~fall] == 0.5).all() and np.isnan(want[0])
+    # and the exact std of a flat window is exactly 0, where pandas' online update leaves a residue
+    flat = pd.Series([90.10830303391153] * 20 + [90.2] * 20 + [90.10830303391153] * 20)
+    assert (ref.rolling_std(flat, 20, ddof=0).iloc[[19, 39, 59]] == 0.0).all()
 
 
 def test_flat_window_has_exactly_zero_band_width_after_movement():

@@ -1,5 +1,5 @@
-"""Pattern-day-trader protection: the five-business-day window across a holiday,
-our own count from fills, the broker's count and its 40310100 refusal, and the
+"""The optional day-trade budget (the pattern-day-trader rule is gone): the
+window of sessions across a holiday, the count from our own fills, and the
 rule at its thresholds."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from datetime import date, datetime, time, timedelta, timezone
 import pytest
 
 from stockade.quant.market_hours import NEW_YORK, Calendar, exchange_date, exchange_day, session_from_calendar
-from stockade.quant.pdt import DayTradeCounter, PdtStatus
-from stockade.quant.risk_rules import RiskLimits, rule_pdt
+from stockade.quant.pdt import DayTradeCounter, DayTradeStatus
+from stockade.quant.risk_rules import RiskLimits, rule_day_trade_budget
 
-LIM = RiskLimits()
+LIM = RiskLimits(day_trade_budget=3)  # the budget is off by default
 THANKSGIVING = date(2026, 11, 26)  # NYSE closed; Friday the 27th closes at 13:00
 
 
@@ -56,15 +56,20 @@ def test_sessions_and_minutes_to_close_with_the_early_close():
     assert CAL.phase(ny_ns(date(2026, 11, 30), 9, 29)) == "closed"
 
 
-def test_pdt_window_skips_the_holiday_and_the_weekend():
-    assert CAL.pdt_window(date(2026, 12, 2)) == (
+def window(cal: Calendar, day: date, n: int = 5) -> tuple[date, ...]:
+    return cal.recent_sessions(day, n)
+
+
+def test_the_window_skips_the_holiday_and_the_weekend():
+    assert window(CAL, date(2026, 12, 2)) == (
         date(2026, 12, 2), date(2026, 12, 1), date(2026, 11, 30), date(2026, 11, 27), date(2026, 11, 25))
     # on a weekend day the window is the five sessions before it
-    assert CAL.pdt_window(date(2026, 11, 29))[0] == date(2026, 11, 27)
+    assert window(CAL, date(2026, 11, 29))[0] == date(2026, 11, 27)
+    assert window(CAL, date(2026, 12, 2), 2) == (date(2026, 12, 2), date(2026, 12, 1))
 
 
-def test_pdt_window_without_a_calendar_counts_weekdays():
-    assert Calendar(()).pdt_window(date(2026, 12, 2)) == (
+def test_the_window_without_a_calendar_counts_weekdays():
+    assert window(Calendar(()), date(2026, 12, 2)) == (
         date(2026, 12, 2), date(2026, 12, 1), date(2026, 11, 30), date(2026, 11, 27), THANKSGIVING)
 
 
@@ -99,10 +104,10 @@ def test_two_round_trips_in_one_symbol_are_two_day_trades():
 
 
 def test_four_day_trades_across_the_holiday_window():
-    """Day trades on Tue Nov 24, Wed Nov 25, Fri Nov 27 (early close), Tue Dec 1.
+    """Day trades on Tue Nov 24, Wed Nov 25, Fri Nov 27 (early close), Tue Dec 1, budget 3 in 5 sessions.
 
     On Wed Dec 2 the window is Dec 2, Dec 1, Nov 30, Nov 27, Nov 25 (Thanksgiving
-    and the weekend are not business days): three count, so a fourth is blocked.
+    and the weekend are not sessions): three count, so a fourth is blocked.
     On Thu Dec 3 Nov 25 has left the window: two count, and trading may go on.
     """
     c = DayTradeCounter()
@@ -110,52 +115,35 @@ def test_four_day_trades_across_the_holiday_window():
         c.opening_fill("AAPL", 1, d)
         c.closing_fill("AAPL", 1, d, f"o{i}")
     dec2, dec3 = date(2026, 12, 2), date(2026, 12, 3)
-    assert c.count(CAL.pdt_window(dec2)) == 3
-    assert not rule_pdt(20_000.0, c.status(dec2, CAL.pdt_window(dec2), 0), False, "MSFT", LIM).ok
-    assert c.count(CAL.pdt_window(dec3)) == 2
-    assert rule_pdt(20_000.0, c.status(dec3, CAL.pdt_window(dec3), 0), False, "MSFT", LIM).ok
+    assert c.count(window(CAL, dec2)) == 3
+    assert not rule_day_trade_budget(20_000.0, c.status(dec2, window(CAL, dec2)), False, "MSFT", LIM).ok
+    assert c.count(window(CAL, dec3)) == 2
+    assert rule_day_trade_budget(20_000.0, c.status(dec3, window(CAL, dec3)), False, "MSFT", LIM).ok
     # Counting weekdays instead of sessions would have dropped Nov 25 a day early
-    assert c.count(Calendar(()).pdt_window(dec2)) == 2
+    assert c.count(window(Calendar(()), dec2)) == 2
 
 
 def test_prune_forgets_days_out_of_the_window():
     c = DayTradeCounter({date(2026, 11, 16): 2, date(2026, 12, 1): 1})
-    c.prune(CAL.pdt_window(date(2026, 12, 2)))
+    c.prune(window(CAL, date(2026, 12, 2)))
     assert c.day_trades == {date(2026, 12, 1): 1}
-
-
-# ---- the broker's count and its refusal -----------------------------------------------------
-
-
-def test_the_broker_count_wins_when_higher():
-    assert PdtStatus(1, 3, False, frozenset()).count == 3
-    assert PdtStatus(3, 1, False, frozenset()).count == 3  # ours is higher (the broker has not caught up)
-    st = PdtStatus(1, 3, False, frozenset())
-    r = rule_pdt(20_000.0, st, False, "AAPL", LIM)
-    assert not r.ok and "(ours 1, broker 3)" in r.reason
-
-
-def test_a_40310100_refusal_locks_day_trades_until_the_next_exchange_day():
-    c = DayTradeCounter()
-    d = date(2026, 11, 25)
-    c.opening_fill("AAPL", 5, d)
-    c.broker_refused(d)
-    st = c.status(d, CAL.pdt_window(d), 0)
-    assert st.locked_out and st.count == 0
-    assert not rule_pdt(20_000.0, st, False, "MSFT", LIM).ok  # no new entry
-    r = rule_pdt(20_000.0, st, True, "AAPL", LIM)  # nor a same-day close
-    assert not r.ok and "40310100" in r.reason
-    nxt = date(2026, 11, 27)
-    assert not c.status(nxt, CAL.pdt_window(nxt), 0).locked_out
 
 
 # ---- the rule at its thresholds ---------------------------------------------------------------
 
 
+def test_off_by_default_at_any_count_and_equity():
+    for equity in (1_000.0, 24_999.99, 1e6):
+        r = rule_day_trade_budget(equity, DayTradeStatus(99, frozenset({"AAPL"})), False, "MSFT", RiskLimits())
+        assert r.ok and r.reason == "no day-trade budget set"
+
+
 @pytest.mark.parametrize("equity, applies", [(24_999.99, True), (25_000.0, False), (25_000.01, False)])
-def test_pdt_equity_threshold(equity, applies):
-    st = PdtStatus(3, 3, False, frozenset())
-    assert rule_pdt(equity, st, False, "AAPL", LIM).ok is not applies
+def test_the_optional_equity_bound(equity, applies):
+    lim = RiskLimits(day_trade_budget=3, day_trade_budget_below_equity=25_000.0)
+    assert rule_day_trade_budget(equity, DayTradeStatus(3, frozenset()), False, "AAPL", lim).ok is not applies
+    # without a bound the budget applies at any equity
+    assert not rule_day_trade_budget(equity, DayTradeStatus(3, frozenset()), False, "AAPL", LIM).ok
 
 
 @pytest.mark.parametrize("count, opened, ok", [
@@ -165,14 +153,16 @@ def test_pdt_equity_threshold(equity, applies):
     (3, frozenset(), False),
     (2, frozenset({"AAPL"}), True),  # adding to AAPL: it is one potential day trade already
 ])
-def test_pdt_new_entry_counts_potential_day_trades(count, opened, ok):
-    assert rule_pdt(20_000.0, PdtStatus(count, 0, False, opened), False, "AAPL", LIM).ok is ok
+def test_a_new_entry_counts_potential_day_trades(count, opened, ok):
+    assert rule_day_trade_budget(20_000.0, DayTradeStatus(count, opened), False, "AAPL", LIM).ok is ok
 
 
-@pytest.mark.parametrize("count, ok", [(2, True), (3, False)])
-def test_pdt_closing_a_position_opened_today(count, ok):
-    r = rule_pdt(20_000.0, PdtStatus(count, 0, False, frozenset({"AAPL"})), True, "AAPL", LIM)
-    assert r.ok is ok
+@pytest.mark.parametrize("count", [2, 3, 7])
+def test_an_exit_is_never_held_back(count):
+    """Closing a position opened today goes even past the budget: the budget is a speed bump,
+    not a reason to keep risk on (and each entry reserved its day trade anyway)."""
+    r = rule_day_trade_budget(20_000.0, DayTradeStatus(count, frozenset({"AAPL"})), True, "AAPL", LIM)
+    assert r.ok and r.reason == "exits are never held back by the day-trade budget"
 
 
 def test_exchange_day_of_a_fill_after_hours():

@@ -11,7 +11,7 @@ import pytest
 
 from stockade.codecs.messages import AccountSnapshot, Position
 from stockade.quant.brackets import BracketParams
-from stockade.quant.pdt import PdtStatus
+from stockade.quant.pdt import DayTradeStatus
 from stockade.quant.risk_rules import (
     RiskContext,
     RiskLimits,
@@ -33,8 +33,8 @@ NOW = 1_700_000_000 * S
 PCT = BracketParams(method="percent", stop_pct=2.0, take_profit_pct=4.0)
 
 
-def account(equity=100_000.0, last_equity=100_000.0, bp=200_000.0, daytrades=0):
-    return AccountSnapshot(equity, last_equity, equity, bp, daytrades, False, False, NOW)
+def account(equity=100_000.0, last_equity=100_000.0, bp=200_000.0):
+    return AccountSnapshot(equity, last_equity, equity, bp, False, NOW)
 
 
 def ctx(**kw):
@@ -228,17 +228,20 @@ def test_regime_scale_multiplies_with_the_others():
     assert _qty(size_scale=0.5, confidence=0.5, floor=0.5) == 186
 
 
-def test_pdt_status_default_uses_the_broker_count():
-    small = account(equity=20_000.0, last_equity=20_000.0, bp=40_000.0, daytrades=3)
-    v = evaluate(req(), ctx(account=small, start_of_day_equity=20_000.0), RiskLimits(), PCT)
-    assert v.first_failure.rule == "pdt" and "broker 3" in v.first_failure.reason
-    # PDT judged on the lower of today's and the previous close's equity (Alpaca uses the latter)
-    v = evaluate(req(), ctx(account=account(equity=30_000.0, last_equity=24_000.0, daytrades=3),
-                            start_of_day_equity=24_000.0), RiskLimits(), PCT)
-    assert v.first_failure.rule == "pdt"
-    ours = PdtStatus(3, 0, False, frozenset())
-    v = evaluate(req(), ctx(account=small, start_of_day_equity=20_000.0, pdt=ours),
-                 RiskLimits(pdt_enabled=False), PCT)
+def test_day_trade_budget_in_evaluate_is_off_by_default_and_judged_on_the_lower_equity():
+    ours = DayTradeStatus(3, frozenset())
+    small = account(equity=20_000.0, last_equity=20_000.0, bp=40_000.0)
+    assert evaluate(req(), ctx(account=small, start_of_day_equity=20_000.0, day_trades=ours), RiskLimits(),
+                    PCT).allowed
+    old_guard = RiskLimits(day_trade_budget=3, day_trade_budget_below_equity=25_000.0)
+    v = evaluate(req(), ctx(account=small, start_of_day_equity=20_000.0, day_trades=ours), old_guard, PCT)
+    assert v.first_failure.rule == "day_trade_budget"
+    # the lower of today's and the previous close's equity
+    v = evaluate(req(), ctx(account=account(equity=30_000.0, last_equity=24_000.0), start_of_day_equity=24_000.0,
+                            day_trades=ours), old_guard, PCT)
+    assert v.first_failure.rule == "day_trade_budget"
+    v = evaluate(req(), ctx(account=account(equity=30_000.0, last_equity=26_000.0), start_of_day_equity=26_000.0,
+                            day_trades=ours), old_guard, PCT)
     assert v.allowed
 
 

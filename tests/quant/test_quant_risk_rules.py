@@ -1,7 +1,7 @@
 """Every risk rule both ways, the full evaluation, and the failure breaker.
 
 The newer rules (loss breaker, sector, portfolio risk, in flight, close
-window, PDT window) and sizing scales are in test_quant_risk_limits.py.
+window, day-trade budget) and sizing scales are in test_quant_risk_limits.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from stockade.codecs.messages import AccountSnapshot, Position, Proposal
 from stockade.quant.brackets import BracketParams
-from stockade.quant.pdt import PdtStatus
+from stockade.quant.pdt import DayTradeStatus
 from stockade.quant.risk_rules import (
     BreakerStatus,
     CircuitBreaker,
@@ -27,7 +27,7 @@ from stockade.quant.risk_rules import (
     rule_max_open_positions,
     rule_max_position,
     rule_order_rate,
-    rule_pdt,
+    rule_day_trade_budget,
     rule_price_range,
     rule_short,
     rule_spread,
@@ -48,8 +48,8 @@ class FakeClock:
         return self.t
 
 
-def account(equity=100_000.0, last_equity=100_000.0, bp=200_000.0, daytrades=0, blocked=False):
-    return AccountSnapshot(equity, last_equity, equity, bp, daytrades, False, blocked, NOW)
+def account(equity=100_000.0, last_equity=100_000.0, bp=200_000.0, blocked=False):
+    return AccountSnapshot(equity, last_equity, equity, bp, blocked, NOW)
 
 
 def ctx(**kw):
@@ -140,19 +140,21 @@ def test_failure_breaker_rule():
     assert not r.ok and r.reason == "failure breaker tripped (3 consecutive order failures); 60 s of cool-off left"
 
 
-def test_pdt():
-    # (ours, broker, locked out, opened today and still held)
-    none, three = PdtStatus(0, 0, False, frozenset()), PdtStatus(3, 0, False, frozenset())
-    assert rule_pdt(30_000.0, PdtStatus(5, 5, False, frozenset()), False, "A", LIM).ok  # above $25k
-    assert rule_pdt(20_000.0, PdtStatus(2, 0, False, frozenset()), False, "A", LIM).ok
-    r = rule_pdt(20_000.0, three, False, "A", LIM)
-    assert not r.ok
-    assert r.reason == ("equity $20,000.00 < $25,000.00, 3 day trades in 5 days (ours 3, broker 0), "
-                        "0 position(s) opened today: a new bracketed entry could make day trade 4 > 3")
-    r = rule_pdt(20_000.0, PdtStatus(3, 0, False, frozenset({"A"})), True, "A", LIM)
-    assert not r.ok and "closing A opened today would be day trade 4 > 3" in r.reason
-    assert rule_pdt(20_000.0, PdtStatus(3, 0, False, frozenset({"B"})), True, "A", LIM).ok  # held overnight
-    assert rule_pdt(20_000.0, none, False, "A", msgspec.structs.replace(LIM, pdt_enabled=False)).ok
+def test_day_trade_budget():
+    # (day trades in the window, symbols opened today and still held)
+    three = DayTradeStatus(3, frozenset())
+    assert rule_day_trade_budget(20_000.0, three, False, "A", LIM).ok  # off by default
+    on = msgspec.structs.replace(LIM, day_trade_budget=3)
+    assert rule_day_trade_budget(20_000.0, DayTradeStatus(2, frozenset()), False, "A", on).ok
+    r = rule_day_trade_budget(20_000.0, three, False, "A", on)
+    assert not r.ok and r.rule == "day_trade_budget"
+    assert r.reason == "3 day trades in the last 5 sessions, budget 3, 0 other position(s) opened today: " \
+                       "a new bracketed entry could make day trade 4 > 3"
+    # an exit is never held back, not even one that makes a day trade past the budget
+    assert rule_day_trade_budget(20_000.0, DayTradeStatus(3, frozenset({"A"})), True, "A", on).ok
+    below = msgspec.structs.replace(on, day_trade_budget_below_equity=25_000.0)
+    assert rule_day_trade_budget(30_000.0, three, False, "A", below).ok  # above the equity it applies below
+    assert not rule_day_trade_budget(20_000.0, three, False, "A", below).ok
 
 
 def test_order_rate():
@@ -179,7 +181,7 @@ def test_evaluate_allows_and_sizes_a_clean_buy():
     assert v.qty == 99 and not v.reduce_only
     assert v.first_failure is None
     names = [r.rule for r in v.results]
-    for rule in ("trading_state", "market_open", "stale_quote", "pdt", "spread", "price_range", "short_selling",
+    for rule in ("trading_state", "market_open", "stale_quote", "day_trade_budget", "spread", "price_range", "short_selling",
                  "max_positions", "gross_exposure", "daily_loss", "loss_breaker", "failure_breaker", "order_rate",
                  "in_flight", "close_window", "sizing", "max_position", "sector", "portfolio_risk"):
         assert rule in names
@@ -226,12 +228,16 @@ def test_evaluate_existing_position_uses_up_room():
     assert {r.rule for r in v.failures} == {"sizing", "max_position"}
 
 
-def test_evaluate_breaker_and_pdt_and_account():
+def test_evaluate_breaker_and_day_trade_budget_and_account():
     v = evaluate(req(), ctx(breaker=BreakerStatus(True, "3 losing trades", NOW + 10 * S)), LIM)
     assert not v.allowed and v.first_failure.rule == "failure_breaker"
-    small = account(equity=20_000.0, last_equity=20_000.0, bp=40_000.0, daytrades=3)
-    v = evaluate(req(), ctx(account=small, start_of_day_equity=20_000.0), LIM)
-    assert not v.allowed and v.first_failure.rule == "pdt"
+    small = account(equity=20_000.0, last_equity=20_000.0, bp=40_000.0)
+    three = DayTradeStatus(3, frozenset())
+    # no pattern-day-trader rule any more: a small account with three day trades may trade on
+    assert evaluate(req(), ctx(account=small, start_of_day_equity=20_000.0, day_trades=three), LIM).allowed
+    v = evaluate(req(), ctx(account=small, start_of_day_equity=20_000.0, day_trades=three),
+                 msgspec.structs.replace(LIM, day_trade_budget=3))
+    assert not v.allowed and v.first_failure.rule == "day_trade_budget"
     v = evaluate(req(), ctx(account=None), LIM)
     assert not v.allowed and v.failures[-1].reason == "no account snapshot yet"
 

@@ -1,4 +1,4 @@
-"""Unit tests of the venue's Exchange: matching per order type, partial fills, OCO, PDT.
+"""Unit tests of the venue's Exchange: matching per order type, partial fills, OCO, no PDT rule.
 
 No server, no threads: a hand-driven clock and hand-made quotes.
 """
@@ -340,7 +340,7 @@ def test_replace_creates_a_new_order_and_ends_the_old_one():
     assert "replaced" in names(events)
 
 
-# ---- pattern day trading ------------------------------------------------------------------------
+# ---- no pattern day trading (FINRA retired the rule; Alpaca dropped it on 2026-07-06) ----------------
 
 
 def day_trade(ex: Exchange, clock: FakeClock) -> None:
@@ -349,45 +349,26 @@ def day_trade(ex: Exchange, clock: FakeClock) -> None:
     ex.submit(req(qty=1, side="sell"))
 
 
-def test_pdt_fourth_day_trade_is_refused_under_25k():
+def test_day_trades_are_never_refused_or_counted_even_under_25k():
     ex, clock, _ = make(cash=10_000)
-    for _ in range(3):
+    for _ in range(6):  # the old rule refused the 4th
         day_trade(ex, clock)
-    assert ex.daytrade_count() == 3
-    ex.submit(req(qty=1))
-    with pytest.raises(VenueError) as err:
-        ex.submit(req(qty=1, side="sell"))
-    assert (err.value.status, err.value.code) == (403, 40310100)
-    assert err.value.message == "trade denied due to pattern day trading protection"
+    assert "AAPL" not in ex.positions
+    view = ex.account_view()
+    assert view.equity == pytest.approx(10_000.0)
+    fields = set(msgspec.structs.asdict(view.state)) | set(msgspec.structs.asdict(view))
+    assert not fields & {"pattern_day_trader", "day_trades", "daytrade_count"}, fields
 
 
-def test_pdt_allows_closing_shares_bought_on_an_earlier_day():
-    ex, clock, _ = make(cash=10_000)
-    quote(ex, clock, 100.0, 100.0)
-    ex.submit(req(qty=1))
-    clock.now += 24 * 3600 * NS  # Thursday
-    for _ in range(3):
-        day_trade(ex, clock)
-    ex.submit(req(qty=1, side="sell"))  # yesterday's share: not a day trade
-    assert ex.daytrade_count() == 3
-
-
-def test_pdt_window_is_five_business_days():
-    ex, clock, _ = make(cash=10_000)
-    for _ in range(3):
-        day_trade(ex, clock)
-    clock.now += 7 * 24 * 3600 * NS  # next Wednesday: 5 sessions later, Wednesday's trades left the window
-    assert ex.daytrade_count() == 0
-    day_trade(ex, clock)
-    assert ex.daytrade_count() == 1
-
-
-def test_pdt_over_25k_flags_pattern_day_trader_instead():
-    ex, clock, _ = make(cash=100_000)
+def test_an_intraday_refusal_is_buying_power_only():
+    """Under intraday margin an order that does not fit is refused for buying power
+    (403 40310000), however many day trades came before it."""
+    ex, clock, _ = make(cash=1_000)
     for _ in range(4):
         day_trade(ex, clock)
-    assert ex.daytrade_count() == 4
-    assert ex.account.pattern_day_trader
+    with pytest.raises(VenueError) as err:
+        ex.submit(req(qty=20))
+    assert (err.value.status, err.value.code, err.value.message) == (403, 40310000, "insufficient buying power")
 
 
 def test_snapshot_restore_round_trip():

@@ -53,12 +53,42 @@ def filled(client, order_id) -> Order:
 # ---- account, assets -----------------------------------------------------------------------
 
 
+# Removed from Alpaca's account on 2026-07-06 (changelog: "Pattern day trading fields and
+# configurations removed"), and from its account configurations.
+PDT_ACCOUNT_FIELDS = {"pattern_day_trader", "daytrade_count", "daytrading_buying_power", "bod_dtbp",
+                      "last_daytrade_count", "last_daytrading_buying_power"}
+PDT_CONFIG_FIELDS = {"pdt_check", "dtbp_check"}
+
+
 def test_account_parses(venue):
     acct = sdk_client(venue).get_account()
     assert isinstance(acct, TradeAccount)
     assert acct.cash == "100000" and acct.equity == "100000" and acct.last_equity == "100000"
-    assert acct.status == "ACTIVE" and acct.daytrade_count == 0 and acct.pattern_day_trader is False
+    assert acct.status == "ACTIVE" and acct.daytrade_count is None and acct.pattern_day_trader is None
     assert float(acct.buying_power) == 100_000
+
+
+def test_account_has_no_pattern_day_trader_fields_and_stockade_reads_it(venue):
+    """The account as Alpaca sends it since 2026-07-06, through alpaca-py and stockade's own
+    client and snapshot, into a risk decision."""
+    from stockade.broker.orders import account_snapshot
+    from stockade.broker.rest import make_trading_client
+    from stockade.quant.risk_rules import RiskContext, RiskRequest, evaluate
+
+    raw = http(venue, "GET", "/v2/account").json()
+    assert not PDT_ACCOUNT_FIELDS & set(raw), sorted(PDT_ACCOUNT_FIELDS & set(raw))
+    config = http(venue, "GET", "/v2/account/configurations").json()
+    assert not PDT_CONFIG_FIELDS & set(config)
+    key, secret = venue.ctx.config.api_key, venue.ctx.config.api_secret
+    client = make_trading_client(key, secret, venue.base_url, timeout_s=5)
+    assert client.get_account_configurations().pdt_check is None
+    snap = account_snapshot(client.get_account())
+    assert (snap.equity, snap.last_equity, snap.cash, snap.buying_power, snap.trading_blocked) == \
+        (100_000.0, 100_000.0, 100_000.0, 100_000.0, False)
+    now = snap.ts_ns
+    verdict = evaluate(RiskRequest(symbol="AAPL", side="buy", price=100.0, bid=99.99, ask=100.01, quote_recv_ns=now),
+                       RiskContext(now_ns=now, trading_state="ACTIVE", market_open=True, account=snap))
+    assert verdict.allowed, verdict.failures
 
 
 def test_assets(venue):
@@ -271,21 +301,20 @@ def test_bad_keys_are_401(venue):
     assert (err.value.status_code, err.value.code) == (401, 40110000)
 
 
-def test_pdt_fourth_day_trade_refused(tmp_path, venue_keys):
+def test_a_fourth_day_trade_under_25k_is_not_refused(tmp_path, venue_keys):
+    """No pattern-day-trader rule: the old 40310100 refusal of the 4th is gone."""
     key, secret = venue_keys
     cfg = VenueConfig(api_key=key, api_secret=secret, data_dir=str(tmp_path / "v"), symbols=("AAPL",),
                       initial_cash=10_000.0, rate_limit_per_min=100_000)
     handle = start_venue(cfg)
     try:
         client = sdk_client(handle)
-        for _ in range(3):
+        for _ in range(4):
             filled(client, client.submit_order(market()).id)
             filled(client, client.submit_order(market(side=OrderSide.SELL)).id)
-        assert client.get_account().daytrade_count == 3
-        filled(client, client.submit_order(market()).id)
-        with pytest.raises(APIError) as err:
-            client.submit_order(market(side=OrderSide.SELL))
-        assert (err.value.status_code, err.value.code) == (403, 40310100)
+        acct = client.get_account()
+        assert acct.daytrade_count is None and acct.pattern_day_trader is None
+        assert client.get_all_positions() == []
     finally:
         handle.stop()
 
@@ -296,15 +325,15 @@ def test_pdt_fourth_day_trade_refused(tmp_path, venue_keys):
 def test_admin_faults_burst_429_and_reject_next(venue):
     client = sdk_client(venue)
     r = http(venue, "POST", "/admin/faults", json={"burst_429": 1,
-                                                   "reject_next": {"status": 403, "code": 40310100,
-                                                                   "message": "trade denied due to pattern day trading protection"}})
+                                                   "reject_next": {"status": 403, "code": 40310000,
+                                                                   "message": "insufficient buying power"}})
     assert r.status_code == 200 and r.json()["burst_429"] == 1
     with pytest.raises(APIError) as err:
         client.get_account()
     assert err.value.status_code == 429
     with pytest.raises(APIError) as err:
         client.submit_order(market())
-    assert (err.value.status_code, err.value.code) == (403, 40310100)
+    assert (err.value.status_code, err.value.code) == (403, 40310000)
     client.submit_order(market())  # the rejection was for the next order only
     assert http(venue, "GET", "/admin/faults").json()["reject_next"] is None
     assert http(venue, "GET", "/admin/faults", headers={"APCA-API-KEY-ID": "x"}).status_code == 401
