@@ -20,6 +20,7 @@ class VenueConfig(msgspec.Struct, frozen=True, kw_only=True):
     api_secret: str = ""
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
     quote_rate_hz: float = 4.0  # quotes per second per symbol
+    non_fractionable: tuple[str, ...] = ()  # symbols whose asset says fractionable=false
     clock: Literal["always_open", "nyse"] = "always_open"
     rate_limit_per_min: int = 200  # Alpaca's REST budget
     initial_cash: float = 100_000.0

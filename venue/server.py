@@ -317,6 +317,7 @@ def build_context(config: VenueConfig, faults: Faults | None = None) -> VenueCon
         seed=config.seed,
         partial_fill_prob=lambda: ctx.faults.partial_fill_prob,
         on_event=lambda ev: trade_stream.publish(ctx, ev),
+        non_fractionable=config.non_fractionable,
     )
     if config.data_dir:
         ctx.ledger = LedgerStore(config.data_dir)
