@@ -508,6 +508,9 @@ class Exchange:
         """
         self._roll_day()
         now = self.clock.now_ns()
+        if req.order_class == "oco" and req.type == "limit" and req.limit_price is None:
+            # An OCO's parent is its take-profit: Alpaca takes the limit from take_profit.
+            req = msgspec.structs.replace(req, limit_price=req.take_profit_limit)
         self._validate(req)
         cid = req.client_order_id or str(uuid.uuid4())
         if cid in self._by_client_id:
@@ -523,7 +526,7 @@ class Exchange:
             type=req.type,
             time_in_force=req.time_in_force,
             qty=req.qty,
-            limit_price=req.take_profit_limit if req.order_class == "oco" else req.limit_price,
+            limit_price=req.limit_price,
             stop_price=req.stop_price,
             status=status,
             order_class=req.order_class,
@@ -976,19 +979,20 @@ class Exchange:
     def _trail(self, order: Order, q: QuoteLike | None = None) -> None:
         """Move a trailing stop's high-water mark (the best touch seen) and its stop price."""
         q = q if q is not None else self.quotes.get(order.symbol)
-        if q is None or q.bid <= 0 or q.ask <= 0:
+        if q is not None and q.bid > 0 and q.ask > 0:
+            touch = q.bid if order.side == "sell" else q.ask
+            if order.hwm is None or (touch > order.hwm if order.side == "sell" else touch < order.hwm):
+                order.hwm = touch
+        if order.hwm is None:
             return
-        touch = q.bid if order.side == "sell" else q.ask
-        better = order.hwm is None or (touch > order.hwm if order.side == "sell" else touch < order.hwm)
-        if not better:
-            return
-        order.hwm = touch
         if order.trail_price is not None:
             offset = order.trail_price
         else:
-            offset = touch * (order.trail_percent or 0.0) / 100.0
-        order.stop_price = price_round(touch - offset if order.side == "sell" else touch + offset)
-        self._dirty_order(order)
+            offset = order.hwm * (order.trail_percent or 0.0) / 100.0
+        stop = price_round(order.hwm - offset if order.side == "sell" else order.hwm + offset)
+        if stop != order.stop_price:  # also after a PATCH of the trail
+            order.stop_price = stop
+            self._dirty_order(order)
 
     @staticmethod
     def _executable_price(order: Order, q: QuoteLike) -> float | None:
