@@ -957,6 +957,9 @@ class Exchange:
         if order.notional is not None and not order.qty:
             # The dollar amount becomes shares at the fill price (9 decimals, never more than paid for).
             order.qty = math.floor(order.notional / price * 10**QTY_DECIMALS) / 10**QTY_DECIMALS
+            held = self.positions.get(order.symbol)
+            if order.side == "sell" and held is not None:
+                order.qty = min(order.qty, held.qty)  # the bid fell since the check: sell what is there
             self._dirty_order(order)
         size = q.ask_size if order.side == "buy" else q.bid_size
         fill_qty = min(order.remaining, float(int(size))) if size and size > 0 else 0.0

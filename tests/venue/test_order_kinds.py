@@ -239,3 +239,15 @@ def test_non_fractionable_asset(venue_config):
         client.submit_order(market("SPY", qty=1))  # whole shares are fine
     finally:
         handle.stop()
+
+
+def test_notional_sell_takes_dollars_out_of_a_fractional_position(venue):
+    client = sdk_client(venue)
+    hold(client, venue, qty=3)
+    bid = current_quote(venue, "AAPL").bid
+    sold = order_status(client, client.submit_order(market(notional=round(bid, 2), side=OrderSide.SELL)).id,
+                        OrderStatus.FILLED)
+    assert sold.notional == str(round(bid, 2)) and 0.9 < float(sold.filled_qty) < 1.1
+    assert float(client.get_open_position("AAPL").qty) == pytest.approx(3 - float(sold.filled_qty), abs=1e-9)
+    err = api_error(lambda: client.submit_order(market(notional=round(bid * 5, 2), side=OrderSide.SELL)))
+    assert err.status_code == 403 and err.code == 40310000  # more dollars than the shares held are worth
