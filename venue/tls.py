@@ -50,10 +50,13 @@ def server_ssl_context(config: VenueConfig) -> ssl.SSLContext | None:
 
 def generate_self_signed(out_dir: Path, host: str = "127.0.0.1") -> tuple[Path, Path, Path]:
     """Write a new CA and a server certificate for the loopback names and `host`; (cert, key, ca)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    try:  # imported here: only a self-signed start needs it
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    except ImportError:
+        raise ValueError("a self-signed certificate needs the cryptography package (pip install cryptography)") from None
 
     now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)  # tolerate a little clock skew
     ca_key = ec.generate_private_key(ec.SECP256R1())
