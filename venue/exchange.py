@@ -645,7 +645,12 @@ class Exchange:
         _check_stop_limit(req)
 
     def _validate_oco(self, req: OrderRequest) -> None:
-        """An OCO: a take-profit limit and a stop-loss on shares already held (Alpaca: exits only)."""
+        """An OCO: a take-profit limit and a stop-loss on shares already held (Alpaca: exits only).
+
+        Rules from "Understand Orders" (type limit, both legs, the stop-loss
+        threshold against the take-profit and the market); the base-price text
+        is Alpaca's, the others follow the bracket messages' style.
+        """
         if req.type != "limit":
             # Alpaca: "The type parameter must always be 'limit'" (the take-profit's type).
             raise VenueError(422, 40010001, "oco orders must be limit orders")
@@ -665,7 +670,14 @@ class Exchange:
         _check_stop_limit(req)
 
     def _validate_fractional(self, req: OrderRequest) -> None:
-        """Fractional qty or notional: Alpaca's fractional rules (market DAY orders, fractionable assets)."""
+        """Fractional qty or notional: Alpaca's fractional rules (market DAY orders, fractionable assets).
+
+        The rules are the "Fractional Trading" page's: market orders, `day`
+        only, fractionable assets, at least $1, not in extended hours, qty and
+        notional mutually exclusive (HTTP 400). Of the texts, only "requested
+        asset is not fractionable" is documented; the others follow Alpaca's
+        style ("fractional orders must be DAY orders" as Alpaca answers it).
+        """
         if req.symbol in self.non_fractionable:
             raise VenueError(422, 40010001, "requested asset is not fractionable")  # Alpaca's documented text
         if req.notional is not None and req.notional < MIN_NOTIONAL:
