@@ -630,7 +630,7 @@ class Exchange:
         if kind == "oto" and (req.take_profit_limit is None) == (req.stop_loss_stop is None):
             # Alpaca: "Either of take_profit or stop_loss must be present"; both is a bracket.
             raise VenueError(422, 40010001, "oto orders require either take_profit.limit_price or stop_loss.stop_price")
-        if (req.take_profit_limit or 1) <= 0 or (req.stop_loss_stop or 1) <= 0:
+        if any(p is not None and p <= 0 for p in (req.take_profit_limit, req.stop_loss_stop)):
             raise VenueError(422, 40010001, f"{kind} leg prices must be > 0")
         q = self.quotes.get(req.symbol)
         base = req.limit_price if req.type == "limit" else (q.ask if q is not None else None)
