@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from stockade.venue.exchange import AccountView, Exchange, Order, Position, TradeEvent, asset_id_for
+from stockade.venue.exchange import AccountView, Exchange, Order, Position, TradeEvent, asset_id_for, qty_text
 
 EXCHANGE_OF = {"SPY": "ARCA"}  # everything else is listed on NASDAQ in the simulator
 
@@ -31,6 +31,11 @@ def num(x: float | int | None) -> str | None:
         return str(x)
     s = f"{x:.6f}".rstrip("0").rstrip(".")
     return "0" if s in ("", "-0") else s
+
+
+def qty_str(x: float | int | None) -> str | None:
+    """A quantity as Alpaca writes it: up to 9 decimals, no exponent ("1", "0.25")."""
+    return None if x is None else qty_text(x)
 
 
 def order_json(order: Order, ex: Exchange, *, nested: bool = True) -> dict[str, Any]:
@@ -54,9 +59,10 @@ def order_json(order: Order, ex: Exchange, *, nested: bool = True) -> dict[str, 
         "asset_id": order.asset_id,
         "symbol": order.symbol,
         "asset_class": "us_equity",
-        "notional": None,
-        "qty": num(order.qty),
-        "filled_qty": num(order.filled_qty),
+        "notional": num(order.notional),
+        # A notional order has no share count until it fills; Alpaca sends null then.
+        "qty": None if order.notional is not None and not order.qty else qty_str(order.qty),
+        "filled_qty": qty_str(order.filled_qty),
         "filled_avg_price": num(order.filled_avg_price),
         "order_class": order.order_class,
         "order_type": order.type,
@@ -69,9 +75,9 @@ def order_json(order: Order, ex: Exchange, *, nested: bool = True) -> dict[str, 
         "status": order.status,
         "extended_hours": order.extended_hours,
         "legs": legs,
-        "trail_percent": None,
-        "trail_price": None,
-        "hwm": None,
+        "trail_percent": num(order.trail_percent),
+        "trail_price": num(order.trail_price),
+        "hwm": num(order.hwm),
         "expires_at": None,
     }
 
@@ -95,8 +101,8 @@ def position_json(pos: Position, ex: Exchange) -> dict[str, Any]:
         "exchange": EXCHANGE_OF.get(pos.symbol, "NASDAQ"),
         "asset_class": "us_equity",
         "asset_marginable": True,
-        "qty": num(pos.qty),
-        "qty_available": num(pos.qty - ex.held_for_orders(pos.symbol)),
+        "qty": qty_str(pos.qty),
+        "qty_available": qty_str(max(0.0, pos.qty - ex.held_for_orders(pos.symbol))),
         "avg_entry_price": num(round(pos.avg_entry_price, 6)),
         "side": "long",
         "market_value": num(round(value, 4)),
@@ -155,7 +161,7 @@ def account_json(view: AccountView, ex: Exchange) -> dict[str, Any]:
     }
 
 
-def asset_json(symbol: str) -> dict[str, Any]:
+def asset_json(symbol: str, fractionable: bool = True) -> dict[str, Any]:
     return {
         "id": asset_id_for(symbol),
         "class": "us_equity",
@@ -170,7 +176,7 @@ def asset_json(symbol: str) -> dict[str, Any]:
         "margin_requirement_short": "100",
         "shortable": False,
         "easy_to_borrow": False,
-        "fractionable": False,
+        "fractionable": fractionable,
         "attributes": [],
     }
 
@@ -185,6 +191,6 @@ def trade_update_json(ev: TradeEvent, ex: Exchange) -> dict[str, Any]:
     if ev.execution_id is not None:
         data["execution_id"] = ev.execution_id
         data["price"] = num(ev.price)
-        data["qty"] = num(ev.qty)
-        data["position_qty"] = num(ev.position_qty)
+        data["qty"] = qty_str(ev.qty)
+        data["position_qty"] = qty_str(ev.position_qty)
     return data

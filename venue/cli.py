@@ -3,11 +3,15 @@
     python run.py venue [--host 127.0.0.1] [--port N] [--seed S] [--data-dir D]
                         [--api-key K --api-secret S] [--symbols A,B]
                         [--quote-rate HZ] [--clock always_open|nyse] [--settings FILE]
+                        [--tls-cert PEM --tls-key PEM | --tls-self-signed DIR] [--no-access-log]
 
 The key pair comes from the flags or APCA_API_KEY_ID / APCA_API_SECRET_KEY.
 `--settings` may hold a `[venue]` table whose keys are VenueConfig's field
 names; flags win over it. Prints one line with the URLs to use (never the
 secret), runs until SIGINT/SIGTERM, exits 0. Usage or settings errors exit 2.
+With TLS the URLs are https:// and wss://; `--tls-self-signed DIR` writes the
+CA a client must trust to DIR/ca.pem. Each request is logged at INFO (method,
+path, status, latency) unless `--no-access-log` (or `access_log = false`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 import os
 import sys
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -42,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quote-rate", type=float, help="quotes per second per symbol")
     p.add_argument("--clock", choices=("always_open", "nyse"))
     p.add_argument("--settings", help="TOML file; its [venue] table gives defaults")
+    p.add_argument("--tls-cert", help="serve TLS with this certificate chain (PEM); needs --tls-key")
+    p.add_argument("--tls-key", help="the private key (PEM) of --tls-cert")
+    p.add_argument("--tls-self-signed", metavar="DIR",
+                   help="serve TLS with a fresh self-signed pair; its CA is written to DIR/ca.pem")
+    p.add_argument("--no-access-log", dest="access_log", action="store_false", default=None,
+                   help="do not log each request")
     return p
 
 
@@ -64,6 +75,7 @@ def _settings_table(path: str | None) -> dict[str, Any]:
 def build_config(args: argparse.Namespace, env: dict[str, str]) -> VenueConfig:
     """VenueConfig from settings file, environment and flags (flags win)."""
     values: dict[str, Any] = dict(_settings_table(args.settings))
+    flag = lambda name: getattr(args, name, None)  # noqa: E731 - flags added later are optional
     values.pop("api_secret", None)  # secrets never come from a settings file
     values.pop("api_key", None)
     flags = {
@@ -73,7 +85,12 @@ def build_config(args: argparse.Namespace, env: dict[str, str]) -> VenueConfig:
         "data_dir": args.data_dir,
         "quote_rate_hz": args.quote_rate,
         "clock": args.clock,
+        "tls_cert_file": flag("tls_cert"),
+        "tls_key_file": flag("tls_key"),
+        "tls_self_signed_dir": flag("tls_self_signed"),
+        "access_log": flag("access_log"),
     }
+    values.setdefault("access_log", True)  # on for the standalone venue, off when embedded
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.symbols is not None:
         symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
@@ -111,11 +128,13 @@ def main(argv: list[str]) -> int:
         return EXIT_USAGE
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from stockade.venue.server import VenueHandle, serve_forever
+    from stockade.venue.tls import CA_FILE
 
     def announce(handle: VenueHandle) -> None:
         print(
             f"venue listening: rest={handle.base_url} trading_stream={handle.trading_stream_url} "
-            f"data_stream={handle.data_stream_url('iex')} key_id={config.api_key}",
+            f"data_stream={handle.data_stream_url('iex')} key_id={config.api_key}"
+            + (f" ca_file={Path(config.tls_self_signed_dir) / CA_FILE}" if config.tls_self_signed_dir else ""),
             flush=True,
         )
 

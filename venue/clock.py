@@ -5,6 +5,11 @@ with their weekend-observance rules, the 13:00 early closes and the special
 closures that really happened), so the venue's `/v2/clock` and `/v2/calendar`
 agree with Alpaca's for any year without a data file. `always_open` is the
 default for the embedded venue: a daemon started at night still sees a market.
+Its `/v2/clock` describes a rolling session: the close is always
+ALWAYS_OPEN_CLOSE_AHEAD_NS away (from the next whole minute) and the next open
+ALWAYS_OPEN_REOPEN_NS after that close, so `next_open` follows `next_close`
+as on a real exchange, a bot sees hours (not a day) to the close, and the
+close never arrives because it rolls forward with the time.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ SPECIAL_CLOSURES = frozenset(
 )
 
 ClockMode = Literal["always_open", "nyse"]
+ALWAYS_OPEN_CLOSE_AHEAD_NS = 8 * 3600 * NS_PER_S  # always_open: the close is this far ahead
+ALWAYS_OPEN_REOPEN_NS = 60 * NS_PER_S  # always_open: the next open follows the close by this
 
 
 class TradingDay(msgspec.Struct, frozen=True):
@@ -194,7 +201,7 @@ class MarketClock:
         """Epoch ns of the first session open strictly after `ts_ns` (default now)."""
         ts_ns = self.now_ns() if ts_ns is None else ts_ns
         if self.mode == "always_open":
-            return self.next_close(ts_ns)  # the next "day" opens as the current one closes
+            return self.next_close(ts_ns) + ALWAYS_OPEN_REOPEN_NS  # reopens right after the rolling close
         for session in self._sessions_from(ns_to_new_york(ts_ns).date()):
             if _to_ns(session.open) > ts_ns:
                 return _to_ns(session.open)
@@ -204,8 +211,9 @@ class MarketClock:
         """Epoch ns of the first session close strictly after `ts_ns` (default now)."""
         ts_ns = self.now_ns() if ts_ns is None else ts_ns
         if self.mode == "always_open":
-            # Always a day away, so "minutes to the close" logic never fires.
-            return (ts_ns // (60 * NS_PER_S) + 24 * 60 + 1) * 60 * NS_PER_S
+            # Hours away and rolling with the time (stable within a minute), so
+            # "minutes to the close" logic sees a session, never an imminent close.
+            return (ts_ns // (60 * NS_PER_S) + 1) * 60 * NS_PER_S + ALWAYS_OPEN_CLOSE_AHEAD_NS
         for session in self._sessions_from(ns_to_new_york(ts_ns).date()):
             if _to_ns(session.close) > ts_ns:
                 return _to_ns(session.close)

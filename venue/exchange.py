@@ -9,6 +9,15 @@ ledger store.
 
 Errors a client can cause raise `VenueError`, carrying Alpaca's HTTP status,
 code and message, so the REST layer only renders them.
+
+Order kinds, as Alpaca's "Understand Orders" and "Fractional Trading" pages
+describe them: market, limit, stop, stop-limit and trailing stop; simple,
+bracket, OTO (an entry with one exit leg) and OCO (a take-profit limit with a
+stop-loss child, both live at once); whole or fractional quantities (up to 9
+decimals) and notional (dollar) orders. A trailing stop follows the touch (the
+bid for a sell, the ask for a buy: the simulator has no consolidated prints)
+as its high-water mark while the market is open. Quantities are floats kept
+to 9 decimals (`qround`).
 """
 
 from __future__ import annotations
@@ -32,6 +41,9 @@ NY = ZoneInfo("America/New_York")
 EXTENDED_AFTER_CLOSE_NS = 4 * 3600 * 1_000_000_000
 # Alpaca values a market buy at 2.5-4 % above the market for the buying-power check.
 MARKET_BUY_BP_MARGIN = 1.03
+QTY_DECIMALS = 9  # Alpaca takes qty and notional with up to 9 decimals
+MIN_NOTIONAL = 1.0  # "you can now buy as little as $1 worth of shares"
+EXIT_CLASSES = frozenset({"bracket", "oto", "oco"})
 
 OPEN_STATUSES = frozenset(
     {"pending_new", "accepted", "new", "partially_filled", "held", "pending_cancel", "pending_replace"}
@@ -41,7 +53,7 @@ CLOSED_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "repla
 _WORKING = frozenset({"new", "partially_filled"})
 
 Side = Literal["buy", "sell"]
-OrderType = Literal["market", "limit", "stop", "stop_limit"]
+OrderType = Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
 TimeInForce = Literal["day", "gtc"]
 
 
@@ -73,13 +85,17 @@ class Order(msgspec.Struct, kw_only=True):
     side: Side
     type: OrderType
     time_in_force: TimeInForce
-    qty: int
+    qty: float  # a notional order has 0 here until its fill fixes the shares
     limit_price: float | None = None
-    stop_price: float | None = None
+    stop_price: float | None = None  # a trailing stop's follows its hwm
     status: str = "pending_new"
     order_class: str = "simple"
     extended_hours: bool = False
-    filled_qty: int = 0
+    filled_qty: float = 0
+    notional: float | None = None
+    trail_price: float | None = None
+    trail_percent: float | None = None
+    hwm: float | None = None  # a trailing stop's high-water mark (low-water for a buy)
     filled_notional: float = 0.0
     created_at_ns: int = 0
     updated_at_ns: int = 0
@@ -91,14 +107,14 @@ class Order(msgspec.Struct, kw_only=True):
     replaced_at_ns: int | None = None
     replaced_by: str | None = None
     replaces: str | None = None
-    parent_id: str | None = None  # bracket legs point at their entry order
+    parent_id: str | None = None  # bracket/oto legs point at their entry, an oco stop-loss at its take-profit
     leg_ids: list[str] = msgspec.field(default_factory=list)
     leg_role: str | None = None  # "take_profit" | "stop_loss"
     stop_triggered: bool = False
 
     @property
-    def remaining(self) -> int:
-        return self.qty - self.filled_qty
+    def remaining(self) -> float:
+        return qround(self.qty - self.filled_qty)
 
     @property
     def filled_avg_price(self) -> float | None:
@@ -114,7 +130,7 @@ class Position(msgspec.Struct, kw_only=True):
 
     symbol: str
     asset_id: str
-    qty: int
+    qty: float
     avg_entry_price: float
 
 
@@ -125,10 +141,10 @@ class Fill(msgspec.Struct, frozen=True, kw_only=True):
     order_id: str
     symbol: str
     side: Side
-    qty: int
+    qty: float
     price: float
     ts_ns: int
-    position_qty: int
+    position_qty: float
 
 
 class AccountState(msgspec.Struct, kw_only=True):
@@ -150,8 +166,8 @@ class TradeEvent(msgspec.Struct, frozen=True, kw_only=True):
     ts_ns: int
     execution_id: str | None = None
     price: float | None = None
-    qty: int | None = None
-    position_qty: int | None = None
+    qty: float | None = None
+    position_qty: float | None = None
 
 
 class Changes(msgspec.Struct, kw_only=True):
@@ -179,7 +195,7 @@ class OrderRequest(msgspec.Struct, kw_only=True):
     """A validated order submission (the REST layer parses Alpaca's JSON into this)."""
 
     symbol: str
-    qty: int
+    qty: float  # 0 for a notional order
     side: Side
     type: OrderType
     time_in_force: TimeInForce = "day"
@@ -187,10 +203,13 @@ class OrderRequest(msgspec.Struct, kw_only=True):
     stop_price: float | None = None
     client_order_id: str | None = None
     extended_hours: bool = False
-    order_class: str = "simple"  # "simple" | "bracket"
+    order_class: str = "simple"  # "simple" | "bracket" | "oto" | "oco"
     take_profit_limit: float | None = None
     stop_loss_stop: float | None = None
     stop_loss_limit: float | None = None
+    notional: float | None = None
+    trail_price: float | None = None
+    trail_percent: float | None = None
 
 
 class QuoteLike(Protocol):
@@ -219,6 +238,22 @@ class AccountView(msgspec.Struct, frozen=True, kw_only=True):
 # ---- helpers ------------------------------------------------------------------
 
 
+def qround(x: float) -> float:
+    """A quantity kept to Alpaca's 9 decimals, so float sums do not drift (0.1 + 0.2)."""
+    return round(x, QTY_DECIMALS)
+
+
+def qty_text(x: float) -> str:
+    """A quantity as Alpaca's decimal string: up to 9 decimals, no exponent ("4", "0.25")."""
+    text = f"{x:.{QTY_DECIMALS}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def price_round(x: float) -> float:
+    """A price on Alpaca's tick: cents from $1, 4 decimals below."""
+    return round(x, 2 if x >= 1.0 else 4)
+
+
 def asset_id_for(symbol: str) -> str:
     """A stable asset UUID per symbol, so ids survive restarts without being stored."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"stockade-venue/asset/{symbol}"))
@@ -241,8 +276,10 @@ class Exchange:
         seed: int = 0,
         partial_fill_prob: Callable[[], float] = lambda: 0.0,
         on_event: Callable[[TradeEvent], None] | None = None,
+        non_fractionable: Iterable[str] = (),
     ) -> None:
         self.symbols = tuple(symbols)
+        self.non_fractionable = frozenset(non_fractionable)
         self.clock = clock
         self.partial_fill_prob = partial_fill_prob
         self.on_event = on_event or (lambda _e: None)
@@ -288,8 +325,8 @@ class Exchange:
         self._open = {o.id: o for o in self.orders.values() if o.is_open}
         self.positions = {p.symbol: p for p in snap.positions}
         self.fills = sorted(snap.fills, key=lambda f: f.ts_ns)
-        # Orders accepted but never routed before a crash are routed now.
-        self._to_route = [o.id for o in self.orders.values() if o.status in ("pending_new", "accepted") and not o.parent_id]
+        # Orders accepted but never routed before a crash are routed now (held legs wait for their entry).
+        self._to_route = [o.id for o in self.orders.values() if o.status in ("pending_new", "accepted")]
         self._day_deadline = {}
         self._changes = Changes()
 
@@ -375,29 +412,45 @@ class Exchange:
         price = self.mark_price(pos.symbol)
         return pos.qty * (price if price is not None else pos.avg_entry_price)
 
-    def held_for_orders(self, symbol: str) -> int:
+    def exit_group(self, order: Order) -> list[Order]:
+        """The exits that share one block of shares with `order`, itself included.
+
+        A bracket's two legs, an OCO's take-profit (the parent) and stop-loss;
+        anything else is alone. Filling one cancels the others.
+        """
+        if order.order_class == "oco":
+            head = self.orders.get(order.parent_id, order) if order.parent_id else order
+            return [head, *self.legs_of(head)]
+        if order.parent_id and order.parent_id in self.orders:
+            return self.legs_of(self.orders[order.parent_id])
+        return [order]
+
+    def held_for_orders(self, symbol: str) -> float:
         """Shares of `symbol` reserved by open sell orders (an OCO pair reserves once)."""
-        held = 0
-        seen_parents: set[str] = set()
+        held = 0.0
+        seen_groups: set[str] = set()
         for o in self.open_orders():
-            if o.symbol != symbol or o.side != "sell" or not o.is_open:
-                continue
-            if o.parent_id:
-                if o.status == "held" or o.parent_id in seen_parents:
-                    continue  # held legs reserve nothing until the entry fills
-                seen_parents.add(o.parent_id)
-                legs = self.legs_of(self.orders[o.parent_id])
-                held += o.qty - sum(leg.filled_qty for leg in legs)
+            if o.symbol != symbol or o.side != "sell" or not o.is_open or o.status == "held":
+                continue  # held legs reserve nothing until the entry fills
+            group = self.exit_group(o)
+            if len(group) > 1:
+                if group[0].id in seen_groups:
+                    continue
+                seen_groups.add(group[0].id)
+                held += o.qty - sum(m.filled_qty for m in group)
             else:
                 held += o.remaining
-        return held
+        return qround(held)
 
     def reserved_for_buys(self) -> float:
         """Buying power tied up in open buy orders (Alpaca does not count sells until they fill)."""
         total = 0.0
         for o in self.open_orders():
             if o.side == "buy" and o.is_open and o.status != "held":
-                total += o.remaining * self._buy_valuation_price(o)
+                if o.notional is not None and not o.qty:
+                    total += o.notional  # shares are fixed at the fill
+                else:
+                    total += o.remaining * self._buy_valuation_price(o)
         return total
 
     def _buy_valuation_price(self, o: Order | OrderRequest) -> float:
@@ -430,6 +483,9 @@ class Exchange:
         """
         self._roll_day()
         now = self.clock.now_ns()
+        if req.order_class == "oco" and req.type == "limit" and req.limit_price is None:
+            # An OCO's parent is its take-profit: Alpaca takes the limit from take_profit.
+            req = msgspec.structs.replace(req, limit_price=req.take_profit_limit)
         self._validate(req)
         cid = req.client_order_id or str(uuid.uuid4())
         if cid in self._by_client_id:
@@ -453,33 +509,51 @@ class Exchange:
             created_at_ns=now,
             updated_at_ns=now,
             submitted_at_ns=now,
+            notional=req.notional,
+            trail_price=req.trail_price,
+            trail_percent=req.trail_percent,
         )
+        if order.type == "trailing_stop":
+            self._trail(order)  # the POST answer already shows hwm and stop_price
         self._add(order)
-        if req.order_class == "bracket":
-            exit_side: Side = "sell" if req.side == "buy" else "buy"
-            tp = Order(
-                id=str(uuid.uuid4()), client_order_id=str(uuid.uuid4()), symbol=req.symbol,
-                asset_id=order.asset_id, side=exit_side, type="limit", time_in_force=req.time_in_force,
-                qty=req.qty, limit_price=req.take_profit_limit, status="held", order_class="bracket",
-                created_at_ns=now, updated_at_ns=now, submitted_at_ns=now, parent_id=order.id,
-                leg_role="take_profit",
-            )
-            sl = Order(
-                id=str(uuid.uuid4()), client_order_id=str(uuid.uuid4()), symbol=req.symbol,
-                asset_id=order.asset_id, side=exit_side,
-                type="stop_limit" if req.stop_loss_limit is not None else "stop",
-                time_in_force=req.time_in_force, qty=req.qty, limit_price=req.stop_loss_limit,
-                stop_price=req.stop_loss_stop, status="held", order_class="bracket",
-                created_at_ns=now, updated_at_ns=now, submitted_at_ns=now, parent_id=order.id,
-                leg_role="stop_loss",
-            )
-            self._add(tp)
-            self._add(sl)
-            order.leg_ids = [tp.id, sl.id]
         self._to_route.append(order.id)
+        if req.order_class in EXIT_CLASSES:
+            self._add_legs(order, req, status, now)
         if route:
             self.route_pending()
         return order
+
+    def _add_legs(self, order: Order, req: OrderRequest, status: str, now: int) -> None:
+        """The exit legs of a bracket (both), an OTO (the one given) or an OCO (its stop-loss).
+
+        Bracket and OTO legs are "held" until the entry fills; an OCO's
+        stop-loss is live at once beside its take-profit parent.
+        """
+        exit_side: Side = "sell" if req.side == "buy" else "buy"
+        oco = req.order_class == "oco"
+        legs: list[Order] = []
+
+        def leg(role: str, **kw: Any) -> Order:
+            return Order(
+                id=str(uuid.uuid4()), client_order_id=str(uuid.uuid4()), symbol=req.symbol,
+                asset_id=order.asset_id, side=req.side if oco else exit_side, time_in_force=req.time_in_force,
+                qty=req.qty, status=status if oco else "held", order_class=req.order_class,
+                created_at_ns=now, updated_at_ns=now, submitted_at_ns=now, parent_id=order.id,
+                leg_role=role, **kw,
+            )
+
+        if req.take_profit_limit is not None and not oco:
+            legs.append(leg("take_profit", type="limit", limit_price=req.take_profit_limit))
+        if req.stop_loss_stop is not None:
+            legs.append(leg("stop_loss", type="stop_limit" if req.stop_loss_limit is not None else "stop",
+                            limit_price=req.stop_loss_limit, stop_price=req.stop_loss_stop))
+        for x in legs:
+            self._add(x)
+            if oco:
+                self._to_route.append(x.id)
+        order.leg_ids = [x.id for x in legs]
+        if oco:
+            order.leg_role = "take_profit"
 
     def _add(self, order: Order) -> None:
         self.orders[order.id] = order
@@ -490,8 +564,12 @@ class Exchange:
     def _validate(self, req: OrderRequest) -> None:
         if req.symbol not in self.symbols:
             raise VenueError(422, 40010001, "asset not found")
-        if req.qty <= 0:
+        if req.notional is None and req.qty <= 0:
             raise VenueError(422, 40010001, "qty must be > 0")
+        if req.notional is not None or req.qty != int(req.qty):
+            self._validate_fractional(req)
+        if req.type == "trailing_stop":
+            _validate_trailing(req)
         if req.type in ("limit", "stop_limit") and (req.limit_price is None or req.limit_price <= 0):
             raise VenueError(422, 40010001, "limit_price is required and must be > 0")
         if req.type in ("stop", "stop_limit") and (req.stop_price is None or req.stop_price <= 0):
@@ -502,41 +580,100 @@ class Exchange:
             raise VenueError(422, 40010001, f"stop_price must not be given for {req.type} orders")
         if req.extended_hours:
             _validate_extended(req)
-        if req.order_class == "bracket":
+        if req.order_class in ("bracket", "oto"):
             self._validate_bracket(req)
+        elif req.order_class == "oco":
+            self._validate_oco(req)
         elif req.order_class != "simple":
-            raise VenueError(422, 40010001, f"order_class {req.order_class} is not supported by this venue")
+            raise VenueError(422, 40010001, f"invalid order_class {req.order_class!r}")
         if req.side == "sell":
-            self._check_sell_qty(req.symbol, req.qty)
+            self._check_sell_qty(req.symbol, req.qty if req.notional is None else self._notional_shares(req))
         else:
             self._check_buying_power(req)
 
     def _validate_bracket(self, req: OrderRequest) -> None:
+        """A bracket (both legs) or an OTO (one leg): an entry whose exits wait for its fill."""
+        kind = req.order_class
         if req.side != "buy":
-            # A sell bracket opens a short, and this venue does not lend shares.
+            # A sell entry opens a short, and this venue does not lend shares.
             raise VenueError(403, 40310000, "account is not allowed to short")
         if req.type not in ("market", "limit"):
-            raise VenueError(422, 40010001, "bracket orders must be market or limit orders")
-        if req.take_profit_limit is None or req.stop_loss_stop is None:
+            raise VenueError(422, 40010001, f"{kind} orders must be market or limit orders")
+        if kind == "bracket" and (req.take_profit_limit is None or req.stop_loss_stop is None):
             raise VenueError(422, 40010001, "bracket orders require take_profit.limit_price and stop_loss.stop_price")
-        if req.take_profit_limit <= 0 or req.stop_loss_stop <= 0:
-            raise VenueError(422, 40010001, "bracket leg prices must be > 0")
+        if kind == "oto" and (req.take_profit_limit is None) == (req.stop_loss_stop is None):
+            # Alpaca: "Either of take_profit or stop_loss must be present"; both is a bracket.
+            raise VenueError(422, 40010001, "oto orders require either take_profit.limit_price or stop_loss.stop_price")
+        if any(p is not None and p <= 0 for p in (req.take_profit_limit, req.stop_loss_stop)):
+            raise VenueError(422, 40010001, f"{kind} leg prices must be > 0")
         q = self.quotes.get(req.symbol)
         base = req.limit_price if req.type == "limit" else (q.ask if q is not None else None)
         if base is not None:
             # Alpaca's own wording for legs on the wrong side of the base price.
-            if req.take_profit_limit < round(base + 0.01, 2):
+            if req.take_profit_limit is not None and req.take_profit_limit < round(base + 0.01, 2):
                 raise VenueError(
                     422, 42210000, f"take_profit.limit_price must be >= base_price + 0.01. base_price: {base:.2f}"
                 )
-            if req.stop_loss_stop > round(base - 0.01, 2):
-                raise VenueError(
-                    422, 42210000, f"stop_loss.stop_price must be <= base_price - 0.01. base_price: {base:.2f}"
-                )
-        if req.stop_loss_limit is not None and req.stop_loss_limit > req.stop_loss_stop:
-            raise VenueError(422, 42210000, "stop_loss.limit_price must be <= stop_loss.stop_price")
+            if req.stop_loss_stop is not None:
+                _check_stop_base(req.stop_loss_stop, base)
+        _check_stop_limit(req)
 
-    def _check_sell_qty(self, symbol: str, qty: int) -> None:
+    def _validate_oco(self, req: OrderRequest) -> None:
+        """An OCO: a take-profit limit and a stop-loss on shares already held (Alpaca: exits only).
+
+        Rules from "Understand Orders" (type limit, both legs, the stop-loss
+        threshold against the take-profit and the market); the base-price text
+        is Alpaca's, the others follow the bracket messages' style.
+        """
+        if req.type != "limit":
+            # Alpaca: "The type parameter must always be 'limit'" (the take-profit's type).
+            raise VenueError(422, 40010001, "oco orders must be limit orders")
+        if req.take_profit_limit is None or req.stop_loss_stop is None:
+            raise VenueError(422, 40010001, "oco orders require take_profit.limit_price and stop_loss.stop_price")
+        if req.take_profit_limit <= 0 or req.stop_loss_stop <= 0:
+            raise VenueError(422, 40010001, "oco leg prices must be > 0")
+        if req.side == "buy":
+            # An exit for a buy would cover a short; this account never has one.
+            raise VenueError(403, 40310000, "insufficient qty available for order", available="0",
+                             existing_qty="0", held_for_orders="0", symbol=req.symbol)
+        # The base is the take-profit's limit, and the market as well (Alpaca's threshold rule).
+        q = self.quotes.get(req.symbol)
+        _check_stop_base(req.stop_loss_stop, req.take_profit_limit)
+        if q is not None:
+            _check_stop_base(req.stop_loss_stop, q.bid)
+        _check_stop_limit(req)
+
+    def _validate_fractional(self, req: OrderRequest) -> None:
+        """Fractional qty or notional: Alpaca's fractional rules (market DAY orders, fractionable assets).
+
+        The rules are the "Fractional Trading" page's: market orders, `day`
+        only, fractionable assets, at least $1, not in extended hours, qty and
+        notional mutually exclusive (HTTP 400). Of the texts, only "requested
+        asset is not fractionable" is documented; the others follow Alpaca's
+        style ("fractional orders must be DAY orders" as Alpaca answers it).
+        """
+        if req.symbol in self.non_fractionable:
+            raise VenueError(422, 40010001, "requested asset is not fractionable")  # Alpaca's documented text
+        if req.notional is not None and req.notional < MIN_NOTIONAL:
+            raise VenueError(422, 40010001, f"notional must be >= {MIN_NOTIONAL:g}")
+        if req.type != "market":
+            raise VenueError(422, 40010001, "fractional orders must be market orders")
+        if req.time_in_force != "day":
+            raise VenueError(422, 40010001, "fractional orders must be DAY orders")
+        if req.order_class != "simple":
+            raise VenueError(422, 40010001, "fractional orders are supported only for simple orders")
+        if req.extended_hours:
+            # Alpaca: "Fractional shares and orders with notional sizes are not available during extended hours"
+            raise VenueError(422, 40010001, "fractional orders are not eligible for extended hours trading")
+
+    def _notional_shares(self, req: OrderRequest) -> float:
+        """What a notional sell would take from the position at today's bid (for the qty check)."""
+        q = self.quotes.get(req.symbol)
+        if q is None or q.bid <= 0 or req.notional is None:
+            return 0.0
+        return qround(req.notional / q.bid)
+
+    def _check_sell_qty(self, symbol: str, qty: float) -> None:
         pos = self.positions.get(symbol)
         existing = pos.qty if pos else 0
         held = self.held_for_orders(symbol)
@@ -544,12 +681,12 @@ class Exchange:
         if qty > available:
             raise VenueError(
                 403, 40310000, "insufficient qty available for order",
-                available=str(max(0, available)), existing_qty=str(existing),
-                held_for_orders=str(held), symbol=symbol,
+                available=qty_text(max(0.0, available)), existing_qty=qty_text(existing),
+                held_for_orders=qty_text(held), symbol=symbol,
             )
 
     def _check_buying_power(self, req: OrderRequest) -> None:
-        cost = req.qty * self._buy_valuation_price(req)
+        cost = req.notional if req.notional is not None else req.qty * self._buy_valuation_price(req)
         bp = max(0.0, self.account.cash - self.reserved_for_buys())
         if cost > bp + 1e-9:
             raise VenueError(403, 40310000, "insufficient buying power", buying_power=_num(bp), cost_basis=_num(cost))
@@ -582,8 +719,8 @@ class Exchange:
             raise VenueError(422, 42210000, f'order is already in "{order.status}" state')
         now = self.clock.now_ns()
         group: list[Order]
-        if order.parent_id:
-            group = [o for o in self.legs_of(self.orders[order.parent_id]) if o.is_open]
+        if order.parent_id or order.order_class == "oco":  # "any one canceled cancels the group"
+            group = [o for o in self.exit_group(order) if o.is_open]
         else:
             group = [order] + [o for o in self.legs_of(order) if o.is_open]
         for o in group:
@@ -612,13 +749,19 @@ class Exchange:
         stop_price: float | None = None,
         time_in_force: TimeInForce | None = None,
         client_order_id: str | None = None,
+        trail: float | None = None,
     ) -> Order:
         """PATCH /v2/orders/{id}: a new order replaces the old one, which ends "replaced"."""
         old = self.get_order(order_id)
         if not old.is_open or old.status == "held" or old.status == "pending_cancel":
             raise VenueError(422, 42210000, f'order is already in "{old.status}" state')
-        if old.order_class == "bracket" and not old.parent_id:
-            raise VenueError(422, 42210000, "bracket entry orders cannot be replaced")
+        if old.order_class in ("bracket", "oto") and not old.parent_id:
+            raise VenueError(422, 42210000, f"{old.order_class} entry orders cannot be replaced")
+        if trail is not None and (old.type != "trailing_stop" or old.stop_triggered):
+            # Alpaca: `trail` "is effective only for the order type is trailing_stop before the stop price is hit".
+            raise VenueError(422, 42210000, "trail can only be replaced on a trailing_stop order before it triggers")
+        if old.type == "trailing_stop" and (limit_price is not None or stop_price is not None):
+            raise VenueError(422, 40010001, "a trailing_stop order takes trail, not limit_price or stop_price")
         new_qty = qty if qty is not None else old.qty
         if new_qty <= old.filled_qty or new_qty <= 0:
             raise VenueError(422, 40010001, "qty must be > filled_qty")
@@ -647,9 +790,16 @@ class Exchange:
             filled_at_ns=None,
             replaces=old.id,
             replaced_by=None,
-            leg_ids=[],
+            leg_ids=list(old.leg_ids) if old.order_class == "oco" else [],
             stop_triggered=False,
+            trail_price=trail if trail is not None and old.trail_price is not None else old.trail_price,
+            trail_percent=trail if trail is not None and old.trail_percent is not None else old.trail_percent,
         )
+        if new.type == "trailing_stop":
+            self._trail(new)
+        for leg in self.legs_of(new):  # an oco take-profit replaced: its stop-loss follows the new parent
+            leg.parent_id = new.id
+            self._dirty_order(leg)
         old.status = "replaced"
         old.replaced_at_ns = now
         old.replaced_by = new.id
@@ -667,14 +817,19 @@ class Exchange:
     # ---- positions ------------------------------------------------------------------
 
     def close_position(
-        self, symbol: str, *, qty: int | None = None, percentage: float | None = None, route: bool = True
+        self, symbol: str, *, qty: float | None = None, percentage: float | None = None, route: bool = True
     ) -> Order:
         """DELETE /v2/positions/{symbol}: a market order that sells (part of) the position."""
         pos = self.positions.get(symbol)
         if pos is None or pos.qty == 0:
-            raise VenueError(404, 40410000, "position not found")
-        if qty is None:
-            qty = pos.qty if percentage is None else int(math.floor(pos.qty * percentage / 100.0))
+            # Alpaca's DELETE wording; GET /v2/positions/{symbol} says "position does not exist".
+            raise VenueError(404, 40410000, f"position not found: {symbol}")
+        if qty is None and percentage is not None:
+            # Alpaca "would only sell fractional if position is originally fractional".
+            share = pos.qty * percentage / 100.0
+            qty = qround(share) if pos.qty != int(pos.qty) else float(math.floor(share))
+        elif qty is None:
+            qty = pos.qty
         if qty <= 0:
             raise VenueError(422, 40010001, "qty must be > 0")
         return self.submit(OrderRequest(symbol=symbol, qty=qty, side="sell", type="market"), route=route)
@@ -760,19 +915,29 @@ class Exchange:
             return
         if not self.clock.is_open(q.ts_ns if q.ts_ns else None):
             return
+        if order.type == "trailing_stop" and not order.stop_triggered:
+            self._trail(order, q)
         price = self._executable_price(order, q)
         if price is None:
             return
+        if order.notional is not None and not order.qty:
+            # The dollar amount becomes shares at the fill price (9 decimals, never more than paid for).
+            order.qty = math.floor(order.notional / price * 10**QTY_DECIMALS) / 10**QTY_DECIMALS
+            held = self.positions.get(order.symbol)
+            if order.side == "sell" and held is not None:
+                order.qty = min(order.qty, held.qty)  # the bid fell since the check: sell what is there
+            self._dirty_order(order)
         size = q.ask_size if order.side == "buy" else q.bid_size
-        fill_qty = min(order.remaining, int(size)) if size and size > 0 else 0
-        if order.parent_id:  # an OCO leg may not sell more than its sibling left
-            sib_filled = sum(s.filled_qty for s in self.legs_of(self.orders[order.parent_id]) if s is not order)
-            fill_qty = min(fill_qty, order.qty - sib_filled - order.filled_qty)
+        fill_qty = min(order.remaining, float(int(size))) if size and size > 0 else 0.0
+        group = self.exit_group(order)
+        if len(group) > 1:  # an OCO member may not sell more than its siblings left
+            sib_filled = sum(s.filled_qty for s in group if s is not order)
+            fill_qty = qround(min(fill_qty, order.qty - sib_filled - order.filled_qty))
         if fill_qty <= 0:
             return
         prob = self.partial_fill_prob()
-        if prob > 0 and fill_qty > 1 and self._rng.random() < prob:
-            fill_qty = self._rng.randint(1, fill_qty - 1)
+        if prob > 0 and fill_qty > 1 and fill_qty == int(fill_qty) and self._rng.random() < prob:
+            fill_qty = float(self._rng.randint(1, int(fill_qty) - 1))
         if order.side == "sell":
             pos = self.positions.get(order.symbol)
             fill_qty = min(fill_qty, pos.qty if pos else 0)
@@ -780,15 +945,35 @@ class Exchange:
                 return
         self._fill(order, fill_qty, price, q.ts_ns or self.clock.now_ns())
 
+    def _trail(self, order: Order, q: QuoteLike | None = None) -> None:
+        """Move a trailing stop's high-water mark (the best touch seen) and its stop price."""
+        q = q if q is not None else self.quotes.get(order.symbol)
+        if q is not None and q.bid > 0 and q.ask > 0:
+            touch = q.bid if order.side == "sell" else q.ask
+            if order.hwm is None or (touch > order.hwm if order.side == "sell" else touch < order.hwm):
+                order.hwm = touch
+        if order.hwm is None:
+            return
+        if order.trail_price is not None:
+            offset = order.trail_price
+        else:
+            offset = order.hwm * (order.trail_percent or 0.0) / 100.0
+        stop = price_round(order.hwm - offset if order.side == "sell" else order.hwm + offset)
+        if stop != order.stop_price:  # also after a PATCH of the trail
+            order.stop_price = stop
+            self._dirty_order(order)
+
     @staticmethod
     def _executable_price(order: Order, q: QuoteLike) -> float | None:
         touch = q.ask if order.side == "buy" else q.bid
-        if order.type in ("stop", "stop_limit") and not order.stop_triggered:
+        if order.type in ("stop", "stop_limit", "trailing_stop") and not order.stop_triggered:
+            if order.stop_price is None:
+                return None
             triggered = touch >= order.stop_price if order.side == "buy" else touch <= order.stop_price
             if not triggered:
                 return None
             order.stop_triggered = True
-        if order.type in ("market", "stop"):
+        if order.type in ("market", "stop", "trailing_stop"):
             return touch
         # limit / triggered stop_limit: trade at the touch when it is at or better than the limit
         assert order.limit_price is not None
@@ -796,7 +981,7 @@ class Exchange:
             return touch if touch <= order.limit_price + 1e-9 else None
         return touch if touch >= order.limit_price - 1e-9 else None
 
-    def _fill(self, order: Order, qty: int, price: float, ts_ns: int) -> None:
+    def _fill(self, order: Order, qty: float, price: float, ts_ns: int) -> None:
         pos = self.positions.get(order.symbol)
         if order.side == "buy":
             self.account.cash -= qty * price
@@ -804,16 +989,16 @@ class Exchange:
                 pos = Position(symbol=order.symbol, asset_id=order.asset_id, qty=0, avg_entry_price=0.0)
                 self.positions[order.symbol] = pos
             pos.avg_entry_price = (pos.avg_entry_price * pos.qty + price * qty) / (pos.qty + qty)
-            pos.qty += qty
+            pos.qty = qround(pos.qty + qty)
         else:
             assert pos is not None
             self.account.cash += qty * price
-            pos.qty -= qty
-            if pos.qty == 0:
+            pos.qty = qround(pos.qty - qty)
+            if pos.qty <= 0:
                 del self.positions[order.symbol]
         self._dirty_position(order.symbol)
         self._dirty_account()
-        order.filled_qty += qty
+        order.filled_qty = qround(order.filled_qty + qty)
         order.filled_notional += qty * price
         order.updated_at_ns = ts_ns
         full = order.filled_qty >= order.qty
@@ -832,15 +1017,15 @@ class Exchange:
         self._after_fill(order, full, ts_ns)
 
     def _after_fill(self, order: Order, full: bool, now: int) -> None:
-        if order.leg_ids and full:  # bracket entry done: its exits go live
+        if order.leg_ids and full and order.order_class != "oco":  # bracket/oto entry done: its exits go live
             for leg in self.legs_of(order):
                 if leg.status == "held":
                     self._set_status(leg, "new", now)
                     self._emit("new", leg, now)
             for leg in self.legs_of(order):
                 self._match(leg)
-        if order.parent_id and full:  # one-cancels-other
-            for sib in self.legs_of(self.orders[order.parent_id]):
+        if full:  # one-cancels-other (bracket legs, an oco pair)
+            for sib in self.exit_group(order):
                 if sib is not order and sib.is_open:
                     self._close(sib, "canceled", now)
 
@@ -883,12 +1068,40 @@ def _validate_extended(req: OrderRequest) -> None:
     orders are not eligible for extended hours and bracket orders must have
     `extended_hours` false or omitted.
     """
-    if req.type in ("stop", "stop_limit"):
+    if req.type in ("stop", "stop_limit", "trailing_stop"):
         raise VenueError(422, 42210000, "stop orders are not eligible for extended hours trading")
     if req.type != "limit" or req.time_in_force not in ("day", "gtc"):
         raise VenueError(422, 42210000, "extended hours order must be DAY or GTC limit orders")
     if req.order_class != "simple":
         raise VenueError(422, 42210000, "extended hours are not supported for bracket/oco/oto orders")
+
+
+def _check_stop_base(stop_price: float, base: float) -> None:
+    """Alpaca's threshold: a (sell) stop-loss at least $0.01 under its base price, in Alpaca's wording."""
+    if stop_price > round(base - 0.01, 2):
+        raise VenueError(422, 42210000, f"stop_loss.stop_price must be <= base_price - 0.01. base_price: {base:.2f}")
+
+
+def _check_stop_limit(req: OrderRequest) -> None:
+    if req.stop_loss_limit is not None and req.stop_loss_stop is not None and req.stop_loss_limit > req.stop_loss_stop:
+        raise VenueError(422, 42210000, "stop_loss.limit_price must be <= stop_loss.stop_price")
+
+
+def _validate_trailing(req: OrderRequest) -> None:
+    """Alpaca's trailing-stop rules: one of trail_price / trail_percent, single orders, no limit or stop price.
+
+    The rules are Alpaca's ("One of these values must be set", "supported only
+    with single orders", day or gtc, never in extended hours); its docs give no
+    error texts, so these follow its style.
+    """
+    if (req.trail_price is None) == (req.trail_percent is None):
+        raise VenueError(422, 40010001, "exactly one of trail_price or trail_percent is required for trailing_stop orders")
+    if req.trail_percent is not None and req.side == "sell" and req.trail_percent >= 100:
+        raise VenueError(422, 40010001, "trail_percent must be < 100")
+    if req.limit_price is not None or req.stop_price is not None:
+        raise VenueError(422, 40010001, "limit_price and stop_price must not be given for trailing_stop orders")
+    if req.order_class != "simple":
+        raise VenueError(422, 40010001, "trailing_stop orders are supported only as single orders")
 
 
 def _num(x: float) -> str:

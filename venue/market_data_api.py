@@ -5,11 +5,16 @@ and TradingClient send and parse:
 
     GET /v2/stocks/bars                 {"bars": {SYM: [bar...]}, "next_page_token": ...}
     GET /v2/stocks/{symbol}/bars        {"bars": [bar...], "symbol": SYM, "next_page_token": ...}
+    GET /v2/stocks/quotes, /v2/stocks/trades, /v2/stocks/{symbol}/quotes, .../trades   (the same shapes)
     GET /v2/stocks/{quotes,trades,bars}/latest     {"quotes": {SYM: quote}} ...
     GET /v2/stocks/{symbol}/{quotes,trades,bars}/latest   {"symbol": SYM, "quote": quote} ...
     GET /v2/stocks/snapshots, /v2/stocks/{symbol}/snapshot
     GET /v2/clock, /v2/calendar
 
+Historical quotes and trades come from `history_ticks` (ticks drawn from the
+minute bars). Paging is Alpaca's: `limit` (1-10000, default 1000) counts
+items across all symbols of a request, symbols come in alphabetical order,
+and `next_page_token` (null on the last page) resumes where the page ended.
 Unknown (but well-formed) symbols are left out of the maps, as Alpaca does.
 Bad parameters get Alpaca's JSON error body {"code", "message"}: 400 for a
 missing or malformed parameter, 422 for a value Alpaca refuses (timeframe...).
@@ -28,6 +33,7 @@ import msgspec
 from aiohttp import web
 
 from stockade.venue.clock import NEW_YORK, NS_PER_S, TradingDay, ns_to_new_york, settlement_date
+from stockade.venue import history_ticks
 from stockade.venue.context import VenueContext
 from stockade.venue.market import MarketSimulator, SimBar, SimQuote, SimTrade, Timeframe
 
@@ -167,7 +173,7 @@ def _decode_token(token: str) -> tuple[str, int]:
 
 
 class BarsQuery(msgspec.Struct):
-    timeframe: Timeframe
+    timeframe: Timeframe | None  # None: quotes or trades
     start_ns: int
     end_ns: int
     limit: int
@@ -176,11 +182,17 @@ class BarsQuery(msgspec.Struct):
 
 
 def _bars_query(request: web.Request, now_ns: int) -> BarsQuery:
-    _check_common(request)
     try:
         timeframe = Timeframe.parse(request.query.get("timeframe", ""))
     except ValueError:
+        _check_common(request)
         raise _invalid("invalid timeframe") from None
+    return msgspec.structs.replace(_range_query(request, now_ns), timeframe=timeframe)
+
+
+def _range_query(request: web.Request, now_ns: int) -> BarsQuery:
+    """start/end/sort/limit/page_token as every historical endpoint takes them."""
+    _check_common(request)
     q = request.query
     # Alpaca's defaults: from the start of today (New York) to now.
     today = ns_to_new_york(now_ns).date()
@@ -193,7 +205,10 @@ def _bars_query(request: web.Request, now_ns: int) -> BarsQuery:
     if sort not in ("asc", "desc"):
         raise _invalid(f"invalid sort: {sort}")
     page = _decode_token(q["page_token"]) if q.get("page_token") else None
-    return BarsQuery(timeframe, start, end, _limit(request), sort == "desc", page)
+    return BarsQuery(None, start, end, _limit(request), sort == "desc", page)
+
+
+Fetch = Callable[[str, int, int, int, bool], list]  # (symbol, start, end, limit, descending) -> items
 
 
 # ---- handlers ---------------------------------------------------------------------------
@@ -215,8 +230,24 @@ class MarketDataApi:
 
     # -- bars --
 
-    def _page_of_bars(self, symbols: list[str], query: BarsQuery) -> tuple[dict[str, list[dict]], str | None]:
-        """Bars of `symbols` (in symbol order), at most `limit` in all, and the next page's token."""
+    def _fetch_bars(self, query: BarsQuery) -> Fetch:
+        return lambda symbol, start, end, n, desc: self.market.bars(symbol, query.timeframe, start, end, n, desc)
+
+    def _fetch_ticks(self, kind: str) -> Fetch:
+        market = self.market
+
+        def fetch(symbol: str, start: int, end: int, n: int, desc: bool) -> list:
+            profile = market.profile(symbol)
+            if profile is None:
+                return []
+            return history_ticks.ticks(kind, symbol, lambda *a: market.bars(a[0], 1, *a[1:]), market.seed,
+                                       profile.spread_bps, profile.tape, start, end, n, desc)
+
+        return fetch
+
+    def _page(self, symbols: list[str], query: BarsQuery, fetch: Fetch,
+              render: Callable[[Any], dict]) -> tuple[dict[str, list[dict]], str | None]:
+        """Items of `symbols` (in symbol order), at most `limit` in all, and the next page's token."""
         known = [s for s in sorted(symbols) if s in self.market.symbols]
         out: dict[str, list[dict]] = {}
         remaining = query.limit
@@ -231,30 +262,54 @@ class MarketDataApi:
                     start = max(start, query.page[1])
             if remaining == 0:
                 # Full page: is there anything left to point a token at?
-                probe = self.market.bars(symbol, query.timeframe, start, end, 1, query.descending)
+                probe = fetch(symbol, start, end, 1, query.descending)
                 if probe:
                     return out, _encode_token(symbol, probe[0].ts_ns)
                 continue
-            bars = self.market.bars(symbol, query.timeframe, start, end, remaining + 1, query.descending)
-            if len(bars) > remaining:
-                out[symbol] = [bar_json(b) for b in bars[:remaining]]
-                return out, _encode_token(symbol, bars[remaining].ts_ns)
-            if bars:
-                out[symbol] = [bar_json(b) for b in bars]
-                remaining -= len(bars)
+            items = fetch(symbol, start, end, remaining + 1, query.descending)
+            if len(items) > remaining:
+                out[symbol] = [render(x) for x in items[:remaining]]
+                return out, _encode_token(symbol, items[remaining].ts_ns)
+            if items:
+                out[symbol] = [render(x) for x in items]
+                remaining -= len(items)
         return out, None
 
     async def get_bars(self, request: web.Request) -> web.Response:
         symbols = _symbols(request)
         query = _bars_query(request, self._now())
-        bars, token = self._page_of_bars(symbols, query)
+        bars, token = self._page(symbols, query, self._fetch_bars(query), bar_json)
         return _respond({"bars": bars, "next_page_token": token})
 
     async def get_symbol_bars(self, request: web.Request) -> web.Response:
         symbol = _path_symbol(request)
         query = _bars_query(request, self._now())
-        bars, token = self._page_of_bars([symbol], query)
+        bars, token = self._page([symbol], query, self._fetch_bars(query), bar_json)
         return _respond({"bars": bars.get(symbol, []), "symbol": symbol, "next_page_token": token})
+
+    # -- historical quotes and trades --
+
+    def ticks_handler(self, kind: str) -> Callable:
+        render = quote_json if kind == "quotes" else trade_json
+
+        async def handler(request: web.Request) -> web.Response:
+            symbols = _symbols(request)
+            query = _range_query(request, self._now())
+            items, token = self._page(symbols, query, self._fetch_ticks(kind), render)
+            return _respond({kind: items, "next_page_token": token})
+
+        return handler
+
+    def symbol_ticks_handler(self, kind: str) -> Callable:
+        render = quote_json if kind == "quotes" else trade_json
+
+        async def handler(request: web.Request) -> web.Response:
+            symbol = _path_symbol(request)
+            query = _range_query(request, self._now())
+            items, token = self._page([symbol], query, self._fetch_ticks(kind), render)
+            return _respond({kind: items.get(symbol, []), "symbol": symbol, "next_page_token": token})
+
+        return handler
 
     # -- latest --
 
@@ -385,6 +440,10 @@ def add_routes(app: web.Application, ctx: VenueContext) -> None:
         return guarded
 
     r.add_get("/v2/stocks/bars", wrap(api.get_bars))
+    r.add_get("/v2/stocks/quotes", wrap(api.ticks_handler("quotes")))
+    r.add_get("/v2/stocks/trades", wrap(api.ticks_handler("trades")))
+    r.add_get("/v2/stocks/{symbol}/quotes", wrap(api.symbol_ticks_handler("quotes")))
+    r.add_get("/v2/stocks/{symbol}/trades", wrap(api.symbol_ticks_handler("trades")))
     r.add_get("/v2/stocks/bars/latest", wrap(api.latest_handler("bars")))
     r.add_get("/v2/stocks/quotes/latest", wrap(api.latest_handler("quotes")))
     r.add_get("/v2/stocks/trades/latest", wrap(api.latest_handler("trades")))

@@ -1,10 +1,12 @@
 """The paper venue's server: one aiohttp app on one port, run on its own loop thread.
 
 REST under /v2 (trading here, market data from market_data_api), trade updates
-at /stream, market data websockets at /v2/iex|sip|test (market_stream), and
-the fault knobs at /admin/faults. Middlewares, outermost first: errors (no
-handler exception takes the venue down), auth, rate limit, faults, then
-persistence of whatever the handler changed.
+at /stream (and /stream/, where alpaca-trade-api connects), market data
+websockets at /v2/iex|sip|test (market_stream), and the fault knobs at
+/admin/faults. Plain HTTP, or TLS (venue.tls) when the config names a
+certificate or asks for a self-signed one. Middlewares, outermost first: the
+access log (optional), errors (no handler exception takes the venue down),
+auth, rate limit, faults, then persistence of whatever the handler changed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import msgspec
 from aiohttp import web
 
 from stockade.venue import market_data_api, market_stream, trade_stream, trading_api
+from stockade.venue.access_log import access_log_middleware
 from stockade.venue.clock import MarketClock
 from stockade.venue.config import VenueConfig
 from stockade.venue.context import VenueContext
@@ -27,6 +30,7 @@ from stockade.venue.exchange import Exchange, VenueError
 from stockade.venue.faults import Faults, RejectSpec
 from stockade.venue.ledger_store import LedgerStore
 from stockade.venue.market import MarketSimulator, SimQuote
+from stockade.venue.tls import server_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ def _json_error(status: int, code: int, message: str, headers: dict[str, str] | 
 
 def _is_websocket(request: web.Request) -> bool:
     # By path only: an Upgrade header must not let a REST path skip auth.
-    return request.path in MARKET_WS_PATHS or request.path == "/stream"
+    return request.path in MARKET_WS_PATHS or request.path in trade_stream.PATHS
 
 
 # ---- middlewares ----------------------------------------------------------------
@@ -281,9 +285,11 @@ async def apply_faults(ctx: VenueContext, changes: dict[str, Any]) -> int:
 
 def build_app(ctx: VenueContext) -> web.Application:
     """The aiohttp app with every route and middleware (no simulator task started)."""
+    first = [access_log_middleware] if ctx.config.access_log else []
     app = web.Application(
         client_max_size=ctx.config.max_body_bytes,
         middlewares=[
+            *first,
             error_middleware,
             make_auth_middleware(ctx),
             make_rate_limit_middleware(ctx),
@@ -311,6 +317,7 @@ def build_context(config: VenueConfig, faults: Faults | None = None) -> VenueCon
         seed=config.seed,
         partial_fill_prob=lambda: ctx.faults.partial_fill_prob,
         on_event=lambda ev: trade_stream.publish(ctx, ev),
+        non_fractionable=config.non_fractionable,
     )
     if config.data_dir:
         ctx.ledger = LedgerStore(config.data_dir)
@@ -342,8 +349,9 @@ class VenueHandle:
     """A running venue: where it listens and how to change or stop it."""
 
     def __init__(self, ctx: VenueContext, loop: asyncio.AbstractEventLoop, thread: threading.Thread,
-                 host: str, port: int, stop_event: asyncio.Event) -> None:
+                 host: str, port: int, stop_event: asyncio.Event, tls: bool = False) -> None:
         self.ctx = ctx
+        self.tls = tls
         self.loop = loop
         self.thread = thread
         self.host = host
@@ -352,14 +360,14 @@ class VenueHandle:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def data_stream_url(self, feed: str = "iex") -> str:
-        return f"ws://{self.host}:{self.port}/v2/{feed}"
+        return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}/v2/{feed}"
 
     @property
     def trading_stream_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/stream"
+        return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}/stream"
 
     def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Run `fn` on the venue loop and return its result (for tests and the daemon)."""
@@ -390,7 +398,7 @@ async def _serve(ctx: VenueContext, ready: Callable[[int], None], stop_event: as
     app = build_app(ctx)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=server_ssl_context(config))
     await site.start()
     port = runner.addresses[0][1]
     assert ctx.market is not None
@@ -467,7 +475,8 @@ def start_venue(config: VenueConfig, faults: Faults | None = None, start_timeout
     if "error" in result:
         raise RuntimeError(f"venue failed to start: {result['error']!r}") from result["error"]
     host = config.host if config.host not in ("0.0.0.0", "") else "127.0.0.1"
-    return VenueHandle(result["ctx"], loop, thread, host, result["port"], result["stop_event"])
+    return VenueHandle(result["ctx"], loop, thread, host, result["port"], result["stop_event"],
+                       tls=config.tls_enabled)
 
 
 def serve_forever(config: VenueConfig, faults: Faults | None = None,

@@ -1,4 +1,4 @@
-"""The trade-updates websocket at /stream, in Alpaca's trading-stream protocol.
+"""The trade-updates websocket at /stream (and /stream/), in Alpaca's trading-stream protocol.
 
     client: {"action":"authenticate","data":{"key_id":K,"secret_key":S}}
     server: {"stream":"authorization","data":{"action":"authenticate","status":"authorized"}}
@@ -29,6 +29,8 @@ from stockade.venue.exchange import TradeEvent
 log = logging.getLogger(__name__)
 
 KIND = "trading"
+# Alpaca's own URL has no trailing slash; alpaca-trade-api (Python) asks for "/stream/".
+PATHS = ("/stream", "/stream/")
 AVAILABLE_STREAMS = ("trade_updates",)
 _OUTBOX_LIMIT = 10_000  # frames queued for one slow client before it is dropped
 
@@ -178,4 +180,5 @@ def add_routes(app: web.Application, ctx: VenueContext) -> None:
     async def stream(request: web.Request) -> web.StreamResponse:
         return await handle(request, ctx)
 
-    app.router.add_get("/stream", stream)
+    for path in PATHS:
+        app.router.add_get(path, stream)

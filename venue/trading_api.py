@@ -17,11 +17,12 @@ from aiohttp import web
 
 from stockade.venue.alpaca_json import account_json, asset_json, order_json, position_json
 from stockade.venue.context import VenueContext
-from stockade.venue.exchange import Exchange, OrderRequest, VenueError, asset_id_for
+from stockade.venue.exchange import QTY_DECIMALS, Exchange, OrderRequest, VenueError, asset_id_for
 
 _TIME_IN_FORCE = ("day", "gtc")
 _UNSUPPORTED_TIF = ("opg", "cls", "ioc", "fok")
-_ORDER_TYPES = ("market", "limit", "stop", "stop_limit")
+_ORDER_TYPES = ("market", "limit", "stop", "stop_limit", "trailing_stop")
+_ORDER_CLASSES = ("simple", "bracket", "oto", "oco")
 MAX_CLIENT_ORDER_ID = 128
 
 
@@ -36,8 +37,8 @@ async def read_json(request: web.Request) -> Any:
         raise VenueError(400, 40010000, "request body format is invalid") from None
 
 
-def parse_qty(value: Any, field: str = "qty") -> int:
-    """Whole shares from Alpaca's string-or-number qty; 422 for anything else."""
+def parse_qty(value: Any, field: str = "qty") -> float:
+    """Shares (or dollars) from Alpaca's string-or-number field, up to 9 decimals; 422 for anything else."""
     if isinstance(value, bool) or value is None:
         raise VenueError(422, 40010001, f"{field} is required")
     try:
@@ -48,9 +49,24 @@ def parse_qty(value: Any, field: str = "qty") -> int:
         raise VenueError(422, 40010001, f"invalid {field}")
     if x <= 0:
         raise VenueError(422, 40010001, f"{field} must be > 0")
-    if x != int(x):
-        raise VenueError(422, 40010001, "fractional orders are not supported by this venue")
-    return int(x)
+    if abs(round(x, QTY_DECIMALS) - x) > 1e-12 * max(1.0, x):
+        raise VenueError(422, 40010001, f"{field} can take up to {QTY_DECIMALS} decimal places")
+    return round(x, QTY_DECIMALS)
+
+
+def parse_trail(value: Any, field: str) -> float | None:
+    """A trailing stop's trail_price / trail_percent (or PATCH's trail): a positive number."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise VenueError(422, 40010001, f"invalid {field}")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise VenueError(422, 40010001, f"invalid {field}") from None
+    if not math.isfinite(x) or x <= 0:
+        raise VenueError(422, 40010001, f"{field} must be > 0")
+    return x
 
 
 def parse_price(value: Any, field: str) -> float | None:
@@ -81,15 +97,19 @@ def parse_order_request(body: Any) -> OrderRequest:
     symbol = body.get("symbol")
     if not isinstance(symbol, str) or not symbol:
         raise VenueError(422, 40010001, "symbol is required")
+    notional = None
     if body.get("notional") is not None:
-        raise VenueError(422, 40010001, "notional orders are not supported by this venue")
-    qty = parse_qty(body.get("qty"))
+        if body.get("qty") is not None:
+            # Alpaca's fractional docs: both given is refused with status 400.
+            raise VenueError(400, 40010000, "qty and notional are mutually exclusive")
+        notional = parse_qty(body["notional"], "notional")
+        qty = 0.0
+    else:
+        qty = parse_qty(body.get("qty"))
     side = body.get("side")
     if side not in ("buy", "sell"):
         raise VenueError(422, 40010001, f"invalid side {side!r}" if side else "side is required")
     otype = body.get("type", body.get("order_type"))
-    if otype == "trailing_stop":
-        raise VenueError(422, 40010001, "trailing_stop orders are not supported by this venue")
     if otype not in _ORDER_TYPES:
         raise VenueError(422, 40010001, f"invalid order type {otype!r}" if otype else "type is required")
     tif = body.get("time_in_force")
@@ -101,6 +121,8 @@ def parse_order_request(body: Any) -> OrderRequest:
     if cid is not None and (not isinstance(cid, str) or len(cid) > MAX_CLIENT_ORDER_ID):
         raise VenueError(422, 40010001, "client_order_id must be no more than 128 characters")
     order_class = body.get("order_class") or "simple"
+    if order_class not in _ORDER_CLASSES:
+        raise VenueError(422, 40010001, f"invalid order_class {order_class!r}")
     take_profit = body.get("take_profit") or {}
     stop_loss = body.get("stop_loss") or {}
     if not isinstance(take_profit, dict) or not isinstance(stop_loss, dict):
@@ -122,6 +144,9 @@ def parse_order_request(body: Any) -> OrderRequest:
         take_profit_limit=parse_price(take_profit.get("limit_price"), "take_profit.limit_price"),
         stop_loss_stop=parse_price(stop_loss.get("stop_price"), "stop_loss.stop_price"),
         stop_loss_limit=parse_price(stop_loss.get("limit_price"), "stop_loss.limit_price"),
+        notional=notional,
+        trail_price=parse_trail(body.get("trail_price"), "trail_price"),
+        trail_percent=parse_trail(body.get("trail_percent"), "trail_percent"),
     )
 
 
@@ -173,7 +198,7 @@ class TradingApi:
                 "trade_confirm_email": "none",
                 "suspend_trade": False,
                 "no_shorting": True,
-                "fractional_trading": False,
+                "fractional_trading": True,
                 "max_margin_multiplier": "1",
                 "ptp_no_exception_entry": False,
                 "max_options_trading_level": 0,
@@ -188,7 +213,7 @@ class TradingApi:
             return web.json_response([])
         if q.get("asset_class") not in (None, "", "us_equity"):
             return web.json_response([])
-        assets = [asset_json(s) for s in self.ex.symbols]
+        assets = [asset_json(s, s not in self.ex.non_fractionable) for s in self.ex.symbols]
         if q.get("exchange"):
             assets = [a for a in assets if a["exchange"] == q["exchange"]]
         return web.json_response(assets)
@@ -198,7 +223,7 @@ class TradingApi:
         symbol = self._symbol(key)
         if symbol not in self.ex.symbols:
             raise VenueError(404, 40410000, f"asset not found for {key}")
-        return web.json_response(asset_json(symbol))
+        return web.json_response(asset_json(symbol, symbol not in self.ex.non_fractionable))
 
     # ---- positions -------------------------------------------------------------------
 
@@ -318,6 +343,7 @@ class TradingApi:
             stop_price=parse_price(body.get("stop_price"), "stop_price"),
             time_in_force=tif,
             client_order_id=body.get("client_order_id"),
+            trail=parse_trail(body.get("trail"), "trail"),
         )
         out = order_json(new, self.ex)
         self.ex.route_pending()

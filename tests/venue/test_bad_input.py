@@ -41,7 +41,8 @@ def test_malformed_json_is_400(venue):
         (order(qty="-5"), 422, 40010001),
         (order(qty=0), 422, 40010001),
         (order(qty="abc"), 422, 40010001),
-        (order(qty=1.5), 422, 40010001),
+        (order(qty=1.5, time_in_force="gtc"), 422, 40010001),  # fractional orders are DAY orders
+        (order(qty="0.0000000001"), 422, 40010001),  # more than 9 decimals
         (order(qty="NaN"), 422, 40010001),
         (order(qty=None), 422, 40010001),
         (order(side="up"), 422, 40010001),

@@ -91,6 +91,10 @@ def test_always_open():
     clock = MarketClock("always_open", now_fn=lambda: now[0])
     assert clock.is_open() and clock.is_open(ny_ns(2025, 12, 25, 12, 0))
     assert clock.now_ns() == now[0]
-    assert clock.next_close() > now[0] + 23 * 3600 * 10**9
-    assert clock.next_open() >= clock.next_close()
+    # A rolling session: the close some hours ahead (never a day), the open right after it.
+    hours = (clock.next_close() - now[0]) / 3600e9
+    assert 7.9 < hours <= 8.02
+    assert clock.next_open() - clock.next_close() == 60 * 10**9
+    now[0] += 3 * 3600 * 10**9  # three hours on, the close has rolled with the time
+    assert 7.9 < (clock.next_close() - now[0]) / 3600e9 <= 8.02 and clock.is_open()
     assert len(clock.calendar(date(2025, 12, 20), date(2025, 12, 31))) == 12

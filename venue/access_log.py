@@ -1,0 +1,36 @@
+"""The venue's access log: one INFO line per request, for bot authors debugging against it.
+
+Method, path, status and latency only. The query string and every header stay
+out: keys travel in headers (APCA-API-KEY-ID / APCA-API-SECRET-KEY), and a
+query is the client's to fill. A websocket's line is written when it closes,
+its latency being the connection's lifetime.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+log = logging.getLogger("stockade.venue.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost middleware: time the request and log its outcome (also when it fails)."""
+    started = time.perf_counter()
+    status: int | str = "-"  # nothing was answered (the client went away, the venue stopped)
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        log.info("%s %s %s %.1fms", request.method, request.path, status, elapsed_ms)
