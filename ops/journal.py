@@ -123,7 +123,7 @@ class JournalHandler(logging.Handler):
         try:
             self._send(encode(record_fields(record, self._formatter, self.identifier)))
             self.sent += 1
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever the journal says, the record is written elsewhere
             self.fell_back += 1
             self.fallback.handle(record)
 

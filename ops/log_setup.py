@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from typing import IO, Any, Iterable, Mapping
 
 from stockade.ops.journal import JournalHandler, is_socket, stderr_is_journal
@@ -88,4 +89,16 @@ def install(cfg: Any, filters: Iterable[logging.Filter] = (), env: Mapping[str, 
     root.setLevel(getattr(logging, cfg.level, logging.INFO))
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Warnings and uncaught exceptions would print raw (multi-line) text
+    # between the records: send them through the same handler.
+    logging.captureWarnings(True)
+    threading.excepthook = _log_thread_exception
     return where
+
+
+def _log_thread_exception(args: Any) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("stockade").error("uncaught exception in thread %s", name,
+                                        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))

@@ -64,7 +64,7 @@ class JournalReceiver:
         while not self._stop.is_set():
             try:
                 data, anc, _flags, _addr = self.sock.recvmsg(1 << 20, socket.CMSG_SPACE(fd_size))
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -23,7 +23,7 @@ from stockade.ops import log_context, log_setup
 from stockade.ops.control import ControlServer
 from stockade.ops.daemon import RedactingFilter
 from stockade.ops.journal import JournalHandler, encode, stderr_is_journal
-from stockade.ops.log_format import JsonLineFormatter, TextFormatter, printable, rfc3339
+from stockade.ops.log_format import printable, rfc3339
 from stockade.ops.settings import LoggingSettings, SettingsError, settings_from_dict
 
 SECRET = "LogFormatSecret-7f3a9c"
