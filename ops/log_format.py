@@ -133,4 +133,6 @@ class JsonLineFormatter(JsonFormatter):
         merge_record_extra(record, log_data, reserved=_NOT_EXTRA)
 
 
-_NOT_EXTRA = frozenset(JsonFormatter().reserved_attrs | set(CONTEXT_FIELDS) | {"message", "asctime"})
+# Record attributes that are not `extra` fields; an extra never replaces one of the fields above.
+_NOT_EXTRA = frozenset(JsonFormatter().reserved_attrs | set(CONTEXT_FIELDS)
+                       | {"message", "asctime", "time", "level", "logger", "exception", "stack"})

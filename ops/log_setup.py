@@ -93,7 +93,15 @@ def install(cfg: Any, filters: Iterable[logging.Filter] = (), env: Mapping[str, 
     # between the records: send them through the same handler.
     logging.captureWarnings(True)
     threading.excepthook = _log_thread_exception
+    sys.excepthook = _log_uncaught
     return where
+
+
+def _log_uncaught(exc_type: Any, exc: BaseException, tb: Any) -> None:
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    logging.getLogger("stockade").critical("uncaught exception: the daemon stops", exc_info=(exc_type, exc, tb))
 
 
 def _log_thread_exception(args: Any) -> None:

@@ -335,4 +335,36 @@ def test_the_daemon_log_filter_still_runs_first_in_every_format():
         except ValueError:
             lg.exception("token %s", SECRET)
         assert SECRET not in out.getvalue() and "***" in out.getvalue()
-    assert sys.stderr  # the real stderr is untouched by these handlers
+
+
+def test_install_sends_warnings_and_uncaught_thread_exceptions_through_the_format(monkeypatch):
+    import threading
+    import warnings
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    out = io.StringIO()
+    try:
+        where = log_setup.install(LoggingSettings(format="json"), [RedactingFilter()], env={}, stream=out)
+        assert where == "stderr (json)"
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("something odd\nwith two lines", UserWarning, stacklevel=1)
+
+        def fail() -> None:
+            raise RuntimeError(f"thread died {SECRET}")
+
+        t = threading.Thread(target=fail, name="worker-1")
+        t.start()
+        t.join(5)
+    finally:
+        logging.captureWarnings(False)
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert any(r["logger"] == "py.warnings" and "something odd\nwith two lines" in r["message"] for r in records)
+    died = next(r for r in records if r["message"] == "uncaught exception in thread worker-1")
+    assert "RuntimeError: thread died ***" in died["exception"] and SECRET not in out.getvalue()
