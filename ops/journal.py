@@ -11,10 +11,12 @@ taken from `systemd-python`, which builds against libsystemd's C headers at
 install time and would break the one-line install; the encoder is a dozen
 lines.
 
-Sending never blocks an actor and never loses a record: the socket is
-non-blocking, and a record the journal does not take (socket gone, queue
-full) is written to stderr instead, which under systemd is the journal's
-stream anyway.
+Sending never stalls an actor for long and never loses a record: the
+socket is non-blocking; when journald's queue is full the handler waits for
+it at most `CONGESTED_WAIT_S`, and not again for `CONGESTED_FOR_S` after a
+wait that timed out; a record the journal does not take (socket gone, queue
+still full) is written to stderr instead, which under systemd is the
+journal's stream anyway (the first time, with a line saying why).
 
 Fields: MESSAGE (one printable line, as in the text format), PRIORITY
 (syslog), SYSLOG_IDENTIFIER, LOGGER, THREAD_NAME, CODE_FILE, CODE_LINE,
@@ -30,9 +32,11 @@ import errno
 import fcntl
 import logging
 import os
+import select
 import socket
 import stat
 import struct
+import time
 from typing import Iterable, Mapping
 
 from stockade.ops.log_context import CONTEXT_FIELDS
@@ -40,6 +44,9 @@ from stockade.ops.log_format import printable, printable_lines
 
 DEFAULT_SOCKET = "/run/systemd/journal/socket"
 IDENTIFIER = "stockade"
+
+CONGESTED_WAIT_S = 0.05
+CONGESTED_FOR_S = 1.0
 
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
@@ -118,20 +125,41 @@ class JournalHandler(logging.Handler):
         self.sent = 0
         self.fell_back = 0
         self._formatter = logging.Formatter()
+        self._congested_until = 0.0
+        self._connected = False
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self._send(encode(record_fields(record, self._formatter, self.identifier)))
             self.sent += 1
-        except Exception:  # noqa: BLE001 - whatever the journal says, the record is written elsewhere
+        except Exception as exc:  # noqa: BLE001 - whatever the journal says, the record is written elsewhere
             self.fell_back += 1
+            if self.fell_back == 1:
+                self.fallback.handle(logging.makeLogRecord({
+                    "name": __name__, "levelno": logging.WARNING, "levelname": "WARNING",
+                    "msg": "journal at %s refused a record (%s): such records go to stderr, without journal fields",
+                    "args": (self.path, exc)}))
             self.fallback.handle(record)
 
     def _send(self, payload: bytes) -> None:
+        if not self._connected:
+            # Connected, so that select() tells when journald's queue has room.
+            self.sock.connect(self.path)
+            self._connected = True
         try:
-            self.sock.sendto(payload, self.path)
+            self.sock.send(payload)
+        except BlockingIOError:
+            # journald's queue is full: wait a little for it, unless it was slow a moment ago.
+            now = time.monotonic()
+            if now < self._congested_until:
+                raise
+            if not select.select([], [self.sock], [], CONGESTED_WAIT_S)[1]:
+                self._congested_until = now + CONGESTED_FOR_S
+                raise
+            self.sock.send(payload)
         except OSError as exc:
             if exc.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
+                self._connected = False  # journald restarted, or gone: connect again next time
                 raise
             self._send_memfd(payload)
 
@@ -142,7 +170,7 @@ class JournalHandler(logging.Handler):
             while view:
                 view = view[os.write(fd, view):]
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)  # journald takes only a sealed memfd
-            self.sock.sendmsg([], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))], 0, self.path)
+            self.sock.sendmsg([], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
         finally:
             os.close(fd)
 

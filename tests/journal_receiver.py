@@ -92,6 +92,12 @@ class JournalReceiver:
         """The MESSAGE of every entry, one per line."""
         return "\n".join(e.get("MESSAGE", "") for e in self.entries())
 
+    def __enter__(self) -> "JournalReceiver":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         self._stop.set()
         self.thread.join(5)

@@ -219,8 +219,46 @@ def test_journal_handler_sends_native_entries_with_the_fields(journal):
 def test_journal_handler_falls_back_to_stderr_when_the_journal_is_gone(short_dir):
     fallback, out = stream_handler("json")
     handler = JournalHandler(str(short_dir / "no-journal.sock"), fallback)
-    logger_to(handler, "journal.gone").warning("still written")
-    assert json.loads(out.getvalue())["message"] == "still written" and handler.fell_back == 1
+    lg = logger_to(handler, "journal.gone")
+    lg.warning("still written")
+    lg.warning("and again")
+    notice, *records = (json.loads(line) for line in out.getvalue().splitlines())
+    assert "no-journal.sock refused a record" in notice["message"] and "No such file" in notice["message"]
+    assert [r["message"] for r in records] == ["still written", "and again"] and handler.fell_back == 2
+
+
+def test_journal_handler_never_loses_a_record_when_the_journal_is_full_or_restarts(short_dir):
+    path = str(short_dir / "stalled.sock")
+    stalled = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # bound, never read: its queue fills up
+    stalled.bind(path)
+    fallback, out = stream_handler("json")
+    handler = JournalHandler(path, fallback)
+    lg = logger_to(handler, "journal.full")
+    n = 3000
+    for i in range(n):
+        lg.info("record %d", i)
+    assert handler.fell_back > 0 and handler.sent + handler.fell_back == n
+    written = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert written[0]["level"] == "WARNING" and "refused a record" in written[0]["message"]
+    assert len(written) == handler.fell_back + 1  # every refused record, once, and one line saying why
+    stalled.setblocking(False)
+    got = []
+    while True:
+        try:
+            got.append(dict(parse(stalled.recv(65536)))["MESSAGE"].decode())
+        except BlockingIOError:
+            break
+    assert len(got) == handler.sent
+    assert sorted(got + [r["message"] for r in written[1:]], key=lambda m: int(m.split()[1])) == \
+        [f"record {i}" for i in range(n)]
+    # journald restarts (a new socket at the same path): the handler connects again.
+    stalled.close()
+    os.unlink(path)
+    lg.info("while it restarts")
+    with JournalReceiver(short_dir / "stalled.sock") as journal:
+        lg.info("after the restart")
+        wait_for(lambda: [e["MESSAGE"] for e in journal.entries()] == ["after the restart"], 10, 0.02, "the entry")
+    assert json.loads(out.getvalue().splitlines()[-1])["message"] == "while it restarts"
 
 
 # ---- which output ---------------------------------------------------------------------------
