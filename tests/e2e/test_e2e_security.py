@@ -23,6 +23,7 @@ import pytest
 from daemon_harness import RUN_PY, DaemonProcess, JournalDaemon, VenueProcess, _child_env, settings_text, wait_orders
 from journal_receiver import JournalReceiver
 from otlp_receivers import OtlpHttpReceiver
+from test_e2e_control import _raw
 from waiting import wait_for
 
 TAG = secrets.token_hex(4).upper()
@@ -82,6 +83,9 @@ def test_no_secret_in_any_output_or_file(short_dir, log_format):
         daemon.wait_ready()
         # The fake key pair is really in use: orders go through the venue with it.
         wait_orders(daemon, 2)
+        # A key pasted as a command by mistake: the audit line and record must not keep it.
+        assert _raw(daemon.socket, json.dumps({"cmd": FAKE_SECRET, "args": {"x": FAKE_KEY}}).encode() + b"\n")[
+            "ok"] is False
         ctl_env = _child_env()
         sock = str(daemon.socket)
         for cmd in (["status"], ["alerts", "50"], ["halt", "leak check"], ["resume"], ["kill", "leak check"],
@@ -131,7 +135,8 @@ def test_no_secret_in_any_output_or_file(short_dir, log_format):
     assert "EMERGENCY" in (daemon.data_dir / "alerts.jsonl").read_text()
     audit = json.loads(ctl_stdout["audit 50"])["result"]
     assert {"halt", "resume", "kill"} <= {a["cmd"] for a in audit}
-    assert all(a["uid"] == os.geteuid() and a["ok"] for a in audit)
+    assert all(a["uid"] == os.geteuid() and a["ok"] for a in audit if a["cmd"] != "***")
+    assert [a["cmd"] for a in audit if not a["ok"]] == ["***"]
 
     leaks = [f"{what} in {where}" for where, data in outputs.items() for what, needle in needles.items()
              if needle.encode() in data]

@@ -185,11 +185,13 @@ def journal(short_dir):
     receiver.stop()
 
 
-def test_journal_handler_sends_native_entries_with_the_fields(journal):
-    fallback, fallback_out = stream_handler("json")
-    handler = JournalHandler(journal.path, fallback)
-    handler.addFilter(log_context.ContextFilter())
-    handler.addFilter(RedactingFilter())
+def test_journal_handler_sends_native_entries_with_the_fields(short_dir, journal):
+    # As the daemon sets it up: stderr is the journal's stream, its socket is there.
+    stderr = open(short_dir / "stderr", "w")  # noqa: SIM115 - closed at the end
+    st = os.fstat(stderr.fileno())
+    handler, _ = log_setup.make_handler(LoggingSettings(journal_socket=journal.path), [RedactingFilter()],
+                                        env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}, stream=stderr)
+    assert isinstance(handler, JournalHandler)
     lg = logger_to(handler, "journal.fields")
     slot = log_context.Handling("order_manager")
     token = log_context.enter(slot, Msg("NV\nDA", intent_id="i-7"))
@@ -213,7 +215,8 @@ def test_journal_handler_sends_native_entries_with_the_fields(journal):
     assert b"EXCEPTION_TEXT\n" in journal.raw[0]  # the binary-safe form
     assert big["MESSAGE"] == "x" * 300_000 and big["PRIORITY"] == "6"
     assert journal.memfd_entries == 1 and journal.sealed
-    assert handler.sent == 2 and fallback_out.getvalue() == ""
+    stderr.close()
+    assert handler.sent == 2 and (short_dir / "stderr").read_text() == ""
 
 
 def test_journal_handler_falls_back_to_stderr_when_the_journal_is_gone(short_dir):
