@@ -44,7 +44,7 @@ from typing import Any, Callable, ClassVar, TypeVar
 import pykka
 
 from stockade.codecs.messages import Envelope, Message, Tick
-from stockade.ops import telemetry
+from stockade.ops import log_context, telemetry
 from stockade.supervisors.context import ActorContext
 from stockade.supervisors.events import ChildExit, ChildReady, Ping, Request
 from stockade.supervisors.router import Fenced
@@ -118,6 +118,7 @@ class StockadeActor(pykka.ThreadingActor):
         self._raw_timer_keys: dict[type, str] = {}
         self._ended = False
         self._reported = False
+        self._log_slot = log_context.Handling(ctx.name)
 
     # ---- hooks for subclasses ---------------------------------------------------
 
@@ -230,6 +231,10 @@ class StockadeActor(pykka.ThreadingActor):
             if key is not None:
                 self._tick_pending.pop(key, None)
         span = None
+        # Log lines written while handling carry this actor, the message's
+        # symbol and client_order_id and the span's ids (read only when a line is written).
+        slot = self._log_slot
+        log_token = log_context.enter(slot, body)
         try:
             self.ctx.faults.apply(self.name)
             if isinstance(message, Ping):
@@ -240,6 +245,7 @@ class StockadeActor(pykka.ThreadingActor):
             if tracer is None:  # tracing off: no span objects at all
                 return self.handle(body, envelope)
             with tracer.message_span(self.name, body, envelope.traceparent, envelope.sender, envelope.id) as span:
+                slot.span = span
                 return self.handle(body, envelope)
         except BaseException as exc:  # noqa: BLE001 - see module docstring
             # The supervisor's span for this failure is a child of the span that failed.
@@ -249,6 +255,8 @@ class StockadeActor(pykka.ThreadingActor):
             if isinstance(exc, Exception):
                 raise
             raise ActorCrashed(repr(exc)) from exc
+        finally:
+            log_context.leave(log_token)
 
     def on_stop(self) -> None:
         if self._ended:

@@ -502,7 +502,7 @@ class ControlServer:
         if isinstance(req, dict):
             cmd, args = "(malformed)", _redact(line[:200].decode("utf-8", "replace"))
         else:
-            cmd, args = req.cmd[:64], audit_args(req.args)
+            cmd, args = _redact(req.cmd)[:64], audit_args(req.args)  # a key pasted as the command too
         self._record(pid, uid, gid, cmd, args, ok, "" if ok else str(reply.get("error", "")),
                      (time.monotonic() - started) * 1000)
         return self._encode(reply)

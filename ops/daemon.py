@@ -73,17 +73,12 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter())
-    # Chatty libraries: their INFO lines are noise next to ours.
-    for name in ("aiohttp.access", "websockets", "urllib3", "alpaca"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+def setup_logging(logging_settings: Any) -> str:
+    """The log handler per `[logging]` (text, json or the journal: ops/log_setup.py),
+    every record redacted; returns where logs go."""
+    from stockade.ops import log_setup
+
+    return log_setup.install(logging_settings, [RedactingFilter()])
 
 
 def main(argv: list[str]) -> int:
@@ -105,7 +100,8 @@ def main(argv: list[str]) -> int:
 
     # Before the first log line: from here on, no configured secret reaches any log.
     register_secret(*ops_secrets.known_secret_values())
-    setup_logging(settings.logging.level)
+    log_target = setup_logging(settings.logging)
+    log.info("logging to %s", log_target)
     if money == "live":
         log.warning("LIVE TRADING: real money (alpaca.paper = false, alpaca.allow_live = true)")
     try:

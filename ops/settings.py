@@ -289,6 +289,11 @@ class StreamSettings(_Section):
 
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # auto: text on a terminal, json under systemd or when stderr is not a terminal.
+    format: Literal["auto", "text", "json"] = "auto"
+    # Under systemd with stderr on the journal: records go to the journal natively (ops/journal.py).
+    journal: bool = True
+    journal_socket: str = "/run/systemd/journal/socket"
 
 
 class ModelsSettings(_Section):
@@ -719,6 +724,10 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     if st.backoff_initial_s > st.backoff_max_s:
         c.fail("stream.backoff_initial_s", f"must be <= stream.backoff_max_s ({st.backoff_max_s:g})")
     c.at_least("stream.max_inflight_per_analyzer", st.max_inflight_per_analyzer, 1)
+
+    lg = s.logging
+    if not lg.journal_socket.startswith("/") or "\0" in lg.journal_socket:
+        c.fail("logging.journal_socket", "must be an absolute path")
 
     mo = s.models
     if "\0" in mo.dir:

@@ -27,7 +27,7 @@ RUN_PY = str(REPO / "run.py")
 def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("APCA_", "NOTIFY_SOCKET", "WATCHDOG_", "STATE_DIRECTORY", "RUNTIME_DIRECTORY",
-                                "CREDENTIALS_DIRECTORY", "OTEL_"))}
+                                "CREDENTIALS_DIRECTORY", "OTEL_", "JOURNAL_STREAM", "INVOCATION_ID"))}
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
@@ -221,3 +221,24 @@ def wait_orders(daemon: DaemonProcess, at_least: int, timeout: float = 60.0) -> 
         return st if st["orders_placed"] >= at_least else None
 
     return wait_for(enough, timeout, 0.2, f"{at_least} orders placed")
+
+
+class JournalDaemon(DaemonProcess):
+    """The daemon as systemd runs it with its stderr on the journal: `$JOURNAL_STREAM`
+    names the log file its stderr goes to, so it logs to `journal` (a
+    `journal_receiver.JournalReceiver`; the settings must point
+    `logging.journal_socket` at it). `log()` is the entries' messages, then stderr."""
+
+    def __init__(self, data_dir: Path, settings: str, journal: Any, venue: VenueProcess | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.journal = journal
+        log_path = data_dir.parent / f"{data_dir.name}-daemon.log"
+        log_path.touch()
+        st = os.stat(log_path)  # the harness appends to this very file (same inode)
+        super().__init__(data_dir, settings, venue, env={**(env or {}), "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+
+    def stderr(self) -> str:
+        return super().log()
+
+    def log(self) -> str:
+        return self.journal.messages() + "\n" + self.stderr()

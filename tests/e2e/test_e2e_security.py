@@ -5,7 +5,8 @@ The daemon runs against a standalone venue that accepts only the fake key
 pair (so the keys are really used: orders get placed), with a fake SMTP
 password and a fake webhook URL (token in the path) whose deliveries fail on
 a closed port (the error path is where a URL tends to leak), tracing on to a
-collector in this test, and the log at DEBUG.
+collector in this test, and the log at DEBUG, in each log format: text,
+json, and the journal's native protocol (to a socket the test binds).
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import subprocess
 import sys
 import threading
 
-from daemon_harness import RUN_PY, DaemonProcess, VenueProcess, _child_env, settings_text, wait_orders
+import pytest
+from daemon_harness import RUN_PY, DaemonProcess, JournalDaemon, VenueProcess, _child_env, settings_text, wait_orders
+from journal_receiver import JournalReceiver
 from otlp_receivers import OtlpHttpReceiver
+from test_e2e_control import _raw
 from waiting import wait_for
 
 TAG = secrets.token_hex(4).upper()
@@ -46,7 +50,8 @@ def run(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.Com
     return subprocess.run([sys.executable, RUN_PY, *args], capture_output=True, timeout=timeout, env=env)
 
 
-def test_no_secret_in_any_output_or_file(short_dir):
+@pytest.mark.parametrize("log_format", ["text", "json", "journal"])
+def test_no_secret_in_any_output_or_file(short_dir, log_format):
     needles = {"key id": FAKE_KEY, "secret key": FAKE_SECRET, "smtp password": FAKE_SMTP_PASSWORD,
                "webhook token": FAKE_WEBHOOK_TOKEN}
     # Bound but not listening: every delivery to it is refused at once.
@@ -64,15 +69,23 @@ def test_no_secret_in_any_output_or_file(short_dir):
                 "retry_attempts": 2, "retry_initial_s": 0.05, "retry_max_s": 0.1, "timeout_s": 2.0},
         telemetry={"enabled": True, "otlp_endpoint": f"http://127.0.0.1:{collector.server_address[1]}/v1/traces",
                    "quote_sample_ratio": 1.0},
-        logging={"level": "DEBUG"},
+        logging={"level": "DEBUG", "format": "json" if log_format == "journal" else log_format,
+                 "journal_socket": str(short_dir / "journal.sock")},
     )
-    daemon = DaemonProcess(short_dir / "data", settings, venue, env=secret_env)
+    journal = JournalReceiver(short_dir / "journal.sock")
+    if log_format == "journal":
+        daemon = JournalDaemon(short_dir / "data", settings, journal, venue, env=secret_env)
+    else:
+        daemon = DaemonProcess(short_dir / "data", settings, venue, env=secret_env)
     outputs: dict[str, bytes] = {}
     ctl_stdout: dict[str, bytes] = {}
     try:
         daemon.wait_ready()
         # The fake key pair is really in use: orders go through the venue with it.
         wait_orders(daemon, 2)
+        # A key pasted as a command by mistake: the audit line and record must not keep it.
+        assert _raw(daemon.socket, json.dumps({"cmd": FAKE_SECRET, "args": {"x": FAKE_KEY}}).encode() + b"\n")[
+            "ok"] is False
         ctl_env = _child_env()
         sock = str(daemon.socket)
         for cmd in (["status"], ["alerts", "50"], ["halt", "leak check"], ["resume"], ["kill", "leak check"],
@@ -93,9 +106,21 @@ def test_no_secret_in_any_output_or_file(short_dir):
         venue.stop()
         collector.stop()
         closed.close()
+        journal.stop()
     assert code == 0
 
     outputs["daemon log (stdout+stderr)"] = daemon.log_path.read_bytes()
+    outputs["journal"] = b"".join(journal.raw)
+    # The search covered the format it claims to.
+    if log_format == "journal":
+        assert len(journal.entries()) > 50 and b"stockade ready" not in outputs["daemon log (stdout+stderr)"]
+    else:
+        assert journal.raw == []
+        lines = outputs["daemon log (stdout+stderr)"].decode().splitlines()
+        first = next(line for line in lines if "stockade ready" in line)
+        assert first.startswith("{") == (log_format == "json"), first
+        if log_format == "json":
+            assert all(json.loads(line) for line in lines)
     outputs["venue log"] = venue.log_path.read_bytes()
     with collector.lock:
         outputs["trace export"] = b"".join(collector.bodies)
@@ -110,7 +135,8 @@ def test_no_secret_in_any_output_or_file(short_dir):
     assert "EMERGENCY" in (daemon.data_dir / "alerts.jsonl").read_text()
     audit = json.loads(ctl_stdout["audit 50"])["result"]
     assert {"halt", "resume", "kill"} <= {a["cmd"] for a in audit}
-    assert all(a["uid"] == os.geteuid() and a["ok"] for a in audit)
+    assert all(a["uid"] == os.geteuid() and a["ok"] for a in audit if a["cmd"] != "***")
+    assert [a["cmd"] for a in audit if not a["ok"]] == ["***"]
 
     leaks = [f"{what} in {where}" for where, data in outputs.items() for what, needle in needles.items()
              if needle.encode() in data]
