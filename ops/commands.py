@@ -32,7 +32,7 @@ def status(svc: Services, tree: Tree) -> dict[str, Any]:
     state = svc.trading_state()
     actors = [
         {"name": a.name, "alive": a.alive, "restarts": a.restarts, "state": a.state, "mailbox": a.mailbox,
-         "supervisor": a.name in SUPERVISOR_NAMES}
+         "supervisor": a.name in SUPERVISOR_NAMES, "refused": a.refused}
         for a in tree.snapshot()
     ]
     positions = [
@@ -61,6 +61,8 @@ def status(svc: Services, tree: Tree) -> dict[str, Any]:
         "orders_placed": svc.store.orders_placed,
         "decisions": svc.store.decisions.count(),
         "dead_letters": tree.router.dead_letters,
+        # What replaced (fenced) instances tried and were refused: name -> storage/journal/tell/rest -> count.
+        "fenced_refusals": tree.router.refusal_counts(),
         "market_data": svc.stats.get("market_data", {}),
         "fault_injection": svc.faults.enabled,
         "faults_pending": svc.faults.pending() if svc.faults.enabled else {},
