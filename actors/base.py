@@ -5,7 +5,8 @@ What the base does so concrete actors do not have to:
   dispatches the body to `handle(body, envelope)` (or to the methods marked
   `@handles(SomeMessage)`);
 - answers heartbeat pings itself;
-- applies fault injection (crash/hang on the next message);
+- applies fault injection (a `CrashNow` fault message; crash/hang armed for
+  the next message; a crash drill's crash as a new instance comes up);
 - turns *any* failure (an exception in a handler or in `setup()`, even a
   `BaseException` such as `SystemExit`) into a failure of this actor only:
   stops it, moves its unhandled mailbox to the router's hold buffer for the
@@ -53,6 +54,7 @@ from stockade.ops import telemetry
 from stockade.supervisors import fence
 from stockade.supervisors.context import ActorContext
 from stockade.supervisors.events import ChildExit, ChildReady, Ping, Request
+from stockade.supervisors.faults import CrashNow, InjectedCrash
 from stockade.supervisors.fence import Fenced
 from stockade.supervisors.timers import RepeatingTimer
 
@@ -216,6 +218,8 @@ class StockadeActor(pykka.ThreadingActor):
             self.ctx.notify(ChildReady(self.name, self.generation))
         except Exception:
             logger.exception("%s: could not report it is ready", self.name)
+        if self.ctx.faults.take_start_crash(self.name):  # a crash drill (`ctl crash NAME --times N`)
+            self.actor_ref.tell(CrashNow())
 
     def on_receive(self, message: Any) -> Any:
         asked = False
@@ -242,6 +246,8 @@ class StockadeActor(pykka.ThreadingActor):
         span = None
         try:
             self.ctx.faults.apply(self.name)
+            if type(message) is CrashNow:
+                raise InjectedCrash(f"injected crash in {self.name} (gen {self.generation})")
             if isinstance(message, Ping):
                 return True
             if envelope is None:
