@@ -294,7 +294,12 @@ class StockadeActor(pykka.ThreadingActor):
         if self._ended:
             return
         self._ended = True
-        logger.error("%s (gen %d) failed in %s: %r", self.name, self.generation, phase, exc, exc_info=exc)
+        if isinstance(exc, Fenced) and self.fence.fenced:
+            # Replaced while still in setup (or the like): not a failure of
+            # anyone; the refusal was counted and logged by the token.
+            logger.info("%s (gen %d) unwound in %s: %s", self.name, self.generation, phase, exc)
+        else:
+            logger.error("%s (gen %d) failed in %s: %r", self.name, self.generation, phase, exc, exc_info=exc)
         self._cancel_timers()
 
         def stop_self() -> None:

@@ -646,7 +646,8 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     # A REST call inside a handler declares itself busy for its own timeouts
     # (supervisors.fence), so orders.request_timeout_s needs no room here;
     # the pauses between such calls do: a submit retry sleeps in the order
-    # manager's handler, up to max(orders.retry_backoff_s, 1 s).
+    # manager's handler, up to max(orders.retry_backoff_s, 1 s); alpaca-py's
+    # own retry wait between market-data attempts is 1 s.
     pause = max(o.retry_backoff_s, HANDLER_PAUSE_FLOOR_S)
     if not sv.heartbeat_timeout_s > pause:
         c.fail("supervision.heartbeat_timeout_s",
