@@ -62,8 +62,10 @@ class FenceToken:
     """One actor instance's right to act, and its declared busy deadline.
 
     `busy_until` (monotonic seconds) is the deadline of the open busy block,
-    or the time the last one ended; 0.0 if it never was busy. Written only by
-    the thread the token is bound to, read by the supervisor's thread.
+    or the time the last one ended; 0.0 if it never was busy. `busy_what`
+    names the latest block (for a hang's reason). Both are written only by
+    the thread the token is bound to (`busy` is called there), and read by
+    the supervisor's thread.
     """
 
     __slots__ = ("name", "generation", "_current", "_on_refusal", "_logged", "_open", "busy_until", "busy_what")

@@ -14,7 +14,9 @@ sends, storage writes and REST calls are refused; its queued messages go to
 its successor) and stopped without waiting: its thread may never come back.
 A child inside declared bounded work (a REST call within its timeouts,
 `supervisors.fence.busy`) is busy, not hung: its heartbeat silence counts
-from the end of that work (`health.silent_for`). Intensity exceeded: stop every child (reverse
+from the end of that work (`health.silent_for`).
+
+Intensity exceeded: stop every child (reverse
 order, each within its shutdown timeout), then fail to the parent, which
 treats this supervisor like any failed child; at the root the tree's
 `on_exhausted` hook fires (full liquidation). A `critical` child's failure
@@ -318,10 +320,11 @@ class Supervisor(StockadeActor):
                     silent = silent_for(now, child.ping_sent, busy_until)
                     if silent > limit:
                         waited = now - child.ping_sent
+                        last = child.fence.busy_what if child.fence is not None else ""
+                        reason = (f"missed heartbeat (no answer in {waited:.3f}s, silent {silent:.3f}s outside "
+                                  f"bounded work{'; last: ' + last if last else ''})")
                         with telemetry.supervision_span(self.name, "MissedHeartbeat", None, _child_attrs(child)):
-                            self._child_failed(child, f"missed heartbeat (no answer in {waited:.3f}s, "
-                                                      f"{silent:.3f}s of it outside bounded work)", abnormal=True,
-                                               hung=True)
+                            self._child_failed(child, reason, abnormal=True, hung=True)
                     continue
                 except Exception as exc:
                     # Dead. Its own report follows its teardown (a supervisor
