@@ -58,6 +58,8 @@ def test_hung_actor_is_detected_and_replaced(short_dir, venue):
         wait_for(lambda: _restarted(daemon, "risk_guard", before), 30, 0.1, "hung risk_guard replaced")
         assert "risk_guard" in daemon.log()
         status = daemon.status()
+        # Refusals to replaced instances are shown per actor and in total (none so far: the zombie is still hung).
+        assert daemon.actor("risk_guard")["refused"] == 0 and status["fenced_refusals"] == {}
         wait_for(lambda: daemon.status()["decisions"] > status["decisions"], 60, 0.2, "decisions after the hang")
     finally:
         assert daemon.stop() == 0

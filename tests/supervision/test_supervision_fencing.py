@@ -25,6 +25,7 @@ from stockade.ops.settings import Settings
 from stockade.supervisors import fence
 from stockade.supervisors.fence import Fenced, FenceToken
 from stockade.supervisors.health import Health, silent_for
+from stockade.supervisors.router import Router
 from stockade.supervisors.spec import ChildSpec
 from stockade.venue.faults import Faults
 
@@ -228,3 +229,24 @@ def test_a_revoked_token_refuses_counts_and_logs_once(caplog):
     # Outside any actor thread there is no token: nothing is checked.
     fence.check("storage")
 
+
+
+def test_tokens_are_revoked_by_the_supervisors_own_moves():
+    import pykka
+
+    router = Router()
+    refs = [pykka.ThreadingActor.start(), pykka.ThreadingActor.start()]
+    try:
+        sup = router.next_generation("sup")
+        router.register("sup", refs[0], sup)
+        kid = router.next_generation("kid")
+        router.register("kid", refs[1], kid, parent="sup")
+        sup_token, kid_token = router.token("sup", sup), router.token("kid", kid)
+        assert not sup_token.fenced and not kid_token.fenced
+        router.fence("sup", sup)  # a hung supervisor: its whole subtree is fenced with it
+        assert sup_token.fenced and kid_token.fenced
+        again = router.next_generation("kid")
+        assert not router.token("kid", again).fenced  # the successor may act
+    finally:
+        for ref in refs:
+            ref.stop(timeout=5)
