@@ -5,7 +5,8 @@ What the base does so concrete actors do not have to:
   dispatches the body to `handle(body, envelope)` (or to the methods marked
   `@handles(SomeMessage)`);
 - answers heartbeat pings itself;
-- applies fault injection (crash/hang on the next message);
+- applies fault injection (a `CrashNow` fault message; crash/hang armed for
+  the next message; a crash drill's crash as a new instance comes up);
 - turns *any* failure (an exception in a handler or in `setup()`, even a
   `BaseException` such as `SystemExit`) into a failure of this actor only:
   stops it, moves its unhandled mailbox to the router's hold buffer for the
@@ -13,8 +14,13 @@ What the base does so concrete actors do not have to:
   its own would stop *every* actor on a BaseException
   (`ActorRegistry.stop_all()`), would not report anything, and would leave a
   thread-less "alive" actor when `on_start` raises a BaseException;
-- drops everything once fenced (replaced after a hang), so a zombie thread
-  that wakes up does not act on queued work;
+- fences a replaced instance at the root: it binds the instance's
+  `FenceToken` to its thread, so once the supervisor has replaced it (a
+  hang) every storage write, journal entry, tell and REST call from that
+  thread is refused with `Fenced` (counted, logged once), which unwinds a
+  handler that was already running; queued messages are not handled at all.
+  Bounded I/O declares itself busy on the same token, so a slow broker is
+  not a hang (see `supervisors.fence`);
 - timers (`every`) that deliver `Tick(what)` and stop with the actor.
 
 Subclasses implement `setup()`, `teardown()` and handlers, never pykka's
@@ -45,9 +51,11 @@ import pykka
 
 from stockade.codecs.messages import Envelope, Message, Tick
 from stockade.ops import log_context, telemetry
+from stockade.supervisors import fence
 from stockade.supervisors.context import ActorContext
 from stockade.supervisors.events import ChildExit, ChildReady, Ping, Request
-from stockade.supervisors.router import Fenced
+from stockade.supervisors.faults import CrashNow, InjectedCrash
+from stockade.supervisors.fence import Fenced
 from stockade.supervisors.timers import RepeatingTimer
 
 logger = logging.getLogger(__name__)
@@ -113,6 +121,7 @@ class StockadeActor(pykka.ThreadingActor):
         self.name = ctx.name
         self.generation = ctx.generation
         self.router = ctx.router
+        self.fence = ctx.fence if ctx.fence is not None else ctx.router.token(ctx.name, ctx.generation)
         self._timers: dict[str, RepeatingTimer] = {}
         self._tick_pending: dict[str, bool] = {}
         self._raw_timer_keys: dict[type, str] = {}
@@ -150,8 +159,8 @@ class StockadeActor(pykka.ThreadingActor):
         return self.router.tell(name, msg, self.name, self.generation)
 
     def is_current(self) -> bool:
-        """False once this instance has been replaced or fenced: check before side effects."""
-        return self.router.is_current(self.name, self.generation)
+        """False once this instance has been replaced or fenced (its side effects are refused anyway)."""
+        return not self.fence.fenced
 
     def every(self, seconds: float, what: str, message: Any = None) -> RepeatingTimer:
         """Deliver `Tick(what)` to this actor every `seconds` until it stops.
@@ -198,6 +207,9 @@ class StockadeActor(pykka.ThreadingActor):
     # ---- pykka hooks (final) --------------------------------------------------------
 
     def on_start(self) -> None:
+        # This thread is this instance for its whole life: what it does is
+        # checked against its token (storage, journal, tells, REST).
+        fence.bind(self.fence)
         try:
             self.setup()
         except BaseException as exc:  # noqa: BLE001 - see module docstring
@@ -207,6 +219,8 @@ class StockadeActor(pykka.ThreadingActor):
             self.ctx.notify(ChildReady(self.name, self.generation))
         except Exception:
             logger.exception("%s: could not report it is ready", self.name)
+        if self.ctx.faults.take_start_crash(self.name):  # a crash drill (`ctl crash NAME --times N`)
+            self.actor_ref.tell(CrashNow())
 
     def on_receive(self, message: Any) -> Any:
         asked = False
@@ -217,7 +231,7 @@ class StockadeActor(pykka.ThreadingActor):
             envelope, asked = message.envelope, True
         elif isinstance(message, Ping):
             asked = True
-        if not self.router.is_current(self.name, self.generation):
+        if self.fence.fenced:
             # Fenced: this instance has been replaced; act on nothing.
             if asked:
                 raise Fenced(f"{self.name} gen {self.generation} has been replaced")
@@ -237,6 +251,8 @@ class StockadeActor(pykka.ThreadingActor):
         log_token = log_context.enter(slot, body)
         try:
             self.ctx.faults.apply(self.name)
+            if type(message) is CrashNow:
+                raise InjectedCrash(f"injected crash in {self.name} (gen {self.generation})")
             if isinstance(message, Ping):
                 return True
             if envelope is None:
@@ -248,6 +264,14 @@ class StockadeActor(pykka.ThreadingActor):
                 slot.span = span
                 return self.handle(body, envelope)
         except BaseException as exc:  # noqa: BLE001 - see module docstring
+            if isinstance(exc, Fenced) and self.fence.fenced:
+                # A zombie's handler unwound at its first side effect (already
+                # counted and logged); its supervisor has stopped it already.
+                logger.info("%s (gen %d): handler of %s unwound: %s", self.name, self.generation,
+                            type(body).__name__, exc)
+                if asked:
+                    raise
+                return None
             # The supervisor's span for this failure is a child of the span that failed.
             self._fail(exc, f"handling {type(body).__name__}", telemetry.traceparent_of(span))
             if not asked:
@@ -278,7 +302,12 @@ class StockadeActor(pykka.ThreadingActor):
         if self._ended:
             return
         self._ended = True
-        logger.error("%s (gen %d) failed in %s: %r", self.name, self.generation, phase, exc, exc_info=exc)
+        if isinstance(exc, Fenced) and self.fence.fenced:
+            # Replaced while still in setup (or the like): not a failure of
+            # anyone; the refusal was counted and logged by the token.
+            logger.info("%s (gen %d) unwound in %s: %s", self.name, self.generation, phase, exc)
+        else:
+            logger.error("%s (gen %d) failed in %s: %r", self.name, self.generation, phase, exc, exc_info=exc)
         self._cancel_timers()
 
         def stop_self() -> None:
@@ -298,6 +327,8 @@ class StockadeActor(pykka.ThreadingActor):
     def _teardown(self) -> None:
         try:
             self.teardown()
+        except Fenced as exc:  # a zombie's teardown may not write either (counted, logged once)
+            logger.info("%s (gen %d): teardown cut short: %s", self.name, self.generation, exc)
         except BaseException:  # noqa: BLE001 - a failing teardown must not take others down
             logger.exception("%s: teardown failed", self.name)
 

@@ -5,6 +5,12 @@ alpaca-py's `RESTClient` sends every request through a plain
 actor forever. The factories here swap in a session that applies a default
 timeout to every request, and set the SDK's retry policy deliberately
 (see `make_trading_client`).
+
+Every request goes through `TimeoutSession.request`, which is also where an
+actor's REST call meets its fence token (`supervisors.fence`): a replaced
+(fenced) instance's request is refused before it is sent, and a request
+declares the actor busy for its own bound (connect + read timeout, plus
+`BUSY_MARGIN_S`), so a slow but answering broker is not taken for a hang.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from typing import Any, Iterable, Mapping
 
 import msgspec
 import requests
+
+from stockade.supervisors import fence
 
 PAPER_TRADING_URL = "https://paper-api.alpaca.markets"
 LIVE_TRADING_URL = "https://api.alpaca.markets"
@@ -153,8 +161,24 @@ def endpoints_for(alpaca: Any, env: Mapping[str, str] | None = None) -> BrokerEn
 # ---- REST clients ---------------------------------------------------------------
 
 
+# Added to a request's connect + read timeout for its busy declaration:
+# reading a small JSON body after the first byte, and a loaded machine.
+BUSY_MARGIN_S = 1.0
+
+
+def request_bound_s(timeout: float | tuple[float, float]) -> float:
+    """How long one request with `timeout` (requests' float or (connect, read)) can keep its caller.
+
+    requests' read timeout bounds each wait for bytes, not the whole body;
+    Alpaca's answers are small JSON documents, read in one or two waits.
+    """
+    connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    return float(connect) + float(read) + BUSY_MARGIN_S
+
+
 class TimeoutSession(requests.Session):
-    """A `requests.Session` that gives every request a timeout unless one is passed."""
+    """A `requests.Session` that gives every request a timeout unless one is passed,
+    refuses requests from a fenced actor, and declares each request busy."""
 
     def __init__(self, timeout: float | tuple[float, float]) -> None:
         super().__init__()
@@ -165,7 +189,17 @@ class TimeoutSession(requests.Session):
         # passes everything by keyword, but do not clobber a positional one.
         if kwargs.get("timeout") is None and len(args) < 7:
             kwargs["timeout"] = self.default_timeout
-        return super().request(method, url, *args, **kwargs)
+        fence.check("rest", method)  # a replaced actor reaches no broker
+        timeout = kwargs.get("timeout") or self.default_timeout
+        with fence.busy(request_bound_s(timeout), f"{method} {_path_of(url)}"):
+            return super().request(method, url, *args, **kwargs)
+
+
+def _path_of(url: str) -> str:
+    """The path of `url`, for a busy declaration (no host, no query: nothing secret)."""
+    rest = url.split("://", 1)[-1]
+    path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+    return path.split("?", 1)[0]
 
 
 def _configure(client, *, timeout_s: float, connect_timeout_s: float, retry_attempts: int, retry_wait_s: float, retry_codes: Iterable[int]):

@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Any, Callable
 
+from stockade.supervisors import fence
+
 
 class BudgetSpent(RuntimeError):
     """The local REST budget is spent: the request was NOT sent."""
@@ -144,6 +146,7 @@ def limit_client(client: Any, bucket: TokenBucket, max_wait_s: float, emergency:
     inner = session.request
 
     def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        fence.check("rest", method)  # a replaced actor spends no budget either
         if emergency:
             bucket.take_emergency()
         elif not bucket.acquire(max_wait_s):

@@ -32,7 +32,7 @@ def status(svc: Services, tree: Tree) -> dict[str, Any]:
     state = svc.trading_state()
     actors = [
         {"name": a.name, "alive": a.alive, "restarts": a.restarts, "state": a.state, "mailbox": a.mailbox,
-         "supervisor": a.name in SUPERVISOR_NAMES}
+         "supervisor": a.name in SUPERVISOR_NAMES, "refused": a.refused}
         for a in tree.snapshot()
     ]
     positions = [
@@ -61,9 +61,12 @@ def status(svc: Services, tree: Tree) -> dict[str, Any]:
         "orders_placed": svc.store.orders_placed,
         "decisions": svc.store.decisions.count(),
         "dead_letters": tree.router.dead_letters,
+        # What replaced (fenced) instances tried and were refused: name -> storage/journal/tell/rest -> count.
+        "fenced_refusals": tree.router.refusal_counts(),
         "market_data": svc.stats.get("market_data", {}),
         "fault_injection": svc.faults.enabled,
         "faults_pending": svc.faults.pending() if svc.faults.enabled else {},
+        "crashes_on_start": svc.faults.start_crashes() if svc.faults.enabled else {},
     }
 
 
@@ -116,11 +119,23 @@ def register_commands(server: ControlServer, svc: Services, tree: Tree) -> None:
 
     def crash(args: dict[str, Any]) -> dict[str, Any]:
         name = _actor(args)
+        times = arg_int(args, "times", 1, minimum=1)
+        on_next_message = args.get("on_next_message", False)
+        if not isinstance(on_next_message, bool):
+            raise CommandError(f"argument 'on_next_message' must be true or false, got {on_next_message!r}")
         try:
-            svc.faults.crash(name)
+            if on_next_message:
+                if times != 1:
+                    raise CommandError("times applies to a crash now, not to one armed for the next message")
+                svc.faults.crash(name)
+                return {"crash": name, "when": "on its next message"}
+            now = svc.faults.crash_now(name, tree.router.lookup(name), times)
         except FaultInjectionDisabled as exc:
             raise CommandError(str(exc)) from None
-        return {"crash": name, "when": "on its next message"}
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        # Between instances (restarting): the next instance takes the first crash.
+        return {"crash": name, "when": "now" if now else "as its next instance starts", "times": times}
 
     def hang(args: dict[str, Any]) -> dict[str, Any]:
         name = _actor(args)
@@ -152,6 +167,10 @@ def register_commands(server: ControlServer, svc: Services, tree: Tree) -> None:
     server.register("alerts", alerts, "recent alerts (filtered), stored counts per level and kind, delivery counters",
                     usage="alerts [N] [LEVEL] [kind=KIND]")
     server.register("audit", audit, "the last control commands: who (uid, pid), what, outcome", usage="audit [N]")
-    server.register("crash", crash, "fault injection: NAME raises on its next message", usage="crash NAME")
+    server.register("crash", crash,
+                    "fault injection: NAME crashes now (a fault message into its mailbox), and its next TIMES-1 "
+                    "instances as they come up (a drill past restart intensity); on_next_message=true: armed for "
+                    "its next message instead",
+                    usage="crash NAME [--times N] [--on-next-message]")
     server.register("hang", hang, "fault injection: NAME blocks for SECONDS on its next message",
                     usage="hang NAME SECONDS")

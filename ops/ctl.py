@@ -1,7 +1,7 @@
 """`python run.py ctl CMD [ARGS...]`: talk to a running daemon's control socket.
 
-Positional ARGS become the request's args per command (`crash NAME`,
-`hang NAME SECONDS`, `approve ID`, `reject ID [REASON...]`, `alerts [N] [LEVEL]`, `audit [N]`,
+Positional ARGS become the request's args per command (`crash NAME
+[--times N] [--on-next-message]`, `hang NAME SECONDS`, `approve ID`, `reject ID [REASON...]`, `alerts [N] [LEVEL]`, `audit [N]`,
 `halt|reduce|kill [REASON...]`); `key=value` pairs work for any command
 (values that parse as JSON numbers/booleans/null are sent as such).
 
@@ -178,7 +178,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="data directory")
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds to wait for the reply (default 10; 120 for kill, which answers when flat)")
+    crash = p.add_argument_group("crash (fault injection)")
+    crash.add_argument("--times", type=int, default=None, metavar="N",
+                       help="crash NAME now and each of its next N-1 instances as it comes up (a restart-intensity drill)")
+    crash.add_argument("--on-next-message", action="store_true",
+                       help="arm the crash for NAME's next message instead of crashing it now")
     return p
+
+
+def _crash_options(ns: argparse.Namespace) -> dict[str, Any]:
+    """`--times` / `--on-next-message` as request args (crash only)."""
+    out: dict[str, Any] = {}
+    if ns.times is not None:
+        if ns.times < 1:
+            raise UsageError(f"--times must be >= 1, got {ns.times}")
+        out["times"] = ns.times
+    if ns.on_next_message:
+        out["on_next_message"] = True
+    if out and ns.cmd != "crash":
+        raise UsageError("--times and --on-next-message are options of crash only")
+    if ns.times is not None and ns.times > 1 and ns.on_next_message:
+        raise UsageError("--times N crashes now; it does not combine with --on-next-message")
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         args = build_args(ns.cmd, ns.args)
+        args.update(_crash_options(ns))
     except UsageError as exc:
         print(f"ctl: {ns.cmd} {exc}", file=sys.stderr)
         return EXIT_USAGE

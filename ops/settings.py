@@ -210,6 +210,12 @@ class ReconcilerSettings(_Section):
     fills_lookback_s: float = 3600.0
 
 
+# The longest a handler sleeps between bounded REST calls when
+# orders.retry_backoff_s is small (the order manager caps a submit retry's
+# backoff at max(retry_backoff_s, this)); heartbeat_timeout_s must exceed it.
+HANDLER_PAUSE_FLOOR_S = 1.0
+
+
 class SupervisionSettings(_Section):
     max_restarts: int = 5
     period_s: float = 60.0
@@ -660,6 +666,16 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
         c.positive(f"supervision.{key}", getattr(sv, key))
     if sv.backoff_initial_s > sv.backoff_max_s:
         c.fail("supervision.backoff_initial_s", f"must be <= supervision.backoff_max_s ({sv.backoff_max_s:g})")
+    # A REST call inside a handler declares itself busy for its own timeouts
+    # (supervisors.fence), so orders.request_timeout_s needs no room here;
+    # the pauses between such calls do: a submit retry sleeps in the order
+    # manager's handler, up to max(orders.retry_backoff_s, 1 s); alpaca-py's
+    # own retry wait between market-data attempts is 1 s.
+    pause = max(o.retry_backoff_s, HANDLER_PAUSE_FLOOR_S)
+    if not sv.heartbeat_timeout_s > pause:
+        c.fail("supervision.heartbeat_timeout_s",
+               f"must be > {pause:g}: a handler may pause that long between REST calls (a submit retry's "
+               "backoff, up to max(orders.retry_backoff_s, 1)), which would be taken for a hang")
 
     e = s.emergency
     c.at_least("emergency.attempts", e.attempts, 1)

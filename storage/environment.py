@@ -20,6 +20,11 @@ Threads: lmdb may only change the map size while no transaction of this
 process is open, so every transaction passes a gate that a resize closes.
 A thread already inside a transaction passes freely (nested read inside a
 write), so the gate cannot deadlock on itself.
+
+Fencing: a write from the thread of a replaced (fenced) actor instance is
+refused with `Fenced`, as the transaction begins and again just before it
+commits (a zombie fenced mid-transaction commits nothing); see
+`supervisors.fence`.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 import lmdb
+
+from stockade.supervisors import fence
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +302,7 @@ class Environment:
         if self._gate.writing():
             # lmdb's writer lock is not re-entrant: this would deadlock.
             raise StorageError("nested write transaction: pass the open one as txn=")
+        fence.check("storage")
         if self._gate.depth() == 0:
             self._ensure_headroom()
         grow = False
@@ -306,6 +314,7 @@ class Environment:
                 self._gate.set_writing(True)
                 try:
                     yield txn
+                    fence.check("storage")  # fenced while writing: commit nothing
                 except BaseException:
                     txn.abort()
                     raise

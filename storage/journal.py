@@ -4,6 +4,8 @@ The next sequence number is read from the last key inside the writing
 transaction, not kept in memory: it survives restarts, an aborted
 transaction gives its numbers back, and lmdb's single writer makes it race
 free across threads. Numbers start at 1, so `last_seq() == 0` means empty.
+An append from a replaced (fenced) actor instance is refused
+(`supervisors.fence`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import msgspec
 from stockade.codecs.records import AnyJournalEvent, JournalEvent
 from stockade.storage.environment import Environment, StorageError
 from stockade.storage.tables import RecordDecodeError, scan
+from stockade.supervisors import fence
 
 _SEQ = struct.Struct(">Q")
 _encoder = msgspec.msgpack.Encoder()
@@ -56,6 +59,7 @@ class Journal:
         means synced to disk (order intents need this). With `txn`, the event
         commits with the caller's transaction.
         """
+        fence.check("journal", type(event).__name__)  # a replaced actor journals nothing
         raw = _encoder.encode(event)
         if txn is not None:
             return self._append_all(txn, [raw])[0]
@@ -65,6 +69,7 @@ class Journal:
         self, events: Iterable[JournalEvent], *, durable: bool = True, txn: lmdb.Transaction | None = None
     ) -> range:
         """Append many events in one transaction (one sync for all); returns their sequence numbers."""
+        fence.check("journal")
         encoded = [_encoder.encode(e) for e in events]
         if not encoded:
             return range(0)

@@ -8,6 +8,7 @@ import threading
 from typing import Any, Callable, Mapping
 
 from stockade.supervisors.faults import FaultInjector
+from stockade.supervisors.fence import FenceToken
 from stockade.supervisors.health import Health
 from stockade.supervisors.router import Router
 
@@ -19,7 +20,8 @@ class ActorContext:
     """An actor's identity and the shared services it needs.
 
     `notify` reports this instance's exit to its supervisor (the base actor
-    does that; concrete actors never call it). `extras` carries what concrete
+    does that; concrete actors never call it). `fence` is this instance's
+    right to act (see `supervisors.fence`). `extras` carries what concrete
     actors need (storage, settings, broker clients, ...), shared by the whole
     tree; a child's start callable can close over anything more specific.
     """
@@ -33,10 +35,15 @@ class ActorContext:
     on_exhausted: Callable[[str], None] = dataclasses.field(default=lambda reason: None)
     extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     parent: str | None = None
+    # This instance's fence token (made by its supervisor, which reads its
+    # busy deadline); None: the actor asks the router for one.
+    fence: FenceToken | None = None
 
-    def for_child(self, name: str, generation: int, notify: Callable[[Any], None]) -> "ActorContext":
+    def for_child(self, name: str, generation: int, notify: Callable[[Any], None],
+                  fence: FenceToken | None = None) -> "ActorContext":
         """The context of a child of this (supervisor's) context."""
-        return dataclasses.replace(self, name=name, generation=generation, notify=notify, parent=self.name)
+        return dataclasses.replace(self, name=name, generation=generation, notify=notify, parent=self.name,
+                                   fence=fence)
 
     def extra(self, key: str) -> Any:
         """`extras[key]`, with an error that says which actor wanted it."""

@@ -5,6 +5,10 @@ and answered, exhaustion); `healthy()` is read from the watchdog thread. It
 is False when a supervisor is exhausted, when a ping is overdue (a hung actor
 its supervisor has not replaced yet), or when a supervisor itself stopped
 running its heartbeat rounds (a hung supervisor nobody replaced, e.g. the root).
+
+A child inside declared bounded work (`supervisors.fence`: a REST call
+within its own timeouts) is busy, not overdue: `silent_for` is the one rule
+both the supervisor's hang check and this report apply.
 """
 
 from __future__ import annotations
@@ -12,6 +16,20 @@ from __future__ import annotations
 import threading
 import time
 from typing import Any, Callable
+
+from stockade.supervisors.fence import FenceToken
+
+
+def silent_for(now: float, ping_sent: float, busy_until: float) -> float:
+    """How long a child with an unanswered ping has been neither answering nor busy.
+
+    Counted from the ping, or from the end of its last declared busy block
+    when that is later (`busy_until`: the open block's deadline, or when the
+    last one ended). Negative while a busy deadline is still ahead; once a
+    deadline passes with the block still open, the silence counts from it.
+    A child is hung when this exceeds its heartbeat timeout.
+    """
+    return now - max(ping_sent, busy_until)
 
 
 class Health:
@@ -22,8 +40,8 @@ class Health:
         self._lock = threading.Lock()
         # supervisor name -> (last round, allowed silence, generation)
         self._rounds: dict[str, tuple[float, float, int]] = {}
-        # child name -> (ping sent, deadline after which it counts as overdue)
-        self._pings: dict[str, tuple[float, float]] = {}
+        # child name -> (ping sent, allowed silence, its fence token for the busy deadline)
+        self._pings: dict[str, tuple[float, float, FenceToken | None]] = {}
         self._exhausted: dict[str, str] = {}
 
     def supervisor_started(self, name: str, generation: int, interval_s: float, timeout_s: float) -> None:
@@ -48,10 +66,12 @@ class Health:
         with self._lock:
             self._exhausted[name] = reason
 
-    def ping_sent(self, child: str, allowed_s: float) -> None:
+    def ping_sent(self, child: str, allowed_s: float, fence: FenceToken | None = None) -> None:
+        """A ping went to `child`; overdue after `allowed_s` of silence (busy time excluded, read
+        from `fence`, whose deadlines are time.monotonic: use the default clock with it)."""
         now = self._clock()
         with self._lock:
-            self._pings[child] = (now, now + allowed_s)
+            self._pings[child] = (now, allowed_s, fence)
 
     def ping_answered(self, child: str) -> None:
         with self._lock:
@@ -65,7 +85,8 @@ class Health:
         now = self._clock()
         with self._lock:
             stale = sorted(n for n, (last, allowed, _) in self._rounds.items() if now - last > allowed)
-            overdue = sorted(n for n, (_, deadline) in self._pings.items() if now > deadline)
+            overdue = sorted(n for n, (sent, allowed, fence) in self._pings.items()
+                             if silent_for(now, sent, fence.busy_until if fence is not None else 0.0) > allowed)
             exhausted = dict(self._exhausted)
         return {
             "healthy": not (stale or overdue or exhausted),

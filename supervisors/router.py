@@ -5,7 +5,9 @@ generation. While a name is between instances (crashed, restart pending in
 backoff) messages for it wait in a bounded per-name buffer and are delivered,
 in order, to the next instance when it registers; a name stopped for good
 drops and counts. Fencing: once an instance is replaced (or fenced as hung),
-what it sends is dropped, so a zombie thread that wakes up cannot act.
+what it sends is refused (`Fenced`, counted), so a zombie thread that wakes
+up cannot act; the router also makes each instance's `FenceToken`, which
+storage and the REST session check the same way (see `supervisors.fence`).
 
 One lock guards everything: a delivery is a dict lookup and a `queue.put`
 (pykka inboxes are unbounded), so the critical section stays short, and a
@@ -26,17 +28,17 @@ from pykka.messages import _ActorStop
 
 from stockade.codecs.messages import Envelope, Message
 from stockade.ops.telemetry import current_traceparent
+from stockade.supervisors import fence
 from stockade.supervisors.events import Request
+from stockade.supervisors.fence import Fenced, FenceToken
+
+__all__ = ["ActorStatus", "Fenced", "NotRunning", "Router"]
 
 logger = logging.getLogger(__name__)
 
 UP = "up"  # an instance is registered and takes messages
 DOWN = "down"  # between instances: buffer
 RETIRED = "retired"  # stopped for good: drop and count
-
-
-class Fenced(RuntimeError):
-    """The caller is a replaced (fenced) instance and may not act."""
 
 
 class NotRunning(pykka.ActorDeadError):
@@ -54,6 +56,7 @@ class ActorStatus(msgspec.Struct, frozen=True):
     mailbox: int
     buffered: int
     parent: str | None
+    refused: int = 0  # side effects refused to fenced (replaced) instances of this name
 
 
 class _Entry:
@@ -83,6 +86,8 @@ class Router:
         self._lock = threading.RLock()
         self._entries: dict[str, _Entry] = {}
         self._dead: collections.Counter[str] = collections.Counter()
+        # name -> kind -> side effects refused to its fenced instances
+        self._refused: dict[str, collections.Counter[str]] = {}
 
     # ---- sending ---------------------------------------------------------------
 
@@ -90,20 +95,21 @@ class Router:
         """Send `msg` to the current instance of `name` (buffered while it restarts).
 
         `sender_generation` is the sending instance's generation; a sender that
-        has been replaced or fenced is dropped. Returns whether the message was
-        delivered or buffered.
+        has been replaced or fenced (so is an actor's thread whose `FenceToken`
+        is revoked) is refused: `Fenced` is raised and the refusal counted.
+        Returns whether the message was delivered or buffered.
         """
         return self.deliver(name, Envelope.wrap(msg, sender, current_traceparent()), sender_generation)
 
     def deliver(self, name: str, envelope: Envelope, sender_generation: int | None = None) -> bool:
         """Route an already wrapped envelope (see `tell`)."""
+        fence.check("tell", type(envelope.body).__name__)  # the calling actor thread's own token
         with self._lock:
             if sender_generation is not None:
                 sender = self._entries.get(envelope.sender)
                 if sender is not None and not sender.current(sender_generation):
-                    self._dead["fenced"] += 1
-                    logger.debug("dropped %s from fenced %s gen %d", type(envelope.body).__name__, envelope.sender, sender_generation)
-                    return False
+                    self.refused(envelope.sender, "tell")
+                    raise Fenced(f"{envelope.sender} gen {sender_generation} has been replaced: tell refused")
             entry = self._entries.get(name)
             if entry is None:
                 self._dead["unknown"] += 1
@@ -138,6 +144,24 @@ class Router:
         if ref is None or not ref.is_alive():
             raise NotRunning(f"{name} is not running")
         return ref.ask(Request(envelope), timeout=timeout)
+
+    # ---- fencing ---------------------------------------------------------------------
+
+    def token(self, name: str, generation: int) -> FenceToken:
+        """The `FenceToken` of `name` gen `generation`: holds while it is the current instance."""
+        return FenceToken(name, generation, lambda: self.is_current(name, generation), self.refused)
+
+    def refused(self, name: str, kind: str) -> None:
+        """Count a side effect refused to a fenced instance of `name` (`kind`: storage, journal, tell, rest)."""
+        with self._lock:
+            self._refused.setdefault(name, collections.Counter())[kind] += 1
+            if kind == "tell":
+                self._dead["fenced"] += 1  # a refused tell is also a dropped message
+
+    def refusal_counts(self) -> dict[str, dict[str, int]]:
+        """Refusals to fenced instances, by name and kind (for `status`)."""
+        with self._lock:
+            return {name: dict(kinds) for name, kinds in self._refused.items()}
 
     # ---- lifecycle (supervisors) ---------------------------------------------------
 
@@ -323,6 +347,7 @@ class Router:
                         mailbox=mailbox,
                         buffered=len(entry.buffer),
                         parent=entry.parent,
+                        refused=sum(self._refused.get(entry.name, {}).values()),
                     )
                 )
             return out

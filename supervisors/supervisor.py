@@ -9,9 +9,14 @@ exponential backoff with jitter they are started again in start order. All
 waiting (stops, backoff) happens in short-lived worker threads, so the
 supervisor's own mailbox keeps answering its parent's heartbeat.
 
-A hung child is fenced in the router (its later sends are dropped, its
-queued messages go to its successor) and stopped without waiting: its
-thread may never come back. Intensity exceeded: stop every child (reverse
+A hung child is fenced in the router (its token is revoked: its later
+sends, storage writes and REST calls are refused; its queued messages go to
+its successor) and stopped without waiting: its thread may never come back.
+A child inside declared bounded work (a REST call within its timeouts,
+`supervisors.fence.busy`) is busy, not hung: its heartbeat silence counts
+from the end of that work (`health.silent_for`).
+
+Intensity exceeded: stop every child (reverse
 order, each within its shutdown timeout), then fail to the parent, which
 treats this supervisor like any failed child; at the root the tree's
 `on_exhausted` hook fires (full liquidation). A `critical` child's failure
@@ -35,6 +40,8 @@ from stockade.codecs.messages import Alert
 from stockade.ops import telemetry
 from stockade.supervisors.context import ActorContext
 from stockade.supervisors.events import ChildExit, ChildReady, Escalate, HeartbeatTick, Ping, RestartDue
+from stockade.supervisors.fence import FenceToken
+from stockade.supervisors.health import silent_for
 from stockade.supervisors.intensity import RestartIntensity, backoff_delay, restart_targets, should_restart
 from stockade.supervisors.router import Fenced
 from stockade.supervisors.spec import ChildSpec, RestartPolicy, RestartType
@@ -48,7 +55,7 @@ STOPPING = "stopping"  # being stopped with the supervisor
 
 
 class _Child:
-    __slots__ = ("spec", "state", "ref", "generation", "token", "ping", "ping_sent", "ready", "dead_since")
+    __slots__ = ("spec", "state", "ref", "generation", "token", "ping", "ping_sent", "ready", "dead_since", "fence")
 
     def __init__(self, spec: ChildSpec) -> None:
         self.spec = spec
@@ -60,6 +67,7 @@ class _Child:
         self.ping_sent = 0.0
         self.ready = False  # setup() done: no more start grace
         self.dead_since: float | None = None  # heartbeat found it dead, report pending
+        self.fence: FenceToken | None = None  # the running instance's token: its busy deadline
 
     @property
     def name(self) -> str:
@@ -142,8 +150,9 @@ class Supervisor(StockadeActor):
             return  # this supervisor has been replaced: not ours to start any more
         child.generation, child.state, child.ref = generation, RUNNING, None
         child.ping, child.ready, child.dead_since = None, False, None
+        child.fence = self.router.token(name, generation)
         self.ctx.health.forget(name)
-        ctx = self.ctx.for_child(name, generation, self._notify)
+        ctx = self.ctx.for_child(name, generation, self._notify, child.fence)
         try:
             ref = child.spec.start(ctx)
         except BaseException as exc:  # noqa: BLE001 - a failed start is a child failure, not ours
@@ -305,11 +314,17 @@ class Supervisor(StockadeActor):
                 try:
                     child.ping.get(timeout=0)
                 except pykka.Timeout:
-                    waited = now - child.ping_sent
-                    if waited > limit:
+                    # Busy in declared bounded work (a REST call within its
+                    # own timeouts) is not a hang; silence outside it is.
+                    busy_until = child.fence.busy_until if child.fence is not None else 0.0
+                    silent = silent_for(now, child.ping_sent, busy_until)
+                    if silent > limit:
+                        waited = now - child.ping_sent
+                        last = child.fence.busy_what if child.fence is not None else ""
+                        reason = (f"missed heartbeat (no answer in {waited:.3f}s, silent {silent:.3f}s outside "
+                                  f"bounded work{'; last: ' + last if last else ''})")
                         with telemetry.supervision_span(self.name, "MissedHeartbeat", None, _child_attrs(child)):
-                            self._child_failed(child, f"missed heartbeat (no answer in {waited:.3f}s)", abnormal=True,
-                                               hung=True)
+                            self._child_failed(child, reason, abnormal=True, hung=True)
                     continue
                 except Exception as exc:
                     # Dead. Its own report follows its teardown (a supervisor
@@ -327,7 +342,7 @@ class Supervisor(StockadeActor):
                 limit = policy.heartbeat_timeout_s
             child.ping = child.ref.ask(Ping(), block=False)
             child.ping_sent = now
-            health.ping_sent(child.name, limit + policy.heartbeat_interval_s)
+            health.ping_sent(child.name, limit + policy.heartbeat_interval_s, child.fence)
 
 
 def _child_attrs(child: _Child) -> dict[str, Any]:

@@ -43,15 +43,16 @@ def services(settings: Settings, store: Store) -> Services:
 
 
 @contextlib.contextmanager
-def venue_services(data_dir: Path, settings: Settings, *, seed: int) -> Iterator[Services]:
+def venue_services(data_dir: Path, settings: Settings, *, seed: int, faults: Any = None) -> Iterator[Services]:
     """Services whose broker is a real in-process venue (AAPL, SPY) with fresh
-    random keys and a lmdb store in `data_dir`; both closed afterwards."""
+    random keys and a lmdb store in `data_dir`; both closed afterwards.
+    `faults`: the venue's fault knobs (`stockade.venue.faults.Faults`) from the start."""
     from stockade.venue.config import VenueConfig
     from stockade.venue.server import start_venue
 
     key, secret = "PK" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)
     venue = start_venue(VenueConfig(port=0, seed=seed, api_key=key, api_secret=secret, symbols=("AAPL", "SPY"),
-                                    quote_rate_hz=4.0, rate_limit_per_min=100_000))
+                                    quote_rate_hz=4.0, rate_limit_per_min=100_000), faults)
     store = Store.open(data_dir)
     url = venue.base_url
     access = BrokerAccess("embedded", BrokerEndpoints(url, url, url + "/v2/iex", url + "/stream"), key, secret)

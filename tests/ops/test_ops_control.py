@@ -53,7 +53,7 @@ def server(short_dir):
     srv.register("boom", boom, "always raises")
     srv.register("refuse", refuse, "refuses")
     srv.register("unjsonable", lambda args: object(), "returns junk")
-    srv.register("crash", lambda a: {"name": arg_str(a, "name")}, "crash NAME")
+    srv.register("crash", lambda a: {**a, "name": arg_str(a, "name")}, "crash NAME")
     srv.register("hang", lambda a: {"name": arg_str(a, "name"), "seconds": arg_float(a, "seconds", minimum=0)}, "hang")
     srv.register("alerts", lambda a: {"n": arg_int(a, "n", 20, minimum=1)}, "alerts")
     srv.start()
@@ -256,6 +256,18 @@ def test_ctl_positional_args(server, capsys):
     assert ctl.build_args("approve", ["12"]) == {"id": "12"}
     assert ctl.build_args("kill", ["fat", "finger"]) == {"reason": "fat finger"}
     assert ctl.build_args("status", []) == {}
+
+
+def test_ctl_crash_options_become_args(server, capsys):
+    p = str(server.path)
+    assert json.loads(run_ctl(capsys, "crash", "order_manager", "--times", "4", "--socket", p)[1])["result"] == {
+        "name": "order_manager", "times": 4}
+    assert json.loads(run_ctl(capsys, "crash", "--on-next-message", "reconciler", "--socket", p)[1])["result"] == {
+        "name": "reconciler", "on_next_message": True}
+    for argv in (("status", "--times", "2"), ("hang", "x", "1", "--on-next-message"), ("crash", "x", "--times", "0"),
+                 ("crash", "x", "--times", "3", "--on-next-message")):
+        code, _, err = run_ctl(capsys, *argv, "--socket", p)
+        assert code == 2 and ("--times" in err or "--on-next-message" in err), (argv, err)
 
 
 def test_ctl_usage_errors(server, capsys):

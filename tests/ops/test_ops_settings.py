@@ -94,6 +94,26 @@ def test_bad_values_name_key_and_value(tmp_path, text, expected):
 @pytest.mark.parametrize(
     "text, expected",
     [
+        ("[supervision]\nheartbeat_timeout_s = 0.8\n",
+         "settings: supervision.heartbeat_timeout_s = 0.8: must be > 1: a handler may pause that long between REST "
+         "calls (a submit retry's backoff, up to max(orders.retry_backoff_s, 1)), which would be taken for a hang"),
+        ("[orders]\nretry_backoff_s = 4.0\n",  # with the default heartbeat_timeout_s = 3
+         "settings: supervision.heartbeat_timeout_s = 3.0: must be > 4: a handler may pause that long between REST "
+         "calls (a submit retry's backoff, up to max(orders.retry_backoff_s, 1)), which would be taken for a hang"),
+    ],
+)
+def test_heartbeat_timeout_must_cover_a_handlers_pauses_not_its_rest_timeout(tmp_path, text, expected):
+    with pytest.raises(SettingsError) as ei:
+        load_settings(write(tmp_path, text))
+    assert str(ei.value) == expected
+    # The REST timeout itself may exceed the heartbeat timeout: such calls declare themselves busy.
+    s = load_settings(write(tmp_path, "[orders]\nrequest_timeout_s = 30.0\n[supervision]\nheartbeat_timeout_s = 1.5\n"))
+    assert s.orders.request_timeout_s > s.supervision.heartbeat_timeout_s
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
         ("[risk]\nmax_positions = 'five'\n", "settings: risk.max_positions = \"five\": expected int, got str"),
         ("[risk]\nmax_position_pct = true\n", "settings: risk.max_position_pct = true: expected float, got bool"),
         ("[risk]\nmax_positions = 2.5\n", "settings: risk.max_positions = 2.5: expected int, got float"),

@@ -113,20 +113,23 @@ def test_retired_name_drops_and_counts(refs):
     assert router.dead_letters == 2
 
 
-def test_sends_from_a_replaced_generation_are_dropped(refs):
+def test_sends_from_a_replaced_generation_are_refused_and_counted(refs):
     router = Router()
     out = queue.Queue()
     router.register("sink", refs(out), router.next_generation("sink"))
     old = router.next_generation("sender")
     assert router.tell("sink", Tick("from-1"), "sender", sender_generation=old)
     new = router.next_generation("sender")
-    assert router.tell("sink", Tick("from-old"), "sender", sender_generation=old) is False
+    with pytest.raises(Fenced):  # unwinds the zombie that sends
+        router.tell("sink", Tick("from-old"), "sender", sender_generation=old)
     assert router.tell("sink", Tick("from-new"), "sender", sender_generation=new)
     assert drain(out, 2) == ["from-1", "from-new"]
     assert router.dead_letter_counts() == {"fenced": 1}
+    assert router.refusal_counts() == {"sender": {"tell": 1}}
+    assert router.status("sender").refused == 1
 
 
-def test_fence_drops_sends_before_any_replacement_and_drains_the_inbox(refs):
+def test_fence_refuses_sends_before_any_replacement_and_drains_the_inbox(refs):
     router = Router()
     gate = threading.Event()
     out = queue.Queue()
@@ -140,7 +143,8 @@ def test_fence_drops_sends_before_any_replacement_and_drains_the_inbox(refs):
     victims = router.fence("a", gen)
     assert victims == [ref]
     assert not router.is_current("a", gen)
-    assert router.tell("x", Tick("zombie"), "a", sender_generation=gen) is False
+    with pytest.raises(Fenced):
+        router.tell("x", Tick("zombie"), "a", sender_generation=gen)
     assert router.status("a").buffered == 2  # queued work kept for the successor
     out2 = queue.Queue()
     router.register("a", refs(out2), router.next_generation("a"), restart=True)
