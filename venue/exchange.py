@@ -44,6 +44,8 @@ MARKET_BUY_BP_MARGIN = 1.03
 QTY_DECIMALS = 9  # Alpaca takes qty and notional with up to 9 decimals
 MIN_NOTIONAL = 1.0  # "you can now buy as little as $1 worth of shares"
 EXIT_CLASSES = frozenset({"bracket", "oto", "oco"})
+# Alpaca takes fractional qty and notional on these (not on trailing stops).
+FRACTIONAL_TYPES = frozenset({"market", "limit", "stop", "stop_limit"})
 
 OPEN_STATUSES = frozenset(
     {"pending_new", "accepted", "new", "partially_filled", "held", "pending_cancel", "pending_replace"}
@@ -644,20 +646,23 @@ class Exchange:
         _check_stop_limit(req)
 
     def _validate_fractional(self, req: OrderRequest) -> None:
-        """Fractional qty or notional: Alpaca's fractional rules (market DAY orders, fractionable assets).
+        """Fractional qty or notional: Alpaca's fractional rules (DAY orders, fractionable assets).
 
-        The rules are the "Fractional Trading" page's: market orders, `day`
-        only, fractionable assets, at least $1, not in extended hours, qty and
-        notional mutually exclusive (HTTP 400). Of the texts, only "requested
-        asset is not fractionable" is documented; the others follow Alpaca's
-        style ("fractional orders must be DAY orders" as Alpaca answers it).
+        The rules are the "Fractional Trading" page's and changelog's: market,
+        limit, stop and stop-limit orders (Alpaca added fractional limit, then
+        "Fractional USD Stop & Stop Limit Orders", by qty or notional; not
+        trailing stops), `day` only, fractionable assets, at least $1, not in
+        extended hours, qty and notional mutually exclusive (HTTP 400). Of the
+        texts, only "requested asset is not fractionable" is documented; the
+        others follow Alpaca's style ("fractional orders must be DAY orders"
+        as Alpaca answers it).
         """
         if req.symbol in self.non_fractionable:
             raise VenueError(422, 40010001, "requested asset is not fractionable")  # Alpaca's documented text
         if req.notional is not None and req.notional < MIN_NOTIONAL:
             raise VenueError(422, 40010001, f"notional must be >= {MIN_NOTIONAL:g}")
-        if req.type != "market":
-            raise VenueError(422, 40010001, "fractional orders must be market orders")
+        if req.type not in FRACTIONAL_TYPES:
+            raise VenueError(422, 40010001, "fractional orders must be market, limit, stop or stop_limit orders")
         if req.time_in_force != "day":
             raise VenueError(422, 40010001, "fractional orders must be DAY orders")
         if req.order_class != "simple":
