@@ -378,6 +378,20 @@ def test_the_daemon_log_filter_still_runs_first_in_every_format():
         assert SECRET not in out.getvalue() and "***" in out.getvalue()
 
 
+def test_json_redacts_secrets_that_json_would_escape_in_extra_fields():
+    # The JSON line was redacted only as a whole, after encoding: a secret
+    # holding a quote, a backslash or a control byte appears escaped there
+    # (\" \\ \u0001), did not match, and came back intact to a parser.
+    quoted = 'smtp"pass\\word\x01-9e2'
+    register_secret(quoted)
+    handler, out = stream_handler("json")
+    logger_to(handler, "redact.extra").warning("login failed", extra={"detail": f"as {quoted}",
+                                                                      "body": {"nested": [quoted]}})
+    [record] = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert record["detail"] == "as ***" and record["body"] == {"nested": ["***"]}
+    assert quoted not in json.dumps(record) and quoted not in repr(record)
+
+
 def test_install_sends_warnings_and_uncaught_thread_exceptions_through_the_format(monkeypatch):
     import threading
     import warnings
