@@ -440,6 +440,8 @@ class Exchange:
                     continue
                 seen_groups.add(group[0].id)
                 held += o.qty - sum(m.filled_qty for m in group)
+            elif o.notional is not None and not o.qty:
+                held += self._notional_shares(o)  # shares fixed at the fill: reserve what it would take
             else:
                 held += o.remaining
         return qround(held)
@@ -671,12 +673,16 @@ class Exchange:
             # Alpaca: "Fractional shares and orders with notional sizes are not available during extended hours"
             raise VenueError(422, 40010001, "fractional orders are not eligible for extended hours trading")
 
-    def _notional_shares(self, req: OrderRequest) -> float:
-        """What a notional sell would take from the position at today's bid (for the qty check)."""
-        q = self.quotes.get(req.symbol)
-        if q is None or q.bid <= 0 or req.notional is None:
+    def _notional_shares(self, req: Order | OrderRequest) -> float:
+        """The shares a notional sell would take from the position (for the qty check and
+        the reservation): at its limit, the most it can sell there; else at today's bid."""
+        if req.notional is None:
             return 0.0
-        return qround(req.notional / q.bid)
+        price = req.limit_price
+        if not price:
+            q = self.quotes.get(req.symbol)
+            price = q.bid if q is not None else None
+        return qround(req.notional / price) if price and price > 0 else 0.0
 
     def _check_sell_qty(self, symbol: str, qty: float) -> None:
         pos = self.positions.get(symbol)

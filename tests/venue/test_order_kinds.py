@@ -251,6 +251,23 @@ def test_fractional_limit_stop_and_stop_limit_are_accepted(venue):
         assert r.status_code == 200 and r.json()["qty"] == "0.25" and r.json()["type"] == body["type"], r.text
 
 
+def test_a_resting_notional_sell_reserves_its_shares(venue):
+    # A notional order has no share count until it fills, and held_for_orders
+    # counted it as 0: the shares it would sell could be sold again by a
+    # second order, which Alpaca refuses as "insufficient qty available".
+    client = sdk_client(venue)
+    hold(client, venue, qty=3)
+    bid = current_quote(venue, "AAPL").bid
+    limit = round(bid * 1.2, 2)  # above the bid: it rests
+    resting = client.submit_order(LimitOrderRequest(symbol="AAPL", notional=round(limit * 2, 2), side=OrderSide.SELL,
+                                                    time_in_force=TimeInForce.DAY, limit_price=limit))
+    assert resting.status in (OrderStatus.NEW, OrderStatus.ACCEPTED, OrderStatus.PENDING_NEW)
+    assert client.get_open_position("AAPL").qty_available == "1"
+    err = api_error(lambda: client.submit_order(market(qty=3, side=OrderSide.SELL)))
+    assert err.status_code == 403 and err.code == 40310000 and "insufficient qty" in str(err)
+    client.submit_order(market(qty=1, side=OrderSide.SELL))  # what is left is still for sale
+
+
 def test_non_fractionable_asset(venue_config):
     import msgspec
 
