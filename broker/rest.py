@@ -191,7 +191,10 @@ class TimeoutSession(requests.Session):
             kwargs["timeout"] = self.default_timeout
         fence.check("rest", method)  # a replaced actor reaches no broker
         timeout = kwargs.get("timeout") or self.default_timeout
-        with fence.busy(request_bound_s(timeout), f"{method} {_path_of(url)}"):
+        # Capped at fence's longest declaration: a read timeout set past it
+        # (an operator's choice) must not turn every request into a ValueError.
+        bound = min(request_bound_s(timeout), fence.MAX_BUSY_S)
+        with fence.busy(bound, f"{method} {_path_of(url)}"):
             return super().request(method, url, *args, **kwargs)
 
 

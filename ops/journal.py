@@ -127,6 +127,10 @@ class JournalHandler(logging.Handler):
         self._formatter = logging.Formatter()
         self._congested_until = 0.0
         self._connected = False
+        # poll, not select: select() refuses a descriptor numbered 1024 or
+        # more, which a daemon with many sockets and files open can be given.
+        self._writable = select.poll()
+        self._writable.register(self.sock, select.POLLOUT)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -143,7 +147,7 @@ class JournalHandler(logging.Handler):
 
     def _send(self, payload: bytes) -> None:
         if not self._connected:
-            # Connected, so that select() tells when journald's queue has room.
+            # Connected, so that poll() tells when journald's queue has room.
             self.sock.connect(self.path)
             self._connected = True
         try:
@@ -153,7 +157,7 @@ class JournalHandler(logging.Handler):
             now = time.monotonic()
             if now < self._congested_until:
                 raise
-            if not select.select([], [self.sock], [], CONGESTED_WAIT_S)[1]:
+            if not self._writable.poll(CONGESTED_WAIT_S * 1000):
                 self._congested_until = now + CONGESTED_FOR_S
                 raise
             self.sock.send(payload)

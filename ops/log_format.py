@@ -15,8 +15,8 @@ JSON fields: `time` (RFC 3339, UTC, microseconds), `level`, `logger`,
 `client_order_id` (see `log_context`), `exception` (the traceback, one
 string), and whatever a call site passed as `extra`. The encoding is
 python-json-logger's (extra fields of any type, exceptions, stack info);
-the line is redacted of registered secrets as a whole, a last line of
-defence for fields no other filter sees.
+every string field and then the encoded line are redacted of registered
+secrets, a last line of defence for fields no other filter sees.
 """
 
 from __future__ import annotations
@@ -101,10 +101,24 @@ def _printable_json(line: str) -> str:
     return "".join(ch if ch.isprintable() else _json_escape(ch) for ch in line)
 
 
+def _redact_values(data: Any, redact: Any) -> Any:
+    """Every string in `data` (dicts and lists walked) redacted, before JSON escapes them."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {key: _redact_values(value, redact) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_redact_values(value, redact) for value in data]
+    return data
+
+
 def _dumps(data: Any, **kwargs: Any) -> str:
     from stockade.broker.rest import redact
 
-    return redact(_printable_json(json.dumps(data, **kwargs)))
+    # Values first: in the encoded line a secret with a quote, a backslash or
+    # a control byte is spelled escaped and would not match. The line too:
+    # `default=` may have turned an object into text.
+    return redact(_printable_json(json.dumps(_redact_values(data, redact), **kwargs)))
 
 
 class JsonLineFormatter(JsonFormatter):

@@ -44,6 +44,8 @@ MARKET_BUY_BP_MARGIN = 1.03
 QTY_DECIMALS = 9  # Alpaca takes qty and notional with up to 9 decimals
 MIN_NOTIONAL = 1.0  # "you can now buy as little as $1 worth of shares"
 EXIT_CLASSES = frozenset({"bracket", "oto", "oco"})
+# Alpaca takes fractional qty and notional on these (not on trailing stops).
+FRACTIONAL_TYPES = frozenset({"market", "limit", "stop", "stop_limit"})
 
 OPEN_STATUSES = frozenset(
     {"pending_new", "accepted", "new", "partially_filled", "held", "pending_cancel", "pending_replace"}
@@ -438,6 +440,8 @@ class Exchange:
                     continue
                 seen_groups.add(group[0].id)
                 held += o.qty - sum(m.filled_qty for m in group)
+            elif o.notional is not None and not o.qty:
+                held += self._notional_shares(o)  # shares fixed at the fill: reserve what it would take
             else:
                 held += o.remaining
         return qround(held)
@@ -644,20 +648,23 @@ class Exchange:
         _check_stop_limit(req)
 
     def _validate_fractional(self, req: OrderRequest) -> None:
-        """Fractional qty or notional: Alpaca's fractional rules (market DAY orders, fractionable assets).
+        """Fractional qty or notional: Alpaca's fractional rules (DAY orders, fractionable assets).
 
-        The rules are the "Fractional Trading" page's: market orders, `day`
-        only, fractionable assets, at least $1, not in extended hours, qty and
-        notional mutually exclusive (HTTP 400). Of the texts, only "requested
-        asset is not fractionable" is documented; the others follow Alpaca's
-        style ("fractional orders must be DAY orders" as Alpaca answers it).
+        The rules are the "Fractional Trading" page's and changelog's: market,
+        limit, stop and stop-limit orders (Alpaca added fractional limit, then
+        "Fractional USD Stop & Stop Limit Orders", by qty or notional; not
+        trailing stops), `day` only, fractionable assets, at least $1, not in
+        extended hours, qty and notional mutually exclusive (HTTP 400). Of the
+        texts, only "requested asset is not fractionable" is documented; the
+        others follow Alpaca's style ("fractional orders must be DAY orders"
+        as Alpaca answers it).
         """
         if req.symbol in self.non_fractionable:
             raise VenueError(422, 40010001, "requested asset is not fractionable")  # Alpaca's documented text
         if req.notional is not None and req.notional < MIN_NOTIONAL:
             raise VenueError(422, 40010001, f"notional must be >= {MIN_NOTIONAL:g}")
-        if req.type != "market":
-            raise VenueError(422, 40010001, "fractional orders must be market orders")
+        if req.type not in FRACTIONAL_TYPES:
+            raise VenueError(422, 40010001, "fractional orders must be market, limit, stop or stop_limit orders")
         if req.time_in_force != "day":
             raise VenueError(422, 40010001, "fractional orders must be DAY orders")
         if req.order_class != "simple":
@@ -666,12 +673,16 @@ class Exchange:
             # Alpaca: "Fractional shares and orders with notional sizes are not available during extended hours"
             raise VenueError(422, 40010001, "fractional orders are not eligible for extended hours trading")
 
-    def _notional_shares(self, req: OrderRequest) -> float:
-        """What a notional sell would take from the position at today's bid (for the qty check)."""
-        q = self.quotes.get(req.symbol)
-        if q is None or q.bid <= 0 or req.notional is None:
+    def _notional_shares(self, req: Order | OrderRequest) -> float:
+        """The shares a notional sell would take from the position (for the qty check and
+        the reservation): at its limit, the most it can sell there; else at today's bid."""
+        if req.notional is None:
             return 0.0
-        return qround(req.notional / q.bid)
+        price = req.limit_price
+        if not price:
+            q = self.quotes.get(req.symbol)
+            price = q.bid if q is not None else None
+        return qround(req.notional / price) if price and price > 0 else 0.0
 
     def _check_sell_qty(self, symbol: str, qty: float) -> None:
         pos = self.positions.get(symbol)

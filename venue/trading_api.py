@@ -54,8 +54,8 @@ def parse_qty(value: Any, field: str = "qty") -> float:
     return round(x, QTY_DECIMALS)
 
 
-def parse_trail(value: Any, field: str) -> float | None:
-    """A trailing stop's trail_price / trail_percent (or PATCH's trail): a positive number."""
+def parse_positive(value: Any, field: str) -> float | None:
+    """A positive finite number from a string-or-number field (trail_price, trail_percent, PATCH trail); None if absent."""
     if value is None:
         return None
     if isinstance(value, bool):
@@ -71,16 +71,9 @@ def parse_trail(value: Any, field: str) -> float | None:
 
 def parse_price(value: Any, field: str) -> float | None:
     """A limit/stop price; Alpaca refuses sub-penny increments at $1 and above."""
-    if value is None:
+    x = parse_positive(value, field)
+    if x is None:
         return None
-    if isinstance(value, bool):
-        raise VenueError(422, 40010001, f"invalid {field}")
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise VenueError(422, 40010001, f"invalid {field}") from None
-    if not math.isfinite(x) or x <= 0:
-        raise VenueError(422, 40010001, f"{field} must be > 0")
     decimals = 2 if x >= 1.0 else 4
     if abs(round(x, decimals) - x) > 1e-9:
         raise VenueError(
@@ -145,8 +138,8 @@ def parse_order_request(body: Any) -> OrderRequest:
         stop_loss_stop=parse_price(stop_loss.get("stop_price"), "stop_loss.stop_price"),
         stop_loss_limit=parse_price(stop_loss.get("limit_price"), "stop_loss.limit_price"),
         notional=notional,
-        trail_price=parse_trail(body.get("trail_price"), "trail_price"),
-        trail_percent=parse_trail(body.get("trail_percent"), "trail_percent"),
+        trail_price=parse_positive(body.get("trail_price"), "trail_price"),
+        trail_percent=parse_positive(body.get("trail_percent"), "trail_percent"),
     )
 
 
@@ -343,7 +336,7 @@ class TradingApi:
             stop_price=parse_price(body.get("stop_price"), "stop_price"),
             time_in_force=tif,
             client_order_id=body.get("client_order_id"),
-            trail=parse_trail(body.get("trail"), "trail"),
+            trail=parse_positive(body.get("trail"), "trail"),
         )
         out = order_json(new, self.ex)
         self.ex.route_pending()

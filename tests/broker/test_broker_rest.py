@@ -198,6 +198,23 @@ def test_timeout_session_keeps_explicit_timeouts(monkeypatch):
     assert seen == [(1, 2), 9]
 
 
+def test_a_long_configured_timeout_is_busy_up_to_the_cap_not_an_error():
+    # An actor's thread declares each request busy for its connect + read
+    # timeouts; past fence.MAX_BUSY_S that declaration raised ValueError, so
+    # every REST call failed once an operator set a long read timeout.
+    from stockade.supervisors import fence
+
+    token = fence.FenceToken("worker", 1, lambda: True)
+    fence.bind(token)
+    try:
+        with _Peer([200]) as peer:
+            resp = TimeoutSession((1.0, 2 * fence.MAX_BUSY_S)).request("GET", peer.url + "/v2/clock")
+        assert resp.status_code == 200 and peer.hits == 1
+        assert token.busy_what == "GET /v2/clock"
+    finally:
+        fence.bind(None)
+
+
 def test_secrets_not_logged_by_factories(caplog):
     caplog.set_level(logging.DEBUG)
     make_trading_client(KEY, SECRET, "http://127.0.0.1:9")

@@ -264,6 +264,35 @@ def test_journal_handler_never_loses_a_record_when_the_journal_is_full_or_restar
     assert json.loads(out.getvalue().splitlines()[-1])["message"] == "while it restarts"
 
 
+def test_a_full_journal_is_waited_for_even_on_a_descriptor_above_1024(short_dir):
+    # select() raises "filedescriptor out of range" for fd >= 1024: the handler
+    # then never waited for journald's queue and refused at once (ValueError).
+    path = str(short_dir / "full.sock")
+    stalled = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # bound, never read: its queue fills up
+    stalled.bind(path)
+    spacers = []
+    try:
+        while (probe := os.dup(0)) < 1100:
+            spacers.append(probe)
+        os.close(probe)
+        fallback, out = stream_handler("json")
+        handler = JournalHandler(path, fallback)
+        assert handler.sock.fileno() >= 1024
+        lg = logger_to(handler, "journal.highfd")
+        for i in range(3000):
+            lg.info("record %d", i)
+            if handler.fell_back:
+                break
+        assert handler.fell_back == 1 and handler.sent > 0
+        why = json.loads(out.getvalue().splitlines()[0])["message"]
+        assert "refused a record" in why and "out of range" not in why, why
+        handler.close()
+    finally:
+        for fd in spacers:
+            os.close(fd)
+        stalled.close()
+
+
 # ---- which output ---------------------------------------------------------------------------
 
 
@@ -376,6 +405,20 @@ def test_the_daemon_log_filter_still_runs_first_in_every_format():
         except ValueError:
             lg.exception("token %s", SECRET)
         assert SECRET not in out.getvalue() and "***" in out.getvalue()
+
+
+def test_json_redacts_secrets_that_json_would_escape_in_extra_fields():
+    # The JSON line was redacted only as a whole, after encoding: a secret
+    # holding a quote, a backslash or a control byte appears escaped there
+    # (\" \\ \u0001), did not match, and came back intact to a parser.
+    quoted = 'smtp"pass\\word\x01-9e2'
+    register_secret(quoted)
+    handler, out = stream_handler("json")
+    logger_to(handler, "redact.extra").warning("login failed", extra={"detail": f"as {quoted}",
+                                                                      "body": {"nested": [quoted]}})
+    [record] = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert record["detail"] == "as ***" and record["body"] == {"nested": ["***"]}
+    assert quoted not in json.dumps(record) and quoted not in repr(record)
 
 
 def test_install_sends_warnings_and_uncaught_thread_exceptions_through_the_format(monkeypatch):

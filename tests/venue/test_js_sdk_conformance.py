@@ -93,6 +93,7 @@ def test_sdk_4(tls_venue):
     assert e["get_position"] == {"status": 404, "code": 40410000, "message": "position does not exist"}
     assert e["close_position"] == {"status": 404, "code": 40410000, "message": "position not found: SPY"}
     assert e["fractional_limit"]["status"] == 422
+    assert e["fractional_limit"]["message"] == "fractional orders must be DAY orders"
 
     h = r["historical"]
     assert h["quotes"] == 40 and h["trades"] == {"AAPL": 40, "MSFT": 40}

@@ -215,7 +215,8 @@ def test_fractional_qty_round_trip(venue):
 
 @pytest.mark.parametrize("body, status, message", [
     ({"qty": "1.5", "time_in_force": "gtc"}, 422, "fractional orders must be DAY orders"),
-    ({"qty": "1.5", "type": "limit", "limit_price": "1"}, 422, "fractional orders must be market orders"),
+    ({"qty": "1.5", "type": "trailing_stop", "trail_price": "1", "side": "sell"}, 422,
+     "fractional orders must be market, limit, stop or stop_limit orders"),
     ({"notional": "0.5"}, 422, "notional must be >= 1"),
     ({"notional": "100", "qty": "1"}, 400, "qty and notional"),
     ({"notional": "100", "order_class": "bracket", "take_profit": {"limit_price": "900"},
@@ -225,6 +226,46 @@ def test_fractional_rules(venue, body, status, message):
     full = {"symbol": "AAPL", "qty": None, "side": "buy", "type": "market", "time_in_force": "day", **body}
     r = http(venue, "POST", "/v2/orders", json={k: v for k, v in full.items() if v is not None})
     assert r.status_code == status and message in r.json()["message"], r.text
+
+
+def test_fractional_limit_stop_and_stop_limit_are_accepted(venue):
+    # Alpaca takes fractional qty and notional on limit orders and, since its
+    # "Fractional USD Stop & Stop Limit Orders" change, on stops too (DAY only);
+    # the venue refused every kind but market.
+    client = sdk_client(venue)
+    ask = current_quote(venue, "AAPL").ask
+    limit = client.submit_order(LimitOrderRequest(symbol="AAPL", qty=1.5, side=OrderSide.BUY,
+                                                  time_in_force=TimeInForce.DAY, limit_price=round(ask * 1.05, 2)))
+    assert order_status(client, limit.id, OrderStatus.FILLED).filled_qty == "1.5"
+    by_dollars = client.submit_order(LimitOrderRequest(symbol="AAPL", notional=100, side=OrderSide.BUY,
+                                                       time_in_force=TimeInForce.DAY,
+                                                       limit_price=round(ask * 1.05, 2)))
+    assert by_dollars.notional == "100" and by_dollars.qty is None
+    filled = order_status(client, by_dollars.id, OrderStatus.FILLED)
+    assert 0 < float(filled.filled_qty) * float(filled.filled_avg_price) <= 100 + 1e-6
+    bid = current_quote(venue, "AAPL").bid
+    for body in ({"type": "stop", "stop_price": f"{bid * 0.5:.2f}"},
+                 {"type": "stop_limit", "stop_price": f"{bid * 0.5:.2f}", "limit_price": f"{bid * 0.4:.2f}"}):
+        r = http(venue, "POST", "/v2/orders", json={"symbol": "AAPL", "qty": "0.25", "side": "sell",
+                                                    "time_in_force": "day", **body})
+        assert r.status_code == 200 and r.json()["qty"] == "0.25" and r.json()["type"] == body["type"], r.text
+
+
+def test_a_resting_notional_sell_reserves_its_shares(venue):
+    # A notional order has no share count until it fills, and held_for_orders
+    # counted it as 0: the shares it would sell could be sold again by a
+    # second order, which Alpaca refuses as "insufficient qty available".
+    client = sdk_client(venue)
+    hold(client, venue, qty=3)
+    bid = current_quote(venue, "AAPL").bid
+    limit = round(bid * 1.2, 2)  # above the bid: it rests
+    resting = client.submit_order(LimitOrderRequest(symbol="AAPL", notional=round(limit * 2, 2), side=OrderSide.SELL,
+                                                    time_in_force=TimeInForce.DAY, limit_price=limit))
+    assert resting.status in (OrderStatus.NEW, OrderStatus.ACCEPTED, OrderStatus.PENDING_NEW)
+    assert client.get_open_position("AAPL").qty_available == "1"
+    err = api_error(lambda: client.submit_order(market(qty=3, side=OrderSide.SELL)))
+    assert err.status_code == 403 and err.code == 40310000 and "insufficient qty" in str(err)
+    client.submit_order(market(qty=1, side=OrderSide.SELL))  # what is left is still for sale
 
 
 def test_non_fractionable_asset(venue_config):

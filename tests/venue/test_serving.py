@@ -65,6 +65,21 @@ def test_access_log_one_line_per_request_without_secrets(venue_config, caplog):
     assert not any(secret in line or key in line or "status=all" in line for line in lines)
 
 
+def test_access_log_escapes_control_bytes_in_the_path(venue_config, caplog):
+    # aiohttp percent-decodes the path: %0A and %1B reached the log as a real
+    # newline (a forged second line) and a terminal escape.
+    handle = start_venue(msgspec.structs.replace(venue_config, access_log=True))
+    try:
+        with caplog.at_level(logging.INFO, logger="stockade.venue.access"):
+            got = http(handle, "GET", "/v2/orders/x%0A2026-12-03 10:00:00 INFO forged%1B%5B31m%00")
+    finally:
+        handle.stop()
+    assert got.status_code == 404
+    [line] = [r.getMessage() for r in caplog.records if r.name == "stockade.venue.access"]
+    assert line.isprintable(), line
+    assert line.startswith("GET /v2/orders/x\\n2026-12-03 10:00:00 INFO forged\\x1b[31m\\x00 404 ")
+
+
 def test_access_log_is_off_when_switched_off(venue, caplog):
     with caplog.at_level(logging.INFO, logger="stockade.venue.access"):
         http(venue, "GET", "/v2/account")

@@ -87,7 +87,9 @@ run({
   errors: async () => ({
     get_position: await rejected(alpaca.trading.positions.getOpenPosition({ symbolOrAssetId: "SPY" })),
     close_position: await rejected(alpaca.trading.positions.deleteOpenPosition({ symbolOrAssetId: "SPY" })),
-    fractional_limit: await rejected(alpaca.trading.orders.limit({ symbol: "AAPL", side: "buy", qty: 0.5, limitPrice: 1 })),
+    // A fractional DAY limit is fine (as on Alpaca); a fractional GTC one is refused.
+    fractional_limit: await rejected(alpaca.trading.orders.limit({
+      symbol: "AAPL", side: "buy", qty: 0.5, limitPrice: 1, timeInForce: "gtc" })),
   }),
   historical: async () => {
     const quotes = await alpaca.marketData.getStockQuotesFor("AAPL", { start, end });
