@@ -3,7 +3,7 @@
 // or a reason holding markup shows as that markup, inert.
 "use strict";
 
-const S = { csrf: "", control: false, live: null, page: "overview", lastDecision: -1, decisionsNext: "" };
+const S = { csrf: "", control: false, live: null, page: "overview", lastDecision: -1, decisionsNext: "", pendingKey: null };
 const API = "/api/v1";
 
 function el(tag, attrs, ...children) {
@@ -98,11 +98,21 @@ function renderTree(t) {
 
 function renderPending(list) {
   $("pending-count").textContent = list.length ? `(${list.length})` : "";
+  // Rebuilt only when the proposals change: a button replaced under the pointer would lose its click.
+  const key = list.map((p) => p.proposal_id).join(",");
+  if (key === S.pendingKey) {
+    for (const p of list) {
+      const cell = document.querySelector(`td[data-expires="${CSS.escape(p.proposal_id)}"]`);
+      if (cell) cell.textContent = num(p.expires_in_s, 0) + " s";
+    }
+    return;
+  }
+  S.pendingKey = key;
   put("approvals", table(["Proposal", "Symbol", "Side", "Score", "Confidence", "Price", "Votes", "Expires in", ""],
     list.map((p) => ({ attrs: { "data-proposal": p.proposal_id }, cells: [p.proposal_id, p.symbol, p.side, td(num(p.score), "num"),
       td(num(p.confidence), "num"), td(num(p.price), "num"),
       el("td", { class: "votes" }, p.votes.map((v) => `${v.model} ${num(v.direction, 2)}×${num(v.weight, 2)}`).join(", ")),
-      td(num(p.expires_in_s, 0) + " s", "num"),
+      el("td", { class: "num", "data-expires": p.proposal_id }, num(p.expires_in_s, 0) + " s"),
       el("td", {}, el("button", { class: "approve", type: "button", disabled: !S.control, "data-approve": p.proposal_id,
         onclick: () => command("approve", { id: p.proposal_id }) }, "Approve"), " ",
         el("button", { type: "button", disabled: !S.control, "data-reject": p.proposal_id,
