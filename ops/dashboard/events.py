@@ -36,12 +36,12 @@ class Broadcaster:
         self.data = b""
         self.streams = 0
         self.dropped = 0
-        self._changed: asyncio.Condition | None = None
+        self._changed: asyncio.Event | None = None  # replaced at each version; the old one is set
         self._task: asyncio.Task[None] | None = None
         self._refresh: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._changed = asyncio.Condition()
+        self._changed = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._produce(), name="dashboard-live")
 
     def refresh_soon(self) -> None:
@@ -59,7 +59,6 @@ class Broadcaster:
                     pass
 
     async def _produce(self) -> None:
-        assert self._changed is not None
         while True:
             try:
                 await self._run(self._tick)
@@ -75,14 +74,13 @@ class Broadcaster:
         """Build a new snapshot now and wake the streams."""
         assert self._changed is not None
         data = await self._run(self._build)
-        async with self._changed:
-            self.data = data
-            self.version += 1
-            self._changed.notify_all()
+        self.data = data
+        self.version += 1
+        woken, self._changed = self._changed, asyncio.Event()
+        woken.set()
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         """GET /api/v1/events: `event: update` with the live snapshot as JSON, newest only."""
-        assert self._changed is not None
         if self.streams >= self.max_streams:
             return web.json_response({"ok": False, "error": f"too many event streams (max {self.max_streams})"},
                                      status=503)
@@ -99,12 +97,12 @@ class Broadcaster:
                 await self.refresh()
             seen = 0
             while True:
-                async with self._changed:
+                if self.version == seen:
                     try:
-                        await asyncio.wait_for(self._changed.wait_for(lambda: self.version != seen), KEEPALIVE_S)
+                        await asyncio.wait_for(self._changed.wait(), KEEPALIVE_S)
                     except asyncio.TimeoutError:
                         pass
-                    version, data = self.version, self.data
+                version, data = self.version, self.data
                 chunk = b": keep-alive\n\n" if version == seen else b"event: update\ndata: " + data + b"\n\n"
                 seen = version
                 try:

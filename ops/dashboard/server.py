@@ -132,6 +132,11 @@ class DashboardServer:
             await self.api.live.stop()
         if self._runner is not None:
             await self._runner.cleanup()
+        # Streams still open (a client that never reads): end them rather than abandon them.
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in rest:
+            t.cancel()
+        await asyncio.wait_for(asyncio.gather(*rest, return_exceptions=True), 2.0) if rest else None
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop serving; True if the thread ended in time."""
