@@ -103,6 +103,8 @@ class Broadcaster:
                     except asyncio.TimeoutError:
                         pass
                 version, data = self.version, self.data
+                if request.transport is None or request.transport.is_closing():
+                    break  # the client went away
                 chunk = b": keep-alive\n\n" if version == seen else b"event: update\ndata: " + data + b"\n\n"
                 seen = version
                 try:
