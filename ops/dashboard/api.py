@@ -105,7 +105,7 @@ class Api:
         r.add_get("/metrics", self.scrape)
         r.add_get(f"{API}/session", self.session)
         r.add_get(f"{API}/events", self.live.stream)
-        for name, fn in (("status", self.views.overview), ("overview", self.views.overview),
+        for name, fn in (("status", self.views.status), ("overview", self.views.overview),
                          ("tree", self.views.tree_view), ("pending", self.views.pending),
                          ("report", self.views.report)):
             r.add_get(f"{API}/{name}", self._plain(fn))

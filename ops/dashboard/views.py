@@ -46,6 +46,10 @@ class Views:
 
     # ---- overview -------------------------------------------------------------
 
+    def status(self) -> dict[str, Any]:
+        """The control socket's `status`, as `ctl status` prints it."""
+        return status(self.svc, self.tree)
+
     def overview(self) -> dict[str, Any]:
         svc, store = self.svc, self.svc.store
         st = status(svc, self.tree)

@@ -5,6 +5,7 @@ out of every answer, request bounds."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import stat
@@ -236,3 +237,22 @@ def test_event_streams_are_capped_and_a_never_read_one_is_dropped(make_dash, mon
     for s in streams:
         s.close()
     assert dash.get("/api/v1/tree").status == 200
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[dashboard]\nport = 70000\n", "dashboard.port = 70000"),
+    ('[dashboard]\nhost = ""\n', 'dashboard.host = ""'),
+    ('[dashboard]\ntls_cert = "/etc/hostname"\n', "dashboard.tls_key"),
+    ("[dashboard]\nmax_body_bytes = 10\n", "dashboard.max_body_bytes = 10"),
+    ("[dashboard]\nrequests_per_s = 0\n", "dashboard.requests_per_s = 0"),
+    ("[dashboard]\ncontrol = 1\n", "dashboard.control"),
+])
+def test_bad_dashboard_settings_name_key_and_value(tmp_path, text, key):
+    with pytest.raises(SettingsError, match=re.escape(key)):
+        load_settings(_settings_file(tmp_path, text))
+
+
+def test_status_is_the_control_sockets_status(make_dash):
+    dash = make_dash()
+    st = dash.get("/api/v1/status").json()
+    assert st["trading_state"] == "ACTIVE" and st["actors"][0]["name"] == "root" and "orders_placed" in st
