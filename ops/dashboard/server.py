@@ -100,7 +100,8 @@ class DashboardServer:
         metrics = Metrics(self.svc, self.tree)
         views = Views(self.svc, self.tree, metrics.tail)
         self.api = Api(views, metrics, self.control, guard, self._pools, control_enabled=s.control,
-                       interval_s=s.update_interval_s, max_streams=s.max_event_streams, secure_cookie=tls)
+                       interval_s=s.update_interval_s, max_streams=s.max_event_streams,
+                       secure_cookie=tls or s.behind_proxy)  # behind a TLS proxy the browser sees https
         self._guard, self._loopback = guard, loopback
         app = web.Application(middlewares=[guard.middleware], client_max_size=s.max_body_bytes)
         self.api.routes(app)

@@ -148,38 +148,32 @@ async function loadAlerts() {
     data.alerts.map((a) => ({ cells: [when(a.ts_ns), a.level, a.alert_key, a.text, a.source] }))));
 }
 
-function lineChart(points, key, color) {
+function lineChart(points, key, color, height) {
+  // Labels sit outside the SVG: its viewBox is stretched to the panel, which would distort text.
   const ns = "http://www.w3.org/2000/svg";
+  if (points.length < 2) return el("p", { class: "muted" }, `${key}: not enough history yet`);
   const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", "0 0 1000 260");
+  svg.setAttribute("viewBox", `0 0 1000 ${height}`);
   svg.setAttribute("preserveAspectRatio", "none");
-  if (points.length < 2) {
-    const t = document.createElementNS(ns, "text");
-    t.setAttribute("x", "20"); t.setAttribute("y", "40"); t.textContent = "not enough history yet";
-    svg.append(t);
-    return svg;
-  }
   const xs = points.map((p) => p.ts_ns), ys = points.map((p) => p[key]);
   const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
   const sx = (x) => (x1 > x0 ? ((x - x0) / (x1 - x0)) * 980 + 10 : 500);
-  const sy = (y) => (y1 > y0 ? 250 - ((y - y0) / (y1 - y0)) * 240 : 130);
+  const sy = (y) => (y1 > y0 ? height - 5 - ((y - y0) / (y1 - y0)) * (height - 10) : height / 2);
   const line = document.createElementNS(ns, "polyline");
   line.setAttribute("points", points.map((p) => `${sx(p.ts_ns).toFixed(1)},${sy(p[key]).toFixed(1)}`).join(" "));
   line.setAttribute("stroke", color);
   line.setAttribute("vector-effect", "non-scaling-stroke");
-  const label = document.createElementNS(ns, "text");
-  label.setAttribute("x", "12"); label.setAttribute("y", "16"); label.setAttribute("font-size", "14");
-  label.textContent = `${key}: ${num(y0, 4)} … ${num(y1, 4)}`;
-  svg.append(line, label);
-  return svg;
+  svg.append(line);
+  const caption = `${key}: ${num(y0, 4)} … ${num(y1, 4)} · ${when(x0)} – ${when(x1)}`;
+  return el("div", {}, el("div", { class: "muted" }, caption), svg);
 }
 
 async function loadEquity() {
   const { data } = await call(`${API}/equity?hours=24&points=500`);
   if (!data || !data.points) return;
   $("max-dd").textContent = `(max drawdown ${num(data.max_drawdown * 100, 2)}%)`;
-  put("equity-chart", lineChart(data.points, "equity", "#1d4ed8"));
-  put("drawdown-chart", lineChart(data.points, "drawdown", "#b3261e"));
+  put("equity-chart", lineChart(data.points, "equity", "#1d4ed8", 260));
+  put("drawdown-chart", lineChart(data.points, "drawdown", "#b3261e", 120));
 }
 
 function statsTable(rows, first) {
