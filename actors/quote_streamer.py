@@ -61,10 +61,17 @@ class FeedWatch:
         self.last_detail = "not connected yet"
         self._baseline = now
         self._last_quote: dict[str, float] = {}
+        self.received: dict[str, int] = {}  # quotes per symbol (dashboard metrics)
         self.stale: set[str] = set()
 
     def quote(self, symbol: str, now: float) -> None:
         self._last_quote[symbol] = now
+        self.received[symbol] = self.received.get(symbol, 0) + 1
+
+    def ages(self, now: float) -> dict[str, float | None]:
+        """Seconds since each symbol's last quote (None: none yet)."""
+        last = self._last_quote
+        return {s: (round(now - last[s], 3) if s in last else None) for s in self.symbols}
 
     def set_market_open(self, is_open: bool, now: float) -> None:
         if is_open and not self.market_open:
@@ -219,6 +226,7 @@ class QuoteStreamer(StockadeActor):
         self.svc.stats["market_data"] = {
             **self.stream.stats(), "delivered": self.delivered, "conflated": self.buffer.conflated,
             "stale_symbols": sorted(self.watch.stale),
+            "quotes_by_symbol": dict(self.watch.received), "quote_age_s": self.watch.ages(time.monotonic()),
         }
 
     def _raise(self, alerts: list[tuple[str, str, str]]) -> None:

@@ -114,6 +114,12 @@ class Reconciler(StockadeActor):
         self.tell("risk_guard", market)
         # A closed market is quiet: the streamer must not take that for a dead socket.
         self.tell("quote_streamer", market)
+        # For the dashboard: the broker's marks and the clock, as of this pass.
+        self.svc.stats["broker_positions"] = {p.symbol: {"market_value": p.market_value, "unrealized_pl": p.unrealized_pl}
+                                              for p in held}
+        self.svc.stats["market_clock"] = {"is_open": bool(clock.is_open), "next_close_ns": market.next_close_ns,
+                                          "next_open_ns": int(clock.next_open.timestamp() * 1e9)
+                                          if getattr(clock, "next_open", None) else 0, "as_of_ns": now}
         self._store_equity(snapshot, held, now)
         self.svc.store.journal.append(Reconciled(ts_ns=now, positions=len(positions), open_orders=len(orders),
                                                  mismatches=tuple(mismatches)), durable=False)

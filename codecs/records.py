@@ -190,6 +190,7 @@ class ControlAuditRecord(Record, frozen=True, kw_only=True):
     ok: bool
     error: str = ""
     duration_ms: float = 0.0
+    via: str = ""  # "" for the control socket; "dashboard <client address>" for the web UI
 
 
 class VoteEntry(msgspec.Struct, frozen=True, kw_only=True):

@@ -97,6 +97,7 @@ def main(argv: list[str]) -> int:
 
     from stockade.broker.bench import bench_decode, bench_order_roundtrip
     from stockade.ops.alert_bench import bench_alerts
+    from stockade.ops.dashboard.bench import bench_dashboard
     from stockade.quant.bench import bench_indicators, bench_models
     from stockade.quant.risk_bench import bench_risk_checks
     from stockade.ops.telemetry_bench import bench_tracing
@@ -119,6 +120,7 @@ def main(argv: list[str]) -> int:
         ("risk_checks", lambda: bench_risk_checks(5_000 if quick else 50_000)),
         ("tracing_per_message", lambda: bench_tracing(2_000 if quick else 20_000)),
         ("alerts", lambda: bench_alerts(2_000 if quick else 20_000, scratch)),
+        ("dashboard_page_load", lambda: bench_dashboard(scratch / "dashboard", quick)),
     ]
     results: dict[str, Any] = {
         "machine": {"python": platform.python_version(), "platform": platform.platform(),

@@ -238,6 +238,17 @@ class ControlServer:
                 return {"ok": False, "error": _redact(f"{req.cmd} failed: {type(exc).__name__}: {exc}")}
         return {"ok": True, "result": result}
 
+    def call(self, cmd: str, args: dict[str, Any], *, via: str) -> dict[str, Any]:
+        """Run `cmd` for an in-process front end (the web dashboard) exactly as a
+        socket request runs: same handlers, same reply shape, same audit trail
+        (uid/pid/gid -1, `via` naming the caller). Never raises."""
+        started = time.monotonic()
+        reply = self._run(_Request(cmd=cmd, args=args))
+        ok = bool(reply.get("ok"))
+        self._record(-1, -1, -1, cmd[:64], audit_args(args), ok, "" if ok else str(reply.get("error", "")),
+                     (time.monotonic() - started) * 1000, via=via)
+        return reply
+
     def _encode(self, reply: dict[str, Any]) -> bytes:
         try:
             return msgspec.json.encode(reply) + b"\n"
@@ -508,15 +519,16 @@ class ControlServer:
         return self._encode(reply)
 
     def _record(self, pid: int, uid: int, gid: int, cmd: str, args: str, ok: bool, error: str,
-                duration_ms: float) -> None:
+                duration_ms: float, via: str = "") -> None:
         """The audit trail: one log line and one record for the sink. Never raises."""
         error = _redact(error)[:AUDIT_ARGS_MAX]
-        log.log(logging.INFO if ok else logging.WARNING, "control audit: uid %d pid %d: %s %s -> %s", uid, pid, cmd,
+        who = via or f"uid {uid} pid {pid}"
+        log.log(logging.INFO if ok else logging.WARNING, "control audit: %s: %s %s -> %s", who, cmd,
                 args or "{}", "ok" if ok else f"error: {error}")
         if self._audit is None:
             return
         record = ControlAuditRecord(ts_ns=time.time_ns(), uid=uid, pid=pid, gid=gid, cmd=cmd, args=args, ok=ok,
-                                    error=error, duration_ms=round(duration_ms, 3))
+                                    error=error, duration_ms=round(duration_ms, 3), via=via)
         try:
             self._audit(record)
         except Exception:

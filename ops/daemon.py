@@ -38,6 +38,7 @@ PROGRESS_EVERY_S = 30.0
 CONTROL_STOP_S = 5.0
 TREE_STOP_S = 60.0
 VENUE_STOP_S = 10.0
+DASHBOARD_STOP_S = 3.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -127,6 +128,7 @@ class Daemon:
         self.store: Any = None
         self.tree: Any = None
         self.control: Any = None
+        self.dashboard: Any = None
         self.telemetry_shutdown: Any = None
 
     # ---- lifecycle --------------------------------------------------------------
@@ -180,6 +182,7 @@ class Daemon:
         except ControlError as exc:
             raise StartupError(f"stockade: control socket: {exc}") from None
         log.info("control socket: %s", socket_path)
+        self.dashboard = self._start_dashboard(svc)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not svc.first_reconcile.wait(0.2):
             if self.stop_event.is_set():
@@ -191,6 +194,26 @@ class Daemon:
                 deadline = float("inf")
         sdnotify.ready(f"trading state {svc.trading_state().state}")
         log.info("stockade ready: tree up and reconciled; trading state %s", svc.trading_state().state)
+
+    def _start_dashboard(self, svc: Any) -> Any:
+        """The web dashboard (ops/dashboard/); trading goes on without it if it cannot start."""
+        if not self.settings.dashboard.enabled:
+            return None
+        from stockade.broker.rest import register_secret
+        from stockade.ops.dashboard import DashboardError, DashboardServer
+
+        server = DashboardServer(self.settings.dashboard, svc, self.tree, self.control, self.data)
+        try:
+            server.start()
+        except DashboardError as exc:
+            log.error("dashboard not started: %s", exc)
+            server.stop()
+            return None
+        mode = "control enabled" if self.settings.dashboard.control else "read-only"
+        # Shown once, then a secret like any other: no later log line, alert or answer carries it.
+        log.warning("dashboard on %s (%s); log in with %s", server.url, mode, server.login_url)
+        register_secret(server.token)
+        return server
 
     def _store_audit(self, record: Any) -> None:
         from stockade.ops.control import READ_ONLY
@@ -284,6 +307,8 @@ class Daemon:
     def _stop(self) -> None:
         sdnotify.stopping()
         clean = True
+        if self.dashboard is not None:
+            self.dashboard.stop(timeout=DASHBOARD_STOP_S)
         if self.control is not None:
             self.control.stop(timeout=CONTROL_STOP_S)
         if self.tree is not None:

@@ -317,6 +317,30 @@ class ModelsSettings(_Section):
     seed: int = 7
 
 
+class DashboardSettings(_Section):
+    """The web dashboard, JSON API and /metrics (ops/dashboard/)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8740
+    # false: read-only; every control action (halt, kill, approve...) is refused.
+    control: bool = False
+    # Empty: <data dir>/dashboard.token (generated at first start, mode 0600),
+    # unless the STOCKADE_DASHBOARD_TOKEN environment variable or systemd
+    # credential gives it.
+    token_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    # A non-loopback host without TLS is refused unless a reverse proxy in
+    # front terminates TLS and this says so.
+    behind_proxy: bool = False
+    max_body_bytes: int = 16 * 1024
+    max_event_streams: int = 8
+    max_concurrent_requests: int = 32
+    requests_per_s: float = 50.0
+    update_interval_s: float = 1.0
+
+
 class Settings(_Section):
     """The whole settings file; `Settings()` is the shipped defaults."""
 
@@ -337,6 +361,7 @@ class Settings(_Section):
     stream: StreamSettings = StreamSettings()
     logging: LoggingSettings = LoggingSettings()
     models: ModelsSettings = ModelsSettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
 
 # ---- loading -------------------------------------------------------------------
@@ -757,6 +782,35 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     c.non_negative("models.label_threshold_bps", mo.label_threshold_bps)
     c.positive("models.train_days", mo.train_days)
     c.at_least("models.seed", mo.seed, 0)
+
+    _check_dashboard(c, s.dashboard)
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def _check_dashboard(c: "_Checker", d: DashboardSettings) -> None:
+    if not d.host:
+        c.fail("dashboard.host", "must not be empty")
+    if not 0 <= d.port <= 65535:
+        c.fail("dashboard.port", "must be between 0 and 65535 (0: a free port)")
+    if bool(d.tls_cert) != bool(d.tls_key):
+        c.fail("dashboard.tls_cert" if not d.tls_cert else "dashboard.tls_key",
+               "dashboard.tls_cert and dashboard.tls_key go together")
+    for key in ("tls_cert", "tls_key"):
+        path = getattr(d, key)
+        if path and not os.path.isfile(path):
+            c.fail(f"dashboard.{key}", "is not a readable file")
+    if "\0" in d.token_file:
+        c.fail("dashboard.token_file", "must not contain NUL")
+    if d.host not in LOOPBACK_HOSTS and not d.tls_cert and not d.behind_proxy:
+        c.fail("dashboard.host", "is not loopback: set dashboard.tls_cert/tls_key, or dashboard.behind_proxy = true "
+               "when a TLS reverse proxy is in front (see README, dashboard)")
+    c.at_least("dashboard.max_body_bytes", d.max_body_bytes, 1024)
+    c.at_least("dashboard.max_event_streams", d.max_event_streams, 1)
+    c.at_least("dashboard.max_concurrent_requests", d.max_concurrent_requests, 1)
+    c.positive("dashboard.requests_per_s", d.requests_per_s)
+    c.positive("dashboard.update_interval_s", d.update_interval_s)
 
 
 # ---- resolution against the environment ---------------------------------------------

@@ -43,6 +43,7 @@ class Health:
         # child name -> (ping sent, allowed silence, its fence token for the busy deadline)
         self._pings: dict[str, tuple[float, float, FenceToken | None]] = {}
         self._exhausted: dict[str, str] = {}
+        self._answered: dict[str, float] = {}  # child name -> when its last ping was answered
 
     def supervisor_started(self, name: str, generation: int, interval_s: float, timeout_s: float) -> None:
         with self._lock:
@@ -75,11 +76,19 @@ class Health:
 
     def ping_answered(self, child: str) -> None:
         with self._lock:
-            self._pings.pop(child, None)
+            if self._pings.pop(child, None) is not None:
+                self._answered[child] = self._clock()
+
+    def heartbeat_ages(self) -> dict[str, float]:
+        """Seconds since each child last answered a heartbeat (the dashboard's tree)."""
+        now = self._clock()
+        with self._lock:
+            return {name: now - at for name, at in self._answered.items()}
 
     def forget(self, child: str) -> None:
         """`child` was replaced or stopped: its outstanding ping no longer matters."""
-        self.ping_answered(child)
+        with self._lock:
+            self._pings.pop(child, None)
 
     def report(self) -> dict[str, Any]:
         now = self._clock()

@@ -111,6 +111,8 @@ def settings_text(venue: VenueProcess | None, **sections: dict[str, Any]) -> str
         "emergency": {"retry_interval_s": 0.3, "flat_timeout_s": 20.0},
         "stream": {"backoff_initial_s": 0.1, "backoff_max_s": 1.0},
         "debug": {"fault_injection": True},
+        # Daemons of parallel tests must not race for the default port.
+        "dashboard": {"port": 0},
     }
     if venue is not None:
         base["venue"] = {"mode": "alpaca"}
@@ -161,6 +163,16 @@ class DaemonProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def dashboard_login_url(self, timeout: float = 60.0) -> str:
+        """The dashboard's login URL, from the one log line that shows it."""
+        import re
+
+        def find() -> str | None:
+            m = re.search(r"dashboard on \S+ \([^)]*\); log in with (\S+)", self.log())
+            return m.group(1) if m else None
+
+        return wait_for(find, timeout, 0.1, "the dashboard's login URL in the log")
 
     def ctl(self, cmd: str, timeout: float = 30.0, **args: Any) -> dict[str, Any]:
         from stockade.ops.ctl import request

@@ -82,7 +82,7 @@ def test_timings_agree_with_the_daemon():
     assert watchdog >= 4 * 1.0  # the daemon loop ticks at most every second
     # An orderly stop (control socket, tree, embedded venue) must finish before SIGKILL,
     # and the tree's share leaves room for one liquidation pass.
-    budget = daemon.CONTROL_STOP_S + daemon.TREE_STOP_S + daemon.VENUE_STOP_S
+    budget = daemon.CONTROL_STOP_S + daemon.TREE_STOP_S + daemon.VENUE_STOP_S + daemon.DASHBOARD_STOP_S
     assert seconds(one("TimeoutStopSec")) >= budget + 10
     assert daemon.TREE_STOP_S >= defaults.emergency.flat_timeout_s
     assert seconds(one("TimeoutStartSec")) >= daemon.READY_TIMEOUT_S
