@@ -22,9 +22,9 @@ import threading
 from collections import Counter, OrderedDict
 from typing import Any, Callable
 
+from stockade.broker.orders import REJECTION_REASONS
 from stockade.codecs.records import FillRecorded, IntentJournaled, OrderStateChanged, OrderSubmitted
 
-REJECTION_REASONS = ("pdt", "wash_trade", "buying_power", "insufficient_qty", "other")
 
 
 def rejection_label(event: str, reason: str) -> str:
