@@ -157,6 +157,7 @@ class Daemon:
         from stockade.ops import telemetry
         from stockade.ops.commands import register_commands
         from stockade.ops.control import ControlError, ControlServer
+        from stockade.ops.preload import preload
         from stockade.storage.environment import DataDirLocked
         from stockade.storage.store import Store
         from stockade.supervisors.faults import FaultInjector
@@ -175,6 +176,8 @@ class Daemon:
         log.info("starting stockade: venue %s (%s), symbols %s, data dir %s, trading state %s",
                  broker.venue, broker.endpoints.trading_url, ",".join(self.settings.trading.symbols), self.data,
                  svc.trading_state().state)
+        # Before any actor thread: concurrent first imports can fail (ops/preload.py).
+        preload(self.settings, self.data)
         self.tree = start_stockade_tree(svc, self._on_exhausted, str(self.data))
         socket_path = paths.control_socket_path(self.settings, self.data)
         self.control = ControlServer.from_settings(self.settings.control, socket_path, audit=self._store_audit)
