@@ -40,12 +40,14 @@ LAZY_IMPORTS: tuple[str, ...] = (
 def preload(settings: Settings, data_dir: Path | None) -> float:
     """Import `LAZY_IMPORTS` and load the models `[models]` asks for; returns the seconds spent."""
     from stockade.actors.analyzer import load_members
+    from stockade.quant.model_panel import panel_of
 
     started = time.monotonic()
     for name in LAZY_IMPORTS:
         importlib.import_module(name)
     # Refusals are reported by the analyzers (once per process), not here.
-    load_members(settings, data_dir)
+    members, _ = load_members(settings, data_dir)
+    panel_of([m.model for m in members])
     spent = time.monotonic() - started
     log.debug("preloaded %d modules and the models in %.2fs", len(LAZY_IMPORTS), spent)
     return spent

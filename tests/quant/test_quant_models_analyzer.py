@@ -170,3 +170,26 @@ def test_refused_models_leave_the_rules_voting_alone_with_one_alert(tmp_path, sh
         assert sorted(v.model for v in batch) == sorted(RULES) and batch[0].batch_size == 3
     finally:
         h.close()
+
+
+def test_one_onnx_call_per_evaluation_for_all_members(tmp_path, shipped_copy, monkeypatch):
+    import onnxruntime
+
+    runs = []
+    real = onnxruntime.InferenceSession.run
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run",
+                        lambda self, *a, **k: runs.append(1) or real(self, *a, **k))
+    h = Harness(tmp_path, shipped_copy)
+    try:
+        last = h.feed_minutes(70)
+        batches = 0
+        while True:
+            batch = h.batch()
+            assert len([v for v in batch if v.model not in RULES]) == 4  # every member still votes
+            batches += 1
+            if batch[0].quote_recv_ns == last:
+                break
+        assert batches > 10
+        assert len(runs) == batches  # four members, one call (was four)
+    finally:
+        h.close()
