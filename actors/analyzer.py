@@ -4,8 +4,8 @@ On start it warms its indicators from historical bars (REST), so a restarted
 analyzer is useful at once; if the data API is down it starts cold and tries
 the warm-up again later rather than crash-looping. Each quote updates the
 features in O(1); every `evaluate_every_s` the rule strategies and the
-trained models (`[models]`, onnxruntime) vote, one `Vote` per member, to the
-ensemble voter. The models run as one onnxruntime call per evaluation (their
+trained models (`[models]`, onnxruntime) vote, one `Vote` per member, all in
+one `Votes` message to the ensemble voter. The models run as one onnxruntime call per evaluation (their
 graphs merged side by side, quant/model_panel.py), each member still voting
 its own P(up). Every vote of one evaluation carries the batch size and the
 symbol's volatility regime.
@@ -30,7 +30,7 @@ from typing import Any
 from stockade.actors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker.rest import redact
-from stockade.codecs.messages import Alert, Bar, Quote, Tick, Trade, Vote
+from stockade.codecs.messages import Alert, Bar, Quote, Tick, Trade, Vote, Votes
 from stockade.ops import paths
 from stockade.ops.settings import AnalyzerSettings, Settings
 from stockade.quant.feature_vector import vector
@@ -130,12 +130,11 @@ class Analyzer(StockadeActor):
         if self.members:
             signals.extend(self._model_signals(vector(f)))
         high_volatility = classify(f, self.regime).high_volatility
-        for model, signal in signals:
-            self.tell(
-                "ensemble_voter",
-                Vote(self.symbol, model, signal.direction, signal.confidence, f.price, quote.ts_ns, quote.recv_ns,
-                     quote.bid, quote.ask, batch_size=len(signals), high_volatility=high_volatility, atr=f.atr or 0.0),
-            )
+        # One message for the whole evaluation: one hop to the voter, not one per member.
+        self.tell("ensemble_voter", Votes(self.symbol, tuple(
+            Vote(self.symbol, model, signal.direction, signal.confidence, f.price, quote.ts_ns, quote.recv_ns,
+                 quote.bid, quote.ask, batch_size=len(signals), high_volatility=high_volatility, atr=f.atr or 0.0)
+            for model, signal in signals)))
 
     def _model_signals(self, x: Any) -> list[tuple[str, Signal]]:
         """Each member's signal for the feature vector `x`: one merged call when it can."""

@@ -267,7 +267,7 @@ class TelemetrySettings(_Section):
     otlp_endpoint: str = ""
     service_name: str = ""
     quote_sample_ratio: float = 0.01
-    firehose_messages: tuple[str, ...] = ("Quote", "Trade", "Bar", "Vote", "FlushQuotes")
+    firehose_messages: tuple[str, ...] = ("Quote", "Trade", "Bar", "Vote", "Votes", "FlushQuotes")
     max_queue_size: int = 2048
     export_timeout_s: float = 10.0
     max_pending_traces: int = 4096

@@ -15,7 +15,7 @@ import pytest
 from actor_probes import add_recorder, services, start_actor
 from onnx import TensorProto, helper
 from stockade.actors.analyzer import Analyzer
-from stockade.codecs.messages import Alert, Quote, Vote
+from stockade.codecs.messages import Alert, Quote, Vote, Votes
 from stockade.ops.settings import settings_from_dict
 from stockade.quant.feature_vector import INDICATOR_FEATURES
 from stockade.quant.model_store import (
@@ -65,12 +65,12 @@ class Harness:
         return ts
 
     def batch(self, timeout: float = 30.0) -> list[Vote]:
-        """The next whole evaluation's votes (one quote's batch)."""
-        first = self.votes.get(timeout=timeout)
-        votes = [first]
-        while len(votes) < first.batch_size:
-            votes.append(self.votes.get(timeout=timeout))
-        assert {v.quote_recv_ns for v in votes} == {first.quote_recv_ns}
+        """The next whole evaluation's votes (one quote's batch, one message)."""
+        msg = self.votes.get(timeout=timeout)
+        assert isinstance(msg, Votes) and msg.symbol == "TEST", msg
+        votes = list(msg.votes)
+        assert len(votes) == votes[0].batch_size
+        assert {v.quote_recv_ns for v in votes} == {votes[0].quote_recv_ns}
         return votes
 
     def batch_for(self, recv_ns: int, timeout: float = 30.0) -> list[Vote]:
