@@ -25,6 +25,7 @@ from typing import Any
 
 from stockade.ops import paths, sdnotify
 from stockade.ops import secrets as ops_secrets
+from stockade.ops.affinity import apply_cpu_affinity
 from stockade.ops.live_guard import check_trading_mode
 from stockade.ops.settings import Settings, SettingsError, load_settings, resolve_venue_mode
 
@@ -98,6 +99,8 @@ def main(argv: list[str]) -> int:
         mode = resolve_venue_mode(settings)
         keys = ops_secrets.alpaca_keys()
         money = check_trading_mode(settings, mode)
+        # Before any thread exists: threads inherit the mask of their creator.
+        pinned = apply_cpu_affinity(settings.runtime.cpu_affinity)
     except (SettingsError, OSError) as exc:
         print(f"stockade: {exc}", file=sys.stderr)
         return 2
@@ -106,6 +109,8 @@ def main(argv: list[str]) -> int:
     # Before the first log line: from here on, no configured secret reaches any log.
     register_secret(*ops_secrets.known_secret_values())
     setup_logging(settings.logging.level)
+    if pinned is not None:
+        log.info("pinned to CPU %s (runtime.cpu_affinity)", ",".join(map(str, sorted(pinned))))
     if money == "live":
         log.warning("LIVE TRADING: real money (alpaca.paper = false, alpaca.allow_live = true)")
     try:

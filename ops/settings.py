@@ -304,6 +304,13 @@ class ModelsSettings(_Section):
     seed: int = 7
 
 
+class RuntimeSettings(_Section):
+    """How the daemon's process runs on the machine (ops/affinity.py)."""
+
+    # CPUs the daemon may run on (Linux CPU numbers); empty: wherever the OS puts it.
+    cpu_affinity: tuple[int, ...] = ()
+
+
 class Settings(_Section):
     """The whole settings file; `Settings()` is the shipped defaults."""
 
@@ -324,6 +331,7 @@ class Settings(_Section):
     stream: StreamSettings = StreamSettings()
     logging: LoggingSettings = LoggingSettings()
     models: ModelsSettings = ModelsSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
 
 
 # ---- loading -------------------------------------------------------------------
@@ -714,6 +722,13 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     c.non_negative("models.label_threshold_bps", mo.label_threshold_bps)
     c.positive("models.train_days", mo.train_days)
     c.at_least("models.seed", mo.seed, 0)
+
+    ru = s.runtime
+    for cpu in ru.cpu_affinity:
+        if cpu < 0:
+            c.fail("runtime.cpu_affinity", f"{cpu} is not a CPU number (0, 1, ...)")
+    if len(set(ru.cpu_affinity)) != len(ru.cpu_affinity):
+        c.fail("runtime.cpu_affinity", "lists a CPU twice")
 
 
 # ---- resolution against the environment ---------------------------------------------

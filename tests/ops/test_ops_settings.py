@@ -79,6 +79,8 @@ def test_weights_table_replaces_default(tmp_path):
         ("[risk]\nstop_loss_pct = nan\n", "settings: risk.stop_loss_pct = nan: must be > 0 and <= 100"),
         ("[voter.weights]\nmomentum = -1.0\n", "settings: voter.weights.momentum = -1.0: must be >= 0"),
         ("[alerts]\nsmtp_host = 'mail'\n", "settings: alerts.smtp_from = \"\": must be an e-mail address when alerts.smtp_host is set"),
+        ("[runtime]\ncpu_affinity = [-1]\n", "settings: runtime.cpu_affinity = [-1]: -1 is not a CPU number (0, 1, ...)"),
+        ("[runtime]\ncpu_affinity = [1, 1]\n", "settings: runtime.cpu_affinity = [1, 1]: lists a CPU twice"),
     ],
 )
 def test_bad_values_name_key_and_value(tmp_path, text, expected):
