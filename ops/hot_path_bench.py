@@ -82,16 +82,23 @@ def _one_run(seconds: float, data_dir: Path, symbols: list[str], quotes_per_s: f
     finally:
         daemon._stop()
         os.sched_setaffinity(0, before)
-    wire, order = [], []
+    wire, order, to_om, commit, http = [], [], [], [], []
     for coid, rec in ours.items():
         if rec.quote_recv_ns <= ready_ns + WARMUP_NS:
             continue  # first REST connections, analyzers finishing warm-up
         created = at_venue.get(coid)
-        if created and created > rec.quote_recv_ns:
-            wire.append((created - rec.quote_recv_ns) / 1e3)
-        if rec.sent_ns and rec.sent_ns > rec.quote_recv_ns:
-            order.append((rec.sent_ns - rec.quote_recv_ns) / 1e3)
+        if not (created and rec.sent_ns and created > rec.sent_ns > rec.created_ns > rec.quote_recv_ns):
+            continue  # refused or rejected orders never reached the venue's book
+        wire.append((created - rec.quote_recv_ns) / 1e3)
+        order.append((rec.sent_ns - rec.quote_recv_ns) / 1e3)
+        to_om.append((rec.created_ns - rec.quote_recv_ns) / 1e3)
+        commit.append((rec.sent_ns - rec.created_ns) / 1e3)
+        http.append((created - rec.sent_ns) / 1e3)
     return {"tick_to_wire_us": percentiles(wire), "tick_to_order_us": percentiles(order),
+            # The same orders stage by stage: quote -> the order manager taking the intent
+            # (hops, analyzer, voter, risk guard); the intent's durable commit; the REST call.
+            "stages_us": {"quote_to_order_manager": percentiles(to_om), "intent_durable_commit": percentiles(commit),
+                          "request_to_venue": percentiles(http)},
             "process_cpu_pct": round(cpu_pct, 1)}
 
 
