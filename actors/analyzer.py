@@ -4,15 +4,19 @@ On start it warms its indicators from historical bars (REST), so a restarted
 analyzer is useful at once; if the data API is down it starts cold and tries
 the warm-up again later rather than crash-looping. Each quote updates the
 features in O(1); every `evaluate_every_s` the rule strategies and the
-trained models (`[models]`, onnxruntime) vote, one `Vote` per member, to the
-ensemble voter. Every vote of one evaluation carries the batch size and the
+trained models (`[models]`, onnxruntime) vote, one `Vote` per member, all in
+one `Votes` message to the ensemble voter. The models run as one onnxruntime call per evaluation (their
+graphs merged side by side, quant/model_panel.py), each member still voting
+its own P(up). Every vote of one evaluation carries the batch size and the
 symbol's volatility regime.
 
 A trained model that is corrupt or does not match this code's features is
 refused at start (one error in the log and an alert per process, not per
 analyzer); the analyzer then votes with the rule strategies and whatever
 models did load. Sessions are shared process-wide (quant/model_store.py),
-so only the first analyzer pays the load.
+so only the first analyzer pays the load. A model failing at run time fails
+the merged call: the members are then run one by one to find it, it leaves
+the ensemble, and the others are merged again.
 """
 
 from __future__ import annotations
@@ -21,24 +25,26 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from stockade.actors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker.rest import redact
-from stockade.codecs.messages import Alert, Bar, Quote, Tick, Trade, Vote
+from stockade.codecs.messages import Alert, Bar, Quote, Tick, Trade, Vote, Votes
 from stockade.ops import paths
 from stockade.ops.settings import AnalyzerSettings, Settings
 from stockade.quant.feature_vector import vector
 from stockade.quant.features import FeatureParams, FeatureState
-from stockade.quant.model_member import ModelMember
+from stockade.quant.model_member import ModelMember, signal_from_probability
 from stockade.quant.model_store import (
     ModelError,
     first_report,
     load_models,
     resolve_dir,
 )
+from stockade.quant.model_panel import panel_of
 from stockade.quant.regime import RegimeParams, classify
-from stockade.quant.strategies import build_strategies
+from stockade.quant.strategies import Signal, build_strategies
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +82,7 @@ class Analyzer(StockadeActor):
         self.members, errors = load_members(self.svc.settings, Path(data_dir) if data_dir else None)
         for error in errors:
             self._refused(error)
+        self.panel = panel_of([m.model for m in self.members])
         self.evaluate_every_ns = int(a.evaluate_every_s * 1e9)
         self.last_eval_ns = 0
         self.warm = self.warm_up()
@@ -120,21 +127,31 @@ class Analyzer(StockadeActor):
         if f is None or not self.features.ready:
             return
         signals = [(model, strategy.evaluate(f)) for model, strategy in self.models]
-        x = vector(f) if self.members else None
-        if x is not None:
-            for member in list(self.members):
-                try:
-                    signals.append((member.name, member.evaluate(x)))
-                except Exception as exc:  # noqa: BLE001 - a failing model leaves the ensemble, not the analyzer
-                    self.members.remove(member)
-                    self._refused(ModelError(member.model.path, f"failed to run: {exc}"))
+        if self.members:
+            signals.extend(self._model_signals(vector(f)))
         high_volatility = classify(f, self.regime).high_volatility
-        for model, signal in signals:
-            self.tell(
-                "ensemble_voter",
-                Vote(self.symbol, model, signal.direction, signal.confidence, f.price, quote.ts_ns, quote.recv_ns,
-                     quote.bid, quote.ask, batch_size=len(signals), high_volatility=high_volatility, atr=f.atr or 0.0),
-            )
+        # One message for the whole evaluation: one hop to the voter, not one per member.
+        self.tell("ensemble_voter", Votes(self.symbol, tuple(
+            Vote(self.symbol, model, signal.direction, signal.confidence, f.price, quote.ts_ns, quote.recv_ns,
+                 quote.bid, quote.ask, batch_size=len(signals), high_volatility=high_volatility, atr=f.atr or 0.0)
+            for model, signal in signals)))
+
+    def _model_signals(self, x: Any) -> list[tuple[str, Signal]]:
+        """Each member's signal for the feature vector `x`: one merged call when it can."""
+        if self.panel is not None:
+            try:
+                return [(name, signal_from_probability(p)) for name, p in zip(self.panel.names, self.panel.p_up(x))]
+            except Exception:  # noqa: BLE001 - one member failing fails the merged call: find it below
+                log.debug("%s: merged model call failed; running the members one by one", self.name)
+        signals: list[tuple[str, Signal]] = []
+        for member in list(self.members):
+            try:
+                signals.append((member.name, member.evaluate(x)))
+            except Exception as exc:  # noqa: BLE001 - a failing model leaves the ensemble, not the analyzer
+                self.members.remove(member)
+                self._refused(ModelError(member.model.path, f"failed to run: {exc}"))
+                self.panel = panel_of([m.model for m in self.members])
+        return signals
 
     @handles(Trade)
     def on_trade(self, trade: Trade) -> None:

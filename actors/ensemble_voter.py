@@ -2,7 +2,8 @@
 
 Votes from one evaluation of one symbol (same quote) are tallied together
 once the whole batch has arrived (`Vote.batch_size`, else one per configured
-strategy). A decision that clears the score threshold and the minimum
+strategy). The analyzer sends a batch as one `Votes` message; single `Vote`s
+are handled the same way, one after another. A decision that clears the score threshold and the minimum
 confidence becomes a `Proposal`: straight to the risk guard in auto mode,
 parked for an operator in manual mode, and in hybrid mode parked unless its
 confidence clears `hybrid_auto_confidence` (see `quant.voting`).
@@ -39,6 +40,7 @@ from stockade.codecs.messages import (
     RejectProposal,
     Tick,
     Vote,
+    Votes,
 )
 from stockade.codecs.records import VoteEntry, VoterDecisionRecord, VoterOutcome, VoterWeightRecord
 from stockade.quant.voting import POOLED, Decision, Ensemble, EnsembleParams, HorizonScorer, needs_approval
@@ -167,8 +169,17 @@ class EnsembleVoter(StockadeActor):
 
     # ---- votes ----------------------------------------------------------------------
 
+    @handles(Votes)
+    def on_votes(self, msg: Votes) -> None:
+        # Exactly as if they came one by one: the last completes the batch.
+        for vote in msg.votes:
+            self._take(vote)
+
     @handles(Vote)
     def on_vote(self, vote: Vote) -> None:
+        self._take(vote)
+
+    def _take(self, vote: Vote) -> None:
         outcomes = self.scorer.observe(vote.symbol, vote.price, vote.quote_recv_ns)
         if outcomes and self.cfg.adaptive:  # otherwise the configured weights stay as they are
             for model, hit in outcomes:

@@ -115,6 +115,17 @@ class Vote(Message, frozen=True):
     atr: float = 0.0
 
 
+class Votes(Message, frozen=True):
+    """Every vote of one evaluation of one symbol (same quote), as one message.
+
+    The analyzer sends its evaluation in one hop to the voter rather than one
+    message per member: each hop is a cross-thread hand-off on the quote path.
+    """
+
+    symbol: str  # that of every vote (traces show it)
+    votes: tuple[Vote, ...]
+
+
 class Proposal(Message, frozen=True):
     """The ensemble's decision to trade, before risk."""
 

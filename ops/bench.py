@@ -98,6 +98,8 @@ def main(argv: list[str]) -> int:
     from stockade.broker.bench import bench_decode, bench_order_roundtrip
     from stockade.ops.alert_bench import bench_alerts
     from stockade.ops.dashboard.bench import bench_dashboard
+    from stockade.ops.hot_path_bench import bench_tick_to_wire, warm_floor
+    from stockade.ops.ingest_bench import bench_ingest, bench_scale_start
     from stockade.quant.bench import bench_indicators, bench_models
     from stockade.quant.risk_bench import bench_risk_checks
     from stockade.ops.telemetry_bench import bench_tracing
@@ -107,6 +109,9 @@ def main(argv: list[str]) -> int:
 
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("pipeline", lambda: bench_pipeline(8.0 if quick else 30.0, scratch / "pipeline")),
+        ("tick_to_wire", lambda: bench_tick_to_wire(8.0 if quick else 30.0, scratch / "tick_to_wire")),
+        ("ingest", lambda: bench_ingest(8.0 if quick else 30.0, scratch / "ingest")),
+        ("scale_start", lambda: bench_scale_start(scratch / "scale_start", 100 if quick else 500)),
         ("pykka_hop", lambda: bench_pykka_hop(2_000 if quick else 20_000)),
         ("supervisor_restart", lambda: bench_restart(50 if quick else 300)),
         ("venue_quote_publish_json", lambda: bench_quote_publish(2.0 if quick else 5.0, 5, "json")),
@@ -135,6 +140,15 @@ def main(argv: list[str]) -> int:
             results[name] = {"error": repr(exc)}
         _progress(f"{name} done in {time.monotonic() - started:.1f}s")
     pipe, hop = results.get("pipeline", {}), results.get("pykka_hop", {})
+    wire = results.get("tick_to_wire", {})
+    floor = warm_floor(results)
+    if isinstance(wire, dict) and "unpinned" in wire:
+        wire["warm_floor"] = floor
+        for run in ("unpinned", "pinned_one_cpu"):
+            p50 = wire.get(run, {}).get("tick_to_wire_us", {}).get("p50")
+            if floor and p50:
+                wire[run]["p50_over_floor"] = round(p50 / floor["floor_us"], 1)
+    ingest, scale = results.get("ingest", {}), results.get("scale_start", {})
     results["summary"] = {
         "tick_to_order_p50_us": pipe.get("tick_to_order_steady_us", {}).get("p50"),
         "tick_to_order_p99_us": pipe.get("tick_to_order_steady_us", {}).get("p99"),
@@ -146,6 +160,17 @@ def main(argv: list[str]) -> int:
         "order_submit_p50_us": results.get("order_submit_roundtrip", {}).get("submit_us", {}).get("p50"),
         "risk_check_p50_us": results.get("risk_checks", {}).get("risk_check_us", {}).get("p50"),
         "tracing_overhead_us": results.get("tracing_per_message", {}).get("overhead_us"),
+        "tick_to_wire_p50_us": wire.get("unpinned", {}).get("tick_to_wire_us", {}).get("p50"),
+        "tick_to_wire_p99_us": wire.get("unpinned", {}).get("tick_to_wire_us", {}).get("p99"),
+        "tick_to_wire_pinned_p50_us": wire.get("pinned_one_cpu", {}).get("tick_to_wire_us", {}).get("p50"),
+        "tick_to_wire_pinned_p99_us": wire.get("pinned_one_cpu", {}).get("tick_to_wire_us", {}).get("p99"),
+        "tick_to_wire_floor_us": floor["floor_us"] if floor else None,
+        "ingest_quote_to_state_p99_us": ingest.get("quote_to_state_us", {}).get("p99"),
+        "ingest_daemon_cpu_pct": ingest.get("daemon_cpu_pct"),
+        "ingest_volume_lost": ingest.get("volume", {}).get("lost"),
+        "scale_ready_s": scale.get("ready_s"),
+        "scale_rss_mb": scale.get("rss_mb"),
+        "scale_threads": scale.get("threads"),
     }
     print(json.dumps(results, indent=2, default=str))
     return 0 if not any(isinstance(v, dict) and "error" in v for v in results.values()) else 1

@@ -25,6 +25,7 @@ from typing import Any
 
 from stockade.ops import paths, sdnotify
 from stockade.ops import secrets as ops_secrets
+from stockade.ops.affinity import apply_cpu_affinity
 from stockade.ops.live_guard import check_trading_mode
 from stockade.ops.settings import Settings, SettingsError, load_settings, resolve_venue_mode
 
@@ -94,6 +95,8 @@ def main(argv: list[str]) -> int:
         mode = resolve_venue_mode(settings)
         keys = ops_secrets.alpaca_keys()
         money = check_trading_mode(settings, mode)
+        # Before any thread exists: threads inherit the mask of their creator.
+        pinned = apply_cpu_affinity(settings.runtime.cpu_affinity)
     except (SettingsError, OSError) as exc:
         print(f"stockade: {exc}", file=sys.stderr)
         return 2
@@ -103,6 +106,8 @@ def main(argv: list[str]) -> int:
     register_secret(*ops_secrets.known_secret_values())
     log_target = setup_logging(settings.logging)
     log.info("logging to %s", log_target)
+    if pinned is not None:
+        log.info("pinned to CPU %s (runtime.cpu_affinity)", ",".join(map(str, sorted(pinned))))
     if money == "live":
         log.warning("LIVE TRADING: real money (alpaca.paper = false, alpaca.allow_live = true)")
     try:
@@ -155,6 +160,7 @@ class Daemon:
         from stockade.ops import telemetry
         from stockade.ops.commands import register_commands
         from stockade.ops.control import ControlError, ControlServer
+        from stockade.ops.preload import preload
         from stockade.storage.environment import DataDirLocked
         from stockade.storage.store import Store
         from stockade.supervisors.faults import FaultInjector
@@ -173,6 +179,8 @@ class Daemon:
         log.info("starting stockade: venue %s (%s), symbols %s, data dir %s, trading state %s",
                  broker.venue, broker.endpoints.trading_url, ",".join(self.settings.trading.symbols), self.data,
                  svc.trading_state().state)
+        # Before any actor thread: concurrent first imports can fail (ops/preload.py).
+        preload(self.settings, self.data)
         self.tree = start_stockade_tree(svc, self._on_exhausted, str(self.data))
         socket_path = paths.control_socket_path(self.settings, self.data)
         self.control = ControlServer.from_settings(self.settings.control, socket_path, audit=self._store_audit)

@@ -275,7 +275,7 @@ class TelemetrySettings(_Section):
     otlp_endpoint: str = ""
     service_name: str = ""
     quote_sample_ratio: float = 0.01
-    firehose_messages: tuple[str, ...] = ("Quote", "Trade", "Bar", "Vote", "FlushQuotes")
+    firehose_messages: tuple[str, ...] = ("Quote", "Trade", "Bar", "Vote", "Votes", "FlushQuotes")
     max_queue_size: int = 2048
     export_timeout_s: float = 10.0
     max_pending_traces: int = 4096
@@ -339,6 +339,11 @@ class DashboardSettings(_Section):
     max_concurrent_requests: int = 32
     requests_per_s: float = 50.0
     update_interval_s: float = 1.0
+class RuntimeSettings(_Section):
+    """How the daemon's process runs on the machine (ops/affinity.py)."""
+
+    # CPUs the daemon may run on (Linux CPU numbers); empty: wherever the OS puts it.
+    cpu_affinity: tuple[int, ...] = ()
 
 
 class Settings(_Section):
@@ -362,6 +367,7 @@ class Settings(_Section):
     logging: LoggingSettings = LoggingSettings()
     models: ModelsSettings = ModelsSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
 
 
 # ---- loading -------------------------------------------------------------------
@@ -783,6 +789,12 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     c.positive("models.train_days", mo.train_days)
     c.at_least("models.seed", mo.seed, 0)
 
+    ru = s.runtime
+    for cpu in ru.cpu_affinity:
+        if cpu < 0:
+            c.fail("runtime.cpu_affinity", f"{cpu} is not a CPU number (0, 1, ...)")
+    if len(set(ru.cpu_affinity)) != len(ru.cpu_affinity):
+        c.fail("runtime.cpu_affinity", "lists a CPU twice")
     _check_dashboard(c, s.dashboard)
 
 

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 _TRACER_NAME = "stockade"
 
 MESSAGE_ATTR = "stockade.message"
-DEFAULT_FIREHOSE = frozenset({"Quote", "Trade", "Bar", "Vote", "FlushQuotes"})
+DEFAULT_FIREHOSE = frozenset({"Quote", "Trade", "Bar", "Vote", "Votes", "FlushQuotes"})
 DEFAULT_ENDPOINTS = {"http/protobuf": "http://localhost:4318/v1/traces", "grpc": "http://localhost:4317"}
 PROTOCOLS = ("grpc", "http/protobuf")
 

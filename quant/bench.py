@@ -75,11 +75,13 @@ def bench_models(quick: bool = False, seed: int = 7) -> dict:
     else the shipped defaults' 2 days of 5 symbols, 5 folds), so both runtimes
     serve the very same fitted models.
     """
+    import tempfile
     from pathlib import Path
 
     from stockade.quant.datasets import build_dataset, sim_bars
     from stockade.quant.feature_vector import columns, vector
     from stockade.quant.model_member import ModelMember
+    from stockade.quant.model_panel import panel_of
     from stockade.quant.model_store import LoadedModel, new_session
     from stockade.quant.training import DEFAULT_MODELS, train_one
 
@@ -98,7 +100,11 @@ def bench_models(quick: bool = False, seed: int = 7) -> dict:
     out["train_total_s"] = round(dataset_s + sum(out[f"train_{n}_s"] for n in DEFAULT_MODELS), 3)
 
     # Single-row inference, the analyzer's case: one float32 row per call.
-    loaded = {name: LoadedModel(name, tr.entry, Path(tr.entry.file), new_session(tr.onnx))
+    # The files are written out: the merged panel reads (and checks) them.
+    folder = Path(tempfile.mkdtemp(prefix="stockade-bench-models-"))
+    for tr in trained.values():
+        (folder / tr.entry.file).write_bytes(tr.onnx)
+    loaded = {name: LoadedModel(name, tr.entry, folder / tr.entry.file, new_session(tr.onnx))
               for name, tr in trained.items()}
     rows = data.X[-rows_timed:]
     for name, tr in trained.items():
@@ -125,10 +131,11 @@ def bench_models(quick: bool = False, seed: int = 7) -> dict:
     fs.warm_up(bars)
     strategies = build_strategies(strategy_names())
     members = [ModelMember(m) for m in loaded.values()]
+    panel = panel_of(list(loaded.values()))
     start = bars[-1].ts_ns + _MIN_NS
     step = _MIN_NS // 100
     mids = bars[-1].close * np.exp(np.cumsum(rng.normal(0, 0.0001, quotes)))
-    indicator_ns, rules_ns, models_ns = [], [], []
+    indicator_ns, rules_ns, models_ns, separate_ns = [], [], [], []
     for i, m in enumerate(mids.tolist()):
         q = Quote("BENCH", m - 0.01, m + 0.01, 100.0, 100.0, start + i * step, start + i * step)
         a = clock()
@@ -139,23 +146,31 @@ def bench_models(quick: bool = False, seed: int = 7) -> dict:
             s.evaluate(f)
         c = clock()
         x = vector(f)
-        if x is not None:
-            for member in members:
-                member.evaluate(x)
+        if x is not None and panel is not None:
+            panel.p_up(x)  # what the analyzer runs: one call for all members
         d = clock()
+        if x is not None:
+            for member in members:  # the peer: one call per member, as before the panel
+                member.evaluate(x)
+        e = clock()
         indicator_ns.append(b - a)
         rules_ns.append(c - b)
         models_ns.append(d - c)
+        separate_ns.append(e - d)
     total = [a + b + c for a, b, c in zip(indicator_ns, rules_ns, models_ns)]
     out["per_quote_us"] = {
         "indicators": percentiles(indicator_ns, scale=1e-3, digits=2),
         "rules": percentiles(rules_ns, scale=1e-3, digits=2),
-        "vector_and_models": {**percentiles(models_ns, scale=1e-3, digits=2), "count": len(members)},
+        "vector_and_models": {**percentiles(models_ns, scale=1e-3, digits=2), "count": len(members),
+                              "merged": panel is not None},
+        "models_one_call_each": percentiles(separate_ns, scale=1e-3, digits=2),
         "total": percentiles(total, scale=1e-3, digits=2),
     }
     out["what"] = ("train_*_s: walk-forward folds + final fit + ONNX export + parity check per model; infer_*: one "
                    "float32 row per call, the same fitted model in onnxruntime and scikit-learn; per_quote_us: every "
-                   "quote evaluated (the analyzer evaluates at most every analyzer.evaluate_every_s)")
+                   "quote evaluated (the analyzer evaluates at most every analyzer.evaluate_every_s); vector_and_models: the "
+                   "vector and one merged call for all members (quant/model_panel.py), models_one_call_each: its "
+                   "peer, the same members one session call each")
     return out
 
 

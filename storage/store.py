@@ -90,12 +90,11 @@ class Store:
         *,
         map_size: int = DEFAULT_MAP_SIZE,
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
-        durable: bool = True,
         readonly: bool = False,
     ) -> "Store":
         """Open (creating if needed) the storage of `data_dir`; raises DataDirLocked if in use."""
         env = Environment.open(
-            data_dir, map_size=map_size, max_map_size=max_map_size, durable=durable, readonly=readonly
+            data_dir, map_size=map_size, max_map_size=max_map_size, readonly=readonly
         )
         try:
             store = cls(env)

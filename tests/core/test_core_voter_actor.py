@@ -11,7 +11,7 @@ from actor_probes import add_recorder, services, start_actor
 from waiting import wait_for
 
 from stockade.actors.ensemble_voter import EnsembleVoter
-from stockade.codecs.messages import ApproveProposal, ListPending, Proposal, RejectProposal, Vote
+from stockade.codecs.messages import ApproveProposal, ListPending, Proposal, RejectProposal, Vote, Votes
 from stockade.codecs.records import VoterDecisionRecord, VoterWeightRecord
 from stockade.ops.settings import Settings, VoterSettings
 from stockade.quant.voting import POOLED, Ensemble, EnsembleParams
@@ -23,7 +23,8 @@ MODELS = ("momentum", "mean_reversion", "breakout")
 
 
 class Harness:
-    def __init__(self, tmp_path, **voter) -> None:
+    def __init__(self, tmp_path, one_message: bool = True, **voter) -> None:
+        self.one_message = one_message
         voter.setdefault("cooldown_s", 0.0)
         self.settings = Settings(voter=VoterSettings(**voter))
         self.store = Store.open(tmp_path / "data")
@@ -42,10 +43,13 @@ class Harness:
     def batch(self, symbol: str, calls: dict[str, tuple[float, float]], recv_ns: int, price: float = 100.0,
               hv: bool = False) -> None:
         """One evaluation: every configured model votes (flat unless in `calls`)."""
-        for model in MODELS:
-            d, c = calls.get(model, (0.0, 0.0))
-            self.router.tell("ensemble_voter", Vote(symbol, model, d, c, price, recv_ns, recv_ns, price - 0.01,
-                                                    price + 0.01, batch_size=len(MODELS), high_volatility=hv), "test")
+        votes = tuple(Vote(symbol, model, *calls.get(model, (0.0, 0.0)), price, recv_ns, recv_ns, price - 0.01,
+                           price + 0.01, batch_size=len(MODELS), high_volatility=hv) for model in MODELS)
+        if self.one_message:  # as the analyzer sends them
+            self.router.tell("ensemble_voter", Votes(symbol, votes), "test")
+        else:
+            for vote in votes:
+                self.router.tell("ensemble_voter", vote, "test")
 
     def ask(self, msg):
         return self.router.ask("ensemble_voter", msg, timeout=10)
@@ -67,12 +71,14 @@ class Harness:
         self.store.close()
 
 
-@pytest.fixture
-def make(tmp_path):
+@pytest.fixture(params=["one_message", "vote_by_vote"])
+def make(tmp_path, request):
+    """Every test twice: the evaluation as one Votes message (the analyzer's way) and
+    as single Votes in a row; the voter must decide the same either way."""
     made: list[Harness] = []
 
     def factory(**voter) -> Harness:
-        h = Harness(tmp_path, **voter)
+        h = Harness(tmp_path, request.param == "one_message", **voter)
         made.append(h)
         return h
 

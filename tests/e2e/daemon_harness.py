@@ -37,7 +37,8 @@ class VenueProcess:
     """`python run.py venue` on a free port with its own key pair and data dir."""
 
     def __init__(self, data_dir: Path, symbols: str = "AAPL,MSFT,NVDA,AMZN,SPY", quote_rate: float = 20.0,
-                 seed: int = 11, key: str | None = None, secret: str | None = None) -> None:
+                 seed: int = 11, key: str | None = None, secret: str | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.key = key or "PKTEST" + secrets.token_hex(6).upper()
         self.secret = secret or secrets.token_urlsafe(24)
         self.data_dir = data_dir
@@ -45,7 +46,7 @@ class VenueProcess:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, RUN_PY, "venue", "--port", "0", "--data-dir", str(data_dir), "--seed", str(seed),
-             "--symbols", symbols, "--quote-rate", str(quote_rate)],
+             "--symbols", symbols, "--quote-rate", str(quote_rate), *args],
             stdout=subprocess.PIPE, stderr=open(self.log_path, "wb"), text=True,
             env=_child_env({"APCA_API_KEY_ID": self.key, "APCA_API_SECRET_KEY": self.secret}),
         )

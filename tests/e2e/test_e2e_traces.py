@@ -17,7 +17,7 @@ from waiting import wait_for
 
 # Any clear push trades: the tests are about the traces of orders, not which signals qualify.
 TRADE_OFTEN = {"min_confidence": 0.0}
-FILL_CHAIN = ["order_manager OrderUpdate", "order_manager OrderIntent", "risk_guard Proposal", "ensemble_voter Vote"]
+FILL_CHAIN = ["order_manager OrderUpdate", "order_manager OrderIntent", "risk_guard Proposal", "ensemble_voter Votes"]
 
 
 class Spans:

@@ -82,6 +82,8 @@ def test_weights_table_replaces_default(tmp_path):
         ("[risk]\nday_trade_budget = -1\n", "settings: risk.day_trade_budget = -1: must be >= 0"),
         ("[risk]\nday_trade_window_days = 0\n", "settings: risk.day_trade_window_days = 0: must be >= 1"),
         ("[risk]\nday_trade_budget_below_equity = -1.0\n", "settings: risk.day_trade_budget_below_equity = -1.0: must be >= 0"),
+        ("[runtime]\ncpu_affinity = [-1]\n", "settings: runtime.cpu_affinity = [-1]: -1 is not a CPU number (0, 1, ...)"),
+        ("[runtime]\ncpu_affinity = [1, 1]\n", "settings: runtime.cpu_affinity = [1, 1]: lists a CPU twice"),
     ],
 )
 def test_bad_values_name_key_and_value(tmp_path, text, expected):

@@ -102,6 +102,12 @@ def test_directories_secrets_and_socket_location():
     assert one("UMask") == "0077"
 
 
+def test_cpu_affinity_is_there_to_set():
+    # Empty (all CPUs) as shipped; documented beside the daemon's runtime.cpu_affinity.
+    assert one("CPUAffinity") == ""
+    assert "runtime] cpu_affinity" in UNIT_TEXT
+
+
 def test_hardening():
     expected = {
         "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",

@@ -15,7 +15,7 @@ import pytest
 from actor_probes import add_recorder, services, start_actor
 from onnx import TensorProto, helper
 from stockade.actors.analyzer import Analyzer
-from stockade.codecs.messages import Alert, Quote, Vote
+from stockade.codecs.messages import Alert, Quote, Vote, Votes
 from stockade.ops.settings import settings_from_dict
 from stockade.quant.feature_vector import INDICATOR_FEATURES
 from stockade.quant.model_store import (
@@ -65,12 +65,12 @@ class Harness:
         return ts
 
     def batch(self, timeout: float = 30.0) -> list[Vote]:
-        """The next whole evaluation's votes (one quote's batch)."""
-        first = self.votes.get(timeout=timeout)
-        votes = [first]
-        while len(votes) < first.batch_size:
-            votes.append(self.votes.get(timeout=timeout))
-        assert {v.quote_recv_ns for v in votes} == {first.quote_recv_ns}
+        """The next whole evaluation's votes (one quote's batch, one message)."""
+        msg = self.votes.get(timeout=timeout)
+        assert isinstance(msg, Votes) and msg.symbol == "TEST", msg
+        votes = list(msg.votes)
+        assert len(votes) == votes[0].batch_size
+        assert {v.quote_recv_ns for v in votes} == {votes[0].quote_recv_ns}
         return votes
 
     def batch_for(self, recv_ns: int, timeout: float = 30.0) -> list[Vote]:
@@ -168,5 +168,28 @@ def test_refused_models_leave_the_rules_voting_alone_with_one_alert(tmp_path, sh
         h.feed_minutes(70)
         batch = h.batch()
         assert sorted(v.model for v in batch) == sorted(RULES) and batch[0].batch_size == 3
+    finally:
+        h.close()
+
+
+def test_one_onnx_call_per_evaluation_for_all_members(tmp_path, shipped_copy, monkeypatch):
+    import onnxruntime
+
+    runs = []
+    real = onnxruntime.InferenceSession.run
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run",
+                        lambda self, *a, **k: runs.append(1) or real(self, *a, **k))
+    h = Harness(tmp_path, shipped_copy)
+    try:
+        last = h.feed_minutes(70)
+        batches = 0
+        while True:
+            batch = h.batch()
+            assert len([v for v in batch if v.model not in RULES]) == 4  # every member still votes
+            batches += 1
+            if batch[0].quote_recv_ns == last:
+                break
+        assert batches > 10
+        assert len(runs) == batches  # four members, one call (was four)
     finally:
         h.close()

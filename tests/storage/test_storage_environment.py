@@ -207,8 +207,8 @@ def test_close_is_idempotent_and_later_use_fails(tmp_path):
         s.orders.get("a")
 
 
-def test_non_durable_env_still_syncs_durable_writes(tmp_path):
-    with Store.open(tmp_path, durable=False) as s:
+def test_durable_and_non_durable_writes_both_persist(tmp_path):
+    with Store.open(tmp_path) as s:
         assert s.journal.append(IntentJournaled(ts_ns=1, order=order("a")), durable=True) == 1
         assert s.journal.append(IntentJournaled(ts_ns=2, order=order("b")), durable=False) == 2
     with Store.open(tmp_path) as s:

@@ -1,0 +1,143 @@
+"""Exactly one fsync per order: the intent's, before the broker hears of it.
+
+The order manager's exactly-once argument needs the intent on disk before
+the REST call; everything after it (submitted, acknowledged, state changes,
+fills) is committed without a sync and re-derived from the broker after a
+power loss. A sync-on-commit environment would fsync all of them.
+
+Syncs are counted by wrapping `Environment.sync` (the only place stockade
+asks lmdb to flush), and lmdb's own flags must say it does not sync by
+itself, so no commit escapes the count. A real daemon (in-process, embedded
+venue) places the orders with the real alpaca-py client.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from argparse import Namespace
+
+import pytest
+from waiting import wait_for
+
+from stockade.codecs.messages import OrderIntent
+from stockade.codecs.records import IntentJournaled
+from stockade.ops.settings import settings_from_dict
+from stockade.storage.environment import Environment
+
+SYMBOLS = ("AAPL", "MSFT")
+ORDER_MANAGER = "actors/order_manager.py"
+
+
+class SyncLog:
+    """Which functions of the order manager were on the stack of each sync."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls: list[tuple[str, ...]] = []
+
+    def record(self) -> None:
+        stack = tuple(f.name for f in traceback.extract_stack() if f.filename.endswith(ORDER_MANAGER))
+        with self.lock:
+            self.calls.append(stack)
+
+    def order_manager(self) -> list[tuple[str, ...]]:
+        with self.lock:
+            return [c for c in self.calls if c]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.calls.clear()
+
+
+@pytest.fixture
+def syncs(monkeypatch):
+    log = SyncLog()
+    real = Environment.sync
+
+    def counted(self: Environment) -> None:
+        log.record()
+        real(self)
+
+    monkeypatch.setattr(Environment, "sync", counted)
+    return log
+
+
+@pytest.fixture
+def daemon(tmp_path, syncs):
+    from stockade.ops.daemon import Daemon
+
+    settings = settings_from_dict({
+        "trading": {"symbols": list(SYMBOLS)},
+        "venue": {"quote_rate_hz": 20.0},
+        "voter": {"mode": "manual"},  # only this test's intents trade
+        "logging": {"level": "WARNING"},
+    })
+    d = Daemon(settings, "embedded", None, Namespace(data_dir=str(tmp_path / "data"), duration=None))
+    d._start()
+    try:
+        yield d
+    finally:
+        d._stop()
+
+
+def _intent(daemon, i: int) -> OrderIntent:
+    symbol = SYMBOLS[i % len(SYMBOLS)]
+    q = daemon.venue.call(lambda: daemon.venue.ctx.exchange.quotes[symbol])
+    # Brackets: the position is protected from the start, so the reconciler
+    # adds no protective stop (an intent of its own) during the test.
+    return OrderIntent(
+        intent_id=f"s{i:02d}", symbol=symbol, side="buy", qty=3, order_type="market", limit_price=None,
+        take_profit=round(q.ask * 1.2, 2), stop_loss=round(q.bid * 0.8, 2), reason="test", proposal_id="",
+        quote_recv_ns=time.time_ns())
+
+
+def test_lmdb_does_not_sync_by_itself(tmp_path):
+    env = Environment.open(tmp_path)
+    try:
+        flags = env._lmdb().flags()
+        assert flags["sync"] is False and flags["metasync"] is False, flags
+    finally:
+        env.close()
+
+
+def test_non_durable_commits_do_not_sync_durable_ones_do(tmp_path, syncs):
+    env = Environment.open(tmp_path)
+    try:
+        db = env.db("t")
+        for i in range(5):
+            with env.write(durable=False) as txn:
+                txn.put(b"k%d" % i, b"v", db=db)
+        assert syncs.calls == []
+        with env.write() as txn:  # durable by default
+            txn.put(b"intent", b"v", db=db)
+        assert len(syncs.calls) == 1
+    finally:
+        env.close()
+
+
+def test_one_sync_per_order_the_intent_before_the_broker_sees_it(daemon, syncs):
+    wait_for(lambda: daemon.svc.first_reconcile.is_set(), 30, 0.05, "first reconcile")
+    wait_for(lambda: all(daemon.venue.call(lambda s=s: daemon.venue.ctx.exchange.quotes.get(s)) for s in SYMBOLS),
+             30, 0.05, "quotes")
+    store = daemon.svc.store
+    journal_before = store.journal.last_seq()
+    syncs.clear()
+    n = 6
+    for i in range(n):
+        daemon.tree.router.tell("order_manager", _intent(daemon, i), "test")
+    wait_for(lambda: all((r := store.orders.get(f"stk-s{i:02d}")) is not None and r.state == "filled"
+                         for i in range(n)), 60, 0.05, "every order filled")
+
+    ours = syncs.order_manager()
+    # Each sync of the order manager is an intent's, taken in on_intent (before
+    # _submit makes the REST call), and there is one per order.
+    assert all("on_intent" in stack and "_submit" not in stack for stack in ours), ours
+    assert len(ours) == n, ours
+    # ...while the order path wrote much more than the intents, unsynced:
+    # submitted, acknowledged (with its legs), state changes and fills.
+    events = [e for _, e in store.journal.read(journal_before + 1)]
+    intents = [e for e in events if isinstance(e, IntentJournaled)]
+    assert len(intents) == n
+    assert len(events) >= 4 * n, [type(e).__name__ for e in events]
