@@ -11,8 +11,11 @@ Exactly-once, in the face of crashes and timeouts:
 1. the intent is journaled durably (state "intent") BEFORE the broker sees it;
 2. its `client_order_id` is derived from the intent id, so any resend is the
    same order to the broker (a duplicate id is refused, then looked up);
-3. an ambiguous failure (timeout, 5xx, 429) is resolved by looking the order
-   up by client_order_id before anything is resent;
+3. an ambiguous failure (timeout, 5xx, a lost response) is resolved by
+   looking the order up by client_order_id before anything is resent; a 429
+   is not ambiguous: the broker refused before doing anything, so it is
+   resent as it is, and after `max_retries` the intent is abandoned as "not
+   sent" (WARNING `order-not-sent`), never reported as an unknown outcome;
 4. on (re)start every unacknowledged intent is resolved against the broker:
    found -> adopted; not found -> abandoned, never resent (its prices are
    stale and the strategy will decide again).
@@ -179,6 +182,7 @@ class OrderManager(StockadeActor):
         base = self.settings.retry_backoff_s
         backoff = Backoff(base, max(base, MAX_RETRY_SLEEP_S), rng=self.rng) if base > 0 else None
         in_doubt = False  # an earlier attempt may have placed it: look before sending again
+        maybe_sent = False  # some attempt's body may have been processed (timeout, 5xx, lost response)
         for attempt in range(1, attempts + 1):
             if not self.is_current():
                 return  # replaced while we were blocked: the new instance resolves it
@@ -196,6 +200,7 @@ class OrderManager(StockadeActor):
             if outcome == "done":
                 return
             in_doubt = outcome == "in_doubt"
+            maybe_sent = maybe_sent or outcome != "not_sent"
             log.warning("submit %s attempt %d/%d failed: %s", record.client_order_id, attempt, attempts, last_error)
             self._journal_event(
                 OrderSubmitFailed(
@@ -207,6 +212,11 @@ class OrderManager(StockadeActor):
                 # Full jitter, capped well under the heartbeat timeout: a long
                 # sleep here would look like a hang to the supervisor.
                 time.sleep(backoff.next_delay())
+        if not maybe_sent:
+            # Every attempt was refused before the broker did anything (429, or
+            # the local budget): the outcome is known, nothing was placed.
+            self._not_sent(record, intent, attempts, last_error)
+            return
         # Out of attempts with the outcome unknown: the resync resolves it.
         self._set_state(record, "unknown", "submit_unknown", last_error)
         self.tell("alerter", Alert("CRITICAL", f"order-unknown:{record.symbol}",
@@ -214,10 +224,23 @@ class OrderManager(StockadeActor):
                                    f"outcome unknown after {attempts} attempts: {last_error}",
                                    NAME, time.time_ns()))
 
+    def _not_sent(self, record: OrderRecord, intent: OrderIntent, attempts: int, error: str) -> None:
+        """The rule for an order the broker never took: abandoned after its
+        retries, never resent later (its prices are stale; the strategy, or the
+        protection of the position, decides again)."""
+        reason = f"not sent: refused before placing on all {attempts} attempts ({error})"
+        self._set_state(record, "canceled", "abandon", reason)
+        self.tell("alerter", Alert("WARNING", f"order-not-sent:{record.symbol}",
+                                   f"order {record.client_order_id} ({record.side} {record.qty} {record.symbol}) "
+                                   f"{reason}; abandoned", NAME, time.time_ns()))
+        self._refuse(intent, record.client_order_id, reason)
+
     def _send(self, record: OrderRecord, request: Any, attempt: int) -> tuple[str, str]:
         """One submit: ("done", "") when the broker has it or refused it for
-        good, ("retry", error) when it surely has not, ("in_doubt", error) when
-        it may have it and the look-up could not tell."""
+        good, ("not_sent", error) when it was refused before anything happened
+        (429, the local budget), ("retry", error) when an ambiguous attempt was
+        looked up and is not at the broker, ("in_doubt", error) when it may
+        have it and the look-up could not tell."""
         from alpaca.common.exceptions import APIError
 
         self._journal_event(OrderSubmitted(ts_ns=time.time_ns(), client_order_id=record.client_order_id,
@@ -225,17 +248,17 @@ class OrderManager(StockadeActor):
         try:
             order = self.client.submit_order(request)
         except BudgetSpent as exc:
-            return "retry", str(exc)  # not sent: nothing to look up
+            return "not_sent", str(exc)  # not sent: nothing to look up
         except APIError as exc:
             code, status = broker_orders.api_error_code(exc), broker_orders.api_status(exc)
             error = f"HTTP {status} code {code}: {redact(exc)}"
             duplicate = code == broker_orders.DUPLICATE_CLIENT_ORDER_ID
+            if broker_orders.is_not_taken(status) and not duplicate:
+                return "not_sent", error  # refused before anything happened
             if not duplicate and not broker_orders.is_retryable(status):
                 reason = broker_orders.rejection_reason(code, broker_orders.api_message(exc))
                 self._rejected(record, error, attempt, reason)
                 return "done", ""
-            if status == 429 and not duplicate:
-                return "retry", error  # refused before anything happened
             # A duplicate id: an earlier attempt did reach the broker. 5xx:
             # maybe placed, maybe not. Either way, look before resending.
             found = self._find(record, "" if duplicate else error)
@@ -368,6 +391,10 @@ class OrderManager(StockadeActor):
             return
         except APIError as exc:
             status = broker_orders.api_status(exc)
+            if broker_orders.is_not_taken(status):
+                # Refused before anything happened: the old stop stands; the next pass asks again.
+                self._set_state(record, "canceled", "abandon", f"not sent: {redact(exc)}")
+                return
             if not broker_orders.is_retryable(status):
                 # Typically the stop filled or was cancelled meanwhile: the old one stands.
                 self._set_state(record, "rejected", "submit_rejected", f"replace refused: {redact(exc)}")

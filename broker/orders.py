@@ -193,6 +193,12 @@ def is_retryable(status: int | None) -> bool:
     return status is None or status == 429 or status >= 500
 
 
+def is_not_taken(status: int | None) -> bool:
+    """The broker refused the request before acting on it: a 429 (rate limit)
+    means the order was not placed, so the outcome is known, not in doubt."""
+    return status == 429
+
+
 def is_not_found(exc: BaseException) -> bool:
     """The broker says it has no such order (as opposed to: the lookup failed)."""
     return api_error_code(exc) == ORDER_NOT_FOUND or api_status(exc) == 404

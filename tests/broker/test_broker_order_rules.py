@@ -8,6 +8,7 @@ from stockade.broker.orders import (
     REJECTION_REASONS,
     build_request,
     client_order_id,
+    is_not_taken,
     is_retryable,
     rejection_reason,
     replacement_id,
@@ -140,6 +141,8 @@ def test_real_venue_rejection_is_read_back_as_its_reason():
 def test_retryable_statuses():
     assert is_retryable(None) and is_retryable(429) and is_retryable(500) and is_retryable(503)
     assert not any(is_retryable(s) for s in (400, 403, 404, 422))
+    # Of the retryable ones only a 429 says the broker did not take the request.
+    assert is_not_taken(429) and not any(is_not_taken(s) for s in (None, 500, 502, 503, 504, 403))
 
 
 def test_replacement_ids_are_deterministic_and_short():
