@@ -60,6 +60,7 @@ from stockade.codecs.messages import (
     Tick,
 )
 from stockade.codecs.records import (
+    FillMark,
     FillRecord,
     FillRecorded,
     IntentJournaled,
@@ -535,6 +536,10 @@ class OrderManager(StockadeActor):
             if not self.store.fills.has(fill.exec_id, txn=txn):
                 self.store.fills.put(fill.exec_id, fill, txn=txn)
                 self.store.journal.append(FillRecorded(ts_ns=now, fill=fill), txn=txn)
+                # The watermark the reconciler checks its broker snapshots against.
+                mark = self.store.fill_marks.get(record.symbol, txn=txn)
+                self.store.fill_marks.put(record.symbol, FillMark(symbol=record.symbol,
+                                                                  seq=(mark.seq if mark else 0) + 1, ts_ns=now), txn=txn)
                 if to_position:
                     position = apply_fill(position, record.symbol, record.side, fill.qty, fill.price, now)
                     self.store.positions.put(record.symbol, position, txn=txn)

@@ -6,7 +6,11 @@ positions that disagree are overwritten by the broker's; broker orders the
 ledger does not know (a person's orders from the broker's UI included), and
 orders whose fills or end the ledger missed, go to the OrderManager as
 updates (it alone writes orders and fills, so each fill is recorded once);
-every difference is journaled and alerted. A long position without a stop
+every difference is journaled and alerted. A snapshot never moves the
+ledger back in time: the OrderManager keeps a per-symbol fill sequence
+(`FillMark`), read before the broker is asked and again before anything is
+adopted; a symbol with a fill recorded in between is left alone this pass
+(no adoption, no protective stop from that snapshot). A long position without a stop
 gets a protective stop, re-requested until one rests, so no position is bare
 for longer than `max_unprotected_s`. At the first pass after the open, each
 held position's overnight gap is measured and classed (alerted from HIGH).
@@ -45,7 +49,7 @@ from stockade.codecs.records import DayCounters, EquitySnapshot, PositionRecord,
 from stockade.quant.brackets import round_price
 from stockade.quant.gap_risk import gap_class, gap_pct
 from stockade.quant.market_hours import exchange_date
-from stockade.storage.ledger import disagreements_to_adopt, uncovered_qty
+from stockade.storage.ledger import disagreements_to_adopt, snapshot_stale, uncovered_qty
 from stockade.storage.order_states import PENDING, state_from_broker_status
 
 log = logging.getLogger(__name__)
@@ -89,19 +93,34 @@ class Reconciler(StockadeActor):
                 log.info("retention: trimmed %s", trimmed)
 
     def reconcile(self) -> bool:
+        # The ledger's fill marks before the first request: a symbol whose
+        # mark moves while we wait for the broker has a fill newer than the
+        # snapshot may show, so the snapshot is not adopted for it.
+        marks = self.svc.store.fill_seqs()
         try:
-            account = self.client.get_account()
-            positions = self.client.get_all_positions()
+            # Orders before positions: a fill between the two reads makes the
+            # positions smaller, never the stops fewer than the shares.
             orders = open_orders(self.client)
+            positions = self.client.get_all_positions()
+            account = self.client.get_account()
             recent = self._recent_closed()
             clock = self._clock()
         except Exception as exc:
             log.warning("reconcile: broker unreachable: %s", redact(exc))
             return False
         now = time.time_ns()
-        mismatches = self._positions(positions, now) + self._orders(orders, recent)
-        self._protect(positions, orders)
-        self._trail(positions, orders)
+        # Adopt at once only on the daemon's first pass, before any trading; a
+        # restarted reconciler waits for a difference to show twice.
+        first_pass = not self.svc.first_reconcile.is_set()
+        position_mismatches, stale = self._positions(positions, now, marks, first_pass)
+        mismatches = position_mismatches + self._orders(orders, recent, first_pass, stale)
+        stale |= snapshot_stale(marks, self.svc.store.fill_seqs())  # fills recorded up to now
+        if stale:
+            log.info("reconcile: fills of %s recorded while the broker answered; its snapshot of them is not used",
+                     ",".join(sorted(stale)))
+        fresh = [p for p in positions if p.symbol not in stale]
+        self._protect(fresh, orders)
+        self._trail(fresh, orders)
         if clock.is_open and not self.was_open:
             self._gaps(positions)
         self.was_open = bool(clock.is_open)
@@ -127,16 +146,21 @@ class Reconciler(StockadeActor):
             self.svc.first_reconcile.set()
         return True
 
-    def _positions(self, positions: list[Any], now: int) -> list[str]:
-        """Adopt the broker's positions where they persistently disagree; one line each."""
+    def _positions(self, positions: list[Any], now: int, marks: dict[str, int],
+                   first_pass: bool) -> tuple[list[str], set[str]]:
+        """Adopt the broker's positions where they persistently disagree; one line each.
+
+        Returns the mismatch lines and the symbols whose snapshot is stale
+        (a fill recorded since `marks` were read): those are left alone.
+        """
         store = self.svc.store
         broker = {p.symbol: p for p in positions}
         theirs = {s: int(float(p.qty)) for s, p in broker.items()}
-        ledger = {p.symbol: p for p in store.positions.values()}
+        with store.read() as txn:
+            ledger = {p.symbol: p for p in store.positions.values(txn=txn)}
+            stale = snapshot_stale(marks, store.fill_seqs(txn=txn))
         adopt, self.suspects = disagreements_to_adopt(
-            {s: p.qty for s, p in ledger.items()}, theirs, self.suspects, first_pass=self.passes == 0)
-        mismatches = [f"{s}: ledger {ledger[s].qty if s in ledger else 0} vs broker {theirs.get(s, 0)}"
-                      for s in adopt]
+            {s: p.qty for s, p in ledger.items()}, theirs, self.suspects, first_pass=first_pass, stale=stale)
         writes: dict[str, PositionRecord | None] = {}  # None: delete
         for symbol in adopt:
             p, mine = broker.get(symbol), ledger.get(symbol)
@@ -145,20 +169,29 @@ class Reconciler(StockadeActor):
                 protective_stop_order_id=mine.protective_stop_order_id if mine else None)
         for symbol, mine in ledger.items():
             p = broker.get(symbol)
-            if p is not None and mine.qty == theirs[symbol] and abs(mine.avg_entry_price - float(p.avg_entry_price)) > 1e-6:
+            if (p is not None and symbol not in stale and mine.qty == theirs[symbol]
+                    and abs(mine.avg_entry_price - float(p.avg_entry_price)) > 1e-6):
                 # Same quantity: the broker's average price is the truth.
                 writes[symbol] = msgspec.structs.replace(mine, avg_entry_price=float(p.avg_entry_price), updated_ns=now)
+        late: set[str] = set()
         if writes:  # most passes agree: no write transaction at all
 
             def write(txn: Any) -> None:
+                # A fill may have landed since the read above: never write over it.
+                late.clear()
+                late.update(snapshot_stale(marks, store.fill_seqs(txn=txn)) & set(writes))
                 for symbol, record in writes.items():
+                    if symbol in late:
+                        continue
                     if record is None:
                         store.positions.delete(symbol, txn=txn)
                     else:
                         store.positions.put(symbol, record, txn=txn)
 
             store.transact(write, durable=True)
-        return mismatches
+        mismatches = [f"{s}: ledger {ledger[s].qty if s in ledger else 0} vs broker {theirs.get(s, 0)}"
+                      for s in adopt if s not in late]
+        return mismatches, stale | late
 
     def _clock(self) -> Any:
         """The market clock, re-read every CLOCK_EVERY_S or when an open/close is due."""
@@ -180,7 +213,7 @@ class Reconciler(StockadeActor):
         return list(self.client.get_orders(GetOrdersRequest(status=QueryOrderStatus.CLOSED, after=since, limit=500,
                                                             nested=False)))
 
-    def _orders(self, orders: list[Any], recent: list[Any]) -> list[str]:
+    def _orders(self, orders: list[Any], recent: list[Any], first_pass: bool, stale: set[str]) -> list[str]:
         """Hand the OM every broker order the ledger lacks or is behind on; one line per difference.
 
         The OM is the only writer of orders and fills, so it records the fills
@@ -200,9 +233,9 @@ class Reconciler(StockadeActor):
             if mine is not None and mine.state in PENDING:
                 continue  # the OM is resolving it by client_order_id right now
             # On the first pass the broker's positions were just adopted whole:
-            # they already hold these fills.
+            # they already hold these fills (unless that symbol's snapshot was stale).
             self.tell("order_manager", BrokerOrderSeen(broker_orders.update_from_order(order),
-                                                       counted_in_positions=self.passes == 0))
+                                                       counted_in_positions=first_pass and order.symbol not in stale))
             key = (order.client_order_id, filled, theirs)
             seen.add(key)
             if mine is None:

@@ -4,6 +4,7 @@ position gets a stop within the bound; the open's gap is measured."""
 
 from __future__ import annotations
 
+import threading
 import time
 from argparse import Namespace
 from collections import defaultdict
@@ -28,7 +29,8 @@ def venue():
         handle.stop()
 
 
-def _daemon(venue, data_dir, **sections):
+def _daemon(venue, data_dir, created=None, **sections):
+    """A daemon on `venue`, started (its first reconcile done); `created(d)` runs before the start."""
     from stockade.ops.daemon import Daemon
 
     base = {
@@ -43,6 +45,8 @@ def _daemon(venue, data_dir, **sections):
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)
     d = Daemon(settings_from_dict(base), "alpaca", (KEY, SECRET), Namespace(data_dir=str(data_dir), duration=None))
+    if created is not None:
+        created(d)
     d._start()
     return d
 
@@ -132,5 +136,76 @@ def test_gap_at_the_open_is_measured_for_held_positions(venue, tmp_path):
         assert aapl["previous_close"] == pytest.approx(snap.previous_daily_bar.close)
         assert aapl["gap_pct"] == pytest.approx(gap_pct(aapl["previous_close"], aapl["open"]), abs=1e-3)
         assert aapl["class"] == gap_class(aapl["gap_pct"], 1.0, 2.0, 5.0)
+    finally:
+        daemon._stop()
+
+
+def _passes(store) -> int:
+    from stockade.codecs.records import Reconciled
+
+    return sum(isinstance(event, Reconciled) for _, event in store.journal.read())
+
+
+def _stream_listening(venue) -> bool:
+    return venue.call(lambda: any(s.authorized and "trade_updates" in s.streams for s in venue.ctx.trade_sessions))
+
+
+def test_a_broker_snapshot_older_than_a_known_fill_is_not_adopted(venue, tmp_path, monkeypatch):
+    """The issue's phantom: a reconcile pass asks for positions, a stop fills
+    and the ledger records it from the trade stream, then the pass compares
+    its (now older) answer. On the daemon's first pass, where a difference is
+    adopted at once, that once wrote 10 phantom shares into the ledger and
+    asked for a protective stop on shares that no longer existed."""
+    from alpaca.trading.client import TradingClient
+
+    person = _person(venue)
+    wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
+    _buy(person, "by-hand-old", 10)
+    wait_for(lambda: _venue_filled(venue, "by-hand-old"), 10, 0.05, "the person's buy filled")
+    data = tmp_path / "data"
+    first = _daemon(venue, data)
+    try:
+        wait_for(lambda: (p := first.svc.store.positions.get("AAPL")) and p.qty == 10, 10, 0.05, "adopted")
+        wait_for(lambda: [o for o in venue.call(lambda: list(venue.ctx.exchange.open_orders()))
+                          if o.symbol == "AAPL" and o.type == "stop"], 10, 0.05, "its protective stop")
+    finally:
+        first._stop()
+
+    # The next daemon's first positions answer is held back while the stop
+    # fills and its fill is recorded: the answer then predates the ledger.
+    real = TradingClient.get_all_positions
+    armed, fired = threading.Event(), threading.Event()
+    armed.set()
+    second: list = []
+
+    def answer_then_fill(self, *args, **kwargs):
+        answer = real(self, *args, **kwargs)
+        if armed.is_set() and second:
+            armed.clear()
+            store = second[0].svc.store
+            wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening")
+            venue.call(lambda: venue.ctx.market.crash(10.0, ["AAPL"]))  # the stop, 3% under, fills
+            wait_for(lambda: (p := store.positions.get("AAPL")) is not None and p.qty == 0, 15, 0.05,
+                     "the stop's fill in the ledger")
+            fired.set()
+        return answer
+
+    monkeypatch.setattr(TradingClient, "get_all_positions", answer_then_fill)
+    started_ns = time.time_ns()
+    # The held-back pass must not be taken for a hang (that is another issue's matter).
+    daemon = _daemon(venue, data, created=second.append, supervision={"heartbeat_timeout_s": 60.0})
+    try:
+        store = daemon.svc.store
+        assert fired.is_set()
+        assert venue.call(lambda: venue.ctx.exchange.positions.get("AAPL")) is None or \
+            venue.call(lambda: venue.ctx.exchange.positions["AAPL"].qty) == 0
+        # The first pass is done: the stale answer (10 shares) was not adopted.
+        assert store.positions.get("AAPL").qty == 0
+        # Two more passes, on fresh answers: still no phantom, and no stop for shares that are gone.
+        done = _passes(store)
+        wait_for(lambda: _passes(store) >= done + 2, 15, 0.05, "two more passes")
+        assert store.positions.get("AAPL").qty == 0
+        assert not [o for o in venue.call(lambda: list(venue.ctx.exchange.open_orders())) if o.symbol == "AAPL"]
+        assert not [a for a in store.alerts.latest(50) if a.ts_ns >= started_ns and "vs broker 10" in a.text]
     finally:
         daemon._stop()

@@ -184,6 +184,23 @@ def test_reconciler_adopts_only_a_disagreement_seen_twice_or_on_the_first_pass()
     assert adopt == ["NVDA"]
 
 
+def test_a_snapshot_older_than_the_ledgers_fills_is_neither_adopted_nor_remembered():
+    from stockade.storage.ledger import disagreements_to_adopt, snapshot_stale
+
+    # Fill sequences read before the broker was asked, and when its answer is used.
+    before = {"MSFT": 3, "AAPL": 1}
+    assert snapshot_stale(before, {"MSFT": 4, "AAPL": 1}) == {"MSFT"}  # a take-profit fill landed meanwhile
+    assert snapshot_stale({}, {"NVDA": 1}) == {"NVDA"}  # the symbol's first fill
+    assert snapshot_stale(before, dict(before)) == set()
+    # Even on the first pass (adopted at once) and even when seen twice before.
+    adopt, again = disagreements_to_adopt({"MSFT": 0, "AAPL": 5}, {"MSFT": 23, "AAPL": 7}, {"MSFT": (0, 23)},
+                                          first_pass=True, stale={"MSFT"})
+    assert adopt == ["AAPL"] and again == {}
+    adopt, again = disagreements_to_adopt({"MSFT": 0}, {"MSFT": 23}, {"MSFT": (0, 23)}, first_pass=False,
+                                          stale={"MSFT"})
+    assert adopt == [] and again == {}
+
+
 def test_liquidation_errors_never_carry_a_registered_secret():
     from stockade.broker.liquidation import liquidate
     from stockade.broker.rest import register_secret
