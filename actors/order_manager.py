@@ -40,15 +40,18 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from datetime import datetime, timezone
 from typing import Any
+
+import msgspec
 
 from stockade.actors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker import orders as broker_orders
 from stockade.broker.backoff import Backoff
 from stockade.broker.rest import redact
-from stockade.broker.token_bucket import BudgetSpent, limit_client, shared_bucket
+from stockade.broker.token_bucket import BudgetSpent, limit_client
 from stockade.broker.trade_stream import TradeUpdatesStream
 from stockade.codecs.messages import (
     Alert,
@@ -70,8 +73,10 @@ from stockade.codecs.records import (
     OrderSubmitFailed,
     OrderSubmitted,
 )
-from stockade.storage.ledger import apply_fill, fill_increment
-from stockade.storage.order_states import EVENTS, PENDING, InvalidTransition, next_state
+from stockade.quant.brackets import round_price
+from stockade.quant.protection import ProtectionWatch
+from stockade.storage.ledger import apply_fill, fill_increment, ledger_uncovered
+from stockade.storage.order_states import EVENTS, PENDING, TERMINAL, InvalidTransition, next_state
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,10 @@ MAX_RETRY_SLEEP_S = 1.0
 # Longest a REST call waits for a token of the shared budget: a handler must
 # stay well under the heartbeat timeout.
 BUDGET_WAIT_S = 0.1
+# How often the ledger's long positions are checked for shares without a stop
+# (a fill checks its own symbol at once; this catches everything else and
+# drives the retries of a stop the broker refused).
+PROTECT_CHECK_S = 0.5
 
 
 class OrderManager(StockadeActor):
@@ -90,9 +99,16 @@ class OrderManager(StockadeActor):
         s = self.svc.settings
         self.settings = s.orders
         self.store = self.svc.store
-        self.bucket = shared_bucket(self.svc.broker.key, s.orders.rate_limit_per_min, s.orders.emergency_reserve)
+        self.bucket = self.svc.rest_bucket()
         self.client = limit_client(self.svc.broker.trading_client(), self.bucket, BUDGET_WAIT_S)
+        # Protective stops (and their look-ups) may spend the protection reserve: new entries wait, they do not.
+        self.protect_client = limit_client(self.svc.broker.trading_client(), self.bucket, BUDGET_WAIT_S, protect=True)
         self.rng = random.Random()
+        rc = s.reconciler
+        base = max(0.2, s.orders.retry_backoff_s)
+        self.watch = ProtectionWatch(rc.max_unprotected_s, base, max(base, rc.max_unprotected_s / 4), rng=self.rng)
+        self.last_price: dict[str, float] = {}  # symbol -> newest fill price (the protective stop's reference)
+        self._covering = False
         self.resolve_pending()
         self.stream = TradeUpdatesStream(
             self.svc.broker.endpoints.trading_stream_url,
@@ -106,6 +122,7 @@ class OrderManager(StockadeActor):
         # and the poll covers a down stream.
         self.every(max(5.0, s.reconciler.interval_s), "resync")
         self.every(s.orders.poll_interval_s, "poll")
+        self.every(PROTECT_CHECK_S, "protect")
 
     def teardown(self) -> None:
         stream = getattr(self, "stream", None)
@@ -133,8 +150,18 @@ class OrderManager(StockadeActor):
         if state == "HALTED" or (state == "REDUCING" and not intent.reduce_only):
             self._refuse(intent, coid, f"trading state is {state}")
             return
-        if not self.bucket.available(1):
-            self._refuse(intent, coid, "REST budget spent (token bucket at its emergency reserve)")
+        protective = _protective(intent)
+        if protective:
+            # Asked from a broker snapshot (the reconciler) or a fill: whatever
+            # the ledger's stops already cover, or a stop on its way, is not asked twice.
+            bare = self._bare_qty(intent.symbol)
+            if bare <= 0:
+                log.info("protective stop for %s not sent: the ledger's stops cover the position", intent.symbol)
+                return
+            if bare < intent.qty:
+                intent = msgspec.structs.replace(intent, qty=bare)
+        if not self.bucket.available(1, protect=protective):
+            self._refuse(intent, coid, "REST budget spent (token bucket at its reserve)")
             return
         now = time.time_ns()
         record = OrderRecord(
@@ -247,7 +274,7 @@ class OrderManager(StockadeActor):
         self._journal_event(OrderSubmitted(ts_ns=time.time_ns(), client_order_id=record.client_order_id,
                                            attempt=attempt))
         try:
-            order = self.client.submit_order(request)
+            order = self._client_for(record).submit_order(request)
         except BudgetSpent as exc:
             return "not_sent", str(exc)  # not sent: nothing to look up
         except APIError as exc:
@@ -338,7 +365,7 @@ class OrderManager(StockadeActor):
         """Look `record` up by client id: "found" (and adopted), "absent" (the
         broker says so), or "unknown" (the look-up failed)."""
         try:
-            order = self.client.get_order_by_client_id(record.client_order_id)
+            order = self._client_for(record).get_order_by_client_id(record.client_order_id)
         except Exception as exc:
             if broker_orders.is_not_found(exc):
                 return "absent"
@@ -436,6 +463,8 @@ class OrderManager(StockadeActor):
     def on_tick(self, tick: Tick) -> None:
         if tick.what == "resync":
             self.resync()
+        elif tick.what == "protect":
+            self.protect_all()
         elif tick.what == "poll" and not self.stream_up():
             # The polling fallback: the stream is down, so fills would only be
             # seen at the next resync. Each poll is one list call (budgeted).
@@ -485,10 +514,13 @@ class OrderManager(StockadeActor):
         now = time.time_ns()
         adopted = record is None
         if record is None:
+            # The broker's type matters: a stop placed by hand protects its shares.
+            kind = update.order_type if update.order_type in _ORDER_TYPES else "market"
             record = OrderRecord(
                 client_order_id=update.client_order_id, intent_id="", symbol=update.symbol, side=update.side,
-                qty=int(update.qty), order_type="market", state="accepted", broker_order_id=update.broker_order_id,
-                created_ns=now, updated_ns=now, reason=f"adopted from {source}",
+                qty=int(update.qty), order_type=kind, stop_price=update.stop_price, state="accepted",
+                broker_order_id=update.broker_order_id, created_ns=now, updated_ns=now,
+                reason=f"adopted from {source}", order_class=_order_class(update.order_class),
             )
             log.info("adopting broker order %s (%s %s)", update.client_order_id, update.side, update.symbol)
         event = _event_of(update)
@@ -562,6 +594,77 @@ class OrderManager(StockadeActor):
                               proposal_id=record.proposal_id)
             self.tell("risk_guard", out)
             self.tell("ensemble_voter", out)
+        if fill is not None or (new_state != record.state and new_state in TERMINAL and record.side == "sell"):
+            # A fill, or a sell order that ended (a stop cancelled, say): the
+            # symbol's shares may be bare now. Protected at once, not at the next pass.
+            self._cover(record.symbol, fill.price if fill is not None else None)
+
+    # ---- protection: no long shares without a stop ------------------------------------
+
+    def protect_all(self) -> None:
+        """Check every long ledger position (and every symbol still bare) for shares without a stop."""
+        symbols = {p.symbol for p in self.store.positions.values() if p.qty > 0} | set(self.watch.symbols())
+        for symbol in sorted(symbols):
+            self._cover(symbol)
+        now = time.monotonic()
+        for symbol in self.watch.overdue(now):
+            bare = self._bare_qty(symbol)
+            log.error("%s: %d shares without a protective stop for %.1fs (bound %gs)", symbol, bare,
+                      self.watch.bare_for(symbol, now), self.watch.bound_s)
+            self.tell("alerter", Alert("CRITICAL", f"unprotected:{symbol}",
+                                       f"{symbol}: {bare} shares without a protective stop for "
+                                       f"{self.watch.bare_for(symbol, now):.0f}s, beyond "
+                                       f"reconciler.max_unprotected_s ({self.watch.bound_s:g}s); still trying",
+                                       NAME, time.time_ns()))
+
+    def _bare_qty(self, symbol: str) -> int:
+        """Shares of the ledger's long position in `symbol` that no stop (resting or on its way) covers."""
+        with self.store.read() as txn:
+            position = self.store.positions.get(symbol, txn=txn)
+            orders = [o for o in self.store.open_orders(txn=txn) if o.symbol == symbol]
+        qty = position.qty if position else 0
+        return ledger_uncovered(qty, orders) if qty > 0 else 0
+
+    def _cover(self, symbol: str, price: float | None = None) -> None:
+        """Request a protective stop for `symbol`'s bare shares now, or when its backoff says."""
+        if price:
+            self.last_price[symbol] = price
+        if self._covering or not self.svc.first_reconcile.is_set():
+            return  # the ledger is trusted once reconciled; one request at a time
+        bare = self._bare_qty(symbol)
+        now = time.monotonic()
+        if bare <= 0:
+            self.watch.covered(symbol)
+            return
+        if not self.watch.due(symbol, now):
+            return
+        self.watch.requested(symbol, now)
+        if self.svc.trading_state().state == "HALTED":
+            # HALTED places no orders: the operator chooses (resume, or kill to go flat).
+            self.tell("alerter", Alert("CRITICAL", f"unprotected:{symbol}",
+                                       f"{symbol}: {bare} shares unprotected while HALTED; resume to let stockade "
+                                       "place a protective stop, or kill to go flat", NAME, time.time_ns()))
+            return
+        position = self.store.positions.get(symbol)
+        reference = self.last_price.get(symbol) or (position.avg_entry_price if position else 0.0)
+        if reference <= 0:
+            return
+        stop = round_price(reference * (1.0 - self.svc.settings.reconciler.protective_stop_pct / 100.0), "down")
+        log.warning("%s: %d shares without a stop; placing a protective stop at %.2f", symbol, bare, stop)
+        self.tell("alerter", Alert("WARNING", f"unprotected:{symbol}",
+                                   f"{symbol}: {bare} shares unprotected; protective stop at {stop}", NAME,
+                                   time.time_ns()))
+        self._covering = True
+        try:
+            self.on_intent(OrderIntent(
+                intent_id=f"protect-{uuid.uuid4().hex}", symbol=symbol, side="sell", qty=bare, order_type="stop",
+                limit_price=None, take_profit=None, stop_loss=None, reason="protective stop for bare shares",
+                proposal_id="", quote_recv_ns=time.time_ns(), reduce_only=True, stop_price=stop))
+        finally:
+            self._covering = False
+
+    def _client_for(self, record: OrderRecord) -> Any:
+        return self.protect_client if _protective(record) else self.client
 
     # ---- helpers ----------------------------------------------------------------
 
@@ -586,6 +689,18 @@ class OrderManager(StockadeActor):
         self.store.journal.append(event, durable=False)
 
 
+_ORDER_TYPES = ("market", "limit", "stop", "stop_limit", "trailing_stop")
+
+
+def _order_class(value: str) -> Any:
+    return value if value in ("simple", "bracket", "oco", "oto") else "simple"
+
+
+def _protective(order: OrderIntent | OrderRecord) -> bool:
+    """A sell stop that only reduces: a protective stop (paid from the protection reserve)."""
+    return order.reduce_only and order.side == "sell" and order.order_type == "stop"
+
+
 def _event_of(update: OrderUpdate) -> str:
     """The state-machine event for a trade update or a REST status."""
     if update.event == "fill" or update.status == "filled":
@@ -599,6 +714,4 @@ def _event_of(update: OrderUpdate) -> str:
 
 
 def _replace(record: OrderRecord, **changes: Any) -> OrderRecord:
-    import msgspec
-
     return msgspec.structs.replace(record, **changes)

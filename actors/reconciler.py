@@ -34,7 +34,7 @@ from stockade.actors.services import Services
 from stockade.broker import orders as broker_orders
 from stockade.broker.liquidation import open_orders
 from stockade.broker.rest import redact
-from stockade.broker.token_bucket import limit_client, shared_bucket
+from stockade.broker.token_bucket import limit_client
 from stockade.codecs.messages import (
     AccountSnapshot,
     Alert,
@@ -64,9 +64,7 @@ class Reconciler(StockadeActor):
     def setup(self) -> None:
         self.svc: Services = self.ctx.extra("services")
         self.cfg = self.svc.settings.reconciler
-        orders_cfg = self.svc.settings.orders
-        bucket = shared_bucket(self.svc.broker.key, orders_cfg.rate_limit_per_min, orders_cfg.emergency_reserve)
-        self.client = limit_client(self.svc.broker.trading_client(), bucket, BUDGET_WAIT_S)
+        self.client = limit_client(self.svc.broker.trading_client(), self.svc.rest_bucket(), BUDGET_WAIT_S)
         self.protect_requested: dict[str, float] = {}
         self.suspects: dict[str, tuple[int, int]] = {}  # symbol -> (ledger, broker) seen last pass
         self.order_suspects: set[tuple[str, int, str]] = set()  # (coid, broker filled, state) seen last pass
@@ -213,7 +211,7 @@ class Reconciler(StockadeActor):
         return list(self.client.get_orders(GetOrdersRequest(status=QueryOrderStatus.CLOSED, after=since, limit=500,
                                                             nested=False)))
 
-    def _orders(self, orders: list[Any], recent: list[Any], first_pass: bool, stale: set[str]) -> list[str]:
+    def _orders(self, orders: list[Any], recent: list[Any], first_pass: bool, stale_symbols: set[str]) -> list[str]:
         """Hand the OM every broker order the ledger lacks or is behind on; one line per difference.
 
         The OM is the only writer of orders and fills, so it records the fills
@@ -234,8 +232,9 @@ class Reconciler(StockadeActor):
                 continue  # the OM is resolving it by client_order_id right now
             # On the first pass the broker's positions were just adopted whole:
             # they already hold these fills (unless that symbol's snapshot was stale).
+            counted = first_pass and order.symbol not in stale_symbols
             self.tell("order_manager", BrokerOrderSeen(broker_orders.update_from_order(order),
-                                                       counted_in_positions=first_pass and order.symbol not in stale))
+                                                       counted_in_positions=counted))
             key = (order.client_order_id, filled, theirs)
             seen.add(key)
             if mine is None:

@@ -153,6 +153,8 @@ def update_from_order(order: Any, event: str | None = None) -> OrderUpdate:
         filled_avg_price=_f(order.filled_avg_price),
         ts_ns=time.time_ns(),
         order_class=enum_str(order.order_class),
+        order_type=enum_str(order.type or order.order_type),
+        stop_price=_f(order.stop_price),
     )
 
 

@@ -88,3 +88,20 @@ def uncovered_qty(position_qty: int, sell_orders: list[tuple[str, int]]) -> int:
     """
     covered = sum(remaining for kind, remaining in sell_orders if kind in STOP_TYPES)
     return max(0, position_qty - covered)
+
+
+def ledger_uncovered(position_qty: int, orders: list[OrderRecord]) -> int:
+    """Shares of a long ledger position that no sell stop in the ledger covers (0: protected).
+
+    `orders` are the symbol's open ledger orders, pending ones included: a
+    stop on its way (intent, submitted, outcome unknown) counts, so it is
+    never asked for twice. A bracket entry whose legs are not known yet
+    covers what it filled: its stop leg exists at the broker.
+    """
+    covered = 0
+    for o in orders:
+        if o.side == "sell" and o.order_type in STOP_TYPES:
+            covered += max(0, o.qty - o.filled_qty)
+        elif o.side == "buy" and o.order_class == "bracket" and not o.legs:
+            covered += o.filled_qty
+    return max(0, position_qty - covered)

@@ -41,6 +41,31 @@ def test_ordinary_calls_never_spend_the_reserve_emergency_ones_may():
     assert bucket.refused == 3 and bucket.taken == 6
 
 
+def test_protective_stops_may_spend_the_protection_reserve_entries_may_not():
+    """Three floors: entries stop at emergency + protection reserve, protective
+    stops at the emergency reserve, the kill switch at nothing."""
+    clock = FakeClock()
+    bucket = TokenBucket(60, reserve=2, capacity=7, clock=clock, protect_reserve=3)
+    assert [bucket.take() for _ in range(3)] == [True, True, False]  # 7 - 2 = 5 left: both reserves
+    assert not bucket.available(1) and bucket.available(1, protect=True)
+    assert bucket.wait_s() == pytest.approx(1.0) and bucket.wait_s(protect=True) == 0.0
+    assert [bucket.take(protect=True) for _ in range(4)] == [True, True, True, False]  # down to the emergency reserve
+    assert bucket.available(1, emergency=True) and not bucket.available(1, protect=True)
+    assert bucket.take(emergency=True) and bucket.take(emergency=True) and not bucket.take(emergency=True)
+    clock.t += 1.0
+    assert bucket.take(emergency=True) and not bucket.take(protect=True)
+    # A protective acquire waits for its own floor, not the entries' one.
+    clock.t += 3.0  # 3 tokens: the emergency reserve (2) plus one
+    assert bucket.acquire(0.0, sleep=clock.sleep, protect=True) and not bucket.acquire(0.0, sleep=clock.sleep)
+
+
+@pytest.mark.parametrize("kw", [{"rate_per_min": 10, "reserve": 2, "protect_reserve": 8},
+                                {"rate_per_min": 10, "protect_reserve": -1}])
+def test_bucket_rejects_a_bad_protection_reserve(kw):
+    with pytest.raises(ValueError, match="protect_reserve"):
+        TokenBucket(**kw)
+
+
 def test_acquire_waits_for_the_refill_up_to_its_limit():
     clock = FakeClock()
     bucket = TokenBucket(60, reserve=0, capacity=1, clock=clock)
@@ -182,6 +207,9 @@ def test_gap_pct_sign_and_bad_close():
     ("[reconciler]\ngap_high_pct = 6\n",
      "settings: reconciler.gap_high_pct = 6: must satisfy gap_moderate_pct < gap_high_pct < gap_extreme_pct"),
     ("[reconciler]\nfills_lookback_s = -1\n", "settings: reconciler.fills_lookback_s = -1: must be > 0"),
+    ("[orders]\nrate_limit_per_min = 40\nemergency_reserve = 20\nprotect_reserve = 20\n",
+     "settings: orders.protect_reserve = 20: must be < orders.rate_limit_per_min - orders.emergency_reserve (20)"),
+    ("[orders]\nprotect_reserve = -1\n", "settings: orders.protect_reserve = -1: must be >= 0"),
 ])
 def test_order_and_reconciler_settings_name_the_bad_value(tmp_path, text, expected):
     from stockade.ops.settings import SettingsError, load_settings

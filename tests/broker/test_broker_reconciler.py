@@ -209,3 +209,74 @@ def test_a_broker_snapshot_older_than_a_known_fill_is_not_adopted(venue, tmp_pat
         assert not [a for a in store.alerts.latest(50) if a.ts_ns >= started_ns and "vs broker 10" in a.text]
     finally:
         daemon._stop()
+
+
+def _venue_stops(venue, symbol: str) -> list:
+    """The venue's own records of sell stops in `symbol` (any status)."""
+    return venue.call(lambda: [o for o in venue.ctx.exchange.orders.values()
+                               if o.symbol == symbol and o.side == "sell" and o.type == "stop"])
+
+
+def _resting_buy_then_fill(venue, person, coid: str, qty: int, during: dict) -> int:
+    """A person's buy limit rests below the market; with `during` faults set,
+    a price drop fills it. Returns the venue's fill time (ns)."""
+    q = venue.call(lambda: venue.ctx.exchange.quotes["AAPL"])
+    _buy(person, coid, qty, limit=round(q.bid * 0.96, 2))
+    venue.set_faults(**during)
+    venue.call(lambda: venue.ctx.market.crash(5.0, ["AAPL"]))  # not under /v2: no fault applies
+    wait_for(lambda: _venue_filled(venue, coid), 15, 0.02, "the person's buy filled")
+    return venue.call(lambda: venue.ctx.exchange.get_order_by_client_id(coid).filled_at_ns)
+
+
+def test_a_fill_outside_the_brackets_gets_its_stop_at_once_through_429s(venue, tmp_path):
+    """The issue's 41 s: a share bought by hand waited for the next reconcile
+    pass, and two passes failed on 429s. The fill itself now asks for the
+    stop, retried with backoff through the 429s. Checked on the venue's own
+    records: the stop was created within the bound of the fill, long before
+    the next reconcile pass (30 s away) could have asked for it."""
+    bound_s = 60.0  # the smallest the settings allow with a 30 s pass
+    person = _person(venue)
+    wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
+    daemon = _daemon(venue, tmp_path / "data", orders={"retry_backoff_s": 0.05},
+                     reconciler={"interval_s": 30.0, "max_unprotected_s": bound_s, "protective_stop_pct": 10.0})
+    try:
+        store = daemon.svc.store
+        wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening")
+        # The first protective request meets a burst of 429s whole, then one request in two is refused.
+        attempts = daemon.svc.settings.orders.max_retries + 1
+        filled_ns = _resting_buy_then_fill(venue, person, "by-hand-bare", 7, {
+            "burst_429": attempts, "http_error_rate": 0.5, "http_error_status": 429, "seed": 3})
+        stops = wait_for(lambda: _venue_stops(venue, "AAPL"), 20, 0.02, "a protective stop at the venue")
+        venue.set_faults(http_error_rate=0.0, burst_429=0)
+        assert sum(o.qty for o in stops) == 7 and len(stops) == 1
+        assert stops[0].client_order_id.startswith("stk-protect-")
+        assert (stops[0].created_at_ns - filled_ns) / 1e9 <= bound_s
+        # The 429s did bite: the first request was refused before placing (not sent, not "unknown").
+        refused = [r for r in store.orders.values() if r.client_order_id.startswith("stk-protect-")
+                   and r.state == "canceled"]
+        assert refused and all("429" in r.last_error for r in refused)
+        assert not [a for a in store.alerts.latest(100) if a.key.startswith("order-unknown")]
+    finally:
+        daemon._stop()
+
+
+def test_shares_left_bare_past_the_bound_are_alerted_critical_then_protected(venue, tmp_path):
+    """Every request refused with 429 for longer than `max_unprotected_s`: a
+    CRITICAL `unprotected:AAPL`; once the broker takes requests again the stop rests."""
+    person = _person(venue)
+    wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
+    daemon = _daemon(venue, tmp_path / "data", orders={"retry_backoff_s": 0.05},
+                     reconciler={"interval_s": 1.0, "max_unprotected_s": 2.0, "protective_stop_pct": 10.0})
+    try:
+        store = daemon.svc.store
+        wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening")
+        _resting_buy_then_fill(venue, person, "by-hand-late", 3, {"http_error_rate": 1.0, "http_error_status": 429})
+        critical = wait_for(lambda: [a for a in store.alerts.latest(100) if a.key == "unprotected:AAPL"
+                                     and a.level == "CRITICAL"], 20, 0.05, "the CRITICAL alert")
+        assert "3 shares" in critical[0].text
+        assert not _venue_stops(venue, "AAPL")  # nothing could be placed
+        venue.set_faults(http_error_rate=0.0)
+        stops = wait_for(lambda: _venue_stops(venue, "AAPL"), 20, 0.05, "the stop, once requests go through")
+        assert sum(o.qty for o in stops) == 3
+    finally:
+        daemon._stop()
