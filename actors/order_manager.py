@@ -443,21 +443,24 @@ class OrderManager(StockadeActor):
 
     def resolve_pending(self) -> None:
         """Resolve every intent the broker may or may not have, by client_order_id."""
-        pending = [o for o in self.store.open_orders() if o.state in PENDING]
-        for record in pending:
-            try:
-                order = self.client.get_order_by_client_id(record.client_order_id)
-            except Exception as exc:
-                if broker_orders.is_not_found(exc):
-                    event = "abandon" if record.state == "intent" else "not_found"
-                    self._set_state(record, next_state(record.state, event), event,
-                                    "not at the broker after restart: abandoned, not resent")
-                    log.warning("intent %s never reached the broker; abandoned (not resent)", record.client_order_id)
-                else:
-                    log.warning("could not resolve %s now (%s); will retry", record.client_order_id, redact(exc))
-                continue
-            log.info("intent %s found at the broker after restart; adopted", record.client_order_id)
-            self._acknowledged(record, order)
+        for record in [o for o in self.store.open_orders() if o.state in PENDING]:
+            self._resolve(record)
+
+    def _resolve(self, record: OrderRecord) -> None:
+        """Look one pending record up: adopted if the broker has it, abandoned (never resent) if not."""
+        try:
+            order = self._client_for(record).get_order_by_client_id(record.client_order_id)
+        except Exception as exc:
+            if broker_orders.is_not_found(exc):
+                event = "abandon" if record.state == "intent" else "not_found"
+                self._set_state(record, next_state(record.state, event), event,
+                                "not at the broker after restart: abandoned, not resent")
+                log.warning("intent %s never reached the broker; abandoned (not resent)", record.client_order_id)
+            else:
+                log.warning("could not resolve %s now (%s); will retry", record.client_order_id, redact(exc))
+            return
+        log.info("intent %s found at the broker after restart; adopted", record.client_order_id)
+        self._acknowledged(record, order)
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
@@ -608,7 +611,7 @@ class OrderManager(StockadeActor):
             self._cover(symbol)
         now = time.monotonic()
         for symbol in self.watch.overdue(now):
-            bare = self._bare_qty(symbol)
+            bare = self._coverage(symbol)[1]
             log.error("%s: %d shares without a protective stop for %.1fs (bound %gs)", symbol, bare,
                       self.watch.bare_for(symbol, now), self.watch.bound_s)
             self.tell("alerter", Alert("CRITICAL", f"unprotected:{symbol}",
@@ -619,11 +622,19 @@ class OrderManager(StockadeActor):
 
     def _bare_qty(self, symbol: str) -> int:
         """Shares of the ledger's long position in `symbol` that no stop (resting or on its way) covers."""
+        return self._coverage(symbol)[0]
+
+    def _coverage(self, symbol: str) -> tuple[int, int, list[OrderRecord]]:
+        """(bare counting stops on their way, bare counting only acknowledged ones, the stops on their way)."""
         with self.store.read() as txn:
             position = self.store.positions.get(symbol, txn=txn)
             orders = [o for o in self.store.open_orders(txn=txn) if o.symbol == symbol]
         qty = position.qty if position else 0
-        return ledger_uncovered(qty, orders) if qty > 0 else 0
+        if qty <= 0:
+            return 0, 0, []
+        pending = [o for o in orders if o.state in PENDING and o.side == "sell" and o.order_type == "stop"]
+        acknowledged = [o for o in orders if o.state not in PENDING]
+        return ledger_uncovered(qty, orders), ledger_uncovered(qty, acknowledged), pending
 
     def _cover(self, symbol: str, price: float | None = None) -> None:
         """Request a protective stop for `symbol`'s bare shares now, or when its backoff says."""
@@ -631,14 +642,22 @@ class OrderManager(StockadeActor):
             self.last_price[symbol] = price
         if self._covering or not self.svc.first_reconcile.is_set():
             return  # the ledger is trusted once reconciled; one request at a time
-        bare = self._bare_qty(symbol)
+        bare, exposed, pending = self._coverage(symbol)
         now = time.monotonic()
-        if bare <= 0:
+        if exposed <= 0:
             self.watch.covered(symbol)
             return
+        # Bare, or covered only by stops whose outcome this instance does not
+        # know (left by a replaced instance, or in doubt): either way exposed.
         if not self.watch.due(symbol, now):
             return
         self.watch.requested(symbol, now)
+        if bare <= 0:
+            for record in pending:  # look them up (paced by the watch): adopted, or abandoned
+                self._resolve(record)
+            bare = self._bare_qty(symbol)
+            if bare <= 0:
+                return
         if self.svc.trading_state().state == "HALTED":
             # HALTED places no orders: the operator chooses (resume, or kill to go flat).
             self.tell("alerter", Alert("CRITICAL", f"unprotected:{symbol}",
