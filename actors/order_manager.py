@@ -27,8 +27,18 @@ are polled every `orders.poll_interval_s` instead. Fills are recorded once:
 each is keyed by (broker order id, cumulative filled qty), so the stream, a
 resync and a replay of either all name the same execution.
 
+Protection: a fill (or a sell order that ended) that leaves shares of a
+long position without a stop gets a protective stop at once, from the
+ledger's view (`storage.ledger.ledger_uncovered`; stops on their way count,
+so none is asked twice); refused requests are asked again on a backoff
+(`quant.protection.ProtectionWatch`, driven by a short tick that also
+catches anything else), and shares bare past `reconciler.max_unprotected_s`
+raise a CRITICAL `unprotected:SYMBOL`. The reconciler's protective requests
+from its broker snapshot pass the same ledger check here.
+
 Every REST call takes a token from the API key's shared budget
-(`broker.token_bucket`); ordinary orders never spend the emergency reserve.
+(`broker.token_bucket`); ordinary orders never spend the emergency reserve,
+and only protective stops spend the protection reserve above it.
 Retries (5xx, 429, timeouts, a spent local budget) wait an exponentially
 growing, fully jittered delay; any other 4xx is a definitive rejection,
 mapped to a reason (pdt, wash_trade, buying_power, insufficient_qty) and

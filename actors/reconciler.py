@@ -10,9 +10,11 @@ every difference is journaled and alerted. A snapshot never moves the
 ledger back in time: the OrderManager keeps a per-symbol fill sequence
 (`FillMark`), read before the broker is asked and again before anything is
 adopted; a symbol with a fill recorded in between is left alone this pass
-(no adoption, no protective stop from that snapshot). A long position without a stop
-gets a protective stop, re-requested until one rests, so no position is bare
-for longer than `max_unprotected_s`. At the first pass after the open, each
+(no adoption, no protective stop from that snapshot). A long position the
+snapshot shows without a stop gets a protective stop requested, re-requested
+until one rests: the backstop for shares the order path never heard of (the
+OrderManager protects what it hears of at once, and drops a request its
+ledger shows covered). At the first pass after the open, each
 held position's overnight gap is measured and classed (alerted from HIGH).
 The account, positions and clock go to the risk guard; an equity snapshot and
 the day's starting equity go to storage. The first successful pass releases

@@ -124,6 +124,39 @@ def test_limited_client_sends_nothing_once_the_budget_is_spent():
         venue.stop()
 
 
+def test_a_protective_client_is_sent_where_an_ordinary_one_is_refused():
+    """Against the real venue: with the bucket down to its reserves, a new
+    entry is refused locally (never sent) and a protective stop goes out."""
+    from stockade.broker.rest import make_trading_client
+    from stockade.venue.config import VenueConfig
+    from stockade.venue.server import start_venue
+
+    key, secret = "PKPROTECTTEST1", "protect-test-secret-01"
+    venue = start_venue(VenueConfig(api_key=key, api_secret=secret, symbols=("AAPL",)))
+    try:
+        bucket = TokenBucket(1, reserve=1, capacity=4, protect_reserve=2)  # 1 a minute: no refill to speak of
+        entries = limit_client(make_trading_client(key, secret, venue.base_url, timeout_s=5), bucket, 0.0)
+        stops = limit_client(make_trading_client(key, secret, venue.base_url, timeout_s=5), bucket, 0.0,
+                             protect=True)
+        entries.get_account()  # 4 -> 3: the reserves (1 + 2) are all that is left
+        entry = build_request(OrderIntent(intent_id="e1", symbol="AAPL", side="buy", qty=1, order_type="limit",
+                                          limit_price=1.0, take_profit=None, stop_loss=None, reason="t",
+                                          proposal_id="", quote_recv_ns=0), client_order_id("e1"))
+        with pytest.raises(BudgetSpent):
+            entries.submit_order(entry)
+        stop = build_request(OrderIntent(intent_id="p1", symbol="AAPL", side="buy", qty=1, order_type="stop",
+                                         limit_price=None, take_profit=None, stop_loss=None, reason="t",
+                                         proposal_id="", quote_recv_ns=0, stop_price=1e6), client_order_id("p1"))
+        stops.submit_order(stop)
+        stops.get_order_by_client_id("stk-p1")
+        with pytest.raises(BudgetSpent):  # the emergency reserve is not the protective stops' to spend
+            stops.get_account()
+        seen = venue.call(lambda: sorted(o.client_order_id for o in venue.ctx.exchange.orders.values()))
+        assert seen == ["stk-p1"]
+    finally:
+        venue.stop()
+
+
 @pytest.mark.parametrize(("code", "message", "reason"), [
     (40310100, "trade denied due to pattern day trading protection", "pdt"),
     (40310000, "Pattern day trader restriction", "pdt"),
