@@ -624,10 +624,13 @@ class OrderManager(StockadeActor):
             bare = self._coverage(symbol)[1]
             log.error("%s: %d shares without a protective stop for %.1fs (bound %gs)", symbol, bare,
                       self.watch.bare_for(symbol, now), self.watch.bound_s)
+            halted = self.svc.trading_state().state == "HALTED"
+            then = ("HALTED: resume to let stockade place a protective stop, or kill to go flat" if halted
+                    else "still trying")
             self.tell("alerter", Alert("CRITICAL", f"unprotected:{symbol}",
                                        f"{symbol}: {bare} shares without a protective stop for "
                                        f"{self.watch.bare_for(symbol, now):.0f}s, beyond "
-                                       f"reconciler.max_unprotected_s ({self.watch.bound_s:g}s); still trying",
+                                       f"reconciler.max_unprotected_s ({self.watch.bound_s:g}s); {then}",
                                        NAME, time.time_ns()))
 
     def _bare_qty(self, symbol: str) -> int:
@@ -669,10 +672,9 @@ class OrderManager(StockadeActor):
             if bare <= 0:
                 return
         if self.svc.trading_state().state == "HALTED":
-            # HALTED places no orders: the operator chooses (resume, or kill to go flat).
-            self.tell("alerter", Alert("CRITICAL", f"unprotected:{symbol}",
-                                       f"{symbol}: {bare} shares unprotected while HALTED; resume to let stockade "
-                                       "place a protective stop, or kill to go flat", NAME, time.time_ns()))
+            # HALTED places no orders: the operator chooses (resume, or kill to
+            # go flat). Said once the bound is passed (`protect_all`), not at
+            # once: a kill cancels the stops moments before it sells the shares.
             return
         position = self.store.positions.get(symbol)
         reference = self.last_price.get(symbol) or (position.avg_entry_price if position else 0.0)
