@@ -147,6 +147,9 @@ class OrderManager(StockadeActor):
 
     def _stream_reconnected(self) -> None:
         self.router.tell(NAME, Tick("resync"), "trade_stream")
+        # Our orders are re-synced by REST; orders placed by hand while the
+        # stream was down (and their fills) only a reconcile pass finds.
+        self.router.tell("reconciler", Tick("reconcile"), "trade_stream")
 
     # ---- intents ----------------------------------------------------------------
 

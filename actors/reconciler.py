@@ -1,6 +1,8 @@
 """Reconciler: keeps the ledger in agreement with the broker. The broker is the truth.
 
-At start and every `interval_s`: account, positions, open orders, recent
+At start, every `interval_s`, when the order manager's trade stream comes
+back (updates sent while it was down are lost), and on a backoff after a
+failed pass: account, positions, open orders, recent
 closed orders (their fills) and, when due, the clock from REST. Ledger
 positions that disagree are overwritten by the broker's; broker orders the
 ledger does not know (a person's orders from the broker's UI included), and
@@ -34,6 +36,7 @@ import msgspec
 from stockade.actors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker import orders as broker_orders
+from stockade.broker.backoff import Backoff
 from stockade.broker.liquidation import open_orders
 from stockade.broker.rest import redact
 from stockade.broker.token_bucket import limit_client
@@ -60,6 +63,7 @@ NAME = "reconciler"
 RETENTION_EVERY_S = 3600.0
 CLOCK_EVERY_S = 60.0  # the clock is re-read this often, and whenever it says open/close is due
 BUDGET_WAIT_S = 0.1  # longest wait for a REST token, per call (see broker.token_bucket)
+RETRY_BASE_S = 0.5  # first retry of a failed pass (doubling, full jitter, up to half the interval)
 
 
 class Reconciler(StockadeActor):
@@ -80,17 +84,34 @@ class Reconciler(StockadeActor):
         self.router.tell(self.name, Tick("reconcile"), self.name)
         self.every(self.cfg.interval_s, "reconcile")
         self.every(RETENTION_EVERY_S, "retention")
+        # A failed pass (429s, 5xx, a timeout) is tried again on a backoff,
+        # not a whole interval later: it is the backstop for shares the order
+        # path never heard of, within `max_unprotected_s`.
+        self.retry = Backoff(RETRY_BASE_S, max(RETRY_BASE_S, self.cfg.interval_s / 2))
+        self.retry_at: float | None = None
+        self.every(min(RETRY_BASE_S, self.cfg.interval_s), "retry")
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
+        now = time.monotonic()
         if tick.what == "reconcile":
-            self.reconcile()
+            self._pass()
+        elif tick.what == "retry":
+            if self.retry_at is not None and now >= self.retry_at:
+                self._pass()
         elif tick.what == "retention":
             # Alerts, decisions and equity snapshots are bounded (Retention's
             # defaults); the journal and the order ledger are never trimmed.
             trimmed = self.svc.store.apply_retention()
             if any(trimmed.values()):
                 log.info("retention: trimmed %s", trimmed)
+
+    def _pass(self) -> None:
+        if self.reconcile():
+            self.retry.reset()
+            self.retry_at = None
+        else:
+            self.retry_at = time.monotonic() + self.retry.next_delay()
 
     def reconcile(self) -> bool:
         # The ledger's fill marks before the first request: a symbol whose

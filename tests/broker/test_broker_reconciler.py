@@ -280,3 +280,30 @@ def test_shares_left_bare_past_the_bound_are_alerted_critical_then_protected(ven
         assert sum(o.qty for o in stops) == 3
     finally:
         daemon._stop()
+
+
+def test_a_stream_reconnect_or_a_failed_pass_brings_the_next_pass_forward(venue, tmp_path, caplog):
+    """The pass is the backstop for what the trade stream missed: it runs when
+    the stream comes back (orders placed by hand meanwhile are found at once),
+    and a pass that failed (429s) is tried again on a backoff, not a whole
+    interval (here 30 s) later."""
+    import logging
+
+    daemon = _daemon(venue, tmp_path / "data", reconciler={"interval_s": 30.0, "max_unprotected_s": 60.0})
+    try:
+        store = daemon.svc.store
+        wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening")
+        done = _passes(store)
+        venue.set_faults(drop_streams="trading")
+        wait_for(lambda: _passes(store) > done, 10, 0.05, "a pass after the stream came back")
+
+        wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening again")
+        done = _passes(store)
+        caplog.set_level(logging.WARNING, logger="stockade.actors.reconciler")
+        venue.set_faults(http_error_rate=1.0, http_error_status=429, drop_streams="trading")
+        wait_for(lambda: [r for r in caplog.records if "reconcile: broker unreachable" in r.getMessage()], 10, 0.05,
+                 "a pass refused with 429")
+        venue.set_faults(http_error_rate=0.0)
+        wait_for(lambda: _passes(store) > done, 10, 0.05, "the failed pass tried again")
+    finally:
+        daemon._stop()

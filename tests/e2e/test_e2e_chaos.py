@@ -189,7 +189,7 @@ def test_chaos_run_leaves_ledger_equal_to_venue_without_duplicates_or_bare_posit
         risk={"max_positions": 5, "max_position_pct": 50.0, "risk_per_trade_pct": 0.05,
               "max_orders_per_min": 1000, "circuit_breaker_failures": 1000},
         orders={"retry_backoff_s": 0.05},
-        reconciler={"interval_s": 3.0, "max_unprotected_s": MAX_UNPROTECTED_S},
+        reconciler={"interval_s": MAX_UNPROTECTED_S / 2, "max_unprotected_s": MAX_UNPROTECTED_S},
         # The slow stretch may get the reconciler and the order manager replaced
         # as hung (a blocking REST call outlives the heartbeat): room for that
         # here, so the run tests the order path, not the restart intensity.
