@@ -613,7 +613,10 @@ class OrderManager(StockadeActor):
         if fill is not None or (new_state != record.state and new_state in TERMINAL and record.side == "sell"):
             # A fill, or a sell order that ended (a stop cancelled, say): the
             # symbol's shares may be bare now. Protected at once, not at the next pass.
-            self._cover(record.symbol, fill.price if fill is not None else None)
+            # A stream fill says the broker's position after it: no need to ask.
+            told = (held, fill.position_qty) if (fill is not None and fill.position_qty is not None
+                                                 and source == "stream" and to_position) else None
+            self._cover(record.symbol, fill.price if fill is not None else None, told)
 
     # ---- protection: no long shares without a stop ------------------------------------
 
@@ -652,8 +655,11 @@ class OrderManager(StockadeActor):
         acknowledged = [o for o in orders if o.state not in PENDING]
         return ledger_uncovered(qty, orders), ledger_uncovered(qty, acknowledged), pending
 
-    def _cover(self, symbol: str, price: float | None = None) -> None:
-        """Request a protective stop for `symbol`'s bare shares now, or when its backoff says."""
+    def _cover(self, symbol: str, price: float | None = None, told: tuple[int, int] | None = None) -> None:
+        """Request a protective stop for `symbol`'s bare shares now, or when its backoff says.
+
+        `told`: (ledger qty, the broker's position) from the fill that calls
+        this; otherwise the broker is asked before a stop is placed."""
         if price:
             self.last_price[symbol] = price
         if self._covering or not self.svc.first_reconcile.is_set():
@@ -680,6 +686,15 @@ class OrderManager(StockadeActor):
             # once: a kill cancels the stops moments before it sells the shares.
             return
         position = self.store.positions.get(symbol)
+        held = position.qty if position else 0
+        broker = told[1] if told is not None and told[0] == held else self._broker_qty(symbol)
+        if broker is None:
+            return  # could not ask: the watch asks again on its backoff
+        # Never a stop for shares the broker no longer holds (a ledger ahead of
+        # it: shares sold where the stream could not see), which could open a short.
+        bare = max(0, min(bare, broker - (held - bare)))
+        if bare <= 0:
+            return
         reference = self.last_price.get(symbol) or (position.avg_entry_price if position else 0.0)
         if reference <= 0:
             return
@@ -696,6 +711,16 @@ class OrderManager(StockadeActor):
                 proposal_id="", quote_recv_ns=time.time_ns(), reduce_only=True, stop_price=stop))
         finally:
             self._covering = False
+
+    def _broker_qty(self, symbol: str) -> int | None:
+        """The broker's position in `symbol`, asked by REST (None: could not)."""
+        try:
+            return int(float(self.protect_client.get_open_position(symbol).qty))
+        except Exception as exc:
+            if broker_orders.is_not_found(exc):
+                return 0
+            log.warning("position of %s not read (%s); protective stop deferred", symbol, redact(exc))
+            return None
 
     def _client_for(self, record: OrderRecord) -> Any:
         return self.protect_client if _protective(record) else self.client

@@ -307,3 +307,40 @@ def test_a_stream_reconnect_or_a_failed_pass_brings_the_next_pass_forward(venue,
         wait_for(lambda: _passes(store) > done, 10, 0.05, "the failed pass tried again")
     finally:
         daemon._stop()
+
+
+def test_no_protective_stop_for_shares_sold_where_the_stream_could_not_see(venue, tmp_path):
+    """The ledger can be ahead of the broker: here the trade stream stalls while
+    a person cancels stockade's stop and sells the shares by hand. When the
+    stop's end comes in (a resync), the shares look bare in the ledger; a sell
+    stop for them could open a short at a broker that allows one. The broker's
+    position is asked first: nothing is placed."""
+    from alpaca.trading.enums import OrderSide, TimeInForce
+    from alpaca.trading.requests import MarketOrderRequest
+
+    person = _person(venue)
+    wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
+    daemon = _daemon(venue, tmp_path / "data", reconciler={"interval_s": 30.0, "max_unprotected_s": 60.0})
+    try:
+        store = daemon.svc.store
+        wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening")
+        _buy(person, "by-hand-gone", 10)
+        stop = wait_for(lambda: [o for o in _venue_stops(venue, "AAPL") if o.status in ("new", "accepted")], 15, 0.05,
+                        "stockade's protective stop")[0]
+        wait_for(lambda: (r := store.orders.get(stop.client_order_id)) and r.state == "accepted", 10, 0.05, "acked")
+        venue.set_faults(stream_silent=True)
+        person.cancel_order_by_id(stop.id)
+        person.submit_order(MarketOrderRequest(symbol="AAPL", qty=10, side=OrderSide.SELL,
+                                               time_in_force=TimeInForce.DAY, client_order_id="by-hand-sold"))
+        wait_for(lambda: _venue_filled(venue, "by-hand-sold"), 10, 0.05, "the person's sale filled")
+        assert store.positions.get("AAPL").qty == 10  # the ledger saw none of it
+        # The stream comes back: the order manager re-syncs its orders (the stop
+        # ended), the reconciler's pass finds the sale.
+        venue.set_faults(stream_silent=False, drop_streams="trading")
+        wait_for(lambda: store.orders.get(stop.client_order_id).state == "canceled", 15, 0.05, "the stop's end")
+        wait_for(lambda: store.positions.get("AAPL").qty == 0, 15, 0.05, "the sale in the ledger")
+        protects = [r.client_order_id for r in store.orders.values() if r.client_order_id.startswith("stk-protect-")]
+        assert set(protects) == {stop.client_order_id}, protects  # no second stop asked for
+        assert not [a for a in store.alerts.latest(100) if a.key.startswith("order-rejected")]
+    finally:
+        daemon._stop()
