@@ -31,7 +31,7 @@ from stockade.actors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker.liquidation import LiquidationReport, liquidate
 from stockade.broker.rest import redact
-from stockade.broker.token_bucket import limit_client, shared_bucket
+from stockade.broker.token_bucket import limit_client
 from stockade.codecs.messages import Alert, Flatten, Kill
 from stockade.codecs.records import KillRequested
 
@@ -48,9 +48,7 @@ def halt_for_kill(svc: Services, reason: str, requested_by: str) -> None:
 
 def liquidation_client(svc: Services) -> object:
     """A fresh trading client on the key's shared REST budget, as its emergency spender."""
-    orders = svc.settings.orders
-    bucket = shared_bucket(svc.broker.key, orders.rate_limit_per_min, orders.emergency_reserve)
-    return limit_client(svc.broker.trading_client(), bucket, max_wait_s=0.0, emergency=True)
+    return limit_client(svc.broker.trading_client(), svc.rest_bucket(), max_wait_s=0.0, emergency=True)
 
 
 def emergency_liquidation(svc: Services, reason: str, requested_by: str, client: object | None = None,

@@ -11,8 +11,11 @@ Exactly-once, in the face of crashes and timeouts:
 1. the intent is journaled durably (state "intent") BEFORE the broker sees it;
 2. its `client_order_id` is derived from the intent id, so any resend is the
    same order to the broker (a duplicate id is refused, then looked up);
-3. an ambiguous failure (timeout, 5xx, 429) is resolved by looking the order
-   up by client_order_id before anything is resent;
+3. an ambiguous failure (timeout, 5xx, a lost response) is resolved by
+   looking the order up by client_order_id before anything is resent; a 429
+   is not ambiguous: the broker refused before doing anything, so it is
+   resent as it is, and after `max_retries` the intent is abandoned as "not
+   sent" (WARNING `order-not-sent`), never reported as an unknown outcome;
 4. on (re)start every unacknowledged intent is resolved against the broker:
    found -> adopted; not found -> abandoned, never resent (its prices are
    stale and the strategy will decide again).
@@ -24,8 +27,18 @@ are polled every `orders.poll_interval_s` instead. Fills are recorded once:
 each is keyed by (broker order id, cumulative filled qty), so the stream, a
 resync and a replay of either all name the same execution.
 
+Protection: a fill (or a sell order that ended) that leaves shares of a
+long position without a stop gets a protective stop at once, from the
+ledger's view (`storage.ledger.ledger_uncovered`; stops on their way count,
+so none is asked twice); refused requests are asked again on a backoff
+(`quant.protection.ProtectionWatch`, driven by a short tick that also
+catches anything else), and shares bare past `reconciler.max_unprotected_s`
+raise a CRITICAL `unprotected:SYMBOL`. The reconciler's protective requests
+from its broker snapshot pass the same ledger check here.
+
 Every REST call takes a token from the API key's shared budget
-(`broker.token_bucket`); ordinary orders never spend the emergency reserve.
+(`broker.token_bucket`); ordinary orders never spend the emergency reserve,
+and only protective stops spend the protection reserve above it.
 Retries (5xx, 429, timeouts, a spent local budget) wait an exponentially
 growing, fully jittered delay; any other 4xx is a definitive rejection,
 mapped to a reason (wash_trade, buying_power, insufficient_qty) and
@@ -37,15 +50,18 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from datetime import datetime, timezone
 from typing import Any
+
+import msgspec
 
 from stockade.actors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker import orders as broker_orders
 from stockade.broker.backoff import Backoff
 from stockade.broker.rest import redact
-from stockade.broker.token_bucket import BudgetSpent, limit_client, shared_bucket
+from stockade.broker.token_bucket import BudgetSpent, limit_client
 from stockade.broker.trade_stream import TradeUpdatesStream
 from stockade.codecs.messages import (
     Alert,
@@ -57,6 +73,7 @@ from stockade.codecs.messages import (
     Tick,
 )
 from stockade.codecs.records import (
+    FillMark,
     FillRecord,
     FillRecorded,
     IntentJournaled,
@@ -66,8 +83,10 @@ from stockade.codecs.records import (
     OrderSubmitFailed,
     OrderSubmitted,
 )
-from stockade.storage.ledger import apply_fill, fill_increment
-from stockade.storage.order_states import EVENTS, PENDING, InvalidTransition, next_state
+from stockade.quant.brackets import round_price
+from stockade.quant.protection import ProtectionWatch
+from stockade.storage.ledger import apply_fill, fill_increment, ledger_uncovered
+from stockade.storage.order_states import EVENTS, PENDING, TERMINAL, InvalidTransition, next_state
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +95,10 @@ MAX_RETRY_SLEEP_S = 1.0
 # Longest a REST call waits for a token of the shared budget: a handler must
 # stay well under the heartbeat timeout.
 BUDGET_WAIT_S = 0.1
+# How often the ledger's long positions are checked for shares without a stop
+# (a fill checks its own symbol at once; this catches everything else and
+# drives the retries of a stop the broker refused).
+PROTECT_CHECK_S = 0.5
 
 
 class OrderManager(StockadeActor):
@@ -86,9 +109,16 @@ class OrderManager(StockadeActor):
         s = self.svc.settings
         self.settings = s.orders
         self.store = self.svc.store
-        self.bucket = shared_bucket(self.svc.broker.key, s.orders.rate_limit_per_min, s.orders.emergency_reserve)
+        self.bucket = self.svc.rest_bucket()
         self.client = limit_client(self.svc.broker.trading_client(), self.bucket, BUDGET_WAIT_S)
+        # Protective stops (and their look-ups) may spend the protection reserve: new entries wait, they do not.
+        self.protect_client = limit_client(self.svc.broker.trading_client(), self.bucket, BUDGET_WAIT_S, protect=True)
         self.rng = random.Random()
+        rc = s.reconciler
+        base = max(0.2, s.orders.retry_backoff_s)
+        self.watch = ProtectionWatch(rc.max_unprotected_s, base, max(base, rc.max_unprotected_s / 4), rng=self.rng)
+        self.last_price: dict[str, float] = {}  # symbol -> newest fill price (the protective stop's reference)
+        self._covering = False
         self.resolve_pending()
         self.stream = TradeUpdatesStream(
             self.svc.broker.endpoints.trading_stream_url,
@@ -102,6 +132,7 @@ class OrderManager(StockadeActor):
         # and the poll covers a down stream.
         self.every(max(5.0, s.reconciler.interval_s), "resync")
         self.every(s.orders.poll_interval_s, "poll")
+        self.every(PROTECT_CHECK_S, "protect")
 
     def teardown(self) -> None:
         stream = getattr(self, "stream", None)
@@ -116,6 +147,9 @@ class OrderManager(StockadeActor):
 
     def _stream_reconnected(self) -> None:
         self.router.tell(NAME, Tick("resync"), "trade_stream")
+        # Our orders are re-synced by REST; orders placed by hand while the
+        # stream was down (and their fills) only a reconcile pass finds.
+        self.router.tell("reconciler", Tick("reconcile"), "trade_stream")
 
     # ---- intents ----------------------------------------------------------------
 
@@ -129,8 +163,18 @@ class OrderManager(StockadeActor):
         if state == "HALTED" or (state == "REDUCING" and not intent.reduce_only):
             self._refuse(intent, coid, f"trading state is {state}")
             return
-        if not self.bucket.available(1):
-            self._refuse(intent, coid, "REST budget spent (token bucket at its emergency reserve)")
+        protective = _protective(intent)
+        if protective:
+            # Asked from a broker snapshot (the reconciler) or a fill: whatever
+            # the ledger's stops already cover, or a stop on its way, is not asked twice.
+            bare = self._bare_qty(intent.symbol)
+            if bare <= 0:
+                log.info("protective stop for %s not sent: the ledger's stops cover the position", intent.symbol)
+                return
+            if bare < intent.qty:
+                intent = msgspec.structs.replace(intent, qty=bare)
+        if not self.bucket.available(1, protect=protective):
+            self._refuse(intent, coid, "REST budget spent (token bucket at its reserve)")
             return
         now = time.time_ns()
         record = OrderRecord(
@@ -179,6 +223,7 @@ class OrderManager(StockadeActor):
         base = self.settings.retry_backoff_s
         backoff = Backoff(base, max(base, MAX_RETRY_SLEEP_S), rng=self.rng) if base > 0 else None
         in_doubt = False  # an earlier attempt may have placed it: look before sending again
+        maybe_sent = False  # some attempt's body may have been processed (timeout, 5xx, lost response)
         for attempt in range(1, attempts + 1):
             if not self.is_current():
                 return  # replaced while we were blocked: the new instance resolves it
@@ -196,6 +241,7 @@ class OrderManager(StockadeActor):
             if outcome == "done":
                 return
             in_doubt = outcome == "in_doubt"
+            maybe_sent = maybe_sent or outcome != "not_sent"
             log.warning("submit %s attempt %d/%d failed: %s", record.client_order_id, attempt, attempts, last_error)
             self._journal_event(
                 OrderSubmitFailed(
@@ -207,6 +253,11 @@ class OrderManager(StockadeActor):
                 # Full jitter, capped well under the heartbeat timeout: a long
                 # sleep here would look like a hang to the supervisor.
                 time.sleep(backoff.next_delay())
+        if not maybe_sent:
+            # Every attempt was refused before the broker did anything (429, or
+            # the local budget): the outcome is known, nothing was placed.
+            self._not_sent(record, intent, attempts, last_error)
+            return
         # Out of attempts with the outcome unknown: the resync resolves it.
         self._set_state(record, "unknown", "submit_unknown", last_error)
         self.tell("alerter", Alert("CRITICAL", f"order-unknown:{record.symbol}",
@@ -214,28 +265,41 @@ class OrderManager(StockadeActor):
                                    f"outcome unknown after {attempts} attempts: {last_error}",
                                    NAME, time.time_ns()))
 
+    def _not_sent(self, record: OrderRecord, intent: OrderIntent, attempts: int, error: str) -> None:
+        """The rule for an order the broker never took: abandoned after its
+        retries, never resent later (its prices are stale; the strategy, or the
+        protection of the position, decides again)."""
+        reason = f"not sent: refused before placing on all {attempts} attempts ({error})"
+        self._set_state(record, "canceled", "abandon", reason)
+        self.tell("alerter", Alert("WARNING", f"order-not-sent:{record.symbol}",
+                                   f"order {record.client_order_id} ({record.side} {record.qty} {record.symbol}) "
+                                   f"{reason}; abandoned", NAME, time.time_ns()))
+        self._refuse(intent, record.client_order_id, reason)
+
     def _send(self, record: OrderRecord, request: Any, attempt: int) -> tuple[str, str]:
         """One submit: ("done", "") when the broker has it or refused it for
-        good, ("retry", error) when it surely has not, ("in_doubt", error) when
-        it may have it and the look-up could not tell."""
+        good, ("not_sent", error) when it was refused before anything happened
+        (429, the local budget), ("retry", error) when an ambiguous attempt was
+        looked up and is not at the broker, ("in_doubt", error) when it may
+        have it and the look-up could not tell."""
         from alpaca.common.exceptions import APIError
 
         self._journal_event(OrderSubmitted(ts_ns=time.time_ns(), client_order_id=record.client_order_id,
                                            attempt=attempt))
         try:
-            order = self.client.submit_order(request)
+            order = self._client_for(record).submit_order(request)
         except BudgetSpent as exc:
-            return "retry", str(exc)  # not sent: nothing to look up
+            return "not_sent", str(exc)  # not sent: nothing to look up
         except APIError as exc:
             code, status = broker_orders.api_error_code(exc), broker_orders.api_status(exc)
             error = f"HTTP {status} code {code}: {redact(exc)}"
             duplicate = code == broker_orders.DUPLICATE_CLIENT_ORDER_ID
+            if broker_orders.is_not_taken(status) and not duplicate:
+                return "not_sent", error  # refused before anything happened
             if not duplicate and not broker_orders.is_retryable(status):
                 reason = broker_orders.rejection_reason(code, broker_orders.api_message(exc))
                 self._rejected(record, error, attempt, reason)
                 return "done", ""
-            if status == 429 and not duplicate:
-                return "retry", error  # refused before anything happened
             # A duplicate id: an earlier attempt did reach the broker. 5xx:
             # maybe placed, maybe not. Either way, look before resending.
             found = self._find(record, "" if duplicate else error)
@@ -311,7 +375,7 @@ class OrderManager(StockadeActor):
         """Look `record` up by client id: "found" (and adopted), "absent" (the
         broker says so), or "unknown" (the look-up failed)."""
         try:
-            order = self.client.get_order_by_client_id(record.client_order_id)
+            order = self._client_for(record).get_order_by_client_id(record.client_order_id)
         except Exception as exc:
             if broker_orders.is_not_found(exc):
                 return "absent"
@@ -365,6 +429,10 @@ class OrderManager(StockadeActor):
             return
         except APIError as exc:
             status = broker_orders.api_status(exc)
+            if broker_orders.is_not_taken(status):
+                # Refused before anything happened: the old stop stands; the next pass asks again.
+                self._set_state(record, "canceled", "abandon", f"not sent: {redact(exc)}")
+                return
             if not broker_orders.is_retryable(status):
                 # Typically the stop filled or was cancelled meanwhile: the old one stands.
                 self._set_state(record, "rejected", "submit_rejected", f"replace refused: {redact(exc)}")
@@ -385,26 +453,31 @@ class OrderManager(StockadeActor):
 
     def resolve_pending(self) -> None:
         """Resolve every intent the broker may or may not have, by client_order_id."""
-        pending = [o for o in self.store.open_orders() if o.state in PENDING]
-        for record in pending:
-            try:
-                order = self.client.get_order_by_client_id(record.client_order_id)
-            except Exception as exc:
-                if broker_orders.is_not_found(exc):
-                    event = "abandon" if record.state == "intent" else "not_found"
-                    self._set_state(record, next_state(record.state, event), event,
-                                    "not at the broker after restart: abandoned, not resent")
-                    log.warning("intent %s never reached the broker; abandoned (not resent)", record.client_order_id)
-                else:
-                    log.warning("could not resolve %s now (%s); will retry", record.client_order_id, redact(exc))
-                continue
-            log.info("intent %s found at the broker after restart; adopted", record.client_order_id)
-            self._acknowledged(record, order)
+        for record in [o for o in self.store.open_orders() if o.state in PENDING]:
+            self._resolve(record)
+
+    def _resolve(self, record: OrderRecord) -> None:
+        """Look one pending record up: adopted if the broker has it, abandoned (never resent) if not."""
+        try:
+            order = self._client_for(record).get_order_by_client_id(record.client_order_id)
+        except Exception as exc:
+            if broker_orders.is_not_found(exc):
+                event = "abandon" if record.state == "intent" else "not_found"
+                self._set_state(record, next_state(record.state, event), event,
+                                "not at the broker after restart: abandoned, not resent")
+                log.warning("intent %s never reached the broker; abandoned (not resent)", record.client_order_id)
+            else:
+                log.warning("could not resolve %s now (%s); will retry", record.client_order_id, redact(exc))
+            return
+        log.info("intent %s found at the broker after restart; adopted", record.client_order_id)
+        self._acknowledged(record, order)
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
         if tick.what == "resync":
             self.resync()
+        elif tick.what == "protect":
+            self.protect_all()
         elif tick.what == "poll" and not self.stream_up():
             # The polling fallback: the stream is down, so fills would only be
             # seen at the next resync. Each poll is one list call (budgeted).
@@ -454,10 +527,13 @@ class OrderManager(StockadeActor):
         now = time.time_ns()
         adopted = record is None
         if record is None:
+            # The broker's type matters: a stop placed by hand protects its shares.
+            kind = update.order_type if update.order_type in _ORDER_TYPES else "market"
             record = OrderRecord(
                 client_order_id=update.client_order_id, intent_id="", symbol=update.symbol, side=update.side,
-                qty=int(update.qty), order_type="market", state="accepted", broker_order_id=update.broker_order_id,
-                created_ns=now, updated_ns=now, reason=f"adopted from {source}",
+                qty=int(update.qty), order_type=kind, stop_price=update.stop_price, state="accepted",
+                broker_order_id=update.broker_order_id, created_ns=now, updated_ns=now,
+                reason=f"adopted from {source}", order_class=_order_class(update.order_class),
             )
             log.info("adopting broker order %s (%s %s)", update.client_order_id, update.side, update.symbol)
         event = _event_of(update)
@@ -505,6 +581,10 @@ class OrderManager(StockadeActor):
             if not self.store.fills.has(fill.exec_id, txn=txn):
                 self.store.fills.put(fill.exec_id, fill, txn=txn)
                 self.store.journal.append(FillRecorded(ts_ns=now, fill=fill), txn=txn)
+                # The watermark the reconciler checks its broker snapshots against.
+                mark = self.store.fill_marks.get(record.symbol, txn=txn)
+                self.store.fill_marks.put(record.symbol, FillMark(symbol=record.symbol,
+                                                                  seq=(mark.seq if mark else 0) + 1, ts_ns=now), txn=txn)
                 if to_position:
                     position = apply_fill(position, record.symbol, record.side, fill.qty, fill.price, now)
                     self.store.positions.put(record.symbol, position, txn=txn)
@@ -527,6 +607,120 @@ class OrderManager(StockadeActor):
                               proposal_id=record.proposal_id)
             self.tell("risk_guard", out)
             self.tell("ensemble_voter", out)
+        if fill is not None or (new_state != record.state and new_state in TERMINAL and record.side == "sell"):
+            # A fill, or a sell order that ended (a stop cancelled, say): the
+            # symbol's shares may be bare now. Protected at once, not at the next pass.
+            # A stream fill says the broker's position after it: no need to ask.
+            told = (held, fill.position_qty) if (fill is not None and fill.position_qty is not None
+                                                 and source == "stream" and to_position) else None
+            self._cover(record.symbol, fill.price if fill is not None else None, told)
+
+    # ---- protection: no long shares without a stop ------------------------------------
+
+    def protect_all(self) -> None:
+        """Check every long ledger position (and every symbol still bare) for shares without a stop."""
+        symbols = {p.symbol for p in self.store.positions.values() if p.qty > 0} | set(self.watch.symbols())
+        for symbol in sorted(symbols):
+            self._cover(symbol)
+        now = time.monotonic()
+        for symbol in self.watch.overdue(now):
+            bare = self._coverage(symbol)[1]
+            log.error("%s: %d shares without a protective stop for %.1fs (bound %gs)", symbol, bare,
+                      self.watch.bare_for(symbol, now), self.watch.bound_s)
+            halted = self.svc.trading_state().state == "HALTED"
+            then = ("HALTED: resume to let stockade place a protective stop, or kill to go flat" if halted
+                    else "still trying")
+            self.tell("alerter", Alert("CRITICAL", f"unprotected:{symbol}",
+                                       f"{symbol}: {bare} shares without a protective stop for "
+                                       f"{self.watch.bare_for(symbol, now):.0f}s, beyond "
+                                       f"reconciler.max_unprotected_s ({self.watch.bound_s:g}s); {then}",
+                                       NAME, time.time_ns()))
+
+    def _bare_qty(self, symbol: str) -> int:
+        """Shares of the ledger's long position in `symbol` that no stop (resting or on its way) covers."""
+        return self._coverage(symbol)[0]
+
+    def _coverage(self, symbol: str) -> tuple[int, int, list[OrderRecord]]:
+        """(bare counting stops on their way, bare counting only acknowledged ones, the stops on their way)."""
+        with self.store.read() as txn:
+            position = self.store.positions.get(symbol, txn=txn)
+            orders = [o for o in self.store.open_orders(txn=txn) if o.symbol == symbol]
+        qty = position.qty if position else 0
+        if qty <= 0:
+            return 0, 0, []
+        pending = [o for o in orders if o.state in PENDING and o.side == "sell" and o.order_type == "stop"]
+        acknowledged = [o for o in orders if o.state not in PENDING]
+        return ledger_uncovered(qty, orders), ledger_uncovered(qty, acknowledged), pending
+
+    def _cover(self, symbol: str, price: float | None = None, told: tuple[int, int] | None = None) -> None:
+        """Request a protective stop for `symbol`'s bare shares now, or when its backoff says.
+
+        `told`: (ledger qty, the broker's position) from the fill that calls
+        this; otherwise the broker is asked before a stop is placed."""
+        if price:
+            self.last_price[symbol] = price
+        if self._covering or not self.svc.first_reconcile.is_set():
+            return  # the ledger is trusted once reconciled; one request at a time
+        bare, exposed, pending = self._coverage(symbol)
+        now = time.monotonic()
+        if exposed <= 0:
+            self.watch.covered(symbol)
+            return
+        # Bare, or covered only by stops whose outcome this instance does not
+        # know (left by a replaced instance, or in doubt): either way exposed.
+        if not self.watch.due(symbol, now):
+            return
+        self.watch.requested(symbol, now)
+        if bare <= 0:
+            for record in pending:  # look them up (paced by the watch): adopted, or abandoned
+                self._resolve(record)
+            bare = self._bare_qty(symbol)
+            if bare <= 0:
+                return
+        if self.svc.trading_state().state == "HALTED":
+            # HALTED places no orders: the operator chooses (resume, or kill to
+            # go flat). Said once the bound is passed (`protect_all`), not at
+            # once: a kill cancels the stops moments before it sells the shares.
+            return
+        position = self.store.positions.get(symbol)
+        held = position.qty if position else 0
+        broker = told[1] if told is not None and told[0] == held else self._broker_qty(symbol)
+        if broker is None:
+            return  # could not ask: the watch asks again on its backoff
+        # Never a stop for shares the broker no longer holds (a ledger ahead of
+        # it: shares sold where the stream could not see), which could open a short.
+        bare = max(0, min(bare, broker - (held - bare)))
+        if bare <= 0:
+            return
+        reference = self.last_price.get(symbol) or (position.avg_entry_price if position else 0.0)
+        if reference <= 0:
+            return
+        stop = round_price(reference * (1.0 - self.svc.settings.reconciler.protective_stop_pct / 100.0), "down")
+        log.warning("%s: %d shares without a stop; placing a protective stop at %.2f", symbol, bare, stop)
+        self.tell("alerter", Alert("WARNING", f"unprotected:{symbol}",
+                                   f"{symbol}: {bare} shares unprotected; protective stop at {stop}", NAME,
+                                   time.time_ns()))
+        self._covering = True
+        try:
+            self.on_intent(OrderIntent(
+                intent_id=f"protect-{uuid.uuid4().hex}", symbol=symbol, side="sell", qty=bare, order_type="stop",
+                limit_price=None, take_profit=None, stop_loss=None, reason="protective stop for bare shares",
+                proposal_id="", quote_recv_ns=time.time_ns(), reduce_only=True, stop_price=stop))
+        finally:
+            self._covering = False
+
+    def _broker_qty(self, symbol: str) -> int | None:
+        """The broker's position in `symbol`, asked by REST (None: could not)."""
+        try:
+            return int(float(self.protect_client.get_open_position(symbol).qty))
+        except Exception as exc:
+            if broker_orders.is_not_found(exc):
+                return 0
+            log.warning("position of %s not read (%s); protective stop deferred", symbol, redact(exc))
+            return None
+
+    def _client_for(self, record: OrderRecord) -> Any:
+        return self.protect_client if _protective(record) else self.client
 
     # ---- helpers ----------------------------------------------------------------
 
@@ -551,6 +745,18 @@ class OrderManager(StockadeActor):
         self.store.journal.append(event, durable=False)
 
 
+_ORDER_TYPES = ("market", "limit", "stop", "stop_limit", "trailing_stop")
+
+
+def _order_class(value: str) -> Any:
+    return value if value in ("simple", "bracket", "oco", "oto") else "simple"
+
+
+def _protective(order: OrderIntent | OrderRecord) -> bool:
+    """A sell stop that only reduces: a protective stop (paid from the protection reserve)."""
+    return order.reduce_only and order.side == "sell" and order.order_type == "stop"
+
+
 def _event_of(update: OrderUpdate) -> str:
     """The state-machine event for a trade update or a REST status."""
     if update.event == "fill" or update.status == "filled":
@@ -564,6 +770,4 @@ def _event_of(update: OrderUpdate) -> str:
 
 
 def _replace(record: OrderRecord, **changes: Any) -> OrderRecord:
-    import msgspec
-
     return msgspec.structs.replace(record, **changes)

@@ -1,14 +1,22 @@
 """Reconciler: keeps the ledger in agreement with the broker. The broker is the truth.
 
-At start and every `interval_s`: account, positions, open orders, recent
+At start, every `interval_s`, when the order manager's trade stream comes
+back (updates sent while it was down are lost), and on a backoff after a
+failed pass: account, positions, open orders, recent
 closed orders (their fills) and, when due, the clock from REST. Ledger
 positions that disagree are overwritten by the broker's; broker orders the
 ledger does not know (a person's orders from the broker's UI included), and
 orders whose fills or end the ledger missed, go to the OrderManager as
 updates (it alone writes orders and fills, so each fill is recorded once);
-every difference is journaled and alerted. A long position without a stop
-gets a protective stop, re-requested until one rests, so no position is bare
-for longer than `max_unprotected_s`. At the first pass after the open, each
+every difference is journaled and alerted. A snapshot never moves the
+ledger back in time: the OrderManager keeps a per-symbol fill sequence
+(`FillMark`), read before the broker is asked and again before anything is
+adopted; a symbol with a fill recorded in between is left alone this pass
+(no adoption, no protective stop from that snapshot). A long position the
+snapshot shows without a stop gets a protective stop requested, re-requested
+until one rests: the backstop for shares the order path never heard of (the
+OrderManager protects what it hears of at once, and drops a request its
+ledger shows covered). At the first pass after the open, each
 held position's overnight gap is measured and classed (alerted from HIGH).
 The account, positions and clock go to the risk guard; an equity snapshot and
 the day's starting equity go to storage. The first successful pass releases
@@ -28,9 +36,10 @@ import msgspec
 from stockade.actors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker import orders as broker_orders
+from stockade.broker.backoff import Backoff
 from stockade.broker.liquidation import open_orders
 from stockade.broker.rest import redact
-from stockade.broker.token_bucket import limit_client, shared_bucket
+from stockade.broker.token_bucket import limit_client
 from stockade.codecs.messages import (
     AccountSnapshot,
     Alert,
@@ -45,7 +54,7 @@ from stockade.codecs.records import DayCounters, EquitySnapshot, PositionRecord,
 from stockade.quant.brackets import round_price
 from stockade.quant.gap_risk import gap_class, gap_pct
 from stockade.quant.market_hours import exchange_date
-from stockade.storage.ledger import disagreements_to_adopt, uncovered_qty
+from stockade.storage.ledger import disagreements_to_adopt, snapshot_stale, uncovered_qty
 from stockade.storage.order_states import PENDING, state_from_broker_status
 
 log = logging.getLogger(__name__)
@@ -54,15 +63,14 @@ NAME = "reconciler"
 RETENTION_EVERY_S = 3600.0
 CLOCK_EVERY_S = 60.0  # the clock is re-read this often, and whenever it says open/close is due
 BUDGET_WAIT_S = 0.1  # longest wait for a REST token, per call (see broker.token_bucket)
+RETRY_BASE_S = 0.5  # first retry of a failed pass (doubling, full jitter, up to half the interval)
 
 
 class Reconciler(StockadeActor):
     def setup(self) -> None:
         self.svc: Services = self.ctx.extra("services")
         self.cfg = self.svc.settings.reconciler
-        orders_cfg = self.svc.settings.orders
-        bucket = shared_bucket(self.svc.broker.key, orders_cfg.rate_limit_per_min, orders_cfg.emergency_reserve)
-        self.client = limit_client(self.svc.broker.trading_client(), bucket, BUDGET_WAIT_S)
+        self.client = limit_client(self.svc.broker.trading_client(), self.svc.rest_bucket(), BUDGET_WAIT_S)
         self.protect_requested: dict[str, float] = {}
         self.suspects: dict[str, tuple[int, int]] = {}  # symbol -> (ledger, broker) seen last pass
         self.order_suspects: set[tuple[str, int, str]] = set()  # (coid, broker filled, state) seen last pass
@@ -76,11 +84,21 @@ class Reconciler(StockadeActor):
         self.router.tell(self.name, Tick("reconcile"), self.name)
         self.every(self.cfg.interval_s, "reconcile")
         self.every(RETENTION_EVERY_S, "retention")
+        # A failed pass (429s, 5xx, a timeout) is tried again on a backoff,
+        # not a whole interval later: it is the backstop for shares the order
+        # path never heard of, within `max_unprotected_s`.
+        self.retry = Backoff(RETRY_BASE_S, max(RETRY_BASE_S, self.cfg.interval_s / 2))
+        self.retry_at: float | None = None
+        self.every(min(RETRY_BASE_S, self.cfg.interval_s), "retry")
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
+        now = time.monotonic()
         if tick.what == "reconcile":
-            self.reconcile()
+            self._pass()
+        elif tick.what == "retry":
+            if self.retry_at is not None and now >= self.retry_at:
+                self._pass()
         elif tick.what == "retention":
             # Alerts, decisions and equity snapshots are bounded (Retention's
             # defaults); the journal and the order ledger are never trimmed.
@@ -88,20 +106,42 @@ class Reconciler(StockadeActor):
             if any(trimmed.values()):
                 log.info("retention: trimmed %s", trimmed)
 
+    def _pass(self) -> None:
+        if self.reconcile():
+            self.retry.reset()
+            self.retry_at = None
+        else:
+            self.retry_at = time.monotonic() + self.retry.next_delay()
+
     def reconcile(self) -> bool:
+        # The ledger's fill marks before the first request: a symbol whose
+        # mark moves while we wait for the broker has a fill newer than the
+        # snapshot may show, so the snapshot is not adopted for it.
+        marks = self.svc.store.fill_seqs()
         try:
-            account = self.client.get_account()
-            positions = self.client.get_all_positions()
+            # Orders before positions: a fill between the two reads makes the
+            # positions smaller, never the stops fewer than the shares.
             orders = open_orders(self.client)
+            positions = self.client.get_all_positions()
+            account = self.client.get_account()
             recent = self._recent_closed()
             clock = self._clock()
         except Exception as exc:
             log.warning("reconcile: broker unreachable: %s", redact(exc))
             return False
         now = time.time_ns()
-        mismatches = self._positions(positions, now) + self._orders(orders, recent)
-        self._protect(positions, orders)
-        self._trail(positions, orders)
+        # Adopt at once only on the daemon's first pass, before any trading; a
+        # restarted reconciler waits for a difference to show twice.
+        first_pass = not self.svc.first_reconcile.is_set()
+        position_mismatches, stale = self._positions(positions, now, marks, first_pass)
+        mismatches = position_mismatches + self._orders(orders, recent, first_pass, stale)
+        stale |= snapshot_stale(marks, self.svc.store.fill_seqs())  # fills recorded up to now
+        if stale:
+            log.info("reconcile: fills of %s recorded while the broker answered; its snapshot of them is not used",
+                     ",".join(sorted(stale)))
+        fresh = [p for p in positions if p.symbol not in stale]
+        self._protect(fresh, orders)
+        self._trail(fresh, orders)
         if clock.is_open and not self.was_open:
             self._gaps(positions)
         self.was_open = bool(clock.is_open)
@@ -133,16 +173,21 @@ class Reconciler(StockadeActor):
             self.svc.first_reconcile.set()
         return True
 
-    def _positions(self, positions: list[Any], now: int) -> list[str]:
-        """Adopt the broker's positions where they persistently disagree; one line each."""
+    def _positions(self, positions: list[Any], now: int, marks: dict[str, int],
+                   first_pass: bool) -> tuple[list[str], set[str]]:
+        """Adopt the broker's positions where they persistently disagree; one line each.
+
+        Returns the mismatch lines and the symbols whose snapshot is stale
+        (a fill recorded since `marks` were read): those are left alone.
+        """
         store = self.svc.store
         broker = {p.symbol: p for p in positions}
         theirs = {s: int(float(p.qty)) for s, p in broker.items()}
-        ledger = {p.symbol: p for p in store.positions.values()}
+        with store.read() as txn:
+            ledger = {p.symbol: p for p in store.positions.values(txn=txn)}
+            stale = snapshot_stale(marks, store.fill_seqs(txn=txn))
         adopt, self.suspects = disagreements_to_adopt(
-            {s: p.qty for s, p in ledger.items()}, theirs, self.suspects, first_pass=self.passes == 0)
-        mismatches = [f"{s}: ledger {ledger[s].qty if s in ledger else 0} vs broker {theirs.get(s, 0)}"
-                      for s in adopt]
+            {s: p.qty for s, p in ledger.items()}, theirs, self.suspects, first_pass=first_pass, stale=stale)
         writes: dict[str, PositionRecord | None] = {}  # None: delete
         for symbol in adopt:
             p, mine = broker.get(symbol), ledger.get(symbol)
@@ -151,20 +196,29 @@ class Reconciler(StockadeActor):
                 protective_stop_order_id=mine.protective_stop_order_id if mine else None)
         for symbol, mine in ledger.items():
             p = broker.get(symbol)
-            if p is not None and mine.qty == theirs[symbol] and abs(mine.avg_entry_price - float(p.avg_entry_price)) > 1e-6:
+            if (p is not None and symbol not in stale and mine.qty == theirs[symbol]
+                    and abs(mine.avg_entry_price - float(p.avg_entry_price)) > 1e-6):
                 # Same quantity: the broker's average price is the truth.
                 writes[symbol] = msgspec.structs.replace(mine, avg_entry_price=float(p.avg_entry_price), updated_ns=now)
+        late: set[str] = set()
         if writes:  # most passes agree: no write transaction at all
 
             def write(txn: Any) -> None:
+                # A fill may have landed since the read above: never write over it.
+                late.clear()
+                late.update(snapshot_stale(marks, store.fill_seqs(txn=txn)) & set(writes))
                 for symbol, record in writes.items():
+                    if symbol in late:
+                        continue
                     if record is None:
                         store.positions.delete(symbol, txn=txn)
                     else:
                         store.positions.put(symbol, record, txn=txn)
 
             store.transact(write, durable=True)
-        return mismatches
+        mismatches = [f"{s}: ledger {ledger[s].qty if s in ledger else 0} vs broker {theirs.get(s, 0)}"
+                      for s in adopt if s not in late]
+        return mismatches, stale | late
 
     def _clock(self) -> Any:
         """The market clock, re-read every CLOCK_EVERY_S or when an open/close is due."""
@@ -186,7 +240,7 @@ class Reconciler(StockadeActor):
         return list(self.client.get_orders(GetOrdersRequest(status=QueryOrderStatus.CLOSED, after=since, limit=500,
                                                             nested=False)))
 
-    def _orders(self, orders: list[Any], recent: list[Any]) -> list[str]:
+    def _orders(self, orders: list[Any], recent: list[Any], first_pass: bool, stale_symbols: set[str]) -> list[str]:
         """Hand the OM every broker order the ledger lacks or is behind on; one line per difference.
 
         The OM is the only writer of orders and fills, so it records the fills
@@ -206,9 +260,10 @@ class Reconciler(StockadeActor):
             if mine is not None and mine.state in PENDING:
                 continue  # the OM is resolving it by client_order_id right now
             # On the first pass the broker's positions were just adopted whole:
-            # they already hold these fills.
+            # they already hold these fills (unless that symbol's snapshot was stale).
+            counted = first_pass and order.symbol not in stale_symbols
             self.tell("order_manager", BrokerOrderSeen(broker_orders.update_from_order(order),
-                                                       counted_in_positions=self.passes == 0))
+                                                       counted_in_positions=counted))
             key = (order.client_order_id, filled, theirs)
             seen.add(key)
             if mine is None:

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from stockade.broker.rest import BrokerEndpoints, make_data_client, make_trading_client, redact
+from stockade.broker.token_bucket import TokenBucket, shared_bucket
 from stockade.codecs.messages import TradingState
 from stockade.codecs.records import TradingStateRecord, TradingStateSet
 from stockade.ops.settings import Settings
@@ -52,6 +53,11 @@ class Services:
     started_ns: int = dataclasses.field(default_factory=time.time_ns)
     # Counters actors publish for `status` (replaced whole, never mutated in place).
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def rest_bucket(self) -> TokenBucket:
+        """The API key's shared REST budget (`broker.token_bucket`), with its reserves from settings."""
+        o = self.settings.orders
+        return shared_bucket(self.broker.key, o.rate_limit_per_min, o.emergency_reserve, o.protect_reserve)
 
     def trading_state(self, txn: Any = None) -> TradingStateRecord:
         """The persisted trading state (ACTIVE on a fresh data dir); inside `txn` if given."""

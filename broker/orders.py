@@ -154,6 +154,8 @@ def update_from_order(order: Any, event: str | None = None) -> OrderUpdate:
         filled_avg_price=_f(order.filled_avg_price),
         ts_ns=time.time_ns(),
         order_class=enum_str(order.order_class),
+        order_type=enum_str(order.type or order.order_type),
+        stop_price=_f(order.stop_price),
     )
 
 
@@ -190,6 +192,12 @@ def is_retryable(status: int | None) -> bool:
     """A failure worth retrying: refused before doing anything (429) or the
     server's fault (5xx). Any other 4xx is a definitive no."""
     return status is None or status == 429 or status >= 500
+
+
+def is_not_taken(status: int | None) -> bool:
+    """The broker refused the request before acting on it: a 429 (rate limit)
+    means the order was not placed, so the outcome is known, not in doubt."""
+    return status == 429
 
 
 def is_not_found(exc: BaseException) -> bool:

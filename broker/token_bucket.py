@@ -1,14 +1,19 @@
-"""The REST budget: a token bucket with a reserve kept for the emergency stop.
+"""The REST budget: a token bucket with reserves kept for protection and for the emergency stop.
 
 Alpaca allows 200 trading REST requests a minute per key; stockade spends at
 most `orders.rate_limit_per_min` of it (80% by default). Every trading call
 of the order manager and the reconciler (submits, look-ups, replaces,
 resyncs, polls, reconcile reads) takes a token from one bucket per API key
-in the process. Ordinary calls may not take the last
-`reserve` tokens: those stay for the EmergencyStop, whose requests are
-never held back (its client is `limit_client(..., emergency=True)`: counted,
-never refused), so a busy strategy can never leave a liquidation without
-budget, and the others see what a liquidation spent.
+in the process. Three tiers, each with a floor it may not take the bucket
+below:
+- ordinary calls (new entries, reads, replaces) leave the last
+  `reserve + protect_reserve` tokens;
+- protective stops (`protect=True`: a position's shares without a stop) may
+  spend the `protect_reserve` too, so a busy strategy cannot delay them;
+- the EmergencyStop's requests are never held back (its client is
+  `limit_client(..., emergency=True)`: counted, never refused), so a busy
+  strategy can never leave a liquidation without budget, and the others see
+  what a liquidation spent.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ class BudgetSpent(RuntimeError):
 
 
 class TokenBucket:
-    """`rate_per_min` tokens a minute, at most `capacity`; `reserve` kept for emergencies. Thread-safe."""
+    """`rate_per_min` tokens a minute, at most `capacity`; `reserve` kept for emergencies and
+    `protect_reserve` above it for protective stops. Thread-safe."""
 
     def __init__(
         self,
@@ -33,6 +39,7 @@ class TokenBucket:
         reserve: int = 0,
         capacity: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        protect_reserve: int = 0,
     ) -> None:
         if rate_per_min <= 0:
             raise ValueError(f"rate_per_min must be > 0, got {rate_per_min!r}")
@@ -40,7 +47,10 @@ class TokenBucket:
         self.capacity = float(capacity if capacity is not None else rate_per_min)
         if not 0 <= reserve < self.capacity:
             raise ValueError(f"reserve must be in [0, capacity), got {reserve!r}")
+        if not 0 <= protect_reserve < self.capacity - reserve:
+            raise ValueError(f"protect_reserve must be in [0, capacity - reserve), got {protect_reserve!r}")
         self.reserve = reserve
+        self.protect_reserve = protect_reserve
         self._clock = clock
         self._lock = threading.Lock()
         self._tokens = self.capacity
@@ -54,23 +64,27 @@ class TokenBucket:
         self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate_per_s)
         self._last = now
 
+    def _floor(self, emergency: bool, protect: bool) -> float:
+        if emergency:
+            return 0.0
+        return float(self.reserve if protect else self.reserve + self.protect_reserve)
+
     @property
     def tokens(self) -> float:
         with self._lock:
             self._refill()
             return self._tokens
 
-    def available(self, n: int = 1, emergency: bool = False) -> bool:
+    def available(self, n: int = 1, emergency: bool = False, protect: bool = False) -> bool:
         """Whether `n` tokens could be taken now (nothing is taken)."""
-        floor = 0.0 if emergency else float(self.reserve)
-        return self.tokens - n >= floor
+        return self.tokens - n >= self._floor(emergency, protect)
 
-    def take(self, emergency: bool = False) -> bool:
-        """Spend one token; ordinary requests may not dip into the reserve."""
+    def take(self, emergency: bool = False, protect: bool = False) -> bool:
+        """Spend one token; ordinary requests may not dip into either reserve, protective ones
+        not into the emergency reserve."""
         with self._lock:
             self._refill()
-            floor = 0.0 if emergency else float(self.reserve)
-            if self._tokens - 1.0 >= floor:
+            if self._tokens - 1.0 >= self._floor(emergency, protect):
                 self._tokens -= 1.0
                 self.taken += 1
                 return True
@@ -89,40 +103,40 @@ class TokenBucket:
             self.overdrawn += 1
             return False
 
-    def wait_s(self, emergency: bool = False) -> float:
-        """Seconds until `take(emergency)` could succeed (0 if it can now)."""
+    def wait_s(self, emergency: bool = False, protect: bool = False) -> float:
+        """Seconds until `take(emergency, protect)` could succeed (0 if it can now)."""
         with self._lock:
             self._refill()
-            floor = 0.0 if emergency else float(self.reserve)
-            short = floor + 1.0 - self._tokens
+            short = self._floor(emergency, protect) + 1.0 - self._tokens
             return max(0.0, short / self.rate_per_s)
 
-    def acquire(self, max_wait_s: float, sleep: Callable[[float], None] = time.sleep) -> bool:
-        """Take an ordinary token, waiting up to `max_wait_s` for the refill; False if none came."""
+    def acquire(self, max_wait_s: float, sleep: Callable[[float], None] = time.sleep, protect: bool = False) -> bool:
+        """Take a token (ordinary, or `protect`), waiting up to `max_wait_s` for the refill; False if none came."""
         deadline = self._clock() + max_wait_s
-        while not self.take():
-            delay = self.wait_s()
+        while not self.take(protect=protect):
+            delay = self.wait_s(protect=protect)
             if self._clock() + delay > deadline:
                 return False
             sleep(delay)
         return True
 
 
-_shared: dict[tuple[str, float, int], TokenBucket] = {}
+_shared: dict[tuple[str, float, int, int], TokenBucket] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_bucket(api_key: str, rate_per_min: float, reserve: int) -> TokenBucket:
+def shared_bucket(api_key: str, rate_per_min: float, reserve: int, protect_reserve: int = 0) -> TokenBucket:
     """The one bucket of an API key (Alpaca's budget is per key) in this process:
     every ordinary trading client of that key draws from it."""
     with _shared_lock:
-        key = (api_key, float(rate_per_min), int(reserve))
+        key = (api_key, float(rate_per_min), int(reserve), int(protect_reserve))
         if key not in _shared:
-            _shared[key] = TokenBucket(rate_per_min, reserve=reserve)
+            _shared[key] = TokenBucket(rate_per_min, reserve=reserve, protect_reserve=protect_reserve)
         return _shared[key]
 
 
-def limit_client(client: Any, bucket: TokenBucket, max_wait_s: float, emergency: bool = False) -> Any:
+def limit_client(client: Any, bucket: TokenBucket, max_wait_s: float, emergency: bool = False,
+                 protect: bool = False) -> Any:
     """Make every HTTP request of an alpaca-py client take a token first.
 
     A request that finds no token within `max_wait_s` raises `BudgetSpent`
@@ -132,6 +146,9 @@ def limit_client(client: Any, bucket: TokenBucket, max_wait_s: float, emergency:
     reason (it sleeps a second between them, in the caller's thread): a 429
     reaches the caller, whose retry policy (jittered backoff, or the next
     pass) takes over.
+
+    `protect=True` (the order manager's client for protective stops): its
+    requests may spend the protection reserve, which ordinary ones leave.
 
     `emergency=True` (the EmergencyStop's client): each request takes a token
     where there is one, the reserve included, and is never held back or
@@ -149,9 +166,10 @@ def limit_client(client: Any, bucket: TokenBucket, max_wait_s: float, emergency:
         fence.check("rest", method)  # a replaced actor spends no budget either
         if emergency:
             bucket.take_emergency()
-        elif not bucket.acquire(max_wait_s):
+        elif not bucket.acquire(max_wait_s, protect=protect):
             raise BudgetSpent(f"local REST budget spent ({bucket.rate_per_s * 60:.0f}/min, "
-                              f"{bucket.reserve} in reserve): {method} not sent")
+                              f"{bucket.reserve + (0 if protect else bucket.protect_reserve)} in reserve): "
+                              f"{method} not sent")
         return inner(method, url, *args, **kwargs)
 
     session.request = request

@@ -495,6 +495,9 @@ class _WireOrder(msgspec.Struct):
     filled_avg_price: _Number = None
     order_class: Union[str, None] = ""
     updated_at: Union[str, None] = None
+    type: Union[str, None] = None
+    order_type: Union[str, None] = None
+    stop_price: _Number = None
 
 
 class _WireTradeUpdate(msgspec.Struct):
@@ -557,6 +560,8 @@ def _order_update(data: msgspec.Raw) -> OrderUpdate:
         position_qty=_num(w.position_qty, "position_qty"),
         price=_num(w.price, "price"),
         fill_qty=_num(w.qty, "fill qty"),
+        order_type=o.type or o.order_type or "",
+        stop_price=_num(o.stop_price, "stop_price"),
     )
 
 

@@ -201,6 +201,8 @@ class OrderUpdate(Message, frozen=True):
     price: float | None = None  # price of this fill, for fill events
     fill_qty: float | None = None  # qty of this fill, for fill events
     proposal_id: str = ""  # the proposal behind our order ("" for legs and adopted orders)
+    order_type: str = ""  # the broker's order type ("stop", "limit", ...), "" when not told
+    stop_price: float | None = None
     # Why the broker rejected it (event "rejected"): wash_trade, buying_power,
     # insufficient_qty or other (stockade.broker.orders.REJECTION_REASONS); "" otherwise.
     reason: str = ""

@@ -109,6 +109,20 @@ class PositionRecord(Record, frozen=True, kw_only=True):
     protective_stop_order_id: str | None = None
 
 
+class FillMark(Record, frozen=True, kw_only=True):
+    """The newest fill the ledger recorded in one symbol (key: symbol).
+
+    Written by the OrderManager in the fill's own transaction. `seq` counts
+    the symbol's recorded fills: a reader that noted a lower `seq` before it
+    asked the broker knows the broker's answer may predate a fill the ledger
+    already holds, and must not adopt it (the ledger never goes back in time).
+    """
+
+    symbol: str
+    seq: int
+    ts_ns: int  # when the newest fill was recorded (our clock)
+
+
 class TradingStateRecord(Record, frozen=True, kw_only=True):
     """The trading state; it survives restarts (key "trading")."""
 

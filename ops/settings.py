@@ -192,6 +192,7 @@ def _risk_with_profile(raw_risk: Mapping[str, Any], merged_risk: dict[str, Any])
 class OrdersSettings(_Section):
     rate_limit_per_min: int = 160
     emergency_reserve: int = 20
+    protect_reserve: int = 10
     max_retries: int = 3
     retry_backoff_s: float = 0.5
     request_timeout_s: float = 10.0
@@ -672,6 +673,10 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     c.at_least("orders.emergency_reserve", o.emergency_reserve, 0)
     if o.emergency_reserve >= o.rate_limit_per_min:
         c.fail("orders.emergency_reserve", f"must be < orders.rate_limit_per_min ({o.rate_limit_per_min})")
+    c.at_least("orders.protect_reserve", o.protect_reserve, 0)
+    if o.emergency_reserve + o.protect_reserve >= o.rate_limit_per_min:
+        c.fail("orders.protect_reserve", f"must be < orders.rate_limit_per_min - orders.emergency_reserve "
+                                         f"({o.rate_limit_per_min - o.emergency_reserve})")
     c.at_least("orders.max_retries", o.max_retries, 0)
     c.non_negative("orders.retry_backoff_s", o.retry_backoff_s)
     c.positive("orders.request_timeout_s", o.request_timeout_s)
@@ -683,7 +688,8 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     c.positive("reconciler.interval_s", rc.interval_s)
     c.pct("reconciler.protective_stop_pct", rc.protective_stop_pct)
     if not rc.max_unprotected_s >= 2 * rc.interval_s:
-        # A pass finds the bare position, the next one checks its stop rests.
+        # The order path protects what it hears of at once; for shares it never
+        # heard of (a missed fill) a pass finds them bare, the next checks the stop rests.
         c.fail("reconciler.max_unprotected_s", f"must be >= 2 x reconciler.interval_s ({rc.interval_s:g})")
     c.positive("reconciler.gap_moderate_pct", rc.gap_moderate_pct)
     if not rc.gap_moderate_pct < rc.gap_high_pct < rc.gap_extreme_pct:

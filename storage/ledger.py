@@ -44,25 +44,36 @@ def fill_increment(record: OrderRecord, filled_qty: int, filled_avg_price: float
 
 
 def disagreements_to_adopt(
-    ledger: dict[str, int], broker: dict[str, int], suspects: dict[str, tuple[int, int]], first_pass: bool
+    ledger: dict[str, int], broker: dict[str, int], suspects: dict[str, tuple[int, int]], first_pass: bool,
+    stale: frozenset[str] | set[str] = frozenset(),
 ) -> tuple[list[str], dict[str, tuple[int, int]]]:
     """Which symbols' broker quantity to adopt now, and what to re-check next pass.
 
     A fill races a broker snapshot (either side may count it first), so a
     disagreement is adopted only when the next pass sees the very same one,
-    or at once on the first pass after start, before any trading.
+    or at once on the first pass after start, before any trading. A `stale`
+    symbol (the ledger recorded a fill of it after the snapshot was asked
+    for, see `snapshot_stale`) is neither adopted nor remembered: the
+    snapshot may predate that fill.
     """
     adopt: list[str] = []
     again: dict[str, tuple[int, int]] = {}
     for symbol in sorted(set(ledger) | set(broker)):
         pair = (ledger.get(symbol, 0), broker.get(symbol, 0))
-        if pair[0] == pair[1]:
+        if pair[0] == pair[1] or symbol in stale:
             continue
         if first_pass or suspects.get(symbol) == pair:
             adopt.append(symbol)
         else:
             again[symbol] = pair
     return adopt, again
+
+
+def snapshot_stale(before: dict[str, int], after: dict[str, int]) -> set[str]:
+    """Symbols with a fill recorded between `before` (fill sequences read just
+    before the broker was asked) and `after` (read when its answer is used):
+    for them the answer may be older than the ledger."""
+    return {symbol for symbol in set(before) | set(after) if after.get(symbol, 0) != before.get(symbol, 0)}
 
 
 STOP_TYPES = frozenset(("stop", "stop_limit", "trailing_stop"))
@@ -76,4 +87,21 @@ def uncovered_qty(position_qty: int, sell_orders: list[tuple[str, int]]) -> int:
     they arm when the entry completes. A take-profit limit is not protection.
     """
     covered = sum(remaining for kind, remaining in sell_orders if kind in STOP_TYPES)
+    return max(0, position_qty - covered)
+
+
+def ledger_uncovered(position_qty: int, orders: list[OrderRecord]) -> int:
+    """Shares of a long ledger position that no sell stop in the ledger covers (0: protected).
+
+    `orders` are the symbol's open ledger orders, pending ones included: a
+    stop on its way (intent, submitted, outcome unknown) counts, so it is
+    never asked for twice. A bracket entry whose legs are not known yet
+    covers what it filled: its stop leg exists at the broker.
+    """
+    covered = 0
+    for o in orders:
+        if o.side == "sell" and o.order_type in STOP_TYPES:
+            covered += max(0, o.qty - o.filled_qty)
+        elif o.side == "buy" and o.order_class == "bracket" and not o.legs:
+            covered += o.filled_qty
     return max(0, position_qty - covered)

@@ -24,6 +24,7 @@ from stockade.codecs.records import (
     DayCounters,
     DecisionRecord,
     EquitySnapshot,
+    FillMark,
     FillRecord,
     OrderRecord,
     PositionRecord,
@@ -68,6 +69,8 @@ class Store:
         self.orders: Table[OrderRecord] = Table(env, "orders", OrderRecord)  # by client_order_id
         self.fills: Table[FillRecord] = Table(env, "fills", FillRecord)  # by broker exec id
         self.positions: Table[PositionRecord] = Table(env, "positions", PositionRecord)  # by symbol
+        # The newest fill per symbol (a sequence), so a broker snapshot older than it is never adopted.
+        self.fill_marks: Table[FillMark] = Table(env, "fill_marks", FillMark)  # by symbol
         self.state: Table[TradingStateRecord] = Table(env, "state", TradingStateRecord)  # key "trading"
         self.counters: Table[DayCounters] = Table(env, "counters", DayCounters)  # by date YYYY-MM-DD
         self.alerts: TimeSeries[AlertRecord] = TimeSeries(env, "alerts", AlertRecord)
@@ -145,6 +148,10 @@ class Store:
     def open_orders(self, *, txn: lmdb.Transaction | None = None) -> Iterator[OrderRecord]:
         """Orders that may be working at the broker (from the index: O(open), not O(all))."""
         return self.open_index.values(txn=txn)
+
+    def fill_seqs(self, *, txn: lmdb.Transaction | None = None) -> dict[str, int]:
+        """Each symbol's fill sequence (see `FillMark`); a symbol never filled is absent (0)."""
+        return {symbol: mark.seq for symbol, mark in self.fill_marks.items(txn=txn)}
 
     def add_alert(self, record: AlertRecord, *, durable: bool = False) -> None:
         """Append an alert to the history and bump its counts, in one transaction."""

@@ -127,8 +127,9 @@ def test_faulty_venue_no_duplicates_fills_once_ledger_equals_venue(daemon):
     assert sum(f.qty for f in store.fills.values()) > 0
     # Every position rests on stops covering all its shares (brackets' stop legs,
     # the reconciler's protective stops for the plain buys), as the venue sees it.
-    # A stop request the faults made fail is asked again after half the bound, so
-    # allow two bounds here; the bound itself is held in test_e2e_chaos.
+    # A stop request the faults made fail is asked again on a backoff (and by the
+    # reconciler's next pass), so allow two bounds here; the bound itself is held
+    # in test_e2e_chaos and test_broker_reconciler.
     from stockade.venue.server import exposure
 
     bare = lambda: {s: e for s, e in daemon.venue.call(lambda: exposure(daemon.venue.ctx)).items()  # noqa: E731
@@ -233,3 +234,26 @@ def test_fills_are_polled_while_the_trade_stream_is_down(tmp_path):
         daemon._stop()
         venue.stop()
         dead.close()
+
+
+def test_a_submit_refused_with_429_is_not_sent_not_unknown(daemon):
+    """A 429 means the broker did not take the order: after its retries the
+    intent is abandoned as "not sent" (WARNING), never a CRITICAL
+    `order-unknown`, and the venue has nothing under its id."""
+    wait_for(lambda: daemon.svc.first_reconcile.is_set(), 30, 0.05, "first reconcile")
+    wait_for(lambda: _quote(daemon, "AAPL"), 30, 0.05, "quotes")
+    store = daemon.svc.store
+    attempts = daemon.svc.settings.orders.max_retries + 1
+    # Every attempt meets a 429 (other callers may take some of the burst too).
+    daemon.venue.set_faults(burst_429=attempts * 10)
+    daemon.tree.router.tell("order_manager", OrderIntent(
+        intent_id="r429", symbol="AAPL", side="buy", qty=2, order_type="market", limit_price=None,
+        take_profit=None, stop_loss=None, reason="test", proposal_id="", quote_recv_ns=time.time_ns()), "test")
+    alert = wait_for(lambda: [a for a in store.alerts.latest(50) if a.key.split(":", 1)[0]
+                              in ("order-not-sent", "order-unknown")], 30, 0.05, "the submit's outcome alerted")
+    daemon.venue.set_faults(burst_429=0)
+    assert [(a.key, a.level) for a in alert] == [("order-not-sent:AAPL", "WARNING")]
+    record = store.orders.get("stk-r429")
+    assert record.state == "canceled" and record.filled_qty == 0, record
+    assert "429" in record.last_error and record.attempts == attempts
+    assert "stk-r429" not in {c for c, _, _ in _venue_orders(daemon)}

@@ -8,6 +8,7 @@ from stockade.broker.orders import (
     REJECTION_REASONS,
     build_request,
     client_order_id,
+    is_not_taken,
     is_retryable,
     rejection_reason,
     replacement_id,
@@ -38,6 +39,31 @@ def test_ordinary_calls_never_spend_the_reserve_emergency_ones_may():
     clock.t += 4.0  # 1 token a second
     assert bucket.take(emergency=True) and not bucket.take()
     assert bucket.refused == 3 and bucket.taken == 6
+
+
+def test_protective_stops_may_spend_the_protection_reserve_entries_may_not():
+    """Three floors: entries stop at emergency + protection reserve, protective
+    stops at the emergency reserve, the kill switch at nothing."""
+    clock = FakeClock()
+    bucket = TokenBucket(60, reserve=2, capacity=7, clock=clock, protect_reserve=3)
+    assert [bucket.take() for _ in range(3)] == [True, True, False]  # 7 - 2 = 5 left: both reserves
+    assert not bucket.available(1) and bucket.available(1, protect=True)
+    assert bucket.wait_s() == pytest.approx(1.0) and bucket.wait_s(protect=True) == 0.0
+    assert [bucket.take(protect=True) for _ in range(4)] == [True, True, True, False]  # down to the emergency reserve
+    assert bucket.available(1, emergency=True) and not bucket.available(1, protect=True)
+    assert bucket.take(emergency=True) and bucket.take(emergency=True) and not bucket.take(emergency=True)
+    clock.t += 1.0
+    assert bucket.take(emergency=True) and not bucket.take(protect=True)
+    # A protective acquire waits for its own floor, not the entries' one.
+    clock.t += 3.0  # 3 tokens: the emergency reserve (2) plus one
+    assert bucket.acquire(0.0, sleep=clock.sleep, protect=True) and not bucket.acquire(0.0, sleep=clock.sleep)
+
+
+@pytest.mark.parametrize("kw", [{"rate_per_min": 10, "reserve": 2, "protect_reserve": 8},
+                                {"rate_per_min": 10, "protect_reserve": -1}])
+def test_bucket_rejects_a_bad_protection_reserve(kw):
+    with pytest.raises(ValueError, match="protect_reserve"):
+        TokenBucket(**kw)
 
 
 def test_acquire_waits_for_the_refill_up_to_its_limit():
@@ -98,6 +124,39 @@ def test_limited_client_sends_nothing_once_the_budget_is_spent():
         venue.stop()
 
 
+def test_a_protective_client_is_sent_where_an_ordinary_one_is_refused():
+    """Against the real venue: with the bucket down to its reserves, a new
+    entry is refused locally (never sent) and a protective stop goes out."""
+    from stockade.broker.rest import make_trading_client
+    from stockade.venue.config import VenueConfig
+    from stockade.venue.server import start_venue
+
+    key, secret = "PKPROTECTTEST1", "protect-test-secret-01"
+    venue = start_venue(VenueConfig(api_key=key, api_secret=secret, symbols=("AAPL",)))
+    try:
+        bucket = TokenBucket(1, reserve=1, capacity=4, protect_reserve=2)  # 1 a minute: no refill to speak of
+        entries = limit_client(make_trading_client(key, secret, venue.base_url, timeout_s=5), bucket, 0.0)
+        stops = limit_client(make_trading_client(key, secret, venue.base_url, timeout_s=5), bucket, 0.0,
+                             protect=True)
+        entries.get_account()  # 4 -> 3: the reserves (1 + 2) are all that is left
+        entry = build_request(OrderIntent(intent_id="e1", symbol="AAPL", side="buy", qty=1, order_type="limit",
+                                          limit_price=1.0, take_profit=None, stop_loss=None, reason="t",
+                                          proposal_id="", quote_recv_ns=0), client_order_id("e1"))
+        with pytest.raises(BudgetSpent):
+            entries.submit_order(entry)
+        stop = build_request(OrderIntent(intent_id="p1", symbol="AAPL", side="buy", qty=1, order_type="stop",
+                                         limit_price=None, take_profit=None, stop_loss=None, reason="t",
+                                         proposal_id="", quote_recv_ns=0, stop_price=1e6), client_order_id("p1"))
+        stops.submit_order(stop)
+        stops.get_order_by_client_id("stk-p1")
+        with pytest.raises(BudgetSpent):  # the emergency reserve is not the protective stops' to spend
+            stops.get_account()
+        seen = venue.call(lambda: sorted(o.client_order_id for o in venue.ctx.exchange.orders.values()))
+        assert seen == ["stk-p1"]
+    finally:
+        venue.stop()
+
+
 @pytest.mark.parametrize(("code", "message", "reason"), [
     # Alpaca no longer refuses day trades (FINRA retired the PDT rule): an old code is just "other"
     (40310100, "trade denied due to pattern day trading protection", "other"),
@@ -140,6 +199,8 @@ def test_real_venue_rejection_is_read_back_as_its_reason():
 def test_retryable_statuses():
     assert is_retryable(None) and is_retryable(429) and is_retryable(500) and is_retryable(503)
     assert not any(is_retryable(s) for s in (400, 403, 404, 422))
+    # Of the retryable ones only a 429 says the broker did not take the request.
+    assert is_not_taken(429) and not any(is_not_taken(s) for s in (None, 500, 502, 503, 504, 403))
 
 
 def test_replacement_ids_are_deterministic_and_short():
@@ -179,6 +240,9 @@ def test_gap_pct_sign_and_bad_close():
     ("[reconciler]\ngap_high_pct = 6\n",
      "settings: reconciler.gap_high_pct = 6: must satisfy gap_moderate_pct < gap_high_pct < gap_extreme_pct"),
     ("[reconciler]\nfills_lookback_s = -1\n", "settings: reconciler.fills_lookback_s = -1: must be > 0"),
+    ("[orders]\nrate_limit_per_min = 40\nemergency_reserve = 20\nprotect_reserve = 20\n",
+     "settings: orders.protect_reserve = 20: must be < orders.rate_limit_per_min - orders.emergency_reserve (20)"),
+    ("[orders]\nprotect_reserve = -1\n", "settings: orders.protect_reserve = -1: must be >= 0"),
 ])
 def test_order_and_reconciler_settings_name_the_bad_value(tmp_path, text, expected):
     from stockade.ops.settings import SettingsError, load_settings

@@ -4,6 +4,7 @@ position gets a stop within the bound; the open's gap is measured."""
 
 from __future__ import annotations
 
+import threading
 import time
 from argparse import Namespace
 from collections import defaultdict
@@ -28,7 +29,8 @@ def venue():
         handle.stop()
 
 
-def _daemon(venue, data_dir, **sections):
+def _daemon(venue, data_dir, created=None, **sections):
+    """A daemon on `venue`, started (its first reconcile done); `created(d)` runs before the start."""
     from stockade.ops.daemon import Daemon
 
     base = {
@@ -43,6 +45,8 @@ def _daemon(venue, data_dir, **sections):
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)
     d = Daemon(settings_from_dict(base), "alpaca", (KEY, SECRET), Namespace(data_dir=str(data_dir), duration=None))
+    if created is not None:
+        created(d)
     d._start()
     return d
 
@@ -132,5 +136,211 @@ def test_gap_at_the_open_is_measured_for_held_positions(venue, tmp_path):
         assert aapl["previous_close"] == pytest.approx(snap.previous_daily_bar.close)
         assert aapl["gap_pct"] == pytest.approx(gap_pct(aapl["previous_close"], aapl["open"]), abs=1e-3)
         assert aapl["class"] == gap_class(aapl["gap_pct"], 1.0, 2.0, 5.0)
+    finally:
+        daemon._stop()
+
+
+def _passes(store) -> int:
+    from stockade.codecs.records import Reconciled
+
+    return sum(isinstance(event, Reconciled) for _, event in store.journal.read())
+
+
+def _stream_listening(venue) -> bool:
+    return venue.call(lambda: any(s.authorized and "trade_updates" in s.streams for s in venue.ctx.trade_sessions))
+
+
+def test_a_broker_snapshot_older_than_a_known_fill_is_not_adopted(venue, tmp_path, monkeypatch):
+    """The issue's phantom: a reconcile pass asks for positions, a stop fills
+    and the ledger records it from the trade stream, then the pass compares
+    its (now older) answer. On the daemon's first pass, where a difference is
+    adopted at once, that once wrote 10 phantom shares into the ledger and
+    asked for a protective stop on shares that no longer existed."""
+    from alpaca.trading.client import TradingClient
+
+    person = _person(venue)
+    wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
+    _buy(person, "by-hand-old", 10)
+    wait_for(lambda: _venue_filled(venue, "by-hand-old"), 10, 0.05, "the person's buy filled")
+    data = tmp_path / "data"
+    first = _daemon(venue, data)
+    try:
+        wait_for(lambda: (p := first.svc.store.positions.get("AAPL")) and p.qty == 10, 10, 0.05, "adopted")
+        wait_for(lambda: [o for o in venue.call(lambda: list(venue.ctx.exchange.open_orders()))
+                          if o.symbol == "AAPL" and o.type == "stop"], 10, 0.05, "its protective stop")
+    finally:
+        first._stop()
+
+    # The next daemon's first positions answer is held back while the stop
+    # fills and its fill is recorded: the answer then predates the ledger.
+    real = TradingClient.get_all_positions
+    armed, fired = threading.Event(), threading.Event()
+    armed.set()
+    second: list = []
+
+    def answer_then_fill(self, *args, **kwargs):
+        answer = real(self, *args, **kwargs)
+        if armed.is_set() and second:
+            armed.clear()
+            store = second[0].svc.store
+            wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening")
+            venue.call(lambda: venue.ctx.market.crash(10.0, ["AAPL"]))  # the stop, 3% under, fills
+            wait_for(lambda: (p := store.positions.get("AAPL")) is not None and p.qty == 0, 15, 0.05,
+                     "the stop's fill in the ledger")
+            fired.set()
+        return answer
+
+    monkeypatch.setattr(TradingClient, "get_all_positions", answer_then_fill)
+    started_ns = time.time_ns()
+    # The held-back pass must not be taken for a hang (that is another issue's matter).
+    daemon = _daemon(venue, data, created=second.append, supervision={"heartbeat_timeout_s": 60.0})
+    try:
+        store = daemon.svc.store
+        assert fired.is_set()
+        assert venue.call(lambda: venue.ctx.exchange.positions.get("AAPL")) is None or \
+            venue.call(lambda: venue.ctx.exchange.positions["AAPL"].qty) == 0
+        # The first pass is done: the stale answer (10 shares) was not adopted.
+        assert store.positions.get("AAPL").qty == 0
+        # Two more passes, on fresh answers: still no phantom, and no stop for shares that are gone.
+        done = _passes(store)
+        wait_for(lambda: _passes(store) >= done + 2, 15, 0.05, "two more passes")
+        assert store.positions.get("AAPL").qty == 0
+        assert not [o for o in venue.call(lambda: list(venue.ctx.exchange.open_orders())) if o.symbol == "AAPL"]
+        assert not [a for a in store.alerts.latest(50) if a.ts_ns >= started_ns and "vs broker 10" in a.text]
+    finally:
+        daemon._stop()
+
+
+def _venue_stops(venue, symbol: str) -> list:
+    """The venue's own records of sell stops in `symbol` (any status)."""
+    return venue.call(lambda: [o for o in venue.ctx.exchange.orders.values()
+                               if o.symbol == symbol and o.side == "sell" and o.type == "stop"])
+
+
+def _resting_buy_then_fill(venue, person, coid: str, qty: int, during: dict) -> int:
+    """A person's buy limit rests below the market; with `during` faults set,
+    a price drop fills it. Returns the venue's fill time (ns)."""
+    q = venue.call(lambda: venue.ctx.exchange.quotes["AAPL"])
+    _buy(person, coid, qty, limit=round(q.bid * 0.96, 2))
+    venue.set_faults(**during)
+    venue.call(lambda: venue.ctx.market.crash(5.0, ["AAPL"]))  # not under /v2: no fault applies
+    wait_for(lambda: _venue_filled(venue, coid), 15, 0.02, "the person's buy filled")
+    return venue.call(lambda: venue.ctx.exchange.get_order_by_client_id(coid).filled_at_ns)
+
+
+def test_a_fill_outside_the_brackets_gets_its_stop_at_once_through_429s(venue, tmp_path):
+    """The issue's 41 s: a share bought by hand waited for the next reconcile
+    pass, and two passes failed on 429s. The fill itself now asks for the
+    stop, retried with backoff through the 429s. Checked on the venue's own
+    records: the stop was created within the bound of the fill, long before
+    the next reconcile pass (30 s away) could have asked for it."""
+    bound_s = 60.0  # the smallest the settings allow with a 30 s pass
+    person = _person(venue)
+    wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
+    daemon = _daemon(venue, tmp_path / "data", orders={"retry_backoff_s": 0.05},
+                     reconciler={"interval_s": 30.0, "max_unprotected_s": bound_s, "protective_stop_pct": 10.0})
+    try:
+        store = daemon.svc.store
+        wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening")
+        # The first protective request meets a burst of 429s whole, then one request in two is refused.
+        attempts = daemon.svc.settings.orders.max_retries + 1
+        filled_ns = _resting_buy_then_fill(venue, person, "by-hand-bare", 7, {
+            "burst_429": attempts, "http_error_rate": 0.5, "http_error_status": 429, "seed": 3})
+        stops = wait_for(lambda: _venue_stops(venue, "AAPL"), 20, 0.02, "a protective stop at the venue")
+        venue.set_faults(http_error_rate=0.0, burst_429=0)
+        assert sum(o.qty for o in stops) == 7 and len(stops) == 1
+        assert stops[0].client_order_id.startswith("stk-protect-")
+        assert (stops[0].created_at_ns - filled_ns) / 1e9 <= bound_s
+        # The 429s did bite: the first request was refused before placing (not sent, not "unknown").
+        refused = [r for r in store.orders.values() if r.client_order_id.startswith("stk-protect-")
+                   and r.state == "canceled"]
+        assert refused and all("429" in r.last_error for r in refused)
+        assert not [a for a in store.alerts.latest(100) if a.key.startswith("order-unknown")]
+    finally:
+        daemon._stop()
+
+
+def test_shares_left_bare_past_the_bound_are_alerted_critical_then_protected(venue, tmp_path):
+    """Every request refused with 429 for longer than `max_unprotected_s`: a
+    CRITICAL `unprotected:AAPL`; once the broker takes requests again the stop rests."""
+    person = _person(venue)
+    wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
+    daemon = _daemon(venue, tmp_path / "data", orders={"retry_backoff_s": 0.05},
+                     reconciler={"interval_s": 1.0, "max_unprotected_s": 2.0, "protective_stop_pct": 10.0})
+    try:
+        store = daemon.svc.store
+        wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening")
+        _resting_buy_then_fill(venue, person, "by-hand-late", 3, {"http_error_rate": 1.0, "http_error_status": 429})
+        critical = wait_for(lambda: [a for a in store.alerts.latest(100) if a.key == "unprotected:AAPL"
+                                     and a.level == "CRITICAL"], 20, 0.05, "the CRITICAL alert")
+        assert "3 shares" in critical[0].text
+        assert not _venue_stops(venue, "AAPL")  # nothing could be placed
+        venue.set_faults(http_error_rate=0.0)
+        stops = wait_for(lambda: _venue_stops(venue, "AAPL"), 20, 0.05, "the stop, once requests go through")
+        assert sum(o.qty for o in stops) == 3
+    finally:
+        daemon._stop()
+
+
+def test_a_stream_reconnect_or_a_failed_pass_brings_the_next_pass_forward(venue, tmp_path, caplog):
+    """The pass is the backstop for what the trade stream missed: it runs when
+    the stream comes back (orders placed by hand meanwhile are found at once),
+    and a pass that failed (429s) is tried again on a backoff, not a whole
+    interval (here 30 s) later."""
+    import logging
+
+    daemon = _daemon(venue, tmp_path / "data", reconciler={"interval_s": 30.0, "max_unprotected_s": 60.0})
+    try:
+        store = daemon.svc.store
+        wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening")
+        done = _passes(store)
+        venue.set_faults(drop_streams="trading")
+        wait_for(lambda: _passes(store) > done, 10, 0.05, "a pass after the stream came back")
+
+        wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening again")
+        done = _passes(store)
+        caplog.set_level(logging.WARNING, logger="stockade.actors.reconciler")
+        venue.set_faults(http_error_rate=1.0, http_error_status=429, drop_streams="trading")
+        wait_for(lambda: [r for r in caplog.records if "reconcile: broker unreachable" in r.getMessage()], 10, 0.05,
+                 "a pass refused with 429")
+        venue.set_faults(http_error_rate=0.0)
+        wait_for(lambda: _passes(store) > done, 10, 0.05, "the failed pass tried again")
+    finally:
+        daemon._stop()
+
+
+def test_no_protective_stop_for_shares_sold_where_the_stream_could_not_see(venue, tmp_path):
+    """The ledger can be ahead of the broker: here the trade stream stalls while
+    a person cancels stockade's stop and sells the shares by hand. When the
+    stop's end comes in (a resync), the shares look bare in the ledger; a sell
+    stop for them could open a short at a broker that allows one. The broker's
+    position is asked first: nothing is placed."""
+    from alpaca.trading.enums import OrderSide, TimeInForce
+    from alpaca.trading.requests import MarketOrderRequest
+
+    person = _person(venue)
+    wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
+    daemon = _daemon(venue, tmp_path / "data", reconciler={"interval_s": 30.0, "max_unprotected_s": 60.0})
+    try:
+        store = daemon.svc.store
+        wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening")
+        _buy(person, "by-hand-gone", 10)
+        stop = wait_for(lambda: [o for o in _venue_stops(venue, "AAPL") if o.status in ("new", "accepted")], 15, 0.05,
+                        "stockade's protective stop")[0]
+        wait_for(lambda: (r := store.orders.get(stop.client_order_id)) and r.state == "accepted", 10, 0.05, "acked")
+        venue.set_faults(stream_silent=True)
+        person.cancel_order_by_id(stop.id)
+        person.submit_order(MarketOrderRequest(symbol="AAPL", qty=10, side=OrderSide.SELL,
+                                               time_in_force=TimeInForce.DAY, client_order_id="by-hand-sold"))
+        wait_for(lambda: _venue_filled(venue, "by-hand-sold"), 10, 0.05, "the person's sale filled")
+        assert store.positions.get("AAPL").qty == 10  # the ledger saw none of it
+        # The stream comes back: the order manager re-syncs its orders (the stop
+        # ended), the reconciler's pass finds the sale.
+        venue.set_faults(stream_silent=False, drop_streams="trading")
+        wait_for(lambda: store.orders.get(stop.client_order_id).state == "canceled", 15, 0.05, "the stop's end")
+        wait_for(lambda: store.positions.get("AAPL").qty == 0, 15, 0.05, "the sale in the ledger")
+        protects = [r.client_order_id for r in store.orders.values() if r.client_order_id.startswith("stk-protect-")]
+        assert set(protects) == {stop.client_order_id}, protects  # no second stop asked for
+        assert not [a for a in store.alerts.latest(100) if a.key.startswith("order-rejected")]
     finally:
         daemon._stop()

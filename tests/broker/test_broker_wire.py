@@ -272,7 +272,7 @@ def test_trade_update_fill_text_and_binary():
             event="partial_fill", client_order_id="stk-42", broker_order_id="a5be8f5e-fdfa-41f5-a644-7a74fe947a8f",
             symbol="TSLA", side="sell", status="partially_filled", qty=5.0, filled_qty=3.0,
             filled_avg_price=105.8988475, ts_ns=1650390305024916716, order_class="",
-            position_qty=-3.0, price=105.8988475, fill_qty=3.0,
+            position_qty=-3.0, price=105.8988475, fill_qty=3.0, order_type="limit",
         )
 
 

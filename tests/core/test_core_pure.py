@@ -184,6 +184,23 @@ def test_reconciler_adopts_only_a_disagreement_seen_twice_or_on_the_first_pass()
     assert adopt == ["NVDA"]
 
 
+def test_a_snapshot_older_than_the_ledgers_fills_is_neither_adopted_nor_remembered():
+    from stockade.storage.ledger import disagreements_to_adopt, snapshot_stale
+
+    # Fill sequences read before the broker was asked, and when its answer is used.
+    before = {"MSFT": 3, "AAPL": 1}
+    assert snapshot_stale(before, {"MSFT": 4, "AAPL": 1}) == {"MSFT"}  # a take-profit fill landed meanwhile
+    assert snapshot_stale({}, {"NVDA": 1}) == {"NVDA"}  # the symbol's first fill
+    assert snapshot_stale(before, dict(before)) == set()
+    # Even on the first pass (adopted at once) and even when seen twice before.
+    adopt, again = disagreements_to_adopt({"MSFT": 0, "AAPL": 5}, {"MSFT": 23, "AAPL": 7}, {"MSFT": (0, 23)},
+                                          first_pass=True, stale={"MSFT"})
+    assert adopt == ["AAPL"] and again == {}
+    adopt, again = disagreements_to_adopt({"MSFT": 0}, {"MSFT": 23}, {"MSFT": (0, 23)}, first_pass=False,
+                                          stale={"MSFT"})
+    assert adopt == [] and again == {}
+
+
 def test_liquidation_errors_never_carry_a_registered_secret():
     from stockade.broker.liquidation import liquidate
     from stockade.broker.rest import register_secret
@@ -199,3 +216,51 @@ def test_liquidation_errors_never_carry_a_registered_secret():
     report = liquidate(broker, attempts=2, retry_interval_s=0.01, flat_timeout_s=10)
     assert not report.flat and report.errors
     assert all(secret not in e for e in report.errors), report.errors
+
+
+def _order(coid: str, side: str, kind: str, qty: int, filled: int = 0, state: str = "accepted", **kw) -> OrderRecord:
+    return OrderRecord(client_order_id=coid, intent_id="", symbol="AAPL", side=side, qty=qty, order_type=kind,
+                       state=state, filled_qty=filled, created_ns=0, updated_ns=0, **kw)
+
+
+def test_ledger_coverage_counts_stops_on_their_way_and_bracket_entries_without_known_legs():
+    from stockade.storage.ledger import ledger_uncovered
+
+    assert ledger_uncovered(10, []) == 10
+    assert ledger_uncovered(10, [_order("tp", "sell", "limit", 10)]) == 10  # a take-profit is no protection
+    assert ledger_uncovered(10, [_order("s", "sell", "stop", 6, filled=2)]) == 6  # 4 of it still rests
+    assert ledger_uncovered(10, [_order("p", "sell", "stop", 10, state="intent")]) == 0  # on its way: not twice
+    assert ledger_uncovered(10, [_order("h", "sell", "stop", 10, state="unknown")]) == 0  # in doubt: not twice
+    # A bracket entry whose legs are not known yet: its stop leg covers what it filled.
+    entry = _order("b", "buy", "market", 8, filled=8, state="submitted", order_class="bracket")
+    assert ledger_uncovered(10, [entry]) == 2
+    known = _order("b", "buy", "market", 8, filled=8, state="submitted", order_class="bracket", legs=("b-s",))
+    assert ledger_uncovered(10, [known]) == 10  # its legs are orders of their own, counted as such
+    assert ledger_uncovered(10, [_order("x", "sell", "trailing_stop", 12)]) == 0
+
+
+def test_protection_watch_asks_at_once_backs_off_and_reports_once_past_the_bound():
+    import random
+
+    from stockade.quant.protection import ProtectionWatch
+
+    watch = ProtectionWatch(bound_s=10.0, base_s=0.5, cap_s=4.0, rng=random.Random(1))
+    assert watch.due("AAPL", 100.0)  # the first time: at once
+    watch.requested("AAPL", 100.0)
+    delays = []
+    now = 100.0
+    for _ in range(8):  # refused each time: the next request waits longer, up to the cap
+        while not watch.due("AAPL", now):
+            now += 0.01
+        delays.append(now)
+        watch.requested("AAPL", now)
+    gaps = [b - a for a, b in zip([100.0, *delays], delays)]
+    assert all(0.05 - 1e-9 <= g <= 4.0 + 0.011 for g in gaps)  # never a busy loop, never past the cap
+    assert watch.overdue(109.0) == []  # 9 s bare: within the bound
+    assert watch.bare_for("AAPL", 111.0) == 11.0
+    assert watch.overdue(111.0) == ["AAPL"] and watch.overdue(112.0) == []  # once per episode
+    watch.covered("AAPL")
+    assert watch.symbols() == [] and watch.bare_for("AAPL", 113.0) == 0.0
+    assert watch.due("AAPL", 120.0)  # a new episode starts over
+    with pytest.raises(ValueError):
+        ProtectionWatch(bound_s=0.0, base_s=0.5, cap_s=4.0)
