@@ -48,7 +48,7 @@ from stockade.ops import telemetry
 from stockade.supervisors.context import ActorContext
 from stockade.supervisors.events import ChildExit, ChildReady, Ping, Request
 from stockade.supervisors.router import Fenced
-from stockade.supervisors.timers import RepeatingTimer
+from stockade.supervisors.clock import TimerHandle
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,8 @@ class StockadeActor(pykka.ThreadingActor):
         self.name = ctx.name
         self.generation = ctx.generation
         self.router = ctx.router
-        self._timers: dict[str, RepeatingTimer] = {}
+        self.clock = ctx.clock  # read the time through this, never `time` (a backtest drives it)
+        self._timers: dict[str, TimerHandle] = {}
         self._tick_pending: dict[str, bool] = {}
         self._raw_timer_keys: dict[type, str] = {}
         self._ended = False
@@ -152,7 +153,7 @@ class StockadeActor(pykka.ThreadingActor):
         """False once this instance has been replaced or fenced: check before side effects."""
         return self.router.is_current(self.name, self.generation)
 
-    def every(self, seconds: float, what: str, message: Any = None) -> RepeatingTimer:
+    def every(self, seconds: float, what: str, message: Any = None) -> TimerHandle:
         """Deliver `Tick(what)` to this actor every `seconds` until it stops.
 
         A tick is skipped while the previous one is still queued, so a slow
@@ -180,9 +181,9 @@ class StockadeActor(pykka.ThreadingActor):
             self._tick_pending[what] = True
             ref.tell(make())
 
-        timer = RepeatingTimer(seconds, fire, self.actor_stopped, name=f"{self.name}-{what}")
+        timer = self.clock.timer(seconds, fire, self.actor_stopped, name=f"{self.name}-{what}")
         self._timers[what] = timer
-        return timer.start()
+        return timer
 
     def cancel_timer(self, what: str) -> None:
         timer = self._timers.pop(what, None)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -46,7 +45,6 @@ from stockade.broker import orders as broker_orders
 from stockade.broker.backoff import Backoff
 from stockade.broker.rest import redact
 from stockade.broker.token_bucket import BudgetSpent, limit_client, shared_bucket
-from stockade.broker.trade_stream import TradeUpdatesStream
 from stockade.codecs.messages import (
     Alert,
     BrokerOrderSeen,
@@ -90,13 +88,7 @@ class OrderManager(StockadeActor):
         self.client = limit_client(self.svc.broker.trading_client(), self.bucket, BUDGET_WAIT_S)
         self.rng = random.Random()
         self.resolve_pending()
-        self.stream = TradeUpdatesStream(
-            self.svc.broker.endpoints.trading_stream_url,
-            self.svc.broker.key,
-            self.svc.broker.secret,
-            on_update=self._from_stream,
-            on_reconnect=self._stream_reconnected,
-        )
+        self.stream = self.svc.broker.trade_updates(on_update=self._from_stream, on_reconnect=self._stream_reconnected)
         self.stream.start()
         # A safety net only: the reconciler compares recent orders every pass
         # and the poll covers a down stream.
@@ -132,7 +124,7 @@ class OrderManager(StockadeActor):
         if not self.bucket.available(1):
             self._refuse(intent, coid, "REST budget spent (token bucket at its emergency reserve)")
             return
-        now = time.time_ns()
+        now = self.clock.now_ns()
         record = OrderRecord(
             client_order_id=coid,
             intent_id=intent.intent_id,
@@ -174,7 +166,7 @@ class OrderManager(StockadeActor):
     def _submit(self, record: OrderRecord, intent: OrderIntent) -> None:
         request = broker_orders.build_request(intent, record.client_order_id, record.time_in_force)
         attempts = self.settings.max_retries + 1
-        record = _replace(record, sent_ns=time.time_ns())
+        record = _replace(record, sent_ns=self.clock.now_ns())
         last_error = ""
         base = self.settings.retry_backoff_s
         backoff = Backoff(base, max(base, MAX_RETRY_SLEEP_S), rng=self.rng) if base > 0 else None
@@ -199,20 +191,20 @@ class OrderManager(StockadeActor):
             log.warning("submit %s attempt %d/%d failed: %s", record.client_order_id, attempt, attempts, last_error)
             self._journal_event(
                 OrderSubmitFailed(
-                    ts_ns=time.time_ns(), client_order_id=record.client_order_id, attempt=attempt,
+                    ts_ns=self.clock.now_ns(), client_order_id=record.client_order_id, attempt=attempt,
                     error=last_error, definitive=False,
                 )
             )
             if attempt < attempts and backoff is not None:
                 # Full jitter, capped well under the heartbeat timeout: a long
                 # sleep here would look like a hang to the supervisor.
-                time.sleep(backoff.next_delay())
+                self.clock.sleep(backoff.next_delay())
         # Out of attempts with the outcome unknown: the resync resolves it.
         self._set_state(record, "unknown", "submit_unknown", last_error)
         self.tell("alerter", Alert("CRITICAL", f"order-unknown:{record.symbol}",
                                    f"order {record.client_order_id} ({record.side} {record.qty} {record.symbol}) "
                                    f"outcome unknown after {attempts} attempts: {last_error}",
-                                   NAME, time.time_ns()))
+                                   NAME, self.clock.now_ns()))
 
     def _send(self, record: OrderRecord, request: Any, attempt: int) -> tuple[str, str]:
         """One submit: ("done", "") when the broker has it or refused it for
@@ -220,7 +212,7 @@ class OrderManager(StockadeActor):
         it may have it and the look-up could not tell."""
         from alpaca.common.exceptions import APIError
 
-        self._journal_event(OrderSubmitted(ts_ns=time.time_ns(), client_order_id=record.client_order_id,
+        self._journal_event(OrderSubmitted(ts_ns=self.clock.now_ns(), client_order_id=record.client_order_id,
                                            attempt=attempt))
         try:
             order = self.client.submit_order(request)
@@ -259,7 +251,7 @@ class OrderManager(StockadeActor):
                               broker_order_id=stored.broker_order_id or record.broker_order_id)
         broker_id = str(order.id)
         legs = tuple(leg.client_order_id for leg in (order.legs or ()))
-        now = time.time_ns()
+        now = self.clock.now_ns()
         status = broker_orders.status_of(order)
         new = self._transition(record, "submit")
         updated = _replace(record, state=new, broker_order_id=broker_id, legs=legs, updated_ns=now)
@@ -273,6 +265,7 @@ class OrderManager(StockadeActor):
                     # Unfilled here: its fills, if any, are recorded by _apply.
                     self.store.put_order(
                         broker_orders.record_from_order(leg, reason="bracket leg", parent_id=record.client_order_id,
+                                                        now_ns=self.clock.now_ns(),
                                                         unfilled=True),
                         txn=txn,
                     )
@@ -282,12 +275,12 @@ class OrderManager(StockadeActor):
                  record.order_class, status, record.client_order_id)
         # The REST answer may already say filled (a fast market order), and
         # an order found by a look-up may have legs that traded meanwhile.
-        self._apply(broker_orders.update_from_order(order), source="rest")
+        self._apply(broker_orders.update_from_order(order, now_ns=self.clock.now_ns()), source="rest")
         for leg in order.legs or ():
-            self._apply(broker_orders.update_from_order(leg), source="rest")
+            self._apply(broker_orders.update_from_order(leg, now_ns=self.clock.now_ns()), source="rest")
 
     def _rejected(self, record: OrderRecord, error: str, attempt: int, reason: str) -> None:
-        now = time.time_ns()
+        now = self.clock.now_ns()
         self._journal_event(OrderSubmitFailed(ts_ns=now, client_order_id=record.client_order_id, attempt=attempt,
                                               error=error, definitive=True))
         self._set_state(record, "rejected", "submit_rejected", f"{reason}: {error}")
@@ -349,7 +342,7 @@ class OrderManager(StockadeActor):
         coid = broker_orders.replacement_id(old.client_order_id, msg.stop_price)
         if self.store.orders.has(coid):
             return
-        now = time.time_ns()
+        now = self.clock.now_ns()
         record = _replace(old, client_order_id=coid, intent_id="", state="intent", qty=old.qty - old.filled_qty,
                           stop_price=msg.stop_price, broker_order_id=None, filled_qty=0, filled_avg_price=None,
                           created_ns=now, updated_ns=now, sent_ns=now, attempts=1, legs=(), last_error="",
@@ -440,7 +433,7 @@ class OrderManager(StockadeActor):
         for record in tracked:
             order = by_id.get(record.client_order_id)
             if order is not None:
-                self._apply(broker_orders.update_from_order(order), source="resync")
+                self._apply(broker_orders.update_from_order(order, now_ns=self.clock.now_ns()), source="resync")
 
     # ---- updates ----------------------------------------------------------------
 
@@ -454,7 +447,7 @@ class OrderManager(StockadeActor):
 
     def _apply(self, update: OrderUpdate, source: str, to_position: bool = True) -> None:
         record = self.store.orders.get(update.client_order_id)
-        now = time.time_ns()
+        now = self.clock.now_ns()
         adopted = record is None
         if record is None:
             record = OrderRecord(
@@ -540,7 +533,7 @@ class OrderManager(StockadeActor):
             return record.state
 
     def _set_state(self, record: OrderRecord, state: Any, event: str, reason: str) -> None:
-        now = time.time_ns()
+        now = self.clock.now_ns()
         updated = _replace(record, state=state, updated_ns=now, last_error=reason or record.last_error)
 
         def write(txn: Any) -> None:

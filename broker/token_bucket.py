@@ -120,6 +120,13 @@ def shared_bucket(api_key: str, rate_per_min: float, reserve: int) -> TokenBucke
         return _shared[key]
 
 
+def install_shared_bucket(api_key: str, rate_per_min: float, reserve: int, clock: Callable[[], float]) -> TokenBucket:
+    """Make the key's shared bucket one that refills on `clock` (a backtest's simulated time)."""
+    with _shared_lock:
+        bucket = _shared[(api_key, float(rate_per_min), int(reserve))] = TokenBucket(rate_per_min, reserve, clock=clock)
+        return bucket
+
+
 def limit_client(client: Any, bucket: TokenBucket, max_wait_s: float, emergency: bool = False) -> Any:
     """Make every HTTP request of an alpaca-py client take a token first.
 

@@ -366,7 +366,9 @@ class Ensemble:
         if not votes:
             self.last_skip = "no votes"
             return None
-        models = {v.model for v in votes}
+        # Sorted: a set's order follows the per-process string hash, and the
+        # weights' float sums must not (a replay gives the same numbers).
+        models = sorted({v.model for v in votes})
         if len(models) < p.min_voters:
             self.last_skip = f"{len(models)} voters < {p.min_voters}"
             return None

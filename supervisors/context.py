@@ -7,6 +7,7 @@ import logging
 import threading
 from typing import Any, Callable, Mapping
 
+from stockade.supervisors.clock import WALL_CLOCK, Clock
 from stockade.supervisors.faults import FaultInjector
 from stockade.supervisors.health import Health
 from stockade.supervisors.router import Router
@@ -33,6 +34,8 @@ class ActorContext:
     on_exhausted: Callable[[str], None] = dataclasses.field(default=lambda reason: None)
     extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     parent: str | None = None
+    # Time, waits, timers, background work and ids (wall clock live, simulated in a backtest).
+    clock: Clock = WALL_CLOCK
 
     def for_child(self, name: str, generation: int, notify: Callable[[Any], None]) -> "ActorContext":
         """The context of a child of this (supervisor's) context."""
