@@ -260,8 +260,11 @@ class Exchange:
         seed: int = 0,
         partial_fill_prob: Callable[[], float] = lambda: 0.0,
         on_event: Callable[[TradeEvent], None] | None = None,
+        new_id: Callable[[], str] | None = None,
     ) -> None:
         self.symbols = tuple(symbols)
+        # Order and fill ids; a backtest passes a seeded source so its records repeat byte for byte.
+        self._new_id = new_id or (lambda: str(uuid.uuid4()))
         self.clock = clock
         self.partial_fill_prob = partial_fill_prob
         self.on_event = on_event or (lambda _e: None)
@@ -456,13 +459,13 @@ class Exchange:
         self._roll_day()
         now = self.clock.now_ns()
         self._validate(req)
-        cid = req.client_order_id or str(uuid.uuid4())
+        cid = req.client_order_id or self._new_id()
         if cid in self._by_client_id:
             raise VenueError(422, 40010001, "client_order_id must be unique")
         market_open = self.clock.is_open(now)
         status = "pending_new" if market_open else "accepted"
         order = Order(
-            id=str(uuid.uuid4()),
+            id=self._new_id(),
             client_order_id=cid,
             symbol=req.symbol,
             asset_id=asset_id_for(req.symbol),
@@ -483,14 +486,14 @@ class Exchange:
         if req.order_class == "bracket":
             exit_side: Side = "sell" if req.side == "buy" else "buy"
             tp = Order(
-                id=str(uuid.uuid4()), client_order_id=str(uuid.uuid4()), symbol=req.symbol,
+                id=self._new_id(), client_order_id=self._new_id(), symbol=req.symbol,
                 asset_id=order.asset_id, side=exit_side, type="limit", time_in_force=req.time_in_force,
                 qty=req.qty, limit_price=req.take_profit_limit, status="held", order_class="bracket",
                 created_at_ns=now, updated_at_ns=now, submitted_at_ns=now, parent_id=order.id,
                 leg_role="take_profit",
             )
             sl = Order(
-                id=str(uuid.uuid4()), client_order_id=str(uuid.uuid4()), symbol=req.symbol,
+                id=self._new_id(), client_order_id=self._new_id(), symbol=req.symbol,
                 asset_id=order.asset_id, side=exit_side,
                 type="stop_limit" if req.stop_loss_limit is not None else "stop",
                 time_in_force=req.time_in_force, qty=req.qty, limit_price=req.stop_loss_limit,
@@ -674,8 +677,8 @@ class Exchange:
         now = self.clock.now_ns()
         new = msgspec.structs.replace(
             old,
-            id=str(uuid.uuid4()),
-            client_order_id=client_order_id or str(uuid.uuid4()),
+            id=self._new_id(),
+            client_order_id=client_order_id or self._new_id(),
             qty=new_qty - old.filled_qty,
             filled_qty=0,
             filled_notional=0.0,
@@ -880,7 +883,7 @@ class Exchange:
         self._dirty_order(order)
         position_qty = self.positions[order.symbol].qty if order.symbol in self.positions else 0
         fill = Fill(
-            id=str(uuid.uuid4()), order_id=order.id, symbol=order.symbol, side=order.side,
+            id=self._new_id(), order_id=order.id, symbol=order.symbol, side=order.side,
             qty=qty, price=price, ts_ns=ts_ns, position_qty=position_qty,
         )
         self.fills.append(fill)
