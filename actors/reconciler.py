@@ -82,7 +82,7 @@ class Reconciler(StockadeActor):
         elif tick.what == "retention":
             # Alerts, decisions and equity snapshots are bounded (Retention's
             # defaults); the journal and the order ledger are never trimmed.
-            trimmed = self.svc.store.apply_retention()
+            trimmed = self.svc.store.apply_retention(now_ns=self.clock.now_ns())
             if any(trimmed.values()):
                 log.info("retention: trimmed %s", trimmed)
 

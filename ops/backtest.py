@@ -274,6 +274,8 @@ class Engine:
             h = ids.new_id()
             return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
+        if hasattr(self.market, "bind_clock"):
+            self.market.bind_clock(clock.now_ns)
         self.venue = InProcessVenue(self.symbols, clock.now_ns, market=self.market,
                                     initial_cash=s.venue.initial_cash, seed=self.seed, new_id=venue_id)
         self.venue.subscribe_events(self._charge_commission)

@@ -145,6 +145,40 @@ def _date_ns(day: dt.date) -> int:
 # ---- file ---------------------------------------------------------------------------
 
 
+class FileMarket:
+    """The bars of a file before the run, served as the venue's market history.
+
+    The in-process venue answers the analyzers' warm-up (`/v2/stocks/bars`)
+    from it; only bars complete by the simulated now are ever returned.
+    """
+
+    def __init__(self, symbols: tuple[str, ...], history: list[BarRow]) -> None:
+        from stockade.venue.market import SimBar
+
+        self.symbols = symbols
+        self._now: Any = None
+        self._bars: dict[str, list[Any]] = {s: [] for s in symbols}
+        for r in sorted(history, key=lambda r: r.ts_ns):
+            self._bars[r.symbol].append(SimBar(r.symbol, r.open, r.high, r.low, r.close, int(r.volume), 0,
+                                               r.close, r.ts_ns))
+
+    def bind_clock(self, now_ns: Any) -> None:
+        self._now = now_ns
+
+    def bars(self, symbol: str, timeframe: Any = 1, start_ns: int | None = None, end_ns: int | None = None,
+             limit: int | None = None, descending: bool = False) -> list[Any]:
+        if getattr(timeframe, "amount", 1) != 1 or getattr(timeframe, "unit", "Min") != "Min":
+            return []  # minute bars only: coarser history is not in a minute file
+        complete_by = self._now() - 60 * NS if self._now is not None else None
+        out = [b for b in self._bars.get(symbol, ())
+               if (start_ns is None or b.ts_ns >= start_ns) and (end_ns is None or b.ts_ns <= end_ns)
+               and (complete_by is None or b.ts_ns <= complete_by)]
+        if descending:
+            out.reverse()
+        return out[:limit] if limit is not None else out
+
+
+
 def parse_timestamp(text: str) -> int:
     """RFC 3339 or integer epoch nanoseconds -> ns; ValueError otherwise."""
     text = text.strip()
@@ -184,6 +218,7 @@ class FileSource:
                            f"({','.join(BAR_COLUMNS)}) nor quotes ({','.join(QUOTE_COLUMNS)})")
         lo, hi = _date_ns(start), _date_ns(end + dt.timedelta(days=1))
         parsed: list[tuple[int, str, tuple[float, ...]]] = []
+        history: list[BarRow] = []  # bars before --start: what the analyzers warm up from
         seen: set[str] = set()
         for line, row in rows:
             where = f"{path}:{line}"
@@ -207,8 +242,11 @@ class FileSource:
                     raise BadInput(f"{where}: ask = {ask}: below bid {bid}")
                 values = (bid, ask, _number(row, "bid_size", where, False), _number(row, "ask_size", where, False))
             seen.add(symbol)
-            if lo <= ts < hi and (symbols is None or symbol in symbols):
-                parsed.append((ts, symbol, values))
+            if symbols is None or symbol in symbols:
+                if lo <= ts < hi:
+                    parsed.append((ts, symbol, values))
+                elif ts < lo and self.kind == "bars":
+                    history.append(BarRow(symbol, ts, *values))
         if symbols is not None:
             unknown = [s for s in symbols if s not in seen]
             if unknown:
@@ -216,6 +254,7 @@ class FileSource:
         self.symbols = tuple(symbols) if symbols is not None else tuple(sorted(seen))
         parsed.sort(key=lambda r: r[0])
         self.rows = parsed
+        self.market = FileMarket(self.symbols, history)
 
     def _read(self) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
         if self.path.suffix.lower() == ".parquet":
