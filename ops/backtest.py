@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 _SYMBOL = re.compile(r"[A-Z][A-Z0-9.]{0,9}\Z")
 SENDER = "backtest"
+PRICE_SAMPLE_NS = 300 * 1_000_000_000
 
 
 class BacktestArgs(msgspec.Struct, frozen=True, kw_only=True):
@@ -169,17 +170,21 @@ class Backtest:
             if engine.events == 0:
                 raise BadInput(f"{self.request.start}..{self.request.end}: no market data in that range")
             result = engine.finish()
+            summary = {
+                **msgspec.to_builtins(self.request),
+                "data_fingerprint": fingerprint.hexdigest(),
+                "settings_fingerprint": hashlib.sha256(msgspec.json.encode(self.settings)).hexdigest(),
+                **result,
+            }
+            (self.out / "backtest.json").write_text(json.dumps(summary, sort_keys=True, indent=1) + "\n")
+            from stockade.ops.tearsheet import render
+
+            page = render(engine.store, summary, msgspec.to_builtins(self.settings), engine.prices)
+            (self.out / "tearsheet.html").write_text(page)
         finally:
             engine.close()
             bar.done()
         wall = time.perf_counter() - started
-        summary = {
-            **msgspec.to_builtins(self.request),
-            "data_fingerprint": fingerprint.hexdigest(),
-            "settings_fingerprint": hashlib.sha256(msgspec.json.encode(self.settings)).hexdigest(),
-            **result,
-        }
-        (self.out / "backtest.json").write_text(json.dumps(summary, sort_keys=True, indent=1) + "\n")
         timing = {"wall_s": round(wall, 3), "events_per_s": round(engine.events / wall) if wall > 0 else None}
         return {**summary, **timing, "out": str(self.out)}
 
@@ -253,6 +258,9 @@ class Engine:
         b = settings.backtest
         self._slip = b.slippage_bps / 10_000.0
         self.commission = 0.0
+        # Each symbol's mid every PRICE_SAMPLE_NS of simulated time, for the tearsheet's charts.
+        self.prices: dict[str, list[tuple[int, float]]] = {s: [] for s in symbols}
+        self._sampled: dict[str, int] = {s: 0 for s in symbols}
 
     def _start(self, first_ns: int) -> None:
         """Build the venue and start the actors just before the first event (warm-up sees only the past)."""
@@ -324,6 +332,9 @@ class Engine:
         for event in events:
             clock.advance_to(event.ts_ns, settle)
             if type(event) is Quote:
+                if event.ts_ns - self._sampled[event.symbol] >= PRICE_SAMPLE_NS:
+                    self._sampled[event.symbol] = event.ts_ns
+                    self.prices[event.symbol].append((event.ts_ns, (event.bid + event.ask) / 2))
                 if slip:
                     venue.on_quote(Quote(event.symbol, event.bid * (1 - slip), event.ask * (1 + slip),
                                          event.bid_size, event.ask_size, event.ts_ns, event.recv_ns))

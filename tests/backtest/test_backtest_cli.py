@@ -45,6 +45,7 @@ def test_same_data_settings_and_seed_give_byte_identical_records_and_report(two_
     ra, rb = records(a), records(b)
     assert ra == rb
     assert (a / "backtest.json").read_bytes() == (b / "backtest.json").read_bytes()
+    assert (a / "tearsheet.html").read_bytes() == (b / "tearsheet.html").read_bytes()
     reports = [cli("report", "--data-dir", str(o), "--json") for o in (a, b)]
     assert all(r.returncode == 0 for r in reports), reports[0].stderr
     assert reports[0].stdout == reports[1].stdout
