@@ -226,7 +226,7 @@ class Engine:
     """The actors, the in-process venue and the simulated clock of one run."""
 
     def __init__(self, settings: Settings, symbols: tuple[str, ...], seed: int, out: Path, models_dir: str | None,
-                 market: Any = None) -> None:
+                 market: Any = None, strategy: str = "ensemble", signals_only: bool = False) -> None:
         from stockade.actors.services import Services
         from stockade.broker.token_bucket import install_shared_bucket
         from stockade.ops import paths
@@ -249,6 +249,8 @@ class Engine:
         self.store.env.sync = lambda: None
         self.models_dir = models_dir
         self.market = market
+        self.strategy = strategy  # "ensemble" (the daemon's analyzers and voter) or "crossover" (the bench's)
+        self.signals_only = signals_only
         self.events = 0
         self.dispatcher = CallingThreadDispatcher()
         self._started = False
@@ -292,20 +294,27 @@ class Engine:
         self.svc = Services(settings=s, store=self.store, broker=broker, faults=FaultInjector(), clock=clock)
         self.svc.started_ns = clock.now_ns()
         router = self.dispatcher.router
-        extras = {"services": self.svc, "data_dir": self.models_dir}
+        extras = {"services": self.svc, "data_dir": self.models_dir, "crossover_signals_only": self.signals_only}
         # The tree's start order (supervisors/tree.py), without supervisors.
         children: list[tuple[str, Any]] = [
             ("emergency_stop", EmergencyStop), ("order_manager", OrderManager), ("reconciler", Reconciler),
             ("risk_guard", RiskGuard),
-            *((analyzer_name(sym), Analyzer) for sym in self.symbols),
-            ("ensemble_voter", EnsembleVoter),
         ]
+        if self.strategy == "crossover":
+            from stockade.actors.crossover import Crossover, crossover_name
+
+            names = {sym: crossover_name(sym) for sym in self.symbols}
+            children += [(names[sym], Crossover) for sym in self.symbols]
+        else:
+            names = {sym: analyzer_name(sym) for sym in self.symbols}
+            children += [(names[sym], Analyzer) for sym in self.symbols]
+            children.append(("ensemble_voter", EnsembleVoter))
         for name, cls in children:
             ctx = ActorContext(name=name, generation=0, router=router, notify=lambda e: None, extras=extras,
                                clock=clock)
             self.dispatcher.spawn(cls, ctx)
             self.dispatcher.run_until_idle()
-        self._analyzer = {sym: analyzer_name(sym) for sym in self.symbols}
+        self._analyzer = names
         self._started = True
 
     def _charge_commission(self, event: Any) -> None:

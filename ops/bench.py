@@ -97,6 +97,7 @@ def main(argv: list[str]) -> int:
 
     from stockade.broker.bench import bench_decode, bench_order_roundtrip
     from stockade.ops.alert_bench import bench_alerts
+    from stockade.ops.backtest_bench import bench_bars, bench_peer
     from stockade.quant.bench import bench_indicators, bench_models
     from stockade.quant.risk_bench import bench_risk_checks
     from stockade.ops.telemetry_bench import bench_tracing
@@ -119,6 +120,8 @@ def main(argv: list[str]) -> int:
         ("risk_checks", lambda: bench_risk_checks(5_000 if quick else 50_000)),
         ("tracing_per_message", lambda: bench_tracing(2_000 if quick else 20_000)),
         ("alerts", lambda: bench_alerts(2_000 if quick else 20_000, scratch)),
+        ("backtest_peer", lambda: bench_peer(quick, scratch)),
+        ("backtest_bars", lambda: bench_bars(quick, scratch)),
     ]
     results: dict[str, Any] = {
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
@@ -144,6 +147,12 @@ def main(argv: list[str]) -> int:
         "order_submit_p50_us": results.get("order_submit_roundtrip", {}).get("submit_us", {}).get("p50"),
         "risk_check_p50_us": results.get("risk_checks", {}).get("risk_check_us", {}).get("p50"),
         "tracing_overhead_us": results.get("tracing_per_message", {}).get("overhead_us"),
+        "backtest_quotes_per_s_with_orders": results.get("backtest_peer", {}).get("with_orders", {}).get("quotes_per_s"),
+        "backtest_quotes_per_s_signals_only":
+            results.get("backtest_peer", {}).get("signals_only", {}).get("quotes_per_s"),
+        "backtest_peer_nautilus": results.get("backtest_peer", {}).get("peer"),
+        "backtest_year_100_symbols_minutes_extrapolated":
+            results.get("backtest_bars", {}).get("year_100_symbols_minutes_extrapolated"),
     }
     print(json.dumps(results, indent=2, default=str))
     return 0 if not any(isinstance(v, dict) and "error" in v for v in results.values()) else 1

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, time, timedelta
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qsl, urlsplit
 
 import requests
 
 from stockade.venue.alpaca_json import trade_update_json
-from stockade.venue.clock import MarketClock
+from stockade.venue.clock import NEW_YORK, NS_PER_S, MarketClock, ns_to_new_york
 from stockade.venue.config import VenueConfig
 from stockade.venue.context import VenueContext
 from stockade.venue.exchange import Exchange, QuoteLike, TradeEvent, VenueError
@@ -105,6 +106,47 @@ def _json_bytes(body: Any) -> bytes:
     return json.dumps(body, default=str).encode()
 
 
+class SessionCache:
+    """A `MarketClock` whose `is_open` remembers the current New York day's session.
+
+    The exchange asks on every quote; a backtest replays millions of them, and
+    the calendar arithmetic (datetimes, time zones) cost more than the
+    matching. Same answers: the day's bounds and session come from the clock.
+    """
+
+    def __init__(self, clock: MarketClock) -> None:
+        self._clock = clock
+        self.mode = clock.mode
+        self._lo = self._hi = 0  # [lo, hi): the New York day cached
+        self._open = self._close = 0
+
+    def now_ns(self) -> int:
+        return self._clock.now_ns()
+
+    def is_open(self, ts_ns: int | None = None) -> bool:
+        if self.mode == "always_open":
+            return True
+        ts = self._clock.now_ns() if ts_ns is None else ts_ns
+        if not self._lo <= ts < self._hi:
+            self._load(ts)
+        return self._open <= ts < self._close
+
+    def _load(self, ts_ns: int) -> None:
+        day = ns_to_new_york(ts_ns).date()
+        lo = datetime.combine(day, time(0, 0), tzinfo=NEW_YORK)
+        hi = datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=NEW_YORK)
+        self._lo, self._hi = int(lo.timestamp()) * NS_PER_S, int(hi.timestamp()) * NS_PER_S
+        session = self._clock.session(day)
+        if session is None:
+            self._open = self._close = 0
+        else:
+            self._open = int(session.open.timestamp()) * NS_PER_S
+            self._close = int(session.close.timestamp()) * NS_PER_S
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._clock, name)  # next_open, next_close, calendar, session
+
+
 class InProcessVenue:
     """One paper account, its matching engine and (optionally) a market, driven by the caller's clock."""
 
@@ -120,7 +162,7 @@ class InProcessVenue:
         clock_mode: str = "nyse",
     ) -> None:
         self.ctx = VenueContext(VenueConfig())
-        self.ctx.clock = MarketClock(clock_mode, now_ns)  # type: ignore[arg-type]
+        self.ctx.clock = SessionCache(MarketClock(clock_mode, now_ns))  # type: ignore[arg-type, assignment]
         self.ctx.market = market
         self.exchange = Exchange(symbols, self.ctx.clock, initial_cash=initial_cash, seed=seed,
                                  on_event=self._on_event, new_id=new_id)
