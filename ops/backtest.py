@@ -62,7 +62,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--start", required=True, help="first date, YYYY-MM-DD (exchange time)")
     p.add_argument("--end", required=True, help="last date, YYYY-MM-DD (inclusive)")
     p.add_argument("--symbols", help="comma-separated symbols (default: trading.symbols, or the file's)")
-    p.add_argument("--source", choices=("sim", "file"), default="sim", help="market data (default: sim)")
+    p.add_argument("--source", choices=("sim", "file", "alpaca"), default="sim", help="market data (default: sim)")
     p.add_argument("--file", help="CSV/Parquet of bars or quotes, for --source file")
     p.add_argument("--seed", type=int, default=None, help="market and id seed (default: venue.seed)")
     p.add_argument("--out", default="backtest-out", help="results dir (created; must not hold an earlier run)")
@@ -143,7 +143,10 @@ class Backtest:
             syms = symbols or tuple(settings.trading.symbols)
             if not any(_is_session(start + dt.timedelta(days=i)) for i in range((end - start).days + 1)):
                 raise BadInput(f"{start}..{end}: no trading session in that range")
-            source = SimSource(syms, seed, start, end)
+            if args.source == "alpaca":
+                source = _alpaca_source(settings, syms, start, end, paths.data_dir(args.data_dir))
+            else:
+                source = SimSource(syms, seed, start, end)
         out = Path(args.out)
         if (out / "lmdb").exists() or any(out.glob("*.mdb")):
             raise BadInput(f"--out {out}: already holds a run; give a new directory")
@@ -187,6 +190,28 @@ class Backtest:
         wall = time.perf_counter() - started
         timing = {"wall_s": round(wall, 3), "events_per_s": round(engine.events / wall) if wall > 0 else None}
         return {**summary, **timing, "out": str(self.out)}
+
+
+def _alpaca_source(settings: Settings, symbols: tuple[str, ...], start: dt.date, end: dt.date,
+                   data_dir: Path) -> Any:
+    from stockade.ops import secrets as ops_secrets
+    from stockade.ops.backtest_data import AlpacaSource
+
+    try:
+        keys = ops_secrets.alpaca_keys()
+    except ops_secrets.SecretsError as exc:
+        raise BadInput(str(exc)) from None
+    if keys is None:
+        raise BadInput(f"--source alpaca needs {ops_secrets.ALPACA_KEY_ID} and {ops_secrets.ALPACA_SECRET_KEY} "
+                       "in the environment")
+    from stockade.broker.rest import register_secret
+
+    register_secret(*keys)
+    source = AlpacaSource(symbols, start, end, keys, settings.alpaca.data_url, settings.alpaca.feed,
+                          Path(data_dir) / "backtest-cache")
+    if not source.rows:
+        raise BadInput(f"--source alpaca: no bars for {','.join(symbols)} between {start} and {end}")
+    return source
 
 
 def _is_session(day: dt.date) -> bool:
