@@ -66,6 +66,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--file", help="CSV/Parquet of bars or quotes, for --source file")
     p.add_argument("--seed", type=int, default=None, help="market and id seed (default: venue.seed)")
     p.add_argument("--out", default="backtest-out", help="results dir (created; must not hold an earlier run)")
+    p.add_argument("--walk-forward", type=int, metavar="K",
+                   help="K folds: train the models on each window with `train`'s code, test on the next")
     return p.parse_args(argv)
 
 
@@ -101,7 +103,12 @@ def main(argv: list[str]) -> int:
         print(f"backtest: {exc}", file=sys.stderr)
         return 2
     try:
-        summary = run.run(progress=sys.stdout.isatty())
+        if args.walk_forward is not None:
+            from stockade.ops.walk_forward import walk_forward
+
+            summary = walk_forward(run, args.walk_forward, progress=sys.stdout.isatty())
+        else:
+            summary = run.run(progress=sys.stdout.isatty())
     except BadInput as exc:
         print(f"backtest: {exc}", file=sys.stderr)
         return 2
@@ -147,8 +154,12 @@ class Backtest:
                 source = _alpaca_source(settings, syms, start, end, paths.data_dir(args.data_dir))
             else:
                 source = SimSource(syms, seed, start, end)
+        if args.walk_forward is not None and args.walk_forward < 1:
+            raise BadInput(f"--walk-forward = {args.walk_forward}: must be >= 1 fold")
         out = Path(args.out)
-        if (out / "lmdb").exists() or any(out.glob("*.mdb")):
+        from stockade.storage.environment import ENV_DIRNAME
+
+        if any((out / name).exists() for name in (ENV_DIRNAME, "backtest.json", "walk_forward.json")):
             raise BadInput(f"--out {out}: already holds a run; give a new directory")
         settings = msgspec.structs.replace(
             settings, trading=msgspec.structs.replace(settings.trading, symbols=tuple(source.symbols)))
@@ -157,9 +168,11 @@ class Backtest:
         data = paths.data_dir(args.data_dir)
         return cls(settings, request, source, out, str(data))
 
-    def run(self, progress: bool = False) -> dict[str, Any]:
-        """Replay every event; returns the summary (also written to OUT/backtest.json)."""
-        engine = Engine(self.settings, self.request.symbols, self.request.seed, self.out, self.models_dir,
+    def run(self, progress: bool = False, window: tuple[dt.date, dt.date] | None = None, out: Path | None = None,
+            models_dir: str | None = None) -> dict[str, Any]:
+        """Replay every event (of `window` only, if given); returns the summary (also in OUT/backtest.json)."""
+        out = out or self.out
+        engine = Engine(self.settings, self.request.symbols, self.request.seed, out, models_dir or self.models_dir,
                         market=getattr(self.source, "market", None))
         b = self.settings.backtest
         started = time.perf_counter()
@@ -167,6 +180,8 @@ class Backtest:
         fingerprint = hashlib.sha256()
         try:
             for day in self.source.days(b.bar_spread_bps, b.quote_size):
+                if window is not None and not window[0].isoformat() <= day.date <= window[1].isoformat():
+                    continue
                 fingerprint.update(_day_digest(day))
                 engine.replay(day.events)
                 bar.day(day, engine.events, time.perf_counter() - started)
@@ -179,17 +194,19 @@ class Backtest:
                 "settings_fingerprint": hashlib.sha256(msgspec.json.encode(self.settings)).hexdigest(),
                 **result,
             }
-            (self.out / "backtest.json").write_text(json.dumps(summary, sort_keys=True, indent=1) + "\n")
+            if window is not None:
+                summary.update(start=window[0].isoformat(), end=window[1].isoformat())
+            (out / "backtest.json").write_text(json.dumps(summary, sort_keys=True, indent=1) + "\n")
             from stockade.ops.tearsheet import render
 
             page = render(engine.store, summary, msgspec.to_builtins(self.settings), engine.prices)
-            (self.out / "tearsheet.html").write_text(page)
+            (out / "tearsheet.html").write_text(page)
         finally:
             engine.close()
             bar.done()
         wall = time.perf_counter() - started
         timing = {"wall_s": round(wall, 3), "events_per_s": round(engine.events / wall) if wall > 0 else None}
-        return {**summary, **timing, "out": str(self.out)}
+        return {**summary, **timing, "out": str(out)}
 
 
 def _alpaca_source(settings: Settings, symbols: tuple[str, ...], start: dt.date, end: dt.date,

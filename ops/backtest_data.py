@@ -122,6 +122,14 @@ class SimSource:
         self.market = MarketSimulator(symbols, seed=seed, clock=MarketClock("nyse", lambda: end_ns),
                                       now_fn=lambda: end_ns)
 
+    def bars_between(self, first: dt.date, last: dt.date) -> dict[str, list[Any]]:
+        """Each symbol's minute bars of [first, last] (walk-forward training), as `Bar` messages."""
+        from stockade.codecs.messages import Bar
+
+        lo, hi = _date_ns(first), _date_ns(last + dt.timedelta(days=1)) - 1
+        return {s: [Bar(s, b.open, b.high, b.low, b.close, float(b.volume), b.ts_ns)
+                    for b in self.market.bars(s, 1, lo, hi)] for s in self.symbols}
+
     def days(self, spread_bps: float, size: float) -> Iterator[Day]:
         day = dt.datetime.fromtimestamp(self.start_ns / NS, dt.timezone.utc).date()
         last = dt.datetime.fromtimestamp(self.end_ns / NS, dt.timezone.utc).date()
@@ -146,7 +154,7 @@ def _date_ns(day: dt.date) -> int:
 
 
 class FileMarket:
-    """The bars of a file before the run, served as the venue's market history.
+    """The bars of a file, served as the venue's market history.
 
     The in-process venue answers the analyzers' warm-up (`/v2/stocks/bars`)
     from it; only bars complete by the simulated now are ever returned.
@@ -254,7 +262,10 @@ class FileSource:
         self.symbols = tuple(symbols) if symbols is not None else tuple(sorted(seen))
         parsed.sort(key=lambda r: r[0])
         self.rows = parsed
-        self.market = FileMarket(self.symbols, history)
+        # Every bar, not only those before --start: a walk-forward fold warms up on the
+        # bars before its own window; the market never serves a bar after the simulated now.
+        self.market = FileMarket(self.symbols, history + [BarRow(sym, ts, *v) for ts, sym, v in parsed]
+                                 if self.kind == "bars" else history)
 
     def _read(self) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
         if self.path.suffix.lower() == ".parquet":
@@ -271,6 +282,19 @@ class FileSource:
             columns = [c.strip() for c in (reader.fieldnames or [])]
             reader.fieldnames = columns
             return [(reader.line_num, row) for row in reader], columns
+
+    def bars_between(self, first: dt.date, last: dt.date) -> dict[str, list[Any]]:
+        """Each symbol's minute bars of [first, last] (walk-forward training), as `Bar` messages."""
+        from stockade.codecs.messages import Bar
+
+        if self.kind != "bars":
+            raise BadInput(f"--walk-forward trains on bars; {self.path} holds quotes")
+        lo, hi = _date_ns(first), _date_ns(last + dt.timedelta(days=1))
+        out: dict[str, list[Any]] = {s: [] for s in self.symbols}
+        for ts, symbol, (o, h, lo_, c, v) in self.rows:
+            if lo <= ts < hi:
+                out[symbol].append(Bar(symbol, o, h, lo_, c, v, ts))
+        return out
 
     def days(self, spread_bps: float, size: float) -> Iterator[Day]:
         if self.kind == "bars":
@@ -351,3 +375,6 @@ class AlpacaSource:
 
     def days(self, spread_bps: float, size: float) -> Iterator[Day]:
         return self._file.days(spread_bps, size)
+
+    def bars_between(self, first: dt.date, last: dt.date) -> dict[str, list[Any]]:
+        return self._file.bars_between(first, last)
