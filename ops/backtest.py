@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 _SYMBOL = re.compile(r"[A-Z][A-Z0-9.]{0,9}\Z")
 SENDER = "backtest"
 PRICE_SAMPLE_NS = 300 * 1_000_000_000
+PROGRESS_EVERY = 5_000
 
 
 class BacktestArgs(msgspec.Struct, frozen=True, kw_only=True):
@@ -183,6 +184,8 @@ class Backtest:
                 if window is not None and not window[0].isoformat() <= day.date <= window[1].isoformat():
                     continue
                 fingerprint.update(_day_digest(day))
+                if bar.enabled:  # a long day (many symbols) still moves the line
+                    engine.on_progress = lambda n, d=day: bar.within(d, n, time.perf_counter() - started)
                 engine.replay(day.events)
                 bar.day(day, engine.events, time.perf_counter() - started)
             if engine.events == 0:
@@ -258,6 +261,12 @@ class Progress:
             sys.stdout.write(f"\r{day.date}  {self.bars:>10,} bars  {events:>12,} events  {speed:>10,.0f} events/s")
             sys.stdout.flush()
 
+    def within(self, day: Day, events: int, elapsed: float) -> None:
+        """Mid-day: the same line, bars counted as far as the day's share of events."""
+        speed = events / elapsed if elapsed > 0 else 0.0
+        sys.stdout.write(f"\r{day.date}  {self.bars:>10,} bars+ {events:>12,} events  {speed:>10,.0f} events/s")
+        sys.stdout.flush()
+
     def done(self) -> None:
         if self.enabled:
             sys.stdout.write("\n")
@@ -294,6 +303,7 @@ class Engine:
         self.strategy = strategy  # "ensemble" (the daemon's analyzers and voter) or "crossover" (the bench's)
         self.signals_only = signals_only
         self.events = 0
+        self.on_progress: Any = None  # called with the events done so far, every PROGRESS_EVERY events
         self.dispatcher = CallingThreadDispatcher()
         self._started = False
         self._make = (Services, BacktestBroker, InProcessVenue, SimClock, FaultInjector, install_shared_bucket)
@@ -380,7 +390,10 @@ class Engine:
         slip = self._slip
         from stockade.codecs.messages import Quote
 
-        for event in events:
+        progress, done = self.on_progress, self.events
+        for i, event in enumerate(events):
+            if progress is not None and i % PROGRESS_EVERY == 0:
+                progress(done + i)
             clock.advance_to(event.ts_ns, settle)
             if type(event) is Quote:
                 if event.ts_ns - self._sampled[event.symbol] >= PRICE_SAMPLE_NS:

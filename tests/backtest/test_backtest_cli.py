@@ -123,3 +123,10 @@ def test_parquet_without_pyarrow_is_a_clear_error(tmp_path):
     pq.write_bytes(b"PAR1")
     line = _bad(tmp_path, "--start", "2026-06-01", "--end", "2026-06-01", "--source", "file", "--file", str(pq))
     assert "needs pyarrow" in line
+
+
+def test_bad_backtest_setting_names_key_and_value(tmp_path):
+    settings = tmp_path / "s.toml"
+    settings.write_text("[backtest]\nslippage_bps = -3\n")
+    line = _bad(tmp_path, "--settings", str(settings), "--start", "2026-06-01", "--end", "2026-06-01")
+    assert line == "backtest: settings: backtest.slippage_bps = -3: must be >= 0"
