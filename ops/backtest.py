@@ -277,7 +277,8 @@ class Engine:
     """The actors, the in-process venue and the simulated clock of one run."""
 
     def __init__(self, settings: Settings, symbols: tuple[str, ...], seed: int, out: Path, models_dir: str | None,
-                 market: Any = None, strategy: str = "ensemble", signals_only: bool = False) -> None:
+                 market: Any = None, strategy: str = "ensemble", signals_only: bool = False,
+                 clock_mode: str = "nyse") -> None:
         from stockade.actors.services import Services
         from stockade.broker.token_bucket import install_shared_bucket
         from stockade.ops import paths
@@ -302,6 +303,7 @@ class Engine:
         self.market = market
         self.strategy = strategy  # "ensemble" (the daemon's analyzers and voter) or "crossover" (the bench's)
         self.signals_only = signals_only
+        self.clock_mode = clock_mode  # the venue's market hours: "nyse" for history, "always_open" as the default venue
         self.events = 0
         self.on_progress: Any = None  # called with the events done so far, every PROGRESS_EVERY events
         self.dispatcher = CallingThreadDispatcher()
@@ -339,7 +341,8 @@ class Engine:
         if hasattr(self.market, "bind_clock"):
             self.market.bind_clock(clock.now_ns)
         self.venue = InProcessVenue(self.symbols, clock.now_ns, market=self.market,
-                                    initial_cash=s.venue.initial_cash, seed=self.seed, new_id=venue_id)
+                                    initial_cash=s.venue.initial_cash, seed=self.seed, new_id=venue_id,
+                                    clock_mode=self.clock_mode)
         self.venue.subscribe_events(self._charge_commission)
         broker = BacktestBroker.for_venue(self.venue, key=f"BACKTEST-{id(self):x}")
         install_shared_bucket(broker.key, s.orders.rate_limit_per_min, s.orders.emergency_reserve, clock.monotonic)
@@ -394,7 +397,8 @@ class Engine:
         for i, event in enumerate(events):
             if progress is not None and i % PROGRESS_EVERY == 0:
                 progress(done + i)
-            clock.advance_to(event.ts_ns, settle)
+            # The time the event reached us: a recorded live feed replays with its own latency.
+            clock.advance_to(max(event.ts_ns, event.recv_ns), settle)
             if type(event) is Quote:
                 if event.ts_ns - self._sampled[event.symbol] >= PRICE_SAMPLE_NS:
                     self._sampled[event.symbol] = event.ts_ns
