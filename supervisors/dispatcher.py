@@ -20,6 +20,7 @@ backtest has neither).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import queue
 from typing import Any, Callable
@@ -73,11 +74,8 @@ class CallingThreadDispatcher:
         if ctx.name in self.actors:
             raise ValueError(f"an actor named {ctx.name!r} already runs here")
         generation = self.router.next_generation(ctx.name)
-        ctx = ActorContext(
-            name=ctx.name, generation=generation, router=self.router, notify=self._on_exit,
-            faults=ctx.faults, health=ctx.health, on_exhausted=ctx.on_exhausted, extras=ctx.extras,
-            parent=ctx.parent, clock=ctx.clock,
-        )
+        # replace(): every other field of the context (clock, extras, ...) passes through as given.
+        ctx = dataclasses.replace(ctx, generation=generation, router=self.router, notify=self._on_exit)
         actor = actor_class(ctx)
         inbox = _FifoInbox(self._fifo, actor)
         actor.actor_inbox = inbox
