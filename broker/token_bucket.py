@@ -135,6 +135,15 @@ def shared_bucket(api_key: str, rate_per_min: float, reserve: int, protect_reser
         return _shared[key]
 
 
+def install_shared_bucket(api_key: str, rate_per_min: float, reserve: int, clock: Callable[[], float],
+                          protect_reserve: int = 0) -> TokenBucket:
+    """Make the key's shared bucket one that refills on `clock` (a backtest's simulated time)."""
+    with _shared_lock:
+        key = (api_key, float(rate_per_min), int(reserve), int(protect_reserve))
+        bucket = _shared[key] = TokenBucket(rate_per_min, reserve, clock=clock, protect_reserve=protect_reserve)
+        return bucket
+
+
 def limit_client(client: Any, bucket: TokenBucket, max_wait_s: float, emergency: bool = False,
                  protect: bool = False) -> Any:
     """Make every HTTP request of an alpaca-py client take a token first.
