@@ -296,7 +296,7 @@ class Engine:
         self.out = paths.ensure_private_dir(out)
         # No fsync per "durable" commit: a backtest that dies is rerun from its
         # data; the records are synced once, at the end (`close`).
-        self.store = Store.open(self.out, durable=False)
+        self.store = Store.open(self.out, sync_durable=False)
         self._sync = self.store.env.sync
         self.store.env.sync = lambda: None
         self.models_dir = models_dir

@@ -193,8 +193,10 @@ class Environment:
         *,
         readonly: bool,
         max_map_size: int,
+        sync_durable: bool = True,
     ) -> None:
         self._env: lmdb.Environment | None = env
+        self.sync_durable = sync_durable
         self.data_dir = data_dir
         self.path = data_dir / ENV_DIRNAME
         self.readonly = readonly
@@ -213,12 +215,16 @@ class Environment:
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         max_dbs: int = DEFAULT_MAX_DBS,
         readonly: bool = False,
+        sync_durable: bool = True,
     ) -> "Environment":
         """Open (creating if needed) `<data_dir>/stockade.lmdb`.
 
         A writer takes the data dir's lock first and raises DataDirLocked when
         another process holds it. `readonly=True` takes no lock (for reports
         beside a running daemon) and needs an existing environment.
+        `sync_durable=False` makes a durable write skip its fsync: only for
+        stores that are rebuilt from their inputs when the process dies (a
+        backtest), which sync once at `close`.
         """
         data_dir = Path(data_dir)
         if map_size <= 0 or max_map_size < map_size:
@@ -253,7 +259,7 @@ class Environment:
             raise
         # The file may already be larger than asked (grown in an earlier run):
         # lmdb then adopts the file's size, which is what we want.
-        return cls(env, data_dir, lock, readonly=readonly, max_map_size=max_map_size)
+        return cls(env, data_dir, lock, readonly=readonly, max_map_size=max_map_size, sync_durable=sync_durable)
 
     # ---- databases ----------------------------------------------------------
 
@@ -332,7 +338,7 @@ class Environment:
             # gate, not inside it.
             if grow and self._gate.depth() == 0:
                 self.grow(from_size=size_seen)
-        if durable:
+        if durable and self.sync_durable:
             self.sync()
 
     def transact(self, fn: Callable[[lmdb.Transaction], T], durable: bool = True) -> T:

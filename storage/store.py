@@ -94,10 +94,11 @@ class Store:
         map_size: int = DEFAULT_MAP_SIZE,
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         readonly: bool = False,
+        sync_durable: bool = True,
     ) -> "Store":
         """Open (creating if needed) the storage of `data_dir`; raises DataDirLocked if in use."""
         env = Environment.open(
-            data_dir, map_size=map_size, max_map_size=max_map_size, readonly=readonly
+            data_dir, map_size=map_size, max_map_size=max_map_size, readonly=readonly, sync_durable=sync_durable
         )
         try:
             store = cls(env)

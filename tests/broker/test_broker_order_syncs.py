@@ -117,6 +117,23 @@ def test_non_durable_commits_do_not_sync_durable_ones_do(tmp_path, syncs):
         env.close()
 
 
+def test_a_store_rebuilt_from_its_inputs_syncs_only_at_close(tmp_path, syncs):
+    # A backtest's store: durable writes skip their fsync, close syncs once.
+    env = Environment.open(tmp_path, sync_durable=False)
+    db = env.db("t")
+    with env.write() as txn:
+        txn.put(b"intent", b"v", db=db)
+    assert syncs.calls == []
+    env.close()
+    reopened = Environment.open(tmp_path)
+    try:
+        db = reopened.db("t")
+        with reopened.read() as txn:
+            assert txn.get(b"intent", db=db) == b"v"
+    finally:
+        reopened.close()
+
+
 def test_one_sync_per_order_the_intent_before_the_broker_sees_it(daemon, syncs):
     wait_for(lambda: daemon.svc.first_reconcile.is_set(), 30, 0.05, "first reconcile")
     wait_for(lambda: all(daemon.venue.call(lambda s=s: daemon.venue.ctx.exchange.quotes.get(s)) for s in SYMBOLS),
