@@ -256,3 +256,27 @@ def test_status_is_the_control_sockets_status(make_dash):
     dash = make_dash()
     st = dash.get("/api/v1/status").json()
     assert st["trading_state"] == "ACTIVE" and st["actors"][0]["name"] == "root" and "orders_placed" in st
+
+
+def test_kill_gets_through_a_request_flood(make_dash):
+    # Anyone on the machine can flood the port (no token needed to be refused):
+    # the budget then refuses reads, but never the operator's kill switch.
+    dash = make_dash(control=True, requests_per_s=0.01)  # one token, the next in 100 s
+    flood = [dash.get("/api/v1/tree", auth=False).status for _ in range(10)]
+    assert flood[0] == 401 and set(flood[1:]) == {429}
+    assert dash.get("/api/v1/tree").status == 429  # spent for the operator too
+    r = dash.post("/api/v1/control/kill", {"confirm": "kill", "reason": "flooded"})
+    assert r.status != 429 and r.status != 503, r
+    assert dash.svc.trading_state().state == "HALTED"
+    assert [(a.cmd, a.via) for a in dash.audit] == [("kill", "dashboard 127.0.0.1")]
+    # Still authenticated: the exemption is from the load limits only.
+    assert dash.post("/api/v1/control/kill", {"confirm": "kill"}, auth=False).status == 401
+
+
+def test_kill_gets_through_when_every_request_slot_is_taken(make_dash):
+    dash = make_dash(control=True, max_concurrent_requests=1)
+    dash.server._guard.in_hand = 1  # a slow request holds the only slot
+    assert dash.get("/api/v1/tree").status == 503
+    r = dash.post("/api/v1/control/kill", {"confirm": "kill", "reason": "busy"})
+    assert r.status != 503, r
+    assert dash.svc.trading_state().state == "HALTED"
