@@ -193,3 +193,30 @@ def test_one_onnx_call_per_evaluation_for_all_members(tmp_path, shipped_copy, mo
         assert len(runs) == batches  # four members, one call (was four)
     finally:
         h.close()
+
+
+def test_a_merged_call_that_fails_while_every_member_runs_alone_is_given_up(tmp_path, shipped_copy, monkeypatch):
+    from stockade.quant.model_panel import ModelPanel
+
+    merged_calls = []
+
+    def failing(self, x):
+        merged_calls.append(1)
+        raise RuntimeError("merged graph broken")
+
+    monkeypatch.setattr(ModelPanel, "p_up", failing)
+    h = Harness(tmp_path, shipped_copy)
+    try:
+        last = h.feed_minutes(70)
+        batches = 0
+        while True:
+            batch = h.batch()
+            assert len([v for v in batch if v.model not in RULES]) == 4  # the members vote, one by one
+            batches += 1
+            if batch[0].quote_recv_ns == last:
+                break
+        assert batches > 10
+        assert len(merged_calls) == 1  # tried once, not before every evaluation
+        assert h.alerts.empty()  # no member refused: none of them failed
+    finally:
+        h.close()
