@@ -280,3 +280,24 @@ def test_kill_gets_through_when_every_request_slot_is_taken(make_dash):
     r = dash.post("/api/v1/control/kill", {"confirm": "kill", "reason": "busy"})
     assert r.status != 503, r
     assert dash.svc.trading_state().state == "HALTED"
+
+
+def test_a_token_write_that_fails_leaves_no_empty_token_behind(tmp_path, monkeypatch):
+    # A full disk (or a crash) between creating the file and writing the token
+    # left an empty token file that every later start refused.
+    path = tmp_path / tokens.TOKEN_FILE
+    real_write = os.write
+
+    def full_disk(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(tokens.TokenError, match="No space left"):  # a clean refusal: the daemon trades on
+        tokens.load_or_create(path)
+    monkeypatch.setattr(os, "write", real_write)
+    assert list(tmp_path.iterdir()) == []
+    token, where = tokens.load_or_create(path)
+    assert where == str(path) and len(token) >= tokens.MIN_TOKEN_CHARS
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and path.read_text().strip() == token
+    assert tokens.load_or_create(path)[0] == token
+    assert list(tmp_path.iterdir()) == [path]
