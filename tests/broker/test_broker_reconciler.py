@@ -344,3 +344,58 @@ def test_no_protective_stop_for_shares_sold_where_the_stream_could_not_see(venue
         assert not [a for a in store.alerts.latest(100) if a.key.startswith("order-rejected")]
     finally:
         daemon._stop()
+
+
+def test_while_halted_bare_shares_are_alerted_once_past_the_bound_not_every_pass(venue, tmp_path):
+    """HALTED places no orders, so bare shares stay bare: the operator is told
+    once the bound is passed (the order manager's watch), as the order path
+    does. A kill halts, cancels the stops, then sells: a CRITICAL from every
+    reconcile pass in that window was noise, and it said the same thing twice."""
+    from stockade.codecs.messages import Alert
+
+    person = _person(venue)
+    wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
+    daemon = _daemon(venue, tmp_path / "data", reconciler={"interval_s": 1.0, "max_unprotected_s": 60.0})
+    try:
+        store = daemon.svc.store
+        wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening")
+        daemon.svc.set_trading_state("HALTED", "test: halted by hand", "test")
+        _buy(person, "by-hand-halted", 4)
+        wait_for(lambda: (p := store.positions.get("AAPL")) is not None and p.qty == 4, 15, 0.05, "the ledger's 4")
+        done = _passes(store)
+        wait_for(lambda: _passes(store) >= done + 3, 20, 0.05, "three passes that saw the bare shares")
+        # Every alert those passes sent is in the alerter's mailbox before this one.
+        daemon.tree.router.tell("alerter", Alert("INFO", "probe", "probe", "test", time.time_ns()), "test")
+        wait_for(lambda: [a for a in store.alerts.latest(200) if a.key == "probe"], 10, 0.05, "the probe stored")
+        critical = [a for a in store.alerts.latest(200) if a.key == "unprotected:AAPL" and a.level == "CRITICAL"]
+        assert critical == [], [a.text for a in critical]
+        assert not _venue_stops(venue, "AAPL")  # and nothing placed while HALTED
+    finally:
+        daemon._stop()
+
+
+def test_while_halted_bare_shares_past_the_bound_get_one_critical_saying_halted(venue, tmp_path):
+    person = _person(venue)
+    wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
+    daemon = _daemon(venue, tmp_path / "data", reconciler={"interval_s": 1.0, "max_unprotected_s": 2.0})
+    try:
+        store = daemon.svc.store
+        wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening")
+        daemon.svc.set_trading_state("HALTED", "test: halted by hand", "test")
+        _buy(person, "by-hand-halted-long", 4)
+
+        def critical() -> list:
+            return [a for a in store.alerts.latest(200) if a.key == "unprotected:AAPL" and a.level == "CRITICAL"]
+
+        first = wait_for(critical, 20, 0.05, "the CRITICAL past the bound")
+        assert first[0].source == "order_manager" and "HALTED" in first[0].text and "4 shares" in first[0].text
+        done = _passes(store)
+        wait_for(lambda: _passes(store) >= done + 3, 20, 0.05, "three more passes")
+        from stockade.codecs.messages import Alert
+
+        daemon.tree.router.tell("alerter", Alert("INFO", "probe", "probe", "test", time.time_ns()), "test")
+        wait_for(lambda: [a for a in store.alerts.latest(200) if a.key == "probe"], 10, 0.05, "the probe stored")
+        assert len(critical()) == 1  # once per episode
+        assert not _venue_stops(venue, "AAPL")
+    finally:
+        daemon._stop()
