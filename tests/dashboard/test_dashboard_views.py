@@ -47,6 +47,24 @@ def test_journal_tail_counts_only_news_and_keeps_history(make_dash):
     assert rejection_label("rejected", "") == "broker" and rejection_label("submit_rejected", "weird: x") == "other"
 
 
+def test_tick_to_order_counts_only_orders_that_answer_a_quote(make_dash):
+    # A protective stop stamps quote_recv_ns with its own creation time: it
+    # answers no quote, and counted it would make tick-to-order look faster.
+    dash = make_dash()
+    store, now = dash.store, time.time_ns()
+    seen: list[float] = []
+    tail = JournalTail(store, on_latency=seen.append)
+    protect = OrderRecord(client_order_id="stk-protect-1", intent_id="protect-1", symbol="AAPL", side="sell", qty=5,
+                          order_type="stop", stop_price=9.0, state="intent", created_ns=now, updated_ns=now,
+                          proposal_id="", quote_recv_ns=now, reduce_only=True)
+    store.journal.append(IntentJournaled(ts_ns=now, order=protect))
+    store.journal.append(OrderSubmitted(ts_ns=now + 1_000_000, client_order_id="stk-protect-1", attempt=1))
+    store.journal.append(IntentJournaled(ts_ns=now, order=_order("new-2", "p-2", now)))
+    store.journal.append(OrderSubmitted(ts_ns=now + 3_000_000, client_order_id="new-2", attempt=1))
+    assert tail.poll() == 4
+    assert [round(x, 6) for x in seen] == [0.005]  # the strategy's order only
+
+
 def test_decisions_join_votes_verdict_orders_and_fills(make_dash):
     dash = make_dash()
     store, now = dash.store, time.time_ns()
