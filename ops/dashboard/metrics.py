@@ -24,7 +24,6 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from stockade.broker.token_bucket import shared_bucket
 from stockade.ops.dashboard.journal_tail import JournalTail
 from stockade.quant.market_hours import exchange_date
 from stockade.storage.tables import time_key
@@ -65,8 +64,7 @@ class StockadeCollector(Collector):
         self.tree = tree
         self.tail = tail
         self.risk = risk
-        o = svc.settings.orders
-        self.bucket = shared_bucket(svc.broker.key, o.rate_limit_per_min, o.emergency_reserve)
+        self.bucket = svc.rest_bucket()  # the very bucket the order path spends (its key names every reserve)
         self._orders_at = -1e9
         self._orders_by_state: dict[str, int] = {}
 

@@ -122,3 +122,23 @@ def test_feed_watch_counts_quotes_and_ages_per_symbol():
     watch.quote("AAPL", 102.0)
     assert watch.received == {"AAPL": 2}
     assert watch.ages(104.5) == {"AAPL": 2.5, "MSFT": None}
+
+
+def test_rest_budget_metric_is_the_order_paths_bucket(make_dash):
+    # The gauge once read a bucket of its own (a key without the protection
+    # reserve): always full, whatever the order path spent.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    dash = make_dash()
+
+    def tokens_left() -> float:
+        text = dash.get("/metrics").body.decode()
+        (sample,) = [s for fam in text_string_to_metric_families(text) for s in fam.samples
+                     if s.name == "stockade_rest_budget_tokens"]
+        return sample.value
+
+    bucket = dash.svc.rest_bucket()
+    before = tokens_left()
+    for _ in range(40):
+        assert bucket.take()
+    assert tokens_left() <= before - 30  # 40 spent; the refill (160/min) gives back a few at most
