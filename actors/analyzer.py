@@ -146,14 +146,16 @@ class Analyzer(StockadeActor):
             except Exception as exc:  # noqa: BLE001 - one member failing fails the merged call: find it below
                 merged_error = str(exc).splitlines()[0][:300] if str(exc) else repr(exc)
         signals: list[tuple[str, Signal]] = []
+        failed = False
         for member in list(self.members):
             try:
                 signals.append((member.name, member.evaluate(x)))
             except Exception as exc:  # noqa: BLE001 - a failing model leaves the ensemble, not the analyzer
+                failed = True
                 self.members.remove(member)
                 self._refused(ModelError(member.model.path, f"failed to run: {exc}"))
                 self.panel = panel_of([m.model for m in self.members])
-        if merged_error and len(signals) == len(self.members) and self.panel is not None:
+        if merged_error and not failed and self.panel is not None:
             # Every member ran alone: the merged graph itself fails. Not tried
             # again at every evaluation (a failed call, then all of them alone).
             log.warning("%s: the merged model call fails (%s) while each member runs alone; running them "
