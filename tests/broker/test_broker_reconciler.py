@@ -31,8 +31,10 @@ def venue():
 
 def _daemon(venue, data_dir, created=None, **sections):
     """A daemon on `venue`, started (its first reconcile done); `created(d)` runs before the start."""
+    from stockade.broker.token_bucket import forget_shared
     from stockade.ops.daemon import Daemon
 
+    forget_shared()  # one process runs every test here with the same key: each daemon starts with a full budget
     base = {
         "trading": {"symbols": ["AAPL", "MSFT"]},
         "venue": {"mode": "alpaca"},
@@ -41,6 +43,7 @@ def _daemon(venue, data_dir, created=None, **sections):
         "voter": {"mode": "manual"},  # nothing of its own: only what the person did
         "reconciler": {"interval_s": 1.0, "max_unprotected_s": 4.0},
         "logging": {"level": "WARNING"},
+        "dashboard": {"port": 0},  # any free port: tests run side by side
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)
