@@ -402,3 +402,37 @@ def test_while_halted_bare_shares_past_the_bound_get_one_critical_saying_halted(
         assert not _venue_stops(venue, "AAPL")
     finally:
         daemon._stop()
+
+
+def test_a_snapshot_request_for_shares_the_broker_no_longer_holds_places_nothing(venue, tmp_path, caplog):
+    """The reconciler asks for a stop from its snapshot; by the time the order
+    manager takes the request, the shares may be gone (sold where the trade
+    stream could not see, and a snapshot taken before the sale is not caught
+    by the fill marks: the ledger recorded no fill either). The ledger alone
+    would still call them bare; the broker's position is asked first, as for
+    the order path's own stops, so no sell stop can open a short."""
+    import logging
+
+    from stockade.codecs.messages import OrderIntent
+    from stockade.codecs.records import PositionRecord
+
+    wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
+    daemon = _daemon(venue, tmp_path / "data", reconciler={"interval_s": 30.0, "max_unprotected_s": 60.0})
+    try:
+        store = daemon.svc.store
+        caplog.set_level(logging.INFO, logger="stockade.actors.order_manager")
+        # The ledger ahead of the broker: 5 shares it believes held, none at the venue.
+        store.positions.put("AAPL", PositionRecord(symbol="AAPL", qty=5, avg_entry_price=100.0,
+                                                   updated_ns=time.time_ns()))
+        # The reconciler's request, from a snapshot taken before the shares went.
+        daemon.tree.router.tell("order_manager", OrderIntent(
+            intent_id="protect-stale-snapshot", symbol="AAPL", side="sell", qty=5, order_type="stop",
+            limit_price=None, take_profit=None, stop_loss=None, reason="protective stop for an unprotected position",
+            proposal_id="", quote_recv_ns=time.time_ns(), reduce_only=True, stop_price=90.0), "reconciler")
+        wait_for(lambda: [r for r in caplog.records
+                          if "protective stop for AAPL not sent: the broker does not hold" in r.getMessage()],
+                 15, 0.05, "the request dropped")
+        assert store.orders.get("stk-protect-stale-snapshot") is None
+        assert not _venue_stops(venue, "AAPL")
+    finally:
+        daemon._stop()
