@@ -64,7 +64,8 @@ class StockadeCollector(Collector):
         self.tree = tree
         self.tail = tail
         self.risk = risk
-        self.bucket = svc.rest_bucket()  # the very bucket the order path spends (its key names every reserve)
+        # The very bucket the order manager, reconciler and kill switch draw from.
+        self.bucket = svc.rest_bucket()
         self._orders_at = -1e9
         self._orders_by_state: dict[str, int] = {}
 

@@ -170,8 +170,8 @@ class DaemonProcess:
         import re
 
         def find() -> str | None:
-            # The URL ends at whitespace or, in a json log line, at the message's closing quote.
-            m = re.search(r"dashboard on \S+ \([^)]*\); log in with (https?://[^\s\"]+)", self.log())
+            # The log may be text or json lines: the URL ends at a space or a quote.
+            m = re.search(r"dashboard on \S+ \([^)]*\); log in with (http[^\s\"\\]+)", self.log())
             return m.group(1) if m else None
 
         return wait_for(find, timeout, 0.1, "the dashboard's login URL in the log")
