@@ -8,6 +8,7 @@
     python run.py check   validate settings; check broker, clock, data feed, control socket
     python run.py train   train the ensemble's ML models (scikit-learn -> ONNX)
     python run.py report  trading results per member, symbol and portfolio (--json)
+    python run.py backtest  replay history through the same actors on a simulated clock
 
 Exit status: 0 success, 2 bad settings or usage, 1 anything else.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import sys
 
-USAGE = "usage: python run.py [run|ctl|venue|bench|check|report|train] [--settings FILE] [--data-dir DIR] [options]"
+USAGE = "usage: python run.py [run|ctl|venue|bench|check|report|train|backtest] [--settings FILE] [--data-dir DIR] [options]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
             from stockade.ops.check import main as entry
         elif command == "train":
             from stockade.ops.train import main as entry
+        elif command == "backtest":
+            from stockade.ops.backtest import main as entry
         elif command == "report":
             from stockade.ops.report import main as entry
         else:

@@ -23,7 +23,6 @@ while every member runs alone is given up (one WARNING), not retried each time.
 from __future__ import annotations
 
 import logging
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -100,7 +99,7 @@ class Analyzer(StockadeActor):
         n = max(self.svc.settings.trading.warmup_bars, self.params.warmup_bars)
         try:
             client = self.svc.broker.data_client()
-            end = datetime.now(UTC)
+            end = datetime.fromtimestamp(self.clock.now_ns() / 1e9, UTC)
             request = StockBarsRequest(
                 symbol_or_symbols=self.symbol, timeframe=TimeFrame.Minute, start=end - timedelta(days=5), end=end,
                 limit=n, feed=self.svc.settings.alpaca.feed, sort=Sort.DESC,
@@ -120,7 +119,7 @@ class Analyzer(StockadeActor):
     @handles(Quote)
     def on_quote(self, quote: Quote) -> None:
         self.features.on_quote(quote)
-        now = time.monotonic_ns()
+        now = self.clock.monotonic_ns()
         if now - self.last_eval_ns < self.evaluate_every_ns:
             return
         self.last_eval_ns = now
@@ -172,14 +171,14 @@ class Analyzer(StockadeActor):
         if first_report(error):
             log.error("%s; trading on without it (rule strategies and the other models)", error)
             self.tell("alerter", Alert("WARNING", f"model-refused:{error.path}",
-                                       f"{error}. Trading goes on without it.", self.name, time.time_ns()))
+                                       f"{error}. Trading goes on without it.", self.name, self.clock.now_ns()))
         else:
             log.debug("%s: %s", self.name, error)
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
         if tick.what == "roll":
-            self.features.roll(time.time_ns())
+            self.features.roll(self.clock.now_ns())
         elif tick.what == "warmup" and not self.warm:
             self.warm = self.warm_up()
             if self.warm:

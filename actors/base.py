@@ -54,9 +54,9 @@ from stockade.ops import log_context, telemetry
 from stockade.supervisors import fence
 from stockade.supervisors.context import ActorContext
 from stockade.supervisors.events import ChildExit, ChildReady, Ping, Request
+from stockade.supervisors.clock import TimerHandle
 from stockade.supervisors.faults import CrashNow, InjectedCrash
 from stockade.supervisors.fence import Fenced
-from stockade.supervisors.timers import RepeatingTimer
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,8 @@ class StockadeActor(pykka.ThreadingActor):
         self.generation = ctx.generation
         self.router = ctx.router
         self.fence = ctx.fence if ctx.fence is not None else ctx.router.token(ctx.name, ctx.generation)
-        self._timers: dict[str, RepeatingTimer] = {}
+        self.clock = ctx.clock  # read the time through this, never `time` (a backtest drives it)
+        self._timers: dict[str, TimerHandle] = {}
         self._tick_pending: dict[str, bool] = {}
         self._raw_timer_keys: dict[type, str] = {}
         self._ended = False
@@ -162,7 +163,7 @@ class StockadeActor(pykka.ThreadingActor):
         """False once this instance has been replaced or fenced (its side effects are refused anyway)."""
         return not self.fence.fenced
 
-    def every(self, seconds: float, what: str, message: Any = None) -> RepeatingTimer:
+    def every(self, seconds: float, what: str, message: Any = None) -> TimerHandle:
         """Deliver `Tick(what)` to this actor every `seconds` until it stops.
 
         A tick is skipped while the previous one is still queued, so a slow
@@ -190,9 +191,9 @@ class StockadeActor(pykka.ThreadingActor):
             self._tick_pending[what] = True
             ref.tell(make())
 
-        timer = RepeatingTimer(seconds, fire, self.actor_stopped, name=f"{self.name}-{what}")
+        timer = self.clock.timer(seconds, fire, self.actor_stopped, name=f"{self.name}-{what}")
         self._timers[what] = timer
-        return timer.start()
+        return timer
 
     def cancel_timer(self, what: str) -> None:
         timer = self._timers.pop(what, None)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-import time
 
 from stockade.actors.base import StockadeActor, handles
 from stockade.actors.services import Services
@@ -43,7 +42,7 @@ NAME = "emergency_stop"
 def halt_for_kill(svc: Services, reason: str, requested_by: str) -> None:
     """Persist HALTED and journal the kill: the first thing any kill does."""
     svc.set_trading_state("HALTED", f"kill: {reason}", requested_by)
-    svc.store.journal.append(KillRequested(ts_ns=time.time_ns(), reason=reason, requested_by=requested_by))
+    svc.store.journal.append(KillRequested(ts_ns=svc.clock.now_ns(), reason=reason, requested_by=requested_by))
 
 
 def liquidation_client(svc: Services) -> object:
@@ -118,9 +117,9 @@ class EmergencyStop(StockadeActor):
                 text = (f"{what} by {why.requested_by} ({why.reason}): "
                         + ("flat" if report.flat else f"NOT flat: {list(report.positions_left)}, "
                            f"{report.orders_left} open orders"))
-                self.router.tell("alerter", Alert(level, what, text, NAME, time.time_ns()), NAME)
+                self.router.tell("alerter", Alert(level, what, text, NAME, self.clock.now_ns()), NAME)
             except BaseException as exc:  # noqa: BLE001 - the caller must get an answer
                 future.set_exception(exc)
 
-        threading.Thread(target=run, name="liquidator", daemon=True).start()
+        self.clock.background(run, "liquidator")
         return future

@@ -23,8 +23,6 @@ does not send every member back to the prior.
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from typing import Any
 
 import msgspec
@@ -97,7 +95,7 @@ class EnsembleVoter(StockadeActor):
             defensive_threshold_add=v.defensive_threshold_add, defensive_confidence_add=v.defensive_confidence_add,
             defensive_size_scale=v.defensive_size_scale, defensive_drawdown_pct=v.defensive_drawdown_pct,
             defensive_hit_rate=v.defensive_hit_rate,
-        ))
+        ), clock=self.clock.now_ns)
         self.scorer = HorizonScorer(v.score_horizon_s, v.score_dead_band_bps)
         self.latest: dict[str, dict[str, Vote]] = {}
         # Parked proposals: id -> their stored record (with proposed_ns, for expiry and age).
@@ -135,7 +133,7 @@ class EnsembleVoter(StockadeActor):
     def _save_weights(self) -> None:
         if not self._weights_dirty:
             return
-        now = time.time_ns()
+        now = self.clock.now_ns()
         records = {m: VoterWeightRecord(hits=h, misses=x, ts_ns=now)
                    for m, (h, x) in self.ensemble.track_record().items()}
         store = self.svc.store
@@ -143,7 +141,7 @@ class EnsembleVoter(StockadeActor):
         self._weights_dirty = False
 
     def _restore_parked(self) -> None:
-        now = time.time_ns()
+        now = self.clock.now_ns()
         last: dict[str, VoterDecisionRecord] = {}
         for _, rec in self.svc.store.voter_decisions.since(now - RESTORE_LOOKBACK_NS):
             last[rec.proposal_id] = rec
@@ -195,11 +193,11 @@ class EnsembleVoter(StockadeActor):
         decision = self.ensemble.vote(vote.symbol, same)
         if decision is None:
             return
-        proposal = decision.to_proposal(uuid.uuid4().hex)
+        proposal = decision.to_proposal(self.clock.new_id())
         self.ensemble.mark_in_flight(proposal.symbol, proposal.side)
         self.proposals[proposal.proposal_id] = proposal
         mode = self.cfg.mode
-        now = time.time_ns()
+        now = self.clock.now_ns()
         parked = needs_approval(mode, proposal.confidence, self.cfg.hybrid_auto_confidence)
         rec = record_of(decision, proposal, "parked" if parked else "proposed", mode, now)
         if not parked:
@@ -218,7 +216,7 @@ class EnsembleVoter(StockadeActor):
 
     @handles(ListPending)
     def on_list(self, _msg: ListPending) -> list[dict[str, Any]]:
-        now = time.time_ns()
+        now = self.clock.now_ns()
         return [
             {"proposal_id": r.proposal_id, "symbol": r.symbol, "side": r.side, "score": round(r.score, 4),
              "confidence": round(r.confidence, 4), "price": r.price, "models": list(r.models),
@@ -237,7 +235,7 @@ class EnsembleVoter(StockadeActor):
 
     @handles(ApproveProposal)
     def on_approve(self, msg: ApproveProposal) -> dict[str, Any]:
-        now = time.time_ns()
+        now = self.clock.now_ns()
         rec = self._take_parked(msg.proposal_id, now)
         if rec is None:
             # An operator's typo is an answer, not a crash of this actor.
@@ -267,7 +265,7 @@ class EnsembleVoter(StockadeActor):
 
     @handles(RejectProposal)
     def on_reject(self, msg: RejectProposal) -> dict[str, Any]:
-        now = time.time_ns()
+        now = self.clock.now_ns()
         rec = self._take_parked(msg.proposal_id, now)
         if rec is None:
             return {"error": f"no pending proposal {msg.proposal_id!r}"}
@@ -291,7 +289,7 @@ class EnsembleVoter(StockadeActor):
             return
         if tick.what != "expire":
             return
-        now = time.time_ns()
+        now = self.clock.now_ns()
         for rec in list(self.parked.values()):
             if self._expired(rec, now):
                 self._expire(rec, now)

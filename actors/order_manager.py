@@ -50,8 +50,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
-import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -63,7 +61,6 @@ from stockade.broker import orders as broker_orders
 from stockade.broker.backoff import Backoff
 from stockade.broker.rest import redact
 from stockade.broker.token_bucket import BudgetSpent, limit_client
-from stockade.broker.trade_stream import TradeUpdatesStream
 from stockade.codecs.messages import (
     Alert,
     BrokerOrderSeen,
@@ -114,20 +111,14 @@ class OrderManager(StockadeActor):
         self.client = limit_client(self.svc.broker.trading_client(), self.bucket, BUDGET_WAIT_S)
         # Protective stops (and their look-ups) may spend the protection reserve: new entries wait, they do not.
         self.protect_client = limit_client(self.svc.broker.trading_client(), self.bucket, BUDGET_WAIT_S, protect=True)
-        self.rng = random.Random()
+        self.rng = random.Random(self.clock.new_id())  # seeded by the clock: a backtest is repeatable
         rc = s.reconciler
         base = max(0.2, s.orders.retry_backoff_s)
         self.watch = ProtectionWatch(rc.max_unprotected_s, base, max(base, rc.max_unprotected_s / 4), rng=self.rng)
         self.last_price: dict[str, float] = {}  # symbol -> newest fill price (the protective stop's reference)
         self._covering = False
         self.resolve_pending()
-        self.stream = TradeUpdatesStream(
-            self.svc.broker.endpoints.trading_stream_url,
-            self.svc.broker.key,
-            self.svc.broker.secret,
-            on_update=self._from_stream,
-            on_reconnect=self._stream_reconnected,
-        )
+        self.stream = self.svc.broker.trade_updates(on_update=self._from_stream, on_reconnect=self._stream_reconnected)
         self.stream.start()
         # A safety net only: the reconciler compares recent orders every pass
         # and the poll covers a down stream.
@@ -186,7 +177,7 @@ class OrderManager(StockadeActor):
         if not self.bucket.available(1, protect=protective):
             self._refuse(intent, coid, "REST budget spent (token bucket at its reserve)")
             return
-        now = time.time_ns()
+        now = self.clock.now_ns()
         record = OrderRecord(
             client_order_id=coid,
             intent_id=intent.intent_id,
@@ -228,7 +219,7 @@ class OrderManager(StockadeActor):
     def _submit(self, record: OrderRecord, intent: OrderIntent) -> None:
         request = broker_orders.build_request(intent, record.client_order_id, record.time_in_force)
         attempts = self.settings.max_retries + 1
-        record = _replace(record, sent_ns=time.time_ns())
+        record = _replace(record, sent_ns=self.clock.now_ns())
         last_error = ""
         base = self.settings.retry_backoff_s
         backoff = Backoff(base, max(base, MAX_RETRY_SLEEP_S), rng=self.rng) if base > 0 else None
@@ -255,14 +246,14 @@ class OrderManager(StockadeActor):
             log.warning("submit %s attempt %d/%d failed: %s", record.client_order_id, attempt, attempts, last_error)
             self._journal_event(
                 OrderSubmitFailed(
-                    ts_ns=time.time_ns(), client_order_id=record.client_order_id, attempt=attempt,
+                    ts_ns=self.clock.now_ns(), client_order_id=record.client_order_id, attempt=attempt,
                     error=last_error, definitive=False,
                 )
             )
             if attempt < attempts and backoff is not None:
                 # Full jitter, capped well under the heartbeat timeout: a long
                 # sleep here would look like a hang to the supervisor.
-                time.sleep(backoff.next_delay())
+                self.clock.sleep(backoff.next_delay())
         if not maybe_sent:
             # Every attempt was refused before the broker did anything (429, or
             # the local budget): the outcome is known, nothing was placed.
@@ -273,7 +264,7 @@ class OrderManager(StockadeActor):
         self.tell("alerter", Alert("CRITICAL", f"order-unknown:{record.symbol}",
                                    f"order {record.client_order_id} ({record.side} {record.qty} {record.symbol}) "
                                    f"outcome unknown after {attempts} attempts: {last_error}",
-                                   NAME, time.time_ns()))
+                                   NAME, self.clock.now_ns()))
 
     def _not_sent(self, record: OrderRecord, intent: OrderIntent, attempts: int, error: str) -> None:
         """The rule for an order the broker never took: abandoned after its
@@ -283,7 +274,7 @@ class OrderManager(StockadeActor):
         self._set_state(record, "canceled", "abandon", reason)
         self.tell("alerter", Alert("WARNING", f"order-not-sent:{record.symbol}",
                                    f"order {record.client_order_id} ({record.side} {record.qty} {record.symbol}) "
-                                   f"{reason}; abandoned", NAME, time.time_ns()))
+                                   f"{reason}; abandoned", NAME, self.clock.now_ns()))
         self._refuse(intent, record.client_order_id, reason)
 
     def _send(self, record: OrderRecord, request: Any, attempt: int) -> tuple[str, str]:
@@ -294,7 +285,7 @@ class OrderManager(StockadeActor):
         have it and the look-up could not tell."""
         from alpaca.common.exceptions import APIError
 
-        self._journal_event(OrderSubmitted(ts_ns=time.time_ns(), client_order_id=record.client_order_id,
+        self._journal_event(OrderSubmitted(ts_ns=self.clock.now_ns(), client_order_id=record.client_order_id,
                                            attempt=attempt))
         try:
             order = self._client_for(record).submit_order(request)
@@ -333,7 +324,7 @@ class OrderManager(StockadeActor):
                               broker_order_id=stored.broker_order_id or record.broker_order_id)
         broker_id = str(order.id)
         legs = tuple(leg.client_order_id for leg in (order.legs or ()))
-        now = time.time_ns()
+        now = self.clock.now_ns()
         status = broker_orders.status_of(order)
         new = self._transition(record, "submit")
         updated = _replace(record, state=new, broker_order_id=broker_id, legs=legs, updated_ns=now)
@@ -347,6 +338,7 @@ class OrderManager(StockadeActor):
                     # Unfilled here: its fills, if any, are recorded by _apply.
                     self.store.put_order(
                         broker_orders.record_from_order(leg, reason="bracket leg", parent_id=record.client_order_id,
+                                                        now_ns=self.clock.now_ns(),
                                                         unfilled=True),
                         txn=txn,
                     )
@@ -356,12 +348,12 @@ class OrderManager(StockadeActor):
                  record.order_class, status, record.client_order_id)
         # The REST answer may already say filled (a fast market order), and
         # an order found by a look-up may have legs that traded meanwhile.
-        self._apply(broker_orders.update_from_order(order), source="rest")
+        self._apply(broker_orders.update_from_order(order, now_ns=self.clock.now_ns()), source="rest")
         for leg in order.legs or ():
-            self._apply(broker_orders.update_from_order(leg), source="rest")
+            self._apply(broker_orders.update_from_order(leg, now_ns=self.clock.now_ns()), source="rest")
 
     def _rejected(self, record: OrderRecord, error: str, attempt: int, reason: str) -> None:
-        now = time.time_ns()
+        now = self.clock.now_ns()
         self._journal_event(OrderSubmitFailed(ts_ns=now, client_order_id=record.client_order_id, attempt=attempt,
                                               error=error, definitive=True))
         self._set_state(record, "rejected", "submit_rejected", f"{reason}: {error}")
@@ -420,7 +412,7 @@ class OrderManager(StockadeActor):
         coid = broker_orders.replacement_id(old.client_order_id, msg.stop_price)
         if self.store.orders.has(coid):
             return
-        now = time.time_ns()
+        now = self.clock.now_ns()
         record = _replace(old, client_order_id=coid, intent_id="", state="intent", qty=old.qty - old.filled_qty,
                           stop_price=msg.stop_price, broker_order_id=None, filled_qty=0, filled_avg_price=None,
                           created_ns=now, updated_ns=now, sent_ns=now, attempts=1, legs=(), last_error="",
@@ -520,7 +512,7 @@ class OrderManager(StockadeActor):
         for record in tracked:
             order = by_id.get(record.client_order_id)
             if order is not None:
-                self._apply(broker_orders.update_from_order(order), source="resync")
+                self._apply(broker_orders.update_from_order(order, now_ns=self.clock.now_ns()), source="resync")
 
     # ---- updates ----------------------------------------------------------------
 
@@ -534,7 +526,7 @@ class OrderManager(StockadeActor):
 
     def _apply(self, update: OrderUpdate, source: str, to_position: bool = True) -> None:
         record = self.store.orders.get(update.client_order_id)
-        now = time.time_ns()
+        now = self.clock.now_ns()
         adopted = record is None
         if record is None:
             # The broker's type matters: a stop placed by hand protects its shares.
@@ -632,7 +624,7 @@ class OrderManager(StockadeActor):
         symbols = {p.symbol for p in self.store.positions.values() if p.qty > 0} | set(self.watch.symbols())
         for symbol in sorted(symbols):
             self._cover(symbol)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for symbol in self.watch.overdue(now):
             bare = self._coverage(symbol)[1]
             log.error("%s: %d shares without a protective stop for %.1fs (bound %gs)", symbol, bare,
@@ -644,7 +636,7 @@ class OrderManager(StockadeActor):
                                        f"{symbol}: {bare} shares without a protective stop for "
                                        f"{self.watch.bare_for(symbol, now):.0f}s, beyond "
                                        f"reconciler.max_unprotected_s ({self.watch.bound_s:g}s); {then}",
-                                       NAME, time.time_ns()))
+                                       NAME, self.clock.now_ns()))
 
     def _bare_qty(self, symbol: str) -> int:
         """Shares of the ledger's long position in `symbol` that no stop (resting or on its way) covers."""
@@ -672,7 +664,7 @@ class OrderManager(StockadeActor):
         if self._covering or not self.svc.first_reconcile.is_set():
             return  # the ledger is trusted once reconciled; one request at a time
         bare, exposed, pending = self._coverage(symbol)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if exposed <= 0:
             self.watch.covered(symbol)
             return
@@ -703,13 +695,13 @@ class OrderManager(StockadeActor):
         log.warning("%s: %d shares without a stop; placing a protective stop at %.2f", symbol, bare, stop)
         self.tell("alerter", Alert("WARNING", f"unprotected:{symbol}",
                                    f"{symbol}: {bare} shares unprotected; protective stop at {stop}", NAME,
-                                   time.time_ns()))
+                                   self.clock.now_ns()))
         self._covering = True
         try:
             self.on_intent(OrderIntent(
-                intent_id=f"protect-{uuid.uuid4().hex}", symbol=symbol, side="sell", qty=bare, order_type="stop",
+                intent_id=f"protect-{self.clock.new_id()}", symbol=symbol, side="sell", qty=bare, order_type="stop",
                 limit_price=None, take_profit=None, stop_loss=None, reason="protective stop for bare shares",
-                proposal_id="", quote_recv_ns=time.time_ns(), reduce_only=True, stop_price=stop))
+                proposal_id="", quote_recv_ns=self.clock.now_ns(), reduce_only=True, stop_price=stop))
         finally:
             self._covering = False
 
@@ -748,7 +740,7 @@ class OrderManager(StockadeActor):
             return record.state
 
     def _set_state(self, record: OrderRecord, state: Any, event: str, reason: str) -> None:
-        now = time.time_ns()
+        now = self.clock.now_ns()
         updated = _replace(record, state=state, updated_ns=now, last_error=reason or record.last_error)
 
         def write(txn: Any) -> None:

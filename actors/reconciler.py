@@ -26,8 +26,6 @@ the daemon's READY=1.
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -75,7 +73,7 @@ class Reconciler(StockadeActor):
         self.suspects: dict[str, tuple[int, int]] = {}  # symbol -> (ledger, broker) seen last pass
         self.order_suspects: set[tuple[str, int, str]] = set()  # (coid, broker filled, state) seen last pass
         self.passes = 0
-        self.clock: Any = None
+        self.market_clock: Any = None  # the broker's market clock (self.clock is the runtime's)
         self.clock_read = 0.0
         self.was_open: bool | None = None
         self.highs: dict[str, float] = {}  # symbol -> highest price seen while held (trailing stop)
@@ -93,7 +91,7 @@ class Reconciler(StockadeActor):
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if tick.what == "reconcile":
             self._pass()
         elif tick.what == "retry":
@@ -102,7 +100,7 @@ class Reconciler(StockadeActor):
         elif tick.what == "retention":
             # Alerts, decisions and equity snapshots are bounded (Retention's
             # defaults); the journal and the order ledger are never trimmed.
-            trimmed = self.svc.store.apply_retention()
+            trimmed = self.svc.store.apply_retention(now_ns=self.clock.now_ns())
             if any(trimmed.values()):
                 log.info("retention: trimmed %s", trimmed)
 
@@ -111,7 +109,7 @@ class Reconciler(StockadeActor):
             self.retry.reset()
             self.retry_at = None
         else:
-            self.retry_at = time.monotonic() + self.retry.next_delay()
+            self.retry_at = self.clock.monotonic() + self.retry.next_delay()
 
     def reconcile(self) -> bool:
         # The ledger's fill marks before the first request: a symbol whose
@@ -129,7 +127,7 @@ class Reconciler(StockadeActor):
         except Exception as exc:
             log.warning("reconcile: broker unreachable: %s", redact(exc))
             return False
-        now = time.time_ns()
+        now = self.clock.now_ns()
         # Adopt at once only on the daemon's first pass, before any trading; a
         # restarted reconciler waits for a difference to show twice.
         first_pass = not self.svc.first_reconcile.is_set()
@@ -147,7 +145,7 @@ class Reconciler(StockadeActor):
         self.was_open = bool(clock.is_open)
         held = tuple(Position(p.symbol, float(p.qty), float(p.avg_entry_price), float(p.market_value or 0),
                               float(p.unrealized_pl or 0)) for p in positions)
-        snapshot = msgspec.structs.replace(broker_orders.account_snapshot(account), positions=held)
+        snapshot = msgspec.structs.replace(broker_orders.account_snapshot(account, self.clock.now_ns()), positions=held)
         self.tell("risk_guard", snapshot)
         next_close = getattr(clock, "next_close", None)
         market = ClockSnapshot(bool(clock.is_open), now, int(next_close.timestamp() * 1e9) if next_close else 0)
@@ -222,21 +220,21 @@ class Reconciler(StockadeActor):
 
     def _clock(self) -> Any:
         """The market clock, re-read every CLOCK_EVERY_S or when an open/close is due."""
-        now = time.monotonic()
-        due = self.clock is None or now - self.clock_read >= CLOCK_EVERY_S
+        now = self.clock.monotonic()
+        due = self.market_clock is None or now - self.clock_read >= CLOCK_EVERY_S
         if not due:
-            edge = self.clock.next_close if self.clock.is_open else self.clock.next_open
-            due = edge is not None and datetime.now(timezone.utc) >= edge
+            edge = self.market_clock.next_close if self.market_clock.is_open else self.market_clock.next_open
+            due = edge is not None and datetime.fromtimestamp(self.clock.now_ns() / 1e9, timezone.utc) >= edge
         if due:
-            self.clock, self.clock_read = self.client.get_clock(), now
-        return self.clock
+            self.market_clock, self.clock_read = self.client.get_clock(), now
+        return self.market_clock
 
     def _recent_closed(self) -> list[Any]:
         """Orders closed within `fills_lookback_s`: their fills, against the ledger's."""
         from alpaca.trading.enums import QueryOrderStatus
         from alpaca.trading.requests import GetOrdersRequest
 
-        since = datetime.fromtimestamp(time.time() - self.cfg.fills_lookback_s, tz=timezone.utc)
+        since = datetime.fromtimestamp(self.clock.now_ns() / 1e9 - self.cfg.fills_lookback_s, tz=timezone.utc)
         return list(self.client.get_orders(GetOrdersRequest(status=QueryOrderStatus.CLOSED, after=since, limit=500,
                                                             nested=False)))
 
@@ -262,7 +260,7 @@ class Reconciler(StockadeActor):
             # On the first pass the broker's positions were just adopted whole:
             # they already hold these fills (unless that symbol's snapshot was stale).
             counted = first_pass and order.symbol not in stale_symbols
-            self.tell("order_manager", BrokerOrderSeen(broker_orders.update_from_order(order),
+            self.tell("order_manager", BrokerOrderSeen(broker_orders.update_from_order(order, now_ns=self.clock.now_ns()),
                                                        counted_in_positions=counted))
             key = (order.client_order_id, filled, theirs)
             seen.add(key)
@@ -284,7 +282,7 @@ class Reconciler(StockadeActor):
     def _protect(self, positions: list[Any], orders: list[Any]) -> None:
         """Give each long position without a stop a protective stop, within `max_unprotected_s`."""
         pct = self.cfg.protective_stop_pct / 100.0
-        now = time.monotonic()
+        now = self.clock.monotonic()
         in_flight = {o.symbol for o in self.svc.store.open_orders()
                      if o.side == "sell" and o.order_type == "stop" and o.reduce_only}
         for p in positions:
@@ -318,11 +316,11 @@ class Reconciler(StockadeActor):
                         p.symbol, qty - covered, stop)
             self.tell("alerter", Alert("WARNING", f"unprotected:{p.symbol}",
                                        f"{p.symbol}: {qty - covered} shares unprotected; protective stop at {stop}",
-                                       NAME, time.time_ns()))
+                                       NAME, self.clock.now_ns()))
             self.tell("order_manager", OrderIntent(
-                intent_id=f"protect-{uuid.uuid4().hex}", symbol=p.symbol, side="sell", qty=qty - covered,
+                intent_id=f"protect-{self.clock.new_id()}", symbol=p.symbol, side="sell", qty=qty - covered,
                 order_type="stop", limit_price=None, take_profit=None, stop_loss=None,
-                reason="protective stop for an unprotected position", proposal_id="", quote_recv_ns=time.time_ns(),
+                reason="protective stop for an unprotected position", proposal_id="", quote_recv_ns=self.clock.now_ns(),
                 reduce_only=True, stop_price=stop))
 
     def _trail(self, positions: list[Any], orders: list[Any]) -> None:
@@ -383,7 +381,7 @@ class Reconciler(StockadeActor):
             if kind in ("HIGH", "EXTREME"):
                 self.tell("alerter", Alert("CRITICAL" if kind == "EXTREME" else "WARNING", f"gap:{symbol}",
                                            f"{symbol} gapped {pct:+.2f}% at the open ({kind}): previous close "
-                                           f"{float(prev):.2f}, open {float(first):.2f}", NAME, time.time_ns()))
+                                           f"{float(prev):.2f}, open {float(first):.2f}", NAME, self.clock.now_ns()))
         self.svc.stats["gap_risk"] = report
 
     def _store_equity(self, account: AccountSnapshot, held: tuple[Position, ...], now: int) -> None:

@@ -17,9 +17,6 @@ halting, that many minutes before the broker's next close.
 from __future__ import annotations
 
 import logging
-import threading
-import time
-import uuid
 from datetime import date, timedelta
 from typing import Any
 
@@ -111,8 +108,8 @@ class RiskGuard(StockadeActor):
         self.in_flight_timeout_ns = int(risk.in_flight_timeout_s * 1e9)
         self.brackets = BracketParams(method="percent", stop_pct=risk.stop_loss_pct,
                                       take_profit_pct=risk.take_profit_pct)
-        self.breaker = CircuitBreaker.from_limits(self.limits)
-        self.rate = OrderRateWindow(60.0)
+        self.breaker = CircuitBreaker.from_limits(self.limits, clock=self.clock.now_ns)
+        self.rate = OrderRateWindow(60.0, clock=self.clock.now_ns)
         self.account: AccountSnapshot | None = None
         self.market_open = not risk.respect_market_hours  # until the reconciler says
         self.next_close_ns = 0
@@ -139,7 +136,7 @@ class RiskGuard(StockadeActor):
             return
         self.market_open = bool(clock.is_open)
         self.next_close_ns = _ns(getattr(clock, "next_close", None))
-        self.account = account_snapshot(a)
+        self.account = account_snapshot(a, self.clock.now_ns())
         self._refresh_calendar(client)
 
     def _refresh_calendar(self, client: Any = None) -> None:
@@ -148,7 +145,7 @@ class RiskGuard(StockadeActor):
         With a client (setup) it fetches at once; from a handler it fetches on a
         thread of its own, so a slow broker cannot make this actor look hung.
         """
-        today = exchange_day(time.time_ns())
+        today = exchange_day(self.clock.now_ns())
         if self.calendar_day == today:
             return
         self.calendar_day = today  # one try a day: a failure falls back to weekdays
@@ -170,13 +167,13 @@ class RiskGuard(StockadeActor):
         if client is not None:
             fetch(client)
         else:
-            threading.Thread(target=fetch, args=(None,), name="risk-calendar", daemon=True).start()
+            self.clock.background(lambda: fetch(None), "risk-calendar")
 
     def _day_trade_window(self, day: date) -> tuple[date, ...]:
         return self.calendar.recent_sessions(day, self.limits.day_trade_window_days)
 
     def _stored_day_trades(self) -> dict[date, int]:
-        today = exchange_day(time.time_ns())
+        today = exchange_day(self.clock.now_ns())
         out: dict[date, int] = {}
         with self.svc.store.read() as txn:
             # n sessions span fewer than 2n + 5 calendar days (weekends, holidays)
@@ -216,7 +213,7 @@ class RiskGuard(StockadeActor):
             self._count_fill(update)
 
     def _count_fill(self, update: OrderUpdate) -> None:
-        now = time.time_ns()
+        now = self.clock.now_ns()
         day = exchange_day(now)
         held = self.svc.store.positions.get(update.symbol)
         after = float(held.qty) if held else 0.0
@@ -246,7 +243,7 @@ class RiskGuard(StockadeActor):
                 # Create it as the reconciler would, so the day keeps its start equity.
                 start = (account.last_equity or account.equity) if account else None
                 current = DayCounters(date=key, start_equity=start)
-            store.counters.put(key, msgspec.structs.replace(current, day_trades=n, updated_ns=time.time_ns()),
+            store.counters.put(key, msgspec.structs.replace(current, day_trades=n, updated_ns=self.clock.now_ns()),
                                txn=txn)
 
         store.transact(write, durable=False)
@@ -261,12 +258,12 @@ class RiskGuard(StockadeActor):
         status = self.breaker.status()
         log.error("failure breaker tripped: %s", status.reason)
         self.tell("alerter", Alert("CRITICAL", "failure-breaker", f"failure breaker tripped: {status.reason}",
-                                   NAME, time.time_ns()))
+                                   NAME, self.clock.now_ns()))
 
     # ---- the day's loss --------------------------------------------------------------
 
     def _start_equity(self, txn: Any = None) -> float | None:
-        counters = self.svc.store.counters.get(exchange_date(time.time_ns()), txn=txn)
+        counters = self.svc.store.counters.get(exchange_date(self.clock.now_ns()), txn=txn)
         if counters is not None and counters.start_equity:
             return counters.start_equity
         return self.account.last_equity if self.account and self.account.last_equity > 0 else None
@@ -295,10 +292,10 @@ class RiskGuard(StockadeActor):
     def _trip_loss_breaker(self, why: str) -> None:
         if self.svc.trading_state().state == "HALTED" and self.fired.get("loss-breaker"):
             return  # already liquidated (or being) and halted
-        self.fired["loss-breaker"] = exchange_date(time.time_ns())
+        self.fired["loss-breaker"] = exchange_date(self.clock.now_ns())
         log.critical("LOSS BREAKER: %s; liquidating through the kill switch", why)
         self.tell("alerter", Alert("CRITICAL", "loss-breaker", f"loss breaker tripped: {why}; liquidating, "
-                                   "trading HALTED", NAME, time.time_ns()))
+                                   "trading HALTED", NAME, self.clock.now_ns()))
         self.tell("emergency_stop", Kill(f"loss breaker: {why}", f"{NAME}:loss_breaker"))
 
     def _maybe_flatten(self) -> None:
@@ -309,34 +306,34 @@ class RiskGuard(StockadeActor):
             return
         if not any(p.qty for p in self.svc.store.positions.values()):
             return
-        today = exchange_date(time.time_ns())
+        today = exchange_date(self.clock.now_ns())
         if self.fired.get("flatten") == today:
             return
         self.fired["flatten"] = today
         why = f"{minutes:.1f} min to the close <= flatten_before_close_min {window:g}"
         log.warning("risk: flattening before the close: %s", why)
-        self.tell("alerter", Alert("WARNING", "flatten", f"flattening every position: {why}", NAME, time.time_ns()))
+        self.tell("alerter", Alert("WARNING", "flatten", f"flattening every position: {why}", NAME, self.clock.now_ns()))
         self.tell("emergency_stop", Flatten(why, f"{NAME}:flatten"))
 
     def _minutes_to_close(self) -> float | None:
         if not self.market_open or self.next_close_ns <= 0:
             return None
-        return max(0.0, (self.next_close_ns - time.time_ns()) / 60e9)
+        return max(0.0, (self.next_close_ns - self.clock.now_ns()) / 60e9)
 
     def _alert_once(self, key: str, level: str, text: str) -> None:
         """One alert per key per exchange day (the alerter de-duplicates too, per window)."""
-        today = exchange_date(time.time_ns())
+        today = exchange_date(self.clock.now_ns())
         if self.fired.get(key) == today:
             return
         self.fired[key] = today
         log.warning("risk: %s", text)
-        self.tell("alerter", Alert(level, f"risk-{key}", text, NAME, time.time_ns()))  # type: ignore[arg-type]
+        self.tell("alerter", Alert(level, f"risk-{key}", text, NAME, self.clock.now_ns()))  # type: ignore[arg-type]
 
     # ---- decisions ------------------------------------------------------------------
 
     def _context(self) -> RiskContext:
         store = self.svc.store
-        now = time.time_ns()
+        now = self.clock.now_ns()
         day = exchange_day(now)
         with store.read() as txn:  # one consistent snapshot, one transaction
             positions = tuple(
@@ -433,7 +430,7 @@ class RiskGuard(StockadeActor):
         if not verdict.reduce_only:
             self.in_flight[proposal.symbol] = context.now_ns
         intent = OrderIntent(
-            intent_id=uuid.uuid4().hex,
+            intent_id=self.clock.new_id(),
             symbol=proposal.symbol,
             side=proposal.side,
             qty=verdict.qty,
@@ -464,7 +461,7 @@ class RiskGuard(StockadeActor):
         self._record(proposal, False, rule, reason, 0)
 
     def _record(self, proposal: Proposal, allowed: bool, rule: str, reason: str, qty: int) -> None:
-        now = time.time_ns()
+        now = self.clock.now_ns()
         self.svc.store.decisions.add(
             DecisionRecord(ts_ns=now, proposal_id=proposal.proposal_id, symbol=proposal.symbol, allowed=allowed,
                            rule=rule, reason=reason, side=proposal.side, qty=qty),

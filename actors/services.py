@@ -17,6 +17,7 @@ from stockade.codecs.messages import TradingState
 from stockade.codecs.records import TradingStateRecord, TradingStateSet
 from stockade.ops.settings import Settings
 from stockade.storage.store import Store
+from stockade.supervisors.clock import WALL_CLOCK, Clock
 from stockade.supervisors.faults import FaultInjector
 
 
@@ -39,6 +40,13 @@ class BrokerAccess:
     def data_client(self) -> Any:
         return make_data_client(self.key, self.secret, self.endpoints.data_url, timeout_s=self.request_timeout_s)
 
+    def trade_updates(self, on_update: Any, on_reconnect: Any) -> Any:
+        """The account's trade-updates stream (not started): `start()`, `stop(timeout)`."""
+        from stockade.broker.trade_stream import TradeUpdatesStream
+
+        return TradeUpdatesStream(self.endpoints.trading_stream_url, self.key, self.secret,
+                                  on_update=on_update, on_reconnect=on_reconnect)
+
 
 @dataclasses.dataclass
 class Services:
@@ -53,6 +61,8 @@ class Services:
     started_ns: int = dataclasses.field(default_factory=time.time_ns)
     # Counters actors publish for `status` (replaced whole, never mutated in place).
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The same clock the actors' contexts carry (a backtest's simulated one there).
+    clock: Clock = WALL_CLOCK
 
     def rest_bucket(self) -> TokenBucket:
         """The API key's shared REST budget (`broker.token_bucket`), with its reserves from settings."""
@@ -68,7 +78,7 @@ class Services:
 
     def set_trading_state(self, state: TradingState, reason: str, by: str) -> TradingStateRecord:
         """Persist a new trading state and journal it, atomically and durably."""
-        now = time.time_ns()
+        now = self.clock.now_ns()
         reason = redact(reason)  # an operator may paste anything into a reason; storage keeps no secret
         record = TradingStateRecord(state=state, reason=reason, changed_ns=now, changed_by=by)
 

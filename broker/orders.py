@@ -106,14 +106,14 @@ def status_of(order: Any) -> str:
 
 
 def record_from_order(order: Any, *, intent_id: str = "", reason: str = "", parent_id: str | None = None,
-                      unfilled: bool = False) -> OrderRecord:
+                      unfilled: bool = False, now_ns: int | None = None) -> OrderRecord:
     """A ledger record for a broker order we did not place ourselves (adoption).
 
     `unfilled`: record it as working with nothing filled yet, so that the
     caller's next step (`OrderManager._apply` of the same order) records its
     fills; otherwise they would be in the record but never in the fill ledger.
     """
-    now = time.time_ns()
+    now = time.time_ns() if now_ns is None else now_ns
     order_type = enum_str(order.type or order.order_type) or "market"
     legs = tuple(leg.client_order_id for leg in (order.legs or ()))
     return OrderRecord(
@@ -139,7 +139,7 @@ def record_from_order(order: Any, *, intent_id: str = "", reason: str = "", pare
     )
 
 
-def update_from_order(order: Any, event: str | None = None) -> OrderUpdate:
+def update_from_order(order: Any, event: str | None = None, now_ns: int | None = None) -> OrderUpdate:
     """An OrderUpdate as if the trade stream had said what REST now says."""
     status = status_of(order)
     return OrderUpdate(
@@ -152,7 +152,7 @@ def update_from_order(order: Any, event: str | None = None) -> OrderUpdate:
         qty=float(order.qty or 0),
         filled_qty=float(order.filled_qty or 0),
         filled_avg_price=_f(order.filled_avg_price),
-        ts_ns=time.time_ns(),
+        ts_ns=time.time_ns() if now_ns is None else now_ns,
         order_class=enum_str(order.order_class),
         order_type=enum_str(order.type or order.order_type),
         stop_price=_f(order.stop_price),
@@ -212,10 +212,11 @@ def api_status(exc: BaseException) -> int | None:
         return None
 
 
-def account_snapshot(account: Any) -> AccountSnapshot:
+def account_snapshot(account: Any, now_ns: int | None = None) -> AccountSnapshot:
     """The risk guard's view of an alpaca-py `TradeAccount`."""
     return AccountSnapshot(
         equity=float(account.equity or 0), last_equity=float(account.last_equity or 0), cash=float(account.cash or 0),
         buying_power=float(account.buying_power or 0),
-        trading_blocked=bool(account.trading_blocked or account.account_blocked), ts_ns=time.time_ns(),
+        trading_blocked=bool(account.trading_blocked or account.account_blocked),
+        ts_ns=time.time_ns() if now_ns is None else now_ns,
     )

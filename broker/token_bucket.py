@@ -135,6 +135,15 @@ def shared_bucket(api_key: str, rate_per_min: float, reserve: int, protect_reser
         return _shared[key]
 
 
+def install_shared_bucket(api_key: str, rate_per_min: float, reserve: int, clock: Callable[[], float],
+                          protect_reserve: int = 0) -> TokenBucket:
+    """Make the key's shared bucket one that refills on `clock` (a backtest's simulated time)."""
+    with _shared_lock:
+        key = (api_key, float(rate_per_min), int(reserve), int(protect_reserve))
+        bucket = _shared[key] = TokenBucket(rate_per_min, reserve, clock=clock, protect_reserve=protect_reserve)
+        return bucket
+
+
 def forget_shared() -> None:
     """Drop every shared bucket (tests: each daemon a test starts in one process gets a full budget,
     as a real daemon process does, not what earlier tests left of it)."""

@@ -100,6 +100,7 @@ def main(argv: list[str]) -> int:
     from stockade.ops.dashboard.bench import bench_dashboard
     from stockade.ops.hot_path_bench import bench_tick_to_wire, warm_floor
     from stockade.ops.ingest_bench import bench_ingest, bench_scale_start
+    from stockade.ops.backtest_bench import bench_bars, bench_peer
     from stockade.quant.bench import bench_indicators, bench_models
     from stockade.quant.risk_bench import bench_risk_checks
     from stockade.ops.telemetry_bench import bench_tracing
@@ -126,6 +127,8 @@ def main(argv: list[str]) -> int:
         ("tracing_per_message", lambda: bench_tracing(2_000 if quick else 20_000)),
         ("alerts", lambda: bench_alerts(2_000 if quick else 20_000, scratch)),
         ("dashboard_page_load", lambda: bench_dashboard(scratch / "dashboard", quick)),
+        ("backtest_peer", lambda: bench_peer(quick, scratch)),
+        ("backtest_bars", lambda: bench_bars(quick, scratch)),
     ]
     results: dict[str, Any] = {
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
@@ -171,6 +174,12 @@ def main(argv: list[str]) -> int:
         "scale_ready_s": scale.get("ready_s"),
         "scale_rss_mb": scale.get("rss_mb"),
         "scale_threads": scale.get("threads"),
+        "backtest_quotes_per_s_with_orders": results.get("backtest_peer", {}).get("with_orders", {}).get("quotes_per_s"),
+        "backtest_quotes_per_s_signals_only":
+            results.get("backtest_peer", {}).get("signals_only", {}).get("quotes_per_s"),
+        "backtest_peer_nautilus": results.get("backtest_peer", {}).get("peer"),
+        "backtest_year_100_symbols_minutes_extrapolated":
+            results.get("backtest_bars", {}).get("year_100_symbols_minutes_extrapolated"),
     }
     print(json.dumps(results, indent=2, default=str))
     return 0 if not any(isinstance(v, dict) and "error" in v for v in results.values()) else 1

@@ -53,6 +53,13 @@ class VenueSettings(_Section):
     initial_cash: float = 100_000.0
 
 
+class BacktestSettings(_Section):
+    slippage_bps: float = 1.0
+    commission_per_share: float = 0.0
+    bar_spread_bps: float = 2.0
+    quote_size: int = 10_000
+
+
 class AlpacaSettings(_Section):
     paper: bool = True
     allow_live: bool = False
@@ -369,6 +376,7 @@ class Settings(_Section):
     models: ModelsSettings = ModelsSettings()
     dashboard: DashboardSettings = DashboardSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    backtest: BacktestSettings = BacktestSettings()
 
 
 # ---- loading -------------------------------------------------------------------
@@ -542,6 +550,10 @@ def _check_url(key: str, value: str, schemes: tuple[str, ...]) -> None:
 
 def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     c = _Checker(merged)
+    c.non_negative("backtest.slippage_bps", s.backtest.slippage_bps)
+    c.non_negative("backtest.commission_per_share", s.backtest.commission_per_share)
+    c.non_negative("backtest.bar_spread_bps", s.backtest.bar_spread_bps)
+    c.at_least("backtest.quote_size", s.backtest.quote_size, 1)
 
     v = s.venue
     if not v.host:

@@ -366,7 +366,9 @@ class Ensemble:
         if not votes:
             self.last_skip = "no votes"
             return None
-        models = {v.model for v in votes}
+        # Sorted: a set's order follows the per-process string hash, and the
+        # weights' float sums must not (a replay gives the same numbers).
+        models = sorted({v.model for v in votes})
         if len(models) < p.min_voters:
             self.last_skip = f"{len(models)} voters < {p.min_voters}"
             return None
@@ -459,6 +461,9 @@ class HorizonScorer:
         self.max_pending = max_pending
         # (symbol, member) -> (sign of the call, price, vote time ns); insertion ordered.
         self._pending: dict[tuple[str, str], tuple[int, float, int]] = {}
+        # symbol -> its members with a pending vote, in the same order: `observe` runs
+        # on every vote and must not walk every other symbol's (100 symbols x 7 members).
+        self._by_symbol: dict[str, dict[str, None]] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -472,8 +477,11 @@ class HorizonScorer:
         if key in self._pending:
             return False
         if len(self._pending) >= self.max_pending:
-            self._pending.pop(next(iter(self._pending)))  # the oldest goes
+            oldest = next(iter(self._pending))  # the oldest goes
+            del self._pending[oldest]
+            self._by_symbol[oldest[0]].pop(oldest[1], None)
         self._pending[key] = (1 if d > 0 else -1, price, vote.quote_recv_ns)
+        self._by_symbol.setdefault(vote.symbol, {})[vote.model] = None
         return True
 
     def observe(self, symbol: str, price: float, now_ns: int) -> list[tuple[str, bool]]:
@@ -484,13 +492,19 @@ class HorizonScorer:
         if not (math.isfinite(price) and price > 0):
             return []
         out: list[tuple[str, bool]] = []
-        for key, (sign, then, at) in list(self._pending.items()):
-            if key[0] != symbol or now_ns - at < self.horizon_ns:
+        members = self._by_symbol.get(symbol)
+        if not members:
+            return out
+        for member in list(members):
+            key = (symbol, member)
+            sign, then, at = self._pending[key]
+            if now_ns - at < self.horizon_ns:
                 continue
             del self._pending[key]
+            del members[member]
             move = sign * (price - then) / then
             if move > self.band:
-                out.append((key[1], True))
+                out.append((member, True))
             elif move < -self.band:
-                out.append((key[1], False))
+                out.append((member, False))
         return out

@@ -7,6 +7,7 @@ import logging
 import threading
 from typing import Any, Callable, Mapping
 
+from stockade.supervisors.clock import WALL_CLOCK, Clock
 from stockade.supervisors.faults import FaultInjector
 from stockade.supervisors.fence import FenceToken
 from stockade.supervisors.health import Health
@@ -38,6 +39,8 @@ class ActorContext:
     # This instance's fence token (made by its supervisor, which reads its
     # busy deadline); None: the actor asks the router for one.
     fence: FenceToken | None = None
+    # Time, waits, timers, background work and ids (wall clock live, simulated in a backtest).
+    clock: Clock = WALL_CLOCK
 
     def for_child(self, name: str, generation: int, notify: Callable[[Any], None],
                   fence: FenceToken | None = None) -> "ActorContext":

@@ -279,9 +279,12 @@ class Exchange:
         partial_fill_prob: Callable[[], float] = lambda: 0.0,
         on_event: Callable[[TradeEvent], None] | None = None,
         non_fractionable: Iterable[str] = (),
+        new_id: Callable[[], str] | None = None,
     ) -> None:
         self.symbols = tuple(symbols)
         self.non_fractionable = frozenset(non_fractionable)
+        # Order and fill ids; a backtest passes a seeded source so its records repeat byte for byte.
+        self._new_id = new_id or (lambda: str(uuid.uuid4()))
         self.clock = clock
         self.partial_fill_prob = partial_fill_prob
         self.on_event = on_event or (lambda _e: None)
@@ -491,13 +494,13 @@ class Exchange:
             # An OCO's parent is its take-profit: Alpaca takes the limit from take_profit.
             req = msgspec.structs.replace(req, limit_price=req.take_profit_limit)
         self._validate(req)
-        cid = req.client_order_id or str(uuid.uuid4())
+        cid = req.client_order_id or self._new_id()
         if cid in self._by_client_id:
             raise VenueError(422, 40010001, "client_order_id must be unique")
         market_open = self.clock.is_open(now)
         status = "pending_new" if market_open else "accepted"
         order = Order(
-            id=str(uuid.uuid4()),
+            id=self._new_id(),
             client_order_id=cid,
             symbol=req.symbol,
             asset_id=asset_id_for(req.symbol),
@@ -539,7 +542,7 @@ class Exchange:
 
         def leg(role: str, **kw: Any) -> Order:
             return Order(
-                id=str(uuid.uuid4()), client_order_id=str(uuid.uuid4()), symbol=req.symbol,
+                id=self._new_id(), client_order_id=self._new_id(), symbol=req.symbol,
                 asset_id=order.asset_id, side=req.side if oco else exit_side, time_in_force=req.time_in_force,
                 qty=req.qty, status=status if oco else "held", order_class=req.order_class,
                 created_at_ns=now, updated_at_ns=now, submitted_at_ns=now, parent_id=order.id,
@@ -786,8 +789,8 @@ class Exchange:
         now = self.clock.now_ns()
         new = msgspec.structs.replace(
             old,
-            id=str(uuid.uuid4()),
-            client_order_id=client_order_id or str(uuid.uuid4()),
+            id=self._new_id(),
+            client_order_id=client_order_id or self._new_id(),
             qty=new_qty - old.filled_qty,
             filled_qty=0,
             filled_notional=0.0,
@@ -1019,7 +1022,7 @@ class Exchange:
         self._dirty_order(order)
         position_qty = self.positions[order.symbol].qty if order.symbol in self.positions else 0
         fill = Fill(
-            id=str(uuid.uuid4()), order_id=order.id, symbol=order.symbol, side=order.side,
+            id=self._new_id(), order_id=order.id, symbol=order.symbol, side=order.side,
             qty=qty, price=price, ts_ns=ts_ns, position_qty=position_qty,
         )
         self.fills.append(fill)

@@ -1,0 +1,286 @@
+"""The venue without a server: its own REST handlers called in-process, for backtests.
+
+A backtest must go through the same broker code as live trading (alpaca-py's
+`TradingClient` and `StockHistoricalDataClient`, the order manager's request
+building and response parsing) but cannot afford an HTTP round trip, a
+websocket and an event loop per order, nor their scheduling noise.
+`InProcessVenue.session()` is a stand-in for the clients' `requests.Session`:
+each request is routed to the very handler the HTTP venue would run
+(`TradingApi`, `MarketDataApi`), with the same query and JSON body, and
+answered with a real `requests.Response` carrying the same status and JSON.
+Only the socket is gone. Trade updates are the frames the `/stream`
+websocket would send, handed to subscribers as text.
+
+Fill timing: an order accepted while handling a quote is not matched against
+that quote (the one the decision saw); it is routed on its symbol's *next*
+quote, as an order sent to a real market arrives after the price it reacted
+to. Everything else (brackets and OCO legs, stops, day orders, buying power)
+is the exchange's own matching, unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, time, timedelta
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qsl, urlsplit
+
+import requests
+
+from stockade.venue.alpaca_json import trade_update_json
+from stockade.venue.clock import NEW_YORK, NS_PER_S, MarketClock, ns_to_new_york
+from stockade.venue.config import VenueConfig
+from stockade.venue.context import VenueContext
+from stockade.venue.exchange import _WORKING, Exchange, QuoteLike, TradeEvent, VenueError
+from stockade.venue.market_data_api import ApiError, MarketDataApi
+from stockade.venue.trading_api import TradingApi
+
+# (method, path pattern, api, handler name): the routes the product's clients use.
+_ROUTES: tuple[tuple[str, str, str, str], ...] = (
+    ("GET", r"/v2/account", "trading", "get_account"),
+    ("GET", r"/v2/positions", "trading", "list_positions"),
+    ("DELETE", r"/v2/positions", "trading", "close_all_positions"),
+    ("GET", r"/v2/positions/(?P<symbol>[^/]+)", "trading", "get_position"),
+    ("DELETE", r"/v2/positions/(?P<symbol>[^/]+)", "trading", "close_position"),
+    ("POST", r"/v2/orders", "trading", "submit_order"),
+    ("GET", r"/v2/orders", "trading", "list_orders"),
+    ("DELETE", r"/v2/orders", "trading", "cancel_all_orders"),
+    ("GET", r"/v2/orders:by_client_order_id", "trading", "get_order_by_client_id"),
+    ("GET", r"/v2/orders/(?P<order_id>[^/]+)", "trading", "get_order"),
+    ("PATCH", r"/v2/orders/(?P<order_id>[^/]+)", "trading", "replace_order"),
+    ("DELETE", r"/v2/orders/(?P<order_id>[^/]+)", "trading", "cancel_order"),
+    ("GET", r"/v2/clock", "data", "get_clock"),
+    ("GET", r"/v2/calendar", "data", "get_calendar"),
+    ("GET", r"/v2/stocks/bars", "data", "get_bars"),
+    ("GET", r"/v2/stocks/(?P<symbol>[^/]+)/bars", "data", "get_symbol_bars"),
+)
+_MINUTE_NS = 60 * NS_PER_S
+_COMPILED = tuple((m, re.compile(p + r"\Z"), api, h) for m, p, api, h in _ROUTES)
+
+
+class _Request:
+    """The little of `aiohttp.web.Request` the venue's handlers read."""
+
+    def __init__(self, method: str, path: str, query: dict[str, str], body: bytes, match_info: dict[str, str]) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.match_info = match_info
+        self._body = body
+
+    async def read(self) -> bytes:
+        return self._body
+
+
+class InProcessSession:
+    """A `requests.Session` look-alike answering from the in-process venue."""
+
+    def __init__(self, venue: "InProcessVenue") -> None:
+        self._venue = venue
+        self.requests = 0
+
+    def request(self, method: str, url: str, params: dict[str, Any] | None = None, json: Any = None,
+                **_: Any) -> requests.Response:
+        self.requests += 1
+        parts = urlsplit(url)
+        # Encoded exactly as `requests` puts a params dict on the wire, then parsed as the server does.
+        encoded = requests.models.RequestEncodingMixin._encode_params(params or {})  # noqa: SLF001
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        query.update(parse_qsl(encoded if isinstance(encoded, str) else "", keep_blank_values=True))
+        body = b"" if json is None else _json_bytes(json)
+        status, payload = self._venue.handle(method.upper(), parts.path, query, body)
+        response = requests.Response()
+        response.status_code = status
+        response.reason = "OK" if status < 400 else "Error"
+        response.url = url
+        response._content = payload  # noqa: SLF001 - how a Response is built without a socket
+        response.headers["Content-Type"] = "application/json"
+        response.encoding = "utf-8"  # as the server's charset says; spares requests a guess per body
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def _json_bytes(body: Any) -> bytes:
+    return json.dumps(body, default=str).encode()
+
+
+class SessionCache:
+    """A `MarketClock` whose `is_open` remembers the current New York day's session.
+
+    The exchange asks on every quote; a backtest replays millions of them, and
+    the calendar arithmetic (datetimes, time zones) cost more than the
+    matching. Same answers: the day's bounds and session come from the clock.
+    """
+
+    def __init__(self, clock: MarketClock) -> None:
+        self._clock = clock
+        self.mode = clock.mode
+        self._lo = self._hi = 0  # [lo, hi): the New York day cached
+        self._open = self._close = 0
+
+    def now_ns(self) -> int:
+        return self._clock.now_ns()
+
+    def is_open(self, ts_ns: int | None = None) -> bool:
+        if self.mode == "always_open":
+            return True
+        ts = self._clock.now_ns() if ts_ns is None else ts_ns
+        if not self._lo <= ts < self._hi:
+            self._load(ts)
+        return self._open <= ts < self._close
+
+    def _load(self, ts_ns: int) -> None:
+        day = ns_to_new_york(ts_ns).date()
+        lo = datetime.combine(day, time(0, 0), tzinfo=NEW_YORK)
+        hi = datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=NEW_YORK)
+        self._lo, self._hi = int(lo.timestamp()) * NS_PER_S, int(hi.timestamp()) * NS_PER_S
+        session = self._clock.session(day)
+        if session is None:
+            self._open = self._close = 0
+        else:
+            self._open = int(session.open.timestamp()) * NS_PER_S
+            self._close = int(session.close.timestamp()) * NS_PER_S
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._clock, name)  # next_open, next_close, calendar, session
+
+
+class InProcessVenue:
+    """One paper account, its matching engine and (optionally) a market, driven by the caller's clock."""
+
+    def __init__(
+        self,
+        symbols: Iterable[str],
+        now_ns: Callable[[], int],
+        *,
+        market: Any = None,
+        initial_cash: float = 100_000.0,
+        seed: int = 0,
+        new_id: Callable[[], str] | None = None,
+        clock_mode: str = "nyse",
+    ) -> None:
+        self.ctx = VenueContext(VenueConfig())
+        self.ctx.clock = SessionCache(MarketClock(clock_mode, now_ns))  # type: ignore[arg-type, assignment]
+        self.ctx.market = market
+        self.exchange = Exchange(symbols, self.ctx.clock, initial_cash=initial_cash, seed=seed,
+                                 on_event=self._on_event, new_id=new_id)
+        self.ctx.exchange = self.exchange
+        self._apis = {"trading": TradingApi(self.ctx), "data": MarketDataApi(self.ctx)}
+        self._subscribers: list[Callable[[str], None]] = []
+        self._held: dict[str, list[str]] = {}  # symbol -> accepted order ids waiting for its next quote
+        self._event_subscribers: list[Callable[[TradeEvent], None]] = []
+        self._open_by_symbol: dict[str, dict[str, Any]] = {}  # symbol -> open orders, in book order
+        self._next_tick_ns = 0
+
+    # ---- trade updates ---------------------------------------------------------
+
+    def subscribe(self, on_frame: Callable[[str], None]) -> Callable[[], None]:
+        """`on_frame(text)` gets every trade_updates frame, as the /stream websocket sends it."""
+        self._subscribers.append(on_frame)
+        return lambda: self._subscribers.remove(on_frame) if on_frame in self._subscribers else None
+
+    def subscribe_events(self, on_event: Callable[[TradeEvent], None]) -> None:
+        """`on_event(event)` gets every exchange event first, as a `TradeEvent` (e.g. to charge fees)."""
+        self._event_subscribers.append(on_event)
+
+    def _on_event(self, event: TradeEvent) -> None:
+        self._index(event.order.id)
+        self._index(event.order.replaced_by)
+        for on_event in self._event_subscribers:
+            on_event(event)
+        if self._subscribers:
+            frame = json.dumps({"stream": "trade_updates", "data": trade_update_json(event, self.exchange)})
+            for on_frame in tuple(self._subscribers):
+                on_frame(frame)
+
+    # ---- market ---------------------------------------------------------------------
+
+    def _index(self, order_id: str | None) -> None:
+        order = self.exchange.orders.get(order_id) if order_id else None
+        if order is None:
+            return
+        book = self._open_by_symbol.setdefault(order.symbol, {})
+        if order.is_open:
+            book.setdefault(order.id, order)
+        else:
+            book.pop(order.id, None)
+
+    def on_quote(self, quote: QuoteLike) -> None:
+        """A new top of book: working orders match; orders held for this symbol are routed and match.
+
+        `Exchange.on_quote`, with two scans of every open order per quote
+        replaced (they made a replay with many resting bracket legs quadratic):
+        the symbol's working orders come from an index kept from the
+        exchange's own events, in the order they went to the book; the
+        clock-following `tick` (day roll, expiry at the close, routing at the
+        open) runs on the first quote of each simulated minute.
+        """
+        ex = self.exchange
+        if quote.bid <= 0 or quote.ask <= 0 or quote.ask < quote.bid:
+            return  # a broken quote must not trade anything
+        ex.quotes[quote.symbol] = quote
+        book = self._open_by_symbol.get(quote.symbol)
+        working = [o for o in book.values() if o.status in _WORKING] if book else []
+        if quote.ts_ns >= self._next_tick_ns:
+            ex.tick(quote.ts_ns)
+            self._next_tick_ns = (quote.ts_ns // _MINUTE_NS + 1) * _MINUTE_NS
+        if ex.clock.is_open(quote.ts_ns):
+            for order in working:
+                if order.status in _WORKING:  # an OCO sibling's fill may have cancelled it meanwhile
+                    ex._match(order)  # noqa: SLF001 - the exchange's own matching
+        held = self._held.pop(quote.symbol, None)
+        if held:
+            ex._to_route.extend(held)  # noqa: SLF001 - the exchange's own routing queue
+            ex.route_pending()
+
+    def _hold_new_orders(self, before: set[str]) -> None:
+        ex = self.exchange
+        for oid in [o for o in ex._to_route if o not in before]:  # noqa: SLF001
+            ex._to_route.remove(oid)  # noqa: SLF001
+            self._held.setdefault(ex.orders[oid].symbol, []).append(oid)
+
+    # ---- REST ---------------------------------------------------------------------------
+
+    def session(self) -> InProcessSession:
+        return InProcessSession(self)
+
+    def handle(self, method: str, path: str, query: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        """Run the venue's handler for one request; (status, JSON body) as the server answers."""
+        for m, pattern, api, name in _COMPILED:
+            if m != method:
+                continue
+            match = pattern.match(path)
+            if match is None:
+                continue
+            handler = getattr(self._apis[api], name)
+            request = _Request(method, path, query, body, match.groupdict())
+            ex = self.exchange
+            before = set(ex._to_route)  # noqa: SLF001
+            # The handlers route accepted orders at once (against the quote the
+            # decision saw); hold them for the next quote instead.
+            route_pending = ex.route_pending
+            ex.route_pending = lambda: None  # type: ignore[method-assign]
+            try:
+                response = _run(handler(request))
+            except VenueError as exc:
+                return exc.status, _json_bytes(exc.body())
+            except ApiError as exc:
+                return exc.status, _json_bytes({"code": exc.code, "message": exc.message})
+            finally:
+                ex.route_pending = route_pending  # type: ignore[method-assign]
+                self._hold_new_orders(before)
+            return response.status, bytes(response.body or b"")
+        return 404, _json_bytes({"code": 40410000, "message": "endpoint not found"})
+
+
+def _run(coro: Any) -> Any:
+    """Run a handler coroutine that never waits (in-process, nothing to wait for)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("an in-process venue handler tried to wait")
