@@ -16,7 +16,8 @@ analyzer); the analyzer then votes with the rule strategies and whatever
 models did load. Sessions are shared process-wide (quant/model_store.py),
 so only the first analyzer pays the load. A model failing at run time fails
 the merged call: the members are then run one by one to find it, it leaves
-the ensemble, and the others are merged again.
+the ensemble, and the others are merged again; a merged call that fails
+while every member runs alone is given up (one WARNING), not retried each time.
 """
 
 from __future__ import annotations
@@ -137,19 +138,28 @@ class Analyzer(StockadeActor):
 
     def _model_signals(self, x: Any) -> list[tuple[str, Signal]]:
         """Each member's signal for the feature vector `x`: one merged call when it can."""
+        merged_error = ""
         if self.panel is not None:
             try:
                 return [(name, signal_from_probability(p)) for name, p in zip(self.panel.names, self.panel.p_up(x))]
-            except Exception:  # noqa: BLE001 - one member failing fails the merged call: find it below
-                log.debug("%s: merged model call failed; running the members one by one", self.name)
+            except Exception as exc:  # noqa: BLE001 - one member failing fails the merged call: find it below
+                merged_error = str(exc).splitlines()[0][:300] if str(exc) else repr(exc)
         signals: list[tuple[str, Signal]] = []
+        failed = False
         for member in list(self.members):
             try:
                 signals.append((member.name, member.evaluate(x)))
             except Exception as exc:  # noqa: BLE001 - a failing model leaves the ensemble, not the analyzer
+                failed = True
                 self.members.remove(member)
                 self._refused(ModelError(member.model.path, f"failed to run: {exc}"))
                 self.panel = panel_of([m.model for m in self.members])
+        if merged_error and not failed and self.panel is not None:
+            # Every member ran alone: the merged graph itself fails. Not tried
+            # again at every evaluation (a failed call, then all of them alone).
+            log.warning("%s: the merged model call fails (%s) while each member runs alone; running them "
+                        "one by one from now on", self.name, merged_error)
+            self.panel = None
         return signals
 
     @handles(Trade)

@@ -34,7 +34,8 @@ so none is asked twice); refused requests are asked again on a backoff
 (`quant.protection.ProtectionWatch`, driven by a short tick that also
 catches anything else), and shares bare past `reconciler.max_unprotected_s`
 raise a CRITICAL `unprotected:SYMBOL`. The reconciler's protective requests
-from its broker snapshot pass the same ledger check here.
+from its broker snapshot pass the same ledger check here, and the same
+broker-position check (its snapshot may predate a sale).
 
 Every REST call takes a token from the API key's shared budget
 (`broker.token_bucket`); ordinary orders never spend the emergency reserve,
@@ -162,6 +163,15 @@ class OrderManager(StockadeActor):
             if bare <= 0:
                 log.info("protective stop for %s not sent: the ledger's stops cover the position", intent.symbol)
                 return
+            if not self._covering:
+                # From a broker snapshot (the reconciler's), which may predate a
+                # sale the ledger has not heard of either: as `_cover` does, the
+                # broker's position now bounds it, so no stop opens a short.
+                bare = self._broker_bare(intent.symbol, bare)
+                if bare <= 0:
+                    log.info("protective stop for %s not sent: the broker does not hold the shares (or could not "
+                             "say); the position's own watch asks again", intent.symbol)
+                    return
             if bare < intent.qty:
                 intent = msgspec.structs.replace(intent, qty=bare)
         if not self.bucket.available(1, protect=protective):
@@ -675,15 +685,9 @@ class OrderManager(StockadeActor):
             # once: a kill cancels the stops moments before it sells the shares.
             return
         position = self.store.positions.get(symbol)
-        held = position.qty if position else 0
-        broker = told[1] if told is not None and told[0] == held else self._broker_qty(symbol)
-        if broker is None:
-            return  # could not ask: the watch asks again on its backoff
-        # Never a stop for shares the broker no longer holds (a ledger ahead of
-        # it: shares sold where the stream could not see), which could open a short.
-        bare = max(0, min(bare, broker - (held - bare)))
+        bare = self._broker_bare(symbol, bare, told)
         if bare <= 0:
-            return
+            return  # none bare at the broker, or it could not say: the watch asks again on its backoff
         reference = self.last_price.get(symbol) or (position.avg_entry_price if position else 0.0)
         if reference <= 0:
             return
@@ -700,6 +704,19 @@ class OrderManager(StockadeActor):
                 proposal_id="", quote_recv_ns=self.clock.now_ns(), reduce_only=True, stop_price=stop))
         finally:
             self._covering = False
+
+    def _broker_bare(self, symbol: str, bare: int, told: tuple[int, int] | None = None) -> int:
+        """`bare` (the ledger's uncovered shares) bounded by the broker's position: never a stop
+        for shares the broker no longer holds (a ledger ahead of it: shares sold where the stream
+        could not see), which could open a short. 0 when the broker could not be asked.
+
+        `told`: (ledger qty, the broker's position) from a fill event; else the broker is asked."""
+        position = self.store.positions.get(symbol)
+        held = position.qty if position else 0
+        broker = told[1] if told is not None and told[0] == held else self._broker_qty(symbol)
+        if broker is None:
+            return 0
+        return max(0, min(bare, broker - (held - bare)))
 
     def _broker_qty(self, symbol: str) -> int | None:
         """The broker's position in `symbol`, asked by REST (None: could not)."""

@@ -297,21 +297,17 @@ class Reconciler(StockadeActor):
                 self.protect_requested.pop(p.symbol, None)
                 continue
             covered = qty - bare
+            if self.svc.trading_state().state == "HALTED":
+                # HALTED places no orders at all. The OrderManager's watch tells
+                # the operator once the bound is passed (resume, or kill to go
+                # flat); not here at every pass: a kill halts, cancels the stops,
+                # then sells, and a CRITICAL in that window is noise.
+                continue
             last = self.protect_requested.get(p.symbol)
             # Asked already and that stop is still on its way (in the ledger, not
             # yet in this pass's broker snapshot): give it half the bound to show
             # up. Once it failed (rejected, abandoned), ask again at once.
-            halted = self.svc.trading_state().state == "HALTED"
-            if last is not None and now - last < self.cfg.max_unprotected_s / 2 and (p.symbol in in_flight or halted):
-                continue
-            if halted:
-                # HALTED places no orders at all: say so loudly, leave the choice
-                # (resume, or kill to go flat) to the operator.
-                self.protect_requested[p.symbol] = now
-                self.tell("alerter", Alert("CRITICAL", f"unprotected:{p.symbol}",
-                                           f"{p.symbol}: {qty - covered} shares unprotected while HALTED; "
-                                           "resume to let stockade place a protective stop, or kill to go flat",
-                                           NAME, self.clock.now_ns()))
+            if last is not None and now - last < self.cfg.max_unprotected_s / 2 and p.symbol in in_flight:
                 continue
             reference = float(p.current_price or p.avg_entry_price)
             stop = round_price(reference * (1.0 - pct), "down")

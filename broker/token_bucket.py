@@ -144,6 +144,13 @@ def install_shared_bucket(api_key: str, rate_per_min: float, reserve: int, clock
         return bucket
 
 
+def forget_shared() -> None:
+    """Drop every shared bucket (tests: each daemon a test starts in one process gets a full budget,
+    as a real daemon process does, not what earlier tests left of it)."""
+    with _shared_lock:
+        _shared.clear()
+
+
 def limit_client(client: Any, bucket: TokenBucket, max_wait_s: float, emergency: bool = False,
                  protect: bool = False) -> Any:
     """Make every HTTP request of an alpaca-py client take a token first.

@@ -13,6 +13,12 @@ process crash (it is in the OS page cache) but an OS crash or power loss may
 lose it; the next durable commit, or close, flushes it too. Had the
 environment synced every commit, each `durable=False` write would pay the
 fsync it asked to skip (about 380 us against 17 us on the reference machine).
+The price, per lmdb's documentation of MDB_NOSYNC: an OS crash or power loss
+while unsynced commits are in flight can also corrupt the environment (not
+only lose them) unless the filesystem preserves write order, since lmdb may
+already reuse pages of the last synced snapshot; durable writes bound that
+window, they do not close it. Keep the data dir on a filesystem and disk that
+honour write ordering and flushes, and on a UPS where money is at stake.
 
 Growth: lmdb fails a write with MapFullError when the map is full. The map
 is grown before a write transaction starts when free room runs low, and on

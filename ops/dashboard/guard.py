@@ -1,7 +1,8 @@
 """Who may do what: the middleware every dashboard request passes first.
 
 In order: a request budget (token bucket, 429) and a cap on requests in
-hand (503), so a flood costs a refusal each, not work; the Host header
+hand (503), so a flood costs a refusal each, not work (the kill switch is
+exempt from both: no flood may keep the operator from going flat); the Host header
 (loopback binds answer only to loopback names: a DNS-rebinding page cannot
 reach the API); the body size (413, before it is read); authentication (the
 bearer token, or the session cookie the login URL set; 401); and for any
@@ -25,6 +26,9 @@ CSRF_HEADER = "X-CSRF-Token"
 PUBLIC_PREFIXES = ("/static/",)
 PUBLIC_PATHS = ("/login", "/favicon.ico")
 UNCOUNTED = ("/api/v1/events",)  # long-lived: limited by max_event_streams instead
+# The kill switch is never refused for load: a flood (anyone's, even unauthenticated)
+# must not keep the operator from going flat. It still needs Host, size, auth and CSRF.
+KILL_PATH = "/api/v1/control/kill"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -77,11 +81,12 @@ class Guard:
         return response
 
     async def _checked(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not self.bucket.take():
+        kill = request.method == "POST" and request.path == KILL_PATH
+        if not self.bucket.take() and not kill:
             self.refused["rate"] += 1
             return _deny(request, 429, "too many requests")
         counted = request.path not in UNCOUNTED
-        if counted and self.in_hand >= self.max_concurrent:
+        if counted and self.in_hand >= self.max_concurrent and not kill:
             self.refused["busy"] += 1
             return _deny(request, 503, "busy")
         if self.allowed_hosts is not None and request.headers.get("Host", "").lower() not in self.allowed_hosts:

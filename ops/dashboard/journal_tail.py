@@ -9,7 +9,7 @@ them it keeps, bounded:
 - which orders each proposal led to, and each order's fills (the decisions
   page: proposal -> risk verdict -> order -> fills);
 - the tick-to-order latencies (a quote off the socket to the first submit
-  request going out), handed to the metrics' histogram;
+  request going out, for orders of a proposal), handed to the metrics' histogram;
 - broker rejections by reason.
 
 At start it reads back at most `history` events, to know the orders of recent
@@ -84,7 +84,10 @@ class JournalTail:
             order = event.order
             if order.proposal_id:
                 self._orders_by_proposal.add(order.proposal_id, order.client_order_id)
-            if news and order.quote_recv_ns:
+            # Only a strategy's order answers a quote: a protective stop (the
+            # order path's or the reconciler's) stamps its own creation time,
+            # and counting it would pull the tick-to-order figure down.
+            if news and order.quote_recv_ns and order.proposal_id:
                 self._awaiting_submit[order.client_order_id] = order.quote_recv_ns
                 while len(self._awaiting_submit) > self._cap:
                     self._awaiting_submit.popitem(last=False)

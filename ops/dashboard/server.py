@@ -10,6 +10,7 @@ the control server (whose commands it calls); stopped before it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import threading
@@ -144,7 +145,9 @@ class DashboardServer:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return True
-        if loop.is_running():
+        # Scheduled even when the loop is not running yet (a stop just after
+        # start): run_forever then stops at its first turn instead of serving on.
+        with contextlib.suppress(RuntimeError):  # closed: the thread is ending already
             loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
         self._pools.shutdown()

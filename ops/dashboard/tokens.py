@@ -3,9 +3,10 @@
 One bearer token guards every request. It comes from the
 STOCKADE_DASHBOARD_TOKEN environment variable or systemd credential if set,
 else from a file (default `<data dir>/dashboard.token`) that is generated at
-first start with mode 0600, created exclusively so no other process can slip
-in a file of its own. A file readable by anyone but its owner is refused: the
-token can move money.
+first start with mode 0600, written whole and then linked into place (never
+over an existing file), so no other process can slip in a file of its own and
+a crash mid-write leaves no empty token behind. A file readable by anyone
+but its owner is refused: the token can move money.
 
 The CSRF token is an HMAC of the access token: stable across restarts (a tab
 left open keeps working), useless without the access token, and never the
@@ -14,6 +15,7 @@ token itself, so the page that carries it does not carry the secret.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -46,19 +48,33 @@ def load_or_create(path: Path) -> tuple[str, str]:
     if given:
         _check_strength(given, TOKEN_NAME)
         return given, TOKEN_NAME
+    if path.exists() or path.is_symlink():
+        return _read_private(path), str(path)
+    # Written whole under a temporary name, then linked into place: a crash or
+    # a full disk mid-write never leaves an empty token file that every later
+    # start would refuse, and a racing start reads the winner's token.
+    token = secrets.token_urlsafe(32)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # left by a crashed start that had this pid: no live process owns it
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask did
+            os.write(fd, (token + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, path)
     except FileExistsError:
+        if not path.exists() and not path.is_symlink():
+            raise TokenError(f"dashboard token: cannot create {path}: {tmp} is in the way") from None
         return _read_private(path), str(path)
     except OSError as exc:
         raise TokenError(f"dashboard token: cannot create {path}: {exc.strerror or exc}") from None
-    token = secrets.token_urlsafe(32)
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask did
-        os.write(fd, (token + "\n").encode())
-        os.fsync(fd)
     finally:
-        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
     return token, str(path)
 
 

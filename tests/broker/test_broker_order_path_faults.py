@@ -36,6 +36,7 @@ def daemon(tmp_path):
         "orders": {"retry_backoff_s": 0.05, "poll_interval_s": 0.5, "trailing_stop_pct": 1.0},
         "reconciler": {"interval_s": 2.0, "max_unprotected_s": 5.0},
         "logging": {"level": "WARNING"},
+        "dashboard": {"port": 0},  # any free port: tests run side by side
     })
     d = Daemon(settings, "embedded", None, Namespace(data_dir=str(tmp_path / "data"), duration=None))
     d._start()
@@ -213,6 +214,7 @@ def test_fills_are_polled_while_the_trade_stream_is_down(tmp_path):
         "orders": {"poll_interval_s": 0.3},
         "reconciler": {"interval_s": 30.0, "max_unprotected_s": 61.0},
         "logging": {"level": "WARNING"},
+        "dashboard": {"port": 0},  # any free port: tests run side by side
     })
     daemon = Daemon(settings, "alpaca", (key, secret), Namespace(data_dir=str(tmp_path / "data"), duration=None))
     daemon._start()

@@ -73,6 +73,7 @@ def daemon(tmp_path, syncs):
         "venue": {"quote_rate_hz": 20.0},
         "voter": {"mode": "manual"},  # only this test's intents trade
         "logging": {"level": "WARNING"},
+        "dashboard": {"port": 0},  # any free port: tests run side by side
     })
     d = Daemon(settings, "embedded", None, Namespace(data_dir=str(tmp_path / "data"), duration=None))
     d._start()

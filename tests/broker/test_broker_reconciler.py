@@ -31,8 +31,10 @@ def venue():
 
 def _daemon(venue, data_dir, created=None, **sections):
     """A daemon on `venue`, started (its first reconcile done); `created(d)` runs before the start."""
+    from stockade.broker.token_bucket import forget_shared
     from stockade.ops.daemon import Daemon
 
+    forget_shared()  # one process runs every test here with the same key: each daemon starts with a full budget
     base = {
         "trading": {"symbols": ["AAPL", "MSFT"]},
         "venue": {"mode": "alpaca"},
@@ -41,6 +43,7 @@ def _daemon(venue, data_dir, created=None, **sections):
         "voter": {"mode": "manual"},  # nothing of its own: only what the person did
         "reconciler": {"interval_s": 1.0, "max_unprotected_s": 4.0},
         "logging": {"level": "WARNING"},
+        "dashboard": {"port": 0},  # any free port: tests run side by side
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)
@@ -342,5 +345,94 @@ def test_no_protective_stop_for_shares_sold_where_the_stream_could_not_see(venue
         protects = [r.client_order_id for r in store.orders.values() if r.client_order_id.startswith("stk-protect-")]
         assert set(protects) == {stop.client_order_id}, protects  # no second stop asked for
         assert not [a for a in store.alerts.latest(100) if a.key.startswith("order-rejected")]
+    finally:
+        daemon._stop()
+
+
+def test_while_halted_bare_shares_are_alerted_once_past_the_bound_not_every_pass(venue, tmp_path):
+    """HALTED places no orders, so bare shares stay bare: the operator is told
+    once the bound is passed (the order manager's watch), as the order path
+    does. A kill halts, cancels the stops, then sells: a CRITICAL from every
+    reconcile pass in that window was noise, and it said the same thing twice."""
+    from stockade.codecs.messages import Alert
+
+    person = _person(venue)
+    wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
+    daemon = _daemon(venue, tmp_path / "data", reconciler={"interval_s": 1.0, "max_unprotected_s": 60.0})
+    try:
+        store = daemon.svc.store
+        wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening")
+        daemon.svc.set_trading_state("HALTED", "test: halted by hand", "test")
+        _buy(person, "by-hand-halted", 4)
+        wait_for(lambda: (p := store.positions.get("AAPL")) is not None and p.qty == 4, 15, 0.05, "the ledger's 4")
+        done = _passes(store)
+        wait_for(lambda: _passes(store) >= done + 3, 20, 0.05, "three passes that saw the bare shares")
+        # Every alert those passes sent is in the alerter's mailbox before this one.
+        daemon.tree.router.tell("alerter", Alert("INFO", "probe", "probe", "test", time.time_ns()), "test")
+        wait_for(lambda: [a for a in store.alerts.latest(200) if a.key == "probe"], 10, 0.05, "the probe stored")
+        critical = [a for a in store.alerts.latest(200) if a.key == "unprotected:AAPL" and a.level == "CRITICAL"]
+        assert critical == [], [a.text for a in critical]
+        assert not _venue_stops(venue, "AAPL")  # and nothing placed while HALTED
+    finally:
+        daemon._stop()
+
+
+def test_while_halted_bare_shares_past_the_bound_get_one_critical_saying_halted(venue, tmp_path):
+    person = _person(venue)
+    wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
+    daemon = _daemon(venue, tmp_path / "data", reconciler={"interval_s": 1.0, "max_unprotected_s": 2.0})
+    try:
+        store = daemon.svc.store
+        wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening")
+        daemon.svc.set_trading_state("HALTED", "test: halted by hand", "test")
+        _buy(person, "by-hand-halted-long", 4)
+
+        def critical() -> list:
+            return [a for a in store.alerts.latest(200) if a.key == "unprotected:AAPL" and a.level == "CRITICAL"]
+
+        first = wait_for(critical, 20, 0.05, "the CRITICAL past the bound")
+        assert first[0].source == "order_manager" and "HALTED" in first[0].text and "4 shares" in first[0].text
+        done = _passes(store)
+        wait_for(lambda: _passes(store) >= done + 3, 20, 0.05, "three more passes")
+        from stockade.codecs.messages import Alert
+
+        daemon.tree.router.tell("alerter", Alert("INFO", "probe", "probe", "test", time.time_ns()), "test")
+        wait_for(lambda: [a for a in store.alerts.latest(200) if a.key == "probe"], 10, 0.05, "the probe stored")
+        assert len(critical()) == 1  # once per episode
+        assert not _venue_stops(venue, "AAPL")
+    finally:
+        daemon._stop()
+
+
+def test_a_snapshot_request_for_shares_the_broker_no_longer_holds_places_nothing(venue, tmp_path, caplog):
+    """The reconciler asks for a stop from its snapshot; by the time the order
+    manager takes the request, the shares may be gone (sold where the trade
+    stream could not see, and a snapshot taken before the sale is not caught
+    by the fill marks: the ledger recorded no fill either). The ledger alone
+    would still call them bare; the broker's position is asked first, as for
+    the order path's own stops, so no sell stop can open a short."""
+    import logging
+
+    from stockade.codecs.messages import OrderIntent
+    from stockade.codecs.records import PositionRecord
+
+    wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
+    daemon = _daemon(venue, tmp_path / "data", reconciler={"interval_s": 30.0, "max_unprotected_s": 60.0})
+    try:
+        store = daemon.svc.store
+        caplog.set_level(logging.INFO, logger="stockade.actors.order_manager")
+        # The ledger ahead of the broker: 5 shares it believes held, none at the venue.
+        store.positions.put("AAPL", PositionRecord(symbol="AAPL", qty=5, avg_entry_price=100.0,
+                                                   updated_ns=time.time_ns()))
+        # The reconciler's request, from a snapshot taken before the shares went.
+        daemon.tree.router.tell("order_manager", OrderIntent(
+            intent_id="protect-stale-snapshot", symbol="AAPL", side="sell", qty=5, order_type="stop",
+            limit_price=None, take_profit=None, stop_loss=None, reason="protective stop for an unprotected position",
+            proposal_id="", quote_recv_ns=time.time_ns(), reduce_only=True, stop_price=90.0), "reconciler")
+        wait_for(lambda: [r for r in caplog.records
+                          if "protective stop for AAPL not sent: the broker does not hold" in r.getMessage()],
+                 15, 0.05, "the request dropped")
+        assert store.orders.get("stk-protect-stale-snapshot") is None
+        assert not _venue_stops(venue, "AAPL")
     finally:
         daemon._stop()

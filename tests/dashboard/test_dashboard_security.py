@@ -256,3 +256,48 @@ def test_status_is_the_control_sockets_status(make_dash):
     dash = make_dash()
     st = dash.get("/api/v1/status").json()
     assert st["trading_state"] == "ACTIVE" and st["actors"][0]["name"] == "root" and "orders_placed" in st
+
+
+def test_kill_gets_through_a_request_flood(make_dash):
+    # Anyone on the machine can flood the port (no token needed to be refused):
+    # the budget then refuses reads, but never the operator's kill switch.
+    dash = make_dash(control=True, requests_per_s=0.01)  # one token, the next in 100 s
+    flood = [dash.get("/api/v1/tree", auth=False).status for _ in range(10)]
+    assert flood[0] == 401 and set(flood[1:]) == {429}
+    assert dash.get("/api/v1/tree").status == 429  # spent for the operator too
+    r = dash.post("/api/v1/control/kill", {"confirm": "kill", "reason": "flooded"})
+    assert r.status != 429 and r.status != 503, r
+    assert dash.svc.trading_state().state == "HALTED"
+    assert [(a.cmd, a.via) for a in dash.audit] == [("kill", "dashboard 127.0.0.1")]
+    # Still authenticated: the exemption is from the load limits only.
+    assert dash.post("/api/v1/control/kill", {"confirm": "kill"}, auth=False).status == 401
+
+
+def test_kill_gets_through_when_every_request_slot_is_taken(make_dash):
+    dash = make_dash(control=True, max_concurrent_requests=1)
+    dash.server._guard.in_hand = 1  # a slow request holds the only slot
+    assert dash.get("/api/v1/tree").status == 503
+    r = dash.post("/api/v1/control/kill", {"confirm": "kill", "reason": "busy"})
+    assert r.status != 503, r
+    assert dash.svc.trading_state().state == "HALTED"
+
+
+def test_a_token_write_that_fails_leaves_no_empty_token_behind(tmp_path, monkeypatch):
+    # A full disk (or a crash) between creating the file and writing the token
+    # left an empty token file that every later start refused.
+    path = tmp_path / tokens.TOKEN_FILE
+    real_write = os.write
+
+    def full_disk(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(tokens.TokenError, match="No space left"):  # a clean refusal: the daemon trades on
+        tokens.load_or_create(path)
+    monkeypatch.setattr(os, "write", real_write)
+    assert list(tmp_path.iterdir()) == []
+    token, where = tokens.load_or_create(path)
+    assert where == str(path) and len(token) >= tokens.MIN_TOKEN_CHARS
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and path.read_text().strip() == token
+    assert tokens.load_or_create(path)[0] == token
+    assert list(tmp_path.iterdir()) == [path]

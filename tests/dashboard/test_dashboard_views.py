@@ -47,6 +47,24 @@ def test_journal_tail_counts_only_news_and_keeps_history(make_dash):
     assert rejection_label("rejected", "") == "broker" and rejection_label("submit_rejected", "weird: x") == "other"
 
 
+def test_tick_to_order_counts_only_orders_that_answer_a_quote(make_dash):
+    # A protective stop stamps quote_recv_ns with its own creation time: it
+    # answers no quote, and counted it would make tick-to-order look faster.
+    dash = make_dash()
+    store, now = dash.store, time.time_ns()
+    seen: list[float] = []
+    tail = JournalTail(store, on_latency=seen.append)
+    protect = OrderRecord(client_order_id="stk-protect-1", intent_id="protect-1", symbol="AAPL", side="sell", qty=5,
+                          order_type="stop", stop_price=9.0, state="intent", created_ns=now, updated_ns=now,
+                          proposal_id="", quote_recv_ns=now, reduce_only=True)
+    store.journal.append(IntentJournaled(ts_ns=now, order=protect))
+    store.journal.append(OrderSubmitted(ts_ns=now + 1_000_000, client_order_id="stk-protect-1", attempt=1))
+    store.journal.append(IntentJournaled(ts_ns=now, order=_order("new-2", "p-2", now)))
+    store.journal.append(OrderSubmitted(ts_ns=now + 3_000_000, client_order_id="new-2", attempt=1))
+    assert tail.poll() == 4
+    assert [round(x, 6) for x in seen] == [0.005]  # the strategy's order only
+
+
 def test_decisions_join_votes_verdict_orders_and_fills(make_dash):
     dash = make_dash()
     store, now = dash.store, time.time_ns()
@@ -104,3 +122,23 @@ def test_feed_watch_counts_quotes_and_ages_per_symbol():
     watch.quote("AAPL", 102.0)
     assert watch.received == {"AAPL": 2}
     assert watch.ages(104.5) == {"AAPL": 2.5, "MSFT": None}
+
+
+def test_rest_budget_metric_is_the_order_paths_bucket(make_dash):
+    # The gauge once read a bucket of its own (a key without the protection
+    # reserve): always full, whatever the order path spent.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    dash = make_dash()
+
+    def tokens_left() -> float:
+        text = dash.get("/metrics").body.decode()
+        (sample,) = [s for fam in text_string_to_metric_families(text) for s in fam.samples
+                     if s.name == "stockade_rest_budget_tokens"]
+        return sample.value
+
+    bucket = dash.svc.rest_bucket()
+    before = tokens_left()
+    for _ in range(40):
+        assert bucket.take()
+    assert tokens_left() <= before - 30  # 40 spent; the refill (160/min) gives back a few at most

@@ -193,3 +193,57 @@ def test_one_onnx_call_per_evaluation_for_all_members(tmp_path, shipped_copy, mo
         assert len(runs) == batches  # four members, one call (was four)
     finally:
         h.close()
+
+
+def test_a_merged_call_that_fails_while_every_member_runs_alone_is_given_up(tmp_path, shipped_copy, monkeypatch):
+    from stockade.quant.model_panel import ModelPanel
+
+    merged_calls = []
+
+    def failing(self, x):
+        merged_calls.append(1)
+        raise RuntimeError("merged graph broken")
+
+    monkeypatch.setattr(ModelPanel, "p_up", failing)
+    h = Harness(tmp_path, shipped_copy)
+    try:
+        last = h.feed_minutes(70)
+        batches = 0
+        while True:
+            batch = h.batch()
+            assert len([v for v in batch if v.model not in RULES]) == 4  # the members vote, one by one
+            batches += 1
+            if batch[0].quote_recv_ns == last:
+                break
+        assert batches > 10
+        assert len(merged_calls) == 1  # tried once, not before every evaluation
+        assert h.alerts.empty()  # no member refused: none of them failed
+    finally:
+        h.close()
+
+
+def test_after_a_member_fails_the_others_are_merged_again(tmp_path, shipped_copy, monkeypatch):
+    from stockade.quant.model_panel import ModelPanel
+
+    data = _broken_model(3)
+    (shipped_copy / "broken.onnx").write_bytes(data)
+    m = read_manifest(shipped_copy)
+    template = m.models[0]
+    broken = ModelEntry(name="broken", file="broken.onnx", estimator="test", features=INDICATOR_FEATURES[:3],
+                        sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), folds=template.folds,
+                        holdout=template.holdout, parity_max_abs_diff=0.0)
+    write_manifest(shipped_copy, msgspec.structs.replace(m, models=(*m.models, broken)))
+    merged: list[tuple[str, ...]] = []
+    real = ModelPanel.p_up
+    monkeypatch.setattr(ModelPanel, "p_up", lambda self, x: merged.append(self.names) or real(self, x))
+    h = Harness(tmp_path, shipped_copy)
+    try:
+        last = h.feed_minutes(70)
+        assert "broken" not in {v.model for v in h.batch()}
+        h.batch_for(last)
+        # The first merged call held the broken member and failed; every later
+        # evaluation is one merged call over the other four.
+        assert "broken" in merged[0]
+        assert len(merged) > 10 and all("broken" not in names and len(names) == 4 for names in merged[1:])
+    finally:
+        h.close()
