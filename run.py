@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         elif command == "venue":
             from stockade.venue.cli import main as entry
         elif command == "bench":
-            from stockade.ops.bench import main as entry
+            from stockade.bench.runner import main as entry
         elif command == "check":
             from stockade.ops.check import main as entry
         elif command == "train":

@@ -15,14 +15,14 @@ import threading
 import time
 from pathlib import Path
 
-from stockade.actors.base import StockadeActor, handles
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.codecs.messages import Alert, Tick
 from stockade.codecs.records import AlertRecord
 from stockade.ops import daily_summary
-from stockade.ops.alert_channels import Channel, JsonlChannel, LogChannel, Redactor, build_channels
-from stockade.ops.alert_delivery import DeliveryWorker
-from stockade.ops.alert_policy import AlertPolicy
+from stockade.ops.alerts.channels import Channel, JsonlChannel, LogChannel, Redactor, build_channels
+from stockade.ops.alerts.delivery import DeliveryWorker
+from stockade.ops.alerts.policy import AlertPolicy
 
 log = logging.getLogger(__name__)
 

@@ -6,14 +6,14 @@ the warm-up again later rather than crash-looping. Each quote updates the
 features in O(1); every `evaluate_every_s` the rule strategies and the
 trained models (`[models]`, onnxruntime) vote, one `Vote` per member, all in
 one `Votes` message to the ensemble voter. The models run as one onnxruntime call per evaluation (their
-graphs merged side by side, quant/model_panel.py), each member still voting
+graphs merged side by side, trading/model_panel.py), each member still voting
 its own P(up). Every vote of one evaluation carries the batch size and the
 symbol's volatility regime.
 
 A trained model that is corrupt or does not match this code's features is
 refused at start (one error in the log and an alert per process, not per
 analyzer); the analyzer then votes with the rule strategies and whatever
-models did load. Sessions are shared process-wide (quant/model_store.py),
+models did load. Sessions are shared process-wide (trading/model_store.py),
 so only the first analyzer pays the load. A model failing at run time fails
 the merged call: the members are then run one by one to find it, it leaves
 the ensemble, and the others are merged again; a merged call that fails
@@ -27,24 +27,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from stockade.actors.base import StockadeActor, handles
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker.rest import redact
 from stockade.codecs.messages import Alert, Bar, Quote, Tick, Trade, Vote, Votes
-from stockade.ops import paths
-from stockade.ops.settings import AnalyzerSettings, Settings
-from stockade.quant.feature_vector import vector
-from stockade.quant.features import FeatureParams, FeatureState
-from stockade.quant.model_member import ModelMember, signal_from_probability
-from stockade.quant.model_store import (
+from stockade.config import paths
+from stockade.config.settings import AnalyzerSettings, Settings
+from stockade.trading.feature_vector import vector
+from stockade.trading.features import FeatureParams, FeatureState
+from stockade.trading.model_member import ModelMember, signal_from_probability
+from stockade.trading.model_store import (
     ModelError,
     first_report,
     load_models,
     resolve_dir,
 )
-from stockade.quant.model_panel import panel_of
-from stockade.quant.regime import RegimeParams, classify
-from stockade.quant.strategies import Signal, build_strategies
+from stockade.trading.model_panel import panel_of
+from stockade.trading.regime import RegimeParams, classify
+from stockade.trading.strategies import Signal, build_strategies
 
 log = logging.getLogger(__name__)
 

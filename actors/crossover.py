@@ -12,9 +12,9 @@ tree: `python run.py bench` runs it in a backtest.
 
 from __future__ import annotations
 
-from stockade.actors.base import StockadeActor, handles
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.codecs.messages import Proposal, Quote
-from stockade.quant.indicators import EMA
+from stockade.trading.indicators import EMA
 
 FAST, SLOW = 12, 26
 

@@ -26,7 +26,7 @@ import concurrent.futures
 import logging
 import threading
 
-from stockade.actors.base import StockadeActor, handles
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker.liquidation import LiquidationReport, liquidate
 from stockade.broker.rest import redact

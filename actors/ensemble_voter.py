@@ -6,7 +6,7 @@ strategy). The analyzer sends a batch as one `Votes` message; single `Vote`s
 are handled the same way, one after another. A decision that clears the score threshold and the minimum
 confidence becomes a `Proposal`: straight to the risk guard in auto mode,
 parked for an operator in manual mode, and in hybrid mode parked unless its
-confidence clears `hybrid_auto_confidence` (see `quant.voting`).
+confidence clears `hybrid_auto_confidence` (see `trading.voting`).
 
 Every step of a proposal (proposed, parked, approved, rejected, expired) is
 appended to `store.voter_decisions` with the votes, weights, score and
@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from stockade.actors.base import StockadeActor, handles
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.codecs.messages import (
     ApproveProposal,
@@ -41,8 +41,8 @@ from stockade.codecs.messages import (
     Votes,
 )
 from stockade.codecs.records import VoteEntry, VoterDecisionRecord, VoterOutcome, VoterWeightRecord
-from stockade.quant.voting import POOLED, Decision, Ensemble, EnsembleParams, HorizonScorer, needs_approval
-from stockade.storage.order_states import TERMINAL
+from stockade.trading.voting import POOLED, Decision, Ensemble, EnsembleParams, HorizonScorer, needs_approval
+from stockade.trading.order_states import TERMINAL
 
 log = logging.getLogger(__name__)
 

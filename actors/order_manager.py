@@ -29,9 +29,9 @@ resync and a replay of either all name the same execution.
 
 Protection: a fill (or a sell order that ended) that leaves shares of a
 long position without a stop gets a protective stop at once, from the
-ledger's view (`storage.ledger.ledger_uncovered`; stops on their way count,
+ledger's view (`trading.ledger.ledger_uncovered`; stops on their way count,
 so none is asked twice); refused requests are asked again on a backoff
-(`quant.protection.ProtectionWatch`, driven by a short tick that also
+(`trading.protection.ProtectionWatch`, driven by a short tick that also
 catches anything else), and shares bare past `reconciler.max_unprotected_s`
 raise a CRITICAL `unprotected:SYMBOL`. The reconciler's protective requests
 from its broker snapshot pass the same ledger check here, and the same
@@ -55,7 +55,7 @@ from typing import Any
 
 import msgspec
 
-from stockade.actors.base import StockadeActor, handles
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker import orders as broker_orders
 from stockade.broker.backoff import Backoff
@@ -81,10 +81,10 @@ from stockade.codecs.records import (
     OrderSubmitFailed,
     OrderSubmitted,
 )
-from stockade.quant.brackets import round_price
-from stockade.quant.protection import ProtectionWatch
-from stockade.storage.ledger import apply_fill, fill_increment, ledger_uncovered
-from stockade.storage.order_states import EVENTS, PENDING, TERMINAL, InvalidTransition, next_state
+from stockade.trading.brackets import round_price
+from stockade.trading.protection import ProtectionWatch
+from stockade.trading.ledger import apply_fill, fill_increment, ledger_uncovered
+from stockade.trading.order_states import EVENTS, PENDING, TERMINAL, InvalidTransition, next_state
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 
-from stockade.actors.base import StockadeActor, handles
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker.backoff import Backoff
 from stockade.broker.conflation import ConflatingBuffer

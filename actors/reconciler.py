@@ -31,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from stockade.actors.base import StockadeActor, handles
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker import orders as broker_orders
 from stockade.broker.backoff import Backoff
@@ -49,11 +49,11 @@ from stockade.codecs.messages import (
     Tick,
 )
 from stockade.codecs.records import DayCounters, EquitySnapshot, PositionRecord, Reconciled
-from stockade.quant.brackets import round_price
-from stockade.quant.gap_risk import gap_class, gap_pct
-from stockade.quant.market_hours import exchange_date
-from stockade.storage.ledger import disagreements_to_adopt, snapshot_stale, uncovered_qty
-from stockade.storage.order_states import PENDING, state_from_broker_status
+from stockade.trading.brackets import round_price
+from stockade.trading.gap_risk import gap_class, gap_pct
+from stockade.trading.market_hours import exchange_date
+from stockade.trading.ledger import disagreements_to_adopt, snapshot_stale, uncovered_qty
+from stockade.trading.order_states import PENDING, state_from_broker_status
 
 log = logging.getLogger(__name__)
 

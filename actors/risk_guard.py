@@ -1,6 +1,6 @@
 """RiskGuard: every proposal passes every risk rule or becomes a Rejection.
 
-The rules themselves are pure functions in `stockade.quant.risk_rules`; this
+The rules themselves are pure functions in `stockade.trading.risk_rules`; this
 actor only gathers the world they judge (trading state from storage, the
 account, positions and clock from the reconciler, the broker's calendar,
 the ledger's open orders, its own order-rate window, failure breaker,
@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 from opentelemetry import trace
 
-from stockade.actors.base import StockadeActor, handles
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker.orders import account_snapshot, client_order_id
 from stockade.broker.rest import redact
@@ -42,10 +42,10 @@ from stockade.codecs.messages import (
 )
 from stockade.codecs.records import DayCounters, DecisionRecord
 from stockade.ops import telemetry
-from stockade.quant.brackets import BracketParams
-from stockade.quant.market_hours import Calendar, exchange_date, exchange_day, session_from_calendar
-from stockade.quant.pdt import DayTradeCounter
-from stockade.quant.risk_rules import (
+from stockade.trading.brackets import BracketParams
+from stockade.trading.market_hours import Calendar, exchange_date, exchange_day, session_from_calendar
+from stockade.trading.pdt import DayTradeCounter
+from stockade.trading.risk_rules import (
     CircuitBreaker,
     OrderRateWindow,
     RiskContext,
@@ -55,7 +55,7 @@ from stockade.quant.risk_rules import (
     evaluate,
     pending_entry_risk,
 )
-from stockade.storage.order_states import TERMINAL
+from stockade.trading.order_states import TERMINAL
 
 log = logging.getLogger(__name__)
 

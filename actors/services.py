@@ -15,7 +15,7 @@ from stockade.broker.rest import BrokerEndpoints, make_data_client, make_trading
 from stockade.broker.token_bucket import TokenBucket, shared_bucket
 from stockade.codecs.messages import TradingState
 from stockade.codecs.records import TradingStateRecord, TradingStateSet
-from stockade.ops.settings import Settings
+from stockade.config.settings import Settings
 from stockade.storage.store import Store
 from stockade.supervisors.clock import WALL_CLOCK, Clock
 from stockade.supervisors.faults import FaultInjector

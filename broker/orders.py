@@ -12,8 +12,8 @@ from typing import Any
 
 from stockade.codecs.messages import AccountSnapshot, OrderIntent, OrderUpdate
 from stockade.codecs.records import OrderRecord
-from stockade.quant.brackets import round_price
-from stockade.storage.order_states import state_from_broker_status
+from stockade.trading.brackets import round_price
+from stockade.trading.order_states import state_from_broker_status
 
 CLIENT_ID_PREFIX = "stk-"
 # Alpaca's error codes the order path acts on.

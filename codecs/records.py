@@ -256,7 +256,7 @@ class VoterWeightRecord(Record, frozen=True, kw_only=True):
     """One ensemble member's learned track record (decayed outcome counts), keyed by member.
 
     The voter's adaptive weights follow from these; kept so a restart does not
-    forget them. The pooled counts (defensive mode) are under `quant.voting.POOLED`.
+    forget them. The pooled counts (defensive mode) are under `trading.voting.POOLED`.
     """
 
     hits: float

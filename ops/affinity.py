@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from stockade.ops.settings import SettingsError
+from stockade.config.settings import SettingsError
 
 
 def apply_cpu_affinity(cpus: tuple[int, ...]) -> frozenset[int] | None:

@@ -34,7 +34,7 @@ from typing import Any
 import msgspec
 
 from stockade.ops.backtest_data import BadInput, Day, FileSource, SimSource
-from stockade.ops.settings import Settings, SettingsError, load_settings
+from stockade.config.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class Backtest:
     @classmethod
     def prepare(cls, settings: Settings, args: argparse.Namespace) -> "Backtest":
         """Check the arguments (BadInput: one line for the user) and pick the source."""
-        from stockade.ops import paths
+        from stockade.config import paths
 
         start, end = _date(args.start, "--start"), _date(args.end, "--end")
         if start > end:
@@ -214,7 +214,7 @@ class Backtest:
 
 def _alpaca_source(settings: Settings, symbols: tuple[str, ...], start: dt.date, end: dt.date,
                    data_dir: Path) -> Any:
-    from stockade.ops import secrets as ops_secrets
+    from stockade.config import secrets as ops_secrets
     from stockade.ops.backtest_data import AlpacaSource
 
     try:
@@ -281,7 +281,7 @@ class Engine:
                  clock_mode: str = "nyse") -> None:
         from stockade.actors.services import Services
         from stockade.broker.token_bucket import install_shared_bucket
-        from stockade.ops import paths
+        from stockade.config import paths
         from stockade.ops.backtest_broker import BacktestBroker
         from stockade.storage.store import Store
         from stockade.supervisors.clock import SimClock
@@ -351,7 +351,7 @@ class Engine:
         self.svc.started_ns = clock.now_ns()
         router = self.dispatcher.router
         extras = {"services": self.svc, "data_dir": self.models_dir, "crossover_signals_only": self.signals_only}
-        # The tree's start order (supervisors/tree.py), without supervisors.
+        # The tree's start order (actors/tree.py), without supervisors.
         children: list[tuple[str, Any]] = [
             ("emergency_stop", EmergencyStop), ("order_manager", OrderManager), ("reconciler", Reconciler),
             ("risk_guard", RiskGuard),

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from stockade.codecs.messages import Quote, Trade
-from stockade.quant.market_hours import exchange_date
+from stockade.trading.market_hours import exchange_date
 
 NS = 1_000_000_000
 BAR_COLUMNS = ("timestamp", "symbol", "open", "high", "low", "close", "volume")

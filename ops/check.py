@@ -28,8 +28,8 @@ from typing import Any, Callable
 
 import msgspec
 
-from stockade.ops import secrets as ops_secrets
-from stockade.ops.settings import Settings, SettingsError, load_settings, resolve_venue_mode
+from stockade.config import secrets as ops_secrets
+from stockade.config.settings import Settings, SettingsError, load_settings, resolve_venue_mode
 
 EXIT_OK, EXIT_FAIL, EXIT_SETTINGS = 0, 1, 2
 

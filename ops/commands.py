@@ -18,11 +18,11 @@ import msgspec
 from stockade.actors.emergency_stop import emergency_liquidation
 from stockade.actors.services import Services
 from stockade.codecs.messages import ApproveProposal, Kill, ListPending, RejectProposal
-from stockade.ops import alert_report
+from stockade.ops.alerts import report as alert_report
 from stockade.ops.control import CommandError, ControlServer, arg_float, arg_int, arg_str
 from stockade.supervisors.faults import FaultInjectionDisabled
 from stockade.supervisors.runtime import Tree
-from stockade.supervisors.tree import SUPERVISOR_NAMES
+from stockade.actors.tree import SUPERVISOR_NAMES
 
 log = logging.getLogger(__name__)
 

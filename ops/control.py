@@ -39,7 +39,7 @@ import msgspec
 
 from stockade.codecs.records import ControlAuditRecord
 from stockade.ops import telemetry
-from stockade.ops.paths import ensure_private_dir
+from stockade.config.paths import ensure_private_dir
 
 log = logging.getLogger(__name__)
 

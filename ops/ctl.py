@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from stockade.ops import paths
-from stockade.ops.settings import SettingsError, load_settings
+from stockade.config import paths
+from stockade.config.settings import SettingsError, load_settings
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 

@@ -23,11 +23,12 @@ import threading
 import time
 from typing import Any
 
-from stockade.ops import paths, sdnotify
-from stockade.ops import secrets as ops_secrets
+from stockade.ops import sdnotify
+from stockade.config import paths
+from stockade.config import secrets as ops_secrets
 from stockade.ops.affinity import apply_cpu_affinity
 from stockade.ops.live_guard import check_trading_mode
-from stockade.ops.settings import Settings, SettingsError, load_settings, resolve_venue_mode
+from stockade.config.settings import Settings, SettingsError, load_settings, resolve_venue_mode
 
 log = logging.getLogger("stockade")
 
@@ -76,9 +77,9 @@ class RedactingFilter(logging.Filter):
 
 
 def setup_logging(logging_settings: Any) -> str:
-    """The log handler per `[logging]` (text, json or the journal: ops/log_setup.py),
+    """The log handler per `[logging]` (text, json or the journal: ops/logs/setup.py),
     every record redacted; returns where logs go."""
-    from stockade.ops import log_setup
+    from stockade.ops.logs import setup as log_setup
 
     return log_setup.install(logging_settings, [RedactingFilter()])
 
@@ -164,7 +165,7 @@ class Daemon:
         from stockade.storage.environment import DataDirLocked
         from stockade.storage.store import Store
         from stockade.supervisors.faults import FaultInjector
-        from stockade.supervisors.tree import start_stockade_tree
+        from stockade.actors.tree import start_stockade_tree
 
         try:
             self.store = Store.open(self.data)

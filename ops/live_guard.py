@@ -19,7 +19,7 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 from stockade.broker.rest import endpoints_for
-from stockade.ops.settings import LIVE_TRADING_URL, PAPER_TRADING_URL, Settings, SettingsError
+from stockade.config.settings import LIVE_TRADING_URL, PAPER_TRADING_URL, Settings, SettingsError
 
 LIVE_HOST = urlsplit(LIVE_TRADING_URL).hostname
 PAPER_HOST = urlsplit(PAPER_TRADING_URL).hostname

@@ -19,7 +19,7 @@ import logging
 import time
 from pathlib import Path
 
-from stockade.ops.settings import Settings
+from stockade.config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ LAZY_IMPORTS: tuple[str, ...] = (
 def preload(settings: Settings, data_dir: Path | None) -> float:
     """Import `LAZY_IMPORTS` and load the models `[models]` asks for; returns the seconds spent."""
     from stockade.actors.analyzer import load_members
-    from stockade.quant.model_panel import panel_of
+    from stockade.trading.model_panel import panel_of
 
     started = time.monotonic()
     for name in LAZY_IMPORTS:

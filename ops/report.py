@@ -7,7 +7,7 @@ daemon. Sections:
   each UTC day: daily returns, Sharpe and Sortino annualised with sqrt(252),
   VaR/ES(95%) of a daily return, max drawdown over every snapshot.
 - members (rule strategies and ML models alike) and symbols: closed
-  round-trip trades (`storage.performance`), a trade counting for each member
+  round-trip trades (`trading.trades`), a trade counting for each member
   that voted on its side; Sharpe, Sortino, VaR and ES on per-trade returns
   (P&L over entry value, not annualised), max drawdown of the cumulative P&L.
 - open trades: unrealised P&L at the latest known price.
@@ -27,11 +27,11 @@ from typing import Any
 import msgspec
 
 from stockade.codecs.records import EquitySnapshot
-from stockade.ops.paths import data_dir as resolve_data_dir
-from stockade.ops.settings import KNOWN_STRATEGIES
-from stockade.quant import performance as perf
+from stockade.config.paths import data_dir as resolve_data_dir
+from stockade.config.settings import KNOWN_STRATEGIES
+from stockade.trading import performance as perf
 from stockade.storage.environment import ENV_DIRNAME, StorageError
-from stockade.storage.performance import UNATTRIBUTED, Trade, build_trades, group, members_by_proposal
+from stockade.trading.trades import UNATTRIBUTED, Trade, build_trades, group, members_by_proposal
 from stockade.storage.store import Store
 
 TRADING_DAYS = 252

@@ -3,7 +3,7 @@
     python run.py train [--source sim|venue|alpaca] [--out DIR] [--settings FILE] [--data-dir DIR]
                         [--symbols A,B] [--days N] [--seed N] [--horizon N] [--models gbm,logit]
 
-Builds labelled rows from one-minute bars (quant/datasets.py), evaluates
+Builds labelled rows from one-minute bars (trading/datasets.py), evaluates
 every model walk-forward, fits it, exports it to ONNX, checks onnxruntime
 against scikit-learn on the held-out rows and writes the models and
 `manifest.json` to `--out` (default <data_dir>/models, which the daemon
@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from stockade.ops.settings import DEFAULT_DATA_URL, SettingsError, load_settings
+from stockade.config.settings import DEFAULT_DATA_URL, SettingsError, load_settings
 
 NS_PER_MIN = 60_000_000_000
 
@@ -38,7 +38,7 @@ def _progress(text: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from stockade.quant.training import DEFAULT_MODELS, MODELS
+    from stockade.trading.training import DEFAULT_MODELS, MODELS
 
     parser = argparse.ArgumentParser(prog="python run.py train", description="Train the ensemble's ML models.")
     parser.add_argument("--source", choices=("sim", "venue", "alpaca"), default="sim",
@@ -69,7 +69,7 @@ def main(argv: list[str]) -> int:
 
 
 def _plan(args: argparse.Namespace, settings) -> dict:
-    from stockade.quant.training import MODELS
+    from stockade.trading.training import MODELS
 
     m = settings.models
     symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip()) if args.symbols \
@@ -97,12 +97,12 @@ def _plan(args: argparse.Namespace, settings) -> dict:
 
 
 def _bars(args: argparse.Namespace, settings, plan: dict) -> dict:
-    from stockade.quant.datasets import rest_bars, sim_bars
+    from stockade.trading.datasets import rest_bars, sim_bars
 
     if args.source == "sim":
         return sim_bars(plan["symbols"], plan["seed"], plan["days"])
     from stockade.broker.rest import make_data_client, redact
-    from stockade.ops import secrets as ops_secrets
+    from stockade.config import secrets as ops_secrets
 
     keys = ops_secrets.alpaca_keys()
     if keys is None:
@@ -126,9 +126,9 @@ def _bars(args: argparse.Namespace, settings, plan: dict) -> dict:
 
 def _run(args: argparse.Namespace, settings, plan: dict) -> int:
     from stockade.actors.analyzer import feature_params
-    from stockade.ops import paths
-    from stockade.quant.datasets import build_dataset
-    from stockade.quant.training import TrainingError, train_models
+    from stockade.config import paths
+    from stockade.trading.datasets import build_dataset
+    from stockade.trading.training import TrainingError, train_models
 
     out = Path(args.out).expanduser() if args.out else paths.models_dir(paths.data_dir(args.data_dir))
     started = time.perf_counter()

@@ -2,7 +2,7 @@
 
 The run's trading sessions are cut into K+1 contiguous windows. Fold i
 trains the ML members on window i-1 with `train`'s own code
-(quant/datasets.build_dataset, quant/training.train_models: the same
+(trading/datasets.build_dataset, trading/training.train_models: the same
 features, labels, walk-forward evaluation and ONNX export) into
 OUT/fold-i/models, then backtests window i with them (OUT/fold-i holds its
 records and tearsheet, like any backtest's out dir). No fold sees its test
@@ -44,8 +44,8 @@ def windows(days: list[dt.date], k: int) -> list[list[dt.date]]:
 def walk_forward(run: Any, k: int, progress: bool = False) -> dict[str, Any]:
     """Every fold's training and test; returns (and writes OUT/walk_forward.json) the results."""
     from stockade.actors.analyzer import feature_params
-    from stockade.quant.datasets import build_dataset
-    from stockade.quant.training import DEFAULT_MODELS, TrainingError, train_models
+    from stockade.trading.datasets import build_dataset
+    from stockade.trading.training import DEFAULT_MODELS, TrainingError, train_models
 
     settings, request = run.settings, run.request
     if not hasattr(run.source, "bars_between"):

@@ -35,7 +35,7 @@ from stockade.codecs.records import (
 from stockade.storage.alert_counts import bump, period_of
 from stockade.storage.environment import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, Environment
 from stockade.storage.journal import Journal
-from stockade.storage.order_states import OPEN
+from stockade.trading.order_states import OPEN
 from stockade.storage.tables import Table, TimeSeries
 
 T = TypeVar("T")

@@ -1,7 +1,7 @@
 """`start_tree`: run a root supervisor and get a handle on the whole tree.
 
 Generic on purpose: the concrete tree (which actors, which policies) is the
-lead's `supervisors/tree.py`, built on this.
+lead's `actors/tree.py`, built on this.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import pykka
 
-from stockade.actors.base import StockadeActor, handles
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.codecs.messages import Alert
 from stockade.ops import telemetry
 from stockade.supervisors.context import ActorContext

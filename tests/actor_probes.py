@@ -19,7 +19,7 @@ from waiting import wait_for
 from stockade.actors.services import BrokerAccess, Services
 from stockade.broker.rest import BrokerEndpoints
 from stockade.codecs.messages import Envelope
-from stockade.ops.settings import Settings
+from stockade.config.settings import Settings
 from stockade.storage.store import Store
 from stockade.supervisors.context import ActorContext
 from stockade.supervisors.faults import FaultInjector

@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from stockade.ops.dashboard.journal_tail import JournalTail
-from stockade.quant.market_hours import exchange_date
+from stockade.trading.market_hours import exchange_date
 from stockade.storage.tables import time_key
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -24,7 +24,7 @@ from stockade.ops.dashboard.api import Api, Pools
 from stockade.ops.dashboard.guard import Guard, loopback_hosts
 from stockade.ops.dashboard.metrics import Metrics
 from stockade.ops.dashboard.views import Views
-from stockade.ops.settings import LOOPBACK_HOSTS, DashboardSettings
+from stockade.config.settings import LOOPBACK_HOSTS, DashboardSettings
 
 log = logging.getLogger(__name__)
 

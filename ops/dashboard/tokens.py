@@ -23,7 +23,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from stockade.ops.secrets import read_secret
+from stockade.config.secrets import read_secret
 
 TOKEN_NAME = "STOCKADE_DASHBOARD_TOKEN"
 TOKEN_FILE = "dashboard.token"

@@ -14,11 +14,11 @@ from typing import Any
 
 import msgspec
 
-from stockade.ops import alert_report
+from stockade.ops.alerts import report as alert_report
 from stockade.ops.commands import status
 from stockade.ops.dashboard.journal_tail import JournalTail
 from stockade.ops.report import build_report
-from stockade.quant.market_hours import exchange_date
+from stockade.trading.market_hours import exchange_date
 from stockade.storage.tables import parse_time_key, time_key
 
 MAX_PAGE = 200

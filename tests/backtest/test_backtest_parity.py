@@ -20,7 +20,7 @@ import time
 from argparse import Namespace
 
 from stockade.codecs.messages import Quote, Trade
-from stockade.ops.settings import settings_from_dict
+from stockade.config.settings import settings_from_dict
 from stockade.supervisors import router as router_mod
 
 SYMBOLS = ("AAPL", "MSFT")

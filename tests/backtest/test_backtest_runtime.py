@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from stockade.actors.base import StockadeActor, handles
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.codecs.messages import Alert, Tick
 from stockade.supervisors.clock import SimClock, WallClock
 from stockade.supervisors.context import ActorContext

@@ -12,7 +12,7 @@ import pytest
 
 from stockade.ops.backtest_data import BadInput
 from stockade.ops.walk_forward import sessions, windows
-from stockade.quant.model_store import MANIFEST_NAME
+from stockade.trading.model_store import MANIFEST_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 

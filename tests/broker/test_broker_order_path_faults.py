@@ -18,7 +18,7 @@ import pytest
 from waiting import wait_for
 
 from stockade.codecs.messages import OrderIntent
-from stockade.ops.settings import settings_from_dict
+from stockade.config.settings import settings_from_dict
 
 SYMBOLS = ("AAPL", "MSFT", "SPY")
 

@@ -15,8 +15,8 @@ from stockade.broker.orders import (
 )
 from stockade.broker.token_bucket import BudgetSpent, TokenBucket, limit_client, shared_bucket
 from stockade.codecs.messages import OrderIntent
-from stockade.quant.gap_risk import gap_class, gap_pct
-from stockade.storage.ledger import uncovered_qty
+from stockade.trading.gap_risk import gap_class, gap_pct
+from stockade.trading.ledger import uncovered_qty
 
 
 class FakeClock:
@@ -245,7 +245,7 @@ def test_gap_pct_sign_and_bad_close():
     ("[orders]\nprotect_reserve = -1\n", "settings: orders.protect_reserve = -1: must be >= 0"),
 ])
 def test_order_and_reconciler_settings_name_the_bad_value(tmp_path, text, expected):
-    from stockade.ops.settings import SettingsError, load_settings
+    from stockade.config.settings import SettingsError, load_settings
 
     path = tmp_path / "s.toml"
     path.write_text(text)

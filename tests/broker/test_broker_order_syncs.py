@@ -23,7 +23,7 @@ from waiting import wait_for
 
 from stockade.codecs.messages import OrderIntent
 from stockade.codecs.records import IntentJournaled
-from stockade.ops.settings import settings_from_dict
+from stockade.config.settings import settings_from_dict
 from stockade.storage.environment import Environment
 
 SYMBOLS = ("AAPL", "MSFT")

@@ -12,7 +12,7 @@ from collections import defaultdict
 import pytest
 from waiting import wait_for
 
-from stockade.ops.settings import settings_from_dict
+from stockade.config.settings import settings_from_dict
 
 KEY, SECRET = "PKRECONTEST001", "reconciler-test-secret-01"
 
@@ -123,7 +123,7 @@ def test_gap_at_the_open_is_measured_for_held_positions(venue, tmp_path):
     from alpaca.data.requests import StockSnapshotRequest
 
     from stockade.broker.rest import make_data_client
-    from stockade.quant.gap_risk import gap_class, gap_pct
+    from stockade.trading.gap_risk import gap_class, gap_pct
 
     person = _person(venue)
     wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")

@@ -65,7 +65,7 @@ def test_settings_win_over_env_and_venue_urls():
 
 
 def test_endpoints_for_a_settings_section():
-    from stockade.ops.settings import Settings, settings_from_dict
+    from stockade.config.settings import Settings, settings_from_dict
 
     a = Settings().alpaca
     assert endpoints_for(a, {}).trading_url == "https://paper-api.alpaca.markets"

@@ -20,7 +20,7 @@ from stockade.broker.rest import BrokerEndpoints
 from stockade.ops.commands import register_commands
 from stockade.ops.control import ControlServer
 from stockade.ops.dashboard import DashboardServer
-from stockade.ops.settings import DashboardSettings, Settings
+from stockade.config.settings import DashboardSettings, Settings
 from stockade.storage.store import Store
 from stockade.supervisors.faults import FaultInjector
 from stockade.supervisors.runtime import start_tree

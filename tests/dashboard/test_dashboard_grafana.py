@@ -11,7 +11,7 @@ import time
 from prometheus_client.parser import text_string_to_metric_families
 
 from stockade.codecs.records import DayCounters, EquitySnapshot
-from stockade.quant.market_hours import exchange_date
+from stockade.trading.market_hours import exchange_date
 
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana-dashboard.json"
 

@@ -16,7 +16,7 @@ import pytest
 from stockade.broker.rest import register_secret
 from stockade.codecs.records import AlertRecord
 from stockade.ops.dashboard import DashboardError, DashboardServer, events, tokens
-from stockade.ops.settings import DashboardSettings, SettingsError, load_settings
+from stockade.config.settings import DashboardSettings, SettingsError, load_settings
 
 READS = ("/", "/api/v1/overview", "/api/v1/status", "/api/v1/tree", "/api/v1/decisions", "/api/v1/pending",
          "/api/v1/alerts", "/api/v1/equity", "/api/v1/report", "/api/v1/orders", "/api/v1/audit",

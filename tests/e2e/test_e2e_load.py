@@ -16,8 +16,8 @@ import json
 
 import pytest
 
-from stockade.ops.ingest_bench import run_ingest
-from stockade.ops.settings import Settings
+from stockade.bench.ingest import run_ingest
+from stockade.config.settings import Settings
 
 SYMBOLS = 50
 QUOTES_PER_S = 20_000.0

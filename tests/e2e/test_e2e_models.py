@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 from daemon_harness import RUN_PY, DaemonProcess, _child_env, settings_text, wait_orders
-from stockade.quant.model_store import (
+from stockade.trading.model_store import (
     MANIFEST_NAME,
     SHIPPED_DIR,
     read_manifest,

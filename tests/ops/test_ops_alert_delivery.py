@@ -13,13 +13,13 @@ from email import message_from_bytes
 import pytest
 from alert_servers import Receiver, SmtpServer, Tls
 from stockade.codecs.messages import Alert
-from stockade.ops.alert_channels import (
+from stockade.ops.alerts.channels import (
     ChannelError,
     Redactor,
     SmtpChannel,
     WebhookChannel,
 )
-from stockade.ops.alert_delivery import DeliveryWorker
+from stockade.ops.alerts.delivery import DeliveryWorker
 from waiting import wait_for
 
 PASSWORD = "Sm7pPassw0rd-FAKE-0451"
@@ -174,7 +174,7 @@ def test_retries_with_backoff_then_delivers(caplog):
     try:
         worker = DeliveryWorker(WebhookChannel(f"{r.base}/h/{TOKEN}", "slack", redact=Redactor([TOKEN])),
                                 attempts=4, retry_initial_s=0.01, retry_max_s=0.05, rng=random.Random(7)).start()
-        with caplog.at_level(logging.WARNING, logger="stockade.ops.alert_delivery"):
+        with caplog.at_level(logging.WARNING, logger="stockade.ops.alerts.delivery"):
             worker.submit(alert())
             wait_for(lambda: worker.stats()["sent"] == 1, 10, what="delivery after 3 failures")
         assert worker.stats() == {"sent": 1, "failed": 0, "dropped": 0, "retries": 3, "queued": 0}
@@ -232,7 +232,7 @@ def test_queue_is_bounded_drops_oldest_and_submit_never_blocks(caplog):
                                 queue_max=3).start()
         worker.submit(alert(key="k:0"))
         assert r.arrived.wait(5)  # k:0 is in flight, held by the receiver
-        with caplog.at_level(logging.ERROR, logger="stockade.ops.alert_delivery"):
+        with caplog.at_level(logging.ERROR, logger="stockade.ops.alerts.delivery"):
             for i in range(1, 7):
                 worker.submit(alert(key=f"k:{i}"))  # returns at once although the channel hangs
         assert worker.stats()["dropped"] == 3 and worker.stats()["queued"] == 3

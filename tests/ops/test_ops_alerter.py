@@ -19,9 +19,9 @@ from stockade.actors.services import BrokerAccess, Services
 from stockade.broker.rest import BrokerEndpoints
 from stockade.codecs.messages import Alert
 from stockade.codecs.records import EquitySnapshot
-from stockade.ops import alert_report
-from stockade.ops.paths import alerts_jsonl_path
-from stockade.ops.settings import AlertsSettings, Settings
+from stockade.ops.alerts import report as alert_report
+from stockade.config.paths import alerts_jsonl_path
+from stockade.config.settings import AlertsSettings, Settings
 from stockade.storage.store import Store
 from stockade.supervisors.faults import FaultInjector
 from stockade.supervisors.runtime import start_tree

@@ -9,7 +9,7 @@ from email import message_from_bytes
 
 import pytest
 from stockade.codecs.messages import Alert
-from stockade.ops.alert_channels import (
+from stockade.ops.alerts.channels import (
     ChannelError,
     JsonlChannel,
     LogChannel,
@@ -18,8 +18,8 @@ from stockade.ops.alert_channels import (
     WebhookChannel,
     build_channels,
 )
-from stockade.ops.alert_policy import AlertPolicy
-from stockade.ops.settings import AlertsSettings
+from stockade.ops.alerts.policy import AlertPolicy
+from stockade.config.settings import AlertsSettings
 
 SECRET = "PKTESTSECRETKEY123456"
 
@@ -368,7 +368,7 @@ def test_alerts_count_under_the_exchange_date():
 
 def test_store_add_alert_keeps_counts_with_history(tmp_path):
     from stockade.codecs.records import AlertRecord
-    from stockade.ops import alert_report
+    from stockade.ops.alerts import report as alert_report
     from stockade.storage.store import Store
 
     day = 1_700_000_000_000_000_000  # 2023-11-14 UTC
@@ -419,7 +419,7 @@ def test_ctl_alerts_arguments():
     ("smtp_security = 'ssl'", "alerts.smtp_security"),
 ])
 def test_alert_settings_validation(tmp_path, toml, message):
-    from stockade.ops.settings import SettingsError, load_settings
+    from stockade.config.settings import SettingsError, load_settings
 
     path = tmp_path / "s.toml"
     path.write_text(f"[alerts]\n{toml}\n")

@@ -443,7 +443,7 @@ def test_peer_check_without_and_with_group(short_dir):
 
 
 def test_unknown_group_is_a_clear_error(short_dir):
-    from stockade.ops.settings import SettingsError, settings_from_dict
+    from stockade.config.settings import SettingsError, settings_from_dict
 
     with pytest.raises(ControlError, match="control.group 'no-such-group-xyz': no such group"):
         ControlServer(short_dir / "c.sock", group="no-such-group-xyz")

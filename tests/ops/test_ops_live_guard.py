@@ -1,7 +1,7 @@
 import pytest
 
 from stockade.ops.live_guard import check_trading_mode
-from stockade.ops.settings import SettingsError, settings_from_dict
+from stockade.config.settings import SettingsError, settings_from_dict
 
 LIVE = {"paper": False, "allow_live": True}
 

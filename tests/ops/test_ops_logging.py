@@ -19,12 +19,13 @@ from journal_receiver import JournalReceiver, parse
 from waiting import wait_for
 
 from stockade.broker.rest import register_secret
-from stockade.ops import log_context, log_setup
+from stockade.ops.logs import context as log_context
+from stockade.ops.logs import setup as log_setup
 from stockade.ops.control import ControlServer
 from stockade.ops.daemon import RedactingFilter
-from stockade.ops.journal import JournalHandler, encode, stderr_is_journal
-from stockade.ops.log_format import printable, rfc3339
-from stockade.ops.settings import LoggingSettings, SettingsError, settings_from_dict
+from stockade.ops.logs.journal import JournalHandler, encode, stderr_is_journal
+from stockade.ops.logs.format import printable, rfc3339
+from stockade.config.settings import LoggingSettings, SettingsError, settings_from_dict
 
 SECRET = "LogFormatSecret-7f3a9c"
 # Characters a client or a broker can put in text that must never reach a log raw.

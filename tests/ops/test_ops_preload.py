@@ -57,10 +57,10 @@ def test_preload_imports_them_in_a_fresh_interpreter():
     code = (
         "import sys\n"
         "from stockade.ops.preload import LAZY_IMPORTS, preload\n"
-        "from stockade.ops.settings import settings_from_dict\n"
+        "from stockade.config.settings import settings_from_dict\n"
         "before = [m for m in LAZY_IMPORTS if m in sys.modules]\n"
         "preload(settings_from_dict({}), None)\n"
-        "from stockade.quant import model_store\n"
+        "from stockade.trading import model_store\n"
         "print(len(before), sum(m in sys.modules for m in LAZY_IMPORTS), len(model_store._sessions))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)

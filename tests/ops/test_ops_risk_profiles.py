@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stockade.ops.settings import RISK_PROFILES, RiskSettings, Settings, SettingsError, load_settings
+from stockade.config.settings import RISK_PROFILES, RiskSettings, Settings, SettingsError, load_settings
 
 
 def load(tmp_path, text):

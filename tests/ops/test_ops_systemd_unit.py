@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from stockade.ops import daemon, paths
-from stockade.ops.settings import Settings
+from stockade.ops import daemon
+from stockade.config import paths
+from stockade.config.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "deploy" / "stockade.service"

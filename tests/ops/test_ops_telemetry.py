@@ -18,7 +18,7 @@ from stockade.broker.orders import client_order_id
 from stockade.broker.rest import register_secret
 from stockade.codecs.messages import FlushQuotes, OrderIntent, OrderUpdate, Proposal, Quote, Tick, Vote
 from stockade.ops import telemetry
-from stockade.ops.settings import TelemetrySettings
+from stockade.config.settings import TelemetrySettings
 from stockade.ops.telemetry import SignalPathSampler, current_traceparent, root_span
 
 
@@ -375,7 +375,7 @@ def test_service_name_and_headers_precedence():
 
 
 def test_settings_validation_of_the_new_keys():
-    from stockade.ops.settings import SettingsError, settings_from_dict
+    from stockade.config.settings import SettingsError, settings_from_dict
 
     with pytest.raises(SettingsError, match="telemetry.protocol"):
         settings_from_dict({"telemetry": {"protocol": "http/json"}})

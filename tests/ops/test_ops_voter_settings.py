@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stockade.ops.settings import Settings, SettingsError, load_settings
+from stockade.config.settings import Settings, SettingsError, load_settings
 
 
 @pytest.mark.parametrize(("text", "message"), [

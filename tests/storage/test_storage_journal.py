@@ -198,7 +198,7 @@ def test_durable_append_survives_sigkill(tmp_path):
 
 
 def test_bench_journal_reports_latency_and_throughput(tmp_path):
-    from stockade.storage.bench import bench_journal
+    from stockade.bench.storage import bench_journal
 
     result = bench_journal(50, data_dir=tmp_path)
     lat = result["journal_durable_append_us"]

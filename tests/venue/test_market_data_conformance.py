@@ -312,7 +312,7 @@ def test_a_slow_consumer_costs_bounded_memory_then_is_cut_off():
 
 
 def test_benches_run_and_report():
-    from stockade.venue.bench import bench_quote_publish, bench_rest_roundtrips
+    from stockade.bench.venue import bench_quote_publish, bench_rest_roundtrips
 
     quotes = bench_quote_publish(0.5, 3, encoding="msgpack")
     assert quotes["quotes_per_s"] > 100 and quotes["latency_us"]["p50"] > 0 and quotes["symbols"] == 3

@@ -73,7 +73,7 @@ def test_account_has_no_pattern_day_trader_fields_and_stockade_reads_it(venue):
     client and snapshot, into a risk decision."""
     from stockade.broker.orders import account_snapshot
     from stockade.broker.rest import make_trading_client
-    from stockade.quant.risk_rules import RiskContext, RiskRequest, evaluate
+    from stockade.trading.risk_rules import RiskContext, RiskRequest, evaluate
 
     raw = http(venue, "GET", "/v2/account").json()
     assert not PDT_ACCOUNT_FIELDS & set(raw), sorted(PDT_ACCOUNT_FIELDS & set(raw))

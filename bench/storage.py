@@ -1,0 +1,72 @@
+"""Journal benchmark: durable single-append latency and batched append throughput."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+from stockade.codecs.records import IntentJournaled, OrderRecord, OrderStateChanged
+from stockade.trading.stats import percentiles
+from stockade.storage.store import Store
+
+BATCH = 1000
+
+
+def bench_journal(n: int = 2000, data_dir: str | os.PathLike[str] | None = None) -> dict:
+    """Measure the journal in a fresh store (a temporary dir unless `data_dir` is given).
+
+    - durable append: `n` single appends of an order intent, each committed and
+      synced before returning (what the order manager pays per order);
+    - batched append: `n * 10` small events through `append_many` in batches
+      of 1000 (the high-rate path), events per second.
+    """
+    with tempfile.TemporaryDirectory(prefix="stockade-bench-", dir=data_dir) as tmp:
+        store = Store.open(tmp)
+        try:
+            order = OrderRecord(
+                client_order_id="bench-0",
+                intent_id="i-0",
+                symbol="AAPL",
+                side="buy",
+                qty=10,
+                order_type="limit",
+                limit_price=187.25,
+                take_profit=190.0,
+                stop_loss=185.0,
+                order_class="bracket",
+                created_ns=time.time_ns(),
+                updated_ns=time.time_ns(),
+            )
+            latencies = []
+            for i in range(n):
+                event = IntentJournaled(ts_ns=time.time_ns(), order=order)
+                t0 = time.perf_counter_ns()
+                store.journal.append(event, durable=True)
+                latencies.append((time.perf_counter_ns() - t0) / 1000.0)
+            latencies.sort()
+
+            total = n * 10
+            events = [
+                OrderStateChanged(ts_ns=i, client_order_id=f"c-{i}", old="accepted", new="filled", event="fill")
+                for i in range(total)
+            ]
+            t0 = time.perf_counter()
+            for start in range(0, total, BATCH):
+                store.journal.append_many(events[start : start + BATCH])
+            elapsed = time.perf_counter() - t0
+            return {
+                "journal_durable_append_us": percentiles(latencies),
+                "journal_batched_append_per_s": round(total / elapsed) if elapsed > 0 else None,
+                "journal_batch_size": BATCH,
+                "journal_bytes_used": store.env.used_bytes(),
+            }
+        finally:
+            store.close()
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    import json
+    import sys
+
+    print(json.dumps(bench_journal(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)))

@@ -1,0 +1,1 @@
+"""Configuration: settings, secrets and paths; the bottom layer, importable by all."""

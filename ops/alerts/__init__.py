@@ -1,0 +1,1 @@
+"""Alerts: channels, delivery, policy and the alert report."""

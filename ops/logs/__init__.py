@@ -1,0 +1,1 @@
+"""Logging: context, formats, setup and the journal handler."""

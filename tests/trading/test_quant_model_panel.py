@@ -1,0 +1,49 @@
+"""The merged model panel (trading/model_panel.py) gives every member's output exactly
+as its own session does, in one call."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stockade.trading.feature_vector import FEATURE_NAMES
+from stockade.trading.model_member import ModelMember
+from stockade.trading.model_panel import clear_panels, panel_of
+from stockade.trading.model_store import SHIPPED_DIR, clear_cache, load_models
+
+
+@pytest.fixture
+def shipped():
+    clear_cache()
+    clear_panels()
+    loaded, errors = load_models(SHIPPED_DIR)
+    assert not errors and len(loaded) == 4
+    yield loaded
+    clear_panels()
+    clear_cache()
+
+
+def _rows(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    # Scale-free features: small ratios and returns, oscillators around zero;
+    # a few wide rows reach the trees' far branches.
+    X = rng.normal(0.0, 0.02, (n, len(FEATURE_NAMES)))
+    X[: n // 10] *= 25
+    return X.astype(np.float32)
+
+
+def test_merged_equals_separate_members_on_seeded_rows(shipped):
+    panel = panel_of(shipped)
+    assert panel is not None and panel.names == tuple(m.name for m in shipped)
+    X = _rows(2_000, seed=12)
+    separate = np.stack([m.p_up_batch(X) for m in shipped], axis=1)
+    np.testing.assert_array_equal(panel.p_up_batch(X), separate)
+    members = [ModelMember(m) for m in shipped]
+    for x in X[:300]:
+        assert panel.p_up(x) == [m.model.p_up(x) for m in members]
+
+
+def test_panels_are_shared_and_one_member_needs_none(shipped):
+    assert panel_of(shipped) is panel_of(list(shipped))
+    assert panel_of(shipped[:1]) is None
+    assert panel_of([]) is None
