@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 from opentelemetry import trace
 
+from stockade.supervisors import hooks
 from stockade.supervisors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.broker.orders import account_snapshot, client_order_id
@@ -41,7 +42,6 @@ from stockade.codecs.messages import (
     Tick,
 )
 from stockade.codecs.records import DayCounters, DecisionRecord
-from stockade.ops import telemetry
 from stockade.trading.brackets import BracketParams
 from stockade.trading.market_hours import Calendar, exchange_date, exchange_day, session_from_calendar
 from stockade.trading.pdt import DayTradeCounter
@@ -475,7 +475,7 @@ class RiskGuard(StockadeActor):
 
 def _trace_decision(allowed: bool, rule: str, qty: int, coid: str = "") -> None:
     """The decision on the proposal's message span; one `is None` check with tracing off."""
-    if telemetry.ACTIVE is None:
+    if hooks.tracing.ACTIVE is None:
         return
     span = trace.get_current_span()
     if span.is_recording():

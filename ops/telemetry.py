@@ -33,6 +33,7 @@ import collections
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -46,6 +47,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from stockade.supervisors import hooks
 
 log = logging.getLogger(__name__)
 
@@ -632,3 +635,7 @@ def setup(
             log.warning("telemetry: shutdown failed", exc_info=True)
 
     return shutdown
+
+
+# The runtime (supervisors/) traces through this module without importing it.
+hooks.install_tracing(sys.modules[__name__])

@@ -50,9 +50,8 @@ from typing import Any, Callable, ClassVar, TypeVar
 import pykka
 
 from stockade.codecs.messages import Envelope, Message, Tick
-from stockade.ops import telemetry
-from stockade.ops.logs import context as log_context
-from stockade.supervisors import fence
+from stockade.supervisors import fence, hooks
+from stockade.supervisors import handling
 from stockade.supervisors.context import ActorContext
 from stockade.supervisors.events import ChildExit, ChildReady, Ping, Request
 from stockade.supervisors.clock import TimerHandle
@@ -129,7 +128,7 @@ class StockadeActor(pykka.ThreadingActor):
         self._raw_timer_keys: dict[type, str] = {}
         self._ended = False
         self._reported = False
-        self._log_slot = log_context.Handling(ctx.name)
+        self._log_slot = handling.Handling(ctx.name)
 
     # ---- hooks for subclasses ---------------------------------------------------
 
@@ -250,7 +249,7 @@ class StockadeActor(pykka.ThreadingActor):
         # Log lines written while handling carry this actor, the message's
         # symbol and client_order_id and the span's ids (read only when a line is written).
         slot = self._log_slot
-        log_token = log_context.enter(slot, body)
+        log_token = handling.enter(slot, body)
         try:
             self.ctx.faults.apply(self.name)
             if type(message) is CrashNow:
@@ -259,7 +258,7 @@ class StockadeActor(pykka.ThreadingActor):
                 return True
             if envelope is None:
                 return self.handle(message, None)
-            tracer = telemetry.ACTIVE
+            tracer = hooks.tracing.ACTIVE
             if tracer is None:  # tracing off: no span objects at all
                 return self.handle(body, envelope)
             with tracer.message_span(self.name, body, envelope.traceparent, envelope.sender, envelope.id) as span:
@@ -275,14 +274,14 @@ class StockadeActor(pykka.ThreadingActor):
                     raise
                 return None
             # The supervisor's span for this failure is a child of the span that failed.
-            self._fail(exc, f"handling {type(body).__name__}", telemetry.traceparent_of(span))
+            self._fail(exc, f"handling {type(body).__name__}", hooks.tracing.traceparent_of(span))
             if not asked:
                 return None  # already logged, reported and stopped
             if isinstance(exc, Exception):
                 raise
             raise ActorCrashed(repr(exc)) from exc
         finally:
-            log_context.leave(log_token)
+            handling.leave(log_token)
 
     def on_stop(self) -> None:
         if self._ended:

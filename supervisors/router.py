@@ -27,8 +27,7 @@ import pykka
 from pykka.messages import _ActorStop
 
 from stockade.codecs.messages import Envelope, Message
-from stockade.ops.telemetry import current_traceparent
-from stockade.supervisors import fence
+from stockade.supervisors import fence, hooks
 from stockade.supervisors.events import Request
 from stockade.supervisors.fence import Fenced, FenceToken
 
@@ -99,7 +98,7 @@ class Router:
         is revoked) is refused: `Fenced` is raised and the refusal counted.
         Returns whether the message was delivered or buffered.
         """
-        return self.deliver(name, Envelope.wrap(msg, sender, current_traceparent()), sender_generation)
+        return self.deliver(name, Envelope.wrap(msg, sender, hooks.tracing.current_traceparent()), sender_generation)
 
     def deliver(self, name: str, envelope: Envelope, sender_generation: int | None = None) -> bool:
         """Route an already wrapped envelope (see `tell`)."""
@@ -137,7 +136,7 @@ class Router:
         """Ask the current instance of `name` and wait up to `timeout` s (supervisors/control only)."""
         if timeout is None or not timeout > 0:
             raise ValueError(f"ask needs a timeout > 0, got {timeout!r}")  # never wait forever
-        envelope = Envelope.wrap(msg, sender, current_traceparent())
+        envelope = Envelope.wrap(msg, sender, hooks.tracing.current_traceparent())
         with self._lock:
             entry = self._entries.get(name)
             ref = entry.ref if entry is not None and entry.state == UP else None

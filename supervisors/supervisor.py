@@ -37,8 +37,8 @@ import pykka
 
 from stockade.supervisors.base import StockadeActor, handles
 from stockade.codecs.messages import Alert
-from stockade.ops import telemetry
 from stockade.supervisors.context import ActorContext
+from stockade.supervisors import hooks
 from stockade.supervisors.events import ChildExit, ChildReady, Escalate, HeartbeatTick, Ping, RestartDue
 from stockade.supervisors.fence import FenceToken
 from stockade.supervisors.health import silent_for
@@ -176,7 +176,7 @@ class Supervisor(StockadeActor):
         child = self._by_name.get(event.name)
         if child is None or child.generation != event.generation or child.state != RUNNING or self._exhausting:
             return  # stale: an instance we replaced or are stopping ourselves
-        with telemetry.supervision_span(self.name, "ChildExit", event.traceparent, _child_attrs(child)):
+        with hooks.tracing.supervision_span(self.name, "ChildExit", event.traceparent, _child_attrs(child)):
             self._child_failed(child, event.reason, event.abnormal)
 
     @handles(ChildReady)
@@ -195,7 +195,7 @@ class Supervisor(StockadeActor):
         self.ctx.health.forget(name)
         child.ping = None
         (logger.warning if abnormal else logger.info)("%s: %s (gen %d) exited: %s", self.name, name, child.generation, reason)
-        telemetry.add_event("stockade.child.exit", {"stockade.child": name, "stockade.generation": child.generation,
+        hooks.tracing.add_event("stockade.child.exit", {"stockade.child": name, "stockade.generation": child.generation,
                                                     "stockade.reason": reason, "stockade.abnormal": abnormal,
                                                     "stockade.hung": hung})
 
@@ -227,7 +227,7 @@ class Supervisor(StockadeActor):
         delay = backoff_delay(attempt, policy.backoff_initial_s, policy.backoff_max_s, policy.jitter, self._rng)
         self._spawn(self._stop_then_restart, to_stop, delay, token)
         restarted = [t.name for t in targets]
-        telemetry.add_event("stockade.restart", {"stockade.child": name, "stockade.attempt": attempt,
+        hooks.tracing.add_event("stockade.restart", {"stockade.child": name, "stockade.attempt": attempt,
                                                  "stockade.backoff_s": round(delay, 6), "stockade.strategy": policy.strategy,
                                                  "stockade.restarted": restarted})
         self._alert("WARNING", f"restart:{name}",
@@ -267,10 +267,10 @@ class Supervisor(StockadeActor):
 
     def _escalate(self, reason: str) -> None:
         logger.error("%s: restart intensity exceeded, stopping its children: %s", self.name, reason)
-        telemetry.add_event("stockade.escalation", {"stockade.supervisor": self.name, "stockade.reason": reason})
+        hooks.tracing.add_event("stockade.escalation", {"stockade.supervisor": self.name, "stockade.reason": reason})
         self._alert("CRITICAL", f"escalation:{self.name}",
                     f"{self.name} gave up (restart intensity exceeded) and fails to its parent: {reason}")
-        escalation_tp = telemetry.current_traceparent()
+        escalation_tp = hooks.tracing.current_traceparent()
         self._exhausting = True
         self.ctx.health.exhausted(self.name, reason)
         to_stop = []
@@ -323,7 +323,7 @@ class Supervisor(StockadeActor):
                         last = child.fence.busy_what if child.fence is not None else ""
                         reason = (f"missed heartbeat (no answer in {waited:.3f}s, silent {silent:.3f}s outside "
                                   f"bounded work{'; last: ' + last if last else ''})")
-                        with telemetry.supervision_span(self.name, "MissedHeartbeat", None, _child_attrs(child)):
+                        with hooks.tracing.supervision_span(self.name, "MissedHeartbeat", None, _child_attrs(child)):
                             self._child_failed(child, reason, abnormal=True, hung=True)
                     continue
                 except Exception as exc:
@@ -334,7 +334,7 @@ class Supervisor(StockadeActor):
                     if child.dead_since is None:
                         child.dead_since = now
                     elif now - child.dead_since > child.spec.shutdown_timeout_s:
-                        with telemetry.supervision_span(self.name, "DiedUnreported", None, _child_attrs(child)):
+                        with hooks.tracing.supervision_span(self.name, "DiedUnreported", None, _child_attrs(child)):
                             self._child_failed(child, f"died unreported: {exc!r}", abnormal=True)
                     continue
                 child.ready = True

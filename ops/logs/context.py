@@ -3,8 +3,8 @@ symbol and `client_order_id` of the message, and the trace and span ids of
 the handler's span (OpenTelemetry's log-correlation names, `trace_id` and
 `span_id`).
 
-The actor base marks each handled message with `enter()` / `leave()`: one
-ContextVar set and reset on a slot the actor owns, nothing else. The fields
+The actor base marks each handled message on its slot
+(`supervisors/handling.py`, re-exported here). The fields
 are read from the message and the span only when a record is written
 (`ContextFilter`, on the log handlers), so a handler that logs nothing pays
 nothing more.
@@ -17,38 +17,16 @@ the actor, symbol and client_order_id.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 from typing import Any
 
 from stockade.ops import telemetry
+from stockade.supervisors.handling import Handling, current, enter, leave
+
+__all__ = ["CONTEXT_FIELDS", "ContextFilter", "Handling", "enter", "leave", "stamp"]
 
 # Fields a record may carry, in the order the formats show them.
 CONTEXT_FIELDS = ("trace_id", "span_id", "actor", "symbol", "client_order_id")
-
-
-class Handling:
-    """One actor's slot: the message it is handling and that handler's span."""
-
-    __slots__ = ("actor", "msg", "span")
-
-    def __init__(self, actor: str) -> None:
-        self.actor = actor
-        self.msg: Any = None
-        self.span: Any = None
-
-
-_current: contextvars.ContextVar[Handling | None] = contextvars.ContextVar("stockade_handling", default=None)
-
-
-def enter(slot: Handling, msg: Any) -> contextvars.Token:
-    """`slot`'s actor starts handling `msg` (its span, if any, is set on the slot)."""
-    slot.msg, slot.span = msg, None
-    return _current.set(slot)
-
-
-def leave(token: contextvars.Token) -> None:
-    _current.reset(token)
 
 
 def _client_order_id(msg: Any) -> str | None:
@@ -68,7 +46,7 @@ def stamp(record: logging.LogRecord) -> None:
     """Set the context fields on `record` (a field given by the call site's `extra` wins)."""
     fields = record.__dict__
     span = None
-    slot = _current.get()
+    slot = current()
     if slot is not None:
         fields.setdefault("actor", slot.actor)
         msg = slot.msg
