@@ -78,7 +78,8 @@ def bench_models(quick: bool = False, seed: int = 7) -> dict:
     import tempfile
     from pathlib import Path
 
-    from stockade.trading.datasets import build_dataset, sim_bars
+    from stockade.ops.bar_sources import sim_bars
+    from stockade.trading.datasets import build_dataset
     from stockade.trading.feature_vector import columns, vector
     from stockade.trading.model_member import ModelMember
     from stockade.trading.model_panel import panel_of

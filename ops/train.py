@@ -97,7 +97,7 @@ def _plan(args: argparse.Namespace, settings) -> dict:
 
 
 def _bars(args: argparse.Namespace, settings, plan: dict) -> dict:
-    from stockade.trading.datasets import rest_bars, sim_bars
+    from stockade.ops.bar_sources import rest_bars, sim_bars
 
     if args.source == "sim":
         return sim_bars(plan["symbols"], plan["seed"], plan["days"])

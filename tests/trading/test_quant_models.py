@@ -15,9 +15,9 @@ from stockade.trading import feature_vector as fv
 from stockade.trading.datasets import (
     build_dataset,
     feature_fingerprint,
-    sim_bars,
     symbol_rows,
 )
+from stockade.ops.bar_sources import sim_bars
 from stockade.trading.features import FeatureParams, FeatureState
 from stockade.trading.model_member import signal_from_probability
 from stockade.trading.model_store import (
