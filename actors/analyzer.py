@@ -77,7 +77,7 @@ class Analyzer(StockadeActor):
         self.regime = RegimeParams(max_volatility=a.high_vol_bar_pct / 100, max_atr_to_price=a.high_vol_atr_pct / 100,
                                    max_drop=a.high_vol_drop_pct / 100)
         rule_params = {"mean_reversion": {"rsi_oversold": a.rsi_oversold, "rsi_overbought": a.rsi_overbought}}
-        self.models = list(zip(a.strategies, build_strategies(a.strategies, rule_params)))
+        self.models = list(zip(a.strategies, build_strategies(a.strategies, rule_params), strict=True))
         data_dir = self.ctx.extra("data_dir")
         self.members, errors = load_members(self.svc.settings, Path(data_dir) if data_dir else None)
         for error in errors:

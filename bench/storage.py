@@ -39,7 +39,7 @@ def bench_journal(n: int = 2000, data_dir: str | os.PathLike[str] | None = None)
                 updated_ns=time.time_ns(),
             )
             latencies = []
-            for i in range(n):
+            for _ in range(n):
                 event = IntentJournaled(ts_ns=time.time_ns(), order=order)
                 t0 = time.perf_counter_ns()
                 store.journal.append(event, durable=True)

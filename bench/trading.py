@@ -29,7 +29,7 @@ def bench_indicators(n: int = 100_000, seed: int = 7, quotes_per_bar: int = 100)
     closes = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.001, warm)))
     bars = [
         Bar("BENCH", c, c * 1.001, c * 0.999, c, float(v), t0 + i * _MIN_NS)
-        for i, (c, v) in enumerate(zip(closes, rng.lognormal(10, 0.5, warm)))
+        for i, (c, v) in enumerate(zip(closes, rng.lognormal(10, 0.5, warm), strict=True))
     ]
     fs.warm_up(bars)
     start = t0 + warm * _MIN_NS
@@ -158,7 +158,7 @@ def bench_models(quick: bool = False, seed: int = 7) -> dict:
         rules_ns.append(c - b)
         models_ns.append(d - c)
         separate_ns.append(e - d)
-    total = [a + b + c for a, b, c in zip(indicator_ns, rules_ns, models_ns)]
+    total = [a + b + c for a, b, c in zip(indicator_ns, rules_ns, models_ns, strict=True)]
     out["per_quote_us"] = {
         "indicators": percentiles(indicator_ns, scale=1e-3, digits=2),
         "rules": percentiles(rules_ns, scale=1e-3, digits=2),

@@ -345,7 +345,7 @@ class ReconnectingStream:
         if n <= 10 or n % 1000 == 0:
             if lazy_args is not None:
                 args = lazy_args()
-            self.log.log(level, f"%s: {msg} [#%d]", self.stream_name, *args, n, exc_info=exc_info)
+            self.log.log(level, f"%s: {msg} [#%d]", self.stream_name, *args, n, exc_info=exc_info)  # noqa: G004 - msg is a %-template; its args follow
 
 
 def _abort(ws: ClientConnection) -> None:

@@ -97,7 +97,7 @@ class ErrorFrame(msgspec.Struct, tag_field="T", tag="error", frozen=True):
     msg: str = ""
 
 
-Control = Union[Success, Subscription, ErrorFrame]
+Control = Success | Subscription | ErrorFrame
 
 # ---- market data objects ------------------------------------------------------
 # Only the fields stockade uses are declared: msgspec skips the rest (exchange
@@ -106,7 +106,7 @@ Control = Union[Success, Subscription, ErrorFrame]
 # msgpack sends times as the Timestamp extension (some servers as RFC 3339
 # text); JSON only ever yields the str arm, so one set of Structs serves both
 # decoders.
-_WireTime = Union[msgspec.msgpack.Ext, str]
+_WireTime = msgspec.msgpack.Ext | str
 
 
 class _WQuote(msgspec.Struct, tag_field="T", tag="q"):
@@ -147,7 +147,7 @@ class _TagOnly(msgspec.Struct):
     T: object = None
 
 
-_WIRE_ITEM = Union[_WQuote, _WTrade, _WBar, _WUpdatedBar, _WDailyBar, Success, Subscription, ErrorFrame]
+_WIRE_ITEM = _WQuote | _WTrade | _WBar | _WUpdatedBar | _WDailyBar | Success | Subscription | ErrorFrame
 _KNOWN_TAGS = frozenset(c.__struct_config__.tag for c in get_args(_WIRE_ITEM))
 
 # ---- timestamps ---------------------------------------------------------------
@@ -465,7 +465,7 @@ class OtherStreamMessage(msgspec.Struct, frozen=True):
     stream: str
 
 
-_Number = Union[float, str, None]
+_Number = float | str | None
 
 
 class _WireEnvelope(msgspec.Struct):

@@ -334,18 +334,18 @@ class KillRequested(JournalEvent, frozen=True, kw_only=True, tag="KillRequested"
     requested_by: str
 
 
-AnyJournalEvent = Union[
-    IntentJournaled,
-    OrderSubmitted,
-    OrderSubmitFailed,
-    OrderAcknowledged,
-    CancelRequested,
-    OrderStateChanged,
-    FillRecorded,
-    TradingStateSet,
-    Reconciled,
-    KillRequested,
-]
+AnyJournalEvent = (
+    IntentJournaled
+    | OrderSubmitted
+    | OrderSubmitFailed
+    | OrderAcknowledged
+    | CancelRequested
+    | OrderStateChanged
+    | FillRecorded
+    | TradingStateSet
+    | Reconciled
+    | KillRequested
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _event_decoder = msgspec.msgpack.Decoder(AnyJournalEvent)

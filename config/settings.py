@@ -534,7 +534,7 @@ def _url_problem(value: str, schemes: tuple[str, ...]) -> str | None:
     """Why `value` is not a usable URL with one of `schemes`, or None."""
     parts = urlsplit(value)
     try:
-        parts.port  # raises on a non-numeric or out-of-range port
+        _ = parts.port  # raises on a non-numeric or out-of-range port
     except ValueError:
         return "has a bad port"
     if parts.scheme not in schemes or not parts.hostname or any(ch.isspace() for ch in value):

@@ -10,7 +10,9 @@ no traceparent in envelopes, no spans, no events.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager, Mapping, Protocol
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 
 class Tracing(Protocol):
@@ -25,7 +27,7 @@ class Tracing(Protocol):
     def traceparent_of(self, span: Any) -> str | None: ...
 
     def supervision_span(self, supervisor: str, what: str, traceparent: str | None,
-                         attributes: Mapping[str, Any]) -> ContextManager[Any]: ...
+                         attributes: Mapping[str, Any]) -> AbstractContextManager[Any]: ...
 
     def add_event(self, name: str, attributes: Mapping[str, Any]) -> None: ...
 
@@ -42,7 +44,7 @@ class TracingOff:
         return None
 
     def supervision_span(self, supervisor: str, what: str, traceparent: str | None,
-                         attributes: Mapping[str, Any]) -> ContextManager[Any]:
+                         attributes: Mapping[str, Any]) -> AbstractContextManager[Any]:
         return contextlib.nullcontext()
 
     def add_event(self, name: str, attributes: Mapping[str, Any]) -> None:

@@ -161,8 +161,8 @@ def check_features(manifest: Manifest, path: Path, params: FeatureParams | None 
     except (RuntimeError, ValueError) as exc:  # e.g. periods the synthetic series cannot warm
         raise ModelError(path, f"cannot check the features: {exc}") from None
     theirs = manifest.feature_fingerprint
-    if len(ours) != len(theirs) or max(abs(a - b) for a, b in zip(ours, theirs)) > FINGERPRINT_TOL:
-        worst = [FEATURE_NAMES[i] for i, (a, b) in enumerate(zip(ours, theirs)) if abs(a - b) > FINGERPRINT_TOL]
+    if len(ours) != len(theirs) or max(abs(a - b) for a, b in zip(ours, theirs, strict=True)) > FINGERPRINT_TOL:
+        worst = [FEATURE_NAMES[i] for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if abs(a - b) > FINGERPRINT_TOL]
         which = f"features {worst}" if worst else "the features"
         raise ModelError(path, f"this code computes {which} differently from when the models were trained "
                                f"(fingerprint differs) at the same version {FEATURE_VERSION}: bump "

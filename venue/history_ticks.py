@@ -41,10 +41,10 @@ def _bar_ticks(seed: int, bar: SimBar, spread_bps: float, tape: str) -> tuple[li
     prices = {1: [bar.close], 2: [bar.open, bar.close], 3: [bar.open, middle[0], bar.close]}.get(
         n, [bar.open, *middle, bar.close])
     cuts = sorted(rng.sample(range(1, bar.volume), n - 1)) if n > 1 else []
-    sizes = [b - a for a, b in zip([0, *cuts], [*cuts, bar.volume])]
+    sizes = [b - a for a, b in zip([0, *cuts], [*cuts, bar.volume], strict=True)]
     first_id = stable_hash(f"{seed}:{bar.symbol}:{bar.ts_ns}:tid") % 10**12
     quotes, trades = [], []
-    for i, (offset_us, price, size) in enumerate(zip(offsets, prices, sizes)):
+    for i, (offset_us, price, size) in enumerate(zip(offsets, prices, sizes, strict=True)):
         ts = bar.ts_ns + offset_us * 1_000
         trades.append(SimTrade(bar.symbol, price, size, ts, first_id + i, tape=tape))
         cents = round(price * 100)

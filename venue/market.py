@@ -87,7 +87,7 @@ class SimBar(msgspec.Struct, frozen=True):
     ts_ns: int
 
 
-MarketEvent = Union[SimQuote, SimTrade, SimBar]
+MarketEvent = SimQuote | SimTrade | SimBar
 
 # ---- timeframes ----------------------------------------------------------------
 
@@ -568,7 +568,7 @@ class _History:
             last = (c + 1) * _CHUNK_MINUTES - max(k_new, c * _CHUNK_MINUTES + 1)
             parts.append(tuple(a[first:last + 1] for a in (chunk.ts, chunk.o, chunk.h, chunk.l, chunk.c,
                                                              chunk.v, chunk.n, chunk.vw)))
-        cols = [np.concatenate(col) for col in zip(*parts)]
+        cols = [np.concatenate(col) for col in zip(*parts, strict=True)]
         ts, o, h, l, c, v, n, vw = cols  # noqa: E741
         ts = self.start_minute_ns + ts * NS_PER_MIN  # offsets (negative minutes) to epoch ns
         bars = _DayBars(ts, o, h, l, c, v, n, vw)

@@ -253,7 +253,7 @@ class MarketDataApi:
         remaining = query.limit
         if query.page is not None:
             known = [s for s in known if s >= query.page[0]]
-        for i, symbol in enumerate(known):
+        for symbol in known:
             start, end = query.start_ns, query.end_ns
             if query.page is not None and symbol == query.page[0]:
                 if query.descending:

@@ -66,7 +66,7 @@ def _error_response(request: web.Request, exc: Exception) -> web.Response | None
         return _json_error(exc.status, code, text)
     if isinstance(exc, ConnectionResetError):
         return None
-    log.exception("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+    log.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
     return _json_error(500, 50010000, "internal server error occurred")
 
 

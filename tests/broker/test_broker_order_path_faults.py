@@ -133,8 +133,10 @@ def test_faulty_venue_no_duplicates_fills_once_ledger_equals_venue(daemon):
     # in test_e2e_chaos and test_broker_reconciler.
     from stockade.venue.server import exposure
 
-    bare = lambda: {s: e for s, e in daemon.venue.call(lambda: exposure(daemon.venue.ctx)).items()  # noqa: E731
-                    if e["stop_covered"] < e["qty"]}
+    def bare() -> dict:
+        return {s: e for s, e in daemon.venue.call(lambda: exposure(daemon.venue.ctx)).items()
+                if e["stop_covered"] < e["qty"]}
+
     try:
         wait_for(lambda: not bare(), 10.0, 0.1, "every position under a stop")
     except AssertionError as exc:

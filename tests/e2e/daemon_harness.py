@@ -56,7 +56,7 @@ class VenueProcess:
             first = lines.get(timeout=30)
         except queue.Empty:
             self.stop()
-            raise AssertionError(f"venue did not announce itself; log:\n{self.log_path.read_text()[-3000:]}")
+            raise AssertionError(f"venue did not announce itself; log:\n{self.log_path.read_text()[-3000:]}") from None
         fields = dict(part.split("=", 1) for part in first.split() if "=" in part)
         self.base_url = fields["rest"]
         self.trading_stream_url = fields["trading_stream"]
@@ -207,7 +207,7 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
-                raise AssertionError(f"daemon did not stop on SIGTERM within {timeout}s:\n{self.log()[-4000:]}")
+                raise AssertionError(f"daemon did not stop on SIGTERM within {timeout}s:\n{self.log()[-4000:]}") from None
         self._log.close()
         return self.proc.returncode
 

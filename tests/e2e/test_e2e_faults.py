@@ -25,7 +25,7 @@ def test_each_actor_type_crashed_is_restarted_and_trading_goes_on(short_dir, ven
         for name in ACTOR_TYPES:
             before = daemon.actor(name)["restarts"]
             assert daemon.ok("crash", name=name) == {"crash": name, "when": "now", "times": 1}
-            wait_for(lambda: _restarted(daemon, name, before), 30, 0.1, f"{name} restarted")
+            wait_for(lambda name=name, before=before: _restarted(daemon, name, before), 30, 0.1, f"{name} restarted")
         # The armed mode is still there: the next message, a heartbeat at the latest.
         before = daemon.actor("risk_guard")["restarts"]
         assert daemon.ok("crash", name="risk_guard", on_next_message=True) == {"crash": "risk_guard",

@@ -221,7 +221,7 @@ def test_backoff_delays_grow_and_are_jittered():
     b = worker._backoff
     draws = [b.next_delay() for _ in range(5)]
     assert delays == [0.5, 1.0, 2.0, 3.0, 3.0]  # ceilings double up to the cap
-    assert all(0 <= d <= c for d, c in zip(draws, delays)) and len(set(draws)) == 5
+    assert all(0 <= d <= c for d, c in zip(draws, delays, strict=True)) and len(set(draws)) == 5
 
 
 def test_queue_is_bounded_drops_oldest_and_submit_never_blocks(caplog):

@@ -92,7 +92,7 @@ def test_fuzzed_messages_stay_one_printable_line(fmt):
         lg.warning("control audit: %s -> %s", text, fuzz_text(rng, 4))
     lines = out.getvalue().split("\n")
     assert lines[-1] == "" and len(lines) == 301  # one line per record, nothing else
-    for line, text in zip(lines, sent):
+    for line, text in zip(lines[:-1], sent, strict=True):
         assert line.isprintable(), repr(line)
         if fmt == "json":
             record = json.loads(line)

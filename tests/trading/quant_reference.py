@@ -139,7 +139,7 @@ def bollinger(close: pd.Series, n: int, k: float, ddof: int = 0) -> pd.DataFrame
     """
     nd, kd = Decimal(n), Decimal(float(k))
     rows = []
-    for x, w in zip(close.to_numpy(), exact_windows(close.to_numpy(), n)):
+    for x, w in zip(close.to_numpy(), exact_windows(close.to_numpy(), n), strict=True):
         if w is None:
             rows.append((np.nan,) * 5)
             continue

@@ -23,7 +23,7 @@ def bars_from(closes, volumes=None, t0=T0, symbol="X"):
     volumes = volumes if volumes is not None else [1000.0] * len(closes)
     out = []
     prev = closes[0]
-    for i, (c, v) in enumerate(zip(closes, volumes)):
+    for i, (c, v) in enumerate(zip(closes, volumes, strict=True)):
         out.append(Bar(symbol, prev, max(prev, c) * 1.001, min(prev, c) * 0.999, c, v, t0 + i * MIN))
         prev = c
     return out

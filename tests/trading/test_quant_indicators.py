@@ -49,7 +49,7 @@ def assert_series_match(ours: list, ref: pd.Series, abs_tol: float = 1e-12) -> N
     """Same warm-up (None where pandas has NaN) and values within RTOL (abs_tol near 0)."""
     ref_vals = ref.to_numpy()
     assert len(ours) == len(ref_vals)
-    for i, (a, b) in enumerate(zip(ours, ref_vals)):
+    for i, (a, b) in enumerate(zip(ours, ref_vals, strict=True)):
         if a is None:
             assert math.isnan(b), f"index {i}: ours None, pandas {b}"
         else:
@@ -148,7 +148,7 @@ def test_atr_matches_pandas():
     ref = tr.ewm(alpha=1 / 14, adjust=False, min_periods=14).mean()
     atr = ATR(14)
     out = []
-    for h, l, c in zip(df["high"], df["low"], df["close"]):
+    for h, l, c in zip(df["high"], df["low"], df["close"], strict=True):
         predicted = atr.peek(h, l, c)
         out.append(atr.update(h, l, c))
         assert predicted == out[-1]
@@ -189,7 +189,7 @@ def run_probed(ind, xs, seed: int = 0) -> list:
     """Feed `xs`; before each update peek at a stray price (no effect allowed) and at x (== update)."""
     rng = np.random.default_rng(seed)
     out = []
-    for x, stray in zip(xs, rng.uniform(0.5, 1.5, len(xs))):
+    for x, stray in zip(xs, rng.uniform(0.5, 1.5, len(xs)), strict=True):
         ind.peek(x * stray)
         predicted = ind.peek(x)
         got = ind.update(x)
@@ -239,7 +239,7 @@ def test_bollinger_and_percent_b_match_the_exact_reference(seed, n, start, flat,
                         abs_tol=1e-12 * start)
     assert_series_match([v.lower if v else None for v in out], want["bb_lower"])
     assert_series_match([v.upper if v else None for v in out], want["bb_upper"])
-    assert_series_match([percent_b(x, v) if v else None for x, v in zip(c, out)], want["pct_b"], abs_tol=1e-9)
+    assert_series_match([percent_b(x, v) if v else None for x, v in zip(c, out, strict=True)], want["pct_b"], abs_tol=1e-9)
 
 
 def test_the_exact_reference_is_exact():
@@ -296,7 +296,7 @@ def test_momentum_and_return_window_match_pandas(seed, n, start, flat):
         got = run_probed(ReturnWindow(p), c)
         want = ref.return_windows(c, p)
         assert len(got) == len(want)
-        for i, (a, b) in enumerate(zip(got, want)):
+        for i, (a, b) in enumerate(zip(got, want, strict=True)):
             assert len(a) == len(b), i
             assert a == pytest.approx(b, rel=RTOL, abs=1e-15), i
 
@@ -309,7 +309,7 @@ def test_volume_ratio_atr_and_extremes_match_pandas(seed, n, start, flat):
         atr = ATR(p)
         rng = np.random.default_rng(seed)
         got = []
-        for h, l, c in zip(df["high"], df["low"], df["close"]):
+        for h, l, c in zip(df["high"], df["low"], df["close"], strict=True):
             atr.peek(h * rng.uniform(1, 2), l, c)  # stray probe: no effect
             predicted = atr.peek(h, l, c)
             got.append(atr.update(h, l, c))

@@ -41,7 +41,7 @@ def _walk(n: int, seed: int, scale: float = 1.0) -> list[Bar]:
     closes = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
     vols = rng.lognormal(10, 0.4, n)
     return [Bar("TEST", c * scale, c * scale * 1.001, c * scale * 0.999, c * scale, float(v), T0 + i * NS_MIN)
-            for i, (c, v) in enumerate(zip(closes, vols))]
+            for i, (c, v) in enumerate(zip(closes, vols, strict=True))]
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,7 @@ def test_sdk_parses_historical_quotes_and_trades(market_venue):
     aapl = quotes.data["AAPL"]
     assert len(aapl) == 30 * TICKS_PER_BAR and all(isinstance(q, Quote) for q in aapl)
     assert all(WINDOW_START <= q.timestamp <= WINDOW_END for q in aapl)
-    assert all(a.timestamp < b.timestamp for a, b in zip(aapl, aapl[1:]))
+    assert all(a.timestamp < b.timestamp for a, b in zip(aapl, aapl[1:], strict=False))
     assert all(0 < q.bid_price < q.ask_price and q.bid_size > 0 for q in aapl)
 
     trades = client.get_stock_trades(StockTradesRequest(symbol_or_symbols="AAPL", start=WINDOW_START,

@@ -66,7 +66,7 @@ def test_sdk_parses_multi_symbol_bars(market_venue):
     assert set(barset.data) == {"AAPL", "SPY"}  # unknown symbols are left out, as Alpaca does
     bars = barset.data["AAPL"]
     assert len(bars) >= 170 and all(isinstance(b, Bar) for b in bars)
-    assert all(a.timestamp < b.timestamp for a, b in zip(bars, bars[1:]))
+    assert all(a.timestamp < b.timestamp for a, b in zip(bars, bars[1:], strict=False))
     assert bars[0].timestamp >= start - timedelta(minutes=1)
     assert all(b.high >= max(b.open, b.close) and b.low <= min(b.open, b.close) for b in bars)
     hourly = data_client(market_venue).get_stock_bars(StockBarsRequest(
