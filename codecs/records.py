@@ -30,6 +30,9 @@ OrderState = Literal[
     "expired",
     "unknown",  # the submit's outcome is unknown (timeout, crash): ask the broker
 ]
+# States an order never leaves for a working one; every other state may be
+# working at the broker (the open-orders index). The rules: trading/order_states.py.
+TERMINAL_ORDER_STATES: frozenset[str] = frozenset(("filled", "canceled", "rejected", "expired"))
 OrderType = Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
 OrderClass = Literal["simple", "bracket", "oco", "oto"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stockade.codecs.records import AlertCounts, AlertRecord
-from stockade.trading.market_hours import exchange_date
+from stockade.codecs.exchange_dates import exchange_date
 
 # Kinds are a small fixed set by convention (HACKING.md); a sender that puts
 # ids in the kind must not grow the record without bound.

@@ -18,6 +18,7 @@ import lmdb
 import msgspec
 
 from stockade.codecs.records import (
+    TERMINAL_ORDER_STATES,
     AlertCounts,
     AlertRecord,
     ControlAuditRecord,
@@ -35,7 +36,6 @@ from stockade.codecs.records import (
 from stockade.storage.alert_counts import bump, period_of
 from stockade.storage.environment import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, Environment
 from stockade.storage.journal import Journal
-from stockade.trading.order_states import OPEN
 from stockade.storage.tables import Table, TimeSeries
 
 T = TypeVar("T")
@@ -137,7 +137,7 @@ class Store:
         def write(t: lmdb.Transaction) -> bool:
             new = bool(record.intent_id) and not self.orders.has(record.client_order_id, txn=t)
             self.orders.put(record.client_order_id, record, txn=t)
-            if record.state in OPEN:
+            if record.state not in TERMINAL_ORDER_STATES:  # open: may be working at the broker
                 self.open_index.put(record.client_order_id, record, txn=t)
             else:
                 self.open_index.delete(record.client_order_id, txn=t)
@@ -171,7 +171,7 @@ class Store:
             n = placed = 0
             for key, order in self.orders.items(txn=t):
                 placed += bool(order.intent_id)
-                if order.state in OPEN:
+                if order.state not in TERMINAL_ORDER_STATES:
                     self.open_index.put(key, order, txn=t)
                     n += 1
             self.orders_placed = placed

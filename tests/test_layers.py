@@ -31,9 +31,6 @@ KNOWN: set[tuple[str, str]] = {
     # The analyzer's warm-up count, so settings and features cannot drift: to go
     # when the analyzer's section is its FeatureParams (config beside its component).
     ("stockade.config.settings", "stockade.trading.features"),
-    # The open-orders index and the alert counts' exchange date: domain rules in storage.
-    ("stockade.storage.store", "stockade.trading.order_states"),
-    ("stockade.storage.alert_counts", "stockade.trading.market_hours"),
     # The Alerter actor builds the application's alert channels, delivery and policy
     # (and the daily summary): to be handed in through Services.
     ("stockade.actors.alerter", "stockade.ops"),

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 from typing import Iterable, Literal
-from zoneinfo import ZoneInfo
 
 import msgspec
 
-NEW_YORK = ZoneInfo("America/New_York")
-NS_PER_S = 1_000_000_000
+# Defined with the records they key; re-exported (`x as x`) for the calendar's users.
+from stockade.codecs.exchange_dates import NEW_YORK as NEW_YORK
+from stockade.codecs.exchange_dates import NS_PER_S as NS_PER_S
+from stockade.codecs.exchange_dates import exchange_date as exchange_date
+from stockade.codecs.exchange_dates import exchange_day as exchange_day
 
 Phase = Literal["regular", "closed"]
 SessionPhase = Literal["regular", "pre", "post", "closed"]
@@ -31,16 +33,6 @@ PRE_MARKET_OPEN = time(4, 0)
 POST_MARKET_CLOSE = time(20, 0)
 EARLY_POST_MARKET_CLOSE = time(17, 0)  # Alpaca: half days trade 04:00-17:00
 REGULAR_CLOSE = time(16, 0)
-
-
-def exchange_day(ts_ns: int) -> date:
-    """The New York calendar date of a wall-clock instant."""
-    return datetime.fromtimestamp(ts_ns / NS_PER_S, tz=NEW_YORK).date()
-
-
-def exchange_date(ts_ns: int) -> str:
-    """`exchange_day` as YYYY-MM-DD (the key of the daily counters)."""
-    return exchange_day(ts_ns).isoformat()
 
 
 class Session(msgspec.Struct, frozen=True):

@@ -23,12 +23,12 @@ raced the cancel and its report came second.
 
 from __future__ import annotations
 
-from stockade.codecs.records import OrderState
+from stockade.codecs.records import TERMINAL_ORDER_STATES, OrderState
 
 STATES: frozenset[str] = frozenset(
     ("intent", "submitted", "accepted", "partially_filled", "filled", "canceled", "rejected", "expired", "unknown")
 )
-TERMINAL: frozenset[str] = frozenset(("filled", "canceled", "rejected", "expired"))
+TERMINAL: frozenset[str] = TERMINAL_ORDER_STATES
 # Orders that may be working at the broker: an "intent" may have been sent just
 # before a crash, so it counts until the broker says otherwise.
 OPEN: frozenset[str] = STATES - TERMINAL
