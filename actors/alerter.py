@@ -6,6 +6,9 @@ and JSONL channels are local and fast, so they run inline; each remote
 channel has its own `DeliveryWorker` thread with a bounded queue and retries,
 so a hanging webhook can neither block this actor past its heartbeat, nor
 delay the e-mail, nor grow memory.
+
+The machinery (channels, delivery threads, policy, summary) is the
+application's, handed in as `Services.alerting` (ops/alerts/machinery.py).
 """
 
 from __future__ import annotations
@@ -14,15 +17,13 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable, Protocol
 
 from stockade.supervisors.base import StockadeActor, handles
 from stockade.actors.services import Services
 from stockade.codecs.messages import Alert, Tick
 from stockade.codecs.records import AlertRecord
-from stockade.ops import daily_summary
-from stockade.ops.alerts.channels import Channel, JsonlChannel, LogChannel, Redactor, build_channels
-from stockade.ops.alerts.delivery import DeliveryWorker
-from stockade.ops.alerts.policy import AlertPolicy
+from stockade.storage.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -32,25 +33,39 @@ SUMMARY_CHECK_S = 20.0
 WORKER_STOP_S = 1.0
 
 
+class Alerting(Protocol):
+    """What the Alerter needs from the application (ops/alerts/machinery.py)."""
+
+    summary_key: str
+
+    def policy(self, cfg: Any) -> Any: ...
+
+    def channels(self, cfg: Any, data_dir: Path) -> tuple[Callable[[str], str], list[Any], list[Any]]: ...
+
+    def worker(self, channel: Any, cfg: Any) -> Any: ...
+
+    def next_summary_ns(self, now_ns: int, hhmm: str) -> int: ...
+
+    def summary_text(self, store: Store, now_ns: int) -> str: ...
+
+
 class Alerter(StockadeActor):
     def setup(self) -> None:
         self.svc: Services = self.ctx.extra("services")
+        kit: Alerting | None = self.svc.alerting
+        if kit is None:
+            raise RuntimeError("alerter: Services.alerting is not set (the application's alert machinery)")
+        self.kit = kit
         cfg = self.cfg = self.svc.settings.alerts
-        self.policy = AlertPolicy(cfg.dedup_window_s, cfg.max_per_key_per_hour)
-        channels = build_channels(cfg, Path(self.ctx.extra("data_dir")))
-        self.redact: Redactor = channels[0].redact
-        self.local: list[Channel] = [c for c in channels if isinstance(c, (LogChannel, JsonlChannel))]
-        self.workers = [
-            DeliveryWorker(c, attempts=cfg.retry_attempts, retry_initial_s=cfg.retry_initial_s,
-                           retry_max_s=cfg.retry_max_s, queue_max=cfg.queue_max).start()
-            for c in channels if c not in self.local
-        ]
+        self.policy = kit.policy(cfg)
+        self.redact, self.local, remote = kit.channels(cfg, Path(self.ctx.extra("data_dir")))
+        self.workers = [kit.worker(c, cfg) for c in remote]
         self.received = self.suppressed = 0
         self.every(STATS_INTERVAL_S, "stats")
         self.next_summary_ns = 0
         if cfg.daily_summary:
             # Strictly after now: a restart after the time does not send the day's summary twice.
-            self.next_summary_ns = daily_summary.next_summary_ns(time.time_ns(), cfg.daily_summary_time)
+            self.next_summary_ns = kit.next_summary_ns(time.time_ns(), cfg.daily_summary_time)
             self.every(SUMMARY_CHECK_S, "daily-summary")
 
     def teardown(self) -> None:
@@ -98,17 +113,17 @@ class Alerter(StockadeActor):
         """
         if not self.next_summary_ns or now_ns < self.next_summary_ns:
             return False
-        self.next_summary_ns = daily_summary.next_summary_ns(now_ns, self.cfg.daily_summary_time)
+        self.next_summary_ns = self.kit.next_summary_ns(now_ns, self.cfg.daily_summary_time)
         threading.Thread(target=self._summarize, args=(now_ns,), name="alerts-daily-summary", daemon=True).start()
         return True
 
     def _summarize(self, now_ns: int) -> None:
         try:
-            text = daily_summary.summary_text(daily_summary.gather(self.svc.store, now_ns))
+            text = self.kit.summary_text(self.svc.store, now_ns)
         except Exception as exc:
             log.exception("alerts: daily summary failed")
             text = f"daily summary failed: {type(exc).__name__}: {exc}"
-        self.router.tell(NAME, Alert("INFO", daily_summary.KEY, text, NAME, now_ns), NAME)
+        self.router.tell(NAME, Alert("INFO", self.kit.summary_key, text, NAME, now_ns), NAME)
 
     def delivery_stats(self) -> dict:
         """Counters for `status` and `ctl alerts` (this process only; history counts are in storage)."""

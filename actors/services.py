@@ -63,6 +63,9 @@ class Services:
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
     # The same clock the actors' contexts carry (a backtest's simulated one there).
     clock: Clock = WALL_CLOCK
+    # The application's alert machinery (ops/alerts/machinery.py), for the Alerter actor:
+    # handed in, so the actor layer does not import the application.
+    alerting: Any = None
 
     def rest_bucket(self) -> TokenBucket:
         """The API key's shared REST budget (`broker.token_bucket`), with its reserves from settings."""

@@ -158,6 +158,7 @@ class Daemon:
 
     def _start(self) -> None:
         from stockade.actors.services import BrokerAccess, Services
+        from stockade.ops.alerts.machinery import Alerting
         from stockade.ops import telemetry
         from stockade.ops.commands import register_commands
         from stockade.ops.control import ControlError, ControlServer
@@ -173,7 +174,7 @@ class Daemon:
             raise StartupError(f"stockade: data dir {self.data} is in use by another process ({exc})") from None
         broker = self._broker(BrokerAccess)
         faults = FaultInjector(enabled=self.settings.debug.fault_injection)
-        svc = Services(settings=self.settings, store=self.store, broker=broker, faults=faults)
+        svc = Services(settings=self.settings, store=self.store, broker=broker, faults=faults, alerting=Alerting())
         self.svc = svc
         self._check_previous_run(svc)
         self.telemetry_shutdown = telemetry.setup(self.settings.telemetry)

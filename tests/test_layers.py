@@ -31,12 +31,6 @@ KNOWN: set[tuple[str, str]] = {
     # The analyzer's warm-up count, so settings and features cannot drift: to go
     # when the analyzer's section is its FeatureParams (config beside its component).
     ("stockade.config.settings", "stockade.trading.features"),
-    # The Alerter actor builds the application's alert channels, delivery and policy
-    # (and the daily summary): to be handed in through Services.
-    ("stockade.actors.alerter", "stockade.ops"),
-    ("stockade.actors.alerter", "stockade.ops.alerts.channels"),
-    ("stockade.actors.alerter", "stockade.ops.alerts.delivery"),
-    ("stockade.actors.alerter", "stockade.ops.alerts.policy"),
 }
 
 

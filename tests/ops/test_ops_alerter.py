@@ -20,6 +20,7 @@ from stockade.broker.rest import BrokerEndpoints
 from stockade.codecs.messages import Alert
 from stockade.codecs.records import EquitySnapshot
 from stockade.ops.alerts import report as alert_report
+from stockade.ops.alerts.machinery import Alerting
 from stockade.config.paths import alerts_jsonl_path
 from stockade.config.settings import AlertsSettings, Settings
 from stockade.storage.store import Store
@@ -57,7 +58,8 @@ class Running:
         self.store = Store.open(data_dir)
         endpoints = BrokerEndpoints("http://127.0.0.1:9", "http://127.0.0.1:9", "ws://127.0.0.1:9", "ws://127.0.0.1:9")
         broker = BrokerAccess("embedded", endpoints, "PKFAKEKEY", "FAKESECRET")
-        self.svc = Services(settings=Settings(alerts=alerts), store=self.store, broker=broker, faults=FaultInjector())
+        self.svc = Services(settings=Settings(alerts=alerts), store=self.store, broker=broker, faults=FaultInjector(),
+                            alerting=Alerting())
         policy = RestartPolicy(heartbeat_interval_s=0.1, heartbeat_timeout_s=0.3, jitter_seed=1)
         self.tree = start_tree(policy, [ChildSpec(name="alerter", start=actor.start)],
                                extras={"services": self.svc, "data_dir": str(data_dir)})
