@@ -1,4 +1,4 @@
-"""The order state machine, as pure functions.
+"""The order state machine: a transition table over enums (ORDER_STATE_TABLE).
 
 `next_state(current, event)` returns the state after `event`, which may be
 `current` unchanged (late or duplicate news), or raises `InvalidTransition`
@@ -22,6 +22,11 @@ raced the cancel and its report came second.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
+from typing import cast
+
+import msgspec
 
 from stockade.codecs.records import TERMINAL_ORDER_STATES, OrderState
 
@@ -77,62 +82,140 @@ def is_open(state: str) -> bool:
     return state in OPEN
 
 
+class OrderStatus(StrEnum):
+    """The nine states (`codecs.records.OrderState` as an enum)."""
+
+    INTENT = "intent"
+    SUBMITTED = "submitted"
+    ACCEPTED = "accepted"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"
+
+
+class OrderEvent(StrEnum):
+    """Every event `next_state` takes: ours (`_OWN_EVENTS`) and Alpaca's trade updates."""
+
+    ABANDON = "abandon"
+    ACCEPTED = "accepted"
+    ACCEPTED_FOR_BIDDING = "accepted_for_bidding"
+    CALCULATED = "calculated"
+    CANCEL_REQUEST = "cancel_request"
+    CANCELED = "canceled"
+    DONE_FOR_DAY = "done_for_day"
+    EXPIRED = "expired"
+    FILL = "fill"
+    HELD = "held"
+    NEW = "new"
+    NOT_FOUND = "not_found"
+    ORDER_CANCEL_REJECTED = "order_cancel_rejected"
+    ORDER_REPLACE_REJECTED = "order_replace_rejected"
+    PARTIAL_FILL = "partial_fill"
+    PENDING_CANCEL = "pending_cancel"
+    PENDING_NEW = "pending_new"
+    PENDING_REPLACE = "pending_replace"
+    REJECTED = "rejected"
+    REPLACED = "replaced"
+    RESTATED = "restated"
+    STOPPED = "stopped"
+    SUBMIT = "submit"
+    SUBMIT_REJECTED = "submit_rejected"
+    SUBMIT_UNKNOWN = "submit_unknown"
+    SUSPENDED = "suspended"
+
+S = OrderStatus
+_ALL = frozenset(S)
+_PENDING = frozenset(S(s) for s in PENDING)
+_TERMINAL = frozenset(S(s) for s in TERMINAL)
+_OPEN = _ALL - _TERMINAL
+_WORKING = frozenset((S.ACCEPTED, S.PARTIALLY_FILLED))
+
+
+class Row(msgspec.Struct, frozen=True):
+    """From any of `states`, on any of `events`: `to` (None: stay where it is), or
+    `invalid` (the reason `InvalidTransition` gives). `late`: a stay row for late
+    or duplicate news, kept apart from the moves so the two read separately."""
+
+    states: frozenset[OrderStatus]
+    events: tuple[str, ...]
+    to: OrderStatus | None = None
+    invalid: str = ""
+    late: bool = False
+
+
+_ACKS = tuple(sorted(_ACK_EVENTS))
+
+# The order state machine. Each (state, event) pair is covered by exactly one
+# row (checked when the table is built below).
+ORDER_STATE_TABLE: tuple[Row, ...] = (
+    # -- our own events -------------------------------------------------------
+    Row(_PENDING, ("submit",), S.SUBMITTED),  # also a retry, same client_order_id
+    Row(_ALL - _PENDING, ("submit",), invalid="the broker already has or finished this order"),
+    Row(frozenset((S.INTENT, S.SUBMITTED)), ("submit_unknown",), S.UNKNOWN),
+    Row(_ALL - {S.INTENT, S.SUBMITTED}, ("submit_unknown",), late=True),
+    Row(_PENDING, ("submit_rejected",), S.REJECTED),
+    # After an ack: a late duplicate (a retry that hit "client order id already exists").
+    Row(_ALL - _PENDING, ("submit_rejected",), late=True),
+    # A cancel request changes nothing: the order may still fill before it lands.
+    Row(_OPEN, ("cancel_request",), None),
+    Row(_TERMINAL, ("cancel_request",), invalid="the order is already done"),
+    Row(_PENDING, ("not_found",), S.REJECTED),  # the submit never landed
+    Row(_TERMINAL, ("not_found",), late=True),
+    Row(_WORKING, ("not_found",), invalid="the broker lost an order it had acknowledged"),
+    Row(frozenset((S.INTENT,)), ("abandon",), S.CANCELED),
+    Row(_ALL - {S.INTENT}, ("abandon",), invalid="only an unsent intent can be abandoned"),
+    # -- the broker's trade updates -------------------------------------------
+    Row(_PENDING, _ACKS, S.ACCEPTED),
+    Row(_WORKING, _ACKS, None),  # bookkeeping: a working order stays as it is
+    Row(_TERMINAL, _ACKS, late=True),
+    Row(_OPEN, ("partial_fill",), S.PARTIALLY_FILLED),
+    Row(frozenset((S.REJECTED,)), ("partial_fill", "fill"), invalid="a fill on a rejected order"),
+    # A late report; the fill itself is still recorded by the caller.
+    Row(_TERMINAL - {S.REJECTED}, ("partial_fill",), late=True),
+    # A fill is a fact: also from canceled/expired, when it raced the cancel.
+    Row(_ALL - {S.REJECTED}, ("fill",), S.FILLED),
+    # "replaced" ends the old order (a trailing stop moved): the new one is a
+    # separate order with its own client_order_id and record.
+    Row(_OPEN, ("canceled", "replaced"), S.CANCELED),
+    Row(_TERMINAL, ("canceled", "replaced"), late=True),
+    Row(_OPEN, ("expired",), S.EXPIRED),
+    Row(_TERMINAL, ("expired",), late=True),
+    Row(_OPEN, ("rejected",), S.REJECTED),
+    Row(_TERMINAL, ("rejected",), late=True),
+)
+
+
+def _build(rows: tuple[Row, ...]) -> dict[tuple[OrderStatus, OrderEvent], Row]:
+    table: dict[tuple[OrderStatus, OrderEvent], Row] = {}
+    for row in rows:
+        for state in row.states:
+            for name in row.events:
+                event = OrderEvent(name)  # a misspelt event fails at import
+                if (state, event) in table:
+                    raise AssertionError(f"order state table: two rows for ({state}, {event})")
+                table[(state, event)] = row
+    missing = [(s, e) for s in S for e in OrderEvent if (s, e) not in table]
+    if missing:
+        raise AssertionError(f"order state table: no row for {missing[:5]}")
+    return table
+
+
+_TABLE = _build(ORDER_STATE_TABLE)
+
+
 def next_state(current: OrderState, event: str) -> OrderState:
     """The state after `event`; unchanged for late/duplicate news; raises InvalidTransition."""
     if current not in STATES:
         raise ValueError(f"unknown order state {current!r}")
     if event not in EVENTS:
         raise ValueError(f"unknown order event {event!r}")
-
-    if event == "submit":
-        if current in ("intent", "submitted", "unknown"):
-            return "submitted"
-        raise InvalidTransition(current, event, "the broker already has or finished this order")
-    if event == "submit_unknown":
-        return "unknown" if current in ("intent", "submitted") else current
-    if event == "submit_rejected":
-        # After an ack this is a late duplicate (e.g. a retry that hit "client
-        # order id already exists"): the broker has the order, ignore.
-        return "rejected" if current in PENDING else current
-    if event == "cancel_request":
-        if current in TERMINAL:
-            raise InvalidTransition(current, event, "the order is already done")
-        return current
-    if event == "not_found":
-        if current in PENDING:
-            return "rejected"  # the submit never landed
-        if current in TERMINAL:
-            return current
-        raise InvalidTransition(current, event, "the broker lost an order it had acknowledged")
-    if event == "abandon":
-        if current == "intent":
-            return "canceled"
-        raise InvalidTransition(current, event, "only an unsent intent can be abandoned")
-
-    # Broker trade updates from here on.
-    if event in _ACK_EVENTS:
-        if current in PENDING:
-            return "accepted"
-        return current  # accepted/partially_filled stay; terminal stays terminal
-    if event == "partial_fill":
-        if current == "rejected":
-            raise InvalidTransition(current, event, "a fill on a rejected order")
-        if current in TERMINAL:
-            return current  # late report; the fill itself is still recorded by the caller
-        return "partially_filled"
-    if event == "fill":
-        if current == "rejected":
-            raise InvalidTransition(current, event, "a fill on a rejected order")
-        return "filled"  # also from canceled/expired: the fill raced the cancel
-    if event in ("canceled", "replaced"):
-        # "replaced" ends the old order (a trailing stop moved): the new one is
-        # a separate order with its own client_order_id and record.
-        return "canceled" if current in OPEN else current
-    if event == "expired":
-        return "expired" if current in OPEN else current
-    if event == "rejected":
-        return "rejected" if current in OPEN else current
-    raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover
+    row = _TABLE[(S(current), OrderEvent(event))]
+    if row.invalid:
+        raise InvalidTransition(current, event, row.invalid)
+    return current if row.to is None else cast(OrderState, row.to.value)
 
 
 # Alpaca order `status` values (REST) -> our state, for reconciliation, where
