@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import calendar
 import time
-from typing import Iterable, Literal, Union, get_args
+from typing import Any, Iterable, Literal, Union, cast, get_args
 
 import msgspec
 
@@ -219,7 +219,7 @@ def _msgpack_ts_to_ns(ext: msgspec.msgpack.Ext) -> int:
     """Decode msgpack's Timestamp extension (type -1) exactly, to epoch ns."""
     if ext.code != -1:
         raise ValueError(f"unexpected msgpack ext type {ext.code} for a timestamp")
-    data = ext.data
+    data = cast(bytes, ext.data)  # a decoded Ext holds bytes
     size = len(data)
     if size == 4:
         return int.from_bytes(data, "big") * 1_000_000_000
@@ -235,7 +235,7 @@ def _msgpack_ts_to_ns(ext: msgspec.msgpack.Ext) -> int:
 
 def _ts_ns(value: object) -> int:
     if type(value) is str:
-        return rfc3339_to_ns(value)  # type: ignore[arg-type]
+        return rfc3339_to_ns(value)
     if isinstance(value, msgspec.msgpack.Ext):
         return _msgpack_ts_to_ns(value)
     raise ValueError(f"unsupported timestamp {value!r}")
@@ -279,7 +279,7 @@ class MarketDecoder:
             msgspec.json.Decoder(_TagOnly),
         )
         if encoding == "json":
-            self._binary_decs = self._json_decs
+            self._binary_decs: tuple[Any, ...] = self._json_decs
         else:
             self._binary_decs = (
                 msgspec.msgpack.Decoder(list[_WIRE_ITEM]),
@@ -309,7 +309,7 @@ class MarketDecoder:
             raise WireError(f"undecodable {self.encoding} frame: {exc}") from None
         return self._build(items, recv_ns)
 
-    def _salvage(self, frame, item_dec, raw_dec, tag_dec) -> list:
+    def _salvage(self, frame: bytes | bytearray | memoryview | str, item_dec: Any, raw_dec: Any, tag_dec: Any) -> list:
         try:
             raws = raw_dec.decode(frame)
         except msgspec.DecodeError as exc:

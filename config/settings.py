@@ -43,7 +43,7 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pass
 
 
-class VenueSettings(_Section):
+class VenueSettings(_Section, frozen=True):
     mode: Literal["auto", "embedded", "alpaca"] = "auto"
     host: str = "127.0.0.1"
     port: int = 0
@@ -53,14 +53,14 @@ class VenueSettings(_Section):
     initial_cash: float = 100_000.0
 
 
-class BacktestSettings(_Section):
+class BacktestSettings(_Section, frozen=True):
     slippage_bps: float = 1.0
     commission_per_share: float = 0.0
     bar_spread_bps: float = 2.0
     quote_size: int = 10_000
 
 
-class AlpacaSettings(_Section):
+class AlpacaSettings(_Section, frozen=True):
     paper: bool = True
     allow_live: bool = False
     trading_url: str = ""
@@ -77,12 +77,12 @@ class AlpacaSettings(_Section):
     # Endpoints are resolved in one place: stockade.broker.rest.endpoints_for.
 
 
-class TradingSettings(_Section):
+class TradingSettings(_Section, frozen=True):
     symbols: tuple[str, ...] = ("AAPL", "MSFT", "NVDA", "AMZN", "SPY")
     warmup_bars: int = 120
 
 
-class AnalyzerSettings(_Section):
+class AnalyzerSettings(_Section, frozen=True):
     strategies: tuple[str, ...] = KNOWN_STRATEGIES
     evaluate_every_s: float = 1.0
     sma_fast: int = 10
@@ -103,7 +103,7 @@ class AnalyzerSettings(_Section):
     high_vol_drop_pct: float = 3.0
 
 
-class VoterSettings(_Section):
+class VoterSettings(_Section, frozen=True):
     mode: Literal["auto", "manual", "hybrid"] = "auto"
     threshold: float = 0.05
     min_confidence: float = 0.65
@@ -130,7 +130,7 @@ class VoterSettings(_Section):
         return self.weights.get(model, 1.0)
 
 
-class RiskSettings(_Section):
+class RiskSettings(_Section, frozen=True):
     # A named preset (RISK_PROFILES) under the keys a settings file sets itself;
     # the loader applies it (a RiskSettings built in code takes its values as given).
     profile: str = "default"
@@ -196,7 +196,7 @@ def _risk_with_profile(raw_risk: Mapping[str, Any], merged_risk: dict[str, Any])
     return {**merged_risk, **RISK_PROFILES[name], **raw_risk}
 
 
-class OrdersSettings(_Section):
+class OrdersSettings(_Section, frozen=True):
     rate_limit_per_min: int = 160
     emergency_reserve: int = 20
     protect_reserve: int = 10
@@ -208,7 +208,7 @@ class OrdersSettings(_Section):
     trailing_stop_pct: float = 0.0
 
 
-class ReconcilerSettings(_Section):
+class ReconcilerSettings(_Section, frozen=True):
     interval_s: float = 15.0
     protective_stop_pct: float = 3.0
     max_unprotected_s: float = 30.0
@@ -224,7 +224,7 @@ class ReconcilerSettings(_Section):
 HANDLER_PAUSE_FLOOR_S = 1.0
 
 
-class SupervisionSettings(_Section):
+class SupervisionSettings(_Section, frozen=True):
     max_restarts: int = 5
     period_s: float = 60.0
     backoff_initial_s: float = 0.1
@@ -234,13 +234,13 @@ class SupervisionSettings(_Section):
     ask_timeout_s: float = 5.0
 
 
-class EmergencySettings(_Section):
+class EmergencySettings(_Section, frozen=True):
     attempts: int = 10
     retry_interval_s: float = 1.0
     flat_timeout_s: float = 30.0
 
 
-class AlertsSettings(_Section):
+class AlertsSettings(_Section, frozen=True):
     jsonl: bool = True
     webhook_url: str = ""
     webhook_kind: Literal["generic", "slack", "discord"] = "generic"
@@ -266,7 +266,7 @@ class AlertsSettings(_Section):
     daily_summary_time: str = "16:15"
 
 
-class ControlSettings(_Section):
+class ControlSettings(_Section, frozen=True):
     socket: str = ""
     max_connections: int = 8
     read_timeout_s: float = 30.0
@@ -276,7 +276,7 @@ class ControlSettings(_Section):
     group: str = ""
 
 
-class TelemetrySettings(_Section):
+class TelemetrySettings(_Section, frozen=True):
     enabled: bool = False
     # "" defers to OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, then http/protobuf (ops/telemetry.py).
     protocol: Literal["", "grpc", "http/protobuf"] = ""
@@ -289,11 +289,11 @@ class TelemetrySettings(_Section):
     max_pending_traces: int = 4096
 
 
-class DebugSettings(_Section):
+class DebugSettings(_Section, frozen=True):
     fault_injection: bool = False
 
 
-class StreamSettings(_Section):
+class StreamSettings(_Section, frozen=True):
     silence_timeout_s: float = 15.0
     connect_timeout_s: float = 10.0
     backoff_initial_s: float = 0.5
@@ -301,7 +301,7 @@ class StreamSettings(_Section):
     max_inflight_per_analyzer: int = 2
 
 
-class LoggingSettings(_Section):
+class LoggingSettings(_Section, frozen=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # auto: text on a terminal, json under systemd or when stderr is not a terminal.
     format: Literal["auto", "text", "json"] = "auto"
@@ -310,7 +310,7 @@ class LoggingSettings(_Section):
     journal_socket: str = "/run/systemd/journal/socket"
 
 
-class ModelsSettings(_Section):
+class ModelsSettings(_Section, frozen=True):
     """Machine-learned ensemble members (trading/model_store.py) and `python run.py train`."""
 
     enabled: bool = True
@@ -325,7 +325,7 @@ class ModelsSettings(_Section):
     seed: int = 7
 
 
-class DashboardSettings(_Section):
+class DashboardSettings(_Section, frozen=True):
     """The web dashboard, JSON API and /metrics (ops/dashboard/)."""
 
     enabled: bool = True
@@ -347,14 +347,16 @@ class DashboardSettings(_Section):
     max_concurrent_requests: int = 32
     requests_per_s: float = 50.0
     update_interval_s: float = 1.0
-class RuntimeSettings(_Section):
+
+
+class RuntimeSettings(_Section, frozen=True):
     """How the daemon's process runs on the machine (ops/affinity.py)."""
 
     # CPUs the daemon may run on (Linux CPU numbers); empty: wherever the OS puts it.
     cpu_affinity: tuple[int, ...] = ()
 
 
-class Settings(_Section):
+class Settings(_Section, frozen=True):
     """The whole settings file; `Settings()` is the shipped defaults."""
 
     venue: VenueSettings = VenueSettings()

@@ -45,7 +45,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import lmdb
 
@@ -269,7 +269,7 @@ class Environment:
 
     # ---- databases ----------------------------------------------------------
 
-    def db(self, name: str):
+    def db(self, name: str) -> Any:
         """The named database handle, created on first use (not in readonly mode).
 
         Open every table before writing (the Store does, at open): creating one

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import Any, Generic, Iterable, Iterator, Mapping, TypeVar
+from typing import Any, Generic, Iterable, Iterator, Mapping, TypeVar, cast
 
 import lmdb
 import msgspec
@@ -67,10 +67,10 @@ def _walk(
             ok = cursor.prev() if cursor.set_range(upper) else cursor.last()
     count = 0
     while ok and (n is None or count < n):
-        key = cursor.key()
+        key = cast(bytes, cursor.key())  # bytes: the environment never opens with buffers=True
         if (hi is not None and key >= hi) or key < lo:
             break
-        yield key, cursor.value()
+        yield key, cast(bytes, cursor.value())
         count += 1
         ok = cursor.prev() if reverse else cursor.next()
 
@@ -156,7 +156,7 @@ class Table(Generic[R]):
             raise TypeError(f"table {self.name!r} stores {self._check.__name__}, got {type(record).__name__}")
         return _encoder.encode(record)
 
-    def decode(self, key: Any, raw: bytes) -> R:
+    def decode(self, key: Any, raw: bytes | memoryview) -> R:
         try:
             return self._decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -271,7 +271,7 @@ def time_key(ts_ns: int, counter: int = 0) -> bytes:
     return _TIME_KEY.pack(ts_ns, counter)
 
 
-def parse_time_key(key: bytes) -> tuple[int, int]:
+def parse_time_key(key: bytes | memoryview) -> tuple[int, int]:
     """(ts_ns, counter) of a `time_key`."""
     return _TIME_KEY.unpack(key)
 

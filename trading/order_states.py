@@ -24,7 +24,6 @@ raced the cancel and its report came second.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import cast
 
 import msgspec
 
@@ -215,7 +214,7 @@ def next_state(current: OrderState, event: str) -> OrderState:
     row = _TABLE[(S(current), OrderEvent(event))]
     if row.invalid:
         raise InvalidTransition(current, event, row.invalid)
-    return current if row.to is None else cast(OrderState, row.to.value)
+    return current if row.to is None else row.to.value
 
 
 # Alpaca order `status` values (REST) -> our state, for reconciliation, where
