@@ -24,10 +24,11 @@ from stockade.actors.services import Services
 from stockade.codecs.messages import Alert, Tick
 from stockade.codecs.records import AlertRecord
 from stockade.storage.store import Store
+from stockade.actors import names
 
 log = logging.getLogger(__name__)
 
-NAME = "alerter"
+NAME = names.ALERTER
 STATS_INTERVAL_S = 1.0
 SUMMARY_CHECK_S = 20.0
 WORKER_STOP_S = 1.0

@@ -45,6 +45,7 @@ from stockade.trading.model_store import (
 from stockade.trading.model_panel import panel_of
 from stockade.trading.regime import RegimeParams, classify
 from stockade.trading.strategies import Signal, build_strategies
+from stockade.actors import names
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class Analyzer(StockadeActor):
             signals.extend(self._model_signals(vector(f)))
         high_volatility = classify(f, self.regime).high_volatility
         # One message for the whole evaluation: one hop to the voter, not one per member.
-        self.tell("ensemble_voter", Votes(self.symbol, tuple(
+        self.tell(names.ENSEMBLE_VOTER, Votes(self.symbol, tuple(
             Vote(self.symbol, model, signal.direction, signal.confidence, f.price, quote.ts_ns, quote.recv_ns,
                  quote.bid, quote.ask, batch_size=len(signals), high_volatility=high_volatility, atr=f.atr or 0.0)
             for model, signal in signals)))
@@ -170,7 +171,7 @@ class Analyzer(StockadeActor):
     def _refused(self, error: ModelError) -> None:
         if first_report(error):
             log.error("%s; trading on without it (rule strategies and the other models)", error)
-            self.tell("alerter", Alert("WARNING", f"model-refused:{error.path}",
+            self.tell(names.ALERTER, Alert("WARNING", f"model-refused:{error.path}",
                                        f"{error}. Trading goes on without it.", self.name, self.clock.now_ns()))
         else:
             log.debug("%s: %s", self.name, error)

@@ -33,10 +33,11 @@ from stockade.broker.rest import redact
 from stockade.broker.token_bucket import limit_client
 from stockade.codecs.messages import Alert, Flatten, Kill
 from stockade.codecs.records import KillRequested
+from stockade.actors import names
 
 log = logging.getLogger(__name__)
 
-NAME = "emergency_stop"
+NAME = names.EMERGENCY_STOP
 
 
 def halt_for_kill(svc: Services, reason: str, requested_by: str) -> None:
@@ -117,7 +118,7 @@ class EmergencyStop(StockadeActor):
                 text = (f"{what} by {why.requested_by} ({why.reason}): "
                         + ("flat" if report.flat else f"NOT flat: {list(report.positions_left)}, "
                            f"{report.orders_left} open orders"))
-                self.router.tell("alerter", Alert(level, what, text, NAME, self.clock.now_ns()), NAME)
+                self.router.tell(names.ALERTER, Alert(level, what, text, NAME, self.clock.now_ns()), NAME)
             except BaseException as exc:  # noqa: BLE001 - the caller must get an answer
                 future.set_exception(exc)
 

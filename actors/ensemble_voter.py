@@ -43,10 +43,11 @@ from stockade.codecs.messages import (
 from stockade.codecs.records import VoteEntry, VoterDecisionRecord, VoterOutcome, VoterWeightRecord
 from stockade.trading.voting import POOLED, Decision, Ensemble, EnsembleParams, HorizonScorer, needs_approval
 from stockade.trading.order_states import TERMINAL
+from stockade.actors import names
 
 log = logging.getLogger(__name__)
 
-NAME = "ensemble_voter"
+NAME = names.ENSEMBLE_VOTER
 # How far back a restart looks for parked proposals (older ones are marked expired).
 RESTORE_LOOKBACK_NS = 86_400 * 1_000_000_000
 # Equity snapshots read at start for the drawdown high-water mark.
@@ -201,7 +202,7 @@ class EnsembleVoter(StockadeActor):
         parked = needs_approval(mode, proposal.confidence, self.cfg.hybrid_auto_confidence)
         rec = record_of(decision, proposal, "parked" if parked else "proposed", mode, now)
         if not parked:
-            self.tell("risk_guard", proposal)  # first: the record is not on the order's critical path
+            self.tell(names.RISK_GUARD, proposal)  # first: the record is not on the order's critical path
             log.debug("proposal: %s %s (score %.2f, confidence %.2f, models %s%s)", proposal.side, proposal.symbol,
                       proposal.score, proposal.confidence, ",".join(proposal.models),
                       f", defensive: {decision.defensive_reason}" if decision.defensive else "")
@@ -244,7 +245,7 @@ class EnsembleVoter(StockadeActor):
         self.proposals[proposal.proposal_id] = proposal
         self._write(rec, "approved", now)
         log.info("proposal %s approved: %s %s", proposal.proposal_id, proposal.side, proposal.symbol)
-        self.tell("risk_guard", proposal)
+        self.tell(names.RISK_GUARD, proposal)
         return {"approved": msg.proposal_id, "symbol": proposal.symbol, "side": proposal.side}
 
     def _refreshed(self, proposal: Proposal) -> Proposal:

@@ -85,10 +85,11 @@ from stockade.trading.brackets import round_price
 from stockade.trading.protection import ProtectionWatch
 from stockade.trading.ledger import apply_fill, fill_increment, ledger_uncovered
 from stockade.trading.order_states import EVENTS, PENDING, TERMINAL, InvalidTransition, next_state
+from stockade.actors import names
 
 log = logging.getLogger(__name__)
 
-NAME = "order_manager"
+NAME = names.ORDER_MANAGER
 MAX_RETRY_SLEEP_S = 1.0
 # Longest a REST call waits for a token of the shared budget: a handler must
 # stay well under the heartbeat timeout.
@@ -141,7 +142,7 @@ class OrderManager(StockadeActor):
         self.router.tell(NAME, Tick("resync"), "trade_stream")
         # Our orders are re-synced by REST; orders placed by hand while the
         # stream was down (and their fills) only a reconcile pass finds.
-        self.router.tell("reconciler", Tick("reconcile"), "trade_stream")
+        self.router.tell(names.RECONCILER, Tick("reconcile"), "trade_stream")
 
     # ---- intents ----------------------------------------------------------------
 
@@ -214,7 +215,7 @@ class OrderManager(StockadeActor):
         so it is not an order failure for the circuit breaker; the voter frees the symbol."""
         log.warning("order for %s %d %s refused: %s", intent.side, intent.qty, intent.symbol, reason)
         if intent.proposal_id:
-            self.tell("ensemble_voter", Rejection(intent.proposal_id, intent.symbol, "order_manager", reason))
+            self.tell(names.ENSEMBLE_VOTER, Rejection(intent.proposal_id, intent.symbol, "order_manager", reason))
 
     def _submit(self, record: OrderRecord, intent: OrderIntent) -> None:
         request = broker_orders.build_request(intent, record.client_order_id, record.time_in_force)
@@ -261,7 +262,7 @@ class OrderManager(StockadeActor):
             return
         # Out of attempts with the outcome unknown: the resync resolves it.
         self._set_state(record, "unknown", "submit_unknown", last_error)
-        self.tell("alerter", Alert("CRITICAL", f"order-unknown:{record.symbol}",
+        self.tell(names.ALERTER, Alert("CRITICAL", f"order-unknown:{record.symbol}",
                                    f"order {record.client_order_id} ({record.side} {record.qty} {record.symbol}) "
                                    f"outcome unknown after {attempts} attempts: {last_error}",
                                    NAME, self.clock.now_ns()))
@@ -272,7 +273,7 @@ class OrderManager(StockadeActor):
         protection of the position, decides again)."""
         reason = f"not sent: refused before placing on all {attempts} attempts ({error})"
         self._set_state(record, "canceled", "abandon", reason)
-        self.tell("alerter", Alert("WARNING", f"order-not-sent:{record.symbol}",
+        self.tell(names.ALERTER, Alert("WARNING", f"order-not-sent:{record.symbol}",
                                    f"order {record.client_order_id} ({record.side} {record.qty} {record.symbol}) "
                                    f"{reason}; abandoned", NAME, self.clock.now_ns()))
         self._refuse(intent, record.client_order_id, reason)
@@ -363,9 +364,9 @@ class OrderManager(StockadeActor):
                              symbol=record.symbol, side=record.side, status="rejected", qty=float(record.qty),
                              filled_qty=0.0, filled_avg_price=None, ts_ns=now, proposal_id=record.proposal_id,
                              reason=reason)
-        self.tell("risk_guard", update)
-        self.tell("ensemble_voter", update)
-        self.tell("alerter", Alert("WARNING", f"order-rejected:{reason}:{record.symbol}",
+        self.tell(names.RISK_GUARD, update)
+        self.tell(names.ENSEMBLE_VOTER, update)
+        self.tell(names.ALERTER, Alert("WARNING", f"order-rejected:{reason}:{record.symbol}",
                                    f"order {record.side} {record.qty} {record.symbol} rejected ({reason}): {error}",
                                    NAME, now))
 
@@ -597,7 +598,7 @@ class OrderManager(StockadeActor):
             verb = "bought" if record.side == "buy" else "sold"
             log.info("order filled: %s %d %s at %.2f (position now %d shares)", verb, fill.qty, record.symbol,
                      fill.price, held)
-            self.tell("alerter", Alert("INFO", f"fill:{record.client_order_id}",
+            self.tell(names.ALERTER, Alert("INFO", f"fill:{record.client_order_id}",
                                        f"{verb} {fill.qty} {record.symbol} at {fill.price:.2f} (position {held})",
                                        NAME, now))
         if new_state != record.state or fill is not None:
@@ -607,8 +608,8 @@ class OrderManager(StockadeActor):
                               filled_avg_price=updated.filled_avg_price, ts_ns=now, order_class=record.order_class,
                               price=fill.price if fill else None, fill_qty=float(fill.qty) if fill else None,
                               proposal_id=record.proposal_id)
-            self.tell("risk_guard", out)
-            self.tell("ensemble_voter", out)
+            self.tell(names.RISK_GUARD, out)
+            self.tell(names.ENSEMBLE_VOTER, out)
         if fill is not None or (new_state != record.state and new_state in TERMINAL and record.side == "sell"):
             # A fill, or a sell order that ended (a stop cancelled, say): the
             # symbol's shares may be bare now. Protected at once, not at the next pass.
@@ -632,7 +633,7 @@ class OrderManager(StockadeActor):
             halted = self.svc.trading_state().state == "HALTED"
             then = ("HALTED: resume to let stockade place a protective stop, or kill to go flat" if halted
                     else "still trying")
-            self.tell("alerter", Alert("CRITICAL", f"unprotected:{symbol}",
+            self.tell(names.ALERTER, Alert("CRITICAL", f"unprotected:{symbol}",
                                        f"{symbol}: {bare} shares without a protective stop for "
                                        f"{self.watch.bare_for(symbol, now):.0f}s, beyond "
                                        f"reconciler.max_unprotected_s ({self.watch.bound_s:g}s); {then}",
@@ -693,7 +694,7 @@ class OrderManager(StockadeActor):
             return
         stop = round_price(reference * (1.0 - self.svc.settings.reconciler.protective_stop_pct / 100.0), "down")
         log.warning("%s: %d shares without a stop; placing a protective stop at %.2f", symbol, bare, stop)
-        self.tell("alerter", Alert("WARNING", f"unprotected:{symbol}",
+        self.tell(names.ALERTER, Alert("WARNING", f"unprotected:{symbol}",
                                    f"{symbol}: {bare} shares unprotected; protective stop at {stop}", NAME,
                                    self.clock.now_ns()))
         self._covering = True

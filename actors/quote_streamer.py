@@ -28,10 +28,11 @@ from stockade.broker.conflation import ConflatingBuffer
 from stockade.broker.market_stream import MarketDataStream
 from stockade.broker.stream_runner import StreamEvent
 from stockade.codecs.messages import Alert, ClockSnapshot, FlushQuotes, Quote, StreamStatus, Tick, Trade
+from stockade.actors import names
 
 log = logging.getLogger(__name__)
 
-NAME = "quote_streamer"
+NAME = names.QUOTE_STREAMER
 FLUSH_INTERVAL_S = 0.05
 STATS_INTERVAL_S = 1.0
 
@@ -192,7 +193,7 @@ class QuoteStreamer(StockadeActor):
         if event.fatal:
             # Bad keys, no entitlement, symbol limit: reconnecting will not fix these.
             code = f" (code {event.code})" if event.code is not None else ""
-            self.router.tell("alerter", Alert("CRITICAL", f"market-data:{event.kind}",
+            self.router.tell(names.ALERTER, Alert("CRITICAL", f"market-data:{event.kind}",
                                               f"market data: {event.kind} {event.detail}{code}", NAME,
                                               time.time_ns()), NAME)
 
@@ -231,7 +232,7 @@ class QuoteStreamer(StockadeActor):
 
     def _raise(self, alerts: list[tuple[str, str, str]]) -> None:
         for level, key, text in alerts:
-            self.tell("alerter", Alert(level, key, text, NAME, time.time_ns()))
+            self.tell(names.ALERTER, Alert(level, key, text, NAME, time.time_ns()))
 
     @handles(ClockSnapshot)
     def on_clock(self, clock: ClockSnapshot) -> None:

@@ -54,10 +54,11 @@ from stockade.trading.gap_risk import gap_class, gap_pct
 from stockade.trading.market_hours import exchange_date
 from stockade.trading.ledger import disagreements_to_adopt, snapshot_stale, uncovered_qty
 from stockade.trading.order_states import PENDING, state_from_broker_status
+from stockade.actors import names
 
 log = logging.getLogger(__name__)
 
-NAME = "reconciler"
+NAME = names.RECONCILER
 RETENTION_EVERY_S = 3600.0
 CLOCK_EVERY_S = 60.0  # the clock is re-read this often, and whenever it says open/close is due
 BUDGET_WAIT_S = 0.1  # longest wait for a REST token, per call (see broker.token_bucket)
@@ -146,12 +147,12 @@ class Reconciler(StockadeActor):
         held = tuple(Position(p.symbol, float(p.qty), float(p.avg_entry_price), float(p.market_value or 0),
                               float(p.unrealized_pl or 0)) for p in positions)
         snapshot = msgspec.structs.replace(broker_orders.account_snapshot(account, self.clock.now_ns()), positions=held)
-        self.tell("risk_guard", snapshot)
+        self.tell(names.RISK_GUARD, snapshot)
         next_close = getattr(clock, "next_close", None)
         market = ClockSnapshot(bool(clock.is_open), now, int(next_close.timestamp() * 1e9) if next_close else 0)
-        self.tell("risk_guard", market)
+        self.tell(names.RISK_GUARD, market)
         # A closed market is quiet: the streamer must not take that for a dead socket.
-        self.tell("quote_streamer", market)
+        self.tell(names.QUOTE_STREAMER, market)
         # For the dashboard: the broker's marks and the clock, as of this pass.
         self.svc.stats["broker_positions"] = {p.symbol: {"market_value": p.market_value, "unrealized_pl": p.unrealized_pl}
                                               for p in held}
@@ -163,7 +164,7 @@ class Reconciler(StockadeActor):
                                                  mismatches=tuple(mismatches)), durable=False)
         if mismatches:
             log.warning("reconcile: %d mismatch(es), broker adopted: %s", len(mismatches), "; ".join(mismatches))
-            self.tell("alerter", Alert("WARNING", "reconcile-mismatch", "; ".join(mismatches)[:2000], NAME, now))
+            self.tell(names.ALERTER, Alert("WARNING", "reconcile-mismatch", "; ".join(mismatches)[:2000], NAME, now))
         self.passes += 1
         if not self.svc.first_reconcile.is_set():
             log.info("reconcile: first pass done: equity %.2f, %d position(s), %d open order(s)",
@@ -260,7 +261,7 @@ class Reconciler(StockadeActor):
             # On the first pass the broker's positions were just adopted whole:
             # they already hold these fills (unless that symbol's snapshot was stale).
             counted = first_pass and order.symbol not in stale_symbols
-            self.tell("order_manager", BrokerOrderSeen(broker_orders.update_from_order(order, now_ns=self.clock.now_ns()),
+            self.tell(names.ORDER_MANAGER, BrokerOrderSeen(broker_orders.update_from_order(order, now_ns=self.clock.now_ns()),
                                                        counted_in_positions=counted))
             key = (order.client_order_id, filled, theirs)
             seen.add(key)
@@ -276,7 +277,7 @@ class Reconciler(StockadeActor):
         stale = [o for o in store.open_orders() if o.broker_order_id and o.client_order_id not in known
                  and o.state not in PENDING]
         if stale:
-            self.tell("order_manager", Tick("resync"))
+            self.tell(names.ORDER_MANAGER, Tick("resync"))
         return mismatches
 
     def _protect(self, positions: list[Any], orders: list[Any]) -> None:
@@ -314,10 +315,10 @@ class Reconciler(StockadeActor):
             self.protect_requested[p.symbol] = now
             log.warning("reconcile: %s position of %d has no exit order; placing a protective stop at %.2f",
                         p.symbol, qty - covered, stop)
-            self.tell("alerter", Alert("WARNING", f"unprotected:{p.symbol}",
+            self.tell(names.ALERTER, Alert("WARNING", f"unprotected:{p.symbol}",
                                        f"{p.symbol}: {qty - covered} shares unprotected; protective stop at {stop}",
                                        NAME, self.clock.now_ns()))
-            self.tell("order_manager", OrderIntent(
+            self.tell(names.ORDER_MANAGER, OrderIntent(
                 intent_id=f"protect-{self.clock.new_id()}", symbol=p.symbol, side="sell", qty=qty - covered,
                 order_type="stop", limit_price=None, take_profit=None, stop_loss=None,
                 reason="protective stop for an unprotected position", proposal_id="", quote_recv_ns=self.clock.now_ns(),
@@ -347,7 +348,7 @@ class Reconciler(StockadeActor):
                     continue
                 current = float(o.stop_price or 0)
                 if target > current + 0.005 and target < price:
-                    self.tell("order_manager", ReplaceStop(o.client_order_id, target,
+                    self.tell(names.ORDER_MANAGER, ReplaceStop(o.client_order_id, target,
                                                            f"trailing stop {pct * 100:g}% below {high:.2f}"))
 
     def _gaps(self, positions: list[Any]) -> None:
@@ -379,7 +380,7 @@ class Reconciler(StockadeActor):
                               "open": float(first)}
             log.info("gap risk: %s opened %+.2f%% from the previous close (%s)", symbol, pct, kind)
             if kind in ("HIGH", "EXTREME"):
-                self.tell("alerter", Alert("CRITICAL" if kind == "EXTREME" else "WARNING", f"gap:{symbol}",
+                self.tell(names.ALERTER, Alert("CRITICAL" if kind == "EXTREME" else "WARNING", f"gap:{symbol}",
                                            f"{symbol} gapped {pct:+.2f}% at the open ({kind}): previous close "
                                            f"{float(prev):.2f}, open {float(first):.2f}", NAME, self.clock.now_ns()))
         self.svc.stats["gap_risk"] = report

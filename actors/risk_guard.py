@@ -56,10 +56,11 @@ from stockade.trading.risk_rules import (
     pending_entry_risk,
 )
 from stockade.trading.order_states import TERMINAL
+from stockade.actors import names
 
 log = logging.getLogger(__name__)
 
-NAME = "risk_guard"
+NAME = names.RISK_GUARD
 # At most one early reconcile request per this interval (each costs ~5 REST calls).
 RECONCILE_ASK_INTERVAL_NS = 5_000_000_000
 ENTRY_TYPES = ("market", "limit")
@@ -257,7 +258,7 @@ class RiskGuard(StockadeActor):
     def _failure_breaker_alert(self) -> None:
         status = self.breaker.status()
         log.error("failure breaker tripped: %s", status.reason)
-        self.tell("alerter", Alert("CRITICAL", "failure-breaker", f"failure breaker tripped: {status.reason}",
+        self.tell(names.ALERTER, Alert("CRITICAL", "failure-breaker", f"failure breaker tripped: {status.reason}",
                                    NAME, self.clock.now_ns()))
 
     # ---- the day's loss --------------------------------------------------------------
@@ -294,9 +295,9 @@ class RiskGuard(StockadeActor):
             return  # already liquidated (or being) and halted
         self.fired["loss-breaker"] = exchange_date(self.clock.now_ns())
         log.critical("LOSS BREAKER: %s; liquidating through the kill switch", why)
-        self.tell("alerter", Alert("CRITICAL", "loss-breaker", f"loss breaker tripped: {why}; liquidating, "
+        self.tell(names.ALERTER, Alert("CRITICAL", "loss-breaker", f"loss breaker tripped: {why}; liquidating, "
                                    "trading HALTED", NAME, self.clock.now_ns()))
-        self.tell("emergency_stop", Kill(f"loss breaker: {why}", f"{NAME}:loss_breaker"))
+        self.tell(names.EMERGENCY_STOP, Kill(f"loss breaker: {why}", f"{NAME}:loss_breaker"))
 
     def _maybe_flatten(self) -> None:
         """Ask for a flatten once a day when the close is within flatten_before_close_min."""
@@ -312,8 +313,8 @@ class RiskGuard(StockadeActor):
         self.fired["flatten"] = today
         why = f"{minutes:.1f} min to the close <= flatten_before_close_min {window:g}"
         log.warning("risk: flattening before the close: %s", why)
-        self.tell("alerter", Alert("WARNING", "flatten", f"flattening every position: {why}", NAME, self.clock.now_ns()))
-        self.tell("emergency_stop", Flatten(why, f"{NAME}:flatten"))
+        self.tell(names.ALERTER, Alert("WARNING", "flatten", f"flattening every position: {why}", NAME, self.clock.now_ns()))
+        self.tell(names.EMERGENCY_STOP, Flatten(why, f"{NAME}:flatten"))
 
     def _minutes_to_close(self) -> float | None:
         if not self.market_open or self.next_close_ns <= 0:
@@ -327,7 +328,7 @@ class RiskGuard(StockadeActor):
             return
         self.fired[key] = today
         log.warning("risk: %s", text)
-        self.tell("alerter", Alert(level, f"risk-{key}", text, NAME, self.clock.now_ns()))  # type: ignore[arg-type]
+        self.tell(names.ALERTER, Alert(level, f"risk-{key}", text, NAME, self.clock.now_ns()))  # type: ignore[arg-type]
 
     # ---- decisions ------------------------------------------------------------------
 
@@ -402,7 +403,7 @@ class RiskGuard(StockadeActor):
             self.reconcile_asked_ns = now_ns
             log.warning("risk: marked-to-market loss crosses a limit; asking the reconciler for the broker's "
                         "figure now")
-            self.tell("reconciler", Tick("reconcile"))
+            self.tell(names.RECONCILER, Tick("reconcile"))
 
     @handles(Proposal)
     def on_proposal(self, proposal: Proposal) -> None:
@@ -446,7 +447,7 @@ class RiskGuard(StockadeActor):
         )
         # The order first, the audit record after: the record's commit is not
         # on the quote-to-order path.
-        self.tell("order_manager", intent)
+        self.tell(names.ORDER_MANAGER, intent)
         _trace_decision(True, "all", verdict.qty, client_order_id(intent.intent_id))
         sizing = next((r.reason for r in verdict.results if r.rule == "sizing"), "")
         log.info("risk: %s %d %s allowed (stop %s, target %s; %s)", intent.side, intent.qty, intent.symbol,
@@ -456,7 +457,7 @@ class RiskGuard(StockadeActor):
     def _reject(self, proposal: Proposal, rule: str, reason: str) -> None:
         # Every decision is in storage; the log would drown in repeats.
         log.debug("risk: %s %s rejected by %s: %s", proposal.side, proposal.symbol, rule, reason)
-        self.tell("ensemble_voter", Rejection(proposal.proposal_id, proposal.symbol, rule, reason))
+        self.tell(names.ENSEMBLE_VOTER, Rejection(proposal.proposal_id, proposal.symbol, rule, reason))
         _trace_decision(False, rule, 0)
         self._record(proposal, False, rule, reason, 0)
 

@@ -35,8 +35,9 @@ from stockade.actors.services import Services
 from stockade.supervisors.runtime import Tree, start_tree
 from stockade.supervisors.spec import ChildSpec, RestartPolicy, Strategy
 from stockade.supervisors.supervisor import supervisor_spec
+from stockade.actors import names
 
-SUPERVISOR_NAMES = ("root", "execution", "market", "analyzers")
+SUPERVISOR_NAMES = names.SUPERVISOR_NAMES
 
 
 def _policy(svc: Services, strategy: Strategy) -> RestartPolicy:
@@ -60,17 +61,17 @@ def tree_children(svc: Services) -> list[ChildSpec]:
     analyzers = [ChildSpec(name=analyzer_name(sym), start=Analyzer.start, start_timeout_s=grace * 2)
                  for sym in svc.settings.trading.symbols]
     return [
-        ChildSpec(name="emergency_stop", start=EmergencyStop.start, critical=True, start_timeout_s=grace),
-        ChildSpec(name="alerter", start=Alerter.start, start_timeout_s=grace),
-        supervisor_spec("execution", _policy(svc, "one_for_one"), [
-            ChildSpec(name="order_manager", start=OrderManager.start, shutdown_timeout_s=10.0, start_timeout_s=grace * 3),
-            ChildSpec(name="reconciler", start=Reconciler.start, start_timeout_s=grace),
-            ChildSpec(name="risk_guard", start=RiskGuard.start, start_timeout_s=grace),
+        ChildSpec(name=names.EMERGENCY_STOP, start=EmergencyStop.start, critical=True, start_timeout_s=grace),
+        ChildSpec(name=names.ALERTER, start=Alerter.start, start_timeout_s=grace),
+        supervisor_spec(names.EXECUTION, _policy(svc, "one_for_one"), [
+            ChildSpec(name=names.ORDER_MANAGER, start=OrderManager.start, shutdown_timeout_s=10.0, start_timeout_s=grace * 3),
+            ChildSpec(name=names.RECONCILER, start=Reconciler.start, start_timeout_s=grace),
+            ChildSpec(name=names.RISK_GUARD, start=RiskGuard.start, start_timeout_s=grace),
         ]),
-        supervisor_spec("market", _policy(svc, "rest_for_one"), [
-            ChildSpec(name="quote_streamer", start=QuoteStreamer.start, shutdown_timeout_s=8.0, start_timeout_s=grace),
-            supervisor_spec("analyzers", _policy(svc, "one_for_one"), analyzers),
-            ChildSpec(name="ensemble_voter", start=EnsembleVoter.start, start_timeout_s=grace),
+        supervisor_spec(names.MARKET, _policy(svc, "rest_for_one"), [
+            ChildSpec(name=names.QUOTE_STREAMER, start=QuoteStreamer.start, shutdown_timeout_s=8.0, start_timeout_s=grace),
+            supervisor_spec(names.ANALYZERS, _policy(svc, "one_for_one"), analyzers),
+            ChildSpec(name=names.ENSEMBLE_VOTER, start=EnsembleVoter.start, start_timeout_s=grace),
         ]),
     ]
 
@@ -80,7 +81,7 @@ def start_stockade_tree(svc: Services, on_exhausted: Callable[[str], None], data
     return start_tree(
         _policy(svc, "one_for_one"),
         tree_children(svc),
-        name="root",
+        name=names.ROOT,
         on_exhausted=on_exhausted,
         faults=svc.faults,
         extras={"services": svc, "data_dir": data_dir},

@@ -34,6 +34,7 @@ def bench_pipeline(seconds: float, data_dir: Path) -> dict[str, Any]:
     measure quote-off-the-socket to order-submitted latency, then kill-to-flat."""
     from argparse import Namespace
 
+    from stockade.actors import names
     from stockade.codecs.messages import Kill
     from stockade.ops.daemon import Daemon
     from stockade.config.settings import settings_from_dict
@@ -64,7 +65,7 @@ def bench_pipeline(seconds: float, data_dir: Path) -> dict[str, Any]:
         held = [p for p in store.positions.values() if p.qty]
         _progress(f"pipeline: {len(samples)} orders in {seconds:.0f}s; {len(held)} positions held; killing")
         started = time.monotonic()
-        future = daemon.tree.router.ask("emergency_stop", Kill("bench", "bench"), timeout=10)
+        future = daemon.tree.router.ask(names.EMERGENCY_STOP, Kill("bench", "bench"), timeout=10)
         report = future.result(timeout=60)
         kill_to_flat = time.monotonic() - started
     finally:

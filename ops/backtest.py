@@ -320,6 +320,7 @@ class Engine:
 
     def _start(self, first_ns: int) -> None:
         """Build the venue and start the actors just before the first event (warm-up sees only the past)."""
+        from stockade.actors import names
         from stockade.actors.emergency_stop import EmergencyStop
         from stockade.actors.ensemble_voter import EnsembleVoter
         from stockade.actors.order_manager import OrderManager
@@ -353,24 +354,24 @@ class Engine:
         extras = {"services": self.svc, "data_dir": self.models_dir, "crossover_signals_only": self.signals_only}
         # The tree's start order (actors/tree.py), without supervisors.
         children: list[tuple[str, Any]] = [
-            ("emergency_stop", EmergencyStop), ("order_manager", OrderManager), ("reconciler", Reconciler),
-            ("risk_guard", RiskGuard),
+            (names.EMERGENCY_STOP, EmergencyStop), (names.ORDER_MANAGER, OrderManager), (names.RECONCILER, Reconciler),
+            (names.RISK_GUARD, RiskGuard),
         ]
         if self.strategy == "crossover":
             from stockade.actors.crossover import Crossover, crossover_name
 
-            names = {sym: crossover_name(sym) for sym in self.symbols}
-            children += [(names[sym], Crossover) for sym in self.symbols]
+            per_symbol = {sym: crossover_name(sym) for sym in self.symbols}
+            children += [(per_symbol[sym], Crossover) for sym in self.symbols]
         else:
-            names = {sym: analyzer_name(sym) for sym in self.symbols}
-            children += [(names[sym], Analyzer) for sym in self.symbols]
-            children.append(("ensemble_voter", EnsembleVoter))
+            per_symbol = {sym: analyzer_name(sym) for sym in self.symbols}
+            children += [(per_symbol[sym], Analyzer) for sym in self.symbols]
+            children.append((names.ENSEMBLE_VOTER, EnsembleVoter))
         for name, cls in children:
             ctx = ActorContext(name=name, generation=0, router=router, notify=lambda e: None, extras=extras,
                                clock=clock)
             self.dispatcher.spawn(cls, ctx)
             self.dispatcher.run_until_idle()
-        self._analyzer = names
+        self._analyzer = per_symbol
         self._started = True
 
     def _charge_commission(self, event: Any) -> None:
@@ -416,10 +417,11 @@ class Engine:
 
     def finish(self) -> dict[str, Any]:
         """One last reconcile pass at the end time, then the run's figures."""
+        from stockade.actors import names
         from stockade.codecs.messages import Tick
 
         if self._started:
-            self.dispatcher.router.tell("reconciler", Tick("reconcile"), SENDER)
+            self.dispatcher.router.tell(names.RECONCILER, Tick("reconcile"), SENDER)
             self.dispatcher.run_until_idle()
         ex = self.venue.exchange if self.venue is not None else None
         view = ex.account_view() if ex is not None else None
@@ -458,9 +460,9 @@ def records(out: str | Path) -> list[tuple[bytes, bytes, bytes]]:
     env = lmdb.open(str(Path(out) / ENV_DIRNAME), readonly=True, lock=False, max_dbs=DEFAULT_MAX_DBS)
     try:
         with env.begin() as txn:
-            names = [k for k, _ in txn.cursor()]
+            keys = [k for k, _ in txn.cursor()]
         out_rows: list[tuple[bytes, bytes, bytes]] = []
-        for name in names:
+        for name in keys:
             db = env.open_db(name, create=False)
             with env.begin(db=db) as txn:
                 out_rows.extend((name, bytes(k), bytes(v)) for k, v in txn.cursor())

@@ -23,6 +23,7 @@ from stockade.ops.control import CommandError, ControlServer, arg_float, arg_int
 from stockade.supervisors.faults import FaultInjectionDisabled
 from stockade.supervisors.runtime import Tree
 from stockade.actors.tree import SUPERVISOR_NAMES
+from stockade.actors import names
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def register_commands(server: ControlServer, svc: Services, tree: Tree) -> None:
         reason = arg_str(args, "reason", "operator kill")
         wait_s = svc.settings.emergency.flat_timeout_s + 15.0
         try:
-            future = tree.router.ask("emergency_stop", Kill(reason, "control"), timeout=ask_timeout)
+            future = tree.router.ask(names.EMERGENCY_STOP, Kill(reason, "control"), timeout=ask_timeout)
             report = future.result(timeout=wait_s)
         except concurrent.futures.TimeoutError:
             raise CommandError(f"liquidation still running after {wait_s:.0f}s; check status") from None
@@ -98,7 +99,7 @@ def register_commands(server: ControlServer, svc: Services, tree: Tree) -> None:
 
     def ask_voter(msg: Any) -> Any:
         try:
-            result = tree.router.ask("ensemble_voter", msg, timeout=ask_timeout)
+            result = tree.router.ask(names.ENSEMBLE_VOTER, msg, timeout=ask_timeout)
         except Exception as exc:
             raise CommandError(f"ensemble_voter did not answer: {exc!r}") from None
         if isinstance(result, dict) and "error" in result:
