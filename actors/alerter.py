@@ -25,6 +25,7 @@ from stockade.codecs.messages import Alert, Tick
 from stockade.codecs.records import AlertRecord
 from stockade.storage.store import Store
 from stockade.actors import names
+from stockade.actors import ticks
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,12 @@ class Alerter(StockadeActor):
         self.redact, self.local, remote = kit.channels(cfg, Path(self.ctx.extra("data_dir")))
         self.workers = [kit.worker(c, cfg) for c in remote]
         self.received = self.suppressed = 0
-        self.every(STATS_INTERVAL_S, "stats")
+        self.every(STATS_INTERVAL_S, ticks.STATS)
         self.next_summary_ns = 0
         if cfg.daily_summary:
             # Strictly after now: a restart after the time does not send the day's summary twice.
             self.next_summary_ns = kit.next_summary_ns(time.time_ns(), cfg.daily_summary_time)
-            self.every(SUMMARY_CHECK_S, "daily-summary")
+            self.every(SUMMARY_CHECK_S, ticks.DAILY_SUMMARY)
 
     def teardown(self) -> None:
         for worker in getattr(self, "workers", ()):
@@ -101,9 +102,9 @@ class Alerter(StockadeActor):
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
-        if tick.what == "stats":
+        if tick.what == ticks.STATS:
             self.svc.stats["alerts"] = self.delivery_stats()
-        elif tick.what == "daily-summary":
+        elif tick.what == ticks.DAILY_SUMMARY:
             self.maybe_send_summary(time.time_ns())
 
     def maybe_send_summary(self, now_ns: int) -> bool:

@@ -46,6 +46,7 @@ from stockade.trading.model_panel import panel_of
 from stockade.trading.regime import RegimeParams, classify
 from stockade.trading.strategies import Signal, build_strategies
 from stockade.actors import names
+from stockade.actors import ticks
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,8 @@ class Analyzer(StockadeActor):
         self.last_eval_ns = 0
         self.warm = self.warm_up()
         if not self.warm:
-            self.every(WARMUP_RETRY_S, "warmup")
-        self.every(5.0, "roll")
+            self.every(WARMUP_RETRY_S, ticks.WARMUP)
+        self.every(5.0, ticks.ROLL)
 
     def warm_up(self) -> bool:
         """Load the last `warmup_bars` one-minute bars; False if the data API failed."""
@@ -178,9 +179,9 @@ class Analyzer(StockadeActor):
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
-        if tick.what == "roll":
+        if tick.what == ticks.ROLL:
             self.features.roll(self.clock.now_ns())
-        elif tick.what == "warmup" and not self.warm:
+        elif tick.what == ticks.WARMUP and not self.warm:
             self.warm = self.warm_up()
             if self.warm:
-                self.cancel_timer("warmup")
+                self.cancel_timer(ticks.WARMUP)

@@ -44,6 +44,7 @@ from stockade.codecs.records import VoteEntry, VoterDecisionRecord, VoterOutcome
 from stockade.trading.voting import POOLED, Decision, Ensemble, EnsembleParams, HorizonScorer, needs_approval
 from stockade.trading.order_states import TERMINAL
 from stockade.actors import names
+from stockade.actors import ticks
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,8 @@ class EnsembleVoter(StockadeActor):
         if v.adaptive:  # otherwise the configured weights are the whole story
             self._load_weights()
         self._restore_parked()
-        self.every(min(5.0, max(0.25, v.approval_timeout_s / 4)), "expire")
-        self.every(WEIGHTS_SAVE_S, "save_weights")
+        self.every(min(5.0, max(0.25, v.approval_timeout_s / 4)), ticks.EXPIRE)
+        self.every(WEIGHTS_SAVE_S, ticks.SAVE_WEIGHTS)
 
     def teardown(self) -> None:
         self._save_weights()
@@ -285,10 +286,10 @@ class EnsembleVoter(StockadeActor):
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
-        if tick.what == "save_weights":
+        if tick.what == ticks.SAVE_WEIGHTS:
             self._save_weights()
             return
-        if tick.what != "expire":
+        if tick.what != ticks.EXPIRE:
             return
         now = self.clock.now_ns()
         for rec in list(self.parked.values()):

@@ -86,6 +86,7 @@ from stockade.trading.protection import ProtectionWatch
 from stockade.trading.ledger import apply_fill, fill_increment, ledger_uncovered
 from stockade.trading.order_states import EVENTS, PENDING, TERMINAL, InvalidTransition, next_state
 from stockade.actors import names
+from stockade.actors import ticks
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +124,9 @@ class OrderManager(StockadeActor):
         self.stream.start()
         # A safety net only: the reconciler compares recent orders every pass
         # and the poll covers a down stream.
-        self.every(max(5.0, s.reconciler.interval_s), "resync")
-        self.every(s.orders.poll_interval_s, "poll")
-        self.every(PROTECT_CHECK_S, "protect")
+        self.every(max(5.0, s.reconciler.interval_s), ticks.RESYNC)
+        self.every(s.orders.poll_interval_s, ticks.POLL)
+        self.every(PROTECT_CHECK_S, ticks.PROTECT)
 
     def teardown(self) -> None:
         stream = getattr(self, "stream", None)
@@ -139,10 +140,10 @@ class OrderManager(StockadeActor):
         self.router.tell(NAME, update, "trade_stream")
 
     def _stream_reconnected(self) -> None:
-        self.router.tell(NAME, Tick("resync"), "trade_stream")
+        self.router.tell(NAME, Tick(ticks.RESYNC), "trade_stream")
         # Our orders are re-synced by REST; orders placed by hand while the
         # stream was down (and their fills) only a reconcile pass finds.
-        self.router.tell(names.RECONCILER, Tick("reconcile"), "trade_stream")
+        self.router.tell(names.RECONCILER, Tick(ticks.RECONCILE), "trade_stream")
 
     # ---- intents ----------------------------------------------------------------
 
@@ -477,11 +478,11 @@ class OrderManager(StockadeActor):
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
-        if tick.what == "resync":
+        if tick.what == ticks.RESYNC:
             self.resync()
-        elif tick.what == "protect":
+        elif tick.what == ticks.PROTECT:
             self.protect_all()
-        elif tick.what == "poll" and not self.stream_up():
+        elif tick.what == ticks.POLL and not self.stream_up():
             # The polling fallback: the stream is down, so fills would only be
             # seen at the next resync. Each poll is one list call (budgeted).
             self.resync()

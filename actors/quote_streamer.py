@@ -29,6 +29,7 @@ from stockade.broker.market_stream import MarketDataStream
 from stockade.broker.stream_runner import StreamEvent
 from stockade.codecs.messages import Alert, ClockSnapshot, FlushQuotes, Quote, StreamStatus, Tick, Trade
 from stockade.actors import names
+from stockade.actors import ticks
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +165,8 @@ class QuoteStreamer(StockadeActor):
         self.stream.start()
         # Raw (unenveloped) periodic flushes: no span of their own, so quote
         # traces start at the quote and are sampled like quotes.
-        self.every(FLUSH_INTERVAL_S, "flush", message=FlushQuotes())
-        self.every(STATS_INTERVAL_S, "stats")
+        self.every(FLUSH_INTERVAL_S, ticks.FLUSH, message=FlushQuotes())
+        self.every(STATS_INTERVAL_S, ticks.STATS)
         self._publish_stats()  # `status` shows the counters from the start, not after the first tick
 
     def teardown(self) -> None:
@@ -218,7 +219,7 @@ class QuoteStreamer(StockadeActor):
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
-        if tick.what == "stats":
+        if tick.what == ticks.STATS:
             alerts = self.watch.check(time.monotonic())
             self._publish_stats()
             self._raise(alerts)

@@ -55,6 +55,7 @@ from stockade.trading.market_hours import exchange_date
 from stockade.trading.ledger import disagreements_to_adopt, snapshot_stale, uncovered_qty
 from stockade.trading.order_states import PENDING, state_from_broker_status
 from stockade.actors import names
+from stockade.actors import ticks
 
 log = logging.getLogger(__name__)
 
@@ -80,25 +81,25 @@ class Reconciler(StockadeActor):
         self.highs: dict[str, float] = {}  # symbol -> highest price seen while held (trailing stop)
         # First pass from a tick, not here: a broker outage at start must not
         # fail setup (and crash-loop the tree); it is retried every interval.
-        self.router.tell(self.name, Tick("reconcile"), self.name)
-        self.every(self.cfg.interval_s, "reconcile")
-        self.every(RETENTION_EVERY_S, "retention")
+        self.router.tell(self.name, Tick(ticks.RECONCILE), self.name)
+        self.every(self.cfg.interval_s, ticks.RECONCILE)
+        self.every(RETENTION_EVERY_S, ticks.RETENTION)
         # A failed pass (429s, 5xx, a timeout) is tried again on a backoff,
         # not a whole interval later: it is the backstop for shares the order
         # path never heard of, within `max_unprotected_s`.
         self.retry = Backoff(RETRY_BASE_S, max(RETRY_BASE_S, self.cfg.interval_s / 2))
         self.retry_at: float | None = None
-        self.every(min(RETRY_BASE_S, self.cfg.interval_s), "retry")
+        self.every(min(RETRY_BASE_S, self.cfg.interval_s), ticks.RETRY)
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
         now = self.clock.monotonic()
-        if tick.what == "reconcile":
+        if tick.what == ticks.RECONCILE:
             self._pass()
-        elif tick.what == "retry":
+        elif tick.what == ticks.RETRY:
             if self.retry_at is not None and now >= self.retry_at:
                 self._pass()
-        elif tick.what == "retention":
+        elif tick.what == ticks.RETENTION:
             # Alerts, decisions and equity snapshots are bounded (Retention's
             # defaults); the journal and the order ledger are never trimmed.
             trimmed = self.svc.store.apply_retention(now_ns=self.clock.now_ns())
@@ -277,7 +278,7 @@ class Reconciler(StockadeActor):
         stale = [o for o in store.open_orders() if o.broker_order_id and o.client_order_id not in known
                  and o.state not in PENDING]
         if stale:
-            self.tell(names.ORDER_MANAGER, Tick("resync"))
+            self.tell(names.ORDER_MANAGER, Tick(ticks.RESYNC))
         return mismatches
 
     def _protect(self, positions: list[Any], orders: list[Any]) -> None:

@@ -57,6 +57,7 @@ from stockade.trading.risk_rules import (
 )
 from stockade.trading.order_states import TERMINAL
 from stockade.actors import names
+from stockade.actors import ticks
 
 log = logging.getLogger(__name__)
 
@@ -403,7 +404,7 @@ class RiskGuard(StockadeActor):
             self.reconcile_asked_ns = now_ns
             log.warning("risk: marked-to-market loss crosses a limit; asking the reconciler for the broker's "
                         "figure now")
-            self.tell(names.RECONCILER, Tick("reconcile"))
+            self.tell(names.RECONCILER, Tick(ticks.RECONCILE))
 
     @handles(Proposal)
     def on_proposal(self, proposal: Proposal) -> None:

@@ -320,7 +320,7 @@ class Engine:
 
     def _start(self, first_ns: int) -> None:
         """Build the venue and start the actors just before the first event (warm-up sees only the past)."""
-        from stockade.actors import names
+        from stockade.actors import names, ticks
         from stockade.actors.emergency_stop import EmergencyStop
         from stockade.actors.ensemble_voter import EnsembleVoter
         from stockade.actors.order_manager import OrderManager
@@ -417,11 +417,11 @@ class Engine:
 
     def finish(self) -> dict[str, Any]:
         """One last reconcile pass at the end time, then the run's figures."""
-        from stockade.actors import names
+        from stockade.actors import names, ticks
         from stockade.codecs.messages import Tick
 
         if self._started:
-            self.dispatcher.router.tell(names.RECONCILER, Tick("reconcile"), SENDER)
+            self.dispatcher.router.tell(names.RECONCILER, Tick(ticks.RECONCILE), SENDER)
             self.dispatcher.run_until_idle()
         ex = self.venue.exchange if self.venue is not None else None
         view = ex.account_view() if ex is not None else None
