@@ -50,6 +50,7 @@ def _policy(svc: Services, strategy: Strategy) -> RestartPolicy:
         backoff_max_s=s.backoff_max_s,
         heartbeat_interval_s=s.heartbeat_interval_s,
         heartbeat_timeout_s=s.heartbeat_timeout_s,
+        alerts_to=names.ALERTER,
     )
 
 

@@ -38,6 +38,9 @@ class RestartPolicy(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_timeout_s: float = 3.0
     # Seed for the jitter RNG; None draws from the OS (tests pass a seed).
     jitter_seed: int | None = None
+    # The actor restarts and escalations are reported to as `Alert`s (the
+    # application's alerter); None: none. The runtime knows no actor by name.
+    alerts_to: str | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:

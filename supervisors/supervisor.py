@@ -261,9 +261,10 @@ class Supervisor(StockadeActor):
                 self._start_child(child, restart=True)
 
     def _alert(self, level: str, key: str, text: str) -> None:
-        """An alert to the alerter, when this tree has one (a restart of the alerter itself waits in the router)."""
-        if "alerter" in self.router.names():
-            self.tell("alerter", Alert(level, key, text, self.name, time.time_ns()))  # type: ignore[arg-type]
+        """An alert to `policy.alerts_to`, when this tree has it (a restart of the alerter itself waits in the router)."""
+        to = self.policy.alerts_to
+        if to is not None and to in self.router.names():
+            self.tell(to, Alert(level, key, text, self.name, time.time_ns()))  # type: ignore[arg-type]
 
     def _escalate(self, reason: str) -> None:
         logger.error("%s: restart intensity exceeded, stopping its children: %s", self.name, reason)

@@ -22,6 +22,7 @@ FAST = RestartPolicy(
     heartbeat_interval_s=0.05,
     heartbeat_timeout_s=0.3,
     jitter_seed=7,
+    alerts_to="alerter",
 )
 
 
