@@ -320,7 +320,7 @@ class Engine:
 
     def _start(self, first_ns: int) -> None:
         """Build the venue and start the actors just before the first event (warm-up sees only the past)."""
-        from stockade.actors import names, ticks
+        from stockade.actors import names
         from stockade.actors.emergency_stop import EmergencyStop
         from stockade.actors.ensemble_voter import EnsembleVoter
         from stockade.actors.order_manager import OrderManager
