@@ -70,11 +70,15 @@ def vector(f: Features) -> np.ndarray | None:
     is not finite; the caller then has no model input for this snapshot.
     """
     price = f.price
-    needed = (
-        f.sma_fast, f.sma_slow, f.ema_fast, f.ema_slow, f.rsi, f.macd, f.macd_signal, f.macd_hist, f.pct_b,
-        f.bb_width, f.atr, f.high_n, f.low_n, f.volatility, f.mom_1, f.mom_5, f.mom_10,
-    )
-    if any(v is None for v in needed) or len(f.returns) < RETURN_LAGS or not price > 0:
+    # Every feature the vector needs, spelt out so the type checker sees each one is set.
+    if (
+        f.sma_fast is None or f.sma_slow is None or f.ema_fast is None or f.ema_slow is None or f.rsi is None
+        or f.macd is None or f.macd_signal is None or f.macd_hist is None or f.pct_b is None
+        or f.bb_width is None or f.atr is None or f.high_n is None or f.low_n is None or f.volatility is None
+        or f.mom_1 is None or f.mom_5 is None or f.mom_10 is None
+    ):
+        return None
+    if len(f.returns) < RETURN_LAGS or not price > 0:
         return None
     if not (f.sma_fast > 0 and f.sma_slow > 0 and f.ema_slow > 0 and f.high_n > 0 and f.low_n > 0):
         return None

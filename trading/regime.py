@@ -73,11 +73,14 @@ def classify(f: Features, params: RegimeParams | None = None) -> Regime:
     if best is None:
         return Regime(False, "warming up: no volatility, ATR or range yet")
     stress, which = best
+    # `which` names a feature that was set (the type checker is told so).
     if which == "vol":
         why = f"volatility {f.volatility:.4%}/bar vs {p.max_volatility:.4%}"
     elif which == "atr":
+        assert f.atr is not None
         why = f"ATR {f.atr / f.price:.4%} of price vs {p.max_atr_to_price:.4%}"
     else:
+        assert f.high_n is not None
         why = f"{(f.high_n - f.price) / f.high_n:.2%} below the {f.high_n:.4f} high vs {p.max_drop:.2%}"
     if stress >= 1.0:
         return Regime(True, f"high volatility: {why}", stress)

@@ -12,7 +12,7 @@ it never raises on missing data.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence, cast
 
 import msgspec
 
@@ -83,6 +83,9 @@ class Momentum:
         wait = _missing(f, "ema_fast", "ema_slow", "macd_hist", "rsi", "atr", "mom_10", "volume_ratio")
         if wait:
             return Signal.flat(wait)
+        # _missing checked them; said again for the type checker
+        assert f.ema_fast is not None and f.ema_slow is not None and f.macd_hist is not None and f.rsi is not None
+        assert f.atr is not None and f.mom_10 is not None and f.volume_ratio is not None
         if f.atr <= 0.0:
             return Signal.flat("no range: ATR is 0")
         gap_atr = (f.ema_fast - f.ema_slow) / f.atr
@@ -146,6 +149,8 @@ class MeanReversion:
         wait = _missing(f, "bb_upper", "bb_mid", "pct_b", "rsi")
         if wait:
             return Signal.flat(wait)
+        # _missing checked them; said again for the type checker
+        assert f.bb_upper is not None and f.bb_mid is not None and f.pct_b is not None and f.rsi is not None
         if f.bb_upper - f.bb_mid <= 0.0:
             return Signal.flat("no band: zero variance")
         b = f.pct_b
@@ -193,6 +198,8 @@ class Breakout:
         wait = _missing(f, "high_n", "low_n", "volume_ratio", "atr")
         if wait:
             return Signal.flat(wait)
+        # _missing checked them; said again for the type checker
+        assert f.high_n is not None and f.low_n is not None and f.volume_ratio is not None and f.atr is not None
         if f.price > f.high_n:
             d, dist, level = 1.0, f.price - f.high_n, f"above {f.high_n:.4f} high"
         elif f.price < f.low_n:
@@ -239,7 +246,8 @@ def build_strategies(
             out.append(cls(given))
             continue
         try:
-            out.append(cls(msgspec.convert(dict(given), params_cls)))
+            # A Struct of another class is not a Mapping: dict() raises TypeError, reported below.
+            out.append(cls(msgspec.convert(dict(cast(Mapping[str, Any], given)), params_cls)))
         except (msgspec.ValidationError, TypeError) as e:
             raise ValueError(f"strategy {name!r} parameters: {e}") from None
     return out
