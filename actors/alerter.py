@@ -67,7 +67,7 @@ class Alerter(StockadeActor):
         self.next_summary_ns = 0
         if cfg.daily_summary:
             # Strictly after now: a restart after the time does not send the day's summary twice.
-            self.next_summary_ns = kit.next_summary_ns(time.time_ns(), cfg.daily_summary_time)
+            self.next_summary_ns = kit.next_summary_ns(self.clock.now_ns(), cfg.daily_summary_time)
             self.every(SUMMARY_CHECK_S, ticks.DAILY_SUMMARY)
 
     def teardown(self) -> None:
@@ -105,7 +105,7 @@ class Alerter(StockadeActor):
         if tick.what == ticks.STATS:
             self.svc.stats["alerts"] = self.delivery_stats()
         elif tick.what == ticks.DAILY_SUMMARY:
-            self.maybe_send_summary(time.time_ns())
+            self.maybe_send_summary(self.clock.now_ns())
 
     def maybe_send_summary(self, now_ns: int) -> bool:
         """Start the daily summary if its time has come; True if started.

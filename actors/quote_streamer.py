@@ -145,7 +145,7 @@ class QuoteStreamer(StockadeActor):
         self.connected = False
         self.market_open = True  # until the reconciler's clock says otherwise
         self.delivered = 0
-        self.watch = FeedWatch(self.symbols, s.alerts.stream_down_alert_s, s.alerts.stale_quote_s, time.monotonic())
+        self.watch = FeedWatch(self.symbols, s.alerts.stream_down_alert_s, s.alerts.stale_quote_s, self.clock.monotonic())
         broker = self.svc.broker
         self.stream = MarketDataStream(
             broker.endpoints.stream_url,
@@ -177,7 +177,7 @@ class QuoteStreamer(StockadeActor):
     # ---- stream thread -------------------------------------------------------------
 
     def _on_quote(self, quote: Quote) -> None:
-        self.watch.quote(quote.symbol, time.monotonic())
+        self.watch.quote(quote.symbol, self.clock.monotonic())
         self.buffer.offer(quote)
         # One wake-up message at a time, however fast quotes arrive.
         if not self._wake_pending.is_set():
@@ -196,7 +196,7 @@ class QuoteStreamer(StockadeActor):
             code = f" (code {event.code})" if event.code is not None else ""
             self.router.tell(names.ALERTER, Alert("CRITICAL", f"market-data:{event.kind}",
                                               f"market data: {event.kind} {event.detail}{code}", NAME,
-                                              time.time_ns()), NAME)
+                                              self.clock.now_ns()), NAME)
 
     # ---- actor thread --------------------------------------------------------------
 
@@ -220,7 +220,7 @@ class QuoteStreamer(StockadeActor):
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
         if tick.what == ticks.STATS:
-            alerts = self.watch.check(time.monotonic())
+            alerts = self.watch.check(self.clock.monotonic())
             self._publish_stats()
             self._raise(alerts)
 
@@ -228,16 +228,16 @@ class QuoteStreamer(StockadeActor):
         self.svc.stats["market_data"] = {
             **self.stream.stats(), "delivered": self.delivered, "conflated": self.buffer.conflated,
             "stale_symbols": sorted(self.watch.stale),
-            "quotes_by_symbol": dict(self.watch.received), "quote_age_s": self.watch.ages(time.monotonic()),
+            "quotes_by_symbol": dict(self.watch.received), "quote_age_s": self.watch.ages(self.clock.monotonic()),
         }
 
     def _raise(self, alerts: list[tuple[str, str, str]]) -> None:
         for level, key, text in alerts:
-            self.tell(names.ALERTER, Alert(level, key, text, NAME, time.time_ns()))
+            self.tell(names.ALERTER, Alert(level, key, text, NAME, self.clock.now_ns()))
 
     @handles(ClockSnapshot)
     def on_clock(self, clock: ClockSnapshot) -> None:
-        self.watch.set_market_open(clock.is_open, time.monotonic())
+        self.watch.set_market_open(clock.is_open, self.clock.monotonic())
         if clock.is_open != self.market_open:
             self.market_open = clock.is_open
             silence = self.svc.settings.stream.silence_timeout_s if clock.is_open else None
@@ -250,4 +250,4 @@ class QuoteStreamer(StockadeActor):
         if status.connected != self.connected:
             log.info("market data %s: %s", "connected" if status.connected else "disconnected", status.detail)
         self.connected = status.connected
-        self._raise(self.watch.status(status.connected, status.detail, time.monotonic()))
+        self._raise(self.watch.status(status.connected, status.detail, self.clock.monotonic()))
