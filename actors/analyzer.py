@@ -143,7 +143,7 @@ class Analyzer(StockadeActor):
         merged_error = ""
         if self.panel is not None:
             try:
-                return [(name, signal_from_probability(p)) for name, p in zip(self.panel.names, self.panel.p_up(x))]
+                return [(name, signal_from_probability(p)) for name, p in zip(self.panel.names, self.panel.p_up(x), strict=True)]
             except Exception as exc:  # noqa: BLE001 - one member failing fails the merged call: find it below
                 merged_error = str(exc).splitlines()[0][:300] if str(exc) else repr(exc)
         signals: list[tuple[str, Signal]] = []

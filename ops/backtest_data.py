@@ -66,7 +66,7 @@ def bar_events(bar: BarRow, spread_bps: float, size: float) -> list[Quote | Trad
     path = (bar.open, bar.low, bar.high, bar.close) if bar.close >= bar.open else (bar.open, bar.high, bar.low, bar.close)
     half = spread_bps / 20_000.0
     out: list[Quote | Trade] = []
-    for step, price in zip(_STEPS_NS, path):
+    for step, price in zip(_STEPS_NS, path, strict=True):
         ts = bar.ts_ns + step
         out.append(Quote(bar.symbol, price * (1 - half), price * (1 + half), size, size, ts, ts))
     if bar.volume > 0:

@@ -71,7 +71,7 @@ def merged_model(models: Sequence[LoadedModel]) -> tuple[Any, list[str]]:
     nodes, initializers, outputs, value_info = [], [], [], []
     opsets: dict[str, int] = {"": target}
     ir_version = 0
-    for i, (m, proto) in enumerate(zip(models, protos)):
+    for i, (m, proto) in enumerate(zip(models, protos, strict=True)):
         if _default_opset(proto) != target:
             proto = convert_version(proto, target)
         for op in proto.opset_import:

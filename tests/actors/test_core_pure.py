@@ -254,7 +254,7 @@ def test_protection_watch_asks_at_once_backs_off_and_reports_once_past_the_bound
             now += 0.01
         delays.append(now)
         watch.requested("AAPL", now)
-    gaps = [b - a for a, b in zip([100.0, *delays], delays)]
+    gaps = [b - a for a, b in zip([100.0, *delays], delays, strict=False)]
     assert all(0.05 - 1e-9 <= g <= 4.0 + 0.011 for g in gaps)  # never a busy loop, never past the cap
     assert watch.overdue(109.0) == []  # 9 s bare: within the bound
     assert watch.bare_for("AAPL", 111.0) == 11.0

@@ -50,7 +50,7 @@ def test_metrics_present_and_moving(short_dir, venue):
         def latencies(m):
             return sample(m, "stockade_tick_to_order_seconds", "stockade_tick_to_order_seconds_count") or 0
 
-        moved = scrape_until(lambda m: latencies(m) >= 2, "tick-to-order samples")
+        scrape_until(lambda m: latencies(m) >= 2, "tick-to-order samples")
         quotes0 = sample(first, "stockade_quotes_received", "stockade_quotes_received_total", symbol="AAPL")
         scrape_until(lambda m: sample(m, "stockade_quotes_received", "stockade_quotes_received_total",
                                       symbol="AAPL") > quotes0, "the quote count moving")  # published once a second
