@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
-from stockade.supervisors.base import StockadeActor, handles
+from stockade.actors import names, ticks
 from stockade.actors.services import Services
 from stockade.codecs.messages import Alert, Tick
 from stockade.codecs.records import AlertRecord
 from stockade.storage.store import Store
-from stockade.actors import names
-from stockade.actors import ticks
+from stockade.supervisors.base import StockadeActor, handles
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +77,13 @@ class Alerter(StockadeActor):
     def on_alert(self, alert: Alert) -> None:
         self.received += 1
         # The history must never hold a secret, whatever a sender put in the text.
-        record = AlertRecord(level=alert.level, key=self.redact(alert.key), text=self.redact(alert.text),
-                             source=alert.source, ts_ns=alert.ts_ns)
+        record = AlertRecord(
+            level=alert.level,
+            key=self.redact(alert.key),
+            text=self.redact(alert.text),
+            source=alert.source,
+            ts_ns=alert.ts_ns,
+        )
         try:
             # History is high-rate data (fills): only the serious ones are synced at once.
             self.svc.store.add_alert(record, durable=alert.level in ("CRITICAL", "EMERGENCY"))

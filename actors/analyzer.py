@@ -27,26 +27,25 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from stockade.supervisors.base import StockadeActor, handles
+from stockade.actors import names, ticks
 from stockade.actors.services import Services
 from stockade.broker.rest import redact
 from stockade.codecs.messages import Alert, Bar, Quote, Tick, Trade, Vote, Votes
 from stockade.config import paths
 from stockade.config.settings import AnalyzerSettings, Settings
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.trading.feature_vector import vector
 from stockade.trading.features import FeatureParams, FeatureState
 from stockade.trading.model_member import ModelMember, signal_from_probability
+from stockade.trading.model_panel import panel_of
 from stockade.trading.model_store import (
     ModelError,
     first_report,
     load_models,
     resolve_dir,
 )
-from stockade.trading.model_panel import panel_of
 from stockade.trading.regime import RegimeParams, classify
 from stockade.trading.strategies import Signal, build_strategies
-from stockade.actors import names
-from stockade.actors import ticks
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +75,11 @@ class Analyzer(StockadeActor):
         a = self.svc.settings.analyzer
         self.params = feature_params(a)
         self.features = FeatureState(self.symbol, self.params)
-        self.regime = RegimeParams(max_volatility=a.high_vol_bar_pct / 100, max_atr_to_price=a.high_vol_atr_pct / 100,
-                                   max_drop=a.high_vol_drop_pct / 100)
+        self.regime = RegimeParams(
+            max_volatility=a.high_vol_bar_pct / 100,
+            max_atr_to_price=a.high_vol_atr_pct / 100,
+            max_drop=a.high_vol_drop_pct / 100,
+        )
         rule_params = {"mean_reversion": {"rsi_oversold": a.rsi_oversold, "rsi_overbought": a.rsi_overbought}}
         self.models = list(zip(a.strategies, build_strategies(a.strategies, rule_params), strict=True))
         data_dir = self.ctx.extra("data_dir")
@@ -103,16 +105,20 @@ class Analyzer(StockadeActor):
             client = self.svc.broker.data_client()
             end = datetime.fromtimestamp(self.clock.now_ns() / 1e9, UTC)
             request = StockBarsRequest(
-                symbol_or_symbols=self.symbol, timeframe=TimeFrame.Minute, start=end - timedelta(days=5), end=end,
-                limit=n, feed=self.svc.settings.alpaca.feed, sort=Sort.DESC,
+                symbol_or_symbols=self.symbol,
+                timeframe=TimeFrame.Minute,
+                start=end - timedelta(days=5),
+                end=end,
+                limit=n,
+                feed=self.svc.settings.alpaca.feed,
+                sort=Sort.DESC,
             )
             data = client.get_stock_bars(request).data.get(self.symbol, [])
         except Exception as exc:  # noqa: BLE001 - any data API failure means "start cold, retry later"
             log.warning("%s: warm-up from historical bars failed (%s); starting cold", self.name, redact(exc))
             return False
         bars = [
-            Bar(self.symbol, b.open, b.high, b.low, b.close, b.volume, int(b.timestamp.timestamp() * 1e9))
-            for b in data
+            Bar(self.symbol, b.open, b.high, b.low, b.close, b.volume, int(b.timestamp.timestamp() * 1e9)) for b in data
         ]
         used = self.features.warm_up(bars)
         log.info("%s: warmed up from %d historical bars (ready=%s)", self.name, used, self.features.ready)
@@ -133,17 +139,39 @@ class Analyzer(StockadeActor):
             signals.extend(self._model_signals(vector(f)))
         high_volatility = classify(f, self.regime).high_volatility
         # One message for the whole evaluation: one hop to the voter, not one per member.
-        self.tell(names.ENSEMBLE_VOTER, Votes(self.symbol, tuple(
-            Vote(self.symbol, model, signal.direction, signal.confidence, f.price, quote.ts_ns, quote.recv_ns,
-                 quote.bid, quote.ask, batch_size=len(signals), high_volatility=high_volatility, atr=f.atr or 0.0)
-            for model, signal in signals)))
+        self.tell(
+            names.ENSEMBLE_VOTER,
+            Votes(
+                self.symbol,
+                tuple(
+                    Vote(
+                        self.symbol,
+                        model,
+                        signal.direction,
+                        signal.confidence,
+                        f.price,
+                        quote.ts_ns,
+                        quote.recv_ns,
+                        quote.bid,
+                        quote.ask,
+                        batch_size=len(signals),
+                        high_volatility=high_volatility,
+                        atr=f.atr or 0.0,
+                    )
+                    for model, signal in signals
+                ),
+            ),
+        )
 
     def _model_signals(self, x: Any) -> list[tuple[str, Signal]]:
         """Each member's signal for the feature vector `x`: one merged call when it can."""
         merged_error = ""
         if self.panel is not None:
             try:
-                return [(name, signal_from_probability(p)) for name, p in zip(self.panel.names, self.panel.p_up(x), strict=True)]
+                return [
+                    (name, signal_from_probability(p))
+                    for name, p in zip(self.panel.names, self.panel.p_up(x), strict=True)
+                ]
             except Exception as exc:  # noqa: BLE001 - one member failing fails the merged call: find it below
                 merged_error = str(exc).splitlines()[0][:300] if str(exc) else repr(exc)
         signals: list[tuple[str, Signal]] = []
@@ -159,8 +187,12 @@ class Analyzer(StockadeActor):
         if merged_error and not failed and self.panel is not None:
             # Every member ran alone: the merged graph itself fails. Not tried
             # again at every evaluation (a failed call, then all of them alone).
-            log.warning("%s: the merged model call fails (%s) while each member runs alone; running them "
-                        "one by one from now on", self.name, merged_error)
+            log.warning(
+                "%s: the merged model call fails (%s) while each member runs alone; running them "
+                "one by one from now on",
+                self.name,
+                merged_error,
+            )
             self.panel = None
         return signals
 
@@ -172,8 +204,16 @@ class Analyzer(StockadeActor):
     def _refused(self, error: ModelError) -> None:
         if first_report(error):
             log.error("%s; trading on without it (rule strategies and the other models)", error)
-            self.tell(names.ALERTER, Alert("WARNING", f"model-refused:{error.path}",
-                                       f"{error}. Trading goes on without it.", self.name, self.clock.now_ns()))
+            self.tell(
+                names.ALERTER,
+                Alert(
+                    "WARNING",
+                    f"model-refused:{error.path}",
+                    f"{error}. Trading goes on without it.",
+                    self.name,
+                    self.clock.now_ns(),
+                ),
+            )
         else:
             log.debug("%s: %s", self.name, error)
 

@@ -12,10 +12,10 @@ tree: `python run.py bench` runs it in a backtest.
 
 from __future__ import annotations
 
-from stockade.supervisors.base import StockadeActor, handles
-from stockade.codecs.messages import Proposal, Quote
-from stockade.trading.indicators import EMA
 from stockade.actors import names
+from stockade.codecs.messages import Proposal, Quote
+from stockade.supervisors.base import StockadeActor, handles
+from stockade.trading.indicators import EMA
 
 FAST, SLOW = 12, 26
 
@@ -54,8 +54,19 @@ class Crossover(StockadeActor):
         self.long = side == "buy"
         if self.signals_only:
             return
-        self.tell(names.RISK_GUARD, Proposal(
-            proposal_id=self.clock.new_id(), symbol=self.symbol, side=side, score=1.0 if above else -1.0,
-            confidence=1.0, price=mid, bid=q.bid, ask=q.ask, quote_ts_ns=q.ts_ns, quote_recv_ns=q.recv_ns,
-            models=("ema_cross",),
-        ))
+        self.tell(
+            names.RISK_GUARD,
+            Proposal(
+                proposal_id=self.clock.new_id(),
+                symbol=self.symbol,
+                side=side,
+                score=1.0 if above else -1.0,
+                confidence=1.0,
+                price=mid,
+                bid=q.bid,
+                ask=q.ask,
+                quote_ts_ns=q.ts_ns,
+                quote_recv_ns=q.recv_ns,
+                models=("ema_cross",),
+            ),
+        )

@@ -26,14 +26,14 @@ import concurrent.futures
 import logging
 import threading
 
-from stockade.supervisors.base import StockadeActor, handles
+from stockade.actors import names
 from stockade.actors.services import Services
 from stockade.broker.liquidation import LiquidationReport, liquidate
 from stockade.broker.rest import redact
 from stockade.broker.token_bucket import limit_client
 from stockade.codecs.messages import Alert, Flatten, Kill
 from stockade.codecs.records import KillRequested
-from stockade.actors import names
+from stockade.supervisors.base import StockadeActor, handles
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,9 @@ def liquidation_client(svc: Services) -> object:
     return limit_client(svc.broker.trading_client(), svc.rest_bucket(), max_wait_s=0.0, emergency=True)
 
 
-def emergency_liquidation(svc: Services, reason: str, requested_by: str, client: object | None = None,
-                          halted: bool = False) -> LiquidationReport:
+def emergency_liquidation(
+    svc: Services, reason: str, requested_by: str, client: object | None = None, halted: bool = False
+) -> LiquidationReport:
     """HALTED (unless the caller already did it), then flat. Safe to call from any
     thread; builds its own (budget-counted) client if none given."""
     if not halted:
@@ -61,15 +62,20 @@ def emergency_liquidation(svc: Services, reason: str, requested_by: str, client:
     cfg = svc.settings.emergency
     try:
         client = client or liquidation_client(svc)
-        report = liquidate(client, attempts=cfg.attempts, retry_interval_s=cfg.retry_interval_s,
-                           flat_timeout_s=cfg.flat_timeout_s)
+        report = liquidate(
+            client, attempts=cfg.attempts, retry_interval_s=cfg.retry_interval_s, flat_timeout_s=cfg.flat_timeout_s
+        )
     except Exception as exc:  # even building the client failed
         report = LiquidationReport(False, 0, (), 0, (redact(exc),), 0.0)
     if report.flat:
         log.critical("liquidation complete: flat after %d attempt(s), %.2fs", report.attempts, report.elapsed_s)
     else:
-        log.critical("LIQUIDATION INCOMPLETE: still holding %s, %d open order(s); errors: %s",
-                     list(report.positions_left), report.orders_left, list(report.errors))
+        log.critical(
+            "LIQUIDATION INCOMPLETE: still holding %s, %d open order(s); errors: %s",
+            list(report.positions_left),
+            report.orders_left,
+            list(report.errors),
+        )
     return report
 
 
@@ -111,13 +117,19 @@ class EmergencyStop(StockadeActor):
                 else:
                     log.warning("flatten requested by %s: %s", why.requested_by, why.reason)
                     cfg = self.svc.settings.emergency
-                    report = liquidate(self.client, attempts=cfg.attempts, retry_interval_s=cfg.retry_interval_s,
-                                       flat_timeout_s=cfg.flat_timeout_s)
+                    report = liquidate(
+                        self.client,
+                        attempts=cfg.attempts,
+                        retry_interval_s=cfg.retry_interval_s,
+                        flat_timeout_s=cfg.flat_timeout_s,
+                    )
                 future.set_result(report)
                 level = "EMERGENCY" if halt or not report.flat else "INFO"
-                text = (f"{what} by {why.requested_by} ({why.reason}): "
-                        + ("flat" if report.flat else f"NOT flat: {list(report.positions_left)}, "
-                           f"{report.orders_left} open orders"))
+                text = f"{what} by {why.requested_by} ({why.reason}): " + (
+                    "flat"
+                    if report.flat
+                    else f"NOT flat: {list(report.positions_left)}, {report.orders_left} open orders"
+                )
                 self.router.tell(names.ALERTER, Alert(level, what, text, NAME, self.clock.now_ns()), NAME)
             except BaseException as exc:  # noqa: BLE001 - the caller must get an answer
                 future.set_exception(exc)

@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from stockade.supervisors.base import StockadeActor, handles
+from stockade.actors import names, ticks
 from stockade.actors.services import Services
 from stockade.codecs.messages import (
     ApproveProposal,
@@ -41,10 +41,9 @@ from stockade.codecs.messages import (
     Votes,
 )
 from stockade.codecs.records import VoteEntry, VoterDecisionRecord, VoterOutcome, VoterWeightRecord
-from stockade.trading.voting import POOLED, Decision, Ensemble, EnsembleParams, HorizonScorer, needs_approval
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.trading.order_states import TERMINAL
-from stockade.actors import names
-from stockade.actors import ticks
+from stockade.trading.voting import POOLED, Decision, Ensemble, EnsembleParams, HorizonScorer, needs_approval
 
 log = logging.getLogger(__name__)
 
@@ -58,28 +57,60 @@ EQUITY_HISTORY = 2_000
 WEIGHTS_SAVE_S = 2.0
 
 
-def record_of(decision: Decision, proposal: Proposal, outcome: VoterOutcome, mode: str, now_ns: int) -> VoterDecisionRecord:
+def record_of(
+    decision: Decision, proposal: Proposal, outcome: VoterOutcome, mode: str, now_ns: int
+) -> VoterDecisionRecord:
     """The stored form of a decision and its proposal."""
     return VoterDecisionRecord(
-        ts_ns=now_ns, proposal_id=proposal.proposal_id, symbol=proposal.symbol, side=proposal.side,
-        outcome=outcome, mode=mode, score=decision.score, confidence=decision.confidence,
-        threshold=decision.threshold, min_confidence=decision.min_confidence, defensive=decision.defensive,
-        defensive_reason=decision.defensive_reason, size_scale=decision.size_scale, models=decision.models,
-        votes=tuple(VoteEntry(model=v.model, direction=v.direction, confidence=v.confidence,
-                              weight=decision.weights.get(v.model, 0.0), high_volatility=v.high_volatility)
-                    for v in decision.votes),
-        price=proposal.price, bid=proposal.bid, ask=proposal.ask, quote_ts_ns=proposal.quote_ts_ns,
-        quote_recv_ns=proposal.quote_recv_ns, proposed_ns=now_ns,
+        ts_ns=now_ns,
+        proposal_id=proposal.proposal_id,
+        symbol=proposal.symbol,
+        side=proposal.side,
+        outcome=outcome,
+        mode=mode,
+        score=decision.score,
+        confidence=decision.confidence,
+        threshold=decision.threshold,
+        min_confidence=decision.min_confidence,
+        defensive=decision.defensive,
+        defensive_reason=decision.defensive_reason,
+        size_scale=decision.size_scale,
+        models=decision.models,
+        votes=tuple(
+            VoteEntry(
+                model=v.model,
+                direction=v.direction,
+                confidence=v.confidence,
+                weight=decision.weights.get(v.model, 0.0),
+                high_volatility=v.high_volatility,
+            )
+            for v in decision.votes
+        ),
+        price=proposal.price,
+        bid=proposal.bid,
+        ask=proposal.ask,
+        quote_ts_ns=proposal.quote_ts_ns,
+        quote_recv_ns=proposal.quote_recv_ns,
+        proposed_ns=now_ns,
     )
 
 
 def proposal_of(record: VoterDecisionRecord) -> Proposal:
     """The proposal a stored record describes."""
     return Proposal(
-        proposal_id=record.proposal_id, symbol=record.symbol, side=record.side, score=record.score,
-        confidence=record.confidence, price=record.price, bid=record.bid, ask=record.ask,
-        quote_ts_ns=record.quote_ts_ns, quote_recv_ns=record.quote_recv_ns, models=record.models,
-        size_scale=record.size_scale, defensive=record.defensive,
+        proposal_id=record.proposal_id,
+        symbol=record.symbol,
+        side=record.side,
+        score=record.score,
+        confidence=record.confidence,
+        price=record.price,
+        bid=record.bid,
+        ask=record.ask,
+        quote_ts_ns=record.quote_ts_ns,
+        quote_recv_ns=record.quote_recv_ns,
+        models=record.models,
+        size_scale=record.size_scale,
+        defensive=record.defensive,
     )
 
 
@@ -89,15 +120,24 @@ class EnsembleVoter(StockadeActor):
         v = self.svc.settings.voter
         self.cfg = v
         self.models = tuple(self.svc.settings.analyzer.strategies)
-        self.ensemble = Ensemble(EnsembleParams(
-            threshold=v.threshold, min_confidence=v.min_confidence, base_weights=dict(v.weights),
-            cooldown_s=v.cooldown_s, in_flight_timeout_s=v.in_flight_timeout_s, weight_floor=v.min_weight,
-            # Outcomes decay so that the last ~adaptive_window of them carry the weight.
-            decay=1.0 - 1.0 / v.adaptive_window if v.adaptive_window > 1 else 1.0,
-            defensive_threshold_add=v.defensive_threshold_add, defensive_confidence_add=v.defensive_confidence_add,
-            defensive_size_scale=v.defensive_size_scale, defensive_drawdown_pct=v.defensive_drawdown_pct,
-            defensive_hit_rate=v.defensive_hit_rate,
-        ), clock=self.clock.now_ns)
+        self.ensemble = Ensemble(
+            EnsembleParams(
+                threshold=v.threshold,
+                min_confidence=v.min_confidence,
+                base_weights=dict(v.weights),
+                cooldown_s=v.cooldown_s,
+                in_flight_timeout_s=v.in_flight_timeout_s,
+                weight_floor=v.min_weight,
+                # Outcomes decay so that the last ~adaptive_window of them carry the weight.
+                decay=1.0 - 1.0 / v.adaptive_window if v.adaptive_window > 1 else 1.0,
+                defensive_threshold_add=v.defensive_threshold_add,
+                defensive_confidence_add=v.defensive_confidence_add,
+                defensive_size_scale=v.defensive_size_scale,
+                defensive_drawdown_pct=v.defensive_drawdown_pct,
+                defensive_hit_rate=v.defensive_hit_rate,
+            ),
+            clock=self.clock.now_ns,
+        )
         self.scorer = HorizonScorer(v.score_horizon_s, v.score_dead_band_bps)
         self.latest: dict[str, dict[str, Vote]] = {}
         # Parked proposals: id -> their stored record (with proposed_ns, for expiry and age).
@@ -136,8 +176,9 @@ class EnsembleVoter(StockadeActor):
         if not self._weights_dirty:
             return
         now = self.clock.now_ns()
-        records = {m: VoterWeightRecord(hits=h, misses=x, ts_ns=now)
-                   for m, (h, x) in self.ensemble.track_record().items()}
+        records = {
+            m: VoterWeightRecord(hits=h, misses=x, ts_ns=now) for m, (h, x) in self.ensemble.track_record().items()
+        }
         store = self.svc.store
         store.transact(lambda t: store.voter_weights.put_many(records, txn=t), durable=False)
         self._weights_dirty = False
@@ -162,7 +203,9 @@ class EnsembleVoter(StockadeActor):
     def _expired(self, rec: VoterDecisionRecord, now_ns: int) -> bool:
         return now_ns - rec.proposed_ns > self.cfg.approval_timeout_s * 1e9
 
-    def _write(self, rec: VoterDecisionRecord, outcome: VoterOutcome, now_ns: int, reason: str = "") -> VoterDecisionRecord:
+    def _write(
+        self, rec: VoterDecisionRecord, outcome: VoterOutcome, now_ns: int, reason: str = ""
+    ) -> VoterDecisionRecord:
         step = msgspec.structs.replace(rec, outcome=outcome, ts_ns=now_ns, reason=reason)
         self.svc.store.voter_decisions.add(step, ts_ns=now_ns)
         return step
@@ -204,15 +247,27 @@ class EnsembleVoter(StockadeActor):
         rec = record_of(decision, proposal, "parked" if parked else "proposed", mode, now)
         if not parked:
             self.tell(names.RISK_GUARD, proposal)  # first: the record is not on the order's critical path
-            log.debug("proposal: %s %s (score %.2f, confidence %.2f, models %s%s)", proposal.side, proposal.symbol,
-                      proposal.score, proposal.confidence, ",".join(proposal.models),
-                      f", defensive: {decision.defensive_reason}" if decision.defensive else "")
+            log.debug(
+                "proposal: %s %s (score %.2f, confidence %.2f, models %s%s)",
+                proposal.side,
+                proposal.symbol,
+                proposal.score,
+                proposal.confidence,
+                ",".join(proposal.models),
+                f", defensive: {decision.defensive_reason}" if decision.defensive else "",
+            )
             self.svc.store.voter_decisions.add(rec, ts_ns=now, durable=False)
         else:
             self.svc.store.voter_decisions.add(rec, ts_ns=now)  # durable: it must survive a restart
             self.parked[proposal.proposal_id] = rec
-            log.info("proposal %s parked for approval: %s %s (score %.2f, confidence %.2f)", proposal.proposal_id,
-                     proposal.side, proposal.symbol, proposal.score, proposal.confidence)
+            log.info(
+                "proposal %s parked for approval: %s %s (score %.2f, confidence %.2f)",
+                proposal.proposal_id,
+                proposal.side,
+                proposal.symbol,
+                proposal.score,
+                proposal.confidence,
+            )
 
     # ---- operator approval --------------------------------------------------------
 
@@ -220,11 +275,19 @@ class EnsembleVoter(StockadeActor):
     def on_list(self, _msg: ListPending) -> list[dict[str, Any]]:
         now = self.clock.now_ns()
         return [
-            {"proposal_id": r.proposal_id, "symbol": r.symbol, "side": r.side, "score": round(r.score, 4),
-             "confidence": round(r.confidence, 4), "price": r.price, "models": list(r.models),
-             "defensive": r.defensive, "size_scale": r.size_scale,
-             "age_s": round((now - r.proposed_ns) / 1e9, 1),
-             "expires_in_s": round(self.cfg.approval_timeout_s - (now - r.proposed_ns) / 1e9, 1)}
+            {
+                "proposal_id": r.proposal_id,
+                "symbol": r.symbol,
+                "side": r.side,
+                "score": round(r.score, 4),
+                "confidence": round(r.confidence, 4),
+                "price": r.price,
+                "models": list(r.models),
+                "defensive": r.defensive,
+                "size_scale": r.size_scale,
+                "age_s": round((now - r.proposed_ns) / 1e9, 1),
+                "expires_in_s": round(self.cfg.approval_timeout_s - (now - r.proposed_ns) / 1e9, 1),
+            }
             for r in self.parked.values()
         ]
 
@@ -262,8 +325,14 @@ class EnsembleVoter(StockadeActor):
         newest = max(votes.values(), key=lambda v: v.quote_recv_ns)
         if newest.quote_recv_ns <= proposal.quote_recv_ns:
             return proposal
-        return msgspec.structs.replace(proposal, price=newest.price, bid=newest.bid, ask=newest.ask,
-                                       quote_ts_ns=newest.quote_ts_ns, quote_recv_ns=newest.quote_recv_ns)
+        return msgspec.structs.replace(
+            proposal,
+            price=newest.price,
+            bid=newest.bid,
+            ask=newest.ask,
+            quote_ts_ns=newest.quote_ts_ns,
+            quote_recv_ns=newest.quote_recv_ns,
+        )
 
     @handles(RejectProposal)
     def on_reject(self, msg: RejectProposal) -> dict[str, Any]:

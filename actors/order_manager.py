@@ -50,12 +50,12 @@ from __future__ import annotations
 
 import logging
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-from stockade.supervisors.base import StockadeActor, handles
+from stockade.actors import names, ticks
 from stockade.actors.services import Services
 from stockade.broker import orders as broker_orders
 from stockade.broker.backoff import Backoff
@@ -81,12 +81,11 @@ from stockade.codecs.records import (
     OrderSubmitFailed,
     OrderSubmitted,
 )
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.trading.brackets import round_price
-from stockade.trading.protection import ProtectionWatch
 from stockade.trading.ledger import apply_fill, fill_increment, ledger_uncovered
 from stockade.trading.order_states import EVENTS, PENDING, TERMINAL, InvalidTransition, next_state
-from stockade.actors import names
-from stockade.actors import ticks
+from stockade.trading.protection import ProtectionWatch
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +170,11 @@ class OrderManager(StockadeActor):
                 # broker's position now bounds it, so no stop opens a short.
                 bare = self._broker_bare(intent.symbol, bare)
                 if bare <= 0:
-                    log.info("protective stop for %s not sent: the broker does not hold the shares (or could not "
-                             "say); the position's own watch asks again", intent.symbol)
+                    log.info(
+                        "protective stop for %s not sent: the broker does not hold the shares (or could not "
+                        "say); the position's own watch asks again",
+                        intent.symbol,
+                    )
                     return
             if bare < intent.qty:
                 intent = msgspec.structs.replace(intent, qty=bare)
@@ -248,8 +250,11 @@ class OrderManager(StockadeActor):
             log.warning("submit %s attempt %d/%d failed: %s", record.client_order_id, attempt, attempts, last_error)
             self._journal_event(
                 OrderSubmitFailed(
-                    ts_ns=self.clock.now_ns(), client_order_id=record.client_order_id, attempt=attempt,
-                    error=last_error, definitive=False,
+                    ts_ns=self.clock.now_ns(),
+                    client_order_id=record.client_order_id,
+                    attempt=attempt,
+                    error=last_error,
+                    definitive=False,
                 )
             )
             if attempt < attempts and backoff is not None:
@@ -263,10 +268,17 @@ class OrderManager(StockadeActor):
             return
         # Out of attempts with the outcome unknown: the resync resolves it.
         self._set_state(record, "unknown", "submit_unknown", last_error)
-        self.tell(names.ALERTER, Alert("CRITICAL", f"order-unknown:{record.symbol}",
-                                   f"order {record.client_order_id} ({record.side} {record.qty} {record.symbol}) "
-                                   f"outcome unknown after {attempts} attempts: {last_error}",
-                                   NAME, self.clock.now_ns()))
+        self.tell(
+            names.ALERTER,
+            Alert(
+                "CRITICAL",
+                f"order-unknown:{record.symbol}",
+                f"order {record.client_order_id} ({record.side} {record.qty} {record.symbol}) "
+                f"outcome unknown after {attempts} attempts: {last_error}",
+                NAME,
+                self.clock.now_ns(),
+            ),
+        )
 
     def _not_sent(self, record: OrderRecord, intent: OrderIntent, attempts: int, error: str) -> None:
         """The rule for an order the broker never took: abandoned after its
@@ -274,9 +286,16 @@ class OrderManager(StockadeActor):
         protection of the position, decides again)."""
         reason = f"not sent: refused before placing on all {attempts} attempts ({error})"
         self._set_state(record, "canceled", "abandon", reason)
-        self.tell(names.ALERTER, Alert("WARNING", f"order-not-sent:{record.symbol}",
-                                   f"order {record.client_order_id} ({record.side} {record.qty} {record.symbol}) "
-                                   f"{reason}; abandoned", NAME, self.clock.now_ns()))
+        self.tell(
+            names.ALERTER,
+            Alert(
+                "WARNING",
+                f"order-not-sent:{record.symbol}",
+                f"order {record.client_order_id} ({record.side} {record.qty} {record.symbol}) {reason}; abandoned",
+                NAME,
+                self.clock.now_ns(),
+            ),
+        )
         self._refuse(intent, record.client_order_id, reason)
 
     def _send(self, record: OrderRecord, request: Any, attempt: int) -> tuple[str, str]:
@@ -287,8 +306,9 @@ class OrderManager(StockadeActor):
         have it and the look-up could not tell."""
         from alpaca.common.exceptions import APIError
 
-        self._journal_event(OrderSubmitted(ts_ns=self.clock.now_ns(), client_order_id=record.client_order_id,
-                                           attempt=attempt))
+        self._journal_event(
+            OrderSubmitted(ts_ns=self.clock.now_ns(), client_order_id=record.client_order_id, attempt=attempt)
+        )
         try:
             order = self._client_for(record).submit_order(request)
         except BudgetSpent as exc:
@@ -321,9 +341,13 @@ class OrderManager(StockadeActor):
         if stored is not None:
             # The ledger's progress may be newer than the caller's copy (never
             # step a fill back); the caller's send bookkeeping is newer than its.
-            record = _replace(record, state=stored.state, filled_qty=stored.filled_qty,
-                              filled_avg_price=stored.filled_avg_price,
-                              broker_order_id=stored.broker_order_id or record.broker_order_id)
+            record = _replace(
+                record,
+                state=stored.state,
+                filled_qty=stored.filled_qty,
+                filled_avg_price=stored.filled_avg_price,
+                broker_order_id=stored.broker_order_id or record.broker_order_id,
+            )
         broker_id = str(order.id)
         legs = tuple(leg.client_order_id for leg in (order.legs or ()))
         now = self.clock.now_ns()
@@ -332,22 +356,34 @@ class OrderManager(StockadeActor):
         updated = _replace(record, state=new, broker_order_id=broker_id, legs=legs, updated_ns=now)
 
         def write(txn: Any) -> None:
-            self.store.journal.append(OrderAcknowledged(ts_ns=now, client_order_id=record.client_order_id,
-                                                        broker_order_id=broker_id), txn=txn)
+            self.store.journal.append(
+                OrderAcknowledged(ts_ns=now, client_order_id=record.client_order_id, broker_order_id=broker_id), txn=txn
+            )
             self.store.put_order(updated, txn=txn)
             for leg in order.legs or ():
                 if not self.store.orders.has(leg.client_order_id, txn=txn):
                     # Unfilled here: its fills, if any, are recorded by _apply.
                     self.store.put_order(
-                        broker_orders.record_from_order(leg, reason="bracket leg", parent_id=record.client_order_id,
-                                                        now_ns=self.clock.now_ns(),
-                                                        unfilled=True),
+                        broker_orders.record_from_order(
+                            leg,
+                            reason="bracket leg",
+                            parent_id=record.client_order_id,
+                            now_ns=self.clock.now_ns(),
+                            unfilled=True,
+                        ),
                         txn=txn,
                     )
 
         self.store.transact(write, durable=False)
-        log.info("order placed: %s %d %s (%s, %s) id %s", record.side, record.qty, record.symbol,
-                 record.order_class, status, record.client_order_id)
+        log.info(
+            "order placed: %s %d %s (%s, %s) id %s",
+            record.side,
+            record.qty,
+            record.symbol,
+            record.order_class,
+            status,
+            record.client_order_id,
+        )
         # The REST answer may already say filled (a fast market order), and
         # an order found by a look-up may have legs that traded meanwhile.
         self._apply(broker_orders.update_from_order(order, now_ns=self.clock.now_ns()), source="rest")
@@ -356,20 +392,41 @@ class OrderManager(StockadeActor):
 
     def _rejected(self, record: OrderRecord, error: str, attempt: int, reason: str) -> None:
         now = self.clock.now_ns()
-        self._journal_event(OrderSubmitFailed(ts_ns=now, client_order_id=record.client_order_id, attempt=attempt,
-                                              error=error, definitive=True))
+        self._journal_event(
+            OrderSubmitFailed(
+                ts_ns=now, client_order_id=record.client_order_id, attempt=attempt, error=error, definitive=True
+            )
+        )
         self._set_state(record, "rejected", "submit_rejected", f"{reason}: {error}")
-        log.warning("order rejected by the broker (%s): %s %d %s: %s", reason, record.side, record.qty, record.symbol,
-                    error)
-        update = OrderUpdate(event="rejected", client_order_id=record.client_order_id, broker_order_id="",
-                             symbol=record.symbol, side=record.side, status="rejected", qty=float(record.qty),
-                             filled_qty=0.0, filled_avg_price=None, ts_ns=now, proposal_id=record.proposal_id,
-                             reason=reason)
+        log.warning(
+            "order rejected by the broker (%s): %s %d %s: %s", reason, record.side, record.qty, record.symbol, error
+        )
+        update = OrderUpdate(
+            event="rejected",
+            client_order_id=record.client_order_id,
+            broker_order_id="",
+            symbol=record.symbol,
+            side=record.side,
+            status="rejected",
+            qty=float(record.qty),
+            filled_qty=0.0,
+            filled_avg_price=None,
+            ts_ns=now,
+            proposal_id=record.proposal_id,
+            reason=reason,
+        )
         self.tell(names.RISK_GUARD, update)
         self.tell(names.ENSEMBLE_VOTER, update)
-        self.tell(names.ALERTER, Alert("WARNING", f"order-rejected:{reason}:{record.symbol}",
-                                   f"order {record.side} {record.qty} {record.symbol} rejected ({reason}): {error}",
-                                   NAME, now))
+        self.tell(
+            names.ALERTER,
+            Alert(
+                "WARNING",
+                f"order-rejected:{reason}:{record.symbol}",
+                f"order {record.side} {record.qty} {record.symbol} rejected ({reason}): {error}",
+                NAME,
+                now,
+            ),
+        )
 
     def _adopt(self, record: OrderRecord, after: str = "") -> bool:
         """Look `record` up at the broker by client id; adopt it if the broker has it."""
@@ -386,8 +443,11 @@ class OrderManager(StockadeActor):
             log.warning("lookup of %s failed: %s", record.client_order_id, redact(exc))
             return "unknown"
         if after:
-            log.warning("submit of %s: outcome unknown (%s); the broker has it: adopted, not resent",
-                        record.client_order_id, after)
+            log.warning(
+                "submit of %s: outcome unknown (%s); the broker has it: adopted, not resent",
+                record.client_order_id,
+                after,
+            )
         self._acknowledged(record, order)
         return "found"
 
@@ -415,10 +475,24 @@ class OrderManager(StockadeActor):
         if self.store.orders.has(coid):
             return
         now = self.clock.now_ns()
-        record = _replace(old, client_order_id=coid, intent_id="", state="intent", qty=old.qty - old.filled_qty,
-                          stop_price=msg.stop_price, broker_order_id=None, filled_qty=0, filled_avg_price=None,
-                          created_ns=now, updated_ns=now, sent_ns=now, attempts=1, legs=(), last_error="",
-                          reason=f"{msg.reason} (replaces {old.client_order_id})")
+        record = _replace(
+            old,
+            client_order_id=coid,
+            intent_id="",
+            state="intent",
+            qty=old.qty - old.filled_qty,
+            stop_price=msg.stop_price,
+            broker_order_id=None,
+            filled_qty=0,
+            filled_avg_price=None,
+            created_ns=now,
+            updated_ns=now,
+            sent_ns=now,
+            attempts=1,
+            legs=(),
+            last_error="",
+            reason=f"{msg.reason} (replaces {old.client_order_id})",
+        )
 
         def journal(txn: Any) -> None:
             self.store.journal.append(IntentJournaled(ts_ns=now, order=record), txn=txn)
@@ -427,7 +501,8 @@ class OrderManager(StockadeActor):
         self.store.transact(journal, durable=True)
         try:
             order = self.client.replace_order_by_id(
-                old.broker_order_id, ReplaceOrderRequest(stop_price=msg.stop_price, client_order_id=coid))
+                old.broker_order_id, ReplaceOrderRequest(stop_price=msg.stop_price, client_order_id=coid)
+            )
         except BudgetSpent as exc:
             self._set_state(record, "canceled", "abandon", str(exc))
             return
@@ -449,8 +524,13 @@ class OrderManager(StockadeActor):
             if not self._adopt(record, f"{type(exc).__name__}: {redact(exc)}"):
                 self._set_state(record, "unknown", "submit_unknown", redact(exc))
             return
-        log.info("trailing stop: %s %d moved from %.2f to %.2f", old.symbol, record.qty, old.stop_price or 0.0,
-                 msg.stop_price)
+        log.info(
+            "trailing stop: %s %d moved from %.2f to %.2f",
+            old.symbol,
+            record.qty,
+            old.stop_price or 0.0,
+            msg.stop_price,
+        )
         self._acknowledged(record, order)
 
     # ---- restart: resolve what the dead instance left -------------------------------
@@ -467,8 +547,12 @@ class OrderManager(StockadeActor):
         except Exception as exc:
             if broker_orders.is_not_found(exc):
                 event = "abandon" if record.state == "intent" else "not_found"
-                self._set_state(record, next_state(record.state, event), event,
-                                "not at the broker after restart: abandoned, not resent")
+                self._set_state(
+                    record,
+                    next_state(record.state, event),
+                    event,
+                    "not at the broker after restart: abandoned, not resent",
+                )
                 log.warning("intent %s never reached the broker; abandoned (not resent)", record.client_order_id)
             else:
                 log.warning("could not resolve %s now (%s); will retry", record.client_order_id, redact(exc))
@@ -503,10 +587,11 @@ class OrderManager(StockadeActor):
         tracked = [o for o in self.store.open_orders() if o.state not in PENDING and o.broker_order_id]
         if not tracked:
             return
-        since = datetime.fromtimestamp(min(o.created_ns for o in tracked) / 1e9 - 60, tz=timezone.utc)
+        since = datetime.fromtimestamp(min(o.created_ns for o in tracked) / 1e9 - 60, tz=UTC)
         try:
-            orders = self.client.get_orders(GetOrdersRequest(status=QueryOrderStatus.ALL, after=since, limit=500,
-                                                             nested=False))
+            orders = self.client.get_orders(
+                GetOrdersRequest(status=QueryOrderStatus.ALL, after=since, limit=500, nested=False)
+            )
         except Exception as exc:
             log.warning("resync failed: %s", redact(exc))
             return
@@ -534,10 +619,19 @@ class OrderManager(StockadeActor):
             # The broker's type matters: a stop placed by hand protects its shares.
             kind = update.order_type if update.order_type in _ORDER_TYPES else "market"
             record = OrderRecord(
-                client_order_id=update.client_order_id, intent_id="", symbol=update.symbol, side=update.side,
-                qty=int(update.qty), order_type=kind, stop_price=update.stop_price, state="accepted",
-                broker_order_id=update.broker_order_id, created_ns=now, updated_ns=now,
-                reason=f"adopted from {source}", order_class=_order_class(update.order_class),
+                client_order_id=update.client_order_id,
+                intent_id="",
+                symbol=update.symbol,
+                side=update.side,
+                qty=int(update.qty),
+                order_type=kind,
+                stop_price=update.stop_price,
+                state="accepted",
+                broker_order_id=update.broker_order_id,
+                created_ns=now,
+                updated_ns=now,
+                reason=f"adopted from {source}",
+                order_class=_order_class(update.order_class),
             )
             log.info("adopting broker order %s (%s %s)", update.client_order_id, update.side, update.symbol)
         event = _event_of(update)
@@ -554,11 +648,16 @@ class OrderManager(StockadeActor):
         if new_state == record.state and increment is None and record.broker_order_id and not adopted:
             return  # nothing new (a replay or a resync that agrees)
         updated = _replace(
-            record, state=new_state, broker_order_id=record.broker_order_id or update.broker_order_id or None,
+            record,
+            state=new_state,
+            broker_order_id=record.broker_order_id or update.broker_order_id or None,
             filled_qty=max(filled_qty, record.filled_qty),
             # An older report (lower cumulative qty) does not roll the average back.
-            filled_avg_price=(update.filled_avg_price if update.filled_avg_price and filled_qty >= record.filled_qty
-                              else record.filled_avg_price),
+            filled_avg_price=(
+                update.filled_avg_price
+                if update.filled_avg_price and filled_qty >= record.filled_qty
+                else record.filled_avg_price
+            ),
             updated_ns=now,
         )
         fill = None
@@ -566,8 +665,14 @@ class OrderManager(StockadeActor):
             qty, price = increment
             fill = FillRecord(
                 exec_id=f"{update.broker_order_id or record.broker_order_id}:{filled_qty}",
-                client_order_id=record.client_order_id, broker_order_id=update.broker_order_id or record.broker_order_id,
-                symbol=record.symbol, side=record.side, qty=qty, price=price, ts_ns=update.ts_ns, recv_ns=now,
+                client_order_id=record.client_order_id,
+                broker_order_id=update.broker_order_id or record.broker_order_id,
+                symbol=record.symbol,
+                side=record.side,
+                qty=qty,
+                price=price,
+                ts_ns=update.ts_ns,
+                recv_ns=now,
                 position_qty=int(update.position_qty) if update.position_qty is not None else None,
             )
 
@@ -576,8 +681,12 @@ class OrderManager(StockadeActor):
         def write(txn: Any) -> None:
             nonlocal held
             if new_state != record.state:
-                self.store.journal.append(OrderStateChanged(ts_ns=now, client_order_id=record.client_order_id,
-                                                            old=record.state, new=new_state, event=event), txn=txn)
+                self.store.journal.append(
+                    OrderStateChanged(
+                        ts_ns=now, client_order_id=record.client_order_id, old=record.state, new=new_state, event=event
+                    ),
+                    txn=txn,
+                )
             self.store.put_order(updated, txn=txn)
             if fill is None:
                 return
@@ -587,8 +696,9 @@ class OrderManager(StockadeActor):
                 self.store.journal.append(FillRecorded(ts_ns=now, fill=fill), txn=txn)
                 # The watermark the reconciler checks its broker snapshots against.
                 mark = self.store.fill_marks.get(record.symbol, txn=txn)
-                self.store.fill_marks.put(record.symbol, FillMark(symbol=record.symbol,
-                                                                  seq=(mark.seq if mark else 0) + 1, ts_ns=now), txn=txn)
+                self.store.fill_marks.put(
+                    record.symbol, FillMark(symbol=record.symbol, seq=(mark.seq if mark else 0) + 1, ts_ns=now), txn=txn
+                )
                 if to_position:
                     position = apply_fill(position, record.symbol, record.side, fill.qty, fill.price, now)
                     self.store.positions.put(record.symbol, position, txn=txn)
@@ -597,26 +707,52 @@ class OrderManager(StockadeActor):
         self.store.transact(write, durable=False)
         if fill is not None:
             verb = "bought" if record.side == "buy" else "sold"
-            log.info("order filled: %s %d %s at %.2f (position now %d shares)", verb, fill.qty, record.symbol,
-                     fill.price, held)
-            self.tell(names.ALERTER, Alert("INFO", f"fill:{record.client_order_id}",
-                                       f"{verb} {fill.qty} {record.symbol} at {fill.price:.2f} (position {held})",
-                                       NAME, now))
+            log.info(
+                "order filled: %s %d %s at %.2f (position now %d shares)",
+                verb,
+                fill.qty,
+                record.symbol,
+                fill.price,
+                held,
+            )
+            self.tell(
+                names.ALERTER,
+                Alert(
+                    "INFO",
+                    f"fill:{record.client_order_id}",
+                    f"{verb} {fill.qty} {record.symbol} at {fill.price:.2f} (position {held})",
+                    NAME,
+                    now,
+                ),
+            )
         if new_state != record.state or fill is not None:
-            out = OrderUpdate(event=event, client_order_id=record.client_order_id,
-                              broker_order_id=updated.broker_order_id or "", symbol=record.symbol, side=record.side,
-                              status=new_state, qty=float(record.qty), filled_qty=float(updated.filled_qty),
-                              filled_avg_price=updated.filled_avg_price, ts_ns=now, order_class=record.order_class,
-                              price=fill.price if fill else None, fill_qty=float(fill.qty) if fill else None,
-                              proposal_id=record.proposal_id)
+            out = OrderUpdate(
+                event=event,
+                client_order_id=record.client_order_id,
+                broker_order_id=updated.broker_order_id or "",
+                symbol=record.symbol,
+                side=record.side,
+                status=new_state,
+                qty=float(record.qty),
+                filled_qty=float(updated.filled_qty),
+                filled_avg_price=updated.filled_avg_price,
+                ts_ns=now,
+                order_class=record.order_class,
+                price=fill.price if fill else None,
+                fill_qty=float(fill.qty) if fill else None,
+                proposal_id=record.proposal_id,
+            )
             self.tell(names.RISK_GUARD, out)
             self.tell(names.ENSEMBLE_VOTER, out)
         if fill is not None or (new_state != record.state and new_state in TERMINAL and record.side == "sell"):
             # A fill, or a sell order that ended (a stop cancelled, say): the
             # symbol's shares may be bare now. Protected at once, not at the next pass.
             # A stream fill says the broker's position after it: no need to ask.
-            told = (held, fill.position_qty) if (fill is not None and fill.position_qty is not None
-                                                 and source == "stream" and to_position) else None
+            told = (
+                (held, fill.position_qty)
+                if (fill is not None and fill.position_qty is not None and source == "stream" and to_position)
+                else None
+            )
             self._cover(record.symbol, fill.price if fill is not None else None, told)
 
     # ---- protection: no long shares without a stop ------------------------------------
@@ -629,16 +765,31 @@ class OrderManager(StockadeActor):
         now = self.clock.monotonic()
         for symbol in self.watch.overdue(now):
             bare = self._coverage(symbol)[1]
-            log.error("%s: %d shares without a protective stop for %.1fs (bound %gs)", symbol, bare,
-                      self.watch.bare_for(symbol, now), self.watch.bound_s)
+            log.error(
+                "%s: %d shares without a protective stop for %.1fs (bound %gs)",
+                symbol,
+                bare,
+                self.watch.bare_for(symbol, now),
+                self.watch.bound_s,
+            )
             halted = self.svc.trading_state().state == "HALTED"
-            then = ("HALTED: resume to let stockade place a protective stop, or kill to go flat" if halted
-                    else "still trying")
-            self.tell(names.ALERTER, Alert("CRITICAL", f"unprotected:{symbol}",
-                                       f"{symbol}: {bare} shares without a protective stop for "
-                                       f"{self.watch.bare_for(symbol, now):.0f}s, beyond "
-                                       f"reconciler.max_unprotected_s ({self.watch.bound_s:g}s); {then}",
-                                       NAME, self.clock.now_ns()))
+            then = (
+                "HALTED: resume to let stockade place a protective stop, or kill to go flat"
+                if halted
+                else "still trying"
+            )
+            self.tell(
+                names.ALERTER,
+                Alert(
+                    "CRITICAL",
+                    f"unprotected:{symbol}",
+                    f"{symbol}: {bare} shares without a protective stop for "
+                    f"{self.watch.bare_for(symbol, now):.0f}s, beyond "
+                    f"reconciler.max_unprotected_s ({self.watch.bound_s:g}s); {then}",
+                    NAME,
+                    self.clock.now_ns(),
+                ),
+            )
 
     def _bare_qty(self, symbol: str) -> int:
         """Shares of the ledger's long position in `symbol` that no stop (resting or on its way) covers."""
@@ -695,15 +846,35 @@ class OrderManager(StockadeActor):
             return
         stop = round_price(reference * (1.0 - self.svc.settings.reconciler.protective_stop_pct / 100.0), "down")
         log.warning("%s: %d shares without a stop; placing a protective stop at %.2f", symbol, bare, stop)
-        self.tell(names.ALERTER, Alert("WARNING", f"unprotected:{symbol}",
-                                   f"{symbol}: {bare} shares unprotected; protective stop at {stop}", NAME,
-                                   self.clock.now_ns()))
+        self.tell(
+            names.ALERTER,
+            Alert(
+                "WARNING",
+                f"unprotected:{symbol}",
+                f"{symbol}: {bare} shares unprotected; protective stop at {stop}",
+                NAME,
+                self.clock.now_ns(),
+            ),
+        )
         self._covering = True
         try:
-            self.on_intent(OrderIntent(
-                intent_id=f"protect-{self.clock.new_id()}", symbol=symbol, side="sell", qty=bare, order_type="stop",
-                limit_price=None, take_profit=None, stop_loss=None, reason="protective stop for bare shares",
-                proposal_id="", quote_recv_ns=self.clock.now_ns(), reduce_only=True, stop_price=stop))
+            self.on_intent(
+                OrderIntent(
+                    intent_id=f"protect-{self.clock.new_id()}",
+                    symbol=symbol,
+                    side="sell",
+                    qty=bare,
+                    order_type="stop",
+                    limit_price=None,
+                    take_profit=None,
+                    stop_loss=None,
+                    reason="protective stop for bare shares",
+                    proposal_id="",
+                    quote_recv_ns=self.clock.now_ns(),
+                    reduce_only=True,
+                    stop_price=stop,
+                )
+            )
         finally:
             self._covering = False
 
@@ -746,8 +917,17 @@ class OrderManager(StockadeActor):
         updated = _replace(record, state=state, updated_ns=now, last_error=reason or record.last_error)
 
         def write(txn: Any) -> None:
-            self.store.journal.append(OrderStateChanged(ts_ns=now, client_order_id=record.client_order_id,
-                                                        old=record.state, new=state, event=event, reason=reason), txn=txn)
+            self.store.journal.append(
+                OrderStateChanged(
+                    ts_ns=now,
+                    client_order_id=record.client_order_id,
+                    old=record.state,
+                    new=state,
+                    event=event,
+                    reason=reason,
+                ),
+                txn=txn,
+            )
             self.store.put_order(updated, txn=txn)
 
         self.store.transact(write, durable=False)

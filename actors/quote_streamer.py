@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
-from stockade.supervisors.base import StockadeActor, handles
+from stockade.actors import names, ticks
 from stockade.actors.services import Services
 from stockade.broker.backoff import Backoff
 from stockade.broker.conflation import ConflatingBuffer
 from stockade.broker.market_stream import MarketDataStream
 from stockade.broker.stream_runner import StreamEvent
 from stockade.codecs.messages import Alert, ClockSnapshot, FlushQuotes, Quote, StreamStatus, Tick, Trade
-from stockade.actors import names
-from stockade.actors import ticks
+from stockade.supervisors.base import StockadeActor, handles
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +86,13 @@ class FeedWatch:
         out = []
         if connected and not self.connected:
             if self.down_level and self.down_since is not None:
-                out.append(("INFO", "market-data:reconnected",
-                            f"market data reconnected after {now - self.down_since:.0f}s down"))
+                out.append(
+                    (
+                        "INFO",
+                        "market-data:reconnected",
+                        f"market data reconnected after {now - self.down_since:.0f}s down",
+                    )
+                )
             # Quiet time is not reset here: a socket that reconnects every
             # silence timeout without ever delivering a quote must still alert.
             self.down_since, self.down_level = None, ""
@@ -107,13 +110,23 @@ class FeedWatch:
         out = []
         if not self.connected and self.down_since is not None:
             down = now - self.down_since
-            level = ("CRITICAL" if down >= self.down_after_s * CRITICAL_FACTOR
-                     else "WARNING" if down >= self.down_after_s else "")
+            level = (
+                "CRITICAL"
+                if down >= self.down_after_s * CRITICAL_FACTOR
+                else "WARNING"
+                if down >= self.down_after_s
+                else ""
+            )
             if level and level != self.down_level:
                 self.down_level = level
-                out.append((level, "market-data:disconnected",
-                            f"no market-data connection for {down:.0f}s while the market is open "
-                            f"(last: {self.last_detail})"))
+                out.append(
+                    (
+                        level,
+                        "market-data:disconnected",
+                        f"no market-data connection for {down:.0f}s while the market is open "
+                        f"(last: {self.last_detail})",
+                    )
+                )
             return out
         since = self._baseline
         stale = {s for s in self.symbols if now - max(self._last_quote.get(s, 0.0), since) >= self.stale_after_s}
@@ -121,9 +134,14 @@ class FeedWatch:
         fresh = sorted(self.stale - stale)
         self.stale = stale
         if new:
-            out.append(("WARNING", "market-data:stale",
-                        f"no quote for {self.stale_after_s:g}s or more while connected: {', '.join(new[:20])}"
-                        + (f" and {len(new) - 20} more" if len(new) > 20 else "")))
+            out.append(
+                (
+                    "WARNING",
+                    "market-data:stale",
+                    f"no quote for {self.stale_after_s:g}s or more while connected: {', '.join(new[:20])}"
+                    + (f" and {len(new) - 20} more" if len(new) > 20 else ""),
+                )
+            )
         if fresh:
             out.append(("INFO", "market-data:fresh", f"quotes flowing again: {', '.join(fresh[:20])}"))
         return out
@@ -145,7 +163,9 @@ class QuoteStreamer(StockadeActor):
         self.connected = False
         self.market_open = True  # until the reconciler's clock says otherwise
         self.delivered = 0
-        self.watch = FeedWatch(self.symbols, s.alerts.stream_down_alert_s, s.alerts.stale_quote_s, self.clock.monotonic())
+        self.watch = FeedWatch(
+            self.symbols, s.alerts.stream_down_alert_s, s.alerts.stale_quote_s, self.clock.monotonic()
+        )
         broker = self.svc.broker
         self.stream = MarketDataStream(
             broker.endpoints.stream_url,
@@ -194,9 +214,17 @@ class QuoteStreamer(StockadeActor):
         if event.fatal:
             # Bad keys, no entitlement, symbol limit: reconnecting will not fix these.
             code = f" (code {event.code})" if event.code is not None else ""
-            self.router.tell(names.ALERTER, Alert("CRITICAL", f"market-data:{event.kind}",
-                                              f"market data: {event.kind} {event.detail}{code}", NAME,
-                                              self.clock.now_ns()), NAME)
+            self.router.tell(
+                names.ALERTER,
+                Alert(
+                    "CRITICAL",
+                    f"market-data:{event.kind}",
+                    f"market data: {event.kind} {event.detail}{code}",
+                    NAME,
+                    self.clock.now_ns(),
+                ),
+                NAME,
+            )
 
     # ---- actor thread --------------------------------------------------------------
 
@@ -226,9 +254,12 @@ class QuoteStreamer(StockadeActor):
 
     def _publish_stats(self) -> None:
         self.svc.stats["market_data"] = {
-            **self.stream.stats(), "delivered": self.delivered, "conflated": self.buffer.conflated,
+            **self.stream.stats(),
+            "delivered": self.delivered,
+            "conflated": self.buffer.conflated,
             "stale_symbols": sorted(self.watch.stale),
-            "quotes_by_symbol": dict(self.watch.received), "quote_age_s": self.watch.ages(self.clock.monotonic()),
+            "quotes_by_symbol": dict(self.watch.received),
+            "quote_age_s": self.watch.ages(self.clock.monotonic()),
         }
 
     def _raise(self, alerts: list[tuple[str, str, str]]) -> None:
@@ -242,8 +273,11 @@ class QuoteStreamer(StockadeActor):
             self.market_open = clock.is_open
             silence = self.svc.settings.stream.silence_timeout_s if clock.is_open else None
             self.stream.set_silence_timeout(silence)
-            log.info("market %s: silent-socket detection %s", "open" if clock.is_open else "closed",
-                     "on" if silence else "off")
+            log.info(
+                "market %s: silent-socket detection %s",
+                "open" if clock.is_open else "closed",
+                "on" if silence else "off",
+            )
 
     @handles(StreamStatus)
     def on_status(self, status: StreamStatus) -> None:

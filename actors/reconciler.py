@@ -26,12 +26,12 @@ the daemon's READY=1.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-from stockade.supervisors.base import StockadeActor, handles
+from stockade.actors import names, ticks
 from stockade.actors.services import Services
 from stockade.broker import orders as broker_orders
 from stockade.broker.backoff import Backoff
@@ -49,13 +49,12 @@ from stockade.codecs.messages import (
     Tick,
 )
 from stockade.codecs.records import DayCounters, EquitySnapshot, PositionRecord, Reconciled
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.trading.brackets import round_price
 from stockade.trading.gap_risk import gap_class, gap_pct
-from stockade.trading.market_hours import exchange_date
 from stockade.trading.ledger import disagreements_to_adopt, snapshot_stale, uncovered_qty
+from stockade.trading.market_hours import exchange_date
 from stockade.trading.order_states import PENDING, state_from_broker_status
-from stockade.actors import names
-from stockade.actors import ticks
 
 log = logging.getLogger(__name__)
 
@@ -137,16 +136,26 @@ class Reconciler(StockadeActor):
         mismatches = position_mismatches + self._orders(orders, recent, first_pass, stale)
         stale |= snapshot_stale(marks, self.svc.store.fill_seqs())  # fills recorded up to now
         if stale:
-            log.info("reconcile: fills of %s recorded while the broker answered; its snapshot of them is not used",
-                     ",".join(sorted(stale)))
+            log.info(
+                "reconcile: fills of %s recorded while the broker answered; its snapshot of them is not used",
+                ",".join(sorted(stale)),
+            )
         fresh = [p for p in positions if p.symbol not in stale]
         self._protect(fresh, orders)
         self._trail(fresh, orders)
         if clock.is_open and not self.was_open:
             self._gaps(positions)
         self.was_open = bool(clock.is_open)
-        held = tuple(Position(p.symbol, float(p.qty), float(p.avg_entry_price), float(p.market_value or 0),
-                              float(p.unrealized_pl or 0)) for p in positions)
+        held = tuple(
+            Position(
+                p.symbol,
+                float(p.qty),
+                float(p.avg_entry_price),
+                float(p.market_value or 0),
+                float(p.unrealized_pl or 0),
+            )
+            for p in positions
+        )
         snapshot = msgspec.structs.replace(broker_orders.account_snapshot(account, self.clock.now_ns()), positions=held)
         self.tell(names.RISK_GUARD, snapshot)
         next_close = getattr(clock, "next_close", None)
@@ -155,26 +164,37 @@ class Reconciler(StockadeActor):
         # A closed market is quiet: the streamer must not take that for a dead socket.
         self.tell(names.QUOTE_STREAMER, market)
         # For the dashboard: the broker's marks and the clock, as of this pass.
-        self.svc.stats["broker_positions"] = {p.symbol: {"market_value": p.market_value, "unrealized_pl": p.unrealized_pl}
-                                              for p in held}
-        self.svc.stats["market_clock"] = {"is_open": bool(clock.is_open), "next_close_ns": market.next_close_ns,
-                                          "next_open_ns": int(clock.next_open.timestamp() * 1e9)
-                                          if getattr(clock, "next_open", None) else 0, "as_of_ns": now}
+        self.svc.stats["broker_positions"] = {
+            p.symbol: {"market_value": p.market_value, "unrealized_pl": p.unrealized_pl} for p in held
+        }
+        self.svc.stats["market_clock"] = {
+            "is_open": bool(clock.is_open),
+            "next_close_ns": market.next_close_ns,
+            "next_open_ns": int(clock.next_open.timestamp() * 1e9) if getattr(clock, "next_open", None) else 0,
+            "as_of_ns": now,
+        }
         self._store_equity(snapshot, held, now)
-        self.svc.store.journal.append(Reconciled(ts_ns=now, positions=len(positions), open_orders=len(orders),
-                                                 mismatches=tuple(mismatches)), durable=False)
+        self.svc.store.journal.append(
+            Reconciled(ts_ns=now, positions=len(positions), open_orders=len(orders), mismatches=tuple(mismatches)),
+            durable=False,
+        )
         if mismatches:
             log.warning("reconcile: %d mismatch(es), broker adopted: %s", len(mismatches), "; ".join(mismatches))
             self.tell(names.ALERTER, Alert("WARNING", "reconcile-mismatch", "; ".join(mismatches)[:2000], NAME, now))
         self.passes += 1
         if not self.svc.first_reconcile.is_set():
-            log.info("reconcile: first pass done: equity %.2f, %d position(s), %d open order(s)",
-                     snapshot.equity, len(positions), len(orders))
+            log.info(
+                "reconcile: first pass done: equity %.2f, %d position(s), %d open order(s)",
+                snapshot.equity,
+                len(positions),
+                len(orders),
+            )
             self.svc.first_reconcile.set()
         return True
 
-    def _positions(self, positions: list[Any], now: int, marks: dict[str, int],
-                   first_pass: bool) -> tuple[list[str], set[str]]:
+    def _positions(
+        self, positions: list[Any], now: int, marks: dict[str, int], first_pass: bool
+    ) -> tuple[list[str], set[str]]:
         """Adopt the broker's positions where they persistently disagree; one line each.
 
         Returns the mismatch lines and the symbols whose snapshot is stale
@@ -187,17 +207,30 @@ class Reconciler(StockadeActor):
             ledger = {p.symbol: p for p in store.positions.values(txn=txn)}
             stale = snapshot_stale(marks, store.fill_seqs(txn=txn))
         adopt, self.suspects = disagreements_to_adopt(
-            {s: p.qty for s, p in ledger.items()}, theirs, self.suspects, first_pass=first_pass, stale=stale)
+            {s: p.qty for s, p in ledger.items()}, theirs, self.suspects, first_pass=first_pass, stale=stale
+        )
         writes: dict[str, PositionRecord | None] = {}  # None: delete
         for symbol in adopt:
             p, mine = broker.get(symbol), ledger.get(symbol)
-            writes[symbol] = None if p is None else PositionRecord(
-                symbol=symbol, qty=theirs[symbol], avg_entry_price=float(p.avg_entry_price), updated_ns=now,
-                protective_stop_order_id=mine.protective_stop_order_id if mine else None)
+            writes[symbol] = (
+                None
+                if p is None
+                else PositionRecord(
+                    symbol=symbol,
+                    qty=theirs[symbol],
+                    avg_entry_price=float(p.avg_entry_price),
+                    updated_ns=now,
+                    protective_stop_order_id=mine.protective_stop_order_id if mine else None,
+                )
+            )
         for symbol, mine in ledger.items():
             p = broker.get(symbol)
-            if (p is not None and symbol not in stale and mine.qty == theirs[symbol]
-                    and abs(mine.avg_entry_price - float(p.avg_entry_price)) > 1e-6):
+            if (
+                p is not None
+                and symbol not in stale
+                and mine.qty == theirs[symbol]
+                and abs(mine.avg_entry_price - float(p.avg_entry_price)) > 1e-6
+            ):
                 # Same quantity: the broker's average price is the truth.
                 writes[symbol] = msgspec.structs.replace(mine, avg_entry_price=float(p.avg_entry_price), updated_ns=now)
         late: set[str] = set()
@@ -216,8 +249,11 @@ class Reconciler(StockadeActor):
                         store.positions.put(symbol, record, txn=txn)
 
             store.transact(write, durable=True)
-        mismatches = [f"{s}: ledger {ledger[s].qty if s in ledger else 0} vs broker {theirs.get(s, 0)}"
-                      for s in adopt if s not in late]
+        mismatches = [
+            f"{s}: ledger {ledger[s].qty if s in ledger else 0} vs broker {theirs.get(s, 0)}"
+            for s in adopt
+            if s not in late
+        ]
         return mismatches, stale | late
 
     def _clock(self) -> Any:
@@ -226,7 +262,7 @@ class Reconciler(StockadeActor):
         due = self.market_clock is None or now - self.clock_read >= CLOCK_EVERY_S
         if not due:
             edge = self.market_clock.next_close if self.market_clock.is_open else self.market_clock.next_open
-            due = edge is not None and datetime.fromtimestamp(self.clock.now_ns() / 1e9, timezone.utc) >= edge
+            due = edge is not None and datetime.fromtimestamp(self.clock.now_ns() / 1e9, UTC) >= edge
         if due:
             self.market_clock, self.clock_read = self.client.get_clock(), now
         return self.market_clock
@@ -236,9 +272,12 @@ class Reconciler(StockadeActor):
         from alpaca.trading.enums import QueryOrderStatus
         from alpaca.trading.requests import GetOrdersRequest
 
-        since = datetime.fromtimestamp(self.clock.now_ns() / 1e9 - self.cfg.fills_lookback_s, tz=timezone.utc)
-        return list(self.client.get_orders(GetOrdersRequest(status=QueryOrderStatus.CLOSED, after=since, limit=500,
-                                                            nested=False)))
+        since = datetime.fromtimestamp(self.clock.now_ns() / 1e9 - self.cfg.fills_lookback_s, tz=UTC)
+        return list(
+            self.client.get_orders(
+                GetOrdersRequest(status=QueryOrderStatus.CLOSED, after=since, limit=500, nested=False)
+            )
+        )
 
     def _orders(self, orders: list[Any], recent: list[Any], first_pass: bool, stale_symbols: set[str]) -> list[str]:
         """Hand the OM every broker order the ledger lacks or is behind on; one line per difference.
@@ -262,8 +301,12 @@ class Reconciler(StockadeActor):
             # On the first pass the broker's positions were just adopted whole:
             # they already hold these fills (unless that symbol's snapshot was stale).
             counted = first_pass and order.symbol not in stale_symbols
-            self.tell(names.ORDER_MANAGER, BrokerOrderSeen(broker_orders.update_from_order(order, now_ns=self.clock.now_ns()),
-                                                       counted_in_positions=counted))
+            self.tell(
+                names.ORDER_MANAGER,
+                BrokerOrderSeen(
+                    broker_orders.update_from_order(order, now_ns=self.clock.now_ns()), counted_in_positions=counted
+                ),
+            )
             key = (order.client_order_id, filled, theirs)
             seen.add(key)
             if mine is None:
@@ -271,12 +314,17 @@ class Reconciler(StockadeActor):
                 what = "order" if broker_orders.is_ours(order.client_order_id) else "external order"
                 mismatches.append(f"{what} {order.client_order_id} ({order.symbol}) at broker, not in ledger: adopted")
             elif key in self.order_suspects:
-                mismatches.append(f"order {order.client_order_id} ({order.symbol}): ledger {mine.state} "
-                                  f"{mine.filled_qty} filled vs broker {theirs} {filled}: broker adopted")
+                mismatches.append(
+                    f"order {order.client_order_id} ({order.symbol}): ledger {mine.state} "
+                    f"{mine.filled_qty} filled vs broker {theirs} {filled}: broker adopted"
+                )
         self.order_suspects = seen
         known = {o.client_order_id for o in orders} | {o.client_order_id for o in recent}
-        stale = [o for o in store.open_orders() if o.broker_order_id and o.client_order_id not in known
-                 and o.state not in PENDING]
+        stale = [
+            o
+            for o in store.open_orders()
+            if o.broker_order_id and o.client_order_id not in known and o.state not in PENDING
+        ]
         if stale:
             self.tell(names.ORDER_MANAGER, Tick(ticks.RESYNC))
         return mismatches
@@ -285,16 +333,26 @@ class Reconciler(StockadeActor):
         """Give each long position without a stop a protective stop, within `max_unprotected_s`."""
         pct = self.cfg.protective_stop_pct / 100.0
         now = self.clock.monotonic()
-        in_flight = {o.symbol for o in self.svc.store.open_orders()
-                     if o.side == "sell" and o.order_type == "stop" and o.reduce_only}
+        in_flight = {
+            o.symbol
+            for o in self.svc.store.open_orders()
+            if o.side == "sell" and o.order_type == "stop" and o.reduce_only
+        }
         for p in positions:
             qty = int(float(p.qty))
             if qty <= 0:
                 continue  # shorts are not opened by stockade; nothing to protect against here
-            bare = uncovered_qty(qty, [
-                (broker_orders.enum_str(o.type or o.order_type), int(float(o.qty or 0)) - int(float(o.filled_qty or 0)))
-                for o in orders if o.symbol == p.symbol and broker_orders.enum_str(o.side) == "sell"
-            ])
+            bare = uncovered_qty(
+                qty,
+                [
+                    (
+                        broker_orders.enum_str(o.type or o.order_type),
+                        int(float(o.qty or 0)) - int(float(o.filled_qty or 0)),
+                    )
+                    for o in orders
+                    if o.symbol == p.symbol and broker_orders.enum_str(o.side) == "sell"
+                ],
+            )
             if bare <= 0:
                 self.protect_requested.pop(p.symbol, None)
                 continue
@@ -314,16 +372,40 @@ class Reconciler(StockadeActor):
             reference = float(p.current_price or p.avg_entry_price)
             stop = round_price(reference * (1.0 - pct), "down")
             self.protect_requested[p.symbol] = now
-            log.warning("reconcile: %s position of %d has no exit order; placing a protective stop at %.2f",
-                        p.symbol, qty - covered, stop)
-            self.tell(names.ALERTER, Alert("WARNING", f"unprotected:{p.symbol}",
-                                       f"{p.symbol}: {qty - covered} shares unprotected; protective stop at {stop}",
-                                       NAME, self.clock.now_ns()))
-            self.tell(names.ORDER_MANAGER, OrderIntent(
-                intent_id=f"protect-{self.clock.new_id()}", symbol=p.symbol, side="sell", qty=qty - covered,
-                order_type="stop", limit_price=None, take_profit=None, stop_loss=None,
-                reason="protective stop for an unprotected position", proposal_id="", quote_recv_ns=self.clock.now_ns(),
-                reduce_only=True, stop_price=stop))
+            log.warning(
+                "reconcile: %s position of %d has no exit order; placing a protective stop at %.2f",
+                p.symbol,
+                qty - covered,
+                stop,
+            )
+            self.tell(
+                names.ALERTER,
+                Alert(
+                    "WARNING",
+                    f"unprotected:{p.symbol}",
+                    f"{p.symbol}: {qty - covered} shares unprotected; protective stop at {stop}",
+                    NAME,
+                    self.clock.now_ns(),
+                ),
+            )
+            self.tell(
+                names.ORDER_MANAGER,
+                OrderIntent(
+                    intent_id=f"protect-{self.clock.new_id()}",
+                    symbol=p.symbol,
+                    side="sell",
+                    qty=qty - covered,
+                    order_type="stop",
+                    limit_price=None,
+                    take_profit=None,
+                    stop_loss=None,
+                    reason="protective stop for an unprotected position",
+                    proposal_id="",
+                    quote_recv_ns=self.clock.now_ns(),
+                    reduce_only=True,
+                    stop_price=stop,
+                ),
+            )
 
     def _trail(self, positions: list[Any], orders: list[Any]) -> None:
         """The local trailing stop: move each live sell stop up to `trailing_stop_pct` below the high.
@@ -343,14 +425,19 @@ class Reconciler(StockadeActor):
             high = self.highs[symbol] = max(self.highs.get(symbol, 0.0), price)
             target = round_price(high * (1.0 - pct), "down")
             for o in orders:
-                if (o.symbol != symbol or broker_orders.enum_str(o.side) != "sell"
-                        or broker_orders.enum_str(o.type or o.order_type) != "stop"
-                        or broker_orders.status_of(o) not in ("new", "accepted", "partially_filled")):
+                if (
+                    o.symbol != symbol
+                    or broker_orders.enum_str(o.side) != "sell"
+                    or broker_orders.enum_str(o.type or o.order_type) != "stop"
+                    or broker_orders.status_of(o) not in ("new", "accepted", "partially_filled")
+                ):
                     continue
                 current = float(o.stop_price or 0)
                 if target > current + 0.005 and target < price:
-                    self.tell(names.ORDER_MANAGER, ReplaceStop(o.client_order_id, target,
-                                                           f"trailing stop {pct * 100:g}% below {high:.2f}"))
+                    self.tell(
+                        names.ORDER_MANAGER,
+                        ReplaceStop(o.client_order_id, target, f"trailing stop {pct * 100:g}% below {high:.2f}"),
+                    )
 
     def _gaps(self, positions: list[Any]) -> None:
         """At the first pass after the open: each held position's overnight gap, classed and alerted above HIGH."""
@@ -361,7 +448,8 @@ class Reconciler(StockadeActor):
             return
         try:
             snapshots = self.svc.broker.data_client().get_stock_snapshot(
-                StockSnapshotRequest(symbol_or_symbols=held, feed=self.svc.settings.alpaca.feed))
+                StockSnapshotRequest(symbol_or_symbols=held, feed=self.svc.settings.alpaca.feed)
+            )
         except Exception as exc:
             log.warning("gap risk: no snapshots (%s); not measured today", redact(exc))
             return
@@ -377,13 +465,25 @@ class Reconciler(StockadeActor):
                 continue
             pct = gap_pct(float(prev), float(first))
             kind = gap_class(pct, cfg.gap_moderate_pct, cfg.gap_high_pct, cfg.gap_extreme_pct)
-            report[symbol] = {"gap_pct": round(pct, 3), "class": kind, "previous_close": float(prev),
-                              "open": float(first)}
+            report[symbol] = {
+                "gap_pct": round(pct, 3),
+                "class": kind,
+                "previous_close": float(prev),
+                "open": float(first),
+            }
             log.info("gap risk: %s opened %+.2f%% from the previous close (%s)", symbol, pct, kind)
             if kind in ("HIGH", "EXTREME"):
-                self.tell(names.ALERTER, Alert("CRITICAL" if kind == "EXTREME" else "WARNING", f"gap:{symbol}",
-                                           f"{symbol} gapped {pct:+.2f}% at the open ({kind}): previous close "
-                                           f"{float(prev):.2f}, open {float(first):.2f}", NAME, self.clock.now_ns()))
+                self.tell(
+                    names.ALERTER,
+                    Alert(
+                        "CRITICAL" if kind == "EXTREME" else "WARNING",
+                        f"gap:{symbol}",
+                        f"{symbol} gapped {pct:+.2f}% at the open ({kind}): previous close "
+                        f"{float(prev):.2f}, open {float(first):.2f}",
+                        NAME,
+                        self.clock.now_ns(),
+                    ),
+                )
         self.svc.stats["gap_risk"] = report
 
     def _store_equity(self, account: AccountSnapshot, held: tuple[Position, ...], now: int) -> None:
@@ -391,12 +491,24 @@ class Reconciler(StockadeActor):
         today = exchange_date(now)  # the trading day, not the UTC one
 
         def write(txn: Any) -> None:
-            store.equity.add(EquitySnapshot(ts_ns=now, equity=account.equity, cash=account.cash,
-                                            buying_power=account.buying_power, last_equity=account.last_equity,
-                                            positions_value=sum(p.market_value for p in held)), ts_ns=now, txn=txn)
+            store.equity.add(
+                EquitySnapshot(
+                    ts_ns=now,
+                    equity=account.equity,
+                    cash=account.cash,
+                    buying_power=account.buying_power,
+                    last_equity=account.last_equity,
+                    positions_value=sum(p.market_value for p in held),
+                ),
+                ts_ns=now,
+                txn=txn,
+            )
             if not store.counters.has(today, txn=txn):
                 # Alpaca's last_equity is the previous close: the day's start.
-                store.counters.put(today, DayCounters(date=today, start_equity=account.last_equity or account.equity,
-                                                      updated_ns=now), txn=txn)
+                store.counters.put(
+                    today,
+                    DayCounters(date=today, start_equity=account.last_equity or account.equity, updated_ns=now),
+                    txn=txn,
+                )
 
         store.transact(write, durable=False)

@@ -23,8 +23,7 @@ from typing import Any
 import msgspec
 from opentelemetry import trace
 
-from stockade.supervisors import hooks
-from stockade.supervisors.base import StockadeActor, handles
+from stockade.actors import names, ticks
 from stockade.actors.services import Services
 from stockade.broker.orders import account_snapshot, client_order_id
 from stockade.broker.rest import redact
@@ -42,8 +41,11 @@ from stockade.codecs.messages import (
     Tick,
 )
 from stockade.codecs.records import DayCounters, DecisionRecord
+from stockade.supervisors import hooks
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.trading.brackets import BracketParams
 from stockade.trading.market_hours import Calendar, exchange_date, exchange_day, session_from_calendar
+from stockade.trading.order_states import TERMINAL
 from stockade.trading.pdt import DayTradeCounter
 from stockade.trading.risk_rules import (
     CircuitBreaker,
@@ -55,9 +57,6 @@ from stockade.trading.risk_rules import (
     evaluate,
     pending_entry_risk,
 )
-from stockade.trading.order_states import TERMINAL
-from stockade.actors import names
-from stockade.actors import ticks
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +107,9 @@ class RiskGuard(StockadeActor):
         self.limits = limits_from_settings(risk)
         self.loss_alert_ratio = risk.loss_alert_ratio
         self.in_flight_timeout_ns = int(risk.in_flight_timeout_s * 1e9)
-        self.brackets = BracketParams(method="percent", stop_pct=risk.stop_loss_pct,
-                                      take_profit_pct=risk.take_profit_pct)
+        self.brackets = BracketParams(
+            method="percent", stop_pct=risk.stop_loss_pct, take_profit_pct=risk.take_profit_pct
+        )
         self.breaker = CircuitBreaker.from_limits(self.limits, clock=self.clock.now_ns)
         self.rate = OrderRateWindow(60.0, clock=self.clock.now_ns)
         self.account: AccountSnapshot | None = None
@@ -159,8 +159,7 @@ class RiskGuard(StockadeActor):
 
                 client = client or self.svc.broker.trading_client()
                 start = today - timedelta(days=2 * self.limits.day_trade_window_days + 5)
-                rows = client.get_calendar(GetCalendarRequest(start=min(start, today - timedelta(days=14)),
-                                                              end=today))
+                rows = client.get_calendar(GetCalendarRequest(start=min(start, today - timedelta(days=14)), end=today))
                 # one reference swap: the actor thread sees the old calendar or the new, never half
                 self.calendar = Calendar(session_from_calendar(r.date, r.open, r.close) for r in rows)
             except Exception as exc:
@@ -231,9 +230,12 @@ class RiskGuard(StockadeActor):
             log.info("risk: day trade in %s (%d in the last %d sessions)", update.symbol, count, window)
             budget = self.limits.day_trade_budget
             if 0 < budget <= count and self._day_trade_budget_applies():
-                self._alert_once("day-trade-budget", "WARNING",
-                                 f"{count} day trades in the last {window} sessions: the day-trade budget "
-                                 f"({budget}) is used up; no new entries until one leaves the window")
+                self._alert_once(
+                    "day-trade-budget",
+                    "WARNING",
+                    f"{count} day trades in the last {window} sessions: the day-trade budget "
+                    f"({budget}) is used up; no new entries until one leaves the window",
+                )
 
     def _store_day_trades(self, day: date) -> None:
         store, key, n = self.svc.store, day.isoformat(), self.day_trades.day_trades.get(day, 0)
@@ -245,8 +247,9 @@ class RiskGuard(StockadeActor):
                 # Create it as the reconciler would, so the day keeps its start equity.
                 start = (account.last_equity or account.equity) if account else None
                 current = DayCounters(date=key, start_equity=start)
-            store.counters.put(key, msgspec.structs.replace(current, day_trades=n, updated_ns=self.clock.now_ns()),
-                               txn=txn)
+            store.counters.put(
+                key, msgspec.structs.replace(current, day_trades=n, updated_ns=self.clock.now_ns()), txn=txn
+            )
 
         store.transact(write, durable=False)
 
@@ -259,8 +262,12 @@ class RiskGuard(StockadeActor):
     def _failure_breaker_alert(self) -> None:
         status = self.breaker.status()
         log.error("failure breaker tripped: %s", status.reason)
-        self.tell(names.ALERTER, Alert("CRITICAL", "failure-breaker", f"failure breaker tripped: {status.reason}",
-                                   NAME, self.clock.now_ns()))
+        self.tell(
+            names.ALERTER,
+            Alert(
+                "CRITICAL", "failure-breaker", f"failure breaker tripped: {status.reason}", NAME, self.clock.now_ns()
+            ),
+        )
 
     # ---- the day's loss --------------------------------------------------------------
 
@@ -282,22 +289,37 @@ class RiskGuard(StockadeActor):
             self._trip_loss_breaker(f"{where} >= loss breaker {lim.loss_breaker_pct:g}%")
             return
         if loss >= lim.daily_loss_limit_pct:
-            self._alert_once("daily-loss-limit", "CRITICAL",
-                             f"{where} >= daily loss limit {lim.daily_loss_limit_pct:g}%: no new entries")
+            self._alert_once(
+                "daily-loss-limit",
+                "CRITICAL",
+                f"{where} >= daily loss limit {lim.daily_loss_limit_pct:g}%: no new entries",
+            )
         elif loss >= self.loss_alert_ratio * lim.daily_loss_limit_pct:
-            self._alert_once("daily-loss-near", "WARNING",
-                             f"{where} is near the daily loss limit {lim.daily_loss_limit_pct:g}%")
+            self._alert_once(
+                "daily-loss-near", "WARNING", f"{where} is near the daily loss limit {lim.daily_loss_limit_pct:g}%"
+            )
         if loss >= self.loss_alert_ratio * lim.loss_breaker_pct:
-            self._alert_once("loss-breaker-near", "WARNING",
-                             f"{where} is near the loss breaker {lim.loss_breaker_pct:g}% (full liquidation)")
+            self._alert_once(
+                "loss-breaker-near",
+                "WARNING",
+                f"{where} is near the loss breaker {lim.loss_breaker_pct:g}% (full liquidation)",
+            )
 
     def _trip_loss_breaker(self, why: str) -> None:
         if self.svc.trading_state().state == "HALTED" and self.fired.get("loss-breaker"):
             return  # already liquidated (or being) and halted
         self.fired["loss-breaker"] = exchange_date(self.clock.now_ns())
         log.critical("LOSS BREAKER: %s; liquidating through the kill switch", why)
-        self.tell(names.ALERTER, Alert("CRITICAL", "loss-breaker", f"loss breaker tripped: {why}; liquidating, "
-                                   "trading HALTED", NAME, self.clock.now_ns()))
+        self.tell(
+            names.ALERTER,
+            Alert(
+                "CRITICAL",
+                "loss-breaker",
+                f"loss breaker tripped: {why}; liquidating, trading HALTED",
+                NAME,
+                self.clock.now_ns(),
+            ),
+        )
         self.tell(names.EMERGENCY_STOP, Kill(f"loss breaker: {why}", f"{NAME}:loss_breaker"))
 
     def _maybe_flatten(self) -> None:
@@ -314,7 +336,9 @@ class RiskGuard(StockadeActor):
         self.fired["flatten"] = today
         why = f"{minutes:.1f} min to the close <= flatten_before_close_min {window:g}"
         log.warning("risk: flattening before the close: %s", why)
-        self.tell(names.ALERTER, Alert("WARNING", "flatten", f"flattening every position: {why}", NAME, self.clock.now_ns()))
+        self.tell(
+            names.ALERTER, Alert("WARNING", "flatten", f"flattening every position: {why}", NAME, self.clock.now_ns())
+        )
         self.tell(names.EMERGENCY_STOP, Flatten(why, f"{NAME}:flatten"))
 
     def _minutes_to_close(self) -> float | None:
@@ -340,7 +364,8 @@ class RiskGuard(StockadeActor):
         with store.read() as txn:  # one consistent snapshot, one transaction
             positions = tuple(
                 Position(p.symbol, float(p.qty), p.avg_entry_price, market_value=p.qty * p.avg_entry_price)
-                for p in store.positions.values(txn=txn) if p.qty != 0
+                for p in store.positions.values(txn=txn)
+                if p.qty != 0
             )
             open_orders = list(store.open_orders(txn=txn))
             start_equity = self._start_equity(txn)
@@ -372,14 +397,19 @@ class RiskGuard(StockadeActor):
             in_flight=tuple(sorted(in_flight)),
             stops=stops,
             minutes_to_close=self._minutes_to_close(),
-            pending_risk=sum(pending_entry_risk(o.side, o.remaining_qty, o.limit_price, o.stop_loss,
-                                                self.limits.assumed_stop_pct)
-                             for o in entries if not o.reduce_only),
+            pending_risk=sum(
+                pending_entry_risk(o.side, o.remaining_qty, o.limit_price, o.stop_loss, self.limits.assumed_stop_pct)
+                for o in entries
+                if not o.reduce_only
+            ),
         )
 
     def _mark(self, proposal: Proposal) -> None:
-        if proposal.price > 0 and self.account is not None and any(
-                p.symbol == proposal.symbol and p.qty for p in self.account.positions):
+        if (
+            proposal.price > 0
+            and self.account is not None
+            and any(p.symbol == proposal.symbol and p.qty for p in self.account.positions)
+        ):
             self.marks[proposal.symbol] = proposal.price
 
     def _marked_account(self) -> AccountSnapshot | None:
@@ -395,15 +425,19 @@ class RiskGuard(StockadeActor):
         a = self.account
         if a is None or not self.marks:
             return a
-        moved = sum(p.qty * self.marks[p.symbol] - p.market_value
-                    for p in a.positions if p.qty and p.market_value and p.symbol in self.marks)
+        moved = sum(
+            p.qty * self.marks[p.symbol] - p.market_value
+            for p in a.positions
+            if p.qty and p.market_value and p.symbol in self.marks
+        )
         return msgspec.structs.replace(a, equity=a.equity + moved) if moved else a
 
     def _ask_reconcile(self, now_ns: int) -> None:
         if now_ns - self.reconcile_asked_ns >= RECONCILE_ASK_INTERVAL_NS:
             self.reconcile_asked_ns = now_ns
-            log.warning("risk: marked-to-market loss crosses a limit; asking the reconciler for the broker's "
-                        "figure now")
+            log.warning(
+                "risk: marked-to-market loss crosses a limit; asking the reconciler for the broker's figure now"
+            )
             self.tell(names.RECONCILER, Tick(ticks.RECONCILE))
 
     @handles(Proposal)
@@ -423,7 +457,8 @@ class RiskGuard(StockadeActor):
             rule, reason = (failure.rule, failure.reason) if failure else ("sizing", "no quantity")
             self._reject(proposal, rule, reason)
             if context.account is not self.account and any(
-                    r.rule in ("loss_breaker", "daily_loss") for r in verdict.failures):
+                r.rule in ("loss_breaker", "daily_loss") for r in verdict.failures
+            ):
                 self._ask_reconcile(context.now_ns)
             elif rule == "loss_breaker" and self.account is not None:
                 self._watch_loss(self.account)
@@ -451,8 +486,15 @@ class RiskGuard(StockadeActor):
         self.tell(names.ORDER_MANAGER, intent)
         _trace_decision(True, "all", verdict.qty, client_order_id(intent.intent_id))
         sizing = next((r.reason for r in verdict.results if r.rule == "sizing"), "")
-        log.info("risk: %s %d %s allowed (stop %s, target %s; %s)", intent.side, intent.qty, intent.symbol,
-                 intent.stop_loss, intent.take_profit, sizing)
+        log.info(
+            "risk: %s %d %s allowed (stop %s, target %s; %s)",
+            intent.side,
+            intent.qty,
+            intent.symbol,
+            intent.stop_loss,
+            intent.take_profit,
+            sizing,
+        )
         self._record(proposal, True, "all", f"every rule passed; {sizing}", verdict.qty)
 
     def _reject(self, proposal: Proposal, rule: str, reason: str) -> None:
@@ -465,14 +507,25 @@ class RiskGuard(StockadeActor):
     def _record(self, proposal: Proposal, allowed: bool, rule: str, reason: str, qty: int) -> None:
         now = self.clock.now_ns()
         self.svc.store.decisions.add(
-            DecisionRecord(ts_ns=now, proposal_id=proposal.proposal_id, symbol=proposal.symbol, allowed=allowed,
-                           rule=rule, reason=reason, side=proposal.side, qty=qty),
-            ts_ns=now, durable=False,  # an audit trail, not an order: no sync per decision
+            DecisionRecord(
+                ts_ns=now,
+                proposal_id=proposal.proposal_id,
+                symbol=proposal.symbol,
+                allowed=allowed,
+                rule=rule,
+                reason=reason,
+                side=proposal.side,
+                qty=qty,
+            ),
+            ts_ns=now,
+            durable=False,  # an audit trail, not an order: no sync per decision
         )
 
     def _has_exit_orders(self, symbol: str) -> bool:
-        return any(o.symbol == symbol and (o.parent_id is not None or o.order_type == "stop")
-                   for o in self.svc.store.open_orders())
+        return any(
+            o.symbol == symbol and (o.parent_id is not None or o.order_type == "stop")
+            for o in self.svc.store.open_orders()
+        )
 
 
 def _trace_decision(allowed: bool, rule: str, qty: int, coid: str = "") -> None:

@@ -44,8 +44,9 @@ class BrokerAccess:
         """The account's trade-updates stream (not started): `start()`, `stop(timeout)`."""
         from stockade.broker.trade_stream import TradeUpdatesStream
 
-        return TradeUpdatesStream(self.endpoints.trading_stream_url, self.key, self.secret,
-                                  on_update=on_update, on_reconnect=on_reconnect)
+        return TradeUpdatesStream(
+            self.endpoints.trading_stream_url, self.key, self.secret, on_update=on_update, on_reconnect=on_reconnect
+        )
 
 
 @dataclasses.dataclass

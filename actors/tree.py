@@ -21,8 +21,9 @@ wires to a full liquidation that needs no actor alive.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
+from stockade.actors import names
 from stockade.actors.alerter import Alerter
 from stockade.actors.analyzer import Analyzer
 from stockade.actors.emergency_stop import EmergencyStop
@@ -35,7 +36,6 @@ from stockade.actors.services import Services
 from stockade.supervisors.runtime import Tree, start_tree
 from stockade.supervisors.spec import ChildSpec, RestartPolicy, Strategy
 from stockade.supervisors.supervisor import supervisor_spec
-from stockade.actors import names
 
 SUPERVISOR_NAMES = names.SUPERVISOR_NAMES
 
@@ -59,21 +59,38 @@ def tree_children(svc: Services) -> list[ChildSpec]:
     # Start-up work (warm-up, first REST calls) may take a while on a slow
     # link: give it room before a missed heartbeat counts as a hang.
     grace = max(10.0, svc.settings.orders.request_timeout_s * 2)
-    analyzers = [ChildSpec(name=analyzer_name(sym), start=Analyzer.start, start_timeout_s=grace * 2)
-                 for sym in svc.settings.trading.symbols]
+    analyzers = [
+        ChildSpec(name=analyzer_name(sym), start=Analyzer.start, start_timeout_s=grace * 2)
+        for sym in svc.settings.trading.symbols
+    ]
     return [
         ChildSpec(name=names.EMERGENCY_STOP, start=EmergencyStop.start, critical=True, start_timeout_s=grace),
         ChildSpec(name=names.ALERTER, start=Alerter.start, start_timeout_s=grace),
-        supervisor_spec(names.EXECUTION, _policy(svc, "one_for_one"), [
-            ChildSpec(name=names.ORDER_MANAGER, start=OrderManager.start, shutdown_timeout_s=10.0, start_timeout_s=grace * 3),
-            ChildSpec(name=names.RECONCILER, start=Reconciler.start, start_timeout_s=grace),
-            ChildSpec(name=names.RISK_GUARD, start=RiskGuard.start, start_timeout_s=grace),
-        ]),
-        supervisor_spec(names.MARKET, _policy(svc, "rest_for_one"), [
-            ChildSpec(name=names.QUOTE_STREAMER, start=QuoteStreamer.start, shutdown_timeout_s=8.0, start_timeout_s=grace),
-            supervisor_spec(names.ANALYZERS, _policy(svc, "one_for_one"), analyzers),
-            ChildSpec(name=names.ENSEMBLE_VOTER, start=EnsembleVoter.start, start_timeout_s=grace),
-        ]),
+        supervisor_spec(
+            names.EXECUTION,
+            _policy(svc, "one_for_one"),
+            [
+                ChildSpec(
+                    name=names.ORDER_MANAGER,
+                    start=OrderManager.start,
+                    shutdown_timeout_s=10.0,
+                    start_timeout_s=grace * 3,
+                ),
+                ChildSpec(name=names.RECONCILER, start=Reconciler.start, start_timeout_s=grace),
+                ChildSpec(name=names.RISK_GUARD, start=RiskGuard.start, start_timeout_s=grace),
+            ],
+        ),
+        supervisor_spec(
+            names.MARKET,
+            _policy(svc, "rest_for_one"),
+            [
+                ChildSpec(
+                    name=names.QUOTE_STREAMER, start=QuoteStreamer.start, shutdown_timeout_s=8.0, start_timeout_s=grace
+                ),
+                supervisor_spec(names.ANALYZERS, _policy(svc, "one_for_one"), analyzers),
+                ChildSpec(name=names.ENSEMBLE_VOTER, start=EnsembleVoter.start, start_timeout_s=grace),
+            ],
+        ),
     ]
 
 

@@ -21,8 +21,8 @@ from stockade.ops.alerts import report as alert_report
 from stockade.ops.alerts.channels import Channel
 from stockade.ops.alerts.delivery import DeliveryWorker
 from stockade.ops.alerts.policy import AlertPolicy
-from stockade.trading.stats import percentiles
 from stockade.storage.store import Store
+from stockade.trading.stats import percentiles
 
 LEVELS = ("INFO", "WARNING", "CRITICAL")
 
@@ -45,8 +45,16 @@ def bench_alerts(n: int = 20_000, data_dir: str | os.PathLike[str] | None = None
         store = Store.open(tmp)
         try:
             t0 = time.time_ns()
-            records = [AlertRecord(level=LEVELS[i % 3], key=f"kind{i % 12}:{i % 500}", text="benchmark alert text",
-                                   source="bench", ts_ns=t0 + i) for i in range(n)]
+            records = [
+                AlertRecord(
+                    level=LEVELS[i % 3],
+                    key=f"kind{i % 12}:{i % 500}",
+                    text="benchmark alert text",
+                    source="bench",
+                    ts_ns=t0 + i,
+                )
+                for i in range(n)
+            ]
             store_us = []
             for record in records:
                 t = time.perf_counter_ns()

@@ -31,10 +31,14 @@ from typing import Any
 from stockade.codecs.messages import Quote
 
 NS = 1_000_000_000
-PEER = {"nautilus_trader": "1.221", "quotes_per_s_with_orders": 71_000, "quotes_per_s_signals_only": 249_000,
-        "source": "issue 13: NautilusTrader's BacktestEngine, Python EMACross strategy, this machine"}
+PEER = {
+    "nautilus_trader": "1.221",
+    "quotes_per_s_with_orders": 71_000,
+    "quotes_per_s_signals_only": 249_000,
+    "source": "issue 13: NautilusTrader's BacktestEngine, Python EMACross strategy, this machine",
+}
 # A weekday session: the risk guard's market-hours rule holds (10:00 New York).
-START = int(dt.datetime(2026, 6, 2, 14, 0, tzinfo=dt.timezone.utc).timestamp()) * NS
+START = int(dt.datetime(2026, 6, 2, 14, 0, tzinfo=dt.UTC).timestamp()) * NS
 
 
 def peer_quotes(n_symbols: int = 50, per_symbol: int = 10_000, seed: int = 42) -> tuple[tuple[str, ...], list[Quote]]:
@@ -57,14 +61,22 @@ def _peer_settings() -> Any:
     from stockade.config.settings import settings_from_dict
 
     # Wide open limits: the figure is throughput, not what the default risk rules allow.
-    return settings_from_dict({
-        "venue": {"initial_cash": 10_000_000.0},
-        "risk": {"max_positions": 50, "max_position_pct": 1.0, "risk_per_trade_pct": 0.005,
-                 "max_orders_per_min": 1_000_000, "circuit_breaker_failures": 1_000_000, "max_spread_bps": 100.0,
-                 "confidence_floor": 0.0},
-        "orders": {"rate_limit_per_min": 1_000_000},
-        "logging": {"level": "WARNING"},
-    })
+    return settings_from_dict(
+        {
+            "venue": {"initial_cash": 10_000_000.0},
+            "risk": {
+                "max_positions": 50,
+                "max_position_pct": 1.0,
+                "risk_per_trade_pct": 0.005,
+                "max_orders_per_min": 1_000_000,
+                "circuit_breaker_failures": 1_000_000,
+                "max_spread_bps": 100.0,
+                "confidence_floor": 0.0,
+            },
+            "orders": {"rate_limit_per_min": 1_000_000},
+            "logging": {"level": "WARNING"},
+        }
+    )
 
 
 def bench_peer(quick: bool = False, scratch: Path | None = None, per_symbol: int | None = None) -> dict[str, Any]:
@@ -86,21 +98,27 @@ def bench_peer(quick: bool = False, scratch: Path | None = None, per_symbol: int
         finally:
             engine.close()
         # CPU seconds too: on a shared machine wall time also counts other processes' turns.
-        out[label] = {"quotes_per_s": round(len(quotes) / elapsed), "seconds": round(elapsed, 2),
-                      "quotes_per_cpu_s": round(len(quotes) / cpu) if cpu > 0 else None,
-                      "signals": signals, "orders": figures["orders"], "fills": figures["fills"],
-                      "messages": figures["messages"]}
+        out[label] = {
+            "quotes_per_s": round(len(quotes) / elapsed),
+            "seconds": round(elapsed, 2),
+            "quotes_per_cpu_s": round(len(quotes) / cpu) if cpu > 0 else None,
+            "signals": signals,
+            "orders": figures["orders"],
+            "fills": figures["fills"],
+            "messages": figures["messages"],
+        }
     out["ratio_to_peer_with_orders"] = round(out["with_orders"]["quotes_per_s"] / PEER["quotes_per_s_with_orders"], 3)
     out["ratio_to_peer_signals_only"] = round(
-        out["signals_only"]["quotes_per_s"] / PEER["quotes_per_s_signals_only"], 3)
+        out["signals_only"]["quotes_per_s"] / PEER["quotes_per_s_signals_only"], 3
+    )
     return out
 
 
 def bench_bars(quick: bool = False, scratch: Path | None = None) -> dict[str, Any]:
     """Minute bars through the default ensemble; a year of 100 symbols extrapolated from it."""
+    from stockade.config.settings import settings_from_dict
     from stockade.ops.backtest import Engine
     from stockade.ops.backtest_data import SimSource
-    from stockade.config.settings import settings_from_dict
 
     n_symbols = 10 if quick else 100
     symbols = tuple(f"S{i:03d}" for i in range(n_symbols))
@@ -111,8 +129,9 @@ def bench_bars(quick: bool = False, scratch: Path | None = None) -> dict[str, An
     days = list(source.days(b.bar_spread_bps, b.quote_size))
     bars = sum(d.bars for d in days)
     root = Path(tempfile.mkdtemp(prefix="stockade-bt-bars-", dir=scratch))
-    engine = Engine(settings, symbols, 4, root / "out", str(Path(__file__).resolve().parents[1] / "quant"),
-                    market=source.market)
+    engine = Engine(
+        settings, symbols, 4, root / "out", str(Path(__file__).resolve().parents[1] / "quant"), market=source.market
+    )
     try:
         started = time.perf_counter()
         for d in days:
@@ -122,8 +141,14 @@ def bench_bars(quick: bool = False, scratch: Path | None = None) -> dict[str, An
     finally:
         engine.close()
     year_bars = 252 * 390 * 100
-    return {"symbols": n_symbols, "bars": bars, "events": engine.events, "seconds": round(elapsed, 2),
-            "bars_per_s": round(bars / elapsed), "orders": figures["orders"],
-            "year_100_symbols_minutes_extrapolated": round(year_bars / (bars / elapsed) / 60, 1),
-            "note": f"one trading day of {n_symbols} symbols replayed; the year of 100 symbols is extrapolated "
-                    "from its bars/s (linearly)"}
+    return {
+        "symbols": n_symbols,
+        "bars": bars,
+        "events": engine.events,
+        "seconds": round(elapsed, 2),
+        "bars_per_s": round(bars / elapsed),
+        "orders": figures["orders"],
+        "year_100_symbols_minutes_extrapolated": round(year_bars / (bars / elapsed) / 60, 1),
+        "note": f"one trading day of {n_symbols} symbols replayed; the year of 100 symbols is extrapolated "
+        "from its bars/s (linearly)",
+    }

@@ -27,11 +27,25 @@ def _quote_dicts(n: int, rng: random.Random, msgpack_ts: bool) -> list[dict]:
     for i in range(n):
         bid = round(100 + rng.random() * 100, 2)
         secs, nanos = base + i // 1000, (i % 1000) * 997_001 + 123
-        t = msgpack.Timestamp(secs, nanos) if msgpack_ts else f"2024-03-01T15:{30 + (i // 1000) // 60 % 30:02d}:{(i // 1000) % 60:02d}.{nanos:09d}Z"
+        t = (
+            msgpack.Timestamp(secs, nanos)
+            if msgpack_ts
+            else f"2024-03-01T15:{30 + (i // 1000) // 60 % 30:02d}:{(i // 1000) % 60:02d}.{nanos:09d}Z"
+        )
         out.append(
-            {"T": "q", "S": _SYMBOLS[i % len(_SYMBOLS)], "bx": "V", "bp": bid, "bs": rng.randint(1, 9),
-             "ax": "V", "ap": round(bid + 0.01 * rng.randint(1, 5), 2), "as": rng.randint(1, 9),
-             "t": t, "c": ["R"], "z": "C"}
+            {
+                "T": "q",
+                "S": _SYMBOLS[i % len(_SYMBOLS)],
+                "bx": "V",
+                "bp": bid,
+                "bs": rng.randint(1, 9),
+                "ax": "V",
+                "ap": round(bid + 0.01 * rng.randint(1, 5), 2),
+                "as": rng.randint(1, 9),
+                "t": t,
+                "c": ["R"],
+                "z": "C",
+            }
         )
     return out
 
@@ -145,9 +159,22 @@ def bench_order_roundtrip(n: int = 200) -> dict:
         client = make_trading_client(key, secret, handle.base_url, timeout_s=10)
         limit_client(client, TokenBucket(10**9), max_wait_s=0.0)  # the wrapper's cost, never its waits
         requests = [
-            build_request(OrderIntent(intent_id=f"bench-{i}", symbol="AAPL", side="buy", qty=1, order_type="limit",
-                                      limit_price=1.0, take_profit=None, stop_loss=None, reason="bench",
-                                      proposal_id="", quote_recv_ns=0), client_order_id(f"bench-{i}"))
+            build_request(
+                OrderIntent(
+                    intent_id=f"bench-{i}",
+                    symbol="AAPL",
+                    side="buy",
+                    qty=1,
+                    order_type="limit",
+                    limit_price=1.0,
+                    take_profit=None,
+                    stop_loss=None,
+                    reason="bench",
+                    proposal_id="",
+                    quote_recv_ns=0,
+                ),
+                client_order_id(f"bench-{i}"),
+            )
             for i in range(n + max(1, n // 10))
         ]
         warm, timed = requests[n:], requests[:n]
@@ -166,8 +193,12 @@ def bench_order_roundtrip(n: int = 200) -> dict:
             read.append((time.perf_counter_ns() - t0) / 1000.0)
     finally:
         handle.stop()
-    return {"n": n, "submit_us": percentiles(submit), "get_account_us": percentiles(read),
-            "what": "alpaca-py submit_order (limit, resting) against the loopback venue, call to parsed reply"}
+    return {
+        "n": n,
+        "submit_us": percentiles(submit),
+        "get_account_us": percentiles(read),
+        "what": "alpaca-py submit_order (limit, resting) against the loopback venue, call to parsed reply",
+    }
 
 
 if __name__ == "__main__":  # pragma: no cover

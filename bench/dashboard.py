@@ -14,8 +14,9 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from stockade.trading.stats import percentiles
 
@@ -25,7 +26,13 @@ ORDERS = 10_000
 
 def _fill(store: Any, symbols: tuple[str, ...], rng: random.Random) -> None:
     from stockade.codecs.records import (
-        AlertRecord, EquitySnapshot, IntentJournaled, OrderRecord, PositionRecord, VoteEntry, VoterDecisionRecord,
+        AlertRecord,
+        EquitySnapshot,
+        IntentJournaled,
+        OrderRecord,
+        PositionRecord,
+        VoteEntry,
+        VoterDecisionRecord,
     )
 
     now = time.time_ns()
@@ -34,24 +41,51 @@ def _fill(store: Any, symbols: tuple[str, ...], rng: random.Random) -> None:
         for i in range(ORDERS):
             sym = symbols[i % len(symbols)]
             t = now - (ORDERS - i) * 1_000_000_000
-            o = OrderRecord(client_order_id=f"bench-{i:06d}", intent_id=f"i{i}", symbol=sym, side="buy", qty=10,
-                            order_type="limit", limit_price=100.0, state=rng.choice(states), created_ns=t,
-                            updated_ns=t, proposal_id=f"p{i}")
+            o = OrderRecord(
+                client_order_id=f"bench-{i:06d}",
+                intent_id=f"i{i}",
+                symbol=sym,
+                side="buy",
+                qty=10,
+                order_type="limit",
+                limit_price=100.0,
+                state=rng.choice(states),
+                created_ns=t,
+                updated_ns=t,
+                proposal_id=f"p{i}",
+            )
             store.put_order(o, txn=txn)
             store.journal.append(IntentJournaled(ts_ns=t, order=o), txn=txn)
         for sym in symbols:
             store.positions.put(sym, PositionRecord(symbol=sym, qty=10, avg_entry_price=100.0, updated_ns=now), txn=txn)
-        votes = tuple(VoteEntry(model=m, direction=0.5, confidence=0.7, weight=0.33)
-                      for m in ("momentum", "mean_reversion", "breakout"))
+        votes = tuple(
+            VoteEntry(model=m, direction=0.5, confidence=0.7, weight=0.33)
+            for m in ("momentum", "mean_reversion", "breakout")
+        )
         for i in range(2_000):
             t = now - (2_000 - i) * 1_000_000_000
-            store.voter_decisions.add(VoterDecisionRecord(
-                ts_ns=t, proposal_id=f"p{ORDERS - 2_000 + i}", symbol=symbols[i % len(symbols)], side="buy",
-                outcome="proposed", mode="auto", score=0.1, confidence=0.7, threshold=0.05, min_confidence=0.65,
-                votes=votes, price=100.0, proposed_ns=t), txn=txn)
+            store.voter_decisions.add(
+                VoterDecisionRecord(
+                    ts_ns=t,
+                    proposal_id=f"p{ORDERS - 2_000 + i}",
+                    symbol=symbols[i % len(symbols)],
+                    side="buy",
+                    outcome="proposed",
+                    mode="auto",
+                    score=0.1,
+                    confidence=0.7,
+                    threshold=0.05,
+                    min_confidence=0.65,
+                    votes=votes,
+                    price=100.0,
+                    proposed_ns=t,
+                ),
+                txn=txn,
+            )
             store.equity.add(EquitySnapshot(ts_ns=t, equity=100_000 + rng.gauss(0, 500), cash=50_000.0), txn=txn)
-            store.alerts.add(AlertRecord(level="INFO", key=f"fill:bench-{i}", text="filled", source="bench", ts_ns=t),
-                             txn=txn)
+            store.alerts.add(
+                AlertRecord(level="INFO", key=f"fill:bench-{i}", text="filled", source="bench", ts_ns=t), txn=txn
+            )
 
 
 def _get(port: int, token: str, path: str) -> bytes:
@@ -70,11 +104,12 @@ def _first_event(port: int, token: str) -> int:
     """Open the event stream and read up to the end of the first update; returns its size."""
     # A closed stream frees its slot at the server's next write (within an update interval).
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall((f"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                   f"Authorization: Bearer {token}\r\n\r\n").encode())
+        s.sendall(
+            (f"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n\r\n").encode()
+        )
         buf = b""
         marker = b"event: update\ndata: "
-        while marker not in buf or b"\n\n" not in buf[buf.index(marker):]:
+        while marker not in buf or b"\n\n" not in buf[buf.index(marker) :]:
             chunk = s.recv(1 << 20)
             if not chunk:
                 break
@@ -103,9 +138,17 @@ def _browser_ms(url: str, runs: int) -> dict[str, Any]:
     profile = tempfile.mkdtemp(prefix="stk-bench-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={profile}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     try:
@@ -118,8 +161,11 @@ def _browser_ms(url: str, runs: int) -> dict[str, Any]:
                 if time.monotonic() > deadline:
                     raise TimeoutError("the page never rendered a live update")
                 time.sleep(0.01)
-            samples.append(driver.execute_script(
-                "return Number(document.body.dataset.updated) - performance.timing.navigationStart"))
+            samples.append(
+                driver.execute_script(
+                    "return Number(document.body.dataset.updated) - performance.timing.navigationStart"
+                )
+            )
         return {"first_live_render_ms": percentiles([float(s) for s in samples]), "runs": runs}
     finally:
         driver.quit()
@@ -129,10 +175,10 @@ def _browser_ms(url: str, runs: int) -> dict[str, Any]:
 def bench_dashboard(data_dir: Path, quick: bool = False) -> dict[str, Any]:
     from stockade.actors.services import BrokerAccess, Services
     from stockade.broker.rest import BrokerEndpoints
+    from stockade.config.settings import DashboardSettings, Settings, TradingSettings
     from stockade.ops.commands import register_commands
     from stockade.ops.control import ControlServer
     from stockade.ops.dashboard.server import DashboardServer
-    from stockade.config.settings import DashboardSettings, Settings, TradingSettings
     from stockade.storage.store import Store
     from stockade.supervisors.faults import FaultInjector
     from stockade.supervisors.runtime import start_tree
@@ -140,15 +186,25 @@ def bench_dashboard(data_dir: Path, quick: bool = False) -> dict[str, Any]:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     symbols = tuple(f"S{i:03d}" for i in range(SYMBOLS))
-    settings = Settings(trading=TradingSettings(symbols=symbols),
-                        dashboard=DashboardSettings(port=0, requests_per_s=10_000.0, max_event_streams=100))
+    settings = Settings(
+        trading=TradingSettings(symbols=symbols),
+        dashboard=DashboardSettings(port=0, requests_per_s=10_000.0, max_event_streams=100),
+    )
     store = Store.open(data_dir)
     _fill(store, symbols, random.Random(5))
     endpoints = BrokerEndpoints("http://127.0.0.1:9", "http://127.0.0.1:9", "ws://127.0.0.1:9", "ws://127.0.0.1:9")
-    svc = Services(settings=settings, store=store, faults=FaultInjector(),
-                   broker=BrokerAccess("embedded", endpoints, "PKBENCH000000", "bench-secret-000000", True, 1.0))
-    svc.stats["market_data"] = {"state": "connected", "quotes_by_symbol": {s: 1000 for s in symbols},
-                                "quote_age_s": {s: 0.2 for s in symbols}, "stale_symbols": []}
+    svc = Services(
+        settings=settings,
+        store=store,
+        faults=FaultInjector(),
+        broker=BrokerAccess("embedded", endpoints, "PKBENCH000000", "bench-secret-000000", True, 1.0),
+    )
+    svc.stats["market_data"] = {
+        "state": "connected",
+        "quotes_by_symbol": {s: 1000 for s in symbols},
+        "quote_age_s": {s: 0.2 for s in symbols},
+        "stale_symbols": [],
+    }
     tree = start_tree(RestartPolicy(strategy="one_for_one"), [], faults=svc.faults, extras={"services": svc})
     control = ControlServer(data_dir / "control.sock")
     register_commands(control, svc, tree)
@@ -157,13 +213,15 @@ def bench_dashboard(data_dir: Path, quick: bool = False) -> dict[str, Any]:
     n = 5 if quick else 20
     port, token = server.port, server.token
     try:
+
         def first_load() -> None:
             for path in ("/", "/static/app.js", "/static/app.css", "/api/v1/session"):
                 _get(port, token, path)
             _first_event(port, token)
 
         out: dict[str, Any] = {
-            "symbols": SYMBOLS, "stored_orders": store.orders.count(),
+            "symbols": SYMBOLS,
+            "stored_orders": store.orders.count(),
             "first_load_http_ms": _timed(n, first_load),
             "overview_ms": _timed(n, lambda: _get(port, token, "/api/v1/overview")),
             "decisions_page_ms": _timed(n, lambda: _get(port, token, "/api/v1/decisions")),

@@ -41,23 +41,32 @@ def bench_symbols(n: int) -> list[str]:
 def _busy_settings(symbols: list[str], quotes_per_s: float, cpus: tuple[int, ...] = ()) -> Any:
     from stockade.config.settings import settings_from_dict
 
-    return settings_from_dict({
-        "trading": {"symbols": symbols},
-        "venue": {"quote_rate_hz": quotes_per_s / len(symbols), "initial_cash": 10_000_000.0},
-        "analyzer": {"evaluate_every_s": 0.05},
-        "voter": {"threshold": 0.02, "cooldown_s": 0.2},
-        # Tight brackets: positions open and close all the time, so orders keep coming.
-        "risk": {"max_positions": len(symbols), "max_position_pct": 1.0,
-                 "stop_loss_pct": 0.1, "take_profit_pct": 0.1,
-                 "risk_per_trade_pct": 0.05, "max_orders_per_min": 1000, "circuit_breaker_failures": 1000},
-        "orders": {"rate_limit_per_min": 160},
-        "logging": {"level": "WARNING"},
-        "runtime": {"cpu_affinity": list(cpus)},
-    })
+    return settings_from_dict(
+        {
+            "trading": {"symbols": symbols},
+            "venue": {"quote_rate_hz": quotes_per_s / len(symbols), "initial_cash": 10_000_000.0},
+            "analyzer": {"evaluate_every_s": 0.05},
+            "voter": {"threshold": 0.02, "cooldown_s": 0.2},
+            # Tight brackets: positions open and close all the time, so orders keep coming.
+            "risk": {
+                "max_positions": len(symbols),
+                "max_position_pct": 1.0,
+                "stop_loss_pct": 0.1,
+                "take_profit_pct": 0.1,
+                "risk_per_trade_pct": 0.05,
+                "max_orders_per_min": 1000,
+                "circuit_breaker_failures": 1000,
+            },
+            "orders": {"rate_limit_per_min": 160},
+            "logging": {"level": "WARNING"},
+            "runtime": {"cpu_affinity": list(cpus)},
+        }
+    )
 
 
-def _one_run(seconds: float, data_dir: Path, symbols: list[str], quotes_per_s: float,
-             cpus: tuple[int, ...]) -> dict[str, Any]:
+def _one_run(
+    seconds: float, data_dir: Path, symbols: list[str], quotes_per_s: float, cpus: tuple[int, ...]
+) -> dict[str, Any]:
     from stockade.ops.affinity import apply_cpu_affinity
     from stockade.ops.daemon import Daemon
 
@@ -77,7 +86,8 @@ def _one_run(seconds: float, data_dir: Path, symbols: list[str], quotes_per_s: f
         cpu1 = os.times()
         cpu_pct = 100.0 * ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / (time.monotonic() - wall0)
         at_venue = daemon.venue.call(
-            lambda: {o.client_order_id: o.created_at_ns for o in daemon.venue.ctx.exchange.orders.values()})
+            lambda: {o.client_order_id: o.created_at_ns for o in daemon.venue.ctx.exchange.orders.values()}
+        )
         ours = {o.client_order_id: o for o in daemon.svc.store.orders.values() if o.intent_id and o.quote_recv_ns}
     finally:
         daemon._stop()
@@ -94,16 +104,26 @@ def _one_run(seconds: float, data_dir: Path, symbols: list[str], quotes_per_s: f
         to_om.append((rec.created_ns - rec.quote_recv_ns) / 1e3)
         commit.append((rec.sent_ns - rec.created_ns) / 1e3)
         http.append((created - rec.sent_ns) / 1e3)
-    return {"tick_to_wire_us": percentiles(wire), "tick_to_order_us": percentiles(order),
-            # The same orders stage by stage: quote -> the order manager taking the intent
-            # (hops, analyzer, voter, risk guard); the intent's durable commit; the REST call.
-            "stages_us": {"quote_to_order_manager": percentiles(to_om), "intent_durable_commit": percentiles(commit),
-                          "request_to_venue": percentiles(http)},
-            "process_cpu_pct": round(cpu_pct, 1)}
+    return {
+        "tick_to_wire_us": percentiles(wire),
+        "tick_to_order_us": percentiles(order),
+        # The same orders stage by stage: quote -> the order manager taking the intent
+        # (hops, analyzer, voter, risk guard); the intent's durable commit; the REST call.
+        "stages_us": {
+            "quote_to_order_manager": percentiles(to_om),
+            "intent_durable_commit": percentiles(commit),
+            "request_to_venue": percentiles(http),
+        },
+        "process_cpu_pct": round(cpu_pct, 1),
+    }
 
 
-def bench_tick_to_wire(seconds: float, data_dir: Path, n_symbols: int = 50, quotes_per_s: float = 2_000.0,
-                       ) -> dict[str, Any]:
+def bench_tick_to_wire(
+    seconds: float,
+    data_dir: Path,
+    n_symbols: int = 50,
+    quotes_per_s: float = 2_000.0,
+) -> dict[str, Any]:
     """Tick-to-wire at `n_symbols` and `quotes_per_s`, unpinned then pinned to one CPU."""
     symbols = bench_symbols(n_symbols)
     out: dict[str, Any] = {"symbols": n_symbols, "quotes_per_s": quotes_per_s, "seconds": seconds}
@@ -111,12 +131,16 @@ def bench_tick_to_wire(seconds: float, data_dir: Path, n_symbols: int = 50, quot
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) > 1:
         print(f"bench: tick_to_wire: pinned to CPU {cpus[-1]}", file=sys.stderr, flush=True)
-        out["pinned_one_cpu"] = {"cpu": cpus[-1],
-                                 **_one_run(seconds, data_dir / "pinned", symbols, quotes_per_s, (cpus[-1],))}
-    out["what"] = ("quote received off the websocket (quote_recv_ns) -> analyzer -> voter -> risk guard -> order "
-                   "manager -> intent journaled durably -> POST /v2/orders taken by the venue (its created_at_ns); "
-                   "orders whose quote came 3 s or more after READY; tick_to_order: the same, to sent_ns; "
-                   "pinned_one_cpu: the same run with runtime.cpu_affinity = [cpu]")
+        out["pinned_one_cpu"] = {
+            "cpu": cpus[-1],
+            **_one_run(seconds, data_dir / "pinned", symbols, quotes_per_s, (cpus[-1],)),
+        }
+    out["what"] = (
+        "quote received off the websocket (quote_recv_ns) -> analyzer -> voter -> risk guard -> order "
+        "manager -> intent journaled durably -> POST /v2/orders taken by the venue (its created_at_ns); "
+        "orders whose quote came 3 s or more after READY; tick_to_order: the same, to sent_ns; "
+        "pinned_one_cpu: the same run with runtime.cpu_affinity = [cpu]"
+    )
     return out
 
 
@@ -130,5 +154,11 @@ def warm_floor(results: dict[str, Any]) -> dict[str, Any] | None:
     except (KeyError, TypeError):
         return None
     total = HOPS_TO_WIRE * hop + analyzer + risk + commit
-    return {"hops": HOPS_TO_WIRE, "hop_p50_us": hop, "analyzer_p50_us": analyzer, "risk_check_p50_us": risk,
-            "durable_commit_p50_us": commit, "floor_us": round(total, 1)}
+    return {
+        "hops": HOPS_TO_WIRE,
+        "hop_p50_us": hop,
+        "analyzer_p50_us": analyzer,
+        "risk_check_p50_us": risk,
+        "durable_commit_p50_us": commit,
+        "floor_us": round(total, 1),
+    }

@@ -39,8 +39,9 @@ import time
 import urllib.request
 from argparse import Namespace
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from stockade.bench.hot_path import bench_symbols
 from stockade.trading.stats import percentiles
@@ -66,10 +67,28 @@ class VenueProcess:
         env.update({"APCA_API_KEY_ID": self.key, "APCA_API_SECRET_KEY": self.secret, "PYTHONUNBUFFERED": "1"})
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, RUN_PY, "venue", "--port", "0", "--data-dir", str(data_dir / "state"),
-                 "--seed", str(seed), "--symbols", ",".join(symbols), "--quote-rate", str(quote_rate_hz),
-                 "--settings", str(settings)],
-                stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+                [
+                    sys.executable,
+                    RUN_PY,
+                    "venue",
+                    "--port",
+                    "0",
+                    "--data-dir",
+                    str(data_dir / "state"),
+                    "--seed",
+                    str(seed),
+                    "--symbols",
+                    ",".join(symbols),
+                    "--quote-rate",
+                    str(quote_rate_hz),
+                    "--settings",
+                    str(settings),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=env,
+            )
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [lines.put(x) for x in self.proc.stdout or ()], daemon=True).start()
         try:
@@ -84,16 +103,26 @@ class VenueProcess:
 
     def set_faults(self, **knobs: Any) -> None:
         request = urllib.request.Request(
-            self.base_url + "/admin/faults", data=json.dumps(knobs).encode(), method="POST",
-            headers={"APCA-API-KEY-ID": self.key, "APCA-API-SECRET-KEY": self.secret,
-                     "Content-Type": "application/json"})
+            self.base_url + "/admin/faults",
+            data=json.dumps(knobs).encode(),
+            method="POST",
+            headers={
+                "APCA-API-KEY-ID": self.key,
+                "APCA-API-SECRET-KEY": self.secret,
+                "Content-Type": "application/json",
+            },
+        )
         with urllib.request.urlopen(request, timeout=10) as reply:
             if reply.status != 200:
                 raise RuntimeError(f"venue faults: HTTP {reply.status}")
 
     def alpaca_settings(self) -> dict[str, Any]:
-        return {"trading_url": self.base_url, "data_url": self.base_url, "stream_url": self.data_stream_url,
-                "trading_stream_url": self.trading_stream_url}
+        return {
+            "trading_url": self.base_url,
+            "data_url": self.base_url,
+            "stream_url": self.data_stream_url,
+            "trading_stream_url": self.trading_stream_url,
+        }
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -115,7 +144,7 @@ class AnalyzerProbe:
         self.measuring = False
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator["AnalyzerProbe"]:
+    def installed(self) -> Iterator[AnalyzerProbe]:
         from stockade.actors.analyzer import Analyzer
 
         on_quote, on_trade = Analyzer.on_quote, Analyzer.on_trade
@@ -152,9 +181,16 @@ class ReferenceFeed:
         self.lock = threading.Lock()
         self.quotes = 0
         self.volume: dict[str, float] = defaultdict(float)
-        self.stream = MarketDataStream(venue.data_stream_url, venue.key, venue.secret, symbols,
-                                       on_quote=self._quote, on_trade=self._trade, encoding="msgpack",
-                                       silence_timeout_s=None)
+        self.stream = MarketDataStream(
+            venue.data_stream_url,
+            venue.key,
+            venue.secret,
+            symbols,
+            on_quote=self._quote,
+            on_trade=self._trade,
+            encoding="msgpack",
+            silence_timeout_s=None,
+        )
 
     def _quote(self, _quote: Any) -> None:
         with self.lock:
@@ -212,16 +248,22 @@ def _fill_mismatches(daemon: Any, venue: VenueProcess) -> tuple[int, list[str]]:
         if mine is None:
             out.append(f"{o.client_order_id}: at the venue, not in the ledger")
         elif mine.filled_qty != qty or fills[o.client_order_id] != qty:
-            out.append(f"{o.client_order_id}: venue filled {qty}, ledger {mine.filled_qty}, "
-                       f"fills {fills[o.client_order_id]}")
+            out.append(
+                f"{o.client_order_id}: venue filled {qty}, ledger {mine.filled_qty}, fills {fills[o.client_order_id]}"
+            )
     return filled, out
 
 
-def run_ingest(seconds: float, data_dir: Path, n_symbols: int = 50, quotes_per_s: float = 20_000.0,
-               overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def run_ingest(
+    seconds: float,
+    data_dir: Path,
+    n_symbols: int = 50,
+    quotes_per_s: float = 20_000.0,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The ingest run described in the module docstring; returns its figures."""
-    from stockade.ops.daemon import Daemon
     from stockade.config.settings import settings_from_dict
+    from stockade.ops.daemon import Daemon
 
     symbols = bench_symbols(n_symbols)
     venue = VenueProcess(data_dir / "venue", symbols, quotes_per_s / n_symbols)
@@ -242,13 +284,23 @@ def run_ingest(seconds: float, data_dir: Path, n_symbols: int = 50, quotes_per_s
             sections.setdefault(name, {}).update(values)
         settings = settings_from_dict(sections)
         with probe.installed():
-            daemon = Daemon(settings, "alpaca", (venue.key, venue.secret),
-                            Namespace(data_dir=str(data_dir / "daemon"), duration=None))
+            daemon = Daemon(
+                settings,
+                "alpaca",
+                (venue.key, venue.secret),
+                Namespace(data_dir=str(data_dir / "daemon"), duration=None),
+            )
             daemon._start()
             reference = ReferenceFeed(venue, symbols)
             reference.stream.start()
-            _wait(lambda: reference.stream.state == "subscribed"
-                  and daemon.svc.stats.get("market_data", {}).get("state") == "subscribed", 60, "subscriptions")
+            _wait(
+                lambda: (
+                    reference.stream.state == "subscribed"
+                    and daemon.svc.stats.get("market_data", {}).get("state") == "subscribed"
+                ),
+                60,
+                "subscriptions",
+            )
             md0 = dict(daemon.svc.stats.get("market_data", {}))
             a0, (q0, r0) = probe.volumes(), reference.snapshot()
             venue.set_faults(stream_silent=False)
@@ -305,18 +357,26 @@ def run_ingest(seconds: float, data_dir: Path, n_symbols: int = 50, quotes_per_s
         "mailbox_max_first_quarter": worst(samples[:quarter]),
         "mailbox_max_last_quarter": worst(samples[-quarter:]),
         "mailbox_max_by_actor": dict(sorted(per_actor.items())),
-        "volume": {"offered": round(sum(offered.values()), 1), "reached_analyzers": round(sum(got.values()), 1),
-                   "lost": round(sum(v for v in lost.values() if v > 0), 1), "differences": lost},
+        "volume": {
+            "offered": round(sum(offered.values()), 1),
+            "reached_analyzers": round(sum(got.values()), 1),
+            "lost": round(sum(v for v in lost.values() if v > 0), 1),
+            "differences": lost,
+        },
         "fills": {"orders_filled_at_venue": filled, "ledger_mismatches": mismatches},
         "seconds": round(wall, 1),
         "what": "venue in its own process; quote_to_state: quote received off the websocket -> Analyzer.on_quote "
-                "done; conflated: quotes replaced by a newer one of the same symbol before delivery; volume: traded "
-                "shares a reference connection saw vs shares the analyzers got; daemon_cpu_pct: this process",
+        "done; conflated: quotes replaced by a newer one of the same symbol before delivery; volume: traded "
+        "shares a reference connection saw vs shares the analyzers got; daemon_cpu_pct: this process",
     }
 
 
-def bench_ingest(seconds: float, data_dir: Path, n_symbols: int = 50, quotes_per_s: float = 20_000.0,
-                 ) -> dict[str, Any]:
+def bench_ingest(
+    seconds: float,
+    data_dir: Path,
+    n_symbols: int = 50,
+    quotes_per_s: float = 20_000.0,
+) -> dict[str, Any]:
     """`run_ingest` with the shipped settings (trading as configured)."""
     return run_ingest(seconds, data_dir, n_symbols, quotes_per_s)
 
@@ -332,16 +392,24 @@ def bench_scale_start(data_dir: Path, n_symbols: int = 500, timeout_s: float = 3
     settings = data_dir / "daemon.toml"
     a = venue.alpaca_settings()
     settings.write_text(
-        "[venue]\nmode = \"alpaca\"\n[alpaca]\n" + "".join(f"{k} = \"{v}\"\n" for k, v in a.items())
-        + "[trading]\nsymbols = [" + ", ".join(f"\"{s}\"" for s in symbols) + "]\n"
-        + "[voter]\nmode = \"manual\"\n[logging]\nlevel = \"INFO\"\n")
+        '[venue]\nmode = "alpaca"\n[alpaca]\n'
+        + "".join(f'{k} = "{v}"\n' for k, v in a.items())
+        + "[trading]\nsymbols = ["
+        + ", ".join(f'"{s}"' for s in symbols)
+        + "]\n"
+        + '[voter]\nmode = "manual"\n[logging]\nlevel = "INFO"\n'
+    )
     log_path = data_dir / "daemon.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APCA_", "NOTIFY_SOCKET", "OTEL_"))}
     env.update({"APCA_API_KEY_ID": venue.key, "APCA_API_SECRET_KEY": venue.secret, "PYTHONUNBUFFERED": "1"})
     started = time.monotonic()
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, RUN_PY, "run", "--settings", str(settings), "--data-dir",
-                                 str(daemon_dir)], stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, RUN_PY, "run", "--settings", str(settings), "--data-dir", str(daemon_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
         ready_s = warm_s = None
         while time.monotonic() - started < timeout_s and proc.poll() is None:
@@ -366,9 +434,14 @@ def bench_scale_start(data_dir: Path, n_symbols: int = 500, timeout_s: float = 3
                 proc.kill()
                 proc.wait(timeout=5)
         venue.stop()
-    return {"symbols": n_symbols, "ready_s": round(ready_s, 2) if ready_s else None,
-            "all_warm_s": round(warm_s, 2) if warm_s else None, "rss_mb": rss_mb, "threads": threads,
-            "analyzers_failed_in_setup": crashed,
-            "what": "daemon subprocess against a venue process (data budget 10,000/min); ready_s: spawn to READY "
-                    "(tree up, first reconciliation); all_warm_s: spawn to every analyzer warmed up from history; "
-                    "rss and threads then"}
+    return {
+        "symbols": n_symbols,
+        "ready_s": round(ready_s, 2) if ready_s else None,
+        "all_warm_s": round(warm_s, 2) if warm_s else None,
+        "rss_mb": rss_mb,
+        "threads": threads,
+        "analyzers_failed_in_setup": crashed,
+        "what": "daemon subprocess against a venue process (data budget 10,000/min); ready_s: spawn to READY "
+        "(tree up, first reconciliation); all_warm_s: spawn to every analyzer warmed up from history; "
+        "rss and threads then",
+    }

@@ -16,11 +16,11 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from stockade.trading.stats import percentiles
-
 
 WARMUP_NS = 3_000_000_000
 
@@ -36,18 +36,25 @@ def bench_pipeline(seconds: float, data_dir: Path) -> dict[str, Any]:
 
     from stockade.actors import names
     from stockade.codecs.messages import Kill
-    from stockade.ops.daemon import Daemon
     from stockade.config.settings import settings_from_dict
+    from stockade.ops.daemon import Daemon
 
-    settings = settings_from_dict({
-        "venue": {"quote_rate_hz": 20.0},
-        "analyzer": {"evaluate_every_s": 0.05},
-        "voter": {"threshold": 0.02, "cooldown_s": 0.2},
-        "risk": {"max_positions": 5, "max_position_pct": 90.0, "risk_per_trade_pct": 0.05,
-                 "max_orders_per_min": 1000, "circuit_breaker_failures": 1000},
-        "orders": {"rate_limit_per_min": 160},
-        "logging": {"level": "WARNING"},
-    })
+    settings = settings_from_dict(
+        {
+            "venue": {"quote_rate_hz": 20.0},
+            "analyzer": {"evaluate_every_s": 0.05},
+            "voter": {"threshold": 0.02, "cooldown_s": 0.2},
+            "risk": {
+                "max_positions": 5,
+                "max_position_pct": 90.0,
+                "risk_per_trade_pct": 0.05,
+                "max_orders_per_min": 1000,
+                "circuit_breaker_failures": 1000,
+            },
+            "orders": {"rate_limit_per_min": 160},
+            "logging": {"level": "WARNING"},
+        }
+    )
     daemon = Daemon(settings, "embedded", None, Namespace(data_dir=str(data_dir), duration=None))
     daemon._start()
     ready_ns = time.time_ns()
@@ -56,8 +63,11 @@ def bench_pipeline(seconds: float, data_dir: Path) -> dict[str, Any]:
         while time.monotonic() < deadline:
             time.sleep(0.2)  # a benchmark's measuring window, not synchronisation
         store = daemon.svc.store
-        timed = [(o.quote_recv_ns, (o.sent_ns - o.quote_recv_ns) / 1e3) for o in store.orders.values()
-                 if o.quote_recv_ns and o.sent_ns and o.sent_ns > o.quote_recv_ns]
+        timed = [
+            (o.quote_recv_ns, (o.sent_ns - o.quote_recv_ns) / 1e3)
+            for o in store.orders.values()
+            if o.quote_recv_ns and o.sent_ns and o.sent_ns > o.quote_recv_ns
+        ]
         samples = [us for _, us in timed]
         # The first seconds after READY carry one-off costs (first REST
         # connections, analyzers finishing warm-up): reported apart.
@@ -79,7 +89,7 @@ def bench_pipeline(seconds: float, data_dir: Path) -> dict[str, Any]:
         "kill_flat": report.flat,
         "kill_attempts": report.attempts,
         "what": "steady: orders whose quote arrived 3 s or more after READY; quote received off the websocket -> analyzer -> voter -> risk guard -> order manager "
-                "-> intent journaled durably -> submit request sent; kill: ask to broker-verified flat",
+        "-> intent journaled durably -> submit request sent; kill: ask to broker-verified flat",
     }
 
 
@@ -96,17 +106,17 @@ def main(argv: list[str]) -> int:
     scratch = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="stockade-bench-"))
     scratch.mkdir(parents=True, exist_ok=True)
 
-    from stockade.bench.broker import bench_decode, bench_order_roundtrip
     from stockade.bench.alert import bench_alerts
+    from stockade.bench.backtest import bench_bars, bench_peer
+    from stockade.bench.broker import bench_decode, bench_order_roundtrip
     from stockade.bench.dashboard import bench_dashboard
     from stockade.bench.hot_path import bench_tick_to_wire, warm_floor
     from stockade.bench.ingest import bench_ingest, bench_scale_start
-    from stockade.bench.backtest import bench_bars, bench_peer
-    from stockade.bench.trading import bench_indicators, bench_models
     from stockade.bench.risk import bench_risk_checks
-    from stockade.bench.telemetry import bench_tracing
     from stockade.bench.storage import bench_journal
     from stockade.bench.supervisors import bench_pykka_hop, bench_restart
+    from stockade.bench.telemetry import bench_tracing
+    from stockade.bench.trading import bench_indicators, bench_models
     from stockade.bench.venue import bench_quote_publish, bench_rest_roundtrips
 
     steps: list[tuple[str, Callable[[], Any]]] = [
@@ -132,8 +142,12 @@ def main(argv: list[str]) -> int:
         ("backtest_bars", lambda: bench_bars(quick, scratch)),
     ]
     results: dict[str, Any] = {
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpus": os.cpu_count(), "quick": quick},
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "quick": quick,
+        },
     }
     for name, fn in steps:
         _progress(f"{name} ...")
@@ -175,12 +189,16 @@ def main(argv: list[str]) -> int:
         "scale_ready_s": scale.get("ready_s"),
         "scale_rss_mb": scale.get("rss_mb"),
         "scale_threads": scale.get("threads"),
-        "backtest_quotes_per_s_with_orders": results.get("backtest_peer", {}).get("with_orders", {}).get("quotes_per_s"),
-        "backtest_quotes_per_s_signals_only":
-            results.get("backtest_peer", {}).get("signals_only", {}).get("quotes_per_s"),
+        "backtest_quotes_per_s_with_orders": results.get("backtest_peer", {})
+        .get("with_orders", {})
+        .get("quotes_per_s"),
+        "backtest_quotes_per_s_signals_only": results.get("backtest_peer", {})
+        .get("signals_only", {})
+        .get("quotes_per_s"),
         "backtest_peer_nautilus": results.get("backtest_peer", {}).get("peer"),
-        "backtest_year_100_symbols_minutes_extrapolated":
-            results.get("backtest_bars", {}).get("year_100_symbols_minutes_extrapolated"),
+        "backtest_year_100_symbols_minutes_extrapolated": results.get("backtest_bars", {}).get(
+            "year_100_symbols_minutes_extrapolated"
+        ),
     }
     print(json.dumps(results, indent=2, default=str))
     return 0 if not any(isinstance(v, dict) and "error" in v for v in results.values()) else 1

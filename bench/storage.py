@@ -7,8 +7,8 @@ import tempfile
 import time
 
 from stockade.codecs.records import IntentJournaled, OrderRecord, OrderStateChanged
-from stockade.trading.stats import percentiles
 from stockade.storage.store import Store
+from stockade.trading.stats import percentiles
 
 BATCH = 1000
 

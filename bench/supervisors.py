@@ -16,11 +16,11 @@ from typing import Any
 
 import pykka
 
-from stockade.supervisors.base import StockadeActor, handles
 from stockade.codecs.messages import Tick
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.supervisors.runtime import start_tree
-from stockade.trading.stats import percentiles
 from stockade.supervisors.spec import ChildSpec, RestartPolicy
+from stockade.trading.stats import percentiles
 
 _TIMEOUT_S = 10.0
 
@@ -35,7 +35,7 @@ class _Echo(pykka.ThreadingActor):
 
     use_daemon_thread = True
 
-    def __init__(self, peer: pykka.ActorRef[Any] | None = None, out: "queue.Queue[int] | None" = None) -> None:
+    def __init__(self, peer: pykka.ActorRef[Any] | None = None, out: queue.Queue[int] | None = None) -> None:
         super().__init__()
         self.peer = peer
         self.out = out
@@ -100,7 +100,9 @@ def bench_restart(n: int = 200) -> dict[str, Any]:
     levels = (base_logger.level, sup_logger.level)
     base_logger.setLevel(logging.CRITICAL)
     sup_logger.setLevel(logging.CRITICAL)
-    tree = start_tree(policy, [ChildSpec(name="crashy", start=_Crashy.start)], extras={"probe": probe}, name="bench-root")
+    tree = start_tree(
+        policy, [ChildSpec(name="crashy", start=_Crashy.start)], extras={"probe": probe}, name="bench-root"
+    )
     samples = []
     try:
         for _ in range(n):

@@ -26,10 +26,10 @@ from typing import Any
 
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from stockade.supervisors.base import StockadeActor, handles
 from stockade.codecs.messages import Envelope, Proposal, Quote
-from stockade.ops import telemetry
 from stockade.config.settings import TelemetrySettings
+from stockade.ops import telemetry
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.supervisors.context import ActorContext
 from stockade.supervisors.router import Router
 
@@ -109,5 +109,5 @@ def bench_tracing(n: int = 20_000, rounds: int = 7) -> dict[str, Any]:
         "spans_exported": {"on_sampled": sampled_in.spans, "unsampled_tracer": sampled_out.spans},
         "messages_per_mode": n * rounds,
         "what": "median over rounds of one actor's on_receive per message (envelope unwrap, dispatch, span, one "
-                "outgoing traceparent), modes interleaved; spans go to an in-process exporter that drops them",
+        "outgoing traceparent), modes interleaved; spans go to an in-process exporter that drops them",
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+
 from stockade.codecs.messages import Bar, Quote
 from stockade.trading.features import FeatureParams, FeatureState
 from stockade.trading.stats import percentiles
@@ -105,8 +106,9 @@ def bench_models(quick: bool = False, seed: int = 7) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="stockade-bench-models-"))
     for tr in trained.values():
         (folder / tr.entry.file).write_bytes(tr.onnx)
-    loaded = {name: LoadedModel(name, tr.entry, folder / tr.entry.file, new_session(tr.onnx))
-              for name, tr in trained.items()}
+    loaded = {
+        name: LoadedModel(name, tr.entry, folder / tr.entry.file, new_session(tr.onnx)) for name, tr in trained.items()
+    }
     rows = data.X[-rows_timed:]
     for name, tr in trained.items():
         cols = columns(tr.entry.features)
@@ -122,8 +124,11 @@ def bench_models(quick: bool = False, seed: int = 7) -> dict:
             sk_ns.append(b - a)
             ort_ns.append(c - b)
         sk, ort = percentiles(sk_ns, scale=1e-3, digits=2), percentiles(ort_ns, scale=1e-3, digits=2)
-        out[f"infer_{name}_us"] = {"onnxruntime": ort, "sklearn": sk,
-                                   "speedup_p50": round(sk["p50"] / ort["p50"], 1) if ort.get("p50") else None}
+        out[f"infer_{name}_us"] = {
+            "onnxruntime": ort,
+            "sklearn": sk,
+            "speedup_p50": round(sk["p50"] / ort["p50"], 1) if ort.get("p50") else None,
+        }
 
     # The analyzer's evaluation: quote into the features, rules, vector, every model.
     rng = np.random.default_rng(seed)
@@ -162,16 +167,21 @@ def bench_models(quick: bool = False, seed: int = 7) -> dict:
     out["per_quote_us"] = {
         "indicators": percentiles(indicator_ns, scale=1e-3, digits=2),
         "rules": percentiles(rules_ns, scale=1e-3, digits=2),
-        "vector_and_models": {**percentiles(models_ns, scale=1e-3, digits=2), "count": len(members),
-                              "merged": panel is not None},
+        "vector_and_models": {
+            **percentiles(models_ns, scale=1e-3, digits=2),
+            "count": len(members),
+            "merged": panel is not None,
+        },
         "models_one_call_each": percentiles(separate_ns, scale=1e-3, digits=2),
         "total": percentiles(total, scale=1e-3, digits=2),
     }
-    out["what"] = ("train_*_s: walk-forward folds + final fit + ONNX export + parity check per model; infer_*: one "
-                   "float32 row per call, the same fitted model in onnxruntime and scikit-learn; per_quote_us: every "
-                   "quote evaluated (the analyzer evaluates at most every analyzer.evaluate_every_s); vector_and_models: the "
-                   "vector and one merged call for all members (trading/model_panel.py), models_one_call_each: its "
-                   "peer, the same members one session call each")
+    out["what"] = (
+        "train_*_s: walk-forward folds + final fit + ONNX export + parity check per model; infer_*: one "
+        "float32 row per call, the same fitted model in onnxruntime and scikit-learn; per_quote_us: every "
+        "quote evaluated (the analyzer evaluates at most every analyzer.evaluate_every_s); vector_and_models: the "
+        "vector and one merged call for all members (trading/model_panel.py), models_one_call_each: its "
+        "peer, the same members one session call each"
+    )
     return out
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -23,7 +23,7 @@ from stockade.venue.config import DEFAULT_SYMBOLS, VenueConfig
 from stockade.venue.server import start_venue
 
 _KEY, _SECRET = "bench-key", "bench-secret"
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Far above what the simulator can produce: the bench measures the ceiling.
 _FLOOD_QUOTES_PER_S = 1_000_000
 
@@ -44,8 +44,13 @@ def bench_quote_publish(seconds: float, symbols: int, encoding: str = "json") ->
     if encoding not in ("json", "msgpack"):
         raise ValueError("encoding must be json or msgpack")
     names = _bench_symbols(max(1, symbols))
-    config = VenueConfig(api_key=_KEY, api_secret=_SECRET, symbols=names,
-                         quote_rate_hz=_FLOOD_QUOTES_PER_S / len(names), rate_limit_per_min=10**9)
+    config = VenueConfig(
+        api_key=_KEY,
+        api_secret=_SECRET,
+        symbols=names,
+        quote_rate_hz=_FLOOD_QUOTES_PER_S / len(names),
+        rate_limit_per_min=10**9,
+    )
     handle = start_venue(config)
     try:
         result = asyncio.run(_receive_quotes(handle.data_stream_url("iex"), seconds, encoding))

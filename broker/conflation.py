@@ -12,7 +12,7 @@ delivery and keeps the newest price and times.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from stockade.codecs.messages import Quote, Trade
 
@@ -46,8 +46,9 @@ class ConflatingBuffer:
                 self._trades[trade.symbol] = trade
                 return True
             self.trades_merged += 1
-            self._trades[trade.symbol] = Trade(trade.symbol, trade.price, prev.size + trade.size, trade.ts_ns,
-                                               trade.recv_ns)
+            self._trades[trade.symbol] = Trade(
+                trade.symbol, trade.price, prev.size + trade.size, trade.ts_ns, trade.recv_ns
+            )
             return False
 
     def take(self, may_send: Callable[[str], bool]) -> list[Quote | Trade]:

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from websockets.asyncio.client import ClientConnection
 
@@ -324,7 +324,9 @@ class MarketDataStream(ReconnectingStream):
                 self.log.error("subscription change refused: %s", detail)
                 return
             # Nothing streams on this connection: retry rarely.
-            raise Disconnect(f"subscription refused ({detail})", code=code, extra_delay_s=self.auth_failure_delay_s, fatal=True)
+            raise Disconnect(
+                f"subscription refused ({detail})", code=code, extra_delay_s=self.auth_failure_delay_s, fatal=True
+            )
         if code == 406:  # connection limit: another session holds the slot
             self._emit("error", detail, code=code)
             raise Disconnect(f"connection limit exceeded ({detail})", code=code, extra_delay_s=self.limit_delay_s)

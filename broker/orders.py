@@ -105,8 +105,15 @@ def status_of(order: Any) -> str:
     return enum_str(order.status)
 
 
-def record_from_order(order: Any, *, intent_id: str = "", reason: str = "", parent_id: str | None = None,
-                      unfilled: bool = False, now_ns: int | None = None) -> OrderRecord:
+def record_from_order(
+    order: Any,
+    *,
+    intent_id: str = "",
+    reason: str = "",
+    parent_id: str | None = None,
+    unfilled: bool = False,
+    now_ns: int | None = None,
+) -> OrderRecord:
     """A ledger record for a broker order we did not place ourselves (adoption).
 
     `unfilled`: record it as working with nothing filled yet, so that the
@@ -215,7 +222,9 @@ def api_status(exc: BaseException) -> int | None:
 def account_snapshot(account: Any, now_ns: int | None = None) -> AccountSnapshot:
     """The risk guard's view of an alpaca-py `TradeAccount`."""
     return AccountSnapshot(
-        equity=float(account.equity or 0), last_equity=float(account.last_equity or 0), cash=float(account.cash or 0),
+        equity=float(account.equity or 0),
+        last_equity=float(account.last_equity or 0),
+        cash=float(account.cash or 0),
         buying_power=float(account.buying_power or 0),
         trading_blocked=bool(account.trading_blocked or account.account_blocked),
         ts_ns=time.time_ns() if now_ns is None else now_ns,

@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import re
 import threading
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import msgspec
 import requests
@@ -152,9 +153,13 @@ def endpoints_for(alpaca: Any, env: Mapping[str, str] | None = None) -> BrokerEn
     guard, so the guard judges exactly what the daemon will connect to.
     """
     return resolve_endpoints(
-        paper=not alpaca.live, trading_url=alpaca.trading_url or None, data_url=alpaca.data_url or None,
-        stream_url=alpaca.stream_url or None, trading_stream_url=alpaca.trading_stream_url or None,
-        feed=alpaca.feed, env=env,
+        paper=not alpaca.live,
+        trading_url=alpaca.trading_url or None,
+        data_url=alpaca.data_url or None,
+        stream_url=alpaca.stream_url or None,
+        trading_stream_url=alpaca.trading_stream_url or None,
+        feed=alpaca.feed,
+        env=env,
     )
 
 
@@ -205,7 +210,15 @@ def _path_of(url: str) -> str:
     return path.split("?", 1)[0]
 
 
-def _configure(client, *, timeout_s: float, connect_timeout_s: float, retry_attempts: int, retry_wait_s: float, retry_codes: Iterable[int]):
+def _configure(
+    client,
+    *,
+    timeout_s: float,
+    connect_timeout_s: float,
+    retry_attempts: int,
+    retry_wait_s: float,
+    retry_codes: Iterable[int],
+):
     # These are alpaca-py RESTClient internals (alpaca/common/rest.py). Check
     # they exist so an SDK upgrade that renames them fails at start-up instead
     # of silently running without timeouts.

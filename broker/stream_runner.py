@@ -13,7 +13,8 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
@@ -63,7 +64,9 @@ class StreamEvent(msgspec.Struct, frozen=True):
 class Disconnect(Exception):
     """Ends the current connection; `extra_delay_s` is added to the backoff draw."""
 
-    def __init__(self, reason: str, *, code: int | None = None, extra_delay_s: float = 0.0, fatal: bool = False) -> None:
+    def __init__(
+        self, reason: str, *, code: int | None = None, extra_delay_s: float = 0.0, fatal: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.code = code
@@ -252,9 +255,16 @@ class ReconnectingStream:
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):
-                return Disconnect(f"handshake refused: HTTP {status}", code=status, extra_delay_s=self.auth_failure_delay_s, fatal=True)
+                return Disconnect(
+                    f"handshake refused: HTTP {status}",
+                    code=status,
+                    extra_delay_s=self.auth_failure_delay_s,
+                    fatal=True,
+                )
             if status == 429:
-                return Disconnect("handshake refused: HTTP 429 (too many requests)", code=status, extra_delay_s=self.limit_delay_s)
+                return Disconnect(
+                    "handshake refused: HTTP 429 (too many requests)", code=status, extra_delay_s=self.limit_delay_s
+                )
             return Disconnect(f"handshake refused: HTTP {status}", code=status)
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             return Disconnect(f"connect failed: {type(exc).__name__}: {exc}")

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from stockade.supervisors import fence
 
@@ -135,8 +136,9 @@ def shared_bucket(api_key: str, rate_per_min: float, reserve: int, protect_reser
         return _shared[key]
 
 
-def install_shared_bucket(api_key: str, rate_per_min: float, reserve: int, clock: Callable[[], float],
-                          protect_reserve: int = 0) -> TokenBucket:
+def install_shared_bucket(
+    api_key: str, rate_per_min: float, reserve: int, clock: Callable[[], float], protect_reserve: int = 0
+) -> TokenBucket:
     """Make the key's shared bucket one that refills on `clock` (a backtest's simulated time)."""
     with _shared_lock:
         key = (api_key, float(rate_per_min), int(reserve), int(protect_reserve))
@@ -151,8 +153,9 @@ def forget_shared() -> None:
         _shared.clear()
 
 
-def limit_client(client: Any, bucket: TokenBucket, max_wait_s: float, emergency: bool = False,
-                 protect: bool = False) -> Any:
+def limit_client(
+    client: Any, bucket: TokenBucket, max_wait_s: float, emergency: bool = False, protect: bool = False
+) -> Any:
     """Make every HTTP request of an alpaca-py client take a token first.
 
     A request that finds no token within `max_wait_s` raises `BudgetSpent`
@@ -183,9 +186,11 @@ def limit_client(client: Any, bucket: TokenBucket, max_wait_s: float, emergency:
         if emergency:
             bucket.take_emergency()
         elif not bucket.acquire(max_wait_s, protect=protect):
-            raise BudgetSpent(f"local REST budget spent ({bucket.rate_per_s * 60:.0f}/min, "
-                              f"{bucket.reserve + (0 if protect else bucket.protect_reserve)} in reserve): "
-                              f"{method} not sent")
+            raise BudgetSpent(
+                f"local REST budget spent ({bucket.rate_per_s * 60:.0f}/min, "
+                f"{bucket.reserve + (0 if protect else bucket.protect_reserve)} in reserve): "
+                f"{method} not sent"
+            )
         return inner(method, url, *args, **kwargs)
 
     session.request = request

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from websockets.asyncio.client import ClientConnection
 
@@ -111,7 +111,9 @@ class TradeUpdatesStream(ReconnectingStream):
         await ws.send(encode_listen(("trade_updates",)))
         listening = await self._until(ws, ListeningReply, deadline, "listening")
         if "trade_updates" not in listening.streams:
-            self._emit("error", f"server did not grant trade_updates: {list(listening.streams)} {listening.error}", fatal=True)
+            self._emit(
+                "error", f"server did not grant trade_updates: {list(listening.streams)} {listening.error}", fatal=True
+            )
             raise Disconnect("listen refused", extra_delay_s=self.auth_failure_delay_s, fatal=True)
         self._emit("listening")
         self.backoff.mark_up()

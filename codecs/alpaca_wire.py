@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import calendar
 import time
-from typing import Any, Iterable, Literal, Union, cast, get_args
+from collections.abc import Iterable
+from typing import Any, Literal, cast, get_args
 
 import msgspec
 
@@ -488,22 +489,22 @@ class _WireOrder(msgspec.Struct):
     id: str
     client_order_id: str
     status: str
-    symbol: Union[str, None] = None
-    side: Union[str, None] = None
+    symbol: str | None = None
+    side: str | None = None
     qty: _Number = None
     filled_qty: _Number = None
     filled_avg_price: _Number = None
-    order_class: Union[str, None] = ""
-    updated_at: Union[str, None] = None
-    type: Union[str, None] = None
-    order_type: Union[str, None] = None
+    order_class: str | None = ""
+    updated_at: str | None = None
+    type: str | None = None
+    order_type: str | None = None
     stop_price: _Number = None
 
 
 class _WireTradeUpdate(msgspec.Struct):
     event: str
     order: _WireOrder
-    timestamp: Union[str, None] = None
+    timestamp: str | None = None
     position_qty: _Number = None
     price: _Number = None
     qty: _Number = None
@@ -565,7 +566,9 @@ def _order_update(data: msgspec.Raw) -> OrderUpdate:
     )
 
 
-def decode_trade_stream(frame: str | bytes | bytearray | memoryview) -> OrderUpdate | AuthReply | ListeningReply | OtherStreamMessage:
+def decode_trade_stream(
+    frame: str | bytes | bytearray | memoryview,
+) -> OrderUpdate | AuthReply | ListeningReply | OtherStreamMessage:
     """Decode one trading-stream frame (text or binary, both JSON).
 
     Raises `WireError` for anything that is not a well-formed message.

@@ -33,7 +33,7 @@ class Envelope(msgspec.Struct, frozen=True):
     body: Message
 
     @classmethod
-    def wrap(cls, body: Message, sender: str, traceparent: str | None = None) -> "Envelope":
+    def wrap(cls, body: Message, sender: str, traceparent: str | None = None) -> Envelope:
         return cls(uuid.uuid4().hex, sender, time.time_ns(), traceparent, body)
 
 

@@ -13,7 +13,7 @@ written out explicitly so renaming a class never orphans an old journal.
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 import msgspec
 

@@ -9,8 +9,8 @@ socket = settings `control.socket` > $RUNTIME_DIRECTORY/control.sock >
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from stockade.config.settings import Settings
 

@@ -10,8 +10,8 @@ so a developer's shell export overrides nothing surprising under systemd
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlsplit
 
 from stockade.config.settings import SettingsError

@@ -21,7 +21,8 @@ import math
 import os
 import re
 import tomllib
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -165,8 +166,13 @@ class RiskSettings(_Section, frozen=True):
     extended_hours: bool = False
     extended_limit_slippage_bps: float = 10.0
     sectors: dict[str, str] = msgspec.field(
-        default_factory=lambda: {"AAPL": "technology", "MSFT": "technology", "NVDA": "technology",
-                                 "AMZN": "consumer", "SPY": "index"}
+        default_factory=lambda: {
+            "AAPL": "technology",
+            "MSFT": "technology",
+            "NVDA": "technology",
+            "AMZN": "consumer",
+            "SPY": "index",
+        }
     )
 
 
@@ -174,15 +180,29 @@ class RiskSettings(_Section, frozen=True):
 # file sets itself wins over the preset, so `profile` only moves the keys left out.
 RISK_PROFILES: dict[str, dict[str, Any]] = {
     "conservative": {
-        "max_position_pct": 5.0, "max_positions": 3, "risk_per_trade_pct": 0.5, "max_spread_bps": 15.0,
-        "daily_loss_limit_pct": 1.5, "loss_breaker_pct": 3.0, "max_sector_pct": 15.0,
-        "max_portfolio_risk_pct": 3.0, "max_orders_per_min": 10, "confidence_floor": 0.25,
+        "max_position_pct": 5.0,
+        "max_positions": 3,
+        "risk_per_trade_pct": 0.5,
+        "max_spread_bps": 15.0,
+        "daily_loss_limit_pct": 1.5,
+        "loss_breaker_pct": 3.0,
+        "max_sector_pct": 15.0,
+        "max_portfolio_risk_pct": 3.0,
+        "max_orders_per_min": 10,
+        "confidence_floor": 0.25,
     },
     "default": {},
     "aggressive": {
-        "max_position_pct": 20.0, "max_positions": 10, "risk_per_trade_pct": 2.0, "max_spread_bps": 40.0,
-        "daily_loss_limit_pct": 5.0, "loss_breaker_pct": 8.0, "max_sector_pct": 50.0,
-        "max_portfolio_risk_pct": 12.0, "max_orders_per_min": 60, "confidence_floor": 0.75,
+        "max_position_pct": 20.0,
+        "max_positions": 10,
+        "risk_per_trade_pct": 2.0,
+        "max_spread_bps": 40.0,
+        "daily_loss_limit_pct": 5.0,
+        "loss_breaker_pct": 8.0,
+        "max_sector_pct": 50.0,
+        "max_portfolio_risk_pct": 12.0,
+        "max_orders_per_min": 60,
+        "confidence_floor": 0.75,
     },
 }
 
@@ -191,8 +211,9 @@ def _risk_with_profile(raw_risk: Mapping[str, Any], merged_risk: dict[str, Any])
     """The [risk] table: defaults, then the named profile, then the file's own keys."""
     name = raw_risk.get("profile", merged_risk["profile"])
     if not isinstance(name, str) or name not in RISK_PROFILES:
-        raise SettingsError(f"settings: risk.profile = {_fmt(name)}: unknown profile "
-                            f"(known: {', '.join(RISK_PROFILES)})")
+        raise SettingsError(
+            f"settings: risk.profile = {_fmt(name)}: unknown profile (known: {', '.join(RISK_PROFILES)})"
+        )
     return {**merged_risk, **RISK_PROFILES[name], **raw_risk}
 
 
@@ -423,12 +444,9 @@ def _merge_over_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
             raise SettingsError(f"settings: {section} = {_fmt(value)}: must be a table [{section}]")
         for key in value:
             if (section, key) in REMOVED_KEYS:
-                raise SettingsError(f"settings: {section}.{key} = {_fmt(value[key])}: "
-                                    f"{REMOVED_KEYS[section, key]}")
+                raise SettingsError(f"settings: {section}.{key} = {_fmt(value[key])}: {REMOVED_KEYS[section, key]}")
             if key not in defaults[section]:
-                raise SettingsError(
-                    f"settings: unknown key {section}.{key}{_did_you_mean(key, defaults[section])}"
-                )
+                raise SettingsError(f"settings: unknown key {section}.{key}{_did_you_mean(key, defaults[section])}")
     for section, default_table in defaults.items():
         # Tables inside a section (voter.weights) replace the default whole:
         # a partial weights table means "these models", not "these plus the defaults".
@@ -439,9 +457,11 @@ def _merge_over_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 # Keys that no longer exist, with what to do instead. An error, never a silent
 # mapping: these guarded money, so the operator decides what replaces them.
-_PDT_GONE = ("removed: FINRA retired the pattern-day-trader rule and Alpaca no longer enforces it; "
-             "delete the key, or set risk.day_trade_budget = 3 and risk.day_trade_budget_below_equity = 25000 "
-             "for a self-imposed limit like the old rule (README, Risk)")
+_PDT_GONE = (
+    "removed: FINRA retired the pattern-day-trader rule and Alpaca no longer enforces it; "
+    "delete the key, or set risk.day_trade_budget = 3 and risk.day_trade_budget_below_equity = 25000 "
+    "for a self-imposed limit like the old rule (README, Risk)"
+)
 REMOVED_KEYS: dict[tuple[str, str], str] = {
     ("risk", "pdt_protection"): _PDT_GONE,
     ("risk", "pdt_min_equity"): _PDT_GONE,
@@ -597,7 +617,17 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
         if name not in KNOWN_STRATEGIES:
             c.fail("analyzer.strategies", f"unknown strategy {name!r} (known: {', '.join(KNOWN_STRATEGIES)})")
     c.positive("analyzer.evaluate_every_s", an.evaluate_every_s)
-    for key in ("sma_fast", "sma_slow", "ema_fast", "ema_slow", "macd_signal", "rsi", "bb_period", "breakout_n", "volume_n"):
+    for key in (
+        "sma_fast",
+        "sma_slow",
+        "ema_fast",
+        "ema_slow",
+        "macd_signal",
+        "rsi",
+        "bb_period",
+        "breakout_n",
+        "volume_n",
+    ):
         c.at_least(f"analyzer.{key}", getattr(an, key), 2)
     if an.sma_fast >= an.sma_slow:
         c.fail("analyzer.sma_fast", f"must be < analyzer.sma_slow ({an.sma_slow})")
@@ -641,8 +671,7 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     c.ratio("voter.defensive_hit_rate", vo.defensive_hit_rate)
 
     r = s.risk
-    for key in ("max_position_pct", "risk_per_trade_pct",
-                "stop_loss_pct", "daily_loss_limit_pct"):
+    for key in ("max_position_pct", "risk_per_trade_pct", "stop_loss_pct", "daily_loss_limit_pct"):
         c.pct(f"risk.{key}", getattr(r, key))
     c.positive("risk.take_profit_pct", r.take_profit_pct)
     c.at_least("risk.max_positions", r.max_positions, 1)
@@ -662,16 +691,22 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
         c.fail("risk.profile", f"unknown profile (known: {', '.join(RISK_PROFILES)})")
     c.pct("risk.loss_breaker_pct", r.loss_breaker_pct)
     if r.loss_breaker_pct <= r.daily_loss_limit_pct:
-        c.fail("risk.loss_breaker_pct", f"must be > risk.daily_loss_limit_pct ({r.daily_loss_limit_pct:g}): "
-               "entries stop before the breaker liquidates")
+        c.fail(
+            "risk.loss_breaker_pct",
+            f"must be > risk.daily_loss_limit_pct ({r.daily_loss_limit_pct:g}): "
+            "entries stop before the breaker liquidates",
+        )
     c.pct("risk.max_sector_pct", r.max_sector_pct)
     c.pct("risk.max_portfolio_risk_pct", r.max_portfolio_risk_pct)
     c.ratio("risk.confidence_floor", r.confidence_floor)
     c.non_negative("risk.target_volatility_pct", r.target_volatility_pct)
     c.non_negative("risk.flatten_before_close_min", r.flatten_before_close_min)
     if r.fractional:
-        c.fail("risk.fractional", "fractional shares are not supported: orders are whole shares "
-               "(the embedded venue trades whole shares only)")
+        c.fail(
+            "risk.fractional",
+            "fractional shares are not supported: orders are whole shares "
+            "(the embedded venue trades whole shares only)",
+        )
     if not 0 < r.loss_alert_ratio < 1:
         c.fail("risk.loss_alert_ratio", "must be between 0 and 1 (exclusive)")
     c.positive("risk.in_flight_timeout_s", r.in_flight_timeout_s)
@@ -680,7 +715,7 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
         c.fail("risk.extended_limit_slippage_bps", "must be < 10000 (a sell limit would be <= 0)")
     for symbol, sector in r.sectors.items():
         if not sector:
-            raise SettingsError(f"settings: risk.sectors.{symbol} = \"\": must name a sector")
+            raise SettingsError(f'settings: risk.sectors.{symbol} = "": must name a sector')
 
     o = s.orders
     c.at_least("orders.rate_limit_per_min", o.rate_limit_per_min, 1)
@@ -689,8 +724,11 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
         c.fail("orders.emergency_reserve", f"must be < orders.rate_limit_per_min ({o.rate_limit_per_min})")
     c.at_least("orders.protect_reserve", o.protect_reserve, 0)
     if o.emergency_reserve + o.protect_reserve >= o.rate_limit_per_min:
-        c.fail("orders.protect_reserve", f"must be < orders.rate_limit_per_min - orders.emergency_reserve "
-                                         f"({o.rate_limit_per_min - o.emergency_reserve})")
+        c.fail(
+            "orders.protect_reserve",
+            f"must be < orders.rate_limit_per_min - orders.emergency_reserve "
+            f"({o.rate_limit_per_min - o.emergency_reserve})",
+        )
     c.at_least("orders.max_retries", o.max_retries, 0)
     c.non_negative("orders.retry_backoff_s", o.retry_backoff_s)
     c.positive("orders.request_timeout_s", o.request_timeout_s)
@@ -712,8 +750,14 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
 
     sv = s.supervision
     c.at_least("supervision.max_restarts", sv.max_restarts, 1)
-    for key in ("period_s", "backoff_initial_s", "backoff_max_s", "heartbeat_interval_s",
-                "heartbeat_timeout_s", "ask_timeout_s"):
+    for key in (
+        "period_s",
+        "backoff_initial_s",
+        "backoff_max_s",
+        "heartbeat_interval_s",
+        "heartbeat_timeout_s",
+        "ask_timeout_s",
+    ):
         c.positive(f"supervision.{key}", getattr(sv, key))
     if sv.backoff_initial_s > sv.backoff_max_s:
         c.fail("supervision.backoff_initial_s", f"must be <= supervision.backoff_max_s ({sv.backoff_max_s:g})")
@@ -724,9 +768,11 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
     # own retry wait between market-data attempts is 1 s.
     pause = max(o.retry_backoff_s, HANDLER_PAUSE_FLOOR_S)
     if not sv.heartbeat_timeout_s > pause:
-        c.fail("supervision.heartbeat_timeout_s",
-               f"must be > {pause:g}: a handler may pause that long between REST calls (a submit retry's "
-               "backoff, up to max(orders.retry_backoff_s, 1)), which would be taken for a hang")
+        c.fail(
+            "supervision.heartbeat_timeout_s",
+            f"must be > {pause:g}: a handler may pause that long between REST calls (a submit retry's "
+            "backoff, up to max(orders.retry_backoff_s, 1)), which would be taken for a hang",
+        )
 
     e = s.emergency
     c.at_least("emergency.attempts", e.attempts, 1)
@@ -821,14 +867,16 @@ def _check(s: Settings, merged: Mapping[str, Any]) -> None:
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
-def _check_dashboard(c: "_Checker", d: DashboardSettings) -> None:
+def _check_dashboard(c: _Checker, d: DashboardSettings) -> None:
     if not d.host:
         c.fail("dashboard.host", "must not be empty")
     if not 0 <= d.port <= 65535:
         c.fail("dashboard.port", "must be between 0 and 65535 (0: a free port)")
     if bool(d.tls_cert) != bool(d.tls_key):
-        c.fail("dashboard.tls_cert" if not d.tls_cert else "dashboard.tls_key",
-               "dashboard.tls_cert and dashboard.tls_key go together")
+        c.fail(
+            "dashboard.tls_cert" if not d.tls_cert else "dashboard.tls_key",
+            "dashboard.tls_cert and dashboard.tls_key go together",
+        )
     for key in ("tls_cert", "tls_key"):
         path = getattr(d, key)
         if path and not os.path.isfile(path):
@@ -836,8 +884,11 @@ def _check_dashboard(c: "_Checker", d: DashboardSettings) -> None:
     if "\0" in d.token_file:
         c.fail("dashboard.token_file", "must not contain NUL")
     if d.host not in LOOPBACK_HOSTS and not d.tls_cert and not d.behind_proxy:
-        c.fail("dashboard.host", "is not loopback: set dashboard.tls_cert/tls_key, or dashboard.behind_proxy = true "
-               "when a TLS reverse proxy is in front (see README, dashboard)")
+        c.fail(
+            "dashboard.host",
+            "is not loopback: set dashboard.tls_cert/tls_key, or dashboard.behind_proxy = true "
+            "when a TLS reverse proxy is in front (see README, dashboard)",
+        )
     c.at_least("dashboard.max_body_bytes", d.max_body_bytes, 1024)
     c.at_least("dashboard.max_event_streams", d.max_event_streams, 1)
     c.at_least("dashboard.max_concurrent_requests", d.max_concurrent_requests, 1)

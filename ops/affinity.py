@@ -26,8 +26,10 @@ def apply_cpu_affinity(cpus: tuple[int, ...]) -> frozenset[int] | None:
     allowed = os.sched_getaffinity(0)
     missing = sorted(set(cpus) - allowed)
     if missing:
-        raise SettingsError(f"settings: runtime.cpu_affinity = {list(cpus)}: CPU {', '.join(map(str, missing))} "
-                            f"not available to this process (it may use {_ranges(allowed)})")
+        raise SettingsError(
+            f"settings: runtime.cpu_affinity = {list(cpus)}: CPU {', '.join(map(str, missing))} "
+            f"not available to this process (it may use {_ranges(allowed)})"
+        )
     os.sched_setaffinity(0, cpus)
     return frozenset(os.sched_getaffinity(0))
 

@@ -33,8 +33,8 @@ from typing import Any
 
 import msgspec
 
-from stockade.ops.backtest_data import BadInput, Day, FileSource, SimSource
 from stockade.config.settings import Settings, SettingsError, load_settings
+from stockade.ops.backtest_data import BadInput, Day, FileSource, SimSource
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,9 @@ class BacktestArgs(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python run.py backtest",
-                                description="Replay history through the live actors on a simulated clock.")
+    p = argparse.ArgumentParser(
+        prog="python run.py backtest", description="Replay history through the live actors on a simulated clock."
+    )
     p.add_argument("--settings", help="settings file (partial allowed)")
     p.add_argument("--data-dir", help="where trained models are read from (default: $STATE_DIRECTORY or ./var)")
     p.add_argument("--start", required=True, help="first date, YYYY-MM-DD (exchange time)")
@@ -67,8 +68,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--file", help="CSV/Parquet of bars or quotes, for --source file")
     p.add_argument("--seed", type=int, default=None, help="market and id seed (default: venue.seed)")
     p.add_argument("--out", default="backtest-out", help="results dir (created; must not hold an earlier run)")
-    p.add_argument("--walk-forward", type=int, metavar="K",
-                   help="K folds: train the models on each window with `train`'s code, test on the next")
+    p.add_argument(
+        "--walk-forward",
+        type=int,
+        metavar="K",
+        help="K folds: train the models on each window with `train`'s code, test on the next",
+    )
     return p.parse_args(argv)
 
 
@@ -120,8 +125,9 @@ def main(argv: list[str]) -> int:
 class Backtest:
     """One run: its inputs, checked; `run()` replays them."""
 
-    def __init__(self, settings: Settings, request: BacktestArgs, source: Any, out: Path,
-                 models_dir: str | None) -> None:
+    def __init__(
+        self, settings: Settings, request: BacktestArgs, source: Any, out: Path, models_dir: str | None
+    ) -> None:
         self.settings = settings
         self.request = request
         self.source = source
@@ -129,7 +135,7 @@ class Backtest:
         self.models_dir = models_dir
 
     @classmethod
-    def prepare(cls, settings: Settings, args: argparse.Namespace) -> "Backtest":
+    def prepare(cls, settings: Settings, args: argparse.Namespace) -> Backtest:
         """Check the arguments (BadInput: one line for the user) and pick the source."""
         from stockade.config import paths
 
@@ -143,8 +149,10 @@ class Backtest:
                 raise BadInput("--source file needs --file PATH")
             source: Any = FileSource(Path(args.file), symbols, start, end)
             if not source.rows:
-                raise BadInput(f"{args.file}: no rows between {start} and {end}"
-                               + (f" for {','.join(source.symbols)}" if symbols else ""))
+                raise BadInput(
+                    f"{args.file}: no rows between {start} and {end}"
+                    + (f" for {','.join(source.symbols)}" if symbols else "")
+                )
         else:
             if args.file:
                 raise BadInput(f"--file is only for --source file (source is {args.source})")
@@ -163,18 +171,36 @@ class Backtest:
         if any((out / name).exists() for name in (ENV_DIRNAME, "backtest.json", "walk_forward.json")):
             raise BadInput(f"--out {out}: already holds a run; give a new directory")
         settings = msgspec.structs.replace(
-            settings, trading=msgspec.structs.replace(settings.trading, symbols=tuple(source.symbols)))
-        request = BacktestArgs(start=start.isoformat(), end=end.isoformat(), symbols=tuple(source.symbols),
-                               source=args.source, file=args.file, seed=seed)
+            settings, trading=msgspec.structs.replace(settings.trading, symbols=tuple(source.symbols))
+        )
+        request = BacktestArgs(
+            start=start.isoformat(),
+            end=end.isoformat(),
+            symbols=tuple(source.symbols),
+            source=args.source,
+            file=args.file,
+            seed=seed,
+        )
         data = paths.data_dir(args.data_dir)
         return cls(settings, request, source, out, str(data))
 
-    def run(self, progress: bool = False, window: tuple[dt.date, dt.date] | None = None, out: Path | None = None,
-            models_dir: str | None = None) -> dict[str, Any]:
+    def run(
+        self,
+        progress: bool = False,
+        window: tuple[dt.date, dt.date] | None = None,
+        out: Path | None = None,
+        models_dir: str | None = None,
+    ) -> dict[str, Any]:
         """Replay every event (of `window` only, if given); returns the summary (also in OUT/backtest.json)."""
         out = out or self.out
-        engine = Engine(self.settings, self.request.symbols, self.request.seed, out, models_dir or self.models_dir,
-                        market=getattr(self.source, "market", None))
+        engine = Engine(
+            self.settings,
+            self.request.symbols,
+            self.request.seed,
+            out,
+            models_dir or self.models_dir,
+            market=getattr(self.source, "market", None),
+        )
         b = self.settings.backtest
         started = time.perf_counter()
         bar = Progress(progress)
@@ -212,8 +238,7 @@ class Backtest:
         return {**summary, **timing, "out": str(out)}
 
 
-def _alpaca_source(settings: Settings, symbols: tuple[str, ...], start: dt.date, end: dt.date,
-                   data_dir: Path) -> Any:
+def _alpaca_source(settings: Settings, symbols: tuple[str, ...], start: dt.date, end: dt.date, data_dir: Path) -> Any:
     from stockade.config import secrets as ops_secrets
     from stockade.ops.backtest_data import AlpacaSource
 
@@ -222,13 +247,15 @@ def _alpaca_source(settings: Settings, symbols: tuple[str, ...], start: dt.date,
     except ops_secrets.SecretsError as exc:
         raise BadInput(str(exc)) from None
     if keys is None:
-        raise BadInput(f"--source alpaca needs {ops_secrets.ALPACA_KEY_ID} and {ops_secrets.ALPACA_SECRET_KEY} "
-                       "in the environment")
+        raise BadInput(
+            f"--source alpaca needs {ops_secrets.ALPACA_KEY_ID} and {ops_secrets.ALPACA_SECRET_KEY} in the environment"
+        )
     from stockade.broker.rest import register_secret
 
     register_secret(*keys)
-    source = AlpacaSource(symbols, start, end, keys, settings.alpaca.data_url, settings.alpaca.feed,
-                          Path(data_dir) / "backtest-cache")
+    source = AlpacaSource(
+        symbols, start, end, keys, settings.alpaca.data_url, settings.alpaca.feed, Path(data_dir) / "backtest-cache"
+    )
     if not source.rows:
         raise BadInput(f"--source alpaca: no bars for {','.join(symbols)} between {start} and {end}")
     return source
@@ -276,9 +303,18 @@ class Progress:
 class Engine:
     """The actors, the in-process venue and the simulated clock of one run."""
 
-    def __init__(self, settings: Settings, symbols: tuple[str, ...], seed: int, out: Path, models_dir: str | None,
-                 market: Any = None, strategy: str = "ensemble", signals_only: bool = False,
-                 clock_mode: str = "nyse") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        symbols: tuple[str, ...],
+        seed: int,
+        out: Path,
+        models_dir: str | None,
+        market: Any = None,
+        strategy: str = "ensemble",
+        signals_only: bool = False,
+        clock_mode: str = "nyse",
+    ) -> None:
         from stockade.actors.services import Services
         from stockade.broker.token_bucket import install_shared_bucket
         from stockade.config import paths
@@ -321,13 +357,13 @@ class Engine:
     def _start(self, first_ns: int) -> None:
         """Build the venue and start the actors just before the first event (warm-up sees only the past)."""
         from stockade.actors import names
+        from stockade.actors.analyzer import Analyzer
         from stockade.actors.emergency_stop import EmergencyStop
         from stockade.actors.ensemble_voter import EnsembleVoter
         from stockade.actors.order_manager import OrderManager
         from stockade.actors.quote_streamer import analyzer_name
         from stockade.actors.reconciler import Reconciler
         from stockade.actors.risk_guard import RiskGuard
-        from stockade.actors.analyzer import Analyzer
         from stockade.supervisors.context import ActorContext
 
         Services, BacktestBroker, InProcessVenue, SimClock, FaultInjector, install_shared_bucket = self._make
@@ -341,20 +377,33 @@ class Engine:
 
         if hasattr(self.market, "bind_clock"):
             self.market.bind_clock(clock.now_ns)
-        self.venue = InProcessVenue(self.symbols, clock.now_ns, market=self.market,
-                                    initial_cash=s.venue.initial_cash, seed=self.seed, new_id=venue_id,
-                                    clock_mode=self.clock_mode)
+        self.venue = InProcessVenue(
+            self.symbols,
+            clock.now_ns,
+            market=self.market,
+            initial_cash=s.venue.initial_cash,
+            seed=self.seed,
+            new_id=venue_id,
+            clock_mode=self.clock_mode,
+        )
         self.venue.subscribe_events(self._charge_commission)
         broker = BacktestBroker.for_venue(self.venue, key=f"BACKTEST-{id(self):x}")
-        install_shared_bucket(broker.key, s.orders.rate_limit_per_min, s.orders.emergency_reserve, clock.monotonic,
-                              s.orders.protect_reserve)
+        install_shared_bucket(
+            broker.key,
+            s.orders.rate_limit_per_min,
+            s.orders.emergency_reserve,
+            clock.monotonic,
+            s.orders.protect_reserve,
+        )
         self.svc = Services(settings=s, store=self.store, broker=broker, faults=FaultInjector(), clock=clock)
         self.svc.started_ns = clock.now_ns()
         router = self.dispatcher.router
         extras = {"services": self.svc, "data_dir": self.models_dir, "crossover_signals_only": self.signals_only}
         # The tree's start order (actors/tree.py), without supervisors.
         children: list[tuple[str, Any]] = [
-            (names.EMERGENCY_STOP, EmergencyStop), (names.ORDER_MANAGER, OrderManager), (names.RECONCILER, Reconciler),
+            (names.EMERGENCY_STOP, EmergencyStop),
+            (names.ORDER_MANAGER, OrderManager),
+            (names.RECONCILER, Reconciler),
             (names.RISK_GUARD, RiskGuard),
         ]
         if self.strategy == "crossover":
@@ -367,8 +416,9 @@ class Engine:
             children += [(per_symbol[sym], Analyzer) for sym in self.symbols]
             children.append((names.ENSEMBLE_VOTER, EnsembleVoter))
         for name, cls in children:
-            ctx = ActorContext(name=name, generation=0, router=router, notify=lambda e: None, extras=extras,
-                               clock=clock)
+            ctx = ActorContext(
+                name=name, generation=0, router=router, notify=lambda e: None, extras=extras, clock=clock
+            )
             self.dispatcher.spawn(cls, ctx)
             self.dispatcher.run_until_idle()
         self._analyzer = per_symbol
@@ -406,8 +456,17 @@ class Engine:
                     self._sampled[event.symbol] = event.ts_ns
                     self.prices[event.symbol].append((event.ts_ns, (event.bid + event.ask) / 2))
                 if slip:
-                    venue.on_quote(Quote(event.symbol, event.bid * (1 - slip), event.ask * (1 + slip),
-                                         event.bid_size, event.ask_size, event.ts_ns, event.recv_ns))
+                    venue.on_quote(
+                        Quote(
+                            event.symbol,
+                            event.bid * (1 - slip),
+                            event.ask * (1 + slip),
+                            event.bid_size,
+                            event.ask_size,
+                            event.ts_ns,
+                            event.recv_ns,
+                        )
+                    )
                 else:
                     venue.on_quote(event)
                 settle()
@@ -444,7 +503,6 @@ class Engine:
         finally:
             self._sync()
             self.store.close()
-
 
 
 def records(out: str | Path) -> list[tuple[bytes, bytes, bytes]]:

@@ -14,7 +14,8 @@ see `venue/inprocess.py`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from stockade.actors.services import BrokerAccess
 from stockade.broker.rest import BrokerEndpoints, make_data_client, make_trading_client
@@ -66,9 +67,10 @@ class BacktestBroker(BrokerAccess):
     inprocess: InProcessVenue | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
-    def for_venue(cls, venue: InProcessVenue, key: str = "BACKTEST") -> "BacktestBroker":
-        endpoints = BrokerEndpoints(IN_PROCESS_URL, IN_PROCESS_URL, IN_PROCESS_URL + "/v2/test",
-                                    IN_PROCESS_URL + "/stream")
+    def for_venue(cls, venue: InProcessVenue, key: str = "BACKTEST") -> BacktestBroker:
+        endpoints = BrokerEndpoints(
+            IN_PROCESS_URL, IN_PROCESS_URL, IN_PROCESS_URL + "/v2/test", IN_PROCESS_URL + "/stream"
+        )
         return cls("backtest", endpoints, key, "in-process", True, 10.0, inprocess=venue)
 
     def _venue(self) -> InProcessVenue:

@@ -24,8 +24,9 @@ import csv
 import dataclasses
 import datetime as dt
 import math
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from stockade.codecs.messages import Quote, Trade
 from stockade.trading.market_hours import exchange_date
@@ -33,7 +34,7 @@ from stockade.trading.market_hours import exchange_date
 NS = 1_000_000_000
 BAR_COLUMNS = ("timestamp", "symbol", "open", "high", "low", "close", "volume")
 QUOTE_COLUMNS = ("timestamp", "symbol", "bid", "ask", "bid_size", "ask_size")
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _STEPS_NS = (0, 15 * NS, 30 * NS, 45 * NS)
 
 
@@ -63,7 +64,9 @@ class Day:
 
 def bar_events(bar: BarRow, spread_bps: float, size: float) -> list[Quote | Trade]:
     """The quotes (and trade) a bar is replayed as; see the module docstring."""
-    path = (bar.open, bar.low, bar.high, bar.close) if bar.close >= bar.open else (bar.open, bar.high, bar.low, bar.close)
+    path = (
+        (bar.open, bar.low, bar.high, bar.close) if bar.close >= bar.open else (bar.open, bar.high, bar.low, bar.close)
+    )
     half = spread_bps / 20_000.0
     out: list[Quote | Trade] = []
     for step, price in zip(_STEPS_NS, path, strict=True):
@@ -119,20 +122,25 @@ class SimSource:
         # whole run, and the in-process venue's clock (the decision time) caps
         # what the strategies can ask of it.
         end_ns = self.end_ns
-        self.market = MarketSimulator(symbols, seed=seed, clock=MarketClock("nyse", lambda: end_ns),
-                                      now_fn=lambda: end_ns)
+        self.market = MarketSimulator(
+            symbols, seed=seed, clock=MarketClock("nyse", lambda: end_ns), now_fn=lambda: end_ns
+        )
 
     def bars_between(self, first: dt.date, last: dt.date) -> dict[str, list[Any]]:
         """Each symbol's minute bars of [first, last] (walk-forward training), as `Bar` messages."""
         from stockade.codecs.messages import Bar
 
         lo, hi = _date_ns(first), _date_ns(last + dt.timedelta(days=1)) - 1
-        return {s: [Bar(s, b.open, b.high, b.low, b.close, float(b.volume), b.ts_ns)
-                    for b in self.market.bars(s, 1, lo, hi)] for s in self.symbols}
+        return {
+            s: [
+                Bar(s, b.open, b.high, b.low, b.close, float(b.volume), b.ts_ns) for b in self.market.bars(s, 1, lo, hi)
+            ]
+            for s in self.symbols
+        }
 
     def days(self, spread_bps: float, size: float) -> Iterator[Day]:
-        day = dt.datetime.fromtimestamp(self.start_ns / NS, dt.timezone.utc).date()
-        last = dt.datetime.fromtimestamp(self.end_ns / NS, dt.timezone.utc).date()
+        day = dt.datetime.fromtimestamp(self.start_ns / NS, dt.UTC).date()
+        last = dt.datetime.fromtimestamp(self.end_ns / NS, dt.UTC).date()
         while day <= last:
             lo = _date_ns(day)
             hi = _date_ns(day + dt.timedelta(days=1)) - 1
@@ -147,7 +155,7 @@ class SimSource:
 
 
 def _date_ns(day: dt.date) -> int:
-    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp()) * NS
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) * NS
 
 
 # ---- file ---------------------------------------------------------------------------
@@ -167,24 +175,35 @@ class FileMarket:
         self._now: Any = None
         self._bars: dict[str, list[Any]] = {s: [] for s in symbols}
         for r in sorted(history, key=lambda r: r.ts_ns):
-            self._bars[r.symbol].append(SimBar(r.symbol, r.open, r.high, r.low, r.close, int(r.volume), 0,
-                                               r.close, r.ts_ns))
+            self._bars[r.symbol].append(
+                SimBar(r.symbol, r.open, r.high, r.low, r.close, int(r.volume), 0, r.close, r.ts_ns)
+            )
 
     def bind_clock(self, now_ns: Any) -> None:
         self._now = now_ns
 
-    def bars(self, symbol: str, timeframe: Any = 1, start_ns: int | None = None, end_ns: int | None = None,
-             limit: int | None = None, descending: bool = False) -> list[Any]:
+    def bars(
+        self,
+        symbol: str,
+        timeframe: Any = 1,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        limit: int | None = None,
+        descending: bool = False,
+    ) -> list[Any]:
         if getattr(timeframe, "amount", 1) != 1 or getattr(timeframe, "unit", "Min") != "Min":
             return []  # minute bars only: coarser history is not in a minute file
         complete_by = self._now() - 60 * NS if self._now is not None else None
-        out = [b for b in self._bars.get(symbol, ())
-               if (start_ns is None or b.ts_ns >= start_ns) and (end_ns is None or b.ts_ns <= end_ns)
-               and (complete_by is None or b.ts_ns <= complete_by)]
+        out = [
+            b
+            for b in self._bars.get(symbol, ())
+            if (start_ns is None or b.ts_ns >= start_ns)
+            and (end_ns is None or b.ts_ns <= end_ns)
+            and (complete_by is None or b.ts_ns <= complete_by)
+        ]
         if descending:
             out.reverse()
         return out[:limit] if limit is not None else out
-
 
 
 def parse_timestamp(text: str) -> int:
@@ -222,8 +241,10 @@ class FileSource:
         elif set(QUOTE_COLUMNS) <= set(columns):
             self.kind = "quotes"
         else:
-            raise BadInput(f"{path}:1: header {','.join(columns)!r} is neither bars "
-                           f"({','.join(BAR_COLUMNS)}) nor quotes ({','.join(QUOTE_COLUMNS)})")
+            raise BadInput(
+                f"{path}:1: header {','.join(columns)!r} is neither bars "
+                f"({','.join(BAR_COLUMNS)}) nor quotes ({','.join(QUOTE_COLUMNS)})"
+            )
         lo, hi = _date_ns(start), _date_ns(end + dt.timedelta(days=1))
         parsed: list[tuple[int, str, tuple[float, ...]]] = []
         history: list[BarRow] = []  # bars before --start: what the analyzers warm up from
@@ -236,8 +257,9 @@ class FileSource:
             try:
                 ts = parse_timestamp(str(row.get("timestamp") or ""))
             except ValueError:
-                raise BadInput(f"{where}: timestamp = {row.get('timestamp')!r}: not RFC 3339 with an offset "
-                               "or integer nanoseconds") from None
+                raise BadInput(
+                    f"{where}: timestamp = {row.get('timestamp')!r}: not RFC 3339 with an offset or integer nanoseconds"
+                ) from None
             if self.kind == "bars":
                 o, h, lo_, c = (_number(row, f, where) for f in ("open", "high", "low", "close"))
                 v = _number(row, "volume", where, positive=False)
@@ -264,16 +286,18 @@ class FileSource:
         self.rows = parsed
         # Every bar, not only those before --start: a walk-forward fold warms up on the
         # bars before its own window; the market never serves a bar after the simulated now.
-        self.market = FileMarket(self.symbols, history + [BarRow(sym, ts, *v) for ts, sym, v in parsed]
-                                 if self.kind == "bars" else history)
+        self.market = FileMarket(
+            self.symbols, history + [BarRow(sym, ts, *v) for ts, sym, v in parsed] if self.kind == "bars" else history
+        )
 
     def _read(self) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
         if self.path.suffix.lower() == ".parquet":
             try:
                 import pyarrow.parquet as pq  # type: ignore[import-not-found]
             except ImportError:
-                raise BadInput(f"--file {self.path}: reading Parquet needs pyarrow "
-                               "(pip install pyarrow), or give a CSV") from None
+                raise BadInput(
+                    f"--file {self.path}: reading Parquet needs pyarrow (pip install pyarrow), or give a CSV"
+                ) from None
             table = pq.read_table(self.path)
             records = table.to_pylist()
             return [(i + 1, r) for i, r in enumerate(records)], list(table.column_names)
@@ -327,14 +351,28 @@ class AlpacaSource:
     environment (APCA_API_KEY_ID / APCA_API_SECRET_KEY), never from settings.
     """
 
-    def __init__(self, symbols: tuple[str, ...], start: dt.date, end: dt.date, keys: tuple[str, str],
-                 data_url: str, feed: str, cache_dir: Path) -> None:
+    def __init__(
+        self,
+        symbols: tuple[str, ...],
+        start: dt.date,
+        end: dt.date,
+        keys: tuple[str, str],
+        data_url: str,
+        feed: str,
+        cache_dir: Path,
+    ) -> None:
         import hashlib
         import json
 
         self.symbols = symbols
-        request = {"symbols": list(symbols), "start": start.isoformat(), "end": end.isoformat(), "feed": feed,
-                   "url": data_url, "warmup_days": WARMUP_DAYS}
+        request = {
+            "symbols": list(symbols),
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "feed": feed,
+            "url": data_url,
+            "warmup_days": WARMUP_DAYS,
+        }
         name = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:20]
         self.cache = cache_dir / f"alpaca-bars-{name}.csv"
         self.fetched = False
@@ -346,8 +384,9 @@ class AlpacaSource:
                 w = csv.writer(fh)
                 w.writerow(BAR_COLUMNS)
                 for r in rows:
-                    w.writerow((r.ts_ns, r.symbol, repr(r.open), repr(r.high), repr(r.low), repr(r.close),
-                                repr(r.volume)))
+                    w.writerow(
+                        (r.ts_ns, r.symbol, repr(r.open), repr(r.high), repr(r.low), repr(r.close), repr(r.volume))
+                    )
             tmp.replace(self.cache)  # whole or absent: an interrupted fetch is fetched again
             self.fetched = True
         self._file = FileSource(self.cache, symbols, start, end)
@@ -360,16 +399,29 @@ class AlpacaSource:
         from stockade.broker.rest import make_data_client, redact
 
         client = make_data_client(keys[0], keys[1], data_url)
-        first = dt.datetime.combine(start - dt.timedelta(days=WARMUP_DAYS), dt.time(0), dt.timezone.utc)
-        last = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(0), dt.timezone.utc)
+        first = dt.datetime.combine(start - dt.timedelta(days=WARMUP_DAYS), dt.time(0), dt.UTC)
+        last = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(0), dt.UTC)
         try:
-            data = client.get_stock_bars(StockBarsRequest(symbol_or_symbols=list(self.symbols),
-                                                          timeframe=TimeFrame.Minute, start=first, end=last,
-                                                          feed=feed)).data
+            data = client.get_stock_bars(
+                StockBarsRequest(
+                    symbol_or_symbols=list(self.symbols), timeframe=TimeFrame.Minute, start=first, end=last, feed=feed
+                )
+            ).data
         except Exception as exc:  # noqa: BLE001 - any failure: one line, exit 2
             raise BadInput(f"--source alpaca: fetching bars failed: {redact(exc)}") from None
-        rows = [BarRow(sym, int(b.timestamp.timestamp()) * NS, float(b.open), float(b.high), float(b.low),
-                       float(b.close), float(b.volume)) for sym, bars in data.items() for b in bars]
+        rows = [
+            BarRow(
+                sym,
+                int(b.timestamp.timestamp()) * NS,
+                float(b.open),
+                float(b.high),
+                float(b.low),
+                float(b.close),
+                float(b.volume),
+            )
+            for sym, bars in data.items()
+            for b in bars
+        ]
         rows.sort(key=lambda r: (r.ts_ns, self.symbols.index(r.symbol) if r.symbol in self.symbols else 0))
         return rows
 

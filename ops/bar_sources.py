@@ -46,9 +46,12 @@ def rest_bars(client, symbols: Sequence[str], start_ns: int, end_ns: int, feed: 
     from alpaca.data.timeframe import TimeFrame
 
     request = StockBarsRequest(
-        symbol_or_symbols=list(symbols), timeframe=TimeFrame.Minute,
-        start=datetime.fromtimestamp(start_ns / 1e9, UTC), end=datetime.fromtimestamp(end_ns / 1e9, UTC),
-        feed=feed, sort=Sort.ASC,
+        symbol_or_symbols=list(symbols),
+        timeframe=TimeFrame.Minute,
+        start=datetime.fromtimestamp(start_ns / 1e9, UTC),
+        end=datetime.fromtimestamp(end_ns / 1e9, UTC),
+        feed=feed,
+        sort=Sort.ASC,
     )
     data = client.get_stock_bars(request).data
     return {

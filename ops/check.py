@@ -22,9 +22,10 @@ import json
 import secrets as pysecrets
 import sys
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 
@@ -51,8 +52,9 @@ class _Target(msgspec.Struct, frozen=True):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python run.py check",
-                                description="Check settings, broker, clock, data feed and the control socket.")
+    p = argparse.ArgumentParser(
+        prog="python run.py check", description="Check settings, broker, clock, data feed and the control socket."
+    )
     p.add_argument("--settings", help="settings TOML file (partial files allowed)")
     p.add_argument("--data-dir", help="data directory (to find the control socket; default as the daemon)")
     p.add_argument("--socket", help="control socket path (default: found as the daemon does)")
@@ -81,8 +83,9 @@ def main(argv: list[str]) -> int:
     return EXIT_OK if all(r.ok for r in rows) else EXIT_FAIL
 
 
-def run_checks(settings_path: str | None, data_dir: str | None, socket_opt: str | None,
-               timeout: float) -> tuple[list[Row], Settings | None]:
+def run_checks(
+    settings_path: str | None, data_dir: str | None, socket_opt: str | None, timeout: float
+) -> tuple[list[Row], Settings | None]:
     """Every row, in order; settings None when they did not load."""
     from stockade.broker.rest import register_secret
 
@@ -96,17 +99,27 @@ def run_checks(settings_path: str | None, data_dir: str | None, socket_opt: str 
 
         money = check_trading_mode(settings, mode)
     except SettingsError as exc:
-        skipped = [Row(name, False, "not checked: the settings are bad")
-                   for name in ("broker", "clock", "data feed", "control socket")]
+        skipped = [
+            Row(name, False, "not checked: the settings are bad")
+            for name in ("broker", "clock", "data feed", "control socket")
+        ]
         return [Row("settings", False, _clean(str(exc))), *skipped], None
-    rows = [Row("settings", True, f"valid; venue {mode}, {money} trading, {len(settings.trading.symbols)} symbols "
-                                  f"({', '.join(settings.trading.symbols)})")]
+    rows = [
+        Row(
+            "settings",
+            True,
+            f"valid; venue {mode}, {money} trading, {len(settings.trading.symbols)} symbols "
+            f"({', '.join(settings.trading.symbols)})",
+        )
+    ]
     with ExitStack() as stack:
         try:
             target = _target(settings, mode, keys, stack, timeout)
         except Exception as exc:
-            rows += [Row(name, False, _clean(f"no broker to check: {type(exc).__name__}: {exc}"))
-                     for name in ("broker", "clock", "data feed")]
+            rows += [
+                Row(name, False, _clean(f"no broker to check: {type(exc).__name__}: {exc}"))
+                for name in ("broker", "clock", "data feed")
+            ]
         else:
             rows += _broker_rows(settings, target, timeout)
     rows.append(_control_row(settings_path, data_dir, socket_opt, timeout))
@@ -127,10 +140,21 @@ def _target(settings: Settings, mode: str, keys: tuple[str, str] | None, stack: 
     v = settings.venue
     key, secret = "PK" + pysecrets.token_hex(9).upper(), pysecrets.token_urlsafe(30)
     tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="stockade-check-"))
-    handle = start_venue(VenueConfig(host=v.host, port=0, seed=v.seed, data_dir=str(Path(tmp) / "venue"),
-                                     api_key=key, api_secret=secret, symbols=tuple(settings.trading.symbols),
-                                     quote_rate_hz=v.quote_rate_hz, clock=v.clock, initial_cash=v.initial_cash),
-                         start_timeout=timeout)
+    handle = start_venue(
+        VenueConfig(
+            host=v.host,
+            port=0,
+            seed=v.seed,
+            data_dir=str(Path(tmp) / "venue"),
+            api_key=key,
+            api_secret=secret,
+            symbols=tuple(settings.trading.symbols),
+            quote_rate_hz=v.quote_rate_hz,
+            clock=v.clock,
+            initial_cash=v.initial_cash,
+        ),
+        start_timeout=timeout,
+    )
     stack.callback(handle.stop, timeout=timeout)
     return _Target("embedded (started on loopback for this check)", handle.base_url, handle.base_url, key, secret)
 
@@ -139,11 +163,13 @@ def _broker_rows(settings: Settings, t: _Target, timeout: float) -> list[Row]:
     from stockade.broker.rest import make_data_client, make_trading_client
 
     # No retries: a check should say what is wrong now, within its timeout.
-    trading = make_trading_client(t.key, t.secret, t.trading_url, timeout_s=timeout,
-                                  connect_timeout_s=min(timeout, 5.0), retry_attempts=0)
+    trading = make_trading_client(
+        t.key, t.secret, t.trading_url, timeout_s=timeout, connect_timeout_s=min(timeout, 5.0), retry_attempts=0
+    )
     rows = [_row("broker", lambda: _account(trading, t)), _row("clock", lambda: _clock(trading))]
-    data = make_data_client(t.key, t.secret, t.data_url, timeout_s=timeout,
-                            connect_timeout_s=min(timeout, 5.0), retry_attempts=0)
+    data = make_data_client(
+        t.key, t.secret, t.data_url, timeout_s=timeout, connect_timeout_s=min(timeout, 5.0), retry_attempts=0
+    )
     rows.append(_row("data feed", lambda: _quote(data, settings)))
     return rows
 
@@ -160,8 +186,10 @@ def _account(client: Any, t: _Target) -> tuple[bool, str]:
     acct = client.get_account()
     status = str(getattr(acct.status, "value", acct.status))
     blocked = [name for name in ("trading_blocked", "account_blocked") if getattr(acct, name, False)]
-    detail = (f"{t.venue} at {t.trading_url}: account {status}, equity {acct.equity}, "
-              f"buying power {acct.buying_power}, trading_blocked {bool(acct.trading_blocked)}")
+    detail = (
+        f"{t.venue} at {t.trading_url}: account {status}, equity {acct.equity}, "
+        f"buying power {acct.buying_power}, trading_blocked {bool(acct.trading_blocked)}"
+    )
     if blocked:
         detail += f" (blocked: {', '.join(blocked)})"
     return status == "ACTIVE" and not blocked, detail
@@ -169,8 +197,10 @@ def _account(client: Any, t: _Target) -> tuple[bool, str]:
 
 def _clock(client: Any) -> tuple[bool, str]:
     clock = client.get_clock()
-    return True, (f"market {'open' if clock.is_open else 'closed'}; next open {clock.next_open.isoformat()}, "
-                  f"next close {clock.next_close.isoformat()}")
+    return True, (
+        f"market {'open' if clock.is_open else 'closed'}; next open {clock.next_open.isoformat()}, "
+        f"next close {clock.next_close.isoformat()}"
+    )
 
 
 def _quote(client: Any, settings: Settings) -> tuple[bool, str]:
@@ -179,12 +209,15 @@ def _quote(client: Any, settings: Settings) -> tuple[bool, str]:
 
     symbol = settings.trading.symbols[0]
     feed = settings.alpaca.feed
-    request = StockLatestQuoteRequest(symbol_or_symbols=symbol, **(
-        {"feed": DataFeed(feed)} if feed in {f.value for f in DataFeed} else {}))
+    request = StockLatestQuoteRequest(
+        symbol_or_symbols=symbol, **({"feed": DataFeed(feed)} if feed in {f.value for f in DataFeed} else {})
+    )
     quote = client.get_stock_latest_quote(request)[symbol]
     ok = quote.bid_price > 0 or quote.ask_price > 0
-    return ok, (f"{symbol} ({feed}): bid {quote.bid_price} x ask {quote.ask_price} at {quote.timestamp.isoformat()}"
-                + ("" if ok else "; no price"))
+    return ok, (
+        f"{symbol} ({feed}): bid {quote.bid_price} x ask {quote.ask_price} at {quote.timestamp.isoformat()}"
+        + ("" if ok else "; no price")
+    )
 
 
 def _control_row(settings_path: str | None, data_dir: str | None, socket_opt: str | None, timeout: float) -> Row:
@@ -208,9 +241,12 @@ def _control_row(settings_path: str | None, data_dir: str | None, socket_opt: st
         return Row("control socket", False, _clean(f"{path}: status refused: {reply.get('error')}"))
     st = reply["result"]
     healthy = bool(st.get("healthy"))
-    return Row("control socket", healthy,
-               f"daemon running at {path}: trading {st.get('trading_state')}, venue {st.get('venue')}, "
-               f"{'healthy' if healthy else 'NOT healthy'}, up {st.get('uptime_s')}s")
+    return Row(
+        "control socket",
+        healthy,
+        f"daemon running at {path}: trading {st.get('trading_state')}, venue {st.get('venue')}, "
+        f"{'healthy' if healthy else 'NOT healthy'}, up {st.get('uptime_s')}s",
+    )
 
 
 def _clean(text: str) -> str:

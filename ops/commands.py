@@ -15,15 +15,15 @@ from typing import Any
 
 import msgspec
 
+from stockade.actors import names
 from stockade.actors.emergency_stop import emergency_liquidation
 from stockade.actors.services import Services
+from stockade.actors.tree import SUPERVISOR_NAMES
 from stockade.codecs.messages import ApproveProposal, Kill, ListPending, RejectProposal
 from stockade.ops.alerts import report as alert_report
 from stockade.ops.control import CommandError, ControlServer, arg_float, arg_int, arg_str
 from stockade.supervisors.faults import FaultInjectionDisabled
 from stockade.supervisors.runtime import Tree
-from stockade.actors.tree import SUPERVISOR_NAMES
-from stockade.actors import names
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +32,32 @@ def status(svc: Services, tree: Tree) -> dict[str, Any]:
     """What an operator needs at a glance."""
     state = svc.trading_state()
     actors = [
-        {"name": a.name, "alive": a.alive, "restarts": a.restarts, "state": a.state, "mailbox": a.mailbox,
-         "supervisor": a.name in SUPERVISOR_NAMES, "refused": a.refused}
+        {
+            "name": a.name,
+            "alive": a.alive,
+            "restarts": a.restarts,
+            "state": a.state,
+            "mailbox": a.mailbox,
+            "supervisor": a.name in SUPERVISOR_NAMES,
+            "refused": a.refused,
+        }
         for a in tree.snapshot()
     ]
     positions = [
         {"symbol": p.symbol, "qty": p.qty, "avg_entry_price": round(p.avg_entry_price, 4)}
-        for p in svc.store.positions.values() if p.qty != 0
+        for p in svc.store.positions.values()
+        if p.qty != 0
     ]
     orders = [
-        {"client_order_id": o.client_order_id, "symbol": o.symbol, "side": o.side, "qty": o.qty,
-         "type": o.order_type, "state": o.state, "filled_qty": o.filled_qty}
+        {
+            "client_order_id": o.client_order_id,
+            "symbol": o.symbol,
+            "side": o.side,
+            "qty": o.qty,
+            "type": o.order_type,
+            "state": o.state,
+            "filled_qty": o.filled_qty,
+        }
         for o in svc.store.open_orders()
     ]
     latest = svc.store.equity.latest(1)
@@ -109,8 +124,13 @@ def register_commands(server: ControlServer, svc: Services, tree: Tree) -> None:
     def alerts(args: dict[str, Any]) -> dict[str, Any]:
         n = arg_int(args, "n", 20, minimum=1)
         try:
-            return alert_report.report(svc.store, svc.stats.get("alerts"), limit=n,
-                                       min_level=arg_str(args, "level", "INFO").upper(), kind=arg_str(args, "kind", ""))
+            return alert_report.report(
+                svc.store,
+                svc.stats.get("alerts"),
+                limit=n,
+                min_level=arg_str(args, "level", "INFO").upper(),
+                kind=arg_str(args, "kind", ""),
+            )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
 
@@ -155,23 +175,41 @@ def register_commands(server: ControlServer, svc: Services, tree: Tree) -> None:
 
     server.register("status", lambda args: status(svc, tree), "trading state, actors, positions, orders, equity")
     server.register("halt", lambda args: set_state("HALTED", args), "stop all new orders", usage="halt [REASON]")
-    server.register("reduce", lambda args: set_state("REDUCING", args), "only exposure-reducing orders",
-                    usage="reduce [REASON]")
+    server.register(
+        "reduce", lambda args: set_state("REDUCING", args), "only exposure-reducing orders", usage="reduce [REASON]"
+    )
     server.register("resume", lambda args: set_state("ACTIVE", args), "trade normally again", usage="resume [REASON]")
-    server.register("kill", kill, "HALT, cancel all orders, close all positions; answers when flat",
-                    usage="kill [REASON]")
+    server.register(
+        "kill", kill, "HALT, cancel all orders, close all positions; answers when flat", usage="kill [REASON]"
+    )
     server.register("pending", lambda args: ask_voter(ListPending()), "proposals waiting for approval")
-    server.register("approve", lambda args: ask_voter(ApproveProposal(arg_str(args, "id"))), "approve a proposal",
-                    usage="approve ID")
-    server.register("reject", lambda args: ask_voter(RejectProposal(arg_str(args, "id"), arg_str(args, "reason", "operator"))),
-                    "reject a proposal", usage="reject ID [REASON]")
-    server.register("alerts", alerts, "recent alerts (filtered), stored counts per level and kind, delivery counters",
-                    usage="alerts [N] [LEVEL] [kind=KIND]")
+    server.register(
+        "approve",
+        lambda args: ask_voter(ApproveProposal(arg_str(args, "id"))),
+        "approve a proposal",
+        usage="approve ID",
+    )
+    server.register(
+        "reject",
+        lambda args: ask_voter(RejectProposal(arg_str(args, "id"), arg_str(args, "reason", "operator"))),
+        "reject a proposal",
+        usage="reject ID [REASON]",
+    )
+    server.register(
+        "alerts",
+        alerts,
+        "recent alerts (filtered), stored counts per level and kind, delivery counters",
+        usage="alerts [N] [LEVEL] [kind=KIND]",
+    )
     server.register("audit", audit, "the last control commands: who (uid, pid), what, outcome", usage="audit [N]")
-    server.register("crash", crash,
-                    "fault injection: NAME crashes now (a fault message into its mailbox), and its next TIMES-1 "
-                    "instances as they come up (a drill past restart intensity); on_next_message=true: armed for "
-                    "its next message instead",
-                    usage="crash NAME [--times N] [--on-next-message]")
-    server.register("hang", hang, "fault injection: NAME blocks for SECONDS on its next message",
-                    usage="hang NAME SECONDS")
+    server.register(
+        "crash",
+        crash,
+        "fault injection: NAME crashes now (a fault message into its mailbox), and its next TIMES-1 "
+        "instances as they come up (a drill past restart intensity); on_next_message=true: armed for "
+        "its next message instead",
+        usage="crash NAME [--times N] [--on-next-message]",
+    )
+    server.register(
+        "hang", hang, "fault injection: NAME blocks for SECONDS on its next message", usage="hang NAME SECONDS"
+    )

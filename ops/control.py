@@ -32,14 +32,15 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 
 from stockade.codecs.records import ControlAuditRecord
-from stockade.ops import telemetry
 from stockade.config.paths import ensure_private_dir
+from stockade.ops import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +174,9 @@ class ControlServer:
         self.register("help", self._help, "list the commands")
 
     @classmethod
-    def from_settings(cls, control_settings: Any, path: str | os.PathLike[str],
-                      audit: AuditSink | None = None) -> "ControlServer":
+    def from_settings(
+        cls, control_settings: Any, path: str | os.PathLike[str], audit: AuditSink | None = None
+    ) -> ControlServer:
         """A server configured from the `[control]` settings section."""
         return cls(
             path,
@@ -209,16 +211,16 @@ class ControlServer:
         return req if isinstance(req, dict) else self._run(req)
 
     @staticmethod
-    def _decode(line: bytes) -> "_Request | dict[str, Any]":
+    def _decode(line: bytes) -> _Request | dict[str, Any]:
         """The request, or the error reply for a line that is not one."""
         try:
             return msgspec.json.decode(line, type=_Request)
         except msgspec.ValidationError as exc:
-            return {"ok": False, "error": f"bad request: {exc} (want {{\"cmd\": ..., \"args\": {{...}}}})"}
+            return {"ok": False, "error": f'bad request: {exc} (want {{"cmd": ..., "args": {{...}}}})'}
         except msgspec.DecodeError as exc:
             return {"ok": False, "error": f"malformed JSON: {exc}"}
 
-    def _run(self, req: "_Request") -> dict[str, Any]:
+    def _run(self, req: _Request) -> dict[str, Any]:
         with self._lock:
             command = self._commands.get(req.cmd)
         if command is None:
@@ -245,8 +247,17 @@ class ControlServer:
         started = time.monotonic()
         reply = self._run(_Request(cmd=cmd, args=args))
         ok = bool(reply.get("ok"))
-        self._record(-1, -1, -1, cmd[:64], audit_args(args), ok, "" if ok else str(reply.get("error", "")),
-                     (time.monotonic() - started) * 1000, via=via)
+        self._record(
+            -1,
+            -1,
+            -1,
+            cmd[:64],
+            audit_args(args),
+            ok,
+            "" if ok else str(reply.get("error", "")),
+            (time.monotonic() - started) * 1000,
+            via=via,
+        )
         return reply
 
     def _encode(self, reply: dict[str, Any]) -> bytes:
@@ -264,7 +275,9 @@ class ControlServer:
             raise ControlError("control server already started")
         path = self.path
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-            raise ControlError(f"control socket path too long for AF_UNIX ({len(os.fsencode(path))} > {MAX_SOCKET_PATH} bytes): {path}")
+            raise ControlError(
+                f"control socket path too long for AF_UNIX ({len(os.fsencode(path))} > {MAX_SOCKET_PATH} bytes): {path}"
+            )
         ensure_private_dir(path.parent)
         self._take_lock()
         try:
@@ -429,8 +442,16 @@ class ControlServer:
             self._reply_and_close(conn, {"ok": False, "error": "permission denied"})
             return
         if not self._slots.acquire(blocking=False):
-            self._record(pid, uid, gid, "(connect)", "", False,
-                         f"busy: too many control connections (max {self.max_connections})", 0.0)
+            self._record(
+                pid,
+                uid,
+                gid,
+                "(connect)",
+                "",
+                False,
+                f"busy: too many control connections (max {self.max_connections})",
+                0.0,
+            )
             self._reply_and_close(conn, {"ok": False, "error": "busy: too many control connections"})
             return
         t = threading.Thread(target=self._serve, args=(conn, pid, uid, gid), name=f"control-conn-{pid}", daemon=True)
@@ -469,13 +490,25 @@ class ControlServer:
                 nl = buf.find(b"\n")
                 if nl < 0:
                     if len(buf) > self.max_request_bytes:
-                        self._record(pid, uid, gid, "(oversize)", "", False,
-                                     f"request too large (max {self.max_request_bytes} bytes)", 0.0)
-                        conn.sendall(self._encode({"ok": False, "error": f"request too large (max {self.max_request_bytes} bytes)"}))
+                        self._record(
+                            pid,
+                            uid,
+                            gid,
+                            "(oversize)",
+                            "",
+                            False,
+                            f"request too large (max {self.max_request_bytes} bytes)",
+                            0.0,
+                        )
+                        conn.sendall(
+                            self._encode(
+                                {"ok": False, "error": f"request too large (max {self.max_request_bytes} bytes)"}
+                            )
+                        )
                         return
                     try:
                         chunk = conn.recv(65536)
-                    except socket.timeout:
+                    except TimeoutError:
                         log.info("control: closing idle connection from pid %d", pid)
                         return
                     if not chunk:
@@ -487,9 +520,19 @@ class ControlServer:
                     continue
                 line, buf = bytes(buf[:nl]), buf[nl + 1 :]
                 if len(line) > self.max_request_bytes:
-                    self._record(pid, uid, gid, "(oversize)", "", False,
-                                 f"request too large (max {self.max_request_bytes} bytes)", 0.0)
-                    conn.sendall(self._encode({"ok": False, "error": f"request too large (max {self.max_request_bytes} bytes)"}))
+                    self._record(
+                        pid,
+                        uid,
+                        gid,
+                        "(oversize)",
+                        "",
+                        False,
+                        f"request too large (max {self.max_request_bytes} bytes)",
+                        0.0,
+                    )
+                    conn.sendall(
+                        self._encode({"ok": False, "error": f"request too large (max {self.max_request_bytes} bytes)"})
+                    )
                     return
                 if line.strip():
                     conn.sendall(self._handle(line, pid, uid, gid))
@@ -514,21 +557,39 @@ class ControlServer:
             cmd, args = "(malformed)", _redact(line[:200].decode("utf-8", "replace"))
         else:
             cmd, args = _redact(req.cmd)[:64], audit_args(req.args)  # a key pasted as the command too
-        self._record(pid, uid, gid, cmd, args, ok, "" if ok else str(reply.get("error", "")),
-                     (time.monotonic() - started) * 1000)
+        self._record(
+            pid, uid, gid, cmd, args, ok, "" if ok else str(reply.get("error", "")), (time.monotonic() - started) * 1000
+        )
         return self._encode(reply)
 
-    def _record(self, pid: int, uid: int, gid: int, cmd: str, args: str, ok: bool, error: str,
-                duration_ms: float, via: str = "") -> None:
+    def _record(
+        self, pid: int, uid: int, gid: int, cmd: str, args: str, ok: bool, error: str, duration_ms: float, via: str = ""
+    ) -> None:
         """The audit trail: one log line and one record for the sink. Never raises."""
         error = _redact(error)[:AUDIT_ARGS_MAX]
         who = via or f"uid {uid} pid {pid}"
-        log.log(logging.INFO if ok else logging.WARNING, "control audit: %s: %s %s -> %s", who, cmd,
-                args or "{}", "ok" if ok else f"error: {error}")
+        log.log(
+            logging.INFO if ok else logging.WARNING,
+            "control audit: %s: %s %s -> %s",
+            who,
+            cmd,
+            args or "{}",
+            "ok" if ok else f"error: {error}",
+        )
         if self._audit is None:
             return
-        record = ControlAuditRecord(ts_ns=time.time_ns(), uid=uid, pid=pid, gid=gid, cmd=cmd, args=args, ok=ok,
-                                    error=error, duration_ms=round(duration_ms, 3), via=via)
+        record = ControlAuditRecord(
+            ts_ns=time.time_ns(),
+            uid=uid,
+            pid=pid,
+            gid=gid,
+            cmd=cmd,
+            args=args,
+            ok=ok,
+            error=error,
+            duration_ms=round(duration_ms, 3),
+            via=via,
+        )
         try:
             self._audit(record)
         except Exception:

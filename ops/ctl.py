@@ -16,8 +16,9 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from stockade.config import paths
 from stockade.config.settings import SettingsError, load_settings
@@ -33,11 +34,14 @@ def _reason(rest: list[str]) -> dict[str, Any]:
     return {"reason": " ".join(rest)} if rest else {}
 
 
-def _one(key: str, convert: Callable[[str], Any] = str, optional: bool = False) -> Callable[[list[str]], dict[str, Any]]:
+def _one(
+    key: str, convert: Callable[[str], Any] = str, optional: bool = False
+) -> Callable[[list[str]], dict[str, Any]]:
     def parse(rest: list[str]) -> dict[str, Any]:
         if len(rest) > 1 or (not rest and not optional):
             raise UsageError(f"expects {'[' if optional else ''}{key.upper()}{']' if optional else ''}")
         return {key: _convert(key, convert, rest[0])} if rest else {}
+
     return parse
 
 
@@ -123,8 +127,12 @@ def _json_or_str(value: str) -> Any:
     return parsed if isinstance(parsed, (int, float, bool)) or parsed is None else value
 
 
-def socket_candidates(socket_opt: str | None, settings_path: str | None, data_dir: str | None,
-                      env: dict[str, str] | os._Environ[str] = os.environ) -> list[Path]:
+def socket_candidates(
+    socket_opt: str | None,
+    settings_path: str | None,
+    data_dir: str | None,
+    env: dict[str, str] | os._Environ[str] = os.environ,
+) -> list[Path]:
     """Where to look for the daemon, first choice first."""
     if socket_opt:
         return [Path(socket_opt)]
@@ -176,13 +184,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", help="control socket path (default: found as the daemon does)")
     p.add_argument("--settings", help="settings file (for control.socket)")
     p.add_argument("--data-dir", help="data directory")
-    p.add_argument("--timeout", type=float, default=None,
-                   help="seconds to wait for the reply (default 10; 120 for kill, which answers when flat)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for the reply (default 10; 120 for kill, which answers when flat)",
+    )
     crash = p.add_argument_group("crash (fault injection)")
-    crash.add_argument("--times", type=int, default=None, metavar="N",
-                       help="crash NAME now and each of its next N-1 instances as it comes up (a restart-intensity drill)")
-    crash.add_argument("--on-next-message", action="store_true",
-                       help="arm the crash for NAME's next message instead of crashing it now")
+    crash.add_argument(
+        "--times",
+        type=int,
+        default=None,
+        metavar="N",
+        help="crash NAME now and each of its next N-1 instances as it comes up (a restart-intensity drill)",
+    )
+    crash.add_argument(
+        "--on-next-message",
+        action="store_true",
+        help="arm the crash for NAME's next message instead of crashing it now",
+    )
     return p
 
 
@@ -237,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PermissionError:
         print(f"ctl: permission denied on {path} (run as the daemon's user or root)", file=sys.stderr)
         return EXIT_FAIL
-    except socket.timeout:
+    except TimeoutError:
         print(f"ctl: no reply from stockade on {path} within {ns.timeout:g}s", file=sys.stderr)
         return EXIT_FAIL
     except (OSError, ValueError) as exc:

@@ -23,12 +23,12 @@ import threading
 import time
 from typing import Any
 
-from stockade.ops import sdnotify
 from stockade.config import paths
 from stockade.config import secrets as ops_secrets
+from stockade.config.settings import Settings, SettingsError, load_settings, resolve_venue_mode
+from stockade.ops import sdnotify
 from stockade.ops.affinity import apply_cpu_affinity
 from stockade.ops.live_guard import check_trading_mode
-from stockade.config.settings import Settings, SettingsError, load_settings, resolve_venue_mode
 
 log = logging.getLogger("stockade")
 
@@ -158,15 +158,15 @@ class Daemon:
 
     def _start(self) -> None:
         from stockade.actors.services import BrokerAccess, Services
-        from stockade.ops.alerts.machinery import Alerting
+        from stockade.actors.tree import start_stockade_tree
         from stockade.ops import telemetry
+        from stockade.ops.alerts.machinery import Alerting
         from stockade.ops.commands import register_commands
         from stockade.ops.control import ControlError, ControlServer
         from stockade.ops.preload import preload
         from stockade.storage.environment import DataDirLocked
         from stockade.storage.store import Store
         from stockade.supervisors.faults import FaultInjector
-        from stockade.actors.tree import start_stockade_tree
 
         try:
             self.store = Store.open(self.data)
@@ -178,9 +178,14 @@ class Daemon:
         self.svc = svc
         self._check_previous_run(svc)
         self.telemetry_shutdown = telemetry.setup(self.settings.telemetry)
-        log.info("starting stockade: venue %s (%s), symbols %s, data dir %s, trading state %s",
-                 broker.venue, broker.endpoints.trading_url, ",".join(self.settings.trading.symbols), self.data,
-                 svc.trading_state().state)
+        log.info(
+            "starting stockade: venue %s (%s), symbols %s, data dir %s, trading state %s",
+            broker.venue,
+            broker.endpoints.trading_url,
+            ",".join(self.settings.trading.symbols),
+            self.data,
+            svc.trading_state().state,
+        )
         # Before any actor thread: concurrent first imports can fail (ops/preload.py).
         preload(self.settings, self.data)
         self.tree = start_stockade_tree(svc, self._on_exhausted, str(self.data))
@@ -242,16 +247,30 @@ class Daemon:
             # A fresh key pair per run: the embedded venue accepts only it.
             key, secret = "PK" + pysecrets.token_hex(9).upper(), pysecrets.token_urlsafe(30)
             try:
-                self.venue = start_venue(VenueConfig(
-                    host=s.venue.host, port=s.venue.port, seed=s.venue.seed, data_dir=str(self.data / "venue"),
-                    api_key=key, api_secret=secret, symbols=tuple(s.trading.symbols),
-                    quote_rate_hz=s.venue.quote_rate_hz, clock=s.venue.clock, initial_cash=s.venue.initial_cash,
-                ))
+                self.venue = start_venue(
+                    VenueConfig(
+                        host=s.venue.host,
+                        port=s.venue.port,
+                        seed=s.venue.seed,
+                        data_dir=str(self.data / "venue"),
+                        api_key=key,
+                        api_secret=secret,
+                        symbols=tuple(s.trading.symbols),
+                        quote_rate_hz=s.venue.quote_rate_hz,
+                        clock=s.venue.clock,
+                        initial_cash=s.venue.initial_cash,
+                    )
+                )
             except (OSError, RuntimeError) as exc:
-                raise StartupError(f"stockade: the embedded venue could not start on "
-                                   f"{s.venue.host}:{s.venue.port}: {exc}") from None
-            endpoints = BrokerEndpoints(self.venue.base_url, self.venue.base_url,
-                                        self.venue.data_stream_url(s.alpaca.feed), self.venue.trading_stream_url)
+                raise StartupError(
+                    f"stockade: the embedded venue could not start on {s.venue.host}:{s.venue.port}: {exc}"
+                ) from None
+            endpoints = BrokerEndpoints(
+                self.venue.base_url,
+                self.venue.base_url,
+                self.venue.data_stream_url(s.alpaca.feed),
+                self.venue.trading_stream_url,
+            )
             log.info("embedded paper venue on %s", self.venue.base_url)
             return BrokerAccess("embedded", endpoints, key, secret, True, s.orders.request_timeout_s)
         assert self.keys is not None
@@ -311,8 +330,14 @@ class Daemon:
         st = status(self.svc, self.tree)
         orders = st["orders_placed"]
         held = ", ".join(f"{p['qty']} {p['symbol']}" for p in st["positions"]) or "nothing"
-        log.info("progress: state %s, %d orders placed so far, holding %s, equity %s, healthy %s",
-                 st["trading_state"], orders, held, st["equity"], st["healthy"])
+        log.info(
+            "progress: state %s, %d orders placed so far, holding %s, equity %s, healthy %s",
+            st["trading_state"],
+            orders,
+            held,
+            st["equity"],
+            st["healthy"],
+        )
 
     def _stop(self) -> None:
         sdnotify.stopping()

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Callable
+from collections.abc import Callable
 
 import msgspec
 
@@ -72,8 +72,15 @@ def gather(store: Store, now_ns: int) -> DaySummary:
     )
 
 
-def summarize(*, date: str, equity: EquitySnapshot | None, orders: int, rejected: int, fill_qtys: list[int],
-              counts: AlertCounts | None) -> DaySummary:
+def summarize(
+    *,
+    date: str,
+    equity: EquitySnapshot | None,
+    orders: int,
+    rejected: int,
+    fill_qtys: list[int],
+    counts: AlertCounts | None,
+) -> DaySummary:
     """The summary from already-read figures (pure)."""
     day_pl = None
     if equity is not None and equity.last_equity > 0:
@@ -100,8 +107,13 @@ def summary_text(s: DaySummary) -> str:
         pl = f"day P&L {'+' if s.day_pl >= 0 else '-'}${abs(s.day_pl):,.2f}{pct}"
     else:
         pl = "day P&L unknown"
-    levels = ", ".join(f"{lvl} {s.alerts_by_level[lvl]}" for lvl in ("EMERGENCY", "CRITICAL", "WARNING", "INFO")
-                       if s.alerts_by_level.get(lvl))
+    levels = ", ".join(
+        f"{lvl} {s.alerts_by_level[lvl]}"
+        for lvl in ("EMERGENCY", "CRITICAL", "WARNING", "INFO")
+        if s.alerts_by_level.get(lvl)
+    )
     alerts = f"alerts {s.alerts}" + (f" ({levels})" if levels else "")
-    return (f"{s.date}: {equity}, {pl}; orders {s.orders} ({s.rejected} rejected), "
-            f"fills {s.fills} ({s.filled_shares} shares); {alerts}")
+    return (
+        f"{s.date}: {equity}, {pl}; orders {s.orders} ({s.rejected} rejected), "
+        f"fills {s.fills} ({s.filled_shares} shares); {alerts}"
+    )

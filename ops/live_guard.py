@@ -15,7 +15,7 @@ word: the operator chose it.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from stockade.broker.rest import endpoints_for
@@ -40,8 +40,11 @@ def check_trading_mode(settings: Settings, mode: str, env: Mapping[str, str] = o
         url = endpoints_for(a, env).trading_url
     except ValueError as exc:
         raise SettingsError(f"settings: {exc}") from None
-    source = "alpaca.trading_url" if a.trading_url else (
-        "APCA_API_BASE_URL" if env.get("APCA_API_BASE_URL") else "the default")
+    source = (
+        "alpaca.trading_url"
+        if a.trading_url
+        else ("APCA_API_BASE_URL" if env.get("APCA_API_BASE_URL") else "the default")
+    )
     host = urlsplit(url).hostname
     if not a.live and host == LIVE_HOST:
         raise SettingsError(

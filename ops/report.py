@@ -20,7 +20,7 @@ import argparse
 import math
 import sys
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,10 @@ import msgspec
 from stockade.codecs.records import EquitySnapshot
 from stockade.config.paths import data_dir as resolve_data_dir
 from stockade.config.settings import KNOWN_STRATEGIES
-from stockade.trading import performance as perf
 from stockade.storage.environment import ENV_DIRNAME, StorageError
-from stockade.trading.trades import UNATTRIBUTED, Trade, build_trades, group, members_by_proposal
 from stockade.storage.store import Store
+from stockade.trading import performance as perf
+from stockade.trading.trades import UNATTRIBUTED, Trade, build_trades, group, members_by_proposal
 
 TRADING_DAYS = 252
 
@@ -41,7 +41,7 @@ def daily_closes(snapshots: list[EquitySnapshot]) -> list[tuple[str, float]]:
     """(UTC date, equity) of the last snapshot of each day, in date order."""
     last: dict[str, float] = {}
     for s in sorted(snapshots, key=lambda s: s.ts_ns):
-        day = datetime.fromtimestamp(s.ts_ns / 1e9, timezone.utc).strftime("%Y-%m-%d")
+        day = datetime.fromtimestamp(s.ts_ns / 1e9, UTC).strftime("%Y-%m-%d")
         last[day] = s.equity
     return sorted(last.items())
 
@@ -51,12 +51,17 @@ def portfolio(snapshots: list[EquitySnapshot]) -> dict[str, Any]:
     returns = perf.simple_returns([e for _, e in closes])
     dd = perf.max_drawdown(s.equity for s in sorted(snapshots, key=lambda s: s.ts_ns))
     return {
-        "snapshots": len(snapshots), "days": len(closes),
-        "first_equity": closes[0][1] if closes else None, "last_equity": closes[-1][1] if closes else None,
+        "snapshots": len(snapshots),
+        "days": len(closes),
+        "first_equity": closes[0][1] if closes else None,
+        "last_equity": closes[-1][1] if closes else None,
         "daily_returns": len(returns),
-        "sharpe": perf.sharpe(returns, TRADING_DAYS), "sortino": perf.sortino(returns, TRADING_DAYS),
-        "max_drawdown": dd.amount if dd else None, "max_drawdown_pct": dd.pct if dd else None,
-        "var_95": perf.value_at_risk(returns), "es_95": perf.expected_shortfall(returns),
+        "sharpe": perf.sharpe(returns, TRADING_DAYS),
+        "sortino": perf.sortino(returns, TRADING_DAYS),
+        "max_drawdown": dd.amount if dd else None,
+        "max_drawdown_pct": dd.pct if dd else None,
+        "var_95": perf.value_at_risk(returns),
+        "es_95": perf.expected_shortfall(returns),
     }
 
 
@@ -96,9 +101,17 @@ def build_report(store: Store) -> dict[str, Any]:
         "members": {name: {"kind": _kind(name), **_stats(ts)} for name, ts in group(trades, "member").items()},
         "symbols": {name: _stats(ts) for name, ts in group(trades, "symbol").items()},
         "open_trades": [
-            {"symbol": t.symbol, "direction": t.direction, "open_qty": t.open_qty, "entry_price": t.entry_price,
-             "mark": t.mark, "unrealized_pnl": t.unrealized_pnl, "members": list(t.members)}
-            for t in trades if t.open_qty > 0
+            {
+                "symbol": t.symbol,
+                "direction": t.direction,
+                "open_qty": t.open_qty,
+                "entry_price": t.entry_price,
+                "mark": t.mark,
+                "unrealized_pnl": t.unrealized_pnl,
+                "members": list(t.members),
+            }
+            for t in trades
+            if t.open_qty > 0
         ],
         "proposals": {
             "total": len(last_step),
@@ -126,9 +139,19 @@ def _fmt(x: Any, kind: str = "num") -> str:
     return f"{x:.3f}"
 
 
-COLUMNS = (("trades", "int"), ("win_rate", "pct"), ("profit_factor", "num"), ("expectancy", "money"),
-           ("net_pnl", "money"), ("sharpe", "num"), ("sortino", "num"), ("max_drawdown", "money"),
-           ("var_95", "pct"), ("es_95", "pct"), ("unrealized_pnl", "money"))
+COLUMNS = (
+    ("trades", "int"),
+    ("win_rate", "pct"),
+    ("profit_factor", "num"),
+    ("expectancy", "money"),
+    ("net_pnl", "money"),
+    ("sharpe", "num"),
+    ("sortino", "num"),
+    ("max_drawdown", "money"),
+    ("var_95", "pct"),
+    ("es_95", "pct"),
+    ("unrealized_pnl", "money"),
+)
 
 
 def _table(title: str, rows: dict[str, dict[str, Any]]) -> list[str]:
@@ -137,7 +160,9 @@ def _table(title: str, rows: dict[str, dict[str, Any]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
 
     return [line(header), *(line(r) for r in body)] if body else [line(header), "(no trades)"]
 
@@ -146,10 +171,12 @@ def render(rep: dict[str, Any]) -> str:
     p = rep["portfolio"]
     out = ["== portfolio (daily equity snapshots; Sharpe/Sortino annualised, VaR/ES of a daily return) =="]
     if p["days"]:
-        out.append(f"days {p['days']}  equity {_fmt(p['first_equity'], 'money')} -> {_fmt(p['last_equity'], 'money')}"
-                   f"  sharpe {_fmt(p['sharpe'])}  sortino {_fmt(p['sortino'])}"
-                   f"  max drawdown {_fmt(p['max_drawdown'], 'money')} ({_fmt(p['max_drawdown_pct'], 'num')}%)"
-                   f"  VaR95 {_fmt(p['var_95'], 'pct')}  ES95 {_fmt(p['es_95'], 'pct')}")
+        out.append(
+            f"days {p['days']}  equity {_fmt(p['first_equity'], 'money')} -> {_fmt(p['last_equity'], 'money')}"
+            f"  sharpe {_fmt(p['sharpe'])}  sortino {_fmt(p['sortino'])}"
+            f"  max drawdown {_fmt(p['max_drawdown'], 'money')} ({_fmt(p['max_drawdown_pct'], 'num')}%)"
+            f"  VaR95 {_fmt(p['var_95'], 'pct')}  ES95 {_fmt(p['es_95'], 'pct')}"
+        )
         if p["daily_returns"] < 2:
             out.append("(Sharpe, Sortino need at least 2 daily returns)")
     else:
@@ -165,9 +192,11 @@ def render(rep: dict[str, Any]) -> str:
         out.append("")
         out.append("== open trades ==")
         for t in rep["open_trades"]:
-            out.append(f"{t['symbol']:<6} {t['direction']:<5} {t['open_qty']:>6} @ {t['entry_price']:.2f}"
-                       f"  mark {_fmt(t['mark'], 'money')}  unrealised {_fmt(t['unrealized_pnl'], 'money')}"
-                       f"  members {','.join(t['members']) or '-'}")
+            out.append(
+                f"{t['symbol']:<6} {t['direction']:<5} {t['open_qty']:>6} @ {t['entry_price']:.2f}"
+                f"  mark {_fmt(t['mark'], 'money')}  unrealised {_fmt(t['unrealized_pnl'], 'money')}"
+                f"  members {','.join(t['members']) or '-'}"
+            )
     pr = rep["proposals"]
     out.append("")
     by = ", ".join(f"{k} {v}" for k, v in pr["by_outcome"].items()) or "none"

@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import threading
-from typing import Mapping
+from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ import datetime as dt
 import html
 import json
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from stockade.storage.store import Store
 
@@ -40,11 +41,17 @@ def _scale(lo: float, hi: float, a: float, b: float):
 
 
 def _day(ts_ns: int) -> str:
-    return dt.datetime.fromtimestamp(ts_ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%d")
+    return dt.datetime.fromtimestamp(ts_ns / 1e9, dt.UTC).strftime("%Y-%m-%d")
 
 
-def line_chart(title: str, series: Sequence[tuple[int, float]], color: str = "#1f77b4", fill: bool = False,
-               marks: Sequence[tuple[int, float, str, str]] = (), fmt: str = "{:,.2f}") -> str:
+def line_chart(
+    title: str,
+    series: Sequence[tuple[int, float]],
+    color: str = "#1f77b4",
+    fill: bool = False,
+    marks: Sequence[tuple[int, float, str, str]] = (),
+    fmt: str = "{:,.2f}",
+) -> str:
     """An SVG line chart of (ts_ns, value); `marks` are (ts_ns, value, colour, tooltip) dots."""
     pts = _thin(series)
     if not pts:
@@ -58,16 +65,24 @@ def line_chart(title: str, series: Sequence[tuple[int, float]], color: str = "#1
     area = ""
     if fill:
         base = sy(max(lo, min(0.0, hi)))
-        area = (f'<path d="{path} L{sx(pts[-1][0]):.1f},{base:.1f} L{sx(pts[0][0]):.1f},{base:.1f} Z" '
-                f'fill="{color}" fill-opacity="0.25" stroke="none"/>')
-    dots = "".join(f'<circle cx="{sx(t):.1f}" cy="{sy(v):.1f}" r="3.5" fill="{c}"><title>{_e(tip)}</title></circle>'
-                   for t, v, c, tip in marks)
-    axis = (f'<text x="2" y="14">{_e(fmt.format(hi))}</text><text x="2" y="{H - 25}">{_e(fmt.format(lo))}</text>'
-            f'<text x="{PAD}" y="{H - 5}">{_day(min(xs))}</text>'
-            f'<text x="{W - 10}" y="{H - 5}" text-anchor="end">{_day(max(xs))}</text>')
-    return (f'<figure><figcaption>{_e(title)}</figcaption><svg class="chart" viewBox="0 0 {W} {H}" role="img" '
-            f'aria-label="{_e(title)}">{axis}{area}<path d="{path}" fill="none" stroke="{color}" '
-            f'stroke-width="1.5"/>{dots}</svg></figure>')
+        area = (
+            f'<path d="{path} L{sx(pts[-1][0]):.1f},{base:.1f} L{sx(pts[0][0]):.1f},{base:.1f} Z" '
+            f'fill="{color}" fill-opacity="0.25" stroke="none"/>'
+        )
+    dots = "".join(
+        f'<circle cx="{sx(t):.1f}" cy="{sy(v):.1f}" r="3.5" fill="{c}"><title>{_e(tip)}</title></circle>'
+        for t, v, c, tip in marks
+    )
+    axis = (
+        f'<text x="2" y="14">{_e(fmt.format(hi))}</text><text x="2" y="{H - 25}">{_e(fmt.format(lo))}</text>'
+        f'<text x="{PAD}" y="{H - 5}">{_day(min(xs))}</text>'
+        f'<text x="{W - 10}" y="{H - 5}" text-anchor="end">{_day(max(xs))}</text>'
+    )
+    return (
+        f'<figure><figcaption>{_e(title)}</figcaption><svg class="chart" viewBox="0 0 {W} {H}" role="img" '
+        f'aria-label="{_e(title)}">{axis}{area}<path d="{path}" fill="none" stroke="{color}" '
+        f'stroke-width="1.5"/>{dots}</svg></figure>'
+    )
 
 
 def bar_chart(title: str, bars: Sequence[tuple[str, float]], fmt: str = "{:+.2f}%") -> str:
@@ -82,14 +97,18 @@ def bar_chart(title: str, bars: Sequence[tuple[str, float]], fmt: str = "{:+.2f}
         h = abs(v) / top * (mid - 25)
         x = PAD + i * bw
         y = mid - h if v >= 0 else mid
-        out.append(f'<rect x="{x + 2:.1f}" y="{y:.1f}" width="{max(1.0, bw - 4):.1f}" height="{h:.1f}" '
-                   f'fill="{"#2ca02c" if v >= 0 else "#d62728"}"><title>{_e(label)}: {_e(fmt.format(v))}</title></rect>'
-                   f'<text x="{x + bw / 2:.1f}" y="{H - 5}" text-anchor="middle">{_e(label)}</text>'
-                   f'<text x="{x + bw / 2:.1f}" y="{(y - 3) if v >= 0 else (y + h + 12):.1f}" '
-                   f'text-anchor="middle">{_e(fmt.format(v))}</text>')
-    return (f'<figure><figcaption>{_e(title)}</figcaption><svg class="chart" viewBox="0 0 {W} {H}" role="img" '
-            f'aria-label="{_e(title)}"><line x1="{PAD}" y1="{mid}" x2="{W - 10}" y2="{mid}" stroke="#999"/>'
-            f'{"".join(out)}</svg></figure>')
+        out.append(
+            f'<rect x="{x + 2:.1f}" y="{y:.1f}" width="{max(1.0, bw - 4):.1f}" height="{h:.1f}" '
+            f'fill="{"#2ca02c" if v >= 0 else "#d62728"}"><title>{_e(label)}: {_e(fmt.format(v))}</title></rect>'
+            f'<text x="{x + bw / 2:.1f}" y="{H - 5}" text-anchor="middle">{_e(label)}</text>'
+            f'<text x="{x + bw / 2:.1f}" y="{(y - 3) if v >= 0 else (y + h + 12):.1f}" '
+            f'text-anchor="middle">{_e(fmt.format(v))}</text>'
+        )
+    return (
+        f'<figure><figcaption>{_e(title)}</figcaption><svg class="chart" viewBox="0 0 {W} {H}" role="img" '
+        f'aria-label="{_e(title)}"><line x1="{PAD}" y1="{mid}" x2="{W - 10}" y2="{mid}" stroke="#999"/>'
+        f"{''.join(out)}</svg></figure>"
+    )
 
 
 def drawdown(equity: Sequence[tuple[int, float]]) -> list[tuple[int, float]]:
@@ -117,9 +136,13 @@ def monthly_returns(equity: Sequence[tuple[int, float]]) -> list[tuple[str, floa
 
 def _table(title: str, rows: dict[str, dict[str, Any]], cols: Sequence[str]) -> str:
     head = "".join(f"<th>{_e(c)}</th>" for c in ("", *cols))
-    body = "".join(
-        "<tr><td>" + _e(name) + "</td>" + "".join(f"<td>{_e(_num(r.get(c)))}</td>" for c in cols) + "</tr>"
-        for name, r in rows.items()) or f'<tr><td colspan="{len(cols) + 1}">none</td></tr>'
+    body = (
+        "".join(
+            "<tr><td>" + _e(name) + "</td>" + "".join(f"<td>{_e(_num(r.get(c)))}</td>" for c in cols) + "</tr>"
+            for name, r in rows.items()
+        )
+        or f'<tr><td colspan="{len(cols) + 1}">none</td></tr>'
+    )
     return f"<h3>{_e(title)}</h3><table><tr>{head}</tr>{body}</table>"
 
 
@@ -129,8 +152,9 @@ def _num(x: Any) -> str:
     return "" if x is None else str(x)
 
 
-def render(store: Store, summary: dict[str, Any], settings: dict[str, Any],
-           prices: dict[str, list[tuple[int, float]]]) -> str:
+def render(
+    store: Store, summary: dict[str, Any], settings: dict[str, Any], prices: dict[str, list[tuple[int, float]]]
+) -> str:
     """The tearsheet of the run in `store` (see the module docstring)."""
     from stockade.ops.report import build_report
 
@@ -146,22 +170,36 @@ def render(store: Store, summary: dict[str, Any], settings: dict[str, Any],
         bar_chart("Monthly returns", monthly_returns(equity)),
     ]
     for symbol in sorted(prices):
-        marks = [(f.ts_ns, f.price, "#2ca02c" if f.side == "buy" else "#d62728",
-                  f"{f.side} {f.qty} @ {f.price:.2f} {_day(f.ts_ns)}") for f in fills if f.symbol == symbol]
-        parts.append(line_chart(f"{symbol}: price and fills (green buy, red sell)", prices[symbol], color="#555",
-                                marks=marks))
+        marks = [
+            (
+                f.ts_ns,
+                f.price,
+                "#2ca02c" if f.side == "buy" else "#d62728",
+                f"{f.side} {f.qty} @ {f.price:.2f} {_day(f.ts_ns)}",
+            )
+            for f in fills
+            if f.symbol == symbol
+        ]
+        parts.append(
+            line_chart(f"{symbol}: price and fills (green buy, red sell)", prices[symbol], color="#555", marks=marks)
+        )
     parts.append(_table("Attribution per ensemble member", rep["members"], cols))
     parts.append(_table("Attribution per symbol", rep["symbols"], cols))
-    parts.append(bar_chart("Risk refusals by rule", sorted(refusals.items()), fmt="{:.0f}")
-                 if refusals else "<h3>Risk refusals by rule</h3><p>none</p>")
+    parts.append(
+        bar_chart("Risk refusals by rule", sorted(refusals.items()), fmt="{:.0f}")
+        if refusals
+        else "<h3>Risk refusals by rule</h3><p>none</p>"
+    )
     run = {k: v for k, v in summary.items() if k not in ("wall_s", "events_per_s", "out")}
     parts.append("<h3>Run</h3><pre>" + _e(json.dumps(run, indent=1, sort_keys=True)) + "</pre>")
     parts.append("<h3>Settings</h3><pre>" + _e(json.dumps(settings, indent=1, sort_keys=True)) + "</pre>")
     p = rep["portfolio"]
     first, last = (equity[0][1], equity[-1][1]) if equity else (None, None)
-    headline = (f"{_e(summary.get('start'))} to {_e(summary.get('end'))}, {_e(', '.join(summary.get('symbols', ())))}"
-                f": equity {_e(_num(first))} &rarr; {_e(_num(last))}, Sharpe {_e(_num(p.get('sharpe')) or 'n/a')}, "
-                f"max drawdown {_e(_num(p.get('max_drawdown_pct')))}%, {rep['fills']} fills")
+    headline = (
+        f"{_e(summary.get('start'))} to {_e(summary.get('end'))}, {_e(', '.join(summary.get('symbols', ())))}"
+        f": equity {_e(_num(first))} &rarr; {_e(_num(last))}, Sharpe {_e(_num(p.get('sharpe')) or 'n/a')}, "
+        f"max drawdown {_e(_num(p.get('max_drawdown_pct')))}%, {rep['fills']} fills"
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>stockade backtest</title>
 <style>

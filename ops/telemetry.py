@@ -36,14 +36,15 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -75,7 +76,7 @@ _fields_by_type: dict[type, tuple[tuple[str, str], ...]] = {}
 
 # ---- the active tracer (None: tracing off) ------------------------------------------
 
-ACTIVE: "MessageTracer | None" = None
+ACTIVE: MessageTracer | None = None
 
 
 def current_traceparent() -> str | None:
@@ -151,8 +152,9 @@ def root_span(name: str, attributes: Mapping[str, Any] | None = None) -> Iterato
 
 
 @contextlib.contextmanager
-def supervision_span(supervisor: str, what: str, traceparent: str | None,
-                     attributes: Mapping[str, Any]) -> Iterator[trace.Span]:
+def supervision_span(
+    supervisor: str, what: str, traceparent: str | None, attributes: Mapping[str, Any]
+) -> Iterator[trace.Span]:
     """A supervisor's span for handling a child's failure, child of the span
     that crashed (when there is one), so the crash, the restart and the
     escalation show in the trace of the message that caused them. Always kept:
@@ -320,8 +322,9 @@ def parse_traceparent(traceparent: str) -> SpanContext | None:
     if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16 or len(parts[3]) != 2 or parts[0] == "ff":
         return None
     try:
-        sc = SpanContext(int(parts[1], 16), int(parts[2], 16), is_remote=True,
-                         trace_flags=TraceFlags(int(parts[3], 16)))
+        sc = SpanContext(
+            int(parts[1], 16), int(parts[2], 16), is_remote=True, trace_flags=TraceFlags(int(parts[3], 16))
+        )
     except ValueError:
         return None
     return sc if sc.is_valid else None
@@ -335,8 +338,16 @@ class _Scope:
 
     __slots__ = ("attrs", "kind", "msg_type", "name", "owner", "parent", "record_start", "source", "span", "token")
 
-    def __init__(self, owner: MessageTracer, name: str, msg_type: str, parent: SpanContext | None,
-                 attrs: dict[str, Any] | None, source: tuple | None, kind: SpanKind) -> None:
+    def __init__(
+        self,
+        owner: MessageTracer,
+        name: str,
+        msg_type: str,
+        parent: SpanContext | None,
+        attrs: dict[str, Any] | None,
+        source: tuple | None,
+        kind: SpanKind,
+    ) -> None:
         self.owner, self.name, self.msg_type, self.parent, self.kind = owner, name, msg_type, parent, kind
         self.attrs, self.source = attrs, source  # source: message_attributes' arguments
         self.record_start = 0
@@ -375,9 +386,16 @@ class _Scope:
             span.end()
             return
         sc, parent = span.get_span_context(), self.parent
-        record = (self.name, sc.span_id, parent.span_id if parent is not None else 0, self.kind,
-                  self.attrs if self.attrs is not None else self.source, self.record_start, time.time_ns(),
-                  _redacted(repr(exc)) if exc is not None else None)
+        record = (
+            self.name,
+            sc.span_id,
+            parent.span_id if parent is not None else 0,
+            self.kind,
+            self.attrs if self.attrs is not None else self.source,
+            self.record_start,
+            time.time_ns(),
+            _redacted(repr(exc)) if exc is not None else None,
+        )
         if self.owner.pending.add(sc.trace_id, record):
             self.owner._export(sc.trace_id, [record])
 
@@ -400,8 +418,9 @@ class MessageTracer:
         self._orders_lock = threading.Lock()
         self._max_orders = max_pending_traces
 
-    def message_span(self, actor: str, msg: Any, traceparent: str | None, sender: str = "",
-                     message_id: str = "") -> _Scope:
+    def message_span(
+        self, actor: str, msg: Any, traceparent: str | None, sender: str = "", message_id: str = ""
+    ) -> _Scope:
         """The span of `actor` handling `msg`, a child of `traceparent`, or
         (no traceparent) of the order the message names, or a new trace."""
         msg_type = type(msg).__name__
@@ -410,8 +429,9 @@ class MessageTracer:
             coid = getattr(msg, "client_order_id", None)
             if coid:
                 parent = self._order_span(coid)
-        return _Scope(self, f"{actor} {msg_type}", msg_type, parent, None, (actor, msg, sender, message_id),
-                      SpanKind.CONSUMER)
+        return _Scope(
+            self, f"{actor} {msg_type}", msg_type, parent, None, (actor, msg, sender, message_id), SpanKind.CONSUMER
+        )
 
     def span(self, name: str, traceparent: str | None, attrs: dict[str, Any], kind: SpanKind) -> _Scope:
         """Any other span kept the same way (the supervisors' failure handling)."""
@@ -430,11 +450,20 @@ class MessageTracer:
             if not isinstance(attrs, dict):
                 attrs = message_attributes(*attrs)
             parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=flags) if parent_id else None
-            self.processor.on_end(ReadableSpan(
-                name, context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags), parent=parent,
-                resource=self.provider.resource, attributes={**attrs, "stockade.sampling": "promoted"},
-                kind=kind, status=status, start_time=start, end_time=end, instrumentation_scope=self._scope,
-            ))
+            self.processor.on_end(
+                ReadableSpan(
+                    name,
+                    context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags),
+                    parent=parent,
+                    resource=self.provider.resource,
+                    attributes={**attrs, "stockade.sampling": "promoted"},
+                    kind=kind,
+                    status=status,
+                    start_time=start,
+                    end_time=end,
+                    instrumentation_scope=self._scope,
+                )
+            )
 
     def _order_span(self, coid: str) -> SpanContext | None:
         with self._orders_lock:
@@ -460,10 +489,13 @@ def _record_failure(span: trace.Span, exc: BaseException) -> None:
     import traceback
 
     text = _redacted(repr(exc))
-    span.record_exception(exc, attributes={
-        "exception.message": text,
-        "exception.stacktrace": _redacted("".join(traceback.format_exception(exc))),
-    })
+    span.record_exception(
+        exc,
+        attributes={
+            "exception.message": text,
+            "exception.stacktrace": _redacted("".join(traceback.format_exception(exc))),
+        },
+    )
     span.set_status(Status(StatusCode.ERROR, text))
 
 
@@ -493,8 +525,11 @@ def export_decision(telemetry_settings: Any, env: Mapping[str, str] = os.environ
     names = {n.strip().lower() for n in raw.split(",") if n.strip()}
     unknown = names - {"otlp", "none"}
     if unknown:
-        log.warning("telemetry: OTEL_TRACES_EXPORTER=%s: stockade exports over OTLP only; %s ignored",
-                    raw.strip(), ", ".join(sorted(unknown)))
+        log.warning(
+            "telemetry: OTEL_TRACES_EXPORTER=%s: stockade exports over OTLP only; %s ignored",
+            raw.strip(),
+            ", ".join(sorted(unknown)),
+        )
     if "otlp" in names:
         return True, f"OTEL_TRACES_EXPORTER={raw.strip()}"
     if "none" in names:
@@ -552,15 +587,17 @@ def make_exporter(resolved: Mapping[str, Any], timeout_s: float) -> SpanExporter
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
         endpoint = resolved["endpoint"]
-        return GrpcExporter(endpoint=endpoint, insecure=not endpoint.startswith("https://"), headers=headers,
-                            timeout=timeout_s)
+        return GrpcExporter(
+            endpoint=endpoint, insecure=not endpoint.startswith("https://"), headers=headers, timeout=timeout_s
+        )
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
     return HttpExporter(endpoint=resolved["endpoint"], headers=headers, timeout=timeout_s)
 
 
-def build_provider(telemetry_settings: Any, exporter: SpanExporter, service_name: str | None = None
-                   ) -> tuple[TracerProvider, SpanProcessor]:
+def build_provider(
+    telemetry_settings: Any, exporter: SpanExporter, service_name: str | None = None
+) -> tuple[TracerProvider, SpanProcessor]:
     """A TracerProvider with stockade's resource, sampler and a bounded batch processor."""
     cfg = telemetry_settings
     provider = TracerProvider(
@@ -606,8 +643,13 @@ def setup(
     if exporter is None:
         exporter = make_exporter(resolved, telemetry_settings.export_timeout_s)
         # Never the headers: they may hold the collector's credentials.
-        log.info("telemetry: exporting traces over OTLP %s to %s (quote sample ratio %g; on by %s)",
-                 resolved["protocol"], resolved["endpoint"], telemetry_settings.quote_sample_ratio, why)
+        log.info(
+            "telemetry: exporting traces over OTLP %s to %s (quote sample ratio %g; on by %s)",
+            resolved["protocol"],
+            resolved["endpoint"],
+            telemetry_settings.quote_sample_ratio,
+            why,
+        )
     provider, processor = build_provider(telemetry_settings, exporter, resolved["service_name"])
     trace.set_tracer_provider(provider)
     if trace.get_tracer_provider() is not provider:
@@ -624,8 +666,9 @@ def setup(
             # The SDK's flush can outlast its timeout while an export retries:
             # flush in a thread, then shut the exporter, which ends its retries,
             # so an unreachable collector cannot hold the daemon's exit.
-            flusher = threading.Thread(target=provider.force_flush, args=(int(timeout_s * 1000),),
-                                       name="telemetry-flush", daemon=True)
+            flusher = threading.Thread(
+                target=provider.force_flush, args=(int(timeout_s * 1000),), name="telemetry-flush", daemon=True
+            )
             flusher.start()
             flusher.join(timeout_s)
             exporter.shutdown()

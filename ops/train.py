@@ -41,8 +41,12 @@ def main(argv: list[str]) -> int:
     from stockade.trading.training import DEFAULT_MODELS, MODELS
 
     parser = argparse.ArgumentParser(prog="python run.py train", description="Train the ensemble's ML models.")
-    parser.add_argument("--source", choices=("sim", "venue", "alpaca"), default="sim",
-                        help="where the bars come from (default: sim, offline)")
+    parser.add_argument(
+        "--source",
+        choices=("sim", "venue", "alpaca"),
+        default="sim",
+        help="where the bars come from (default: sim, offline)",
+    )
     parser.add_argument("--out", help="output folder (default: <data_dir>/models)")
     parser.add_argument("--settings", help="settings file ([models], [analyzer], [trading], [alpaca])")
     parser.add_argument("--data-dir", help="data directory (for the default --out)")
@@ -51,8 +55,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, help="seed of the sim data and every estimator (default: models.seed)")
     parser.add_argument("--horizon", type=int, help="label horizon in bars (default: models.horizon_bars)")
     parser.add_argument("--threshold-bps", type=float, help="label threshold (default: models.label_threshold_bps)")
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help=f"comma-separated, from {', '.join(MODELS)} (default: all)")
+    parser.add_argument(
+        "--models", default=",".join(DEFAULT_MODELS), help=f"comma-separated, from {', '.join(MODELS)} (default: all)"
+    )
     parser.add_argument("--folds", type=int, default=5, help="walk-forward folds (default: 5)")
     parser.add_argument("--data-url", help="the venue's REST URL for --source venue")
     try:
@@ -72,8 +77,11 @@ def _plan(args: argparse.Namespace, settings) -> dict:
     from stockade.trading.training import MODELS
 
     m = settings.models
-    symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip()) if args.symbols \
+    symbols = (
+        tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
+        if args.symbols
         else tuple(settings.trading.symbols)
+    )
     names = tuple(n.strip() for n in args.models.split(",") if n.strip())
     unknown = [n for n in names if n not in MODELS]
     if not symbols:
@@ -92,8 +100,7 @@ def _plan(args: argparse.Namespace, settings) -> dict:
         raise SettingsError(f"--seed {seed!r}: must be >= 0")
     if args.folds < 2:
         raise SettingsError(f"--folds {args.folds!r}: must be >= 2")
-    return {"symbols": symbols, "names": names, "days": days, "horizon": horizon, "threshold": threshold,
-            "seed": seed}
+    return {"symbols": symbols, "names": names, "days": days, "horizon": horizon, "threshold": threshold, "seed": seed}
 
 
 def _bars(args: argparse.Namespace, settings, plan: dict) -> dict:
@@ -110,8 +117,9 @@ def _bars(args: argparse.Namespace, settings, plan: dict) -> dict:
     if args.source == "venue":
         url = args.data_url or (settings.alpaca.data_url if settings.alpaca.data_url != DEFAULT_DATA_URL else "")
         if not url:
-            raise SettingsError("--source venue needs --data-url (the venue's REST URL) "
-                                "or alpaca.data_url in the settings")
+            raise SettingsError(
+                "--source venue needs --data-url (the venue's REST URL) or alpaca.data_url in the settings"
+            )
     else:
         url = args.data_url or settings.alpaca.data_url
     client = make_data_client(keys[0], keys[1], url)
@@ -133,27 +141,31 @@ def _run(args: argparse.Namespace, settings, plan: dict) -> int:
     out = Path(args.out).expanduser() if args.out else paths.models_dir(paths.data_dir(args.data_dir))
     started = time.perf_counter()
     try:
-        _progress(f"fetching {plan['days']:g} days of 1-minute bars for {','.join(plan['symbols'])} "
-                  f"from {args.source}")
+        _progress(f"fetching {plan['days']:g} days of 1-minute bars for {','.join(plan['symbols'])} from {args.source}")
         bars = _bars(args, settings, plan)
         for symbol, rows in sorted(bars.items()):
             _progress(f"{symbol}: {len(rows)} bars")
         data = build_dataset(bars, plan["horizon"], plan["threshold"], feature_params(settings.analyzer))
-        manifest = train_models(data, out, plan["names"], plan["seed"], args.source, n_splits=args.folds,
-                                progress=_progress)
+        manifest = train_models(
+            data, out, plan["names"], plan["seed"], args.source, n_splits=args.folds, progress=_progress
+        )
     except SettingsError as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 2
     except (TrainingError, ValueError, RuntimeError, OSError) as exc:
         print(f"train: failed: {exc}", file=sys.stderr)
         return 1
-    print(f"models written to {out} (feature version {manifest.feature_version}, "
-          f"{manifest.training.rows} rows, {time.perf_counter() - started:.1f}s)")
+    print(
+        f"models written to {out} (feature version {manifest.feature_version}, "
+        f"{manifest.training.rows} rows, {time.perf_counter() - started:.1f}s)"
+    )
     for e in manifest.models:
         h = e.holdout
         mean_auc = [f.auc for f in e.folds if f.auc is not None]
-        print(f"  {e.name:7s} hold-out acc {h.accuracy:.3f} prec {h.precision:.3f} rec {h.recall:.3f} "
-              f"f1 {h.f1:.3f} auc {h.auc if h.auc is not None else float('nan'):.3f}; "
-              f"walk-forward mean auc {sum(mean_auc) / max(1, len(mean_auc)):.3f}; "
-              f"parity {e.parity_max_abs_diff:.1e}; {e.bytes} bytes")
+        print(
+            f"  {e.name:7s} hold-out acc {h.accuracy:.3f} prec {h.precision:.3f} rec {h.recall:.3f} "
+            f"f1 {h.f1:.3f} auc {h.auc if h.auc is not None else float('nan'):.3f}; "
+            f"walk-forward mean auc {sum(mean_auc) / max(1, len(mean_auc)):.3f}; "
+            f"parity {e.parity_max_abs_diff:.1e}; {e.bytes} bytes"
+        )
     return 0

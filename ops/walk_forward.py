@@ -30,13 +30,15 @@ def windows(days: list[dt.date], k: int) -> list[list[dt.date]]:
     """`days` cut into k+1 contiguous windows as equal as they can be (earlier ones get the extra day)."""
     n = k + 1
     if len(days) < n:
-        raise BadInput(f"--walk-forward {k} needs at least {n} trading sessions; {days[0] if days else '?'}.."
-                       f"{days[-1] if days else '?'} has {len(days)}")
+        raise BadInput(
+            f"--walk-forward {k} needs at least {n} trading sessions; {days[0] if days else '?'}.."
+            f"{days[-1] if days else '?'} has {len(days)}"
+        )
     size, extra = divmod(len(days), n)
     out, at = [], 0
     for i in range(n):
         width = size + (1 if i < extra else 0)
-        out.append(days[at:at + width])
+        out.append(days[at : at + width])
         at += width
     return out
 
@@ -69,16 +71,29 @@ def walk_forward(run: Any, k: int, progress: bool = False) -> dict[str, Any]:
         result = run.run(progress=progress, window=(test_w[0], test_w[-1]), out=fold_dir, models_dir=str(fold_dir))
         ret = (result["final_equity"] / initial - 1.0) if initial > 0 else 0.0
         growth *= 1.0 + ret
-        folds.append({
-            "fold": i, "train": [train_w[0].isoformat(), train_w[-1].isoformat()],
-            "test": [test_w[0].isoformat(), test_w[-1].isoformat()], "train_rows": manifest.training.rows,
-            "models_holdout_auc": {e.name: e.holdout.auc for e in manifest.models},
-            "orders": result["orders"], "fills": result["fills"], "final_equity": result["final_equity"],
-            "return_pct": round(ret * 100, 4), "data_fingerprint": result["data_fingerprint"], "out": str(fold_dir),
-        })
+        folds.append(
+            {
+                "fold": i,
+                "train": [train_w[0].isoformat(), train_w[-1].isoformat()],
+                "test": [test_w[0].isoformat(), test_w[-1].isoformat()],
+                "train_rows": manifest.training.rows,
+                "models_holdout_auc": {e.name: e.holdout.auc for e in manifest.models},
+                "orders": result["orders"],
+                "fills": result["fills"],
+                "final_equity": result["final_equity"],
+                "return_pct": round(ret * 100, 4),
+                "data_fingerprint": result["data_fingerprint"],
+                "out": str(fold_dir),
+            }
+        )
     summary = {
-        "walk_forward": k, "start": request.start, "end": request.end, "symbols": list(request.symbols),
-        "source": request.source, "seed": request.seed, "folds": folds,
+        "walk_forward": k,
+        "start": request.start,
+        "end": request.end,
+        "symbols": list(request.symbols),
+        "source": request.source,
+        "seed": request.seed,
+        "folds": folds,
         "stitched_oos_return_pct": round((growth - 1.0) * 100, 4),
         "stitched_oos_window": [folds[0]["test"][0], folds[-1]["test"][1]],
     }

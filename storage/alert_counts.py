@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from stockade.codecs.records import AlertCounts, AlertRecord
 from stockade.codecs.exchange_dates import exchange_date
+from stockade.codecs.records import AlertCounts, AlertRecord
 
 # Kinds are a small fixed set by convention (HACKING.md); a sender that puts
 # ids in the kind must not grow the record without bound.
@@ -33,5 +33,11 @@ def bump(counts: AlertCounts | None, period: str, alert: AlertRecord) -> AlertCo
     if kind not in by_kind and len(by_kind) >= MAX_KINDS:
         kind = OTHER_KIND
     by_kind[kind] = by_kind.get(kind, 0) + 1
-    return AlertCounts(period=period, total=counts.total + 1, by_level=by_level, by_kind=by_kind,
-                       first_ns=counts.first_ns or alert.ts_ns, last_ns=max(counts.last_ns, alert.ts_ns))
+    return AlertCounts(
+        period=period,
+        total=counts.total + 1,
+        by_level=by_level,
+        by_kind=by_kind,
+        first_ns=counts.first_ns or alert.ts_ns,
+        last_ns=max(counts.last_ns, alert.ts_ns),
+    )

@@ -44,8 +44,9 @@ import fcntl
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import lmdb
 
@@ -222,7 +223,7 @@ class Environment:
         max_dbs: int = DEFAULT_MAX_DBS,
         readonly: bool = False,
         sync_durable: bool = True,
-    ) -> "Environment":
+    ) -> Environment:
         """Open (creating if needed) `<data_dir>/stockade.lmdb`.
 
         A writer takes the data dir's lock first and raises DataDirLocked when
@@ -440,7 +441,7 @@ class Environment:
             raise StorageClosed(f"storage at {self.path} is closed")
         return env
 
-    def __enter__(self) -> "Environment":
+    def __enter__(self) -> Environment:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -11,7 +11,8 @@ An append from a replaced (fenced) actor instance is refused
 from __future__ import annotations
 
 import struct
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import lmdb
 import msgspec

@@ -1,10 +1,10 @@
 """The store: stockade's lmdb environment with the named tables the actors use.
 
-    store = Store.open(data_dir)
-    with store.write() as txn:                      # one atomic, durable commit
-        store.journal.append(IntentJournaled(...), txn=txn)
-        store.orders.put(order.client_order_id, order, txn=txn)
-    store.close()
+store = Store.open(data_dir)
+with store.write() as txn:                      # one atomic, durable commit
+    store.journal.append(IntentJournaled(...), txn=txn)
+    store.orders.put(order.client_order_id, order, txn=txn)
+store.close()
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import lmdb
 import msgspec
@@ -95,7 +96,7 @@ class Store:
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         readonly: bool = False,
         sync_durable: bool = True,
-    ) -> "Store":
+    ) -> Store:
         """Open (creating if needed) the storage of `data_dir`; raises DataDirLocked if in use."""
         env = Environment.open(
             data_dir, map_size=map_size, max_map_size=max_map_size, readonly=readonly, sync_durable=sync_durable
@@ -134,6 +135,7 @@ class Store:
 
     def put_order(self, record: OrderRecord, *, txn: lmdb.Transaction | None = None) -> None:
         """Store an order and keep the open-orders index in step (same transaction)."""
+
         def write(t: lmdb.Transaction) -> bool:
             new = bool(record.intent_id) and not self.orders.has(record.client_order_id, txn=t)
             self.orders.put(record.client_order_id, record, txn=t)
@@ -156,6 +158,7 @@ class Store:
 
     def add_alert(self, record: AlertRecord, *, durable: bool = False) -> None:
         """Append an alert to the history and bump its counts, in one transaction."""
+
         def write(t: lmdb.Transaction) -> None:
             self.alerts.add(record, ts_ns=record.ts_ns, txn=t)
             for period in ("all", period_of(record.ts_ns)):
@@ -166,6 +169,7 @@ class Store:
     def rebuild_open_index(self) -> int:
         """Rebuild the open-orders index from the orders table (at open: cheap insurance
         against any writer that bypassed `put_order`). Returns the open count."""
+
         def write(t: lmdb.Transaction) -> int:
             self.open_index.clear(txn=t)
             n = placed = 0
@@ -201,7 +205,7 @@ class Store:
         """Close the environment and release the data dir. Idempotent."""
         self.env.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:

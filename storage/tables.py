@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import Any, Generic, Iterable, Iterator, Mapping, TypeVar, cast
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Generic, TypeVar, cast
 
 import lmdb
 import msgspec
@@ -297,13 +298,18 @@ class TimeSeries(Generic[R]):
                 return time_key(last_ns, last_counter + 1)
         return time_key(ts_ns, 0)
 
-    def add(self, record: R, *, ts_ns: int | None = None, txn: lmdb.Transaction | None = None,
-            durable: bool = True) -> bytes:
+    def add(
+        self, record: R, *, ts_ns: int | None = None, txn: lmdb.Transaction | None = None, durable: bool = True
+    ) -> bytes:
         """Append `record`; returns its key. `durable=False` skips the sync (high-rate data)."""
         return self.add_many([record], ts_ns=ts_ns, txn=txn, durable=durable)[0]
 
     def add_many(
-        self, records: Iterable[R], *, ts_ns: int | None = None, txn: lmdb.Transaction | None = None,
+        self,
+        records: Iterable[R],
+        *,
+        ts_ns: int | None = None,
+        txn: lmdb.Transaction | None = None,
         durable: bool = True,
     ) -> list[bytes]:
         """Append many records in one transaction; returns their keys."""

@@ -45,16 +45,16 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Callable, ClassVar, TypeVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 import pykka
 
 from stockade.codecs.messages import Envelope, Message, Tick
-from stockade.supervisors import fence, hooks
-from stockade.supervisors import handling
+from stockade.supervisors import fence, handling, hooks
+from stockade.supervisors.clock import TimerHandle
 from stockade.supervisors.context import ActorContext
 from stockade.supervisors.events import ChildExit, ChildReady, Ping, Request
-from stockade.supervisors.clock import TimerHandle
 from stockade.supervisors.faults import CrashNow, InjectedCrash
 from stockade.supervisors.fence import Fenced
 
@@ -63,7 +63,12 @@ logger = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 _PYKKA_HOOKS = ("on_start", "on_receive", "on_stop", "on_failure")
-_HOOK_INSTEAD = {"on_start": "setup()", "on_receive": "handle() or @handles", "on_stop": "teardown()", "on_failure": "teardown()"}
+_HOOK_INSTEAD = {
+    "on_start": "setup()",
+    "on_receive": "handle() or @handles",
+    "on_stop": "teardown()",
+    "on_failure": "teardown()",
+}
 
 
 class ActorCrashed(Exception):
@@ -175,6 +180,7 @@ class StockadeActor(pykka.ThreadingActor):
         if len(self._timers) >= self.max_timers:
             raise RuntimeError(f"{self.name}: more than {self.max_timers} timers")
         if message is None:
+
             def make() -> Any:
                 return Envelope.wrap(Tick(what), self.name)
         else:
@@ -268,8 +274,9 @@ class StockadeActor(pykka.ThreadingActor):
             if isinstance(exc, Fenced) and self.fence.fenced:
                 # A zombie's handler unwound at its first side effect (already
                 # counted and logged); its supervisor has stopped it already.
-                logger.info("%s (gen %d): handler of %s unwound: %s", self.name, self.generation,
-                            type(body).__name__, exc)
+                logger.info(
+                    "%s (gen %d): handler of %s unwound: %s", self.name, self.generation, type(body).__name__, exc
+                )
                 if asked:
                     raise
                 return None

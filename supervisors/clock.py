@@ -20,7 +20,8 @@ import random
 import threading
 import time
 import uuid
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from stockade.supervisors.timers import RepeatingTimer
 
@@ -44,8 +45,9 @@ class Clock(Protocol):
 
     def sleep(self, seconds: float) -> None: ...
 
-    def timer(self, interval_s: float, fire: Callable[[], None], stopped: threading.Event | None,
-              name: str) -> TimerHandle:
+    def timer(
+        self, interval_s: float, fire: Callable[[], None], stopped: threading.Event | None, name: str
+    ) -> TimerHandle:
         """Call `fire()` every `interval_s` until cancelled or `stopped` is set (started)."""
         ...
 
@@ -75,8 +77,9 @@ class WallClock:
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
-    def timer(self, interval_s: float, fire: Callable[[], None], stopped: threading.Event | None,
-              name: str) -> RepeatingTimer:
+    def timer(
+        self, interval_s: float, fire: Callable[[], None], stopped: threading.Event | None, name: str
+    ) -> RepeatingTimer:
         return RepeatingTimer(interval_s, fire, stopped, name=name).start()
 
     def background(self, fn: Callable[[], Any], name: str) -> None:
@@ -137,8 +140,9 @@ class SimClock:
     def sleep(self, seconds: float) -> None:
         self.advance_to(self._now + int(max(0.0, seconds) * 1e9))
 
-    def timer(self, interval_s: float, fire: Callable[[], None], stopped: threading.Event | None,
-              name: str) -> _SimTimer:
+    def timer(
+        self, interval_s: float, fire: Callable[[], None], stopped: threading.Event | None, name: str
+    ) -> _SimTimer:
         if not interval_s > 0:
             raise ValueError(f"timer interval must be > 0, got {interval_s!r}")
         t = _SimTimer(int(interval_s * 1e9), fire, stopped, name)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from stockade.supervisors.clock import WALL_CLOCK, Clock
 from stockade.supervisors.faults import FaultInjector
@@ -42,11 +43,11 @@ class ActorContext:
     # Time, waits, timers, background work and ids (wall clock live, simulated in a backtest).
     clock: Clock = WALL_CLOCK
 
-    def for_child(self, name: str, generation: int, notify: Callable[[Any], None],
-                  fence: FenceToken | None = None) -> "ActorContext":
+    def for_child(
+        self, name: str, generation: int, notify: Callable[[Any], None], fence: FenceToken | None = None
+    ) -> ActorContext:
         """The context of a child of this (supervisor's) context."""
-        return dataclasses.replace(self, name=name, generation=generation, notify=notify, parent=self.name,
-                                   fence=fence)
+        return dataclasses.replace(self, name=name, generation=generation, notify=notify, parent=self.name, fence=fence)
 
     def extra(self, key: str) -> Any:
         """`extras[key]`, with an error that says which actor wanted it."""

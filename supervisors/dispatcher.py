@@ -23,7 +23,8 @@ import collections
 import dataclasses
 import logging
 import queue
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pykka
 

@@ -69,7 +69,9 @@ class FaultInjector:
 
     def _check(self) -> None:
         if not self._enabled:
-            raise FaultInjectionDisabled("fault injection is disabled (set [debug] fault_injection = true to enable it)")
+            raise FaultInjectionDisabled(
+                "fault injection is disabled (set [debug] fault_injection = true to enable it)"
+            )
 
     def crash(self, name: str) -> None:
         """Make `name` raise `InjectedCrash` on its next message."""
@@ -104,8 +106,12 @@ class FaultInjector:
         if not delivered:
             with self._lock:
                 self._start_crashes[name] = self._start_crashes.get(name, 0) + 1
-        logger.warning("fault injection: %s crashes %s%s", name, "now" if delivered else "as its next instance starts",
-                       f", and {times - 1} more instance(s) as they start" if times > 1 else "")
+        logger.warning(
+            "fault injection: %s crashes %s%s",
+            name,
+            "now" if delivered else "as its next instance starts",
+            f", and {times - 1} more instance(s) as they start" if times > 1 else "",
+        )
         return delivered
 
     def take_start_crash(self, name: str) -> bool:

@@ -42,7 +42,7 @@ import contextlib
 import logging
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +99,13 @@ class FenceToken:
             self._on_refusal(self.name, kind)
         if not self._logged:
             self._logged = True
-            logger.warning("%s gen %d is fenced (replaced): refused its %s%s; later refusals are only counted",
-                           self.name, self.generation, kind, f" ({what})" if what else "")
+            logger.warning(
+                "%s gen %d is fenced (replaced): refused its %s%s; later refusals are only counted",
+                self.name,
+                self.generation,
+                kind,
+                f" ({what})" if what else "",
+            )
         raise Fenced(f"{self.name} gen {self.generation} has been replaced: {kind} refused")
 
     @contextlib.contextmanager

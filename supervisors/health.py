@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from stockade.supervisors.fence import FenceToken
 
@@ -94,8 +95,11 @@ class Health:
         now = self._clock()
         with self._lock:
             stale = sorted(n for n, (last, allowed, _) in self._rounds.items() if now - last > allowed)
-            overdue = sorted(n for n, (sent, allowed, fence) in self._pings.items()
-                             if silent_for(now, sent, fence.busy_until if fence is not None else 0.0) > allowed)
+            overdue = sorted(
+                n
+                for n, (sent, allowed, fence) in self._pings.items()
+                if silent_for(now, sent, fence.busy_until if fence is not None else 0.0) > allowed
+            )
             exhausted = dict(self._exhausted)
         return {
             "healthy": not (stale or overdue or exhausted),

@@ -26,8 +26,9 @@ class Tracing(Protocol):
 
     def traceparent_of(self, span: Any) -> str | None: ...
 
-    def supervision_span(self, supervisor: str, what: str, traceparent: str | None,
-                         attributes: Mapping[str, Any]) -> AbstractContextManager[Any]: ...
+    def supervision_span(
+        self, supervisor: str, what: str, traceparent: str | None, attributes: Mapping[str, Any]
+    ) -> AbstractContextManager[Any]: ...
 
     def add_event(self, name: str, attributes: Mapping[str, Any]) -> None: ...
 
@@ -43,8 +44,9 @@ class TracingOff:
     def traceparent_of(self, span: Any) -> str | None:
         return None
 
-    def supervision_span(self, supervisor: str, what: str, traceparent: str | None,
-                         attributes: Mapping[str, Any]) -> AbstractContextManager[Any]:
+    def supervision_span(
+        self, supervisor: str, what: str, traceparent: str | None, attributes: Mapping[str, Any]
+    ) -> AbstractContextManager[Any]:
         return contextlib.nullcontext()
 
     def add_event(self, name: str, attributes: Mapping[str, Any]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import collections
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 from stockade.supervisors.spec import RestartType, Strategy
 
@@ -39,7 +39,7 @@ def restart_targets(strategy: Strategy, order: Sequence[str], failed: str) -> li
     if strategy == "one_for_all":
         return list(order)
     if strategy == "rest_for_one":
-        return list(order[order.index(failed):])
+        return list(order[order.index(failed) :])
     raise ValueError(f"unknown strategy {strategy!r}")
 
 

@@ -20,7 +20,8 @@ import collections
 import logging
 import queue
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import pykka
@@ -394,7 +395,11 @@ def _drain(ref: pykka.ActorRef[Any]) -> list[Envelope]:
                     reply_to.set(None)
                 else:
                     reply_to.set_exception(
-                        exc_info=(pykka.ActorDeadError, pykka.ActorDeadError(f"{ref} stopped before handling the message"), None)
+                        exc_info=(
+                            pykka.ActorDeadError,
+                            pykka.ActorDeadError(f"{ref} stopped before handling the message"),
+                            None,
+                        )
                     )
             except queue.Full:  # already answered
                 pass

@@ -7,7 +7,8 @@ lead's `actors/tree.py`, built on this.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import pykka
 
@@ -25,7 +26,9 @@ logger = logging.getLogger(__name__)
 class Tree:
     """Handle on a running supervision tree."""
 
-    def __init__(self, root_name: str, router: Router, faults: FaultInjector, health: Health, hook: ExhaustHook) -> None:
+    def __init__(
+        self, root_name: str, router: Router, faults: FaultInjector, health: Health, hook: ExhaustHook
+    ) -> None:
         self.root_name = root_name
         self.router = router
         self.faults = faults

@@ -31,14 +31,15 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pykka
 
-from stockade.supervisors.base import StockadeActor, handles
 from stockade.codecs.messages import Alert
-from stockade.supervisors.context import ActorContext
 from stockade.supervisors import hooks
+from stockade.supervisors.base import StockadeActor, handles
+from stockade.supervisors.context import ActorContext
 from stockade.supervisors.events import ChildExit, ChildReady, Escalate, HeartbeatTick, Ping, RestartDue
 from stockade.supervisors.fence import FenceToken
 from stockade.supervisors.health import silent_for
@@ -116,7 +117,9 @@ class Supervisor(StockadeActor):
 
     def setup(self) -> None:
         policy = self.policy
-        self.ctx.health.supervisor_started(self.name, self.generation, policy.heartbeat_interval_s, policy.heartbeat_timeout_s)
+        self.ctx.health.supervisor_started(
+            self.name, self.generation, policy.heartbeat_interval_s, policy.heartbeat_timeout_s
+        )
         for child in self._children:
             self._start_child(child, restart=False)
         self.every(policy.heartbeat_interval_s, "heartbeat", HeartbeatTick())
@@ -161,7 +164,9 @@ class Supervisor(StockadeActor):
             return
         child.ref = ref
         try:
-            registered = self.router.register(name, ref, generation, parent=self.name, restart=restart, owner=self._owner)
+            registered = self.router.register(
+                name, ref, generation, parent=self.name, restart=restart, owner=self._owner
+            )
         except Fenced:
             registered = False
         if not registered:
@@ -194,10 +199,19 @@ class Supervisor(StockadeActor):
             self.router.mark_down(name, child.generation)
         self.ctx.health.forget(name)
         child.ping = None
-        (logger.warning if abnormal else logger.info)("%s: %s (gen %d) exited: %s", self.name, name, child.generation, reason)
-        hooks.tracing.add_event("stockade.child.exit", {"stockade.child": name, "stockade.generation": child.generation,
-                                                    "stockade.reason": reason, "stockade.abnormal": abnormal,
-                                                    "stockade.hung": hung})
+        (logger.warning if abnormal else logger.info)(
+            "%s: %s (gen %d) exited: %s", self.name, name, child.generation, reason
+        )
+        hooks.tracing.add_event(
+            "stockade.child.exit",
+            {
+                "stockade.child": name,
+                "stockade.generation": child.generation,
+                "stockade.reason": reason,
+                "stockade.abnormal": abnormal,
+                "stockade.hung": hung,
+            },
+        )
 
         if not should_restart(child.spec.restart, abnormal):
             child.state, child.ref = DEAD, None
@@ -227,12 +241,22 @@ class Supervisor(StockadeActor):
         delay = backoff_delay(attempt, policy.backoff_initial_s, policy.backoff_max_s, policy.jitter, self._rng)
         self._spawn(self._stop_then_restart, to_stop, delay, token)
         restarted = [t.name for t in targets]
-        hooks.tracing.add_event("stockade.restart", {"stockade.child": name, "stockade.attempt": attempt,
-                                                 "stockade.backoff_s": round(delay, 6), "stockade.strategy": policy.strategy,
-                                                 "stockade.restarted": restarted})
-        self._alert("WARNING", f"restart:{name}",
-                    f"{name} restarted by {self.name} (restart {attempt} in {policy.period_s:g}s"
-                    f"{', with ' + ', '.join(n for n in restarted if n != name) if len(restarted) > 1 else ''}): {reason}")
+        hooks.tracing.add_event(
+            "stockade.restart",
+            {
+                "stockade.child": name,
+                "stockade.attempt": attempt,
+                "stockade.backoff_s": round(delay, 6),
+                "stockade.strategy": policy.strategy,
+                "stockade.restarted": restarted,
+            },
+        )
+        self._alert(
+            "WARNING",
+            f"restart:{name}",
+            f"{name} restarted by {self.name} (restart {attempt} in {policy.period_s:g}s"
+            f"{', with ' + ', '.join(n for n in restarted if n != name) if len(restarted) > 1 else ''}): {reason}",
+        )
         if child.spec.critical:
             self.ctx.on_exhausted(f"critical child {name} failed: {reason}")
 
@@ -269,8 +293,11 @@ class Supervisor(StockadeActor):
     def _escalate(self, reason: str) -> None:
         logger.error("%s: restart intensity exceeded, stopping its children: %s", self.name, reason)
         hooks.tracing.add_event("stockade.escalation", {"stockade.supervisor": self.name, "stockade.reason": reason})
-        self._alert("CRITICAL", f"escalation:{self.name}",
-                    f"{self.name} gave up (restart intensity exceeded) and fails to its parent: {reason}")
+        self._alert(
+            "CRITICAL",
+            f"escalation:{self.name}",
+            f"{self.name} gave up (restart intensity exceeded) and fails to its parent: {reason}",
+        )
         escalation_tp = hooks.tracing.current_traceparent()
         self._exhausting = True
         self.ctx.health.exhausted(self.name, reason)
@@ -283,7 +310,9 @@ class Supervisor(StockadeActor):
             child.state = STOPPING
         self._spawn(self._stop_then_escalate, to_stop, reason, escalation_tp)
 
-    def _stop_then_escalate(self, to_stop: list[tuple[str, int, Any, float]], reason: str, traceparent: str | None) -> None:
+    def _stop_then_escalate(
+        self, to_stop: list[tuple[str, int, Any, float]], reason: str, traceparent: str | None
+    ) -> None:
         for name, generation, ref, timeout in to_stop:
             stop_child(self.router, name, generation, ref, timeout)
         try:
@@ -310,7 +339,11 @@ class Supervisor(StockadeActor):
         for child in self._children:
             if child.state != RUNNING or child.ref is None:
                 continue
-            limit = policy.heartbeat_timeout_s if child.ready else max(policy.heartbeat_timeout_s, child.spec.start_timeout_s)
+            limit = (
+                policy.heartbeat_timeout_s
+                if child.ready
+                else max(policy.heartbeat_timeout_s, child.spec.start_timeout_s)
+            )
             if child.ping is not None:
                 try:
                     child.ping.get(timeout=0)
@@ -322,8 +355,10 @@ class Supervisor(StockadeActor):
                     if silent > limit:
                         waited = now - child.ping_sent
                         last = child.fence.busy_what if child.fence is not None else ""
-                        reason = (f"missed heartbeat (no answer in {waited:.3f}s, silent {silent:.3f}s outside "
-                                  f"bounded work{'; last: ' + last if last else ''})")
+                        reason = (
+                            f"missed heartbeat (no answer in {waited:.3f}s, silent {silent:.3f}s outside "
+                            f"bounded work{'; last: ' + last if last else ''})"
+                        )
                         with hooks.tracing.supervision_span(self.name, "MissedHeartbeat", None, _child_attrs(child)):
                             self._child_failed(child, reason, abnormal=True, hung=True)
                     continue

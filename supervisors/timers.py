@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import pykka
 
@@ -35,7 +35,7 @@ class RepeatingTimer:
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def start(self) -> "RepeatingTimer":
+    def start(self) -> RepeatingTimer:
         self._thread.start()
         return self
 

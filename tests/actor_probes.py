@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import queue
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pykka
 from waiting import wait_for
@@ -51,8 +52,18 @@ def venue_services(data_dir: Path, settings: Settings, *, seed: int, faults: Any
     from stockade.venue.server import start_venue
 
     key, secret = "PK" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)
-    venue = start_venue(VenueConfig(port=0, seed=seed, api_key=key, api_secret=secret, symbols=("AAPL", "SPY"),
-                                    quote_rate_hz=4.0, rate_limit_per_min=100_000), faults)
+    venue = start_venue(
+        VenueConfig(
+            port=0,
+            seed=seed,
+            api_key=key,
+            api_secret=secret,
+            symbols=("AAPL", "SPY"),
+            quote_rate_hz=4.0,
+            rate_limit_per_min=100_000,
+        ),
+        faults,
+    )
     store = Store.open(data_dir)
     url = venue.base_url
     access = BrokerAccess("embedded", BrokerEndpoints(url, url, url + "/v2/iex", url + "/stream"), key, secret)

@@ -106,11 +106,19 @@ class SmtpServer:
             # With implicit TLS aiosmtpd does not know the socket is encrypted, so
             # its AUTH-only-over-TLS rule is off there; the TLS check in
             # `_authenticate` (recorded in `logins`) still holds the client to it.
-            return SMTP(self, hostname="mail.test", tls_context=starttls_ctx, require_starttls=starttls_ctx is not None,
-                        authenticator=self._authenticate, auth_require_tls=mode != "tls", loop=self.loop)
+            return SMTP(
+                self,
+                hostname="mail.test",
+                tls_context=starttls_ctx,
+                require_starttls=starttls_ctx is not None,
+                authenticator=self._authenticate,
+                auth_require_tls=mode != "tls",
+                loop=self.loop,
+            )
 
         future = asyncio.run_coroutine_threadsafe(
-            self.loop.create_server(factory, "127.0.0.1", 0, ssl=implicit_ctx), self.loop)
+            self.loop.create_server(factory, "127.0.0.1", 0, ssl=implicit_ctx), self.loop
+        )
         self.server = future.result(5)
         self.port = self.server.sockets[0].getsockname()[1]
 

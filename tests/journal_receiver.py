@@ -30,9 +30,9 @@ def parse(payload: bytes) -> list[tuple[str, bytes]]:
             pos = end + 1
         else:  # binary-safe form: NAME \n le64 size, data, \n
             name = line
-            (size,) = struct.unpack("<Q", payload[end + 1:end + 9])
-            value = payload[end + 9:end + 9 + size]
-            if len(value) != size or payload[end + 9 + size:end + 10 + size] != b"\n":
+            (size,) = struct.unpack("<Q", payload[end + 1 : end + 9])
+            value = payload[end + 9 : end + 9 + size]
+            if len(value) != size or payload[end + 9 + size : end + 10 + size] != b"\n":
                 raise ValueError(f"field {name!r}: bad binary-safe value")
             pos = end + 10 + size
         text = name.decode("ascii")
@@ -92,7 +92,7 @@ class JournalReceiver:
         """The MESSAGE of every entry, one per line."""
         return "\n".join(e.get("MESSAGE", "") for e in self.entries())
 
-    def __enter__(self) -> "JournalReceiver":
+    def __enter__(self) -> JournalReceiver:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http.server
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 
 class OtlpHttpReceiver(http.server.ThreadingHTTPServer):

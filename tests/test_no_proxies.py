@@ -61,11 +61,7 @@ def test_the_check_itself_catches_proxies_and_asks(tmp_path):
 
 
 def test_every_message_type_is_a_frozen_struct():
-    structs = [
-        obj
-        for _, obj in inspect.getmembers(messages, inspect.isclass)
-        if obj.__module__ == messages.__name__
-    ]
+    structs = [obj for _, obj in inspect.getmembers(messages, inspect.isclass) if obj.__module__ == messages.__name__]
     assert structs, "no classes found in codecs/messages.py"
     not_struct = [cls.__name__ for cls in structs if not issubclass(cls, msgspec.Struct)]
     assert not_struct == [], f"not msgspec Structs: {not_struct}"

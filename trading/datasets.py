@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 import numpy as np
+
 from stockade.codecs.messages import Bar
 from stockade.trading.feature_vector import FEATURE_NAMES, vector
 from stockade.trading.features import FeatureParams, FeatureState
@@ -83,7 +84,9 @@ def symbol_rows(
 
 
 def build_dataset(
-    bars_by_symbol: dict[str, Sequence[Bar]], horizon: int, threshold_bps: float = 0.0,
+    bars_by_symbol: dict[str, Sequence[Bar]],
+    horizon: int,
+    threshold_bps: float = 0.0,
     params: FeatureParams | None = None,
 ) -> Dataset:
     """Merge every symbol's rows in time order."""
@@ -100,8 +103,15 @@ def build_dataset(
     syms = np.concatenate([np.full(len(p[2]), i) for i, p in enumerate(parts)])
     order = np.lexsort((syms, ts))  # by time, then symbol: stable and seed-independent
     names = [p[0] for p in parts]
-    return Dataset(X=X[order], y=y[order], ts_ns=ts[order], symbols=tuple(names[i] for i in syms[order]),
-                   horizon=horizon, threshold_bps=threshold_bps, params=params)
+    return Dataset(
+        X=X[order],
+        y=y[order],
+        ts_ns=ts[order],
+        symbols=tuple(names[i] for i in syms[order]),
+        horizon=horizon,
+        threshold_bps=threshold_bps,
+        params=params,
+    )
 
 
 # ---- fingerprint ----------------------------------------------------------------
@@ -121,8 +131,17 @@ def feature_fingerprint(params: FeatureParams | None = None) -> tuple[float, ...
     for i in range(p.warmup_bars + 40):
         move = 0.004 * math.sin(i * 0.7) + 0.002 * math.cos(i * 1.9) + 0.0005 * ((i * 7919) % 13 - 6) / 6
         close = price * math.exp(move)
-        bars.append(Bar("CHECK", price, max(price, close) * 1.001, min(price, close) * 0.999, close,
-                        1000.0 + (i * 37) % 500, t0 + i * NS_PER_MIN))
+        bars.append(
+            Bar(
+                "CHECK",
+                price,
+                max(price, close) * 1.001,
+                min(price, close) * 0.999,
+                close,
+                1000.0 + (i * 37) % 500,
+                t0 + i * NS_PER_MIN,
+            )
+        )
         price = close
     fs.warm_up(bars)
     x = vector(fs.features())

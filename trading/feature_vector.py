@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from stockade.trading.features import Features
 
 FEATURE_VERSION = 1
@@ -72,10 +73,23 @@ def vector(f: Features) -> np.ndarray | None:
     price = f.price
     # Every feature the vector needs, spelt out so the type checker sees each one is set.
     if (
-        f.sma_fast is None or f.sma_slow is None or f.ema_fast is None or f.ema_slow is None or f.rsi is None
-        or f.macd is None or f.macd_signal is None or f.macd_hist is None or f.pct_b is None
-        or f.bb_width is None or f.atr is None or f.high_n is None or f.low_n is None or f.volatility is None
-        or f.mom_1 is None or f.mom_5 is None or f.mom_10 is None
+        f.sma_fast is None
+        or f.sma_slow is None
+        or f.ema_fast is None
+        or f.ema_slow is None
+        or f.rsi is None
+        or f.macd is None
+        or f.macd_signal is None
+        or f.macd_hist is None
+        or f.pct_b is None
+        or f.bb_width is None
+        or f.atr is None
+        or f.high_n is None
+        or f.low_n is None
+        or f.volatility is None
+        or f.mom_1 is None
+        or f.mom_5 is None
+        or f.mom_10 is None
     ):
         return None
     if len(f.returns) < RETURN_LAGS or not price > 0:

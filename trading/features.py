@@ -33,7 +33,7 @@ never compares one against the other; it is warm again after N bars.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import msgspec
 
@@ -80,7 +80,7 @@ class FeatureParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     return_window: int = 10
 
     @classmethod
-    def from_analyzer(cls, a: object) -> "FeatureParams":
+    def from_analyzer(cls, a: object) -> FeatureParams:
         """The params an `[analyzer]` settings section asks for.
 
         Duck-typed so trading/ does not import ops/. A field is taken from the

@@ -196,7 +196,7 @@ class MACDValue(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, macd: float, signal: float, hist: float) -> "MACDValue":
+    def __new__(cls, macd: float, signal: float, hist: float) -> MACDValue:
         return tuple.__new__(cls, (macd, signal, hist))
 
     macd = property(lambda self: self[0])
@@ -256,7 +256,7 @@ class BandsValue(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, upper: float, mid: float, lower: float, width: float) -> "BandsValue":
+    def __new__(cls, upper: float, mid: float, lower: float, width: float) -> BandsValue:
         return tuple.__new__(cls, (upper, mid, lower, width))
 
     upper = property(lambda self: self[0])

@@ -5,7 +5,9 @@ from __future__ import annotations
 from stockade.codecs.records import OrderRecord, PositionRecord
 
 
-def apply_fill(position: PositionRecord | None, symbol: str, side: str, qty: int, price: float, now_ns: int) -> PositionRecord:
+def apply_fill(
+    position: PositionRecord | None, symbol: str, side: str, qty: int, price: float, now_ns: int
+) -> PositionRecord:
     """The position after a fill of `qty` at `price` (average price on adds,
     unchanged average on reductions, reset when the position flips)."""
     signed = qty if side == "buy" else -qty
@@ -21,10 +23,14 @@ def apply_fill(position: PositionRecord | None, symbol: str, side: str, qty: int
     else:
         avg = old_avg
     stop_id = position.protective_stop_order_id if position and new_qty != 0 else None
-    return PositionRecord(symbol=symbol, qty=new_qty, avg_entry_price=avg, updated_ns=now_ns, protective_stop_order_id=stop_id)
+    return PositionRecord(
+        symbol=symbol, qty=new_qty, avg_entry_price=avg, updated_ns=now_ns, protective_stop_order_id=stop_id
+    )
 
 
-def fill_increment(record: OrderRecord, filled_qty: int, filled_avg_price: float | None, fill_price: float | None) -> tuple[int, float] | None:
+def fill_increment(
+    record: OrderRecord, filled_qty: int, filled_avg_price: float | None, fill_price: float | None
+) -> tuple[int, float] | None:
     """The new execution implied by a cumulative update: (qty, price), or None if nothing new.
 
     Trade updates carry the cumulative filled qty and average price; the
@@ -44,7 +50,10 @@ def fill_increment(record: OrderRecord, filled_qty: int, filled_avg_price: float
 
 
 def disagreements_to_adopt(
-    ledger: dict[str, int], broker: dict[str, int], suspects: dict[str, tuple[int, int]], first_pass: bool,
+    ledger: dict[str, int],
+    broker: dict[str, int],
+    suspects: dict[str, tuple[int, int]],
+    first_pass: bool,
     stale: frozenset[str] | set[str] = frozenset(),
 ) -> tuple[list[str], dict[str, tuple[int, int]]]:
     """Which symbols' broker quantity to adopt now, and what to re-check next pass.

@@ -16,8 +16,9 @@ caller passes the broker's own.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
-from typing import Iterable, Literal
+from typing import Literal
 
 import msgspec
 
@@ -57,8 +58,9 @@ def _hhmm(t: object) -> object:
     return t
 
 
-def session_from_calendar(day: date, open_t: object, close_t: object,
-                          session_open: object = None, session_close: object = None) -> Session:
+def session_from_calendar(
+    day: date, open_t: object, close_t: object, session_open: object = None, session_close: object = None
+) -> Session:
     """A Session from a calendar row: `open_t`/`close_t` are New York datetimes or times.
 
     `session_open`/`session_close` are the row's extended bounds when the

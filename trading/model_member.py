@@ -8,6 +8,7 @@ model (p near 0.5) votes with almost no weight, a sure one with full weight.
 from __future__ import annotations
 
 import numpy as np
+
 from stockade.trading.model_store import LoadedModel
 from stockade.trading.strategies import Signal
 

@@ -23,9 +23,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
 from stockade.trading.feature_vector import FEATURE_NAMES
 from stockade.trading.model_store import LoadedModel, new_session
 
@@ -92,9 +94,12 @@ def merged_model(models: Sequence[LoadedModel]) -> tuple[Any, list[str]]:
         (out,) = [o for o in graph.output if o.name == wanted]
         outputs.append(out)
     graph = helper.make_graph(
-        nodes, "stockade_panel",
+        nodes,
+        "stockade_panel",
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [None, len(FEATURE_NAMES)])],
-        outputs, initializers, value_info=value_info,
+        outputs,
+        initializers,
+        value_info=value_info,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
     model.ir_version = ir_version
@@ -120,11 +125,15 @@ def panel_of(models: Sequence[LoadedModel]) -> ModelPanel | None:
             return _panels[key]
         try:
             proto, outputs = merged_model(models)
-            panel: ModelPanel | None = ModelPanel(tuple(m.name for m in models), new_session(
-                proto.SerializeToString()), outputs)
+            panel: ModelPanel | None = ModelPanel(
+                tuple(m.name for m in models), new_session(proto.SerializeToString()), outputs
+            )
         except Exception as exc:  # noqa: BLE001 - any failure means "run them one by one"
-            log.warning("models %s cannot be merged into one call (%s); running them one by one",
-                        ", ".join(m.name for m in models), str(exc).splitlines()[0][:300] if str(exc) else exc)
+            log.warning(
+                "models %s cannot be merged into one call (%s); running them one by one",
+                ", ".join(m.name for m in models),
+                str(exc).splitlines()[0][:300] if str(exc) else exc,
+            )
             panel = None
         _panels[key] = panel
         return panel

@@ -26,6 +26,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+
 from stockade.trading.feature_vector import (
     FEATURE_INDEX,
     FEATURE_NAMES,
@@ -144,29 +145,43 @@ def check_features(manifest: Manifest, path: Path, params: FeatureParams | None 
     """ModelError unless the manifest was trained on this code's feature vector
     (and, when given, the analyzer's indicator periods `params`)."""
     if manifest.feature_version != FEATURE_VERSION:
-        raise ModelError(path, f"trained on feature version {manifest.feature_version}, this code builds "
-                               f"version {FEATURE_VERSION}; {REGENERATE_HINT}")
+        raise ModelError(
+            path,
+            f"trained on feature version {manifest.feature_version}, this code builds "
+            f"version {FEATURE_VERSION}; {REGENERATE_HINT}",
+        )
     if tuple(manifest.feature_names) != FEATURE_NAMES:
         missing = [n for n in FEATURE_NAMES if n not in manifest.feature_names]
         extra = [n for n in manifest.feature_names if n not in FEATURE_INDEX]
-        raise ModelError(path, f"feature names differ from this code's (missing {missing}, unknown {extra}, "
-                               f"or reordered) at the same version {FEATURE_VERSION}; {REGENERATE_HINT}")
+        raise ModelError(
+            path,
+            f"feature names differ from this code's (missing {missing}, unknown {extra}, "
+            f"or reordered) at the same version {FEATURE_VERSION}; {REGENERATE_HINT}",
+        )
     if params is not None and manifest.feature_params != params:
         ours, theirs = msgspec.structs.asdict(params), msgspec.structs.asdict(manifest.feature_params)
         diff = ", ".join(f"{k} {theirs[k]!r} (analyzer: {ours[k]!r})" for k in ours if ours[k] != theirs.get(k))
-        raise ModelError(path, f"trained with other indicator periods: {diff}; retrain with these [analyzer] "
-                               f"settings (`python run.py train --settings <file>`)")
+        raise ModelError(
+            path,
+            f"trained with other indicator periods: {diff}; retrain with these [analyzer] "
+            f"settings (`python run.py train --settings <file>`)",
+        )
     try:
         ours = _fingerprint(manifest.feature_params)
     except (RuntimeError, ValueError) as exc:  # e.g. periods the synthetic series cannot warm
         raise ModelError(path, f"cannot check the features: {exc}") from None
     theirs = manifest.feature_fingerprint
     if len(ours) != len(theirs) or max(abs(a - b) for a, b in zip(ours, theirs, strict=True)) > FINGERPRINT_TOL:
-        worst = [FEATURE_NAMES[i] for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if abs(a - b) > FINGERPRINT_TOL]
+        worst = [
+            FEATURE_NAMES[i] for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if abs(a - b) > FINGERPRINT_TOL
+        ]
         which = f"features {worst}" if worst else "the features"
-        raise ModelError(path, f"this code computes {which} differently from when the models were trained "
-                               f"(fingerprint differs) at the same version {FEATURE_VERSION}: bump "
-                               f"FEATURE_VERSION and {REGENERATE_HINT}")
+        raise ModelError(
+            path,
+            f"this code computes {which} differently from when the models were trained "
+            f"(fingerprint differs) at the same version {FEATURE_VERSION}: bump "
+            f"FEATURE_VERSION and {REGENERATE_HINT}",
+        )
 
 
 _fingerprints: dict[FeatureParams, tuple[float, ...]] = {}
@@ -240,8 +255,11 @@ def _verified_session(path: Path, entry: ModelEntry) -> Any:
         raise ModelError(path, f"cannot read: {exc.strerror or exc}") from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry.sha256:
-        raise ModelError(path, f"checksum mismatch (sha256 {digest[:12]}..., manifest says {entry.sha256[:12]}...): "
-                               f"the file is corrupt or was replaced; {REGENERATE_HINT}")
+        raise ModelError(
+            path,
+            f"checksum mismatch (sha256 {digest[:12]}..., manifest says {entry.sha256[:12]}...): "
+            f"the file is corrupt or was replaced; {REGENERATE_HINT}",
+        )
     key = (str(path), digest)
     with _lock:
         session = _sessions.get(key)
@@ -254,16 +272,21 @@ def _verified_session(path: Path, entry: ModelEntry) -> Any:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     width = inputs[0].shape[-1] if inputs and inputs[0].shape else None
     if len(inputs) != 1 or width != len(entry.features):
-        raise ModelError(path, f"takes input {[(i.name, i.shape) for i in inputs]}, the manifest lists "
-                               f"{len(entry.features)} features")
+        raise ModelError(
+            path,
+            f"takes input {[(i.name, i.shape) for i in inputs]}, the manifest lists {len(entry.features)} features",
+        )
     probs = next((o for o in outputs if o.name == probability_output(session)), None)
     if len(outputs) < 2 or probs is None or not probs.shape or probs.shape[-1] != 2:
         raise ModelError(path, "has no [N, 2] probabilities output (a binary classifier exported with zipmap=False)")
     return session
 
 
-def load_models(folder: Path, names: tuple[str, ...] = (), params: FeatureParams | None = None,
-                ) -> tuple[list[LoadedModel], list[ModelError]]:
+def load_models(
+    folder: Path,
+    names: tuple[str, ...] = (),
+    params: FeatureParams | None = None,
+) -> tuple[list[LoadedModel], list[ModelError]]:
     """Every usable model of `folder` (only `names` if given) and an error per refused one.
 
     `params`: the indicator periods the caller computes features with; the
@@ -285,8 +308,12 @@ def load_models(folder: Path, names: tuple[str, ...] = (), params: FeatureParams
             continue
         path = folder / entry.file
         if Path(entry.file).name != entry.file or entry.file.startswith("."):
-            errors.append(ModelError(folder / MANIFEST_NAME, f"model {entry.name!r}: file {entry.file!r} must be a "
-                                                             f"plain file name in the models folder"))
+            errors.append(
+                ModelError(
+                    folder / MANIFEST_NAME,
+                    f"model {entry.name!r}: file {entry.file!r} must be a plain file name in the models folder",
+                )
+            )
             continue
         unknown = [f for f in entry.features if f not in FEATURE_INDEX]
         if unknown:

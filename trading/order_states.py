@@ -125,6 +125,7 @@ class OrderEvent(StrEnum):
     SUBMIT_UNKNOWN = "submit_unknown"
     SUSPENDED = "suspended"
 
+
 S = OrderStatus
 _ALL = frozenset(S)
 _PENDING = frozenset(S(s) for s in PENDING)

@@ -14,8 +14,8 @@ One closing order counts once, however many fills it takes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import date
-from typing import Iterable, Mapping
 
 import msgspec
 

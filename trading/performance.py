@@ -150,8 +150,15 @@ def trade_stats(pnls: Sequence[float], returns: Sequence[float]) -> TradeStats:
     """Stats of closed trades in time order: P&L in money, returns as fractions of the entry value."""
     dd = max_drawdown(cumulative(pnls)) if pnls else None
     return TradeStats(
-        trades=len(pnls), wins=sum(1 for p in pnls if p > 0), net_pnl=sum(pnls), win_rate=win_rate(pnls),
-        profit_factor=profit_factor(pnls), expectancy=expectancy(pnls), sharpe=sharpe(returns),
-        sortino=sortino(returns), max_drawdown=dd.amount if dd else None, var_95=value_at_risk(returns),
+        trades=len(pnls),
+        wins=sum(1 for p in pnls if p > 0),
+        net_pnl=sum(pnls),
+        win_rate=win_rate(pnls),
+        profit_factor=profit_factor(pnls),
+        expectancy=expectancy(pnls),
+        sharpe=sharpe(returns),
+        sortino=sortino(returns),
+        max_drawdown=dd.amount if dd else None,
+        var_95=value_at_risk(returns),
         es_95=expected_shortfall(returns),
     )

@@ -36,7 +36,8 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import msgspec
 
@@ -109,11 +110,17 @@ class RiskRequest(msgspec.Struct, frozen=True, kw_only=True):
     size_scale: float = 1.0  # the ensemble's regime scale (below 1 when defensive)
 
     @classmethod
-    def from_proposal(cls, p: Proposal, atr: float | None = None) -> "RiskRequest":
+    def from_proposal(cls, p: Proposal, atr: float | None = None) -> RiskRequest:
         return cls(
-            symbol=p.symbol, side=p.side, price=p.price, bid=p.bid, ask=p.ask, quote_recv_ns=p.quote_recv_ns,
+            symbol=p.symbol,
+            side=p.side,
+            price=p.price,
+            bid=p.bid,
+            ask=p.ask,
+            quote_recv_ns=p.quote_recv_ns,
             atr=atr if atr is not None else (p.atr if p.atr > 0 else None),
-            confidence=p.confidence, size_scale=p.size_scale,
+            confidence=p.confidence,
+            size_scale=p.size_scale,
         )
 
     @property
@@ -224,8 +231,9 @@ def rule_trading_state(state: str, reducing: bool, account_blocked: bool = False
 _SESSION_NAMES = {"pre": "pre-market", "post": "after-hours"}
 
 
-def rule_market_open(is_open: bool, required: bool = True, phase: str | None = None,
-                     extended: bool = False) -> RuleResult:
+def rule_market_open(
+    is_open: bool, required: bool = True, phase: str | None = None, extended: bool = False
+) -> RuleResult:
     """The broker clock's regular session, or (with `extended`) its pre-market/after-hours sessions.
 
     `phase` is the calendar's classification of now (`classify_session`); the
@@ -360,8 +368,11 @@ def rule_loss_breaker(equity: float, start_equity: float | None, breaker_pct: fl
     if loss is None:
         return _ok("loss_breaker", "no start-of-day equity yet")
     if loss >= breaker_pct:
-        return _no("loss_breaker", f"day loss {loss:.2f}% (equity {_money(equity)} vs start "
-                                   f"{_money(start_equity or 0.0)}) >= loss breaker {breaker_pct:g}%")
+        return _no(
+            "loss_breaker",
+            f"day loss {loss:.2f}% (equity {_money(equity)} vs start "
+            f"{_money(start_equity or 0.0)}) >= loss breaker {breaker_pct:g}%",
+        )
     return _ok("loss_breaker", f"day loss {loss:.2f}% < loss breaker {breaker_pct:g}%")
 
 
@@ -392,13 +403,17 @@ def rule_day_trade_budget(
     opened = day_trades.opened_today - {symbol}
     potential = day_trades.count + len(opened) + 1
     if potential > budget:
-        return _no(name, f"{head}, {len(opened)} other position(s) opened today: a new bracketed entry "
-                         f"could make day trade {potential} > {budget}")
+        return _no(
+            name,
+            f"{head}, {len(opened)} other position(s) opened today: a new bracketed entry "
+            f"could make day trade {potential} > {budget}",
+        )
     return _ok(name, f"{head}: at most {potential} day trades <= {budget}")
 
 
-def rule_sector(symbol: str, sector: str, sector_value: float, add_value: float, equity: float,
-                max_pct: float) -> RuleResult:
+def rule_sector(
+    symbol: str, sector: str, sector_value: float, add_value: float, equity: float, max_pct: float
+) -> RuleResult:
     """A sector's gross exposure after the order stays within max_pct of equity."""
     if equity <= 0:
         return _no("sector", f"equity {_money(equity)} <= 0")
@@ -410,8 +425,9 @@ def rule_sector(symbol: str, sector: str, sector_value: float, add_value: float,
     return _ok("sector", f"sector {sector} would be {pct:.1f}% of equity <= max {max_pct:g}%")
 
 
-def pending_entry_risk(side: str, remaining_qty: float, limit_price: float | None, stop_loss: float | None,
-                       stop_pct: float) -> float:
+def pending_entry_risk(
+    side: str, remaining_qty: float, limit_price: float | None, stop_loss: float | None, stop_pct: float
+) -> float:
     """Risk at the stop of a working entry order's unfilled part.
 
     A market entry has no price of its own; its bracket stop was set at
@@ -436,8 +452,10 @@ def rule_portfolio_risk(open_risk: float, add_risk: float, equity: float, max_pc
     if add_risk <= 0 and pct >= max_pct:
         return _no("portfolio_risk", f"risk at the stops is {pct:.2f}% of equity: no room under max {max_pct:g}%")
     if pct > max_pct + 1e-9:
-        return _no("portfolio_risk", f"risk at the stops would be {_money(open_risk + add_risk)} = {pct:.2f}% "
-                                     f"of equity > max {max_pct:g}%")
+        return _no(
+            "portfolio_risk",
+            f"risk at the stops would be {_money(open_risk + add_risk)} = {pct:.2f}% of equity > max {max_pct:g}%",
+        )
     return _ok("portfolio_risk", f"risk at the stops would be {pct:.2f}% of equity <= max {max_pct:g}%")
 
 
@@ -454,8 +472,10 @@ def rule_close_window(minutes_to_close: float | None, flatten_min: float, phase:
     overnight, which the flatten window exists to prevent.
     """
     if flatten_min > 0 and phase == "post":
-        return _no("close_window", "after-hours entry would be held overnight past the flatten window "
-                                   f"({flatten_min:g} min before the close)")
+        return _no(
+            "close_window",
+            f"after-hours entry would be held overnight past the flatten window ({flatten_min:g} min before the close)",
+        )
     if flatten_min <= 0 or minutes_to_close is None:
         return _ok("close_window", "no flatten window")
     if minutes_to_close <= flatten_min:
@@ -515,16 +535,28 @@ def evaluate(
     add(rule_trading_state(ctx.trading_state, reducing, bool(acct and acct.trading_blocked)))
     add(rule_market_open(is_open, lim.require_market_open, ctx.session_phase, lim.extended_hours))
     if extended:
-        add(_ok("extended_price", f"limit {limit:.2f} = {'ask' if req.side == 'buy' else 'bid'} "
-                                  f"{'+' if req.side == 'buy' else '-'} {lim.extended_limit_slippage_bps:g} bps")
-            if limit is not None else _no("extended_price", "no bid/ask to price an extended-hours limit order"))
+        add(
+            _ok(
+                "extended_price",
+                f"limit {limit:.2f} = {'ask' if req.side == 'buy' else 'bid'} "
+                f"{'+' if req.side == 'buy' else '-'} {lim.extended_limit_slippage_bps:g} bps",
+            )
+            if limit is not None
+            else _no("extended_price", "no bid/ask to price an extended-hours limit order")
+        )
         if limit is not None:
             entry = limit
     add(rule_stale_quote(ctx.now_ns, req.quote_recv_ns, lim.max_quote_age_s))
     if acct is None:
         add(_no("account", "no account snapshot yet"))
         return RiskVerdict(
-            allowed=False, results=tuple(results), qty=0, reduce_only=reducing, entry=entry, stop_loss=None, take_profit=None
+            allowed=False,
+            results=tuple(results),
+            qty=0,
+            reduce_only=reducing,
+            entry=entry,
+            stop_loss=None,
+            take_profit=None,
         )
     equity = acct.equity
     day_trades = ctx.day_trades or DayTradeStatus(0, frozenset())
@@ -534,15 +566,35 @@ def evaluate(
     if reducing:
         # Close the position; whole shares only (fractional remainder stays).
         qty = int(math.floor(abs(pos_qty) + 1e-9))
-        for rule in ("spread", "price_range", "short_selling", "max_position", "max_positions", "sector",
-                     "gross_exposure", "portfolio_risk", "daily_loss", "loss_breaker", "failure_breaker",
-                     "order_rate", "in_flight", "close_window"):
+        for rule in (
+            "spread",
+            "price_range",
+            "short_selling",
+            "max_position",
+            "max_positions",
+            "sector",
+            "gross_exposure",
+            "portfolio_risk",
+            "daily_loss",
+            "loss_breaker",
+            "failure_breaker",
+            "order_rate",
+            "in_flight",
+            "close_window",
+        ):
             add(_ok(rule, exempt))
         add(_ok("sizing", f"close {qty} of {pos_qty:g} shares") if qty > 0 else _no("sizing", "position under 1 share"))
         allowed = all(r.ok for r in results) and qty > 0
         return RiskVerdict(
-            allowed=allowed, results=tuple(results), qty=qty if allowed else 0, reduce_only=True,
-            entry=entry, stop_loss=None, take_profit=None, extended_hours=extended, limit_price=limit,
+            allowed=allowed,
+            results=tuple(results),
+            qty=qty if allowed else 0,
+            reduce_only=True,
+            entry=entry,
+            stop_loss=None,
+            take_profit=None,
+            extended_hours=extended,
+            limit_price=limit,
         )
 
     add(rule_spread(req.spread_bps, lim.max_spread_bps))
@@ -561,10 +613,12 @@ def evaluate(
     add(rule_close_window(ctx.minutes_to_close, lim.flatten_before_close_min, ctx.session_phase if extended else None))
 
     sector = lim.sectors.get(req.symbol, req.symbol)
-    sector_value = sum(position_value(p) for p in ctx.positions
-                       if p.qty != 0 and lim.sectors.get(p.symbol, p.symbol) == sector)
-    open_risk = ctx.pending_risk + sum(position_risk(p, ctx.stops.get(p.symbol), lim.assumed_stop_pct)
-                                       for p in ctx.positions if p.qty != 0)
+    sector_value = sum(
+        position_value(p) for p in ctx.positions if p.qty != 0 and lim.sectors.get(p.symbol, p.symbol) == sector
+    )
+    open_risk = ctx.pending_risk + sum(
+        position_risk(p, ctx.stops.get(p.symbol), lim.assumed_stop_pct) for p in ctx.positions if p.qty != 0
+    )
     stop = take = None
     qty = 0
     existing = position_value(pos) if pos else 0.0
@@ -573,9 +627,11 @@ def evaluate(
         stop, take = b.stop_loss, b.take_profit
         # Gross room caps the order like buying power does.
         gross_room = equity * lim.max_gross_exposure_pct / 100.0 - gross
-        scale = (confidence_scale(req.confidence, lim.confidence_floor)
-                 * volatility_scale(req.atr, entry, lim.target_volatility_pct)
-                 * min(max(req.size_scale, 0.0), 1.0))
+        scale = (
+            confidence_scale(req.confidence, lim.confidence_floor)
+            * volatility_scale(req.atr, entry, lim.target_volatility_pct)
+            * min(max(req.size_scale, 0.0), 1.0)
+        )
         size = position_size(
             equity=equity,
             entry=entry,
@@ -603,8 +659,15 @@ def evaluate(
         # The stop sized the order; no leg carries it (see the module docstring).
         stop = take = None
     return RiskVerdict(
-        allowed=allowed, results=tuple(results), qty=qty if allowed else 0, reduce_only=False,
-        entry=entry, stop_loss=stop, take_profit=take, extended_hours=extended, limit_price=limit,
+        allowed=allowed,
+        results=tuple(results),
+        qty=qty if allowed else 0,
+        reduce_only=False,
+        entry=entry,
+        stop_loss=stop,
+        take_profit=take,
+        extended_hours=extended,
+        limit_price=limit,
     )
 
 
@@ -637,9 +700,13 @@ class CircuitBreaker:
         self._reason = ""
 
     @classmethod
-    def from_limits(cls, limits: RiskLimits, clock: Callable[[], int] = time.time_ns) -> "CircuitBreaker":
+    def from_limits(cls, limits: RiskLimits, clock: Callable[[], int] = time.time_ns) -> CircuitBreaker:
         return cls(
-            limits.cb_max_consecutive_failures, limits.cb_max_losses, limits.cb_loss_window_s, limits.cb_cooloff_s, clock
+            limits.cb_max_consecutive_failures,
+            limits.cb_max_losses,
+            limits.cb_loss_window_s,
+            limits.cb_cooloff_s,
+            clock,
         )
 
     def _expire(self, now: int) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def percentiles(samples: Iterable[float], scale: float = 1.0, digits: int = 1) -> dict[str, float]:

@@ -12,7 +12,8 @@ it never raises on missing data.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Protocol, Sequence, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, cast
 
 import msgspec
 
@@ -27,7 +28,7 @@ class Signal(msgspec.Struct, frozen=True):
     reason: str
 
     @classmethod
-    def flat(cls, reason: str) -> "Signal":
+    def flat(cls, reason: str) -> Signal:
         return cls(0.0, 0.0, reason)
 
 
@@ -165,13 +166,17 @@ class MeanReversion:
         else:
             return Signal.flat(f"inside bands (%B {b:.2f})")
         if f.volume_ratio is not None and f.volume_ratio > p.max_volume_ratio:
-            return Signal.flat(f"stretch on volume ratio {f.volume_ratio:.2f} > {p.max_volume_ratio:g}: a breakout, not fading")
+            return Signal.flat(
+                f"stretch on volume ratio {f.volume_ratio:.2f} > {p.max_volume_ratio:g}: a breakout, not fading"
+            )
         excess *= 2.0  # %B spans two half-widths between the bands
         conf = _clip01(p.base_confidence + (1.0 - p.base_confidence) * excess / p.full_excess)
         band, at = ("upper", p.pct_b_high) if d < 0 else ("lower", p.pct_b_low)
         return Signal(
-            d, conf, f"fade {side}: %B {b:.2f} past the {band} band threshold {at:g} by {excess:.2f} half-widths, "
-            f"RSI {f.rsi:.1f}"
+            d,
+            conf,
+            f"fade {side}: %B {b:.2f} past the {band} band threshold {at:g} by {excess:.2f} half-widths, "
+            f"RSI {f.rsi:.1f}",
         )
 
 

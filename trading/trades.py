@@ -114,9 +114,14 @@ def build_trades(
             trade = trades.get(f.client_order_id)
             if trade is None or trade.symbol != f.symbol:
                 pid = proposal_of_order(f.client_order_id, orders)
-                trade = Trade(symbol=f.symbol, direction="long" if sign > 0 else "short",
-                              entry_order_id=f.client_order_id, proposal_id=pid,
-                              members=members.get(pid, ()) if pid else (), entry_ns=f.ts_ns)
+                trade = Trade(
+                    symbol=f.symbol,
+                    direction="long" if sign > 0 else "short",
+                    entry_order_id=f.client_order_id,
+                    proposal_id=pid,
+                    members=members.get(pid, ()) if pid else (),
+                    entry_ns=f.ts_ns,
+                )
                 trades[f.client_order_id] = trade
             trade.qty += left
             trade.entry_value += f.price * left

@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+
 from stockade.trading.datasets import Dataset, feature_fingerprint
 from stockade.trading.feature_vector import (
     FEATURE_NAMES,
@@ -54,8 +55,9 @@ def _gbm(seed: int) -> Any:
     from sklearn.ensemble import GradientBoostingClassifier
 
     # Subsampled rows and features: 50 shallow trees fit in about a second.
-    return GradientBoostingClassifier(n_estimators=50, max_depth=3, learning_rate=0.1, subsample=0.5,
-                                      max_features="sqrt", random_state=seed)
+    return GradientBoostingClassifier(
+        n_estimators=50, max_depth=3, learning_rate=0.1, subsample=0.5, max_features="sqrt", random_state=seed
+    )
 
 
 def _forest(seed: int) -> Any:
@@ -78,8 +80,10 @@ def _mlp(seed: int) -> Any:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(16,), alpha=1e-3, max_iter=200,
-                                                         early_stopping=True, random_state=seed))
+    return make_pipeline(
+        StandardScaler(),
+        MLPClassifier(hidden_layer_sizes=(16,), alpha=1e-3, max_iter=200, early_stopping=True, random_state=seed),
+    )
 
 
 # name -> (estimator factory, the features it reads). The MLP is the sequence
@@ -111,7 +115,9 @@ def fold_metrics(fold: int, y_true: np.ndarray, proba_up: np.ndarray, train_rows
     pred = (proba_up > 0.5).astype(np.int64)
     auc = float(roc_auc_score(y_true, proba_up)) if len(np.unique(y_true)) == 2 else None
     return FoldMetrics(
-        fold=fold, train_rows=train_rows, test_rows=len(y_true),
+        fold=fold,
+        train_rows=train_rows,
+        test_rows=len(y_true),
         accuracy=round(float(accuracy_score(y_true, pred)), 6),
         precision=round(float(precision_score(y_true, pred, zero_division=0)), 6),
         recall=round(float(recall_score(y_true, pred, zero_division=0)), 6),
@@ -120,8 +126,15 @@ def fold_metrics(fold: int, y_true: np.ndarray, proba_up: np.ndarray, train_rows
     )
 
 
-def walk_forward(name: str, X: np.ndarray, y: np.ndarray, seed: int, n_splits: int, purge: int = 0,
-                 progress: Progress = lambda _: None) -> list[FoldMetrics]:
+def walk_forward(
+    name: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    n_splits: int,
+    purge: int = 0,
+    progress: Progress = lambda _: None,
+) -> list[FoldMetrics]:
     """Per-fold metrics of model `name` under TimeSeriesSplit (train on the past, test on the
     next block, `purge` rows left out between them)."""
     from sklearn.model_selection import TimeSeriesSplit
@@ -131,8 +144,10 @@ def walk_forward(name: str, X: np.ndarray, y: np.ndarray, seed: int, n_splits: i
     for k, (train, test) in enumerate(TimeSeriesSplit(n_splits=n_splits, gap=purge).split(X), start=1):
         model = factory(seed).fit(X[train], y[train])
         m = fold_metrics(k, y[test], model.predict_proba(X[test])[:, 1], len(train))
-        progress(f"{name}: fold {k}/{n_splits}: acc {m.accuracy:.3f} f1 {m.f1:.3f} auc {_fmt(m.auc)} "
-                 f"({m.train_rows} train, {m.test_rows} test rows)")
+        progress(
+            f"{name}: fold {k}/{n_splits}: acc {m.accuracy:.3f} f1 {m.f1:.3f} auc {_fmt(m.auc)} "
+            f"({m.train_rows} train, {m.test_rows} test rows)"
+        )
         out.append(m)
     return out
 
@@ -148,8 +163,10 @@ def to_onnx(model: Any, n_features: int, name: str = "model") -> bytes:
     from skl2onnx.common.data_types import FloatTensorType
 
     onx = convert_sklearn(
-        model, initial_types=[("input", FloatTensorType([None, n_features]))],
-        options={id(model): {"zipmap": False}}, target_opset={"": ONNX_OPSET, "ai.onnx.ml": 3},
+        model,
+        initial_types=[("input", FloatTensorType([None, n_features]))],
+        options={id(model): {"zipmap": False}},
+        target_opset={"": ONNX_OPSET, "ai.onnx.ml": 3},
     )
     onx.graph.name = f"stockade_{name}"
     # skl2onnx lists the opset imports in set order: sorted, the bytes are reproducible.
@@ -179,8 +196,9 @@ class Trained(msgspec.Struct):
     seconds: float = 0.0  # walk-forward and final fit (not in the manifest: it would not be reproducible)
 
 
-def train_one(name: str, data: Dataset, seed: int, n_splits: int = 5, holdout: float = 0.1,
-              progress: Progress = lambda _: None) -> Trained:
+def train_one(
+    name: str, data: Dataset, seed: int, n_splits: int = 5, holdout: float = 0.1, progress: Progress = lambda _: None
+) -> Trained:
     """Walk-forward evaluate, fit, export and parity-check model `name`."""
     if name not in MODELS:
         raise TrainingError(f"unknown model {name!r} (known: {', '.join(MODELS)})")
@@ -200,36 +218,65 @@ def train_one(name: str, data: Dataset, seed: int, n_splits: int = 5, holdout: f
     onnx_bytes = to_onnx(model, len(names), name)
     diff = onnx_parity(model, onnx_bytes, X[cut:])
     if not diff <= PARITY_TOL:
-        raise TrainingError(f"{name}: onnxruntime differs from scikit-learn by {diff:.3g} on the hold-out "
-                            f"(tolerance {PARITY_TOL:g}); not exported")
-    progress(f"{name}: hold-out acc {held.accuracy:.3f} f1 {held.f1:.3f} auc {_fmt(held.auc)}; "
-             f"onnx parity {diff:.2g}; {len(onnx_bytes) / 1024:.0f} KiB; {fit_s:.1f}s")
+        raise TrainingError(
+            f"{name}: onnxruntime differs from scikit-learn by {diff:.3g} on the hold-out "
+            f"(tolerance {PARITY_TOL:g}); not exported"
+        )
+    progress(
+        f"{name}: hold-out acc {held.accuracy:.3f} f1 {held.f1:.3f} auc {_fmt(held.auc)}; "
+        f"onnx parity {diff:.2g}; {len(onnx_bytes) / 1024:.0f} KiB; {fit_s:.1f}s"
+    )
     entry = ModelEntry(
-        name=name, file=f"{name}.onnx", estimator=_describe(model), features=names,
-        sha256=hashlib.sha256(onnx_bytes).hexdigest(), bytes=len(onnx_bytes),
-        folds=tuple(folds), holdout=held, parity_max_abs_diff=diff,
+        name=name,
+        file=f"{name}.onnx",
+        estimator=_describe(model),
+        features=names,
+        sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+        bytes=len(onnx_bytes),
+        folds=tuple(folds),
+        holdout=held,
+        parity_max_abs_diff=diff,
     )
     return Trained(entry=entry, onnx=onnx_bytes, model=model, seconds=fit_s)
 
 
-def train_models(data: Dataset, out_dir: Path, names: Sequence[str], seed: int, source: str,
-                 n_splits: int = 5, holdout: float = 0.1, progress: Progress = lambda _: None) -> Manifest:
+def train_models(
+    data: Dataset,
+    out_dir: Path,
+    names: Sequence[str],
+    seed: int,
+    source: str,
+    n_splits: int = 5,
+    holdout: float = 0.1,
+    progress: Progress = lambda _: None,
+) -> Manifest:
     """Train `names`, then write each `<name>.onnx` and the manifest into `out_dir`.
 
     Nothing is written unless every model trained and passed its parity check,
     so a failed run never leaves a half-updated folder behind.
     """
-    progress(f"data: {data.rows} rows, {len(set(data.symbols))} symbols, "
-             f"{float(np.mean(data.y)):.3f} positive, horizon {data.horizon} bars")
+    progress(
+        f"data: {data.rows} rows, {len(set(data.symbols))} symbols, "
+        f"{float(np.mean(data.y)):.3f} positive, horizon {data.horizon} bars"
+    )
     trained = [train_one(n, data, seed, n_splits, holdout, progress) for n in names]
     manifest = Manifest(
-        feature_version=FEATURE_VERSION, feature_names=FEATURE_NAMES, feature_params=data.params,
+        feature_version=FEATURE_VERSION,
+        feature_names=FEATURE_NAMES,
+        feature_params=data.params,
         feature_fingerprint=feature_fingerprint(data.params),
         training=TrainingWindow(
-            source=source, symbols=tuple(sorted(set(data.symbols))), start_ns=int(data.ts_ns[0]),
-            end_ns=int(data.ts_ns[-1]), rows=data.rows, horizon_bars=data.horizon,
-            label_threshold_bps=data.threshold_bps, positive_rate=round(float(np.mean(data.y)), 6), seed=seed,
-            holdout=holdout, folds=n_splits,
+            source=source,
+            symbols=tuple(sorted(set(data.symbols))),
+            start_ns=int(data.ts_ns[0]),
+            end_ns=int(data.ts_ns[-1]),
+            rows=data.rows,
+            horizon_bars=data.horizon,
+            label_threshold_bps=data.threshold_bps,
+            positive_rate=round(float(np.mean(data.y)), 6),
+            seed=seed,
+            holdout=holdout,
+            folds=n_splits,
         ),
         models=tuple(t.entry for t in trained),
     )

@@ -64,7 +64,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Iterable, Literal, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Literal
 
 import msgspec
 

@@ -20,7 +20,7 @@ def ts(ns: int | None) -> str | None:
     if ns is None:
         return None
     secs, frac = divmod(ns, 1_000_000_000)
-    return dt.datetime.fromtimestamp(secs, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+    return dt.datetime.fromtimestamp(secs, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
 
 
 def num(x: float | int | None) -> str | None:

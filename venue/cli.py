@@ -49,10 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", help="TOML file; its [venue] table gives defaults")
     p.add_argument("--tls-cert", help="serve TLS with this certificate chain (PEM); needs --tls-key")
     p.add_argument("--tls-key", help="the private key (PEM) of --tls-cert")
-    p.add_argument("--tls-self-signed", metavar="DIR",
-                   help="serve TLS with a fresh self-signed pair; its CA is written to DIR/ca.pem")
-    p.add_argument("--no-access-log", dest="access_log", action="store_false", default=None,
-                   help="do not log each request")
+    p.add_argument(
+        "--tls-self-signed",
+        metavar="DIR",
+        help="serve TLS with a fresh self-signed pair; its CA is written to DIR/ca.pem",
+    )
+    p.add_argument(
+        "--no-access-log", dest="access_log", action="store_false", default=None, help="do not log each request"
+    )
     return p
 
 

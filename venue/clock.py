@@ -15,12 +15,14 @@ close never arrives because it rolls forward with the time.
 from __future__ import annotations
 
 import time
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from functools import lru_cache
-from typing import Callable, Literal
+from typing import Literal
+from zoneinfo import ZoneInfo
 
 import msgspec
-from zoneinfo import ZoneInfo
 
 NEW_YORK = ZoneInfo("America/New_York")
 NS_PER_S = 1_000_000_000
@@ -32,10 +34,14 @@ EARLY_CLOSE = dtime(13, 0)
 # calendar has them, so ours does too.
 SPECIAL_CLOSURES = frozenset(
     {
-        date(2001, 9, 11), date(2001, 9, 12), date(2001, 9, 13), date(2001, 9, 14),
+        date(2001, 9, 11),
+        date(2001, 9, 12),
+        date(2001, 9, 13),
+        date(2001, 9, 14),
         date(2004, 6, 11),  # Reagan
         date(2007, 1, 2),  # Ford
-        date(2012, 10, 29), date(2012, 10, 30),  # Hurricane Sandy
+        date(2012, 10, 29),
+        date(2012, 10, 30),  # Hurricane Sandy
         date(2018, 12, 5),  # G. H. W. Bush
         date(2025, 1, 9),  # Carter
     }
@@ -165,7 +171,7 @@ def _to_ns(moment: datetime) -> int:
 
 def ns_to_new_york(ts_ns: int) -> datetime:
     """Aware New York datetime of an epoch-ns instant (microsecond precision)."""
-    return datetime.fromtimestamp(ts_ns / NS_PER_S, tz=timezone.utc).astimezone(NEW_YORK)
+    return datetime.fromtimestamp(ts_ns / NS_PER_S, tz=UTC).astimezone(NEW_YORK)
 
 
 class MarketClock:

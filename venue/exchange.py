@@ -26,7 +26,8 @@ import datetime as dt
 import math
 import random
 import uuid
-from typing import Any, Callable, Iterable, Literal, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -542,18 +543,34 @@ class Exchange:
 
         def leg(role: str, **kw: Any) -> Order:
             return Order(
-                id=self._new_id(), client_order_id=self._new_id(), symbol=req.symbol,
-                asset_id=order.asset_id, side=req.side if oco else exit_side, time_in_force=req.time_in_force,
-                qty=req.qty, status=status if oco else "held", order_class=req.order_class,
-                created_at_ns=now, updated_at_ns=now, submitted_at_ns=now, parent_id=order.id,
-                leg_role=role, **kw,
+                id=self._new_id(),
+                client_order_id=self._new_id(),
+                symbol=req.symbol,
+                asset_id=order.asset_id,
+                side=req.side if oco else exit_side,
+                time_in_force=req.time_in_force,
+                qty=req.qty,
+                status=status if oco else "held",
+                order_class=req.order_class,
+                created_at_ns=now,
+                updated_at_ns=now,
+                submitted_at_ns=now,
+                parent_id=order.id,
+                leg_role=role,
+                **kw,
             )
 
         if req.take_profit_limit is not None and not oco:
             legs.append(leg("take_profit", type="limit", limit_price=req.take_profit_limit))
         if req.stop_loss_stop is not None:
-            legs.append(leg("stop_loss", type="stop_limit" if req.stop_loss_limit is not None else "stop",
-                            limit_price=req.stop_loss_limit, stop_price=req.stop_loss_stop))
+            legs.append(
+                leg(
+                    "stop_loss",
+                    type="stop_limit" if req.stop_loss_limit is not None else "stop",
+                    limit_price=req.stop_loss_limit,
+                    stop_price=req.stop_loss_stop,
+                )
+            )
         for x in legs:
             self._add(x)
             if oco:
@@ -641,8 +658,15 @@ class Exchange:
             raise VenueError(422, 40010001, "oco leg prices must be > 0")
         if req.side == "buy":
             # An exit for a buy would cover a short; this account never has one.
-            raise VenueError(403, 40310000, "insufficient qty available for order", available="0",
-                             existing_qty="0", held_for_orders="0", symbol=req.symbol)
+            raise VenueError(
+                403,
+                40310000,
+                "insufficient qty available for order",
+                available="0",
+                existing_qty="0",
+                held_for_orders="0",
+                symbol=req.symbol,
+            )
         # The base is the take-profit's limit, and the market as well (Alpaca's threshold rule).
         q = self.quotes.get(req.symbol)
         _check_stop_base(req.stop_loss_stop, req.take_profit_limit)
@@ -694,9 +718,13 @@ class Exchange:
         available = existing - held
         if qty > available:
             raise VenueError(
-                403, 40310000, "insufficient qty available for order",
-                available=qty_text(max(0.0, available)), existing_qty=qty_text(existing),
-                held_for_orders=qty_text(held), symbol=symbol,
+                403,
+                40310000,
+                "insufficient qty available for order",
+                available=qty_text(max(0.0, available)),
+                existing_qty=qty_text(existing),
+                held_for_orders=qty_text(held),
+                symbol=symbol,
             )
 
     def _check_buying_power(self, req: OrderRequest) -> None:
@@ -884,8 +912,11 @@ class Exchange:
         closed_now = bool(self._was_open and not is_open)
         for o in self.open_orders():
             # An extended-hours day order outlives the regular close: it ends with the after-hours session.
-            if o.is_open and o.time_in_force == "day" and (
-                    (closed_now and not o.extended_hours) or self._past_its_close(o, now)):
+            if (
+                o.is_open
+                and o.time_in_force == "day"
+                and ((closed_now and not o.extended_hours) or self._past_its_close(o, now))
+            ):
                 self._close(o, "expired", now)
         self._was_open = is_open
         if is_open and self._to_route:
@@ -1022,8 +1053,14 @@ class Exchange:
         self._dirty_order(order)
         position_qty = self.positions[order.symbol].qty if order.symbol in self.positions else 0
         fill = Fill(
-            id=self._new_id(), order_id=order.id, symbol=order.symbol, side=order.side,
-            qty=qty, price=price, ts_ns=ts_ns, position_qty=position_qty,
+            id=self._new_id(),
+            order_id=order.id,
+            symbol=order.symbol,
+            side=order.side,
+            qty=qty,
+            price=price,
+            ts_ns=ts_ns,
+            position_qty=position_qty,
         )
         self.fills.append(fill)
         self._changes.fills.append(fill)
@@ -1067,8 +1104,13 @@ class Exchange:
             ev = TradeEvent(event=event, order=snap, ts_ns=ts_ns)
         else:
             ev = TradeEvent(
-                event=event, order=snap, ts_ns=ts_ns, execution_id=fill.id,
-                price=fill.price, qty=fill.qty, position_qty=fill.position_qty,
+                event=event,
+                order=snap,
+                ts_ns=ts_ns,
+                execution_id=fill.id,
+                price=fill.price,
+                qty=fill.qty,
+                position_qty=fill.position_qty,
             )
         self.on_event(ev)
 
@@ -1109,7 +1151,9 @@ def _validate_trailing(req: OrderRequest) -> None:
     error texts, so these follow its style.
     """
     if (req.trail_price is None) == (req.trail_percent is None):
-        raise VenueError(422, 40010001, "exactly one of trail_price or trail_percent is required for trailing_stop orders")
+        raise VenueError(
+            422, 40010001, "exactly one of trail_price or trail_percent is required for trailing_stop orders"
+        )
     if req.trail_percent is not None and req.side == "sell" and req.trail_percent >= 100:
         raise VenueError(422, 40010001, "trail_percent must be < 100")
     if req.limit_price is not None or req.stop_price is not None:

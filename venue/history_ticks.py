@@ -18,7 +18,7 @@ the bars served for that window. Timestamps are distinct within a symbol
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 from stockade.venue.market import NS_PER_MIN, SimBar, SimQuote, SimTrade, stable_hash
 
@@ -39,7 +39,8 @@ def _bar_ticks(seed: int, bar: SimBar, spread_bps: float, tape: str) -> tuple[li
     middle = [bar.high, bar.low]
     rng.shuffle(middle)
     prices = {1: [bar.close], 2: [bar.open, bar.close], 3: [bar.open, middle[0], bar.close]}.get(
-        n, [bar.open, *middle, bar.close])
+        n, [bar.open, *middle, bar.close]
+    )
     cuts = sorted(rng.sample(range(1, bar.volume), n - 1)) if n > 1 else []
     sizes = [b - a for a, b in zip([0, *cuts], [*cuts, bar.volume], strict=True)]
     first_id = stable_hash(f"{seed}:{bar.symbol}:{bar.ts_ns}:tid") % 10**12
@@ -51,11 +52,17 @@ def _bar_ticks(seed: int, bar: SimBar, spread_bps: float, tape: str) -> tuple[li
         spread = max(1, round(cents * spread_bps / 1e4))
         below = rng.randint(0, spread)  # the print sits anywhere inside the spread
         bid = max(1, cents - below)
-        quotes.append(SimQuote(
-            symbol=bar.symbol, bid=bid / 100.0, bid_size=100 * rng.randint(1, 8),
-            ask=(bid + spread) / 100.0, ask_size=100 * rng.randint(1, 8),
-            ts_ns=ts - _QUOTE_LEAD_NS, tape=tape,
-        ))
+        quotes.append(
+            SimQuote(
+                symbol=bar.symbol,
+                bid=bid / 100.0,
+                bid_size=100 * rng.randint(1, 8),
+                ask=(bid + spread) / 100.0,
+                ask_size=100 * rng.randint(1, 8),
+                ts_ns=ts - _QUOTE_LEAD_NS,
+                tape=tape,
+            )
+        )
     return quotes, trades
 
 

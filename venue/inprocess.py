@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable
 from datetime import datetime, time, timedelta
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import requests
@@ -76,12 +77,13 @@ class _Request:
 class InProcessSession:
     """A `requests.Session` look-alike answering from the in-process venue."""
 
-    def __init__(self, venue: "InProcessVenue") -> None:
+    def __init__(self, venue: InProcessVenue) -> None:
         self._venue = venue
         self.requests = 0
 
-    def request(self, method: str, url: str, params: dict[str, Any] | None = None, json: Any = None,
-                **_: Any) -> requests.Response:
+    def request(
+        self, method: str, url: str, params: dict[str, Any] | None = None, json: Any = None, **_: Any
+    ) -> requests.Response:
         self.requests += 1
         parts = urlsplit(url)
         # Encoded exactly as `requests` puts a params dict on the wire, then parsed as the server does.
@@ -165,8 +167,9 @@ class InProcessVenue:
         self.ctx = VenueContext(VenueConfig())
         self.ctx.clock = SessionCache(MarketClock(clock_mode, now_ns))  # type: ignore[arg-type, assignment]
         self.ctx.market = market
-        self.exchange = Exchange(symbols, self.ctx.clock, initial_cash=initial_cash, seed=seed,
-                                 on_event=self._on_event, new_id=new_id)
+        self.exchange = Exchange(
+            symbols, self.ctx.clock, initial_cash=initial_cash, seed=seed, on_event=self._on_event, new_id=new_id
+        )
         self.ctx.exchange = self.exchange
         self._apis = {"trading": TradingApi(self.ctx), "data": MarketDataApi(self.ctx)}
         self._subscribers: list[Callable[[str], None]] = []

@@ -26,8 +26,9 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from typing import Callable, Literal, Union
+from typing import Literal
 
 import msgspec
 import numpy as np
@@ -92,10 +93,19 @@ MarketEvent = SimQuote | SimTrade | SimBar
 # ---- timeframes ----------------------------------------------------------------
 
 TimeframeUnit = Literal["Min", "Hour", "Day", "Week", "Month"]
-_UNIT_ALIASES = {"Min": "Min", "T": "Min", "Hour": "Hour", "H": "Hour", "Day": "Day", "D": "Day",
-                 "Week": "Week", "W": "Week", "Month": "Month", "M": "Month"}
-_ALLOWED_AMOUNTS = {"Min": range(1, 60), "Hour": range(1, 24), "Day": (1,), "Week": (1,),
-                    "Month": (1, 2, 3, 4, 6, 12)}
+_UNIT_ALIASES = {
+    "Min": "Min",
+    "T": "Min",
+    "Hour": "Hour",
+    "H": "Hour",
+    "Day": "Day",
+    "D": "Day",
+    "Week": "Week",
+    "W": "Week",
+    "Month": "Month",
+    "M": "Month",
+}
+_ALLOWED_AMOUNTS = {"Min": range(1, 60), "Hour": range(1, 24), "Day": (1,), "Week": (1,), "Month": (1, 2, 3, 4, 6, 12)}
 
 
 class Timeframe(msgspec.Struct, frozen=True):
@@ -105,21 +115,21 @@ class Timeframe(msgspec.Struct, frozen=True):
     unit: TimeframeUnit
 
     @classmethod
-    def parse(cls, text: str) -> "Timeframe":
+    def parse(cls, text: str) -> Timeframe:
         """Parse "5Min", "1Hour", "1D"...; ValueError when Alpaca would reject it."""
         digits = ""
         for ch in text:
             if not ch.isdigit():
                 break
             digits += ch
-        unit = _UNIT_ALIASES.get(text[len(digits):])
+        unit = _UNIT_ALIASES.get(text[len(digits) :])
         amount = int(digits) if digits else 0
         if unit is None or amount not in _ALLOWED_AMOUNTS[unit]:
             raise ValueError(f"invalid timeframe {text!r}")
         return cls(amount, unit)
 
     @classmethod
-    def minutes(cls, n: int) -> "Timeframe":
+    def minutes(cls, n: int) -> Timeframe:
         if n % (24 * 60) == 0 and n // (24 * 60) == 1:
             return cls(1, "Day")
         if n % 60 == 0 and n < 24 * 60:
@@ -348,8 +358,9 @@ class _BarBuilder:
         """The bar of a minute that ended before `now_ns`, once; None otherwise."""
         if self.minute_ns < 0 or now_ns < self.minute_ns + NS_PER_MIN or self.n == 0:
             return None
-        bar = SimBar(self.symbol, self.o, self.h, self.l, self.c, self.v, self.n,
-                     round(self.pv / self.v, 4), self.minute_ns)
+        bar = SimBar(
+            self.symbol, self.o, self.h, self.l, self.c, self.v, self.n, round(self.pv / self.v, 4), self.minute_ns
+        )
         self.n = 0
         self.minute_ns = -1
         return bar
@@ -385,8 +396,15 @@ class _History:
     into New York dates for `day`/`daily`.
     """
 
-    def __init__(self, symbol: str, profile: SymbolProfile, seed: int, start_ns: int,
-                 clock: MarketClock, mean_trade_shares: float) -> None:
+    def __init__(
+        self,
+        symbol: str,
+        profile: SymbolProfile,
+        seed: int,
+        start_ns: int,
+        clock: MarketClock,
+        mean_trade_shares: float,
+    ) -> None:
         self.symbol = symbol
         self.profile = profile
         self.seed = seed
@@ -482,12 +500,23 @@ class _History:
             return self._no_day(day), 0.0
         r, g, slots = r[:keep], g[:keep], slots[:keep]
         step = r + g
-        bars, _ = self._bars_from_returns(slots, anchor, step, r, sig[:keep], ext[:, :keep], vol_noise[:keep],
-                                          vw_noise[:keep], volume_profile=profile[:keep])
+        bars, _ = self._bars_from_returns(
+            slots,
+            anchor,
+            step,
+            r,
+            sig[:keep],
+            ext[:, :keep],
+            vol_noise[:keep],
+            vw_noise[:keep],
+            volume_profile=profile[:keep],
+        )
         self._store_day(day, bars)
         return bars, float(step.sum())
 
-    def _regime_returns(self, regime_of: np.ndarray, dir_of: np.ndarray, sig: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    def _regime_returns(
+        self, regime_of: np.ndarray, dir_of: np.ndarray, sig: np.ndarray, eps: np.ndarray
+    ) -> np.ndarray:
         """Per-minute log returns: drift in a trend, mean reversion, else plain noise."""
         e_now, e_prev = eps[1:], eps[:-1]
         return np.where(
@@ -541,8 +570,16 @@ class _History:
             self._days.popitem(last=False)
         o, h, l, c, v, n, vw = bars.o, bars.h, bars.l, bars.c, bars.v, bars.n, bars.vw  # noqa: E741
         vol = int(v.sum())
-        self._daily[day] = (_midnight_ns(day), float(o[0]), float(h.max()), float(l.min()), float(c[-1]),
-                            vol, int(n.sum()), round(float((vw * v).sum()) / vol, 4))
+        self._daily[day] = (
+            _midnight_ns(day),
+            float(o[0]),
+            float(h.max()),
+            float(l.min()),
+            float(c[-1]),
+            vol,
+            int(n.sum()),
+            round(float((vw * v).sum()) / vol, 4),
+        )
 
     def _no_day(self, day: date) -> _DayBars:
         """`day` has no bars: forget any summary and return the empty day."""
@@ -566,8 +603,12 @@ class _History:
             # Chunk c holds k = c*C+1 .. (c+1)*C, oldest first: k at position (c+1)*C - k.
             first = (c + 1) * _CHUNK_MINUTES - min(k_old, (c + 1) * _CHUNK_MINUTES)
             last = (c + 1) * _CHUNK_MINUTES - max(k_new, c * _CHUNK_MINUTES + 1)
-            parts.append(tuple(a[first:last + 1] for a in (chunk.ts, chunk.o, chunk.h, chunk.l, chunk.c,
-                                                             chunk.v, chunk.n, chunk.vw)))
+            parts.append(
+                tuple(
+                    a[first : last + 1]
+                    for a in (chunk.ts, chunk.o, chunk.h, chunk.l, chunk.c, chunk.v, chunk.n, chunk.vw)
+                )
+            )
         cols = [np.concatenate(col) for col in zip(*parts, strict=True)]
         ts, o, h, l, c, v, n, vw = cols  # noqa: E741
         ts = self.start_minute_ns + ts * NS_PER_MIN  # offsets (negative minutes) to epoch ns
@@ -644,7 +685,10 @@ class _History:
         if len(slots) == 0:
             return np.zeros(0)
         day = ns_to_new_york(int(slots[0])).date()
-        open_ns = int(datetime.combine(day, datetime.min.time().replace(hour=9, minute=30), tzinfo=NEW_YORK).timestamp()) * NS_PER_S
+        open_ns = (
+            int(datetime.combine(day, datetime.min.time().replace(hour=9, minute=30), tzinfo=NEW_YORK).timestamp())
+            * NS_PER_S
+        )
         x = (slots - open_ns) / (SESSION_MINUTES * NS_PER_MIN)
         return np.where((x >= 0) & (x < 1), _u_shape(np.clip(x, 0, 1)), OVERNIGHT_PROFILE)
 
@@ -700,15 +744,33 @@ class _Aggregator:
         pvs = np.add.reduceat(vw * v, starts)
         for i, s in enumerate(starts.tolist()):
             key = int(keys[s])
-            row = [float(o[s]), float(hs[i]), float(ls[i]), float(c[ends[i]]), int(vs[i]), int(ns[i]), float(pvs[i]), int(ts[s]), int(ts[ends[i]])]
+            row = [
+                float(o[s]),
+                float(hs[i]),
+                float(ls[i]),
+                float(c[ends[i]]),
+                int(vs[i]),
+                int(ns[i]),
+                float(pvs[i]),
+                int(ts[s]),
+                int(ts[ends[i]]),
+            ]
             have = self.buckets.get(key)
             if have is None:
                 self.buckets[key] = row
             else:  # the same bucket seen from another chunk: order by time
                 first, last = (have, row) if have[7] <= row[7] else (row, have)
-                self.buckets[key] = [first[0], max(have[1], row[1]), min(have[2], row[2]), last[3],
-                                     have[4] + row[4], have[5] + row[5], have[6] + row[6],
-                                     first[7], last[8]]
+                self.buckets[key] = [
+                    first[0],
+                    max(have[1], row[1]),
+                    min(have[2], row[2]),
+                    last[3],
+                    have[4] + row[4],
+                    have[5] + row[5],
+                    have[6] + row[6],
+                    first[7],
+                    last[8],
+                ]
 
     def count(self) -> int:
         return len(self.buckets)

@@ -26,14 +26,16 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import date, datetime, time as dtime, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from stockade.venue.clock import NEW_YORK, NS_PER_S, TradingDay, ns_to_new_york, settlement_date
 from stockade.venue import history_ticks
+from stockade.venue.clock import NEW_YORK, NS_PER_S, TradingDay, ns_to_new_york, settlement_date
 from stockade.venue.context import VenueContext
 from stockade.venue.market import MarketSimulator, SimBar, SimQuote, SimTrade, Timeframe
 
@@ -72,24 +74,48 @@ def _invalid(message: str) -> ApiError:
 def rfc3339_ns(ts_ns: int) -> str:
     """UTC RFC 3339 with nanoseconds, trailing zeros trimmed, like Alpaca's data API (Go's RFC3339Nano)."""
     secs, frac = divmod(ts_ns, NS_PER_S)
-    base = datetime.fromtimestamp(secs, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    base = datetime.fromtimestamp(secs, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
     digits = f"{frac:09d}".rstrip("0")
     return f"{base}.{digits}Z" if digits else f"{base}Z"
 
 
 def quote_json(q: SimQuote) -> dict[str, Any]:
-    return {"ap": q.ask, "as": q.ask_size, "ax": q.exchange, "bp": q.bid, "bs": q.bid_size,
-            "bx": q.exchange, "c": list(q.conditions), "t": rfc3339_ns(q.ts_ns), "z": q.tape}
+    return {
+        "ap": q.ask,
+        "as": q.ask_size,
+        "ax": q.exchange,
+        "bp": q.bid,
+        "bs": q.bid_size,
+        "bx": q.exchange,
+        "c": list(q.conditions),
+        "t": rfc3339_ns(q.ts_ns),
+        "z": q.tape,
+    }
 
 
 def trade_json(t: SimTrade) -> dict[str, Any]:
-    return {"c": list(t.conditions), "i": t.id, "p": t.price, "s": t.size, "t": rfc3339_ns(t.ts_ns),
-            "x": t.exchange, "z": t.tape}
+    return {
+        "c": list(t.conditions),
+        "i": t.id,
+        "p": t.price,
+        "s": t.size,
+        "t": rfc3339_ns(t.ts_ns),
+        "x": t.exchange,
+        "z": t.tape,
+    }
 
 
 def bar_json(b: SimBar) -> dict[str, Any]:
-    return {"c": b.close, "h": b.high, "l": b.low, "n": b.trade_count, "o": b.open,
-            "t": rfc3339_ns(b.ts_ns), "v": b.volume, "vw": b.vwap}
+    return {
+        "c": b.close,
+        "h": b.high,
+        "l": b.low,
+        "n": b.trade_count,
+        "o": b.open,
+        "t": rfc3339_ns(b.ts_ns),
+        "v": b.volume,
+        "vw": b.vwap,
+    }
 
 
 def _respond(body: Any, status: int = 200) -> web.Response:
@@ -132,7 +158,7 @@ def parse_time(text: str, name: str, *, end_of_day: bool = False) -> int:
             frac_ns = int((m.group(2) + "000000000")[:9])
         moment = datetime.fromisoformat(text.replace("z", "Z"))
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         return int(moment.timestamp()) * NS_PER_S + frac_ns
     except ValueError:
         raise _invalid(f"invalid {name}: {text}") from None
@@ -196,8 +222,11 @@ def _range_query(request: web.Request, now_ns: int) -> BarsQuery:
     q = request.query
     # Alpaca's defaults: from the start of today (New York) to now.
     today = ns_to_new_york(now_ns).date()
-    start = parse_time(q["start"], "start") if q.get("start") else int(
-        datetime.combine(today, dtime(), tzinfo=NEW_YORK).timestamp()) * NS_PER_S
+    start = (
+        parse_time(q["start"], "start")
+        if q.get("start")
+        else int(datetime.combine(today, dtime(), tzinfo=NEW_YORK).timestamp()) * NS_PER_S
+    )
     end = parse_time(q["end"], "end", end_of_day=True) if q.get("end") else now_ns
     if end < start:
         raise _invalid("end should not be before start")
@@ -240,13 +269,24 @@ class MarketDataApi:
             profile = market.profile(symbol)
             if profile is None:
                 return []
-            return history_ticks.ticks(kind, symbol, lambda *a: market.bars(a[0], 1, *a[1:]), market.seed,
-                                       profile.spread_bps, profile.tape, start, end, n, desc)
+            return history_ticks.ticks(
+                kind,
+                symbol,
+                lambda *a: market.bars(a[0], 1, *a[1:]),
+                market.seed,
+                profile.spread_bps,
+                profile.tape,
+                start,
+                end,
+                n,
+                desc,
+            )
 
         return fetch
 
-    def _page(self, symbols: list[str], query: BarsQuery, fetch: Fetch,
-              render: Callable[[Any], dict]) -> tuple[dict[str, list[dict]], str | None]:
+    def _page(
+        self, symbols: list[str], query: BarsQuery, fetch: Fetch, render: Callable[[Any], dict]
+    ) -> tuple[dict[str, list[dict]], str | None]:
         """Items of `symbols` (in symbol order), at most `limit` in all, and the next page's token."""
         known = [s for s in sorted(symbols) if s in self.market.symbols]
         out: dict[str, list[dict]] = {}
@@ -377,12 +417,14 @@ class MarketDataApi:
     async def get_clock(self, request: web.Request) -> web.Response:
         clock = self.ctx.clock or self.market.clock
         now = clock.now_ns()
-        return _respond({
-            "timestamp": _new_york_iso(now),
-            "is_open": clock.is_open(now),
-            "next_open": _new_york_iso(clock.next_open(now)),
-            "next_close": _new_york_iso(clock.next_close(now)),
-        })
+        return _respond(
+            {
+                "timestamp": _new_york_iso(now),
+                "is_open": clock.is_open(now),
+                "next_open": _new_york_iso(clock.next_open(now)),
+                "next_close": _new_york_iso(clock.next_close(now)),
+            }
+        )
 
     async def get_calendar(self, request: web.Request) -> web.Response:
         clock = self.ctx.clock or self.market.clock

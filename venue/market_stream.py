@@ -132,13 +132,35 @@ def msgpack_timestamp(ts_ns: int) -> msgspec.msgpack.Ext:
 
 def _wire(event: MarketEvent, t: Any) -> msgspec.Struct:
     if isinstance(event, SimQuote):
-        return _WireQuote("q", event.symbol, event.exchange, event.bid, event.bid_size, event.exchange,
-                          event.ask, event.ask_size, event.conditions, event.tape, t)
+        return _WireQuote(
+            "q",
+            event.symbol,
+            event.exchange,
+            event.bid,
+            event.bid_size,
+            event.exchange,
+            event.ask,
+            event.ask_size,
+            event.conditions,
+            event.tape,
+            t,
+        )
     if isinstance(event, SimTrade):
-        return _WireTrade("t", event.symbol, event.id, event.exchange, event.price, event.size,
-                          event.conditions, event.tape, t)
-    return _WireBar("b", event.symbol, event.open, event.high, event.low, event.close, event.volume,
-                    event.trade_count, event.vwap, t)
+        return _WireTrade(
+            "t", event.symbol, event.id, event.exchange, event.price, event.size, event.conditions, event.tape, t
+        )
+    return _WireBar(
+        "b",
+        event.symbol,
+        event.open,
+        event.high,
+        event.low,
+        event.close,
+        event.volume,
+        event.trade_count,
+        event.vwap,
+        t,
+    )
 
 
 class _Outgoing:
@@ -187,7 +209,7 @@ def _channel_of(event: MarketEvent) -> str:
 class _Session:
     """One market-data websocket: auth state, subscriptions, bounded outbox and its writer."""
 
-    def __init__(self, hub: "MarketStreamHub", ws: web.WebSocketResponse, feed: str, binary: bool) -> None:
+    def __init__(self, hub: MarketStreamHub, ws: web.WebSocketResponse, feed: str, binary: bool) -> None:
         self.hub = hub
         self.ws = ws
         self.feed = feed
@@ -234,8 +256,7 @@ class _Session:
         if self.closing:
             return
         self.closing = True
-        log.warning("market stream client on %s too slow (%d events dropped); cutting it off",
-                    self.feed, self.dropped)
+        log.warning("market stream client on %s too slow (%d events dropped); cutting it off", self.feed, self.dropped)
         self.data.clear()
         transport = getattr(getattr(self.ws, "_req", None), "transport", None)
         if transport is not None:
@@ -346,8 +367,14 @@ def _error(code: int) -> dict[str, Any]:
 class MarketStreamHub:
     """Every market-data connection of one venue, fed from the simulator."""
 
-    def __init__(self, ctx: VenueContext, *, send_queue_max: int = SEND_QUEUE_MAX,
-                 slow_client_timeout_s: float = SLOW_CLIENT_TIMEOUT_S, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        ctx: VenueContext,
+        *,
+        send_queue_max: int = SEND_QUEUE_MAX,
+        slow_client_timeout_s: float = SLOW_CLIENT_TIMEOUT_S,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
         self.ctx = ctx
         self.send_queue_max = send_queue_max
         self.slow_client_timeout_s = slow_client_timeout_s
@@ -430,7 +457,7 @@ class MarketStreamHub:
             timeout = None if session.authenticated else max(0.0, deadline - loop.time())
             try:
                 msg = await ws.receive(timeout=timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 session.reply([_error(404)], close_after=True)
                 return
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
@@ -456,7 +483,7 @@ class MarketStreamHub:
         if session.close_requested:
             try:
                 await asyncio.wait_for(asyncio.shield(writer), 2.0)
-            except (asyncio.TimeoutError, Exception):
+            except (TimeoutError, Exception):
                 pass
         writer.cancel()
         try:

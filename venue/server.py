@@ -16,7 +16,8 @@ import logging
 import signal
 import threading
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -237,8 +238,12 @@ def exposure(ctx: VenueContext) -> dict[str, dict[str, int]]:
         return {}
     out = {s: {"qty": p.qty, "stop_covered": 0} for s, p in ex.positions.items() if p.qty}
     for o in ex.open_orders():
-        if (o.side == "sell" and o.symbol in out and o.type in ("stop", "stop_limit", "trailing_stop")
-                and o.status != "held"):
+        if (
+            o.side == "sell"
+            and o.symbol in out
+            and o.type in ("stop", "stop_limit", "trailing_stop")
+            and o.status != "held"
+        ):
             out[o.symbol]["stop_covered"] += o.remaining
     return out
 
@@ -270,8 +275,10 @@ async def apply_faults(ctx: VenueContext, changes: dict[str, Any]) -> int:
         ctx.fault_rng.seed(ctx.faults.seed)
     dropped = 0
     if drop:
-        kinds = ("market", "trading") if drop is True or drop == "all" else (
-            tuple(drop) if isinstance(drop, list) else (drop,)
+        kinds = (
+            ("market", "trading")
+            if drop is True or drop == "all"
+            else (tuple(drop) if isinstance(drop, list) else (drop,))
         )
         for kind in kinds:
             for ws in list(ctx.websockets.get(kind, ())):
@@ -348,8 +355,16 @@ def build_context(config: VenueConfig, faults: Faults | None = None) -> VenueCon
 class VenueHandle:
     """A running venue: where it listens and how to change or stop it."""
 
-    def __init__(self, ctx: VenueContext, loop: asyncio.AbstractEventLoop, thread: threading.Thread,
-                 host: str, port: int, stop_event: asyncio.Event, tls: bool = False) -> None:
+    def __init__(
+        self,
+        ctx: VenueContext,
+        loop: asyncio.AbstractEventLoop,
+        thread: threading.Thread,
+        host: str,
+        port: int,
+        stop_event: asyncio.Event,
+        tls: bool = False,
+    ) -> None:
         self.ctx = ctx
         self.tls = tls
         self.loop = loop
@@ -371,8 +386,10 @@ class VenueHandle:
 
     def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Run `fn` on the venue loop and return its result (for tests and the daemon)."""
+
         async def run() -> Any:
             return fn()
+
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
 
     def set_faults(self, timeout: float = 10.0, **changes: Any) -> Faults:
@@ -402,8 +419,10 @@ async def _serve(ctx: VenueContext, ready: Callable[[int], None], stop_event: as
     await site.start()
     port = runner.addresses[0][1]
     assert ctx.market is not None
-    tasks = [asyncio.create_task(ctx.market.run(), name="venue-market"),
-             asyncio.create_task(_tick_forever(ctx), name="venue-tick")]
+    tasks = [
+        asyncio.create_task(ctx.market.run(), name="venue-market"),
+        asyncio.create_task(_tick_forever(ctx), name="venue-tick"),
+    ]
     ready(port)
     try:
         await stop_event.wait()
@@ -475,12 +494,12 @@ def start_venue(config: VenueConfig, faults: Faults | None = None, start_timeout
     if "error" in result:
         raise RuntimeError(f"venue failed to start: {result['error']!r}") from result["error"]
     host = config.host if config.host not in ("0.0.0.0", "") else "127.0.0.1"
-    return VenueHandle(result["ctx"], loop, thread, host, result["port"], result["stop_event"],
-                       tls=config.tls_enabled)
+    return VenueHandle(result["ctx"], loop, thread, host, result["port"], result["stop_event"], tls=config.tls_enabled)
 
 
-def serve_forever(config: VenueConfig, faults: Faults | None = None,
-                  on_ready: Callable[[VenueHandle], None] | None = None) -> None:
+def serve_forever(
+    config: VenueConfig, faults: Faults | None = None, on_ready: Callable[[VenueHandle], None] | None = None
+) -> None:
     """Run the venue until SIGINT or SIGTERM (call from the main thread)."""
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}

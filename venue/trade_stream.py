@@ -99,7 +99,7 @@ async def handle(request: web.Request, ctx: VenueContext) -> web.StreamResponse:
             timeout = None if session.authorized else max(0.0, deadline - loop.time())
             try:
                 msg = await asyncio.wait_for(ws.receive(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 session.send(_auth_reply("unauthorized", "authenticate"))
                 session.outbox.put_nowait(None)
                 break
@@ -120,7 +120,7 @@ async def handle(request: web.Request, ctx: VenueContext) -> web.StreamResponse:
             writer.cancel()
         try:
             await asyncio.wait_for(writer, 1.0)
-        except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
+        except (TimeoutError, asyncio.CancelledError, Exception):
             writer.cancel()
         if not ws.closed:
             await ws.close()

@@ -77,7 +77,8 @@ def parse_price(value: Any, field: str) -> float | None:
     decimals = 2 if x >= 1.0 else 4
     if abs(round(x, decimals) - x) > 1e-9:
         raise VenueError(
-            422, 42210000,
+            422,
+            42210000,
             f"invalid {field} {value}. sub-penny increment does not fulfill minimum pricing criteria",
         )
     return x
@@ -150,11 +151,11 @@ def _parse_time(value: str | None, field: str) -> int | None:
         moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         try:
-            moment = dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), dt.timezone.utc)
+            moment = dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), dt.UTC)
         except ValueError:
             raise VenueError(422, 40010001, f"invalid {field}") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
     return int(moment.timestamp() * 1_000_000_000)
 
 

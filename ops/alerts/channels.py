@@ -19,9 +19,10 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable, Mapping
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -31,8 +32,12 @@ from stockade.ops.alerts.policy import LEVEL_RANK
 log = logging.getLogger(__name__)
 alert_log = logging.getLogger("stockade.alerts")
 
-_LOG_LEVELS = {"INFO": logging.INFO, "WARNING": logging.WARNING, "CRITICAL": logging.CRITICAL,
-               "EMERGENCY": logging.CRITICAL}
+_LOG_LEVELS = {
+    "INFO": logging.INFO,
+    "WARNING": logging.WARNING,
+    "CRITICAL": logging.CRITICAL,
+    "EMERGENCY": logging.CRITICAL,
+}
 DISCORD_MAX = 2000  # Discord rejects longer `content`
 REDACTED = "[REDACTED]"
 
@@ -67,12 +72,12 @@ class Redactor:
         # secret containing another is replaced whole.
         self._values = sorted({v for v in values if v and len(v) >= 6}, key=len, reverse=True)
 
-    def adding(self, *values: str | None) -> "Redactor":
+    def adding(self, *values: str | None) -> Redactor:
         """A redactor that also hides `values` (a channel's own URL or password)."""
         return Redactor([*self._values, *(v for v in values if v)])
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str] = os.environ) -> "Redactor":
+    def from_environment(cls, env: Mapping[str, str] = os.environ) -> Redactor:
         return cls(secrets.known_secret_values(env))
 
     def __call__(self, text: str) -> str:
@@ -83,7 +88,7 @@ class Redactor:
 
 
 def _iso(ts_ns: int) -> str:
-    return dt.datetime.fromtimestamp(ts_ns / 1e9, tz=dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.fromtimestamp(ts_ns / 1e9, tz=dt.UTC).isoformat(timespec="milliseconds")
 
 
 def one_line(alert: AlertLike, suppressed: int = 0) -> str:
@@ -114,7 +119,9 @@ class LogChannel(Channel):
     name = "log"
 
     def send(self, alert: AlertLike, suppressed: int = 0) -> None:
-        alert_log.log(_LOG_LEVELS.get(alert.level, logging.WARNING), "ALERT %s", self.redact(one_line(alert, suppressed)))
+        alert_log.log(
+            _LOG_LEVELS.get(alert.level, logging.WARNING), "ALERT %s", self.redact(one_line(alert, suppressed))
+        )
 
 
 class JsonlChannel(Channel):
@@ -155,8 +162,14 @@ class WebhookChannel(Channel):
 
     name = "webhook"
 
-    def __init__(self, url: str, kind: str = "generic", min_level: str = "WARNING", timeout_s: float = 5.0,
-                 redact: Redactor | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        kind: str = "generic",
+        min_level: str = "WARNING",
+        timeout_s: float = 5.0,
+        redact: Redactor | None = None,
+    ) -> None:
         super().__init__(min_level, redact)
         self._url = url  # may carry a token: never logged, never in errors
         self._hide = self.redact.adding(url, urllib.parse.urlsplit(url).path)
@@ -208,10 +221,22 @@ class SmtpChannel(Channel):
 
     name = "smtp"
 
-    def __init__(self, host: str, port: int, sender: str, to: Iterable[str], *, user: str = "",
-                 password: str | None = None, min_level: str = "CRITICAL", timeout_s: float = 5.0,
-                 redact: Redactor | None = None, security: str = "starttls", ca_file: str = "",
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        sender: str,
+        to: Iterable[str],
+        *,
+        user: str = "",
+        password: str | None = None,
+        min_level: str = "CRITICAL",
+        timeout_s: float = 5.0,
+        redact: Redactor | None = None,
+        security: str = "starttls",
+        ca_file: str = "",
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         super().__init__(min_level, redact)
         if security not in ("starttls", "tls", "none"):
             raise ValueError(f"smtp security must be starttls, tls or none, got {security!r}")
@@ -238,9 +263,11 @@ class SmtpChannel(Channel):
         msg["Subject"] = " ".join(self.redact(f"[stockade] {alert.level} {alert.key}").split())
         msg["From"] = self.sender
         msg["To"] = ", ".join(self.to)
-        body = (f"{self.redact(one_line(alert, suppressed))}\n\n"
-                f"level:  {alert.level}\nkey:    {self.redact(alert.key)}\nsource: {alert.source}\n"
-                f"time:   {_iso(alert.ts_ns)}\n\n{self.redact(alert.text)}\n")
+        body = (
+            f"{self.redact(one_line(alert, suppressed))}\n\n"
+            f"level:  {alert.level}\nkey:    {self.redact(alert.key)}\nsource: {alert.source}\n"
+            f"time:   {_iso(alert.ts_ns)}\n\n{self.redact(alert.text)}\n"
+        )
         msg.set_content(body)
         return msg
 
@@ -262,15 +289,20 @@ class SmtpChannel(Channel):
                 client.send_message(msg)
         except smtplib.SMTPResponseException as exc:
             # 5xx: permanent (bad credentials, recipient refused); 4xx: try later.
-            raise ChannelError(f"smtp {self.host}:{self.port}: {type(exc).__name__}: {exc.smtp_code} "
-                               f"{self._hide(_text(exc.smtp_error))}", retryable=exc.smtp_code < 500) from None
+            raise ChannelError(
+                f"smtp {self.host}:{self.port}: {type(exc).__name__}: {exc.smtp_code} "
+                f"{self._hide(_text(exc.smtp_error))}",
+                retryable=exc.smtp_code < 500,
+            ) from None
         except (smtplib.SMTPException, OSError, ssl.SSLError, ValueError) as exc:
             # No STARTTLS, a certificate that does not verify, every recipient
             # refused: configuration problems that retrying cannot fix.
-            permanent = isinstance(exc, (smtplib.SMTPNotSupportedError, smtplib.SMTPRecipientsRefused,
-                                         ssl.SSLCertVerificationError))
-            raise ChannelError(f"smtp {self.host}:{self.port}: {type(exc).__name__}: {self._hide(str(exc))}",
-                               retryable=not permanent) from None
+            permanent = isinstance(
+                exc, (smtplib.SMTPNotSupportedError, smtplib.SMTPRecipientsRefused, ssl.SSLCertVerificationError)
+            )
+            raise ChannelError(
+                f"smtp {self.host}:{self.port}: {type(exc).__name__}: {self._hide(str(exc))}", retryable=not permanent
+            ) from None
 
 
 def _text(value: bytes | str) -> str:
@@ -290,8 +322,19 @@ def build_channels(alerts_settings: Any, data_dir: Path, env: Mapping[str, str] 
     if url:
         channels.append(WebhookChannel(url, cfg.webhook_kind, cfg.min_level_webhook, cfg.timeout_s, redact))
     if cfg.smtp_host:
-        channels.append(SmtpChannel(cfg.smtp_host, cfg.smtp_port, cfg.smtp_from, cfg.smtp_to, user=cfg.smtp_user,
-                                    password=secrets.smtp_password(env), min_level=cfg.min_level_smtp,
-                                    timeout_s=cfg.timeout_s, redact=redact, security=cfg.smtp_security,
-                                    ca_file=cfg.smtp_ca_file))
+        channels.append(
+            SmtpChannel(
+                cfg.smtp_host,
+                cfg.smtp_port,
+                cfg.smtp_from,
+                cfg.smtp_to,
+                user=cfg.smtp_user,
+                password=secrets.smtp_password(env),
+                min_level=cfg.min_level_smtp,
+                timeout_s=cfg.timeout_s,
+                redact=redact,
+                security=cfg.smtp_security,
+                ca_file=cfg.smtp_ca_file,
+            )
+        )
     return channels

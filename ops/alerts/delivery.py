@@ -28,8 +28,16 @@ DROP_LOG_EVERY_S = 10.0
 class DeliveryWorker:
     """Serve one channel from a bounded queue on a daemon thread. `start()`, then `submit()`."""
 
-    def __init__(self, channel: Channel, *, attempts: int = 4, retry_initial_s: float = 2.0,
-                 retry_max_s: float = 60.0, queue_max: int = 256, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        channel: Channel,
+        *,
+        attempts: int = 4,
+        retry_initial_s: float = 2.0,
+        retry_max_s: float = 60.0,
+        queue_max: int = 256,
+        rng: random.Random | None = None,
+    ) -> None:
         if attempts < 1 or queue_max < 1:
             raise ValueError(f"attempts ({attempts}) and queue_max ({queue_max}) must be >= 1")
         self.channel = channel
@@ -45,7 +53,7 @@ class DeliveryWorker:
         self.sent = self.failed = self.dropped = self.retries = 0
         self._thread = threading.Thread(target=self._run, name=f"alerts-{channel.name}", daemon=True)
 
-    def start(self) -> "DeliveryWorker":
+    def start(self) -> DeliveryWorker:
         self._thread.start()
         return self
 
@@ -60,8 +68,14 @@ class DeliveryWorker:
                 now = time.monotonic()
                 if now - self._drop_logged_at >= DROP_LOG_EVERY_S:  # a storm gets a line, not a flood
                     self._drop_logged_at = now
-                    log.error("alerts: %s queue full (%d): dropped %s %s (%d dropped so far)", self.channel.name,
-                              self._queue_max, oldest.level, self.channel.redact(oldest.key), self.dropped)
+                    log.error(
+                        "alerts: %s queue full (%d): dropped %s %s (%d dropped so far)",
+                        self.channel.name,
+                        self._queue_max,
+                        oldest.level,
+                        self.channel.redact(oldest.key),
+                        self.dropped,
+                    )
             self._queue.append((alert, suppressed))
             self._cond.notify()
 
@@ -73,8 +87,13 @@ class DeliveryWorker:
     def stats(self) -> dict[str, Any]:
         with self._cond:
             queued = len(self._queue)
-        return {"sent": self.sent, "failed": self.failed, "dropped": self.dropped, "retries": self.retries,
-                "queued": queued}
+        return {
+            "sent": self.sent,
+            "failed": self.failed,
+            "dropped": self.dropped,
+            "retries": self.retries,
+            "queued": queued,
+        }
 
     def stop(self, timeout: float = 2.0) -> None:
         """Send what is queued without retry waits for up to `timeout` seconds, then give up."""
@@ -86,8 +105,7 @@ class DeliveryWorker:
             return  # never started
         self._thread.join(timeout)
         if self._thread.is_alive():  # a daemon thread: it cannot keep the process alive
-            log.warning("alerts: %s still busy at stop; %d queued alerts not sent", self.channel.name,
-                        len(self._queue))
+            log.warning("alerts: %s still busy at stop; %d queued alerts not sent", self.channel.name, len(self._queue))
 
     # ---- worker thread ---------------------------------------------------------------
 
@@ -118,13 +136,25 @@ class DeliveryWorker:
                 last_try = attempt == self.attempts or not exc.retryable or self._closing
                 if last_try:
                     self.failed += 1
-                    log.error("alerts: %s %s not delivered by %s after %d attempt(s): %s", alert.level,
-                              self.channel.redact(alert.key), self.channel.name, attempt, exc)
+                    log.error(
+                        "alerts: %s %s not delivered by %s after %d attempt(s): %s",
+                        alert.level,
+                        self.channel.redact(alert.key),
+                        self.channel.name,
+                        attempt,
+                        exc,
+                    )
                     return
                 delay = self._backoff.next_delay()
                 self.retries += 1
-                log.warning("alerts: %s failed (%s); retry %d/%d in %.1fs", self.channel.name, exc, attempt,
-                            self.attempts - 1, delay)
+                log.warning(
+                    "alerts: %s failed (%s); retry %d/%d in %.1fs",
+                    self.channel.name,
+                    exc,
+                    attempt,
+                    self.attempts - 1,
+                    delay,
+                )
                 self._hurry.wait(delay)  # at stop: one last immediate try
             else:
                 self.sent += 1

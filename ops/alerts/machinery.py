@@ -34,8 +34,13 @@ class Alerting:
 
     def worker(self, channel: Channel, cfg: Any) -> DeliveryWorker:
         """A started delivery thread for a remote channel."""
-        return DeliveryWorker(channel, attempts=cfg.retry_attempts, retry_initial_s=cfg.retry_initial_s,
-                              retry_max_s=cfg.retry_max_s, queue_max=cfg.queue_max).start()
+        return DeliveryWorker(
+            channel,
+            attempts=cfg.retry_attempts,
+            retry_initial_s=cfg.retry_initial_s,
+            retry_max_s=cfg.retry_max_s,
+            queue_max=cfg.queue_max,
+        ).start()
 
     def next_summary_ns(self, now_ns: int, hhmm: str) -> int:
         return daily_summary.next_summary_ns(now_ns, hhmm)

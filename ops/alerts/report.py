@@ -49,14 +49,20 @@ def counts(store: Store, now_ns: int | None = None) -> dict[str, Any]:
         if c is None:
             return {"total": 0, "by_level": {}, "by_kind": {}}
         by_kind = dict(sorted(c.by_kind.items(), key=lambda kv: (-kv[1], kv[0])))
-        return {"total": c.total, "by_level": c.by_level, "by_kind": by_kind, "since_ns": c.first_ns,
-                "last_ns": c.last_ns}
+        return {
+            "total": c.total,
+            "by_level": c.by_level,
+            "by_kind": by_kind,
+            "since_ns": c.first_ns,
+            "last_ns": c.last_ns,
+        }
 
     return {"all": shape(total), "today": {"date": today, **shape(day)}}
 
 
-def report(store: Store, delivery: dict[str, Any] | None, *, limit: int = 20, min_level: str = "INFO",
-           kind: str = "") -> dict[str, Any]:
+def report(
+    store: Store, delivery: dict[str, Any] | None, *, limit: int = 20, min_level: str = "INFO", kind: str = ""
+) -> dict[str, Any]:
     """The `alerts` command's reply."""
     if min_level not in LEVEL_RANK:
         raise ValueError(f"level must be one of {', '.join(LEVEL_RANK)}, got {min_level!r}")

@@ -14,7 +14,8 @@ import asyncio
 import concurrent.futures
 import importlib.resources
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -30,8 +31,13 @@ log = logging.getLogger(__name__)
 
 API = "/api/v1"
 CONTROL_COMMANDS = ("halt", "reduce", "resume", "kill", "approve", "reject")
-STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".svg": "image/svg+xml",
-                ".png": "image/png"}
+STATIC_TYPES = {
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".html": "text/html",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
 
 
 def _static_files() -> dict[str, tuple[bytes, str]]:
@@ -81,8 +87,19 @@ def _int(request: web.Request, name: str, default: int, low: int, high: int) -> 
 class Api:
     """The routes over the views, the metrics and the control server."""
 
-    def __init__(self, views: Views, metrics: Metrics, control: Any, guard: Guard, pools: Pools, *,
-                 control_enabled: bool, interval_s: float, max_streams: int, secure_cookie: bool) -> None:
+    def __init__(
+        self,
+        views: Views,
+        metrics: Metrics,
+        control: Any,
+        guard: Guard,
+        pools: Pools,
+        *,
+        control_enabled: bool,
+        interval_s: float,
+        max_streams: int,
+        secure_cookie: bool,
+    ) -> None:
         self.views = views
         self.metrics = metrics
         self.control = control
@@ -91,8 +108,13 @@ class Api:
         self.control_enabled = control_enabled
         self.secure_cookie = secure_cookie
         self.static = _static_files()
-        self.live = Broadcaster(lambda: json_bytes(views.live()), metrics.poll, interval_s=interval_s,
-                                max_streams=max_streams, run_blocking=self._read)
+        self.live = Broadcaster(
+            lambda: json_bytes(views.live()),
+            metrics.poll,
+            interval_s=interval_s,
+            max_streams=max_streams,
+            run_blocking=self._read,
+        )
 
     async def _read(self, fn: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pools.reads, fn)
@@ -105,9 +127,13 @@ class Api:
         r.add_get("/metrics", self.scrape)
         r.add_get(f"{API}/session", self.session)
         r.add_get(f"{API}/events", self.live.stream)
-        for name, fn in (("status", self.views.status), ("overview", self.views.overview),
-                         ("tree", self.views.tree_view), ("pending", self.views.pending),
-                         ("report", self.views.report)):
+        for name, fn in (
+            ("status", self.views.status),
+            ("overview", self.views.overview),
+            ("tree", self.views.tree_view),
+            ("pending", self.views.pending),
+            ("report", self.views.report),
+        ):
             r.add_get(f"{API}/{name}", self._plain(fn))
         r.add_get(f"{API}/decisions", self.decisions)
         r.add_get(f"{API}/alerts", self.alerts)
@@ -126,8 +152,9 @@ class Api:
         found = self.static.get(request.match_info["name"])
         if found is None or request.match_info["name"] == "index.html":
             raise web.HTTPNotFound()
-        return web.Response(body=found[0], content_type=found[1],
-                            charset="utf-8" if found[1].startswith("text/") else None)
+        return web.Response(
+            body=found[0], content_type=found[1], charset="utf-8" if found[1].startswith("text/") else None
+        )
 
     async def login(self, request: web.Request) -> web.Response:
         """GET /login?token=...: the once-logged URL; sets the session cookie and sends the browser on to /."""
@@ -150,6 +177,7 @@ class Api:
     def _plain(self, fn: Callable[[], Any]) -> Callable[[web.Request], Any]:
         async def handler(request: web.Request) -> web.Response:
             return _json(await self._read(fn))
+
         return handler
 
     async def decisions(self, request: web.Request) -> web.Response:
@@ -208,7 +236,8 @@ class Api:
         self.pools.control_in_flight += 1
         try:
             reply = await asyncio.get_running_loop().run_in_executor(
-                self.pools.control, lambda: self.control.call(cmd, args, via=f"dashboard {peer}"))
+                self.pools.control, lambda: self.control.call(cmd, args, via=f"dashboard {peer}")
+            )
         finally:
             self.pools.control_in_flight -= 1
         if reply.get("ok"):

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -25,8 +26,15 @@ KEEPALIVE_S = 15.0
 class Broadcaster:
     """The newest live snapshot, and the event streams that follow it."""
 
-    def __init__(self, build: Callable[[], bytes], tick: Callable[[], None], *, interval_s: float,
-                 max_streams: int, run_blocking: Callable[[Callable[[], Any]], Any]) -> None:
+    def __init__(
+        self,
+        build: Callable[[], bytes],
+        tick: Callable[[], None],
+        *,
+        interval_s: float,
+        max_streams: int,
+        run_blocking: Callable[[Callable[[], Any]], Any],
+    ) -> None:
         self._build = build  # blocking: run on the read pool
         self._tick = tick  # blocking, every interval even with nobody listening (metrics tails)
         self.interval_s = interval_s
@@ -82,12 +90,14 @@ class Broadcaster:
     async def stream(self, request: web.Request) -> web.StreamResponse:
         """GET /api/v1/events: `event: update` with the live snapshot as JSON, newest only."""
         if self.streams >= self.max_streams:
-            return web.json_response({"ok": False, "error": f"too many event streams (max {self.max_streams})"},
-                                     status=503)
+            return web.json_response(
+                {"ok": False, "error": f"too many event streams (max {self.max_streams})"}, status=503
+            )
         self.streams += 1
         try:
-            response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                                                   "X-Accel-Buffering": "no"})
+            response = web.StreamResponse(
+                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+            )
             from stockade.ops.dashboard.guard import SECURITY_HEADERS
 
             response.headers.update(SECURITY_HEADERS)
@@ -100,7 +110,7 @@ class Broadcaster:
                 if self.version == seen:
                     try:
                         await asyncio.wait_for(self._changed.wait(), KEEPALIVE_S)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                 version, data = self.version, self.data
                 if request.transport is None or request.transport.is_closing():
@@ -109,7 +119,7 @@ class Broadcaster:
                 seen = version
                 try:
                     await asyncio.wait_for(response.write(chunk), WRITE_TIMEOUT_S)
-                except (asyncio.TimeoutError, ConnectionError):
+                except (TimeoutError, ConnectionError):
                     self.dropped += 1
                     log.info("dashboard: dropped an event stream that stopped reading")
                     break

@@ -14,7 +14,8 @@ caches, frames and other sites' scripts.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -31,8 +32,10 @@ UNCOUNTED = ("/api/v1/events",)  # long-lived: limited by max_event_streams inst
 KILL_PATH = "/api/v1/control/kill"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                                "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -53,8 +56,15 @@ def _deny(request: web.Request, status: int, message: str) -> web.Response:
 class Guard:
     """The checks, configured once; `middleware` is what the app installs."""
 
-    def __init__(self, token: str, *, allowed_hosts: set[str] | None, max_body_bytes: int,
-                 max_concurrent: int, requests_per_s: float) -> None:
+    def __init__(
+        self,
+        token: str,
+        *,
+        allowed_hosts: set[str] | None,
+        max_body_bytes: int,
+        max_concurrent: int,
+        requests_per_s: float,
+    ) -> None:
         self.token = token
         self.session = tokens.session_for(token)
         self.csrf = tokens.csrf_for(token)
@@ -66,7 +76,7 @@ class Guard:
         self.refused: dict[str, int] = {"rate": 0, "busy": 0, "host": 0, "size": 0, "auth": 0, "csrf": 0}
 
     def authenticated(self, request: web.Request) -> str:
-        """"bearer", "cookie" or "" (not authenticated)."""
+        """ "bearer", "cookie" or "" (not authenticated)."""
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer ") and tokens.same(header[7:].strip(), self.token):
             return "bearer"
@@ -94,8 +104,11 @@ class Guard:
             return _deny(request, 421, "unexpected Host header")
         length = request.content_length
         if (length is not None and length > self.max_body_bytes) or (
-                length is None and request.method not in SAFE_METHODS and request.can_read_body
-                and request.headers.get("Transfer-Encoding")):
+            length is None
+            and request.method not in SAFE_METHODS
+            and request.can_read_body
+            and request.headers.get("Transfer-Encoding")
+        ):
             # Chunked bodies have no length to check first: refused, the UI never sends them.
             self.refused["size"] += 1
             return _deny(request, 413, f"request body too large (max {self.max_body_bytes} bytes)")
@@ -103,8 +116,11 @@ class Guard:
         how = self.authenticated(request)
         if not public and not how:
             self.refused["auth"] += 1
-            return _deny(request, 401, "not authenticated: open the login URL from the daemon's log, "
-                                       "or send Authorization: Bearer <token>")
+            return _deny(
+                request,
+                401,
+                "not authenticated: open the login URL from the daemon's log, or send Authorization: Bearer <token>",
+            )
         if request.method not in SAFE_METHODS and how == "cookie" and not self._csrf_ok(request):
             self.refused["csrf"] += 1
             return _deny(request, 403, "CSRF check failed")

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from stockade.broker.orders import REJECTION_REASONS
 from stockade.codecs.records import FillRecorded, IntentJournaled, OrderStateChanged, OrderSubmitted
-
 
 
 def rejection_label(event: str, reason: str) -> str:
@@ -50,8 +50,15 @@ class _Bounded(OrderedDict):
 class JournalTail:
     """Reads the journal forward; `poll()` from one thread, the getters from any."""
 
-    def __init__(self, store: Any, *, cap: int = 20_000, batch: int = 5_000, history: int = 50_000,
-                 on_latency: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Any,
+        *,
+        cap: int = 20_000,
+        batch: int = 5_000,
+        history: int = 50_000,
+        on_latency: Callable[[float], None] | None = None,
+    ) -> None:
         self.store = store
         self.batch = batch
         self._lock = threading.Lock()

@@ -18,15 +18,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from stockade.ops.dashboard.journal_tail import JournalTail
-from stockade.trading.market_hours import exchange_date
 from stockade.storage.tables import time_key
+from stockade.trading.market_hours import exchange_date
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Tick-to-order buckets (seconds): the pipeline is sub-millisecond to tens of ms.
@@ -72,26 +73,32 @@ class StockadeCollector(Collector):
     def collect(self) -> Iterator[Any]:
         svc, store = self.svc, self.svc.store
         md = svc.stats.get("market_data", {})
-        quotes = CounterMetricFamily("stockade_quotes_received", "Quotes received from the market-data stream",
-                                     labels=["symbol"])
+        quotes = CounterMetricFamily(
+            "stockade_quotes_received", "Quotes received from the market-data stream", labels=["symbol"]
+        )
         for sym, n in sorted(md.get("quotes_by_symbol", {}).items()):
             quotes.add_metric([sym], n)
         yield quotes
-        stale = GaugeMetricFamily("stockade_feed_staleness_seconds", "Seconds since the last quote of the symbol",
-                                  labels=["symbol"])
+        stale = GaugeMetricFamily(
+            "stockade_feed_staleness_seconds", "Seconds since the last quote of the symbol", labels=["symbol"]
+        )
         for sym, age in sorted(md.get("quote_age_s", {}).items()):
             stale.add_metric([sym], float("inf") if age is None else age)
         yield stale
-        yield GaugeMetricFamily("stockade_feed_connected", "1 when the market-data stream is connected",
-                                value=1.0 if md.get("state") == "connected" else 0.0)
+        yield GaugeMetricFamily(
+            "stockade_feed_connected",
+            "1 when the market-data stream is connected",
+            value=1.0 if md.get("state") == "connected" else 0.0,
+        )
 
         yield self._orders()
         rej = CounterMetricFamily("stockade_order_rejections", "Orders rejected, by reason", labels=["reason"])
         for reason, n in sorted(self.tail.rejection_counts().items()):
             rej.add_metric([reason], n)
         yield rej
-        refusals = CounterMetricFamily("stockade_risk_refusals", "Proposals refused by the risk guard, by rule",
-                                       labels=["rule"])
+        refusals = CounterMetricFamily(
+            "stockade_risk_refusals", "Proposals refused by the risk guard, by rule", labels=["rule"]
+        )
         for rule, n in sorted(self.risk.by_rule.items()):
             refusals.add_metric([rule], n)
         yield refusals
@@ -106,10 +113,14 @@ class StockadeCollector(Collector):
         yield restarts
         yield up
         yield depth
-        yield GaugeMetricFamily("stockade_healthy", "1 while every heartbeat is answered",
-                                value=1.0 if self.tree.healthy() else 0.0)
-        yield GaugeMetricFamily("stockade_rest_budget_tokens", "REST budget tokens left (emergency reserve included)",
-                                value=self.bucket.tokens)
+        yield GaugeMetricFamily(
+            "stockade_healthy", "1 while every heartbeat is answered", value=1.0 if self.tree.healthy() else 0.0
+        )
+        yield GaugeMetricFamily(
+            "stockade_rest_budget_tokens",
+            "REST budget tokens left (emergency reserve included)",
+            value=self.bucket.tokens,
+        )
 
         with store.read() as txn:
             state = svc.trading_state(txn)
@@ -122,23 +133,32 @@ class StockadeCollector(Collector):
         yield ts
         if latest:
             snap = latest[0]
-            yield GaugeMetricFamily("stockade_equity_dollars", "Account equity at the last reconciliation",
-                                    value=snap.equity)
+            yield GaugeMetricFamily(
+                "stockade_equity_dollars", "Account equity at the last reconciliation", value=snap.equity
+            )
             if day is not None and day.start_equity:
-                yield GaugeMetricFamily("stockade_pnl_today_dollars", "Equity change since the trading day's start",
-                                        value=snap.equity - day.start_equity)
-            yield GaugeMetricFamily("stockade_exposure_dollars", "Market value of the positions (gross)",
-                                    value=snap.positions_value)
+                yield GaugeMetricFamily(
+                    "stockade_pnl_today_dollars",
+                    "Equity change since the trading day's start",
+                    value=snap.equity - day.start_equity,
+                )
+            yield GaugeMetricFamily(
+                "stockade_exposure_dollars", "Market value of the positions (gross)", value=snap.positions_value
+            )
         marks = svc.stats.get("broker_positions", {})
-        yield GaugeMetricFamily("stockade_unrealized_pnl_dollars", "Unrealised P&L of the open positions",
-                                value=sum(m.get("unrealized_pl", 0.0) for m in marks.values()))
+        yield GaugeMetricFamily(
+            "stockade_unrealized_pnl_dollars",
+            "Unrealised P&L of the open positions",
+            value=sum(m.get("unrealized_pl", 0.0) for m in marks.values()),
+        )
         yield GaugeMetricFamily("stockade_positions", "Open positions", value=len(positions))
         qty = GaugeMetricFamily("stockade_position_qty", "Shares held (negative: short)", labels=["symbol"])
         for p in positions:
             qty.add_metric([p.symbol], p.qty)
         yield qty
-        yield CounterMetricFamily("stockade_orders_placed", "Orders stockade placed (ledger)",
-                                  value=store.orders_placed)
+        yield CounterMetricFamily(
+            "stockade_orders_placed", "Orders stockade placed (ledger)", value=store.orders_placed
+        )
 
     def _orders(self) -> Any:
         # The orders table grows all day: count it at most every ORDER_SCAN_EVERY_S.
@@ -160,9 +180,12 @@ class Metrics:
 
     def __init__(self, svc: Any, tree: Any) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.latency = Histogram("stockade_tick_to_order_seconds",
-                                 "From a quote off the socket to the first submit request of the order it led to",
-                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.latency = Histogram(
+            "stockade_tick_to_order_seconds",
+            "From a quote off the socket to the first submit request of the order it led to",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.tail = JournalTail(svc.store, on_latency=self.latency.observe)
         self.risk = RiskTail(svc.store)
         self.registry.register(StockadeCollector(svc, tree, self.tail, self.risk))

@@ -19,12 +19,12 @@ from typing import Any
 
 from aiohttp import web
 
+from stockade.config.settings import LOOPBACK_HOSTS, DashboardSettings
 from stockade.ops.dashboard import tokens
 from stockade.ops.dashboard.api import Api, Pools
 from stockade.ops.dashboard.guard import Guard, loopback_hosts
 from stockade.ops.dashboard.metrics import Metrics
 from stockade.ops.dashboard.views import Views
-from stockade.config.settings import LOOPBACK_HOSTS, DashboardSettings
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +96,26 @@ class DashboardServer:
         s = self.settings
         tls = bool(s.tls_cert)
         loopback = s.host in LOOPBACK_HOSTS and not s.behind_proxy
-        guard = Guard(self.token, allowed_hosts=None, max_body_bytes=s.max_body_bytes,
-                      max_concurrent=s.max_concurrent_requests, requests_per_s=s.requests_per_s)
+        guard = Guard(
+            self.token,
+            allowed_hosts=None,
+            max_body_bytes=s.max_body_bytes,
+            max_concurrent=s.max_concurrent_requests,
+            requests_per_s=s.requests_per_s,
+        )
         metrics = Metrics(self.svc, self.tree)
         views = Views(self.svc, self.tree, metrics.tail)
-        self.api = Api(views, metrics, self.control, guard, self._pools, control_enabled=s.control,
-                       interval_s=s.update_interval_s, max_streams=s.max_event_streams,
-                       secure_cookie=tls or s.behind_proxy)  # behind a TLS proxy the browser sees https
+        self.api = Api(
+            views,
+            metrics,
+            self.control,
+            guard,
+            self._pools,
+            control_enabled=s.control,
+            interval_s=s.update_interval_s,
+            max_streams=s.max_event_streams,
+            secure_cookie=tls or s.behind_proxy,
+        )  # behind a TLS proxy the browser sees https
         self._guard, self._loopback = guard, loopback
         app = web.Application(middlewares=[guard.middleware], client_max_size=s.max_body_bytes)
         self.api.routes(app)

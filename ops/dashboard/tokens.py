@@ -88,8 +88,10 @@ def _read_private(path: Path) -> str:
         if not stat.S_ISREG(st.st_mode):
             raise TokenError(f"dashboard token: {path} is not a regular file")
         if st.st_mode & 0o077:
-            raise TokenError(f"dashboard token: {path} has mode {stat.S_IMODE(st.st_mode):04o}; "
-                             "it must be readable by its owner only (chmod 600)")
+            raise TokenError(
+                f"dashboard token: {path} has mode {stat.S_IMODE(st.st_mode):04o}; "
+                "it must be readable by its owner only (chmod 600)"
+            )
         raw = os.read(fd, 4096)
     finally:
         os.close(fd)

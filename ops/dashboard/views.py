@@ -18,8 +18,8 @@ from stockade.ops.alerts import report as alert_report
 from stockade.ops.commands import status
 from stockade.ops.dashboard.journal_tail import JournalTail
 from stockade.ops.report import build_report
-from stockade.trading.market_hours import exchange_date
 from stockade.storage.tables import parse_time_key, time_key
+from stockade.trading.market_hours import exchange_date
 
 MAX_PAGE = 200
 DECISION_SCAN = 2_000  # voter records looked at for one page of proposals
@@ -65,17 +65,27 @@ class Views:
         for p in sorted(positions, key=lambda p: p.symbol):
             stop, target = _protection(p, open_orders)
             mark = marks.get(p.symbol, {})
-            rows.append({"symbol": p.symbol, "qty": p.qty, "avg_entry_price": _r(p.avg_entry_price),
-                         "market_value": _r(mark.get("market_value"), 2),
-                         "unrealized_pl": _r(mark.get("unrealized_pl"), 2), "stop": _r(stop), "target": _r(target)})
+            rows.append(
+                {
+                    "symbol": p.symbol,
+                    "qty": p.qty,
+                    "avg_entry_price": _r(p.avg_entry_price),
+                    "market_value": _r(mark.get("market_value"), 2),
+                    "unrealized_pl": _r(mark.get("unrealized_pl"), 2),
+                    "stop": _r(stop),
+                    "target": _r(target),
+                }
+            )
         open_orders.sort(key=lambda o: o.created_ns, reverse=True)
         orders = [_order(o) for o in open_orders[:OPEN_ORDERS_SHOWN]]
         md = svc.stats.get("market_data", {})
         ages = md.get("quote_age_s", {})
         counts = md.get("quotes_by_symbol", {})
         stale = set(md.get("stale_symbols", ()))
-        feed = [{"symbol": s, "age_s": ages.get(s), "quotes": counts.get(s, 0), "stale": s in stale}
-                for s in svc.settings.trading.symbols]
+        feed = [
+            {"symbol": s, "age_s": ages.get(s), "quotes": counts.get(s, 0), "stale": s in stale}
+            for s in svc.settings.trading.symbols
+        ]
         return {
             "ts_ns": now,
             "trading_state": st["trading_state"],
@@ -103,10 +113,20 @@ class Views:
         ages = self.tree.health.heartbeat_ages()
         report = self.tree.health_report()
         overdue = set(report.get("overdue_heartbeats", ()))
-        actors = [{"name": a.name, "parent": a.parent, "alive": a.alive, "state": a.state, "restarts": a.restarts,
-                   "generation": a.generation, "mailbox": a.mailbox + a.buffered,
-                   "heartbeat_age_s": _r(ages.get(a.name), 2), "overdue": a.name in overdue}
-                  for a in self.tree.snapshot()]
+        actors = [
+            {
+                "name": a.name,
+                "parent": a.parent,
+                "alive": a.alive,
+                "state": a.state,
+                "restarts": a.restarts,
+                "generation": a.generation,
+                "mailbox": a.mailbox + a.buffered,
+                "heartbeat_age_s": _r(ages.get(a.name), 2),
+                "overdue": a.name in overdue,
+            }
+            for a in self.tree.snapshot()
+        ]
         return {"healthy": report.get("healthy", False), "exhausted": report.get("exhausted", {}), "actors": actors}
 
     # ---- decisions ------------------------------------------------------------
@@ -133,8 +153,9 @@ class Views:
                 cursor = key.hex()
             oldest = min((r.proposed_ns or r.ts_ns for r in newest.values()), default=time.time_ns())
             risk: dict[str, Any] = {}
-            for _, d in store.decisions.table.items(start=time_key(max(0, oldest - 5_000_000_000)), limit=RISK_SCAN,
-                                                    txn=txn):
+            for _, d in store.decisions.table.items(
+                start=time_key(max(0, oldest - 5_000_000_000)), limit=RISK_SCAN, txn=txn
+            ):
                 if d.proposal_id in newest:
                     risk[d.proposal_id] = d
             out = []
@@ -145,16 +166,36 @@ class Views:
                     if o is not None:
                         orders.append({**_order(o), "fills": self.tail.fills_of(coid)})
                 d = risk.get(pid)
-                out.append({
-                    "proposal_id": pid, "ts_ns": r.ts_ns, "symbol": r.symbol, "side": r.side, "outcome": r.outcome,
-                    "steps": steps.get(pid, []), "mode": r.mode, "score": _r(r.score), "confidence": _r(r.confidence),
-                    "threshold": r.threshold, "defensive": r.defensive, "price": r.price, "reason": r.reason,
-                    "votes": [{"model": v.model, "direction": _r(v.direction), "confidence": _r(v.confidence),
-                               "weight": _r(v.weight)} for v in r.votes],
-                    "risk": None if d is None else {"allowed": d.allowed, "rule": d.rule, "reason": d.reason,
-                                                    "qty": d.qty},
-                    "orders": orders,
-                })
+                out.append(
+                    {
+                        "proposal_id": pid,
+                        "ts_ns": r.ts_ns,
+                        "symbol": r.symbol,
+                        "side": r.side,
+                        "outcome": r.outcome,
+                        "steps": steps.get(pid, []),
+                        "mode": r.mode,
+                        "score": _r(r.score),
+                        "confidence": _r(r.confidence),
+                        "threshold": r.threshold,
+                        "defensive": r.defensive,
+                        "price": r.price,
+                        "reason": r.reason,
+                        "votes": [
+                            {
+                                "model": v.model,
+                                "direction": _r(v.direction),
+                                "confidence": _r(v.confidence),
+                                "weight": _r(v.weight),
+                            }
+                            for v in r.votes
+                        ],
+                        "risk": None
+                        if d is None
+                        else {"allowed": d.allowed, "rule": d.rule, "reason": d.reason, "qty": d.qty},
+                        "orders": orders,
+                    }
+                )
         more = scanned >= DECISION_SCAN or len(newest) >= limit
         return {"decisions": out, "next": cursor if more and cursor else ""}
 
@@ -172,19 +213,31 @@ class Views:
             expires_in = timeout_s - (now - r.proposed_ns) / 1e9
             if r.outcome != "parked" or expires_in <= 0:
                 continue
-            out.append({"proposal_id": r.proposal_id, "symbol": r.symbol, "side": r.side, "score": _r(r.score),
-                        "confidence": _r(r.confidence), "price": r.price, "models": list(r.models),
-                        "votes": [{"model": v.model, "direction": _r(v.direction), "weight": _r(v.weight)}
-                                  for v in r.votes],
-                        "age_s": round((now - r.proposed_ns) / 1e9, 1), "expires_in_s": round(expires_in, 1)})
+            out.append(
+                {
+                    "proposal_id": r.proposal_id,
+                    "symbol": r.symbol,
+                    "side": r.side,
+                    "score": _r(r.score),
+                    "confidence": _r(r.confidence),
+                    "price": r.price,
+                    "models": list(r.models),
+                    "votes": [
+                        {"model": v.model, "direction": _r(v.direction), "weight": _r(v.weight)} for v in r.votes
+                    ],
+                    "age_s": round((now - r.proposed_ns) / 1e9, 1),
+                    "expires_in_s": round(expires_in, 1),
+                }
+            )
         out.sort(key=lambda p: p["expires_in_s"])
         return out
 
     # ---- history --------------------------------------------------------------
 
     def alerts(self, limit: int = 50, level: str = "INFO") -> dict[str, Any]:
-        rep = alert_report.report(self.svc.store, self.svc.stats.get("alerts"), limit=min(limit, MAX_PAGE),
-                                  min_level=level)
+        rep = alert_report.report(
+            self.svc.store, self.svc.stats.get("alerts"), limit=min(limit, MAX_PAGE), min_level=level
+        )
         # "key" is a secret-bearing name to the redaction filter: call it what it is.
         rep["alerts"] = [{("alert_key" if k == "key" else k): v for k, v in a.items()} for a in rep["alerts"]]
         return rep
@@ -193,8 +246,11 @@ class Views:
         """Equity over the last `hours`, at most `points` points, with the drawdown from the running peak."""
         since = time.time_ns() - int(hours * 3600e9)
         with self.svc.store.read() as txn:
-            snaps = [s for _, s in self.svc.store.equity.table.items(reverse=True, limit=EQUITY_SCAN, txn=txn)
-                     if s.ts_ns >= since]
+            snaps = [
+                s
+                for _, s in self.svc.store.equity.table.items(reverse=True, limit=EQUITY_SCAN, txn=txn)
+                if s.ts_ns >= since
+            ]
         snaps.reverse()
         step = max(1, len(snaps) // max(points, 2))
         series = snaps[::step]
@@ -241,15 +297,31 @@ class Views:
         """What each live update carries: the overview, the tree, the pending proposals."""
         newest = self.svc.store.voter_decisions.table.items(reverse=True, limit=1)
         last = next(iter(newest), None)
-        return {"overview": self.overview(), "tree": self.tree_view(), "pending": self.pending(),
-                "last_decision_ns": parse_time_key(last[0])[0] if last else 0}
+        return {
+            "overview": self.overview(),
+            "tree": self.tree_view(),
+            "pending": self.pending(),
+            "last_decision_ns": parse_time_key(last[0])[0] if last else 0,
+        }
 
 
 def _order(o: Any) -> dict[str, Any]:
-    return {"client_order_id": o.client_order_id, "symbol": o.symbol, "side": o.side, "qty": o.qty,
-            "type": o.order_type, "class": o.order_class, "state": o.state, "filled_qty": o.filled_qty,
-            "filled_avg_price": _r(o.filled_avg_price), "limit_price": o.limit_price, "stop_price": o.stop_price,
-            "created_ns": o.created_ns, "proposal_id": o.proposal_id, "reason": o.reason}
+    return {
+        "client_order_id": o.client_order_id,
+        "symbol": o.symbol,
+        "side": o.side,
+        "qty": o.qty,
+        "type": o.order_type,
+        "class": o.order_class,
+        "state": o.state,
+        "filled_qty": o.filled_qty,
+        "filled_avg_price": _r(o.filled_avg_price),
+        "limit_price": o.limit_price,
+        "stop_price": o.stop_price,
+        "created_ns": o.created_ns,
+        "proposal_id": o.proposal_id,
+        "reason": o.reason,
+    }
 
 
 def _protection(p: Any, open_orders: list[Any]) -> tuple[float | None, float | None]:

@@ -148,5 +148,8 @@ class JsonLineFormatter(JsonFormatter):
 
 
 # Record attributes that are not `extra` fields; an extra never replaces one of the fields above.
-_NOT_EXTRA = frozenset(JsonFormatter().reserved_attrs | set(CONTEXT_FIELDS)
-                       | {"message", "asctime", "time", "level", "logger", "exception", "stack"})
+_NOT_EXTRA = frozenset(
+    JsonFormatter().reserved_attrs
+    | set(CONTEXT_FIELDS)
+    | {"message", "asctime", "time", "level", "logger", "exception", "stack"}
+)

@@ -37,7 +37,7 @@ import socket
 import stat
 import struct
 import time
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from stockade.ops.logs.context import CONTEXT_FIELDS
 from stockade.ops.logs.format import printable, printable_lines
@@ -85,8 +85,9 @@ def encode(fields: Iterable[tuple[str, str]]) -> bytes:
     return bytes(out)
 
 
-def record_fields(record: logging.LogRecord, formatter: logging.Formatter,
-                  identifier: str = IDENTIFIER) -> list[tuple[str, str]]:
+def record_fields(
+    record: logging.LogRecord, formatter: logging.Formatter, identifier: str = IDENTIFIER
+) -> list[tuple[str, str]]:
     """The journal fields of `record` (context fields stamped by `log_context`)."""
     fields = [
         ("MESSAGE", printable(record.getMessage())),
@@ -139,10 +140,17 @@ class JournalHandler(logging.Handler):
         except Exception as exc:  # noqa: BLE001 - whatever the journal says, the record is written elsewhere
             self.fell_back += 1
             if self.fell_back == 1:
-                self.fallback.handle(logging.makeLogRecord({
-                    "name": __name__, "levelno": logging.WARNING, "levelname": "WARNING",
-                    "msg": "journal at %s refused a record (%s): such records go to stderr, without journal fields",
-                    "args": (self.path, exc)}))
+                self.fallback.handle(
+                    logging.makeLogRecord(
+                        {
+                            "name": __name__,
+                            "levelno": logging.WARNING,
+                            "levelname": "WARNING",
+                            "msg": "journal at %s refused a record (%s): such records go to stderr, without journal fields",
+                            "args": (self.path, exc),
+                        }
+                    )
+                )
             self.fallback.handle(record)
 
     def _send(self, payload: bytes) -> None:
@@ -172,7 +180,7 @@ class JournalHandler(logging.Handler):
         try:
             view = memoryview(payload)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)  # journald takes only a sealed memfd
             self.sock.sendmsg([], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
         finally:

@@ -21,11 +21,12 @@ import logging
 import os
 import sys
 import threading
-from typing import IO, Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
 
-from stockade.ops.logs.journal import JournalHandler, is_socket, stderr_is_journal
 from stockade.ops.logs.context import ContextFilter
 from stockade.ops.logs.format import JsonLineFormatter, TextFormatter
+from stockade.ops.logs.journal import JournalHandler, is_socket, stderr_is_journal
 
 # Chatty libraries: their INFO lines are noise next to ours.
 QUIET_LOGGERS = ("aiohttp.access", "websockets", "urllib3", "alpaca")
@@ -58,8 +59,9 @@ def use_journal(cfg: Any, env: Mapping[str, str], stream: IO[str]) -> bool:
     return stderr_is_journal(env, fd) and is_socket(cfg.journal_socket)
 
 
-def make_handler(cfg: Any, filters: Iterable[logging.Filter] = (), env: Mapping[str, str] = os.environ,
-                 stream: IO[str] = sys.stderr) -> tuple[logging.Handler, str]:
+def make_handler(
+    cfg: Any, filters: Iterable[logging.Filter] = (), env: Mapping[str, str] = os.environ, stream: IO[str] = sys.stderr
+) -> tuple[logging.Handler, str]:
     """The handler for `[logging]` settings `cfg`, and one line saying what it is."""
     fmt = choose_format(cfg.format, env, stream)
     handler: logging.Handler = logging.StreamHandler(stream)
@@ -77,8 +79,9 @@ def make_handler(cfg: Any, filters: Iterable[logging.Filter] = (), env: Mapping[
     return handler, where
 
 
-def install(cfg: Any, filters: Iterable[logging.Filter] = (), env: Mapping[str, str] = os.environ,
-            stream: IO[str] = sys.stderr) -> str:
+def install(
+    cfg: Any, filters: Iterable[logging.Filter] = (), env: Mapping[str, str] = os.environ, stream: IO[str] = sys.stderr
+) -> str:
     """Replace the root logger's handlers with the one for `cfg`; returns where logs go."""
     handler, where = make_handler(cfg, filters, env, stream)
     root = logging.getLogger()
@@ -108,5 +111,6 @@ def _log_thread_exception(args: Any) -> None:
     if args.exc_type is SystemExit:
         return
     name = args.thread.name if args.thread is not None else "?"
-    logging.getLogger("stockade").error("uncaught exception in thread %s", name,
-                                        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+    logging.getLogger("stockade").error(
+        "uncaught exception in thread %s", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
+    )

@@ -21,8 +21,10 @@ RATE, RESERVE = 6, 2
 
 @pytest.fixture
 def world(tmp_path):
-    settings = Settings(orders=OrdersSettings(rate_limit_per_min=RATE, emergency_reserve=RESERVE, protect_reserve=0),
-                        emergency=EmergencySettings(attempts=5, retry_interval_s=0.2, flat_timeout_s=10.0))
+    settings = Settings(
+        orders=OrdersSettings(rate_limit_per_min=RATE, emergency_reserve=RESERVE, protect_reserve=0),
+        emergency=EmergencySettings(attempts=5, retry_interval_s=0.2, flat_timeout_s=10.0),
+    )
     with venue_services(tmp_path / "data", settings, seed=7) as svc:
         yield svc, svc.broker.trading_client()  # the test's own client, outside the budget
 

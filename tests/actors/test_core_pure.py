@@ -80,8 +80,16 @@ def test_apply_fill_averages_adds_keeps_average_on_reductions_and_resets_on_flat
 
 
 def _record(**kw) -> OrderRecord:
-    base = dict(client_order_id="stk-1", intent_id="1", symbol="AAPL", side="buy", qty=10, order_type="market",
-                created_ns=0, updated_ns=0)
+    base = dict(
+        client_order_id="stk-1",
+        intent_id="1",
+        symbol="AAPL",
+        side="buy",
+        qty=10,
+        order_type="market",
+        created_ns=0,
+        updated_ns=0,
+    )
     base.update(kw)
     return OrderRecord(**base)
 
@@ -98,8 +106,19 @@ def test_fill_increment_from_cumulative_updates_never_counts_twice():
 
 
 def _intent(**kw) -> OrderIntent:
-    base = dict(intent_id="abc", symbol="AAPL", side="buy", qty=7, order_type="market", limit_price=None,
-                take_profit=201.234, stop_loss=189.987, reason="t", proposal_id="p", quote_recv_ns=0)
+    base = dict(
+        intent_id="abc",
+        symbol="AAPL",
+        side="buy",
+        qty=7,
+        order_type="market",
+        limit_price=None,
+        take_profit=201.234,
+        stop_loss=189.987,
+        reason="t",
+        proposal_id="p",
+        quote_recv_ns=0,
+    )
     base.update(kw)
     return OrderIntent(**base)
 
@@ -113,8 +132,10 @@ def test_build_request_is_a_bracket_with_prices_on_the_tick_and_a_deterministic_
     assert body["order_class"] == "bracket"
     assert body["take_profit"] == {"limit_price": 201.23}
     assert body["stop_loss"] == {"stop_price": 189.99}
-    stop = build_request(_intent(side="sell", order_type="stop", stop_price=180.0, take_profit=None, stop_loss=None,
-                                 reduce_only=True), coid).to_request_fields()
+    stop = build_request(
+        _intent(side="sell", order_type="stop", stop_price=180.0, take_profit=None, stop_loss=None, reduce_only=True),
+        coid,
+    ).to_request_fields()
     assert stop["type"] == "stop" and stop["stop_price"] == 180.0 and "order_class" not in stop
 
 
@@ -193,11 +214,13 @@ def test_a_snapshot_older_than_the_ledgers_fills_is_neither_adopted_nor_remember
     assert snapshot_stale({}, {"NVDA": 1}) == {"NVDA"}  # the symbol's first fill
     assert snapshot_stale(before, dict(before)) == set()
     # Even on the first pass (adopted at once) and even when seen twice before.
-    adopt, again = disagreements_to_adopt({"MSFT": 0, "AAPL": 5}, {"MSFT": 23, "AAPL": 7}, {"MSFT": (0, 23)},
-                                          first_pass=True, stale={"MSFT"})
+    adopt, again = disagreements_to_adopt(
+        {"MSFT": 0, "AAPL": 5}, {"MSFT": 23, "AAPL": 7}, {"MSFT": (0, 23)}, first_pass=True, stale={"MSFT"}
+    )
     assert adopt == ["AAPL"] and again == {}
-    adopt, again = disagreements_to_adopt({"MSFT": 0}, {"MSFT": 23}, {"MSFT": (0, 23)}, first_pass=False,
-                                          stale={"MSFT"})
+    adopt, again = disagreements_to_adopt(
+        {"MSFT": 0}, {"MSFT": 23}, {"MSFT": (0, 23)}, first_pass=False, stale={"MSFT"}
+    )
     assert adopt == [] and again == {}
 
 
@@ -219,8 +242,19 @@ def test_liquidation_errors_never_carry_a_registered_secret():
 
 
 def _order(coid: str, side: str, kind: str, qty: int, filled: int = 0, state: str = "accepted", **kw) -> OrderRecord:
-    return OrderRecord(client_order_id=coid, intent_id="", symbol="AAPL", side=side, qty=qty, order_type=kind,
-                       state=state, filled_qty=filled, created_ns=0, updated_ns=0, **kw)
+    return OrderRecord(
+        client_order_id=coid,
+        intent_id="",
+        symbol="AAPL",
+        side=side,
+        qty=qty,
+        order_type=kind,
+        state=state,
+        filled_qty=filled,
+        created_ns=0,
+        updated_ns=0,
+        **kw,
+    )
 
 
 def test_ledger_coverage_counts_stops_on_their_way_and_bracket_entries_without_known_legs():

@@ -17,8 +17,15 @@ from stockade.supervisors.runtime import start_tree
 from stockade.supervisors.spec import ChildSpec, RestartPolicy
 from stockade.venue.faults import Faults
 
-POLICY = RestartPolicy(max_restarts=10, period_s=60.0, backoff_initial_s=0.01, backoff_max_s=0.05,
-                       heartbeat_interval_s=0.05, heartbeat_timeout_s=0.3, jitter_seed=3)
+POLICY = RestartPolicy(
+    max_restarts=10,
+    period_s=60.0,
+    backoff_initial_s=0.01,
+    backoff_max_s=0.05,
+    heartbeat_interval_s=0.05,
+    heartbeat_timeout_s=0.3,
+    jitter_seed=3,
+)
 
 
 def test_reconciler_on_a_slow_broker_is_busy_not_replaced(tmp_path):
@@ -26,6 +33,7 @@ def test_reconciler_on_a_slow_broker_is_busy_not_replaced(tmp_path):
     with venue_services(tmp_path / "data", settings, seed=21, faults=Faults(latency_ms=700.0)) as svc:
         tree = start_tree(POLICY, [ChildSpec(name="reconciler", start=Reconciler.start)], extras={"services": svc})
         try:
+
             def passes() -> int:
                 return sum(isinstance(event, Reconciled) for _, event in svc.store.journal.read())
 

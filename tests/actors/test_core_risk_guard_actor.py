@@ -29,9 +29,9 @@ from stockade.codecs.messages import (
 )
 from stockade.codecs.records import DayCounters, PositionRecord
 from stockade.config.settings import RiskSettings, Settings
-from stockade.trading.market_hours import exchange_date
 from stockade.storage.store import Store
 from stockade.supervisors.router import Router
+from stockade.trading.market_hours import exchange_date
 
 PEERS = ("ensemble_voter", "order_manager", "alerter", "emergency_stop", "reconciler")
 
@@ -79,11 +79,13 @@ class Harness:
 
     def verdict(self, pid: str):
         """The stored decision record for `pid`."""
+
         def find():
             for r in self.store.decisions.latest(100):
                 if r.proposal_id == pid:
                     return r
             return None
+
         return wait_for(find, 10, 0.01, f"decision for {pid}")
 
     def alerts(self, n_expected: int) -> dict[str, Alert]:
@@ -163,22 +165,53 @@ def test_the_day_trade_budget_counts_stored_and_new_day_trades_and_alerts_once_u
     # the entry fills and its take-profit closes it the same day: day trade 3
     now = time.time_ns()
     h.store.positions.put("AAPL", PositionRecord(symbol="AAPL", qty=intent.qty, avg_entry_price=100.0, updated_ns=now))
-    h.tell(OrderUpdate(event="fill", client_order_id="buy-1", broker_order_id="b1", symbol="AAPL", side="buy",
-                       status="filled", qty=float(intent.qty), filled_qty=float(intent.qty), filled_avg_price=100.0,
-                       ts_ns=now, proposal_id=pid, fill_qty=float(intent.qty), price=100.0))
+    h.tell(
+        OrderUpdate(
+            event="fill",
+            client_order_id="buy-1",
+            broker_order_id="b1",
+            symbol="AAPL",
+            side="buy",
+            status="filled",
+            qty=float(intent.qty),
+            filled_qty=float(intent.qty),
+            filled_avg_price=100.0,
+            ts_ns=now,
+            proposal_id=pid,
+            fill_qty=float(intent.qty),
+            price=100.0,
+        )
+    )
     # AAPL, opened today, reserves a day trade: another entry could make a 4th (and, in
     # mailbox order, this verdict means the fill above was counted)
     r = h.verdict(h.propose(symbol="NVDA"))
     assert not r.allowed and r.rule == "day_trade_budget" and "could make day trade 4 > 3" in r.reason
     h.store.positions.delete("AAPL")
-    h.tell(OrderUpdate(event="fill", client_order_id="tp-1", broker_order_id="b2", symbol="AAPL", side="sell",
-                       status="filled", qty=float(intent.qty), filled_qty=float(intent.qty), filled_avg_price=101.0,
-                       ts_ns=now, fill_qty=float(intent.qty), price=101.0))
+    h.tell(
+        OrderUpdate(
+            event="fill",
+            client_order_id="tp-1",
+            broker_order_id="b2",
+            symbol="AAPL",
+            side="sell",
+            status="filled",
+            qty=float(intent.qty),
+            filled_qty=float(intent.qty),
+            filled_avg_price=101.0,
+            ts_ns=now,
+            fill_qty=float(intent.qty),
+            price=101.0,
+        )
+    )
     a = h.next("alerter", Alert)
     assert (a.key, a.level) == ("risk-day-trade-budget", "WARNING")
     assert "3 day trades in the last 5 sessions" in a.text
-    assert wait_for(lambda: (c := h.store.counters.get(exchange_date(time.time_ns()))) and c.day_trades == 3,
-                    10, 0.01, "day trade 3 stored")
+    assert wait_for(
+        lambda: (c := h.store.counters.get(exchange_date(time.time_ns()))) and c.day_trades == 3,
+        10,
+        0.01,
+        "day trade 3 stored",
+    )
     r = h.verdict(h.propose(symbol="MSFT"))
     assert not r.allowed and r.rule == "day_trade_budget"
     assert r.reason.startswith("3 day trades in the last 5 sessions, budget 3")
@@ -201,8 +234,20 @@ def test_no_second_entry_while_one_is_in_flight(make):
     assert r.rule == "in_flight" and r.reason == "an entry for AAPL is already in flight"
     assert h.verdict(h.propose(symbol="MSFT")).allowed  # other symbols go on
     # the order's end (here a rejection) clears it
-    h.tell(OrderUpdate(event="rejected", client_order_id="c1", broker_order_id="", symbol="AAPL", side="buy",
-                       status="rejected", qty=1.0, filled_qty=0.0, filled_avg_price=None, ts_ns=time.time_ns()))
+    h.tell(
+        OrderUpdate(
+            event="rejected",
+            client_order_id="c1",
+            broker_order_id="",
+            symbol="AAPL",
+            side="buy",
+            status="rejected",
+            qty=1.0,
+            filled_qty=0.0,
+            filled_avg_price=None,
+            ts_ns=time.time_ns(),
+        )
+    )
     assert h.verdict(h.propose()).allowed
 
 
@@ -260,8 +305,17 @@ def test_a_crash_seen_in_proposals_blocks_entries_and_asks_for_the_brokers_figur
     assert tick.what == "reconcile"
     assert h.got["emergency_stop"].empty()  # no liquidation on a proposal's price alone
     # The broker's snapshot confirms the loss: now the breaker fires.
-    h.tell(AccountSnapshot(190_000.0, 200_000.0, 100_000.0, 190_000.0, False, time.time_ns(),
-                           positions=(Position("SPY", 200.0, 500.0, market_value=90_000.0),)))
+    h.tell(
+        AccountSnapshot(
+            190_000.0,
+            200_000.0,
+            100_000.0,
+            190_000.0,
+            False,
+            time.time_ns(),
+            positions=(Position("SPY", 200.0, 500.0, market_value=90_000.0),),
+        )
+    )
     assert "loss breaker" in h.next("emergency_stop", Kill).reason
 
 
@@ -273,7 +327,6 @@ def test_a_snapshot_resets_the_marks(make):
     h.tell(AccountSnapshot(200_000.0, 200_000.0, 100_000.0, 200_000.0, False, now, positions=(spy,)))
     assert not h.verdict(h.propose("SPY", price=450.0)).allowed
     # The broker says SPY is back at 500: the stale crashed mark is forgotten.
-    h.tell(AccountSnapshot(200_000.0, 200_000.0, 100_000.0, 200_000.0, False, time.time_ns(),
-                           positions=(spy,)))
+    h.tell(AccountSnapshot(200_000.0, 200_000.0, 100_000.0, 200_000.0, False, time.time_ns(), positions=(spy,)))
     pid = h.propose("AAPL", price=100.0)
     assert h.next("order_manager", OrderIntent).proposal_id == pid

@@ -18,8 +18,8 @@ from waiting import wait_for
 from stockade.actors.risk_guard import RiskGuard
 from stockade.broker.orders import client_order_id
 from stockade.codecs.messages import AccountSnapshot, ClockSnapshot, OrderIntent, Proposal
-from stockade.ops import telemetry
 from stockade.config.settings import Settings, TelemetrySettings
+from stockade.ops import telemetry
 from stockade.storage.store import Store
 from stockade.supervisors.router import Router
 
@@ -47,8 +47,15 @@ def traced_guard(tmp_path):
     def spans(proposal_id: str):
         def find():
             telemetry.ACTIVE.provider.force_flush()
-            return next((s for s in exporter.get_finished_spans() if s.name == "risk_guard Proposal"
-                         and s.attributes.get("stockade.proposal_id") == proposal_id), None)
+            return next(
+                (
+                    s
+                    for s in exporter.get_finished_spans()
+                    if s.name == "risk_guard Proposal" and s.attributes.get("stockade.proposal_id") == proposal_id
+                ),
+                None,
+            )
+
         return wait_for(find, 10, 0.01, f"the risk guard's span of {proposal_id}")
 
     try:
@@ -66,8 +73,9 @@ def traced_guard(tmp_path):
 def propose(router: Router, symbol: str = "AAPL", price: float = 100.0) -> str:
     pid = uuid.uuid4().hex
     now = time.time_ns()
-    router.tell("risk_guard", Proposal(pid, symbol, "buy", 0.5, 0.9, price, price - 0.01, price + 0.01, now, now),
-                "test")
+    router.tell(
+        "risk_guard", Proposal(pid, symbol, "buy", 0.5, 0.9, price, price - 0.01, price + 0.01, now, now), "test"
+    )
     return pid
 
 
@@ -75,8 +83,7 @@ def test_allowed_and_rejected_decisions_are_on_the_risk_guard_span(traced_guard)
     router, intents, spans = traced_guard
     now = time.time_ns()
     router.tell("risk_guard", ClockSnapshot(True, now), "test")
-    router.tell("risk_guard", AccountSnapshot(100_000.0, 100_000.0, 100_000.0, 200_000.0, False, now),
-                "test")
+    router.tell("risk_guard", AccountSnapshot(100_000.0, 100_000.0, 100_000.0, 200_000.0, False, now), "test")
 
     allowed = propose(router)
     intent = intents.get(timeout=10)

@@ -14,9 +14,9 @@ from stockade.actors.ensemble_voter import EnsembleVoter
 from stockade.codecs.messages import ApproveProposal, ListPending, Proposal, RejectProposal, Vote, Votes
 from stockade.codecs.records import VoterDecisionRecord, VoterWeightRecord
 from stockade.config.settings import Settings, VoterSettings
-from stockade.trading.voting import POOLED, Ensemble, EnsembleParams
 from stockade.storage.store import Store
 from stockade.supervisors.router import Router
+from stockade.trading.voting import POOLED, Ensemble, EnsembleParams
 
 S = 1_000_000_000
 MODELS = ("momentum", "mean_reversion", "breakout")
@@ -40,11 +40,25 @@ class Harness:
     def stop_voter(self) -> None:
         self.ref.stop(timeout=10)
 
-    def batch(self, symbol: str, calls: dict[str, tuple[float, float]], recv_ns: int, price: float = 100.0,
-              hv: bool = False) -> None:
+    def batch(
+        self, symbol: str, calls: dict[str, tuple[float, float]], recv_ns: int, price: float = 100.0, hv: bool = False
+    ) -> None:
         """One evaluation: every configured model votes (flat unless in `calls`)."""
-        votes = tuple(Vote(symbol, model, *calls.get(model, (0.0, 0.0)), price, recv_ns, recv_ns, price - 0.01,
-                           price + 0.01, batch_size=len(MODELS), high_volatility=hv) for model in MODELS)
+        votes = tuple(
+            Vote(
+                symbol,
+                model,
+                *calls.get(model, (0.0, 0.0)),
+                price,
+                recv_ns,
+                recv_ns,
+                price - 0.01,
+                price + 0.01,
+                batch_size=len(MODELS),
+                high_volatility=hv,
+            )
+            for model in MODELS
+        )
         if self.one_message:  # as the analyzer sends them
             self.router.tell("ensemble_voter", Votes(symbol, votes), "test")
         else:
@@ -180,8 +194,10 @@ def test_parked_proposals_survive_a_restart_and_stale_ones_expire(make):
     # A proposal parked long ago by an earlier run, never answered.
     old = h.records(parked["proposal_id"])[0]
     stale_ns = now_ns() - 1000 * S
-    h.store.voter_decisions.add(msgspec.structs.replace(old, proposal_id="stale", symbol="SPY", ts_ns=stale_ns,
-                                                        proposed_ns=stale_ns), ts_ns=stale_ns)
+    h.store.voter_decisions.add(
+        msgspec.structs.replace(old, proposal_id="stale", symbol="SPY", ts_ns=stale_ns, proposed_ns=stale_ns),
+        ts_ns=stale_ns,
+    )
     h.stop_voter()
     h.start()
     [again] = h.pending()

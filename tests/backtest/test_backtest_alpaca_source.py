@@ -19,10 +19,31 @@ KEY, SECRET = "PKBACKTESTTEST", "backtest-secret-not-logged"
 
 def _run(tmp: Path, settings: Path, out: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "backtest", "--source", "alpaca", "--symbols", "AAPL,MSFT",
-         "--start", "2026-06-02", "--end", "2026-06-02", "--settings", str(settings), "--data-dir",
-         str(tmp / "data"), "--out", str(tmp / out)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "backtest",
+            "--source",
+            "alpaca",
+            "--symbols",
+            "AAPL,MSFT",
+            "--start",
+            "2026-06-02",
+            "--end",
+            "2026-06-02",
+            "--settings",
+            str(settings),
+            "--data-dir",
+            str(tmp / "data"),
+            "--out",
+            str(tmp / out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 def test_alpaca_source_fetches_once_then_reads_its_cache(tmp_path):
@@ -53,5 +74,6 @@ def test_alpaca_source_without_keys_is_one_line_exit_2(tmp_path):
     settings.write_text("")
     done = _run(tmp_path, settings, "out", env)
     assert done.returncode == 2
-    assert done.stderr.strip() == ("backtest: --source alpaca needs APCA_API_KEY_ID and APCA_API_SECRET_KEY "
-                                   "in the environment")
+    assert done.stderr.strip() == (
+        "backtest: --source alpaca needs APCA_API_KEY_ID and APCA_API_SECRET_KEY in the environment"
+    )

@@ -24,8 +24,14 @@ RUN = ["--start", "2026-06-01", "--end", "2026-06-01", "--symbols", "AAPL,MSFT",
 
 def cli(*args: str, timeout: float = 600.0) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONHASHSEED": "random"}
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env=env)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +92,19 @@ def test_bad_input_empty_range(tmp_path):
 def test_bad_input_unknown_symbol(tmp_path):
     csv = tmp_path / "bars.csv"
     csv.write_text("timestamp,symbol,open,high,low,close,volume\n2026-06-01T13:30:00Z,AAPL,10,11,9,10.5,100\n")
-    line = _bad(tmp_path, "--start", "2026-06-01", "--end", "2026-06-01", "--source", "file", "--file", str(csv),
-                "--symbols", "ZZZZ")
+    line = _bad(
+        tmp_path,
+        "--start",
+        "2026-06-01",
+        "--end",
+        "2026-06-01",
+        "--source",
+        "file",
+        "--file",
+        str(csv),
+        "--symbols",
+        "ZZZZ",
+    )
     assert "ZZZZ" in line and "not in" in line
     line = _bad(tmp_path, "--start", "2026-06-01", "--end", "2026-06-01", "--symbols", "aapl;rm")
     assert "not a ticker symbol" in line
@@ -95,9 +112,11 @@ def test_bad_input_unknown_symbol(tmp_path):
 
 def test_bad_input_malformed_file_names_file_line_and_field(tmp_path):
     csv = tmp_path / "bars.csv"
-    csv.write_text("timestamp,symbol,open,high,low,close,volume\n"
-                   "2026-06-01T13:30:00Z,AAPL,10,11,9,10.5,100\n"
-                   "2026-06-01T13:31:00Z,AAPL,10,eleven,9,10.5,100\n")
+    csv.write_text(
+        "timestamp,symbol,open,high,low,close,volume\n"
+        "2026-06-01T13:30:00Z,AAPL,10,11,9,10.5,100\n"
+        "2026-06-01T13:31:00Z,AAPL,10,eleven,9,10.5,100\n"
+    )
     line = _bad(tmp_path, "--start", "2026-06-01", "--end", "2026-06-01", "--source", "file", "--file", str(csv))
     assert line == f"backtest: {csv}:3: high = 'eleven': not a number"
     csv.write_text("timestamp,symbol,open,high,low,close,volume\nyesterday,AAPL,10,11,9,10.5,100\n")

@@ -25,7 +25,7 @@ from stockade.ops.backtest import records
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = 1_000_000_000
-SPIKE = dt.datetime(2026, 6, 1, 18, 30, tzinfo=dt.timezone.utc)  # 14:30 New York
+SPIKE = dt.datetime(2026, 6, 1, 18, 30, tzinfo=dt.UTC)  # 14:30 New York
 SPIKE_NS = int(SPIKE.timestamp()) * NS
 TIMESERIES = {b"decisions", b"voter_decisions", b"equity", b"alerts"}
 
@@ -35,7 +35,7 @@ def write_bars(path: Path, spike: bool) -> None:
     price = 50.0
     lines = ["timestamp,symbol,open,high,low,close,volume"]
     for day in (dt.date(2026, 5, 29), dt.date(2026, 6, 1)):
-        t = dt.datetime(day.year, day.month, day.day, 13, 30, tzinfo=dt.timezone.utc)
+        t = dt.datetime(day.year, day.month, day.day, 13, 30, tzinfo=dt.UTC)
         drift = 0.0
         for i in range(390):
             if i % 45 == 0:
@@ -47,8 +47,10 @@ def write_bars(path: Path, spike: bool) -> None:
                 o, hi, lo, c = o * 1.4, hi * 1.4, lo * 1.4, c * 1.4  # planted: never seen before SPIKE
             else:
                 price = c
-            lines.append(f"{t.isoformat().replace('+00:00', 'Z')},ACME,{o:.4f},{hi:.4f},{lo:.4f},{c:.4f},"
-                         f"{rng.randint(2000, 9000)}")
+            lines.append(
+                f"{t.isoformat().replace('+00:00', 'Z')},ACME,{o:.4f},{hi:.4f},{lo:.4f},{c:.4f},"
+                f"{rng.randint(2000, 9000)}"
+            )
             t += dt.timedelta(minutes=1)
     path.write_text("\n".join(lines) + "\n")
 
@@ -73,10 +75,31 @@ def run(tmp: Path, spike: bool) -> tuple[list[tuple[bytes, bytes, bytes]], dict]
     write_bars(bars, spike)
     out = tmp / "out"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "backtest", "--source", "file", "--file", str(bars),
-         "--start", "2026-06-01", "--end", "2026-06-01", "--seed", "3", "--data-dir", str(tmp / "data"),
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": "random"})
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "backtest",
+            "--source",
+            "file",
+            "--file",
+            str(bars),
+            "--start",
+            "2026-06-01",
+            "--end",
+            "2026-06-01",
+            "--seed",
+            "3",
+            "--data-dir",
+            str(tmp / "data"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONHASHSEED": "random"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return records(out), json.loads(done.stdout.strip().splitlines()[-1])
 

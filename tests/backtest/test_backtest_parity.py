@@ -30,8 +30,13 @@ RAW = {
     "trading": {"symbols": list(SYMBOLS)},
     "analyzer": {"evaluate_every_s": 0.001},
     "voter": {"threshold": 0.02, "cooldown_s": 0.2, "adaptive": False, "min_confidence": 0.3},
-    "risk": {"max_positions": 5, "max_position_pct": 90.0, "risk_per_trade_pct": 0.05, "max_orders_per_min": 1000,
-             "circuit_breaker_failures": 1000},
+    "risk": {
+        "max_positions": 5,
+        "max_position_pct": 90.0,
+        "risk_per_trade_pct": 0.05,
+        "max_orders_per_min": 1000,
+        "circuit_breaker_failures": 1000,
+    },
     "backtest": {"slippage_bps": 0.0},
     "logging": {"level": "WARNING"},
 }
@@ -59,8 +64,10 @@ def run_live(data_dir):
         daemon._start()  # returns once the tree is up and the first reconciliation is done
         ready_ns = time.time_ns()
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and len(
-                [o for o in _intents(daemon.svc.store) if o.quote_recv_ns >= ready_ns]) < MIN_ORDERS:
+        while (
+            time.monotonic() < deadline
+            and len([o for o in _intents(daemon.svc.store) if o.quote_recv_ns >= ready_ns]) < MIN_ORDERS
+        ):
             time.sleep(0.2)  # polling a condition with a deadline
         time.sleep(1.0)  # let the last orders fill before the feed is cut (not a synchronisation)
         router_mod.Router.deliver = deliver  # the period ends here for both runs
@@ -83,8 +90,15 @@ def test_live_and_backtest_place_the_same_orders(tmp_path):
     # its first event, does not have.
     live = [o for o in live if o.quote_recv_ns >= ready_ns]
     assert len(live) >= MIN_ORDERS, f"the live run placed {len(live)} orders once ready"
-    engine = Engine(settings_from_dict(RAW), SYMBOLS, 4, tmp_path / "bt", str(tmp_path / "live"), market=market,
-                    clock_mode="always_open")
+    engine = Engine(
+        settings_from_dict(RAW),
+        SYMBOLS,
+        4,
+        tmp_path / "bt",
+        str(tmp_path / "live"),
+        market=market,
+        clock_mode="always_open",
+    )
     try:
         engine.replay(sorted(events, key=lambda e: e.recv_ns))
         figures = engine.finish()
@@ -104,8 +118,15 @@ def test_live_and_backtest_place_the_same_orders(tmp_path):
     pairs = []
     free = list(bt)
     for a in window:
-        b = next((b for b in free if (b.symbol, b.side, b.qty) == (a.symbol, a.side, a.qty)
-                  and abs(b.quote_recv_ns - a.quote_recv_ns) <= tolerance), None)
+        b = next(
+            (
+                b
+                for b in free
+                if (b.symbol, b.side, b.qty) == (a.symbol, a.side, a.qty)
+                and abs(b.quote_recv_ns - a.quote_recv_ns) <= tolerance
+            ),
+            None,
+        )
         assert b is not None, (a, [(o.symbol, o.side, o.qty, o.quote_recv_ns) for o in bt], figures)
         free.remove(b)
         pairs.append((a, b))

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from stockade.supervisors.base import StockadeActor, handles
 from stockade.codecs.messages import Alert, Tick
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.supervisors.clock import SimClock, WallClock
 from stockade.supervisors.context import ActorContext
 from stockade.supervisors.dispatcher import ActorFailed, CallingThreadDispatcher
@@ -98,8 +98,9 @@ class Recorder(StockadeActor):
 
 
 def _spawn(dispatcher: CallingThreadDispatcher, clock: SimClock, name: str, **extras) -> Recorder:
-    ctx = ActorContext(name=name, generation=0, router=dispatcher.router, notify=lambda e: None,
-                       extras=extras, clock=clock)
+    ctx = ActorContext(
+        name=name, generation=0, router=dispatcher.router, notify=lambda e: None, extras=extras, clock=clock
+    )
     return dispatcher.spawn(Recorder, ctx)
 
 

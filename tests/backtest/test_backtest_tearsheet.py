@@ -32,9 +32,22 @@ def _need_chromium() -> None:
 def load(page: Path, tmp: Path) -> tuple[str, list[str]]:
     """The DOM Chromium built from `page`, and every console line it logged."""
     done = subprocess.run(
-        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--enable-logging=stderr",
-         "--v=0", f"--user-data-dir={tmp / 'profile'}", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120)
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--user-data-dir={tmp / 'profile'}",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout, [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
 
@@ -46,9 +59,28 @@ def tearsheet(tmp_path_factory) -> Path:
     write_bars(bars, spike=False)
     out = tmp / "out"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "backtest", "--source", "file", "--file", str(bars), "--start",
-         "2026-06-01", "--end", "2026-06-01", "--data-dir", str(tmp / "data"), "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "backtest",
+            "--source",
+            "file",
+            "--file",
+            str(bars),
+            "--start",
+            "2026-06-01",
+            "--end",
+            "2026-06-01",
+            "--data-dir",
+            str(tmp / "data"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return out / "tearsheet.html"
 
@@ -56,9 +88,17 @@ def tearsheet(tmp_path_factory) -> Path:
 def test_tearsheet_is_self_contained(tearsheet):
     html = tearsheet.read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)  # nothing from the network
-    for section in ("Equity (USD)", "Drawdown", "Monthly returns", "ACME: price and fills",
-                    "Attribution per ensemble member", "Attribution per symbol", "Risk refusals by rule",
-                    "data_fingerprint", "settings_fingerprint"):
+    for section in (
+        "Equity (USD)",
+        "Drawdown",
+        "Monthly returns",
+        "ACME: price and fills",
+        "Attribution per ensemble member",
+        "Attribution per symbol",
+        "Risk refusals by rule",
+        "data_fingerprint",
+        "settings_fingerprint",
+    ):
         assert section in html, section
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import msgpack
 from websockets.asyncio.server import ServerConnection, serve
@@ -39,7 +39,7 @@ class ScriptedPeer:
 
     # ---- lifecycle --------------------------------------------------------------
 
-    def __enter__(self) -> "ScriptedPeer":
+    def __enter__(self) -> ScriptedPeer:
         self._thread.start()
         if not self._ready.wait(5):
             raise RuntimeError("scripted peer did not start")
@@ -160,7 +160,19 @@ async def market_handshake(peer: ScriptedPeer, ws: ServerConnection, index: int,
 
 
 def quote(symbol: str, bid: float, ask: float, t: str = "2024-03-01T15:30:00.123456789Z", **extra) -> dict:
-    q = {"T": "q", "S": symbol, "bx": "V", "bp": bid, "bs": 2, "ax": "V", "ap": ask, "as": 3, "t": t, "c": ["R"], "z": "C"}
+    q = {
+        "T": "q",
+        "S": symbol,
+        "bx": "V",
+        "bp": bid,
+        "bs": 2,
+        "ax": "V",
+        "ap": ask,
+        "as": 3,
+        "t": t,
+        "c": ["R"],
+        "z": "C",
+    }
     q.update(extra)
     return q
 

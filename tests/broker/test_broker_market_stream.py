@@ -10,7 +10,6 @@ import time
 
 import msgpack
 import pytest
-
 from broker_peer import KEY, SECRET, ScriptedPeer, hold, market_handshake, pack, quote, recv_msg
 from waiting import wait_for
 
@@ -352,8 +351,14 @@ def test_stop_is_prompt_while_connecting(sink):
     try:
         port = lsock.getsockname()[1]
         stream = MarketDataStream(
-            f"ws://127.0.0.1:{port}/v2/iex", KEY, SECRET, ["AAPL"], sink.on_quote, sink.on_event,
-            connect_timeout_s=60, close_timeout_s=0.5,
+            f"ws://127.0.0.1:{port}/v2/iex",
+            KEY,
+            SECRET,
+            ["AAPL"],
+            sink.on_quote,
+            sink.on_event,
+            connect_timeout_s=60,
+            close_timeout_s=0.5,
         )
         stream.start()
         wait_for(lambda: sink.find("connecting"), 5)
@@ -367,7 +372,12 @@ def test_stop_is_prompt_while_connecting(sink):
 def test_stop_before_start_and_unreachable_server(sink):
     assert MarketDataStream("ws://127.0.0.1:1/v2/iex", KEY, SECRET, ["A"], sink.on_quote).stop(1)
     stream = MarketDataStream(
-        "ws://127.0.0.1:1/v2/iex", KEY, SECRET, ["A"], sink.on_quote, sink.on_event,
+        "ws://127.0.0.1:1/v2/iex",
+        KEY,
+        SECRET,
+        ["A"],
+        sink.on_quote,
+        sink.on_event,
         backoff=Backoff(0.01, 0.02, rng=random.Random(1)),
     )
     stream.start()

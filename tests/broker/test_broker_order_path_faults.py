@@ -27,17 +27,19 @@ SYMBOLS = ("AAPL", "MSFT", "SPY")
 def daemon(tmp_path):
     from stockade.ops.daemon import Daemon
 
-    settings = settings_from_dict({
-        "trading": {"symbols": list(SYMBOLS)},
-        "venue": {"quote_rate_hz": 20.0},
-        # Proposals wait for an operator: only this test's intents trade.
-        "voter": {"mode": "manual"},
-        # A trailing stop 1% under the high: the bracket stops (20% under) move up at once.
-        "orders": {"retry_backoff_s": 0.05, "poll_interval_s": 0.5, "trailing_stop_pct": 1.0},
-        "reconciler": {"interval_s": 2.0, "max_unprotected_s": 5.0},
-        "logging": {"level": "WARNING"},
-        "dashboard": {"port": 0},  # any free port: tests run side by side
-    })
+    settings = settings_from_dict(
+        {
+            "trading": {"symbols": list(SYMBOLS)},
+            "venue": {"quote_rate_hz": 20.0},
+            # Proposals wait for an operator: only this test's intents trade.
+            "voter": {"mode": "manual"},
+            # A trailing stop 1% under the high: the bracket stops (20% under) move up at once.
+            "orders": {"retry_backoff_s": 0.05, "poll_interval_s": 0.5, "trailing_stop_pct": 1.0},
+            "reconciler": {"interval_s": 2.0, "max_unprotected_s": 5.0},
+            "logging": {"level": "WARNING"},
+            "dashboard": {"port": 0},  # any free port: tests run side by side
+        }
+    )
     d = Daemon(settings, "embedded", None, Namespace(data_dir=str(tmp_path / "data"), duration=None))
     d._start()
     try:
@@ -55,10 +57,18 @@ def _intent(daemon, i: int, rng: random.Random) -> OrderIntent:
     q = _quote(daemon, symbol)
     bracket = rng.random() < 0.7
     return OrderIntent(
-        intent_id=f"t{i:03d}", symbol=symbol, side="buy", qty=rng.randint(2, 9), order_type="market",
-        limit_price=None, take_profit=round(q.ask * 1.2, 2) if bracket else None,
-        stop_loss=round(q.bid * 0.8, 2) if bracket else None, reason="test", proposal_id="",
-        quote_recv_ns=time.time_ns())
+        intent_id=f"t{i:03d}",
+        symbol=symbol,
+        side="buy",
+        qty=rng.randint(2, 9),
+        order_type="market",
+        limit_price=None,
+        take_profit=round(q.ask * 1.2, 2) if bracket else None,
+        stop_loss=round(q.bid * 0.8, 2) if bracket else None,
+        reason="test",
+        proposal_id="",
+        quote_recv_ns=time.time_ns(),
+    )
 
 
 def _venue_orders(daemon) -> list:
@@ -83,7 +93,8 @@ def _agreement(daemon) -> list[str]:
     for coid, status, filled in _venue_orders(daemon):
         mine = ledger.get(coid)
         expected = {"replaced": "canceled", "new": "accepted", "held": "accepted", "pending_new": "accepted"}.get(
-            status, status)
+            status, status
+        )
         if mine is None:
             out.append(f"{coid} missing")
         elif mine.state != expected or mine.filled_qty != filled or fills[coid] != filled:
@@ -98,8 +109,14 @@ def test_faulty_venue_no_duplicates_fills_once_ledger_equals_venue(daemon):
     rng = random.Random(7)
     wait_for(lambda: daemon.svc.first_reconcile.is_set(), 30, 0.05, "first reconcile")
     wait_for(lambda: all(_quote(daemon, s) for s in SYMBOLS), 30, 0.05, "quotes")
-    daemon.venue.set_faults(latency_ms=10.0, partial_fill_prob=0.4, http_error_rate=0.15, http_error_status=503,
-                            lose_response_rate=0.3, seed=3)
+    daemon.venue.set_faults(
+        latency_ms=10.0,
+        partial_fill_prob=0.4,
+        http_error_rate=0.15,
+        http_error_status=503,
+        lose_response_rate=0.3,
+        seed=3,
+    )
     n = 30
     for i in range(n):
         if i == 10:
@@ -108,8 +125,12 @@ def test_faulty_venue_no_duplicates_fills_once_ledger_equals_venue(daemon):
             daemon.venue.set_faults(drop_streams="trading")
         daemon.tree.router.tell("order_manager", _intent(daemon, i, rng), "test")
     store = daemon.svc.store
-    wait_for(lambda: all((r := store.orders.get(f"stk-t{i:03d}")) is not None and r.state != "intent"
-                         for i in range(n)), 60, 0.1, "every intent handled")
+    wait_for(
+        lambda: all((r := store.orders.get(f"stk-t{i:03d}")) is not None and r.state != "intent" for i in range(n)),
+        60,
+        0.1,
+        "every intent handled",
+    )
     daemon.venue.set_faults(latency_ms=0.0, partial_fill_prob=0.0, http_error_rate=0.0, lose_response_rate=0.0)
     try:
         wait_for(lambda: not _agreement(daemon), 60, 0.2, "ledger equal to the venue")
@@ -134,8 +155,11 @@ def test_faulty_venue_no_duplicates_fills_once_ledger_equals_venue(daemon):
     from stockade.venue.server import exposure
 
     def bare() -> dict:
-        return {s: e for s, e in daemon.venue.call(lambda: exposure(daemon.venue.ctx)).items()
-                if e["stop_covered"] < e["qty"]}
+        return {
+            s: e
+            for s, e in daemon.venue.call(lambda: exposure(daemon.venue.ctx)).items()
+            if e["stop_covered"] < e["qty"]
+        }
 
     try:
         wait_for(lambda: not bare(), 10.0, 0.1, "every position under a stop")
@@ -159,11 +183,19 @@ def test_rejections_carry_their_reason_to_the_ledger_and_a_warning(daemon):
         daemon.venue.set_faults(reject_next=spec)
         intent = _intent(daemon, 100 + i * len(SYMBOLS), rng)
         daemon.tree.router.tell("order_manager", intent, "test")
-        record = wait_for(lambda c=intent.intent_id: (r := store.orders.get(f"stk-{c}")) and r.state == "rejected"
-                          and r, 30, 0.05, f"{reason} rejection")
+        record = wait_for(
+            lambda c=intent.intent_id: (r := store.orders.get(f"stk-{c}")) and r.state == "rejected" and r,
+            30,
+            0.05,
+            f"{reason} rejection",
+        )
         assert record.last_error.startswith(f"{reason}:"), record.last_error
-        alert = wait_for(lambda r=reason: [a for a in store.alerts.latest(50)
-                                           if a.key.startswith(f"order-rejected:{r}:")], 10, 0.05, f"{reason} alert")
+        alert = wait_for(
+            lambda r=reason: [a for a in store.alerts.latest(50) if a.key.startswith(f"order-rejected:{r}:")],
+            10,
+            0.05,
+            f"{reason} alert",
+        )
         assert alert[0].level == "WARNING"
     # A rejected intent is never resent: the venue has no order under those ids.
     coids = {c for c, _, _ in _venue_orders(daemon)}
@@ -174,16 +206,34 @@ def test_trailing_stop_moves_the_bracket_stop_up_by_replacing_it(daemon):
     wait_for(lambda: daemon.svc.first_reconcile.is_set(), 30, 0.05, "first reconcile")
     wait_for(lambda: _quote(daemon, "MSFT"), 30, 0.05, "quotes")
     q = _quote(daemon, "MSFT")
-    daemon.tree.router.tell("order_manager", OrderIntent(
-        intent_id="trail1", symbol="MSFT", side="buy", qty=5, order_type="market", limit_price=None,
-        take_profit=round(q.ask * 1.5, 2), stop_loss=round(q.bid * 0.8, 2), reason="test", proposal_id="",
-        quote_recv_ns=time.time_ns()), "test")
+    daemon.tree.router.tell(
+        "order_manager",
+        OrderIntent(
+            intent_id="trail1",
+            symbol="MSFT",
+            side="buy",
+            qty=5,
+            order_type="market",
+            limit_price=None,
+            take_profit=round(q.ask * 1.5, 2),
+            stop_loss=round(q.bid * 0.8, 2),
+            reason="test",
+            proposal_id="",
+            quote_recv_ns=time.time_ns(),
+        ),
+        "test",
+    )
     store = daemon.svc.store
-    entry = wait_for(lambda: (r := store.orders.get("stk-trail1")) and r.state == "filled" and r, 30, 0.05,
-                     "entry filled")
+    entry = wait_for(
+        lambda: (r := store.orders.get("stk-trail1")) and r.state == "filled" and r, 30, 0.05, "entry filled"
+    )
     stop_leg = next(store.orders.get(c) for c in entry.legs if store.orders.get(c).order_type == "stop")
-    moved = wait_for(lambda: [r for r in store.orders.values() if r.client_order_id.startswith("stk-mv-")
-                              and r.state == "accepted"], 30, 0.1, "a replacement stop")
+    moved = wait_for(
+        lambda: [r for r in store.orders.values() if r.client_order_id.startswith("stk-mv-") and r.state == "accepted"],
+        30,
+        0.1,
+        "a replacement stop",
+    )
     new = moved[0]
     assert new.stop_price > stop_leg.stop_price * 1.2  # from 20% under to about 1% under
     assert new.parent_id == "stk-trail1" and new.qty == 5
@@ -206,32 +256,59 @@ def test_fills_are_polled_while_the_trade_stream_is_down(tmp_path):
     venue = start_venue(VenueConfig(api_key=key, api_secret=secret, symbols=("AAPL",), quote_rate_hz=20.0))
     dead = socket.socket()
     dead.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
-    settings = settings_from_dict({
-        "trading": {"symbols": ["AAPL"]},
-        "venue": {"mode": "alpaca"},
-        "alpaca": {"trading_url": venue.base_url, "data_url": venue.base_url,
-                   "stream_url": venue.data_stream_url("iex"),
-                   "trading_stream_url": f"ws://127.0.0.1:{dead.getsockname()[1]}/stream"},
-        "voter": {"mode": "manual"},
-        "orders": {"poll_interval_s": 0.3},
-        "reconciler": {"interval_s": 30.0, "max_unprotected_s": 61.0},
-        "logging": {"level": "WARNING"},
-        "dashboard": {"port": 0},  # any free port: tests run side by side
-    })
+    settings = settings_from_dict(
+        {
+            "trading": {"symbols": ["AAPL"]},
+            "venue": {"mode": "alpaca"},
+            "alpaca": {
+                "trading_url": venue.base_url,
+                "data_url": venue.base_url,
+                "stream_url": venue.data_stream_url("iex"),
+                "trading_stream_url": f"ws://127.0.0.1:{dead.getsockname()[1]}/stream",
+            },
+            "voter": {"mode": "manual"},
+            "orders": {"poll_interval_s": 0.3},
+            "reconciler": {"interval_s": 30.0, "max_unprotected_s": 61.0},
+            "logging": {"level": "WARNING"},
+            "dashboard": {"port": 0},  # any free port: tests run side by side
+        }
+    )
     daemon = Daemon(settings, "alpaca", (key, secret), Namespace(data_dir=str(tmp_path / "data"), duration=None))
     daemon._start()
     try:
         wait_for(lambda: daemon.svc.first_reconcile.is_set(), 30, 0.05, "first reconcile")
         wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
-        daemon.tree.router.tell("order_manager", OrderIntent(
-            intent_id="poll1", symbol="AAPL", side="buy", qty=3, order_type="market", limit_price=None,
-            take_profit=None, stop_loss=None, reason="test", proposal_id="", quote_recv_ns=time.time_ns()), "test")
+        daemon.tree.router.tell(
+            "order_manager",
+            OrderIntent(
+                intent_id="poll1",
+                symbol="AAPL",
+                side="buy",
+                qty=3,
+                order_type="market",
+                limit_price=None,
+                take_profit=None,
+                stop_loss=None,
+                reason="test",
+                proposal_id="",
+                quote_recv_ns=time.time_ns(),
+            ),
+            "test",
+        )
         store = daemon.svc.store
         # Placed and at once filled at the venue; the REST answer may predate the fill.
-        wait_for(lambda: venue.call(lambda: venue.ctx.exchange.get_order_by_client_id("stk-poll1").status) == "filled",
-                 10, 0.05, "filled at the venue")
-        record = wait_for(lambda: (r := store.orders.get("stk-poll1")) and r.state == "filled" and r, 10, 0.05,
-                          "fill recorded without the stream")
+        wait_for(
+            lambda: venue.call(lambda: venue.ctx.exchange.get_order_by_client_id("stk-poll1").status) == "filled",
+            10,
+            0.05,
+            "filled at the venue",
+        )
+        record = wait_for(
+            lambda: (r := store.orders.get("stk-poll1")) and r.state == "filled" and r,
+            10,
+            0.05,
+            "fill recorded without the stream",
+        )
         assert record.filled_qty == 3
         assert sum(f.qty for f in store.fills.values() if f.client_order_id == "stk-poll1") == 3
     finally:
@@ -250,11 +327,29 @@ def test_a_submit_refused_with_429_is_not_sent_not_unknown(daemon):
     attempts = daemon.svc.settings.orders.max_retries + 1
     # Every attempt meets a 429 (other callers may take some of the burst too).
     daemon.venue.set_faults(burst_429=attempts * 10)
-    daemon.tree.router.tell("order_manager", OrderIntent(
-        intent_id="r429", symbol="AAPL", side="buy", qty=2, order_type="market", limit_price=None,
-        take_profit=None, stop_loss=None, reason="test", proposal_id="", quote_recv_ns=time.time_ns()), "test")
-    alert = wait_for(lambda: [a for a in store.alerts.latest(50) if a.key.split(":", 1)[0]
-                              in ("order-not-sent", "order-unknown")], 30, 0.05, "the submit's outcome alerted")
+    daemon.tree.router.tell(
+        "order_manager",
+        OrderIntent(
+            intent_id="r429",
+            symbol="AAPL",
+            side="buy",
+            qty=2,
+            order_type="market",
+            limit_price=None,
+            take_profit=None,
+            stop_loss=None,
+            reason="test",
+            proposal_id="",
+            quote_recv_ns=time.time_ns(),
+        ),
+        "test",
+    )
+    alert = wait_for(
+        lambda: [a for a in store.alerts.latest(50) if a.key.split(":", 1)[0] in ("order-not-sent", "order-unknown")],
+        30,
+        0.05,
+        "the submit's outcome alerted",
+    )
     daemon.venue.set_faults(burst_429=0)
     assert [(a.key, a.level) for a in alert] == [("order-not-sent:AAPL", "WARNING")]
     record = store.orders.get("stk-r429")

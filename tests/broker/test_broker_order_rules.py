@@ -59,8 +59,9 @@ def test_protective_stops_may_spend_the_protection_reserve_entries_may_not():
     assert bucket.acquire(0.0, sleep=clock.sleep, protect=True) and not bucket.acquire(0.0, sleep=clock.sleep)
 
 
-@pytest.mark.parametrize("kw", [{"rate_per_min": 10, "reserve": 2, "protect_reserve": 8},
-                                {"rate_per_min": 10, "protect_reserve": -1}])
+@pytest.mark.parametrize(
+    "kw", [{"rate_per_min": 10, "reserve": 2, "protect_reserve": 8}, {"rate_per_min": 10, "protect_reserve": -1}]
+)
 def test_bucket_rejects_a_bad_protection_reserve(kw):
     with pytest.raises(ValueError, match="protect_reserve"):
         TokenBucket(**kw)
@@ -76,8 +77,9 @@ def test_acquire_waits_for_the_refill_up_to_its_limit():
     assert clock.t == pytest.approx(1001.0)
 
 
-@pytest.mark.parametrize("kw", [{"rate_per_min": 0}, {"rate_per_min": 10, "reserve": 10},
-                                {"rate_per_min": 10, "reserve": -1}])
+@pytest.mark.parametrize(
+    "kw", [{"rate_per_min": 0}, {"rate_per_min": 10, "reserve": 10}, {"rate_per_min": 10, "reserve": -1}]
+)
 def test_bucket_rejects_bad_parameters(kw):
     with pytest.raises(ValueError):
         TokenBucket(**kw)
@@ -98,12 +100,30 @@ def test_limited_client_sends_nothing_once_the_budget_is_spent():
     key, secret = "PKBUDGETTEST01", "budget-test-secret-01"
     venue = start_venue(VenueConfig(api_key=key, api_secret=secret, symbols=("AAPL",)))
     try:
-        limited = limit_client(make_trading_client(key, secret, venue.base_url, timeout_s=5),
-                               TokenBucket(1, reserve=0, capacity=2), max_wait_s=0.0)
-        requests = [build_request(OrderIntent(intent_id=f"b{i}", symbol="AAPL", side="buy", qty=1, order_type="limit",
-                                              limit_price=1.0, take_profit=None, stop_loss=None, reason="t",
-                                              proposal_id="", quote_recv_ns=0), client_order_id(f"b{i}"))
-                    for i in range(3)]
+        limited = limit_client(
+            make_trading_client(key, secret, venue.base_url, timeout_s=5),
+            TokenBucket(1, reserve=0, capacity=2),
+            max_wait_s=0.0,
+        )
+        requests = [
+            build_request(
+                OrderIntent(
+                    intent_id=f"b{i}",
+                    symbol="AAPL",
+                    side="buy",
+                    qty=1,
+                    order_type="limit",
+                    limit_price=1.0,
+                    take_profit=None,
+                    stop_loss=None,
+                    reason="t",
+                    proposal_id="",
+                    quote_recv_ns=0,
+                ),
+                client_order_id(f"b{i}"),
+            )
+            for i in range(3)
+        ]
         limited.submit_order(requests[0])
         limited.submit_order(requests[1])
         with pytest.raises(BudgetSpent):
@@ -114,8 +134,9 @@ def test_limited_client_sends_nothing_once_the_budget_is_spent():
         # The emergency client is never held back, and what it spends is gone for the others.
         bucket = TokenBucket(60, reserve=1, capacity=2)
         ordinary = limit_client(make_trading_client(key, secret, venue.base_url, timeout_s=5), bucket, 0.0)
-        urgent = limit_client(make_trading_client(key, secret, venue.base_url, timeout_s=5), bucket, 0.0,
-                              emergency=True)
+        urgent = limit_client(
+            make_trading_client(key, secret, venue.base_url, timeout_s=5), bucket, 0.0, emergency=True
+        )
         for _ in range(3):
             urgent.get_account()
         with pytest.raises(BudgetSpent):
@@ -136,17 +157,43 @@ def test_a_protective_client_is_sent_where_an_ordinary_one_is_refused():
     try:
         bucket = TokenBucket(1, reserve=1, capacity=4, protect_reserve=2)  # 1 a minute: no refill to speak of
         entries = limit_client(make_trading_client(key, secret, venue.base_url, timeout_s=5), bucket, 0.0)
-        stops = limit_client(make_trading_client(key, secret, venue.base_url, timeout_s=5), bucket, 0.0,
-                             protect=True)
+        stops = limit_client(make_trading_client(key, secret, venue.base_url, timeout_s=5), bucket, 0.0, protect=True)
         entries.get_account()  # 4 -> 3: the reserves (1 + 2) are all that is left
-        entry = build_request(OrderIntent(intent_id="e1", symbol="AAPL", side="buy", qty=1, order_type="limit",
-                                          limit_price=1.0, take_profit=None, stop_loss=None, reason="t",
-                                          proposal_id="", quote_recv_ns=0), client_order_id("e1"))
+        entry = build_request(
+            OrderIntent(
+                intent_id="e1",
+                symbol="AAPL",
+                side="buy",
+                qty=1,
+                order_type="limit",
+                limit_price=1.0,
+                take_profit=None,
+                stop_loss=None,
+                reason="t",
+                proposal_id="",
+                quote_recv_ns=0,
+            ),
+            client_order_id("e1"),
+        )
         with pytest.raises(BudgetSpent):
             entries.submit_order(entry)
-        stop = build_request(OrderIntent(intent_id="p1", symbol="AAPL", side="buy", qty=1, order_type="stop",
-                                         limit_price=None, take_profit=None, stop_loss=None, reason="t",
-                                         proposal_id="", quote_recv_ns=0, stop_price=1e6), client_order_id("p1"))
+        stop = build_request(
+            OrderIntent(
+                intent_id="p1",
+                symbol="AAPL",
+                side="buy",
+                qty=1,
+                order_type="stop",
+                limit_price=None,
+                take_profit=None,
+                stop_loss=None,
+                reason="t",
+                proposal_id="",
+                quote_recv_ns=0,
+                stop_price=1e6,
+            ),
+            client_order_id("p1"),
+        )
         stops.submit_order(stop)
         stops.get_order_by_client_id("stk-p1")
         with pytest.raises(BudgetSpent):  # the emergency reserve is not the protective stops' to spend
@@ -157,15 +204,18 @@ def test_a_protective_client_is_sent_where_an_ordinary_one_is_refused():
         venue.stop()
 
 
-@pytest.mark.parametrize(("code", "message", "reason"), [
-    # Alpaca no longer refuses day trades (FINRA retired the PDT rule): an old code is just "other"
-    (40310100, "trade denied due to pattern day trading protection", "other"),
-    (40310000, "potential wash trade detected. use complex orders", "wash_trade"),
-    (40310000, "insufficient buying power", "buying_power"),
-    (40310000, "insufficient qty available for order (requested: 10, available: 0)", "insufficient_qty"),
-    (42210000, "order is not cancelable", "other"),
-    (None, "", "other"),
-])
+@pytest.mark.parametrize(
+    ("code", "message", "reason"),
+    [
+        # Alpaca no longer refuses day trades (FINRA retired the PDT rule): an old code is just "other"
+        (40310100, "trade denied due to pattern day trading protection", "other"),
+        (40310000, "potential wash trade detected. use complex orders", "wash_trade"),
+        (40310000, "insufficient buying power", "buying_power"),
+        (40310000, "insufficient qty available for order (requested: 10, available: 0)", "insufficient_qty"),
+        (42210000, "order is not cancelable", "other"),
+        (None, "", "other"),
+    ],
+)
 def test_rejection_reasons(code, message, reason):
     assert rejection_reason(code, message) == reason
     assert reason in REJECTION_REASONS
@@ -186,9 +236,24 @@ def test_real_venue_rejection_is_read_back_as_its_reason():
         venue.set_faults(reject_next={"status": 403, "code": 40310000, "message": "insufficient buying power"})
         client = make_trading_client(key, secret, venue.base_url, timeout_s=5)
         with pytest.raises(APIError) as info:
-            client.submit_order(build_request(OrderIntent(
-                intent_id="r1", symbol="AAPL", side="buy", qty=1, order_type="market", limit_price=None,
-                take_profit=None, stop_loss=None, reason="t", proposal_id="", quote_recv_ns=0), "stk-r1"))
+            client.submit_order(
+                build_request(
+                    OrderIntent(
+                        intent_id="r1",
+                        symbol="AAPL",
+                        side="buy",
+                        qty=1,
+                        order_type="market",
+                        limit_price=None,
+                        take_profit=None,
+                        stop_loss=None,
+                        reason="t",
+                        proposal_id="",
+                        quote_recv_ns=0,
+                    ),
+                    "stk-r1",
+                )
+            )
         exc = info.value
         assert rejection_reason(api_error_code(exc), api_message(exc)) == "buying_power"
         assert not is_retryable(exc.status_code)
@@ -218,10 +283,18 @@ def test_uncovered_qty_counts_stops_only():
     assert uncovered_qty(10, [("trailing_stop", 12)]) == 0
 
 
-@pytest.mark.parametrize(("prev", "first", "kind"), [
-    (100.0, 100.5, "LOW"), (100.0, 99.0, "MODERATE"), (100.0, 101.9, "MODERATE"),
-    (100.0, 102.5, "HIGH"), (100.0, 95.0, "HIGH"), (100.0, 94.9, "EXTREME"), (100.0, 110.0, "EXTREME"),
-])
+@pytest.mark.parametrize(
+    ("prev", "first", "kind"),
+    [
+        (100.0, 100.5, "LOW"),
+        (100.0, 99.0, "MODERATE"),
+        (100.0, 101.9, "MODERATE"),
+        (100.0, 102.5, "HIGH"),
+        (100.0, 95.0, "HIGH"),
+        (100.0, 94.9, "EXTREME"),
+        (100.0, 110.0, "EXTREME"),
+    ],
+)
 def test_gap_classes(prev, first, kind):
     assert gap_class(gap_pct(prev, first), 1.0, 2.0, 5.0) == kind
 
@@ -232,18 +305,27 @@ def test_gap_pct_sign_and_bad_close():
         gap_pct(0.0, 10.0)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("[orders]\npoll_interval_s = 0\n", "settings: orders.poll_interval_s = 0: must be > 0"),
-    ("[orders]\ntrailing_stop_pct = 150\n", "settings: orders.trailing_stop_pct = 150: must be > 0 and <= 100"),
-    ("[reconciler]\ninterval_s = 20\nmax_unprotected_s = 39\n",
-     "settings: reconciler.max_unprotected_s = 39: must be >= 2 x reconciler.interval_s (20)"),
-    ("[reconciler]\ngap_high_pct = 6\n",
-     "settings: reconciler.gap_high_pct = 6: must satisfy gap_moderate_pct < gap_high_pct < gap_extreme_pct"),
-    ("[reconciler]\nfills_lookback_s = -1\n", "settings: reconciler.fills_lookback_s = -1: must be > 0"),
-    ("[orders]\nrate_limit_per_min = 40\nemergency_reserve = 20\nprotect_reserve = 20\n",
-     "settings: orders.protect_reserve = 20: must be < orders.rate_limit_per_min - orders.emergency_reserve (20)"),
-    ("[orders]\nprotect_reserve = -1\n", "settings: orders.protect_reserve = -1: must be >= 0"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[orders]\npoll_interval_s = 0\n", "settings: orders.poll_interval_s = 0: must be > 0"),
+        ("[orders]\ntrailing_stop_pct = 150\n", "settings: orders.trailing_stop_pct = 150: must be > 0 and <= 100"),
+        (
+            "[reconciler]\ninterval_s = 20\nmax_unprotected_s = 39\n",
+            "settings: reconciler.max_unprotected_s = 39: must be >= 2 x reconciler.interval_s (20)",
+        ),
+        (
+            "[reconciler]\ngap_high_pct = 6\n",
+            "settings: reconciler.gap_high_pct = 6: must satisfy gap_moderate_pct < gap_high_pct < gap_extreme_pct",
+        ),
+        ("[reconciler]\nfills_lookback_s = -1\n", "settings: reconciler.fills_lookback_s = -1: must be > 0"),
+        (
+            "[orders]\nrate_limit_per_min = 40\nemergency_reserve = 20\nprotect_reserve = 20\n",
+            "settings: orders.protect_reserve = 20: must be < orders.rate_limit_per_min - orders.emergency_reserve (20)",
+        ),
+        ("[orders]\nprotect_reserve = -1\n", "settings: orders.protect_reserve = -1: must be >= 0"),
+    ],
+)
 def test_order_and_reconciler_settings_name_the_bad_value(tmp_path, text, expected):
     from stockade.config.settings import SettingsError, load_settings
 

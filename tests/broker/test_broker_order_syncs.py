@@ -68,13 +68,15 @@ def syncs(monkeypatch):
 def daemon(tmp_path, syncs):
     from stockade.ops.daemon import Daemon
 
-    settings = settings_from_dict({
-        "trading": {"symbols": list(SYMBOLS)},
-        "venue": {"quote_rate_hz": 20.0},
-        "voter": {"mode": "manual"},  # only this test's intents trade
-        "logging": {"level": "WARNING"},
-        "dashboard": {"port": 0},  # any free port: tests run side by side
-    })
+    settings = settings_from_dict(
+        {
+            "trading": {"symbols": list(SYMBOLS)},
+            "venue": {"quote_rate_hz": 20.0},
+            "voter": {"mode": "manual"},  # only this test's intents trade
+            "logging": {"level": "WARNING"},
+            "dashboard": {"port": 0},  # any free port: tests run side by side
+        }
+    )
     d = Daemon(settings, "embedded", None, Namespace(data_dir=str(tmp_path / "data"), duration=None))
     d._start()
     try:
@@ -89,9 +91,18 @@ def _intent(daemon, i: int) -> OrderIntent:
     # Brackets: the position is protected from the start, so the reconciler
     # adds no protective stop (an intent of its own) during the test.
     return OrderIntent(
-        intent_id=f"s{i:02d}", symbol=symbol, side="buy", qty=3, order_type="market", limit_price=None,
-        take_profit=round(q.ask * 1.2, 2), stop_loss=round(q.bid * 0.8, 2), reason="test", proposal_id="",
-        quote_recv_ns=time.time_ns())
+        intent_id=f"s{i:02d}",
+        symbol=symbol,
+        side="buy",
+        qty=3,
+        order_type="market",
+        limit_price=None,
+        take_profit=round(q.ask * 1.2, 2),
+        stop_loss=round(q.bid * 0.8, 2),
+        reason="test",
+        proposal_id="",
+        quote_recv_ns=time.time_ns(),
+    )
 
 
 def test_lmdb_does_not_sync_by_itself(tmp_path):
@@ -137,16 +148,24 @@ def test_a_store_rebuilt_from_its_inputs_syncs_only_at_close(tmp_path, syncs):
 
 def test_one_sync_per_order_the_intent_before_the_broker_sees_it(daemon, syncs):
     wait_for(lambda: daemon.svc.first_reconcile.is_set(), 30, 0.05, "first reconcile")
-    wait_for(lambda: all(daemon.venue.call(lambda s=s: daemon.venue.ctx.exchange.quotes.get(s)) for s in SYMBOLS),
-             30, 0.05, "quotes")
+    wait_for(
+        lambda: all(daemon.venue.call(lambda s=s: daemon.venue.ctx.exchange.quotes.get(s)) for s in SYMBOLS),
+        30,
+        0.05,
+        "quotes",
+    )
     store = daemon.svc.store
     journal_before = store.journal.last_seq()
     syncs.clear()
     n = 6
     for i in range(n):
         daemon.tree.router.tell("order_manager", _intent(daemon, i), "test")
-    wait_for(lambda: all((r := store.orders.get(f"stk-s{i:02d}")) is not None and r.state == "filled"
-                         for i in range(n)), 60, 0.05, "every order filled")
+    wait_for(
+        lambda: all((r := store.orders.get(f"stk-s{i:02d}")) is not None and r.state == "filled" for i in range(n)),
+        60,
+        0.05,
+        "every order filled",
+    )
 
     ours = syncs.order_manager()
     # Each sync of the order manager is an intent's, taken in on_intent (before

@@ -38,8 +38,12 @@ def _daemon(venue, data_dir, created=None, **sections):
     base = {
         "trading": {"symbols": ["AAPL", "MSFT"]},
         "venue": {"mode": "alpaca"},
-        "alpaca": {"trading_url": venue.base_url, "data_url": venue.base_url,
-                   "stream_url": venue.data_stream_url("iex"), "trading_stream_url": venue.trading_stream_url},
+        "alpaca": {
+            "trading_url": venue.base_url,
+            "data_url": venue.base_url,
+            "stream_url": venue.data_stream_url("iex"),
+            "trading_stream_url": venue.trading_stream_url,
+        },
         "voter": {"mode": "manual"},  # nothing of its own: only what the person did
         "reconciler": {"interval_s": 1.0, "max_unprotected_s": 4.0},
         "logging": {"level": "WARNING"},
@@ -65,8 +69,13 @@ def _buy(client, coid: str, qty: int, limit: float | None = None):
     from alpaca.trading.enums import OrderSide, TimeInForce
     from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 
-    common = {"symbol": "AAPL", "qty": qty, "side": OrderSide.BUY, "time_in_force": TimeInForce.DAY,
-              "client_order_id": coid}
+    common = {
+        "symbol": "AAPL",
+        "qty": qty,
+        "side": OrderSide.BUY,
+        "time_in_force": TimeInForce.DAY,
+        "client_order_id": coid,
+    }
     if limit is None:
         return client.submit_order(MarketOrderRequest(**common))
     return client.submit_order(LimitOrderRequest(limit_price=limit, **common))
@@ -91,24 +100,38 @@ def test_external_orders_and_positions_are_adopted_and_protected(venue, tmp_path
         held = wait_for(lambda: store.positions.get("AAPL"), 10, 0.05, "position adopted")
         assert held.qty == 10
         wait_for(lambda: (r := store.orders.get("by-hand-2")) and r.state == "accepted", 10, 0.05, "order adopted")
-        filled = wait_for(lambda: (r := store.orders.get("by-hand-1")) and r.state == "filled" and r, 10, 0.05,
-                          "filled order adopted")
+        filled = wait_for(
+            lambda: (r := store.orders.get("by-hand-1")) and r.state == "filled" and r, 10, 0.05, "filled order adopted"
+        )
         assert filled.filled_qty == 10
         # Its fill is in the fill ledger once, and was not added to the adopted position again.
         assert sum(f.qty for f in store.fills.values() if f.client_order_id == "by-hand-1") == 10
         # The bare position got a protective stop within the bound.
         started = time.monotonic()
-        stop = wait_for(lambda: [o for o in venue.call(lambda: list(venue.ctx.exchange.open_orders()))
-                                 if o.symbol == "AAPL" and o.side == "sell" and o.type == "stop"], 4.0, 0.05,
-                        "a protective stop at the venue")
+        stop = wait_for(
+            lambda: [
+                o
+                for o in venue.call(lambda: list(venue.ctx.exchange.open_orders()))
+                if o.symbol == "AAPL" and o.side == "sell" and o.type == "stop"
+            ],
+            4.0,
+            0.05,
+            "a protective stop at the venue",
+        )
         assert stop[0].qty == 10 and stop[0].client_order_id.startswith("stk-protect-")
         assert time.monotonic() - started < 4.0
         # A second by-hand buy while running: its fill reaches the position once.
         _buy(person, "by-hand-3", 4)
         wait_for(lambda: (p := store.positions.get("AAPL")) and p.qty == 14, 10, 0.05, "position 14")
         # The difference was alerted.
-        wait_for(lambda: [a for a in store.alerts.latest(50) if a.key == "reconcile-mismatch"
-                          and "external order" in a.text], 10, 0.05, "mismatch alert")
+        wait_for(
+            lambda: [
+                a for a in store.alerts.latest(50) if a.key == "reconcile-mismatch" and "external order" in a.text
+            ],
+            10,
+            0.05,
+            "mismatch alert",
+        )
         assert venue.call(lambda: venue.ctx.exchange.get_order_by_client_id("by-hand-2").status) == "new"
         fills: dict[str, int] = defaultdict(int)
         for f in store.fills.values():
@@ -135,7 +158,8 @@ def test_gap_at_the_open_is_measured_for_held_positions(venue, tmp_path):
         assert set(report) == {"AAPL"}  # held symbols only
         aapl = report["AAPL"]
         snap = make_data_client(KEY, SECRET, venue.base_url).get_stock_snapshot(
-            StockSnapshotRequest(symbol_or_symbols=["AAPL"], feed="iex"))["AAPL"]
+            StockSnapshotRequest(symbol_or_symbols=["AAPL"], feed="iex")
+        )["AAPL"]
         assert aapl["previous_close"] == pytest.approx(snap.previous_daily_bar.close)
         assert aapl["gap_pct"] == pytest.approx(gap_pct(aapl["previous_close"], aapl["open"]), abs=1e-3)
         assert aapl["class"] == gap_class(aapl["gap_pct"], 1.0, 2.0, 5.0)
@@ -169,8 +193,16 @@ def test_a_broker_snapshot_older_than_a_known_fill_is_not_adopted(venue, tmp_pat
     first = _daemon(venue, data)
     try:
         wait_for(lambda: (p := first.svc.store.positions.get("AAPL")) and p.qty == 10, 10, 0.05, "adopted")
-        wait_for(lambda: [o for o in venue.call(lambda: list(venue.ctx.exchange.open_orders()))
-                          if o.symbol == "AAPL" and o.type == "stop"], 10, 0.05, "its protective stop")
+        wait_for(
+            lambda: [
+                o
+                for o in venue.call(lambda: list(venue.ctx.exchange.open_orders()))
+                if o.symbol == "AAPL" and o.type == "stop"
+            ],
+            10,
+            0.05,
+            "its protective stop",
+        )
     finally:
         first._stop()
 
@@ -188,8 +220,12 @@ def test_a_broker_snapshot_older_than_a_known_fill_is_not_adopted(venue, tmp_pat
             store = second[0].svc.store
             wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening")
             venue.call(lambda: venue.ctx.market.crash(10.0, ["AAPL"]))  # the stop, 3% under, fills
-            wait_for(lambda: (p := store.positions.get("AAPL")) is not None and p.qty == 0, 15, 0.05,
-                     "the stop's fill in the ledger")
+            wait_for(
+                lambda: (p := store.positions.get("AAPL")) is not None and p.qty == 0,
+                15,
+                0.05,
+                "the stop's fill in the ledger",
+            )
             fired.set()
         return answer
 
@@ -200,8 +236,10 @@ def test_a_broker_snapshot_older_than_a_known_fill_is_not_adopted(venue, tmp_pat
     try:
         store = daemon.svc.store
         assert fired.is_set()
-        assert venue.call(lambda: venue.ctx.exchange.positions.get("AAPL")) is None or \
-            venue.call(lambda: venue.ctx.exchange.positions["AAPL"].qty) == 0
+        assert (
+            venue.call(lambda: venue.ctx.exchange.positions.get("AAPL")) is None
+            or venue.call(lambda: venue.ctx.exchange.positions["AAPL"].qty) == 0
+        )
         # The first pass is done: the stale answer (10 shares) was not adopted.
         assert store.positions.get("AAPL").qty == 0
         # Two more passes, on fresh answers: still no phantom, and no stop for shares that are gone.
@@ -216,8 +254,13 @@ def test_a_broker_snapshot_older_than_a_known_fill_is_not_adopted(venue, tmp_pat
 
 def _venue_stops(venue, symbol: str) -> list:
     """The venue's own records of sell stops in `symbol` (any status)."""
-    return venue.call(lambda: [o for o in venue.ctx.exchange.orders.values()
-                               if o.symbol == symbol and o.side == "sell" and o.type == "stop"])
+    return venue.call(
+        lambda: [
+            o
+            for o in venue.ctx.exchange.orders.values()
+            if o.symbol == symbol and o.side == "sell" and o.type == "stop"
+        ]
+    )
 
 
 def _resting_buy_then_fill(venue, person, coid: str, qty: int, during: dict) -> int:
@@ -240,23 +283,33 @@ def test_a_fill_outside_the_brackets_gets_its_stop_at_once_through_429s(venue, t
     bound_s = 60.0  # the smallest the settings allow with a 30 s pass
     person = _person(venue)
     wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
-    daemon = _daemon(venue, tmp_path / "data", orders={"retry_backoff_s": 0.05},
-                     reconciler={"interval_s": 30.0, "max_unprotected_s": bound_s, "protective_stop_pct": 10.0})
+    daemon = _daemon(
+        venue,
+        tmp_path / "data",
+        orders={"retry_backoff_s": 0.05},
+        reconciler={"interval_s": 30.0, "max_unprotected_s": bound_s, "protective_stop_pct": 10.0},
+    )
     try:
         store = daemon.svc.store
         wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening")
         # The first protective request meets a burst of 429s whole, then one request in two is refused.
         attempts = daemon.svc.settings.orders.max_retries + 1
-        filled_ns = _resting_buy_then_fill(venue, person, "by-hand-bare", 7, {
-            "burst_429": attempts, "http_error_rate": 0.5, "http_error_status": 429, "seed": 3})
+        filled_ns = _resting_buy_then_fill(
+            venue,
+            person,
+            "by-hand-bare",
+            7,
+            {"burst_429": attempts, "http_error_rate": 0.5, "http_error_status": 429, "seed": 3},
+        )
         stops = wait_for(lambda: _venue_stops(venue, "AAPL"), 20, 0.02, "a protective stop at the venue")
         venue.set_faults(http_error_rate=0.0, burst_429=0)
         assert sum(o.qty for o in stops) == 7 and len(stops) == 1
         assert stops[0].client_order_id.startswith("stk-protect-")
         assert (stops[0].created_at_ns - filled_ns) / 1e9 <= bound_s
         # The 429s did bite: the first request was refused before placing (not sent, not "unknown").
-        refused = [r for r in store.orders.values() if r.client_order_id.startswith("stk-protect-")
-                   and r.state == "canceled"]
+        refused = [
+            r for r in store.orders.values() if r.client_order_id.startswith("stk-protect-") and r.state == "canceled"
+        ]
         assert refused and all("429" in r.last_error for r in refused)
         assert not [a for a in store.alerts.latest(100) if a.key.startswith("order-unknown")]
     finally:
@@ -268,14 +321,22 @@ def test_shares_left_bare_past_the_bound_are_alerted_critical_then_protected(ven
     CRITICAL `unprotected:AAPL`; once the broker takes requests again the stop rests."""
     person = _person(venue)
     wait_for(lambda: venue.call(lambda: venue.ctx.exchange.quotes.get("AAPL")), 30, 0.05, "quotes")
-    daemon = _daemon(venue, tmp_path / "data", orders={"retry_backoff_s": 0.05},
-                     reconciler={"interval_s": 1.0, "max_unprotected_s": 2.0, "protective_stop_pct": 10.0})
+    daemon = _daemon(
+        venue,
+        tmp_path / "data",
+        orders={"retry_backoff_s": 0.05},
+        reconciler={"interval_s": 1.0, "max_unprotected_s": 2.0, "protective_stop_pct": 10.0},
+    )
     try:
         store = daemon.svc.store
         wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening")
         _resting_buy_then_fill(venue, person, "by-hand-late", 3, {"http_error_rate": 1.0, "http_error_status": 429})
-        critical = wait_for(lambda: [a for a in store.alerts.latest(100) if a.key == "unprotected:AAPL"
-                                     and a.level == "CRITICAL"], 20, 0.05, "the CRITICAL alert")
+        critical = wait_for(
+            lambda: [a for a in store.alerts.latest(100) if a.key == "unprotected:AAPL" and a.level == "CRITICAL"],
+            20,
+            0.05,
+            "the CRITICAL alert",
+        )
         assert "3 shares" in critical[0].text
         assert not _venue_stops(venue, "AAPL")  # nothing could be placed
         venue.set_faults(http_error_rate=0.0)
@@ -304,8 +365,12 @@ def test_a_stream_reconnect_or_a_failed_pass_brings_the_next_pass_forward(venue,
         done = _passes(store)
         caplog.set_level(logging.WARNING, logger="stockade.actors.reconciler")
         venue.set_faults(http_error_rate=1.0, http_error_status=429, drop_streams="trading")
-        wait_for(lambda: [r for r in caplog.records if "reconcile: broker unreachable" in r.getMessage()], 10, 0.05,
-                 "a pass refused with 429")
+        wait_for(
+            lambda: [r for r in caplog.records if "reconcile: broker unreachable" in r.getMessage()],
+            10,
+            0.05,
+            "a pass refused with 429",
+        )
         venue.set_faults(http_error_rate=0.0)
         wait_for(lambda: _passes(store) > done, 10, 0.05, "the failed pass tried again")
     finally:
@@ -328,13 +393,24 @@ def test_no_protective_stop_for_shares_sold_where_the_stream_could_not_see(venue
         store = daemon.svc.store
         wait_for(lambda: _stream_listening(venue), 15, 0.05, "the trade stream listening")
         _buy(person, "by-hand-gone", 10)
-        stop = wait_for(lambda: [o for o in _venue_stops(venue, "AAPL") if o.status in ("new", "accepted")], 15, 0.05,
-                        "stockade's protective stop")[0]
+        stop = wait_for(
+            lambda: [o for o in _venue_stops(venue, "AAPL") if o.status in ("new", "accepted")],
+            15,
+            0.05,
+            "stockade's protective stop",
+        )[0]
         wait_for(lambda: (r := store.orders.get(stop.client_order_id)) and r.state == "accepted", 10, 0.05, "acked")
         venue.set_faults(stream_silent=True)
         person.cancel_order_by_id(stop.id)
-        person.submit_order(MarketOrderRequest(symbol="AAPL", qty=10, side=OrderSide.SELL,
-                                               time_in_force=TimeInForce.DAY, client_order_id="by-hand-sold"))
+        person.submit_order(
+            MarketOrderRequest(
+                symbol="AAPL",
+                qty=10,
+                side=OrderSide.SELL,
+                time_in_force=TimeInForce.DAY,
+                client_order_id="by-hand-sold",
+            )
+        )
         wait_for(lambda: _venue_filled(venue, "by-hand-sold"), 10, 0.05, "the person's sale filled")
         assert store.positions.get("AAPL").qty == 10  # the ledger saw none of it
         # The stream comes back: the order manager re-syncs its orders (the stop
@@ -422,16 +498,39 @@ def test_a_snapshot_request_for_shares_the_broker_no_longer_holds_places_nothing
         store = daemon.svc.store
         caplog.set_level(logging.INFO, logger="stockade.actors.order_manager")
         # The ledger ahead of the broker: 5 shares it believes held, none at the venue.
-        store.positions.put("AAPL", PositionRecord(symbol="AAPL", qty=5, avg_entry_price=100.0,
-                                                   updated_ns=time.time_ns()))
+        store.positions.put(
+            "AAPL", PositionRecord(symbol="AAPL", qty=5, avg_entry_price=100.0, updated_ns=time.time_ns())
+        )
         # The reconciler's request, from a snapshot taken before the shares went.
-        daemon.tree.router.tell("order_manager", OrderIntent(
-            intent_id="protect-stale-snapshot", symbol="AAPL", side="sell", qty=5, order_type="stop",
-            limit_price=None, take_profit=None, stop_loss=None, reason="protective stop for an unprotected position",
-            proposal_id="", quote_recv_ns=time.time_ns(), reduce_only=True, stop_price=90.0), "reconciler")
-        wait_for(lambda: [r for r in caplog.records
-                          if "protective stop for AAPL not sent: the broker does not hold" in r.getMessage()],
-                 15, 0.05, "the request dropped")
+        daemon.tree.router.tell(
+            "order_manager",
+            OrderIntent(
+                intent_id="protect-stale-snapshot",
+                symbol="AAPL",
+                side="sell",
+                qty=5,
+                order_type="stop",
+                limit_price=None,
+                take_profit=None,
+                stop_loss=None,
+                reason="protective stop for an unprotected position",
+                proposal_id="",
+                quote_recv_ns=time.time_ns(),
+                reduce_only=True,
+                stop_price=90.0,
+            ),
+            "reconciler",
+        )
+        wait_for(
+            lambda: [
+                r
+                for r in caplog.records
+                if "protective stop for AAPL not sent: the broker does not hold" in r.getMessage()
+            ],
+            15,
+            0.05,
+            "the request dropped",
+        )
         assert store.orders.get("stk-protect-stale-snapshot") is None
         assert not _venue_stops(venue, "AAPL")
     finally:

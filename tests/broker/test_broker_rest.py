@@ -24,8 +24,12 @@ from stockade.broker.rest import (
 )
 
 KEY, SECRET = "PKREST000TEST", "rest-secret-0123456789"
-CLOCK = {"timestamp": "2024-03-01T10:00:00-05:00", "is_open": True,
-         "next_open": "2024-03-04T09:30:00-05:00", "next_close": "2024-03-01T16:00:00-05:00"}
+CLOCK = {
+    "timestamp": "2024-03-01T10:00:00-05:00",
+    "is_open": True,
+    "next_open": "2024-03-04T09:30:00-05:00",
+    "next_close": "2024-03-01T16:00:00-05:00",
+}
 
 
 # ---- endpoints ----------------------------------------------------------------------
@@ -60,8 +64,9 @@ def test_settings_win_over_env_and_venue_urls():
         stream_url="ws://127.0.0.1:8123/v2/iex",
         env={"APCA_API_BASE_URL": "https://api.alpaca.markets"},
     )
-    assert ep == BrokerEndpoints("http://127.0.0.1:8123", "http://127.0.0.1:8123",
-                                 "ws://127.0.0.1:8123/v2/iex", "ws://127.0.0.1:8123/stream")
+    assert ep == BrokerEndpoints(
+        "http://127.0.0.1:8123", "http://127.0.0.1:8123", "ws://127.0.0.1:8123/v2/iex", "ws://127.0.0.1:8123/stream"
+    )
 
 
 def test_endpoints_for_a_settings_section():
@@ -82,7 +87,12 @@ def test_endpoints_for_a_settings_section():
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(trading_url="ftp://x"), dict(stream_url="https://x/v2/iex"), dict(trading_stream_url="x"), dict(feed="nasdaq")],
+    [
+        dict(trading_url="ftp://x"),
+        dict(stream_url="https://x/v2/iex"),
+        dict(trading_stream_url="x"),
+        dict(feed="nasdaq"),
+    ],
 )
 def test_bad_urls_name_the_setting(kw):
     with pytest.raises(ValueError) as info:
@@ -95,8 +105,10 @@ def test_bad_urls_name_the_setting(kw):
 
 def test_redact_registered_and_field_values():
     register_secret(KEY, SECRET, "", None, "ab")
-    text = (f'auth {{"action":"auth","key":"{KEY}","secret":"{SECRET}"}} '
-            f"APCA-API-SECRET-KEY: other-secret key_id=abc secret_key=zzz; plain {SECRET}")
+    text = (
+        f'auth {{"action":"auth","key":"{KEY}","secret":"{SECRET}"}} '
+        f"APCA-API-SECRET-KEY: other-secret key_id=abc secret_key=zzz; plain {SECRET}"
+    )
     out = redact(text)
     assert KEY not in out and SECRET not in out and "other-secret" not in out and "zzz" not in out
     assert "ab" in redact("ab cd")  # too short to be registered

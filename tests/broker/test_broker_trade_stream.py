@@ -9,7 +9,6 @@ import threading
 import time
 
 import pytest
-
 from broker_peer import KEY, SECRET, ScriptedPeer, hold, recv_msg
 from waiting import wait_for
 
@@ -106,7 +105,9 @@ async def trading_handshake(peer, ws, i, *, authorized: bool = True) -> None:
     assert auth == {"action": "authenticate", "data": {"key_id": KEY, "secret_key": SECRET}}, auth
     status = "authorized" if authorized else "unauthorized"
     # Alpaca's paper trading stream answers in binary frames holding JSON.
-    await ws.send(json.dumps({"stream": "authorization", "data": {"status": status, "action": "authenticate"}}).encode())
+    await ws.send(
+        json.dumps({"stream": "authorization", "data": {"status": status, "action": "authenticate"}}).encode()
+    )
     if not authorized:
         return
     listen = await recv_msg(peer, ws, i)

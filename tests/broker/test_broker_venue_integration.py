@@ -6,17 +6,15 @@ import random
 import threading
 
 import pytest
-
 from waiting import wait_for
 
 from stockade.broker.backoff import Backoff
 
 venue_server = pytest.importorskip("stockade.venue.server")
-from stockade.venue.config import VenueConfig  # noqa: E402
-
 from stockade.broker.market_stream import MarketDataStream  # noqa: E402
 from stockade.broker.rest import make_trading_client  # noqa: E402
 from stockade.broker.trade_stream import TradeUpdatesStream  # noqa: E402
+from stockade.venue.config import VenueConfig  # noqa: E402
 
 KEY, SECRET = "PKVENUEINTEG01", "venue-integration-secret"
 
@@ -52,7 +50,9 @@ class Box:
 @pytest.fixture
 def venue(tmp_path):
     handle = venue_server.start_venue(
-        VenueConfig(api_key=KEY, api_secret=SECRET, data_dir=str(tmp_path), symbols=("AAPL", "MSFT"), quote_rate_hz=50.0)
+        VenueConfig(
+            api_key=KEY, api_secret=SECRET, data_dir=str(tmp_path), symbols=("AAPL", "MSFT"), quote_rate_hz=50.0
+        )
     )
     try:
         yield handle
@@ -68,9 +68,18 @@ def _backoff(seed: int) -> Backoff:
 def test_market_stream_against_venue_with_faults(venue, encoding):
     box = Box()
     stream = MarketDataStream(
-        venue.data_stream_url("iex"), KEY, SECRET, ["AAPL", "MSFT"], box.add, box.event,
-        encoding=encoding, silence_timeout_s=0.5, connect_timeout_s=5, close_timeout_s=0.5,
-        backoff=_backoff(1), limit_delay_s=0.2,
+        venue.data_stream_url("iex"),
+        KEY,
+        SECRET,
+        ["AAPL", "MSFT"],
+        box.add,
+        box.event,
+        encoding=encoding,
+        silence_timeout_s=0.5,
+        connect_timeout_s=5,
+        close_timeout_s=0.5,
+        backoff=_backoff(1),
+        limit_delay_s=0.2,
     )
     stream.start()
     try:
@@ -105,8 +114,17 @@ def test_trade_stream_and_rest_against_venue(venue):
 
     box = Box()
     stream = TradeUpdatesStream(
-        venue.trading_stream_url, KEY, SECRET, box.add, box.event, on_reconnect=box.resync,
-        connect_timeout_s=5, close_timeout_s=0.5, ping_interval_s=1, ping_timeout_s=2, backoff=_backoff(2),
+        venue.trading_stream_url,
+        KEY,
+        SECRET,
+        box.add,
+        box.event,
+        on_reconnect=box.resync,
+        connect_timeout_s=5,
+        close_timeout_s=0.5,
+        ping_interval_s=1,
+        ping_timeout_s=2,
+        backoff=_backoff(2),
     )
     stream.start()
     try:
@@ -114,8 +132,9 @@ def test_trade_stream_and_rest_against_venue(venue):
         client = make_trading_client(KEY, SECRET, venue.base_url, timeout_s=5)
         wait_for(lambda: client.get_clock().is_open, 10)
         order = client.submit_order(
-            MarketOrderRequest(symbol="AAPL", qty=3, side=OrderSide.BUY, time_in_force=TimeInForce.DAY,
-                               client_order_id="stk-venue-1")
+            MarketOrderRequest(
+                symbol="AAPL", qty=3, side=OrderSide.BUY, time_in_force=TimeInForce.DAY, client_order_id="stk-venue-1"
+            )
         )
 
         def filled():

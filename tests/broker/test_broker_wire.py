@@ -30,15 +30,54 @@ from stockade.codecs.alpaca_wire import (
 from stockade.codecs.messages import Bar, OrderUpdate, Quote, Trade
 
 # Frames as Alpaca documents them (market data v2).
-QUOTE = {"T": "q", "S": "AMD", "bx": "U", "bp": 87.66, "bs": 1, "ax": "Q", "ap": 87.68, "as": 4,
-         "t": "2021-02-22T15:51:45.335689322Z", "c": ["R"], "z": "C"}
-TRADE = {"T": "t", "i": 96921, "S": "AAPL", "x": "D", "p": 126.55, "s": 1, "t": "2021-02-22T15:51:44.208Z",
-         "c": ["@", "I"], "z": "C"}
-BAR = {"T": "b", "S": "SPY", "o": 388.985, "h": 389.13, "l": 388.975, "c": 389.12, "v": 49378,
-       "t": "2021-02-22T19:15:00Z", "n": 461, "vw": 389.062639}
-SUBSCRIPTION = {"T": "subscription", "trades": ["AAPL"], "quotes": ["AMD", "CLDR"], "bars": ["*"],
-                "updatedBars": [], "dailyBars": ["VOO"], "statuses": ["*"], "lulds": [],
-                "corrections": ["AAPL"], "cancelErrors": ["AAPL"]}
+QUOTE = {
+    "T": "q",
+    "S": "AMD",
+    "bx": "U",
+    "bp": 87.66,
+    "bs": 1,
+    "ax": "Q",
+    "ap": 87.68,
+    "as": 4,
+    "t": "2021-02-22T15:51:45.335689322Z",
+    "c": ["R"],
+    "z": "C",
+}
+TRADE = {
+    "T": "t",
+    "i": 96921,
+    "S": "AAPL",
+    "x": "D",
+    "p": 126.55,
+    "s": 1,
+    "t": "2021-02-22T15:51:44.208Z",
+    "c": ["@", "I"],
+    "z": "C",
+}
+BAR = {
+    "T": "b",
+    "S": "SPY",
+    "o": 388.985,
+    "h": 389.13,
+    "l": 388.975,
+    "c": 389.12,
+    "v": 49378,
+    "t": "2021-02-22T19:15:00Z",
+    "n": 461,
+    "vw": 389.062639,
+}
+SUBSCRIPTION = {
+    "T": "subscription",
+    "trades": ["AAPL"],
+    "quotes": ["AMD", "CLDR"],
+    "bars": ["*"],
+    "updatedBars": [],
+    "dailyBars": ["VOO"],
+    "statuses": ["*"],
+    "lulds": [],
+    "corrections": ["AAPL"],
+    "cancelErrors": ["AAPL"],
+}
 QUOTE_TS = 1614009105335689322
 
 
@@ -132,7 +171,7 @@ def test_trade_and_bar_validation():
         (msgpack.Timestamp(1614009105, 0), 1614009105_000000000),  # timestamp 32
         (msgpack.Timestamp(1614009105, 335689322), QUOTE_TS),  # timestamp 64
         (msgpack.Timestamp(2**34 + 5, 7), (2**34 + 5) * 10**9 + 7),  # timestamp 96
-        (msgpack.Timestamp(-1, 500), -10**9 + 500),  # before the epoch (timestamp 96)
+        (msgpack.Timestamp(-1, 500), -(10**9) + 500),  # before the epoch (timestamp 96)
     ],
 )
 def test_msgpack_timestamp_ext_exact_to_the_nanosecond(ts, expected):
@@ -147,7 +186,9 @@ def test_msgpack_string_timestamp_and_integer_prices():
 
 def test_msgpack_controls_and_text_frames_on_a_msgpack_stream():
     dec = MarketDecoder("msgpack")
-    assert dec.decode(msgpack.packb([{"T": "error", "code": 402, "msg": "auth failed"}])).controls == [ErrorFrame(402, "auth failed")]
+    assert dec.decode(msgpack.packb([{"T": "error", "code": 402, "msg": "auth failed"}])).controls == [
+        ErrorFrame(402, "auth failed")
+    ]
     # a text frame is JSON whatever the negotiated encoding
     assert dec.decode(json.dumps([QUOTE])).quotes[0].ts_ns == QUOTE_TS
 
@@ -155,7 +196,9 @@ def test_msgpack_controls_and_text_frames_on_a_msgpack_stream():
 # ---- malformed and unknown ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("frame", ["", "not json", "[", '{"T":"q"}', "42", b"\xff\xfe", '[{"T":"q","S":"X"}]', '[1, 2]'])
+@pytest.mark.parametrize(
+    "frame", ["", "not json", "[", '{"T":"q"}', "42", b"\xff\xfe", '[{"T":"q","S":"X"}]', "[1, 2]"]
+)
 def test_malformed_json_frames_raise_wire_error(frame):
     with pytest.raises(WireError):
         MarketDecoder().decode(frame)
@@ -214,8 +257,16 @@ def test_rfc3339(text, expected):
 
 @pytest.mark.parametrize(
     "text",
-    ["", "2021-02-22T15:51:45", "2021-02-22 15:51", "2021-02-22T15:51:45.Z", "2021-02-22T15:51:45.1_2Z",
-     "2021-22-02T15:51:45Z", "2021-02-22T15:51:45+0100", "abcd-ef-ghTij:kl:mnZ"],
+    [
+        "",
+        "2021-02-22T15:51:45",
+        "2021-02-22 15:51",
+        "2021-02-22T15:51:45.Z",
+        "2021-02-22T15:51:45.1_2Z",
+        "2021-22-02T15:51:45Z",
+        "2021-02-22T15:51:45+0100",
+        "abcd-ef-ghTij:kl:mnZ",
+    ],
 )
 def test_rfc3339_rejects(text):
     with pytest.raises(ValueError):
@@ -229,11 +280,19 @@ def test_request_encoding():
     assert json.loads(encode_auth("k", "s")) == {"action": "auth", "key": "k", "secret": "s"}
     assert msgpack.unpackb(encode_auth("k", "s", "msgpack")) == {"action": "auth", "key": "k", "secret": "s"}
     assert json.loads(encode_subscribe(quotes=["AAPL"], trades=["AAPL"])) == {
-        "action": "subscribe", "trades": ["AAPL"], "quotes": ["AAPL"]}
+        "action": "subscribe",
+        "trades": ["AAPL"],
+        "quotes": ["AAPL"],
+    }
     assert msgpack.unpackb(encode_unsubscribe(quotes=("A", "B"), encoding="msgpack")) == {
-        "action": "unsubscribe", "quotes": ["A", "B"]}
+        "action": "unsubscribe",
+        "quotes": ["A", "B"],
+    }
     assert isinstance(encode_subscribe(quotes=["A"]), str)  # text frame
-    assert json.loads(encode_trade_auth("k", "s")) == {"action": "authenticate", "data": {"key_id": "k", "secret_key": "s"}}
+    assert json.loads(encode_trade_auth("k", "s")) == {
+        "action": "authenticate",
+        "data": {"key_id": "k", "secret_key": "s"},
+    }
     assert json.loads(encode_listen()) == {"action": "listen", "data": {"streams": ["trade_updates"]}}
 
 
@@ -246,15 +305,37 @@ FILL = {
         "event": "partial_fill",
         "execution_id": "2f63ea93-423d-4169-b3f6-3fdafc10c418",
         "order": {
-            "asset_class": "us_equity", "asset_id": "b0b6dd9d-8b9b-48a9-ba46-b9d54906e415",
-            "canceled_at": None, "client_order_id": "stk-42",
-            "created_at": "2022-04-19T13:45:04.981350886-04:00", "expired_at": None, "extended_hours": False,
-            "failed_at": None, "filled_at": None, "filled_avg_price": "105.8988475", "filled_qty": "3",
-            "hwm": None, "id": "a5be8f5e-fdfa-41f5-a644-7a74fe947a8f", "legs": None, "limit_price": "106",
-            "notional": None, "order_class": "", "order_type": "limit", "qty": "5", "replaced_at": None,
-            "replaced_by": None, "replaces": None, "side": "sell", "status": "partially_filled", "stop_price": None,
-            "submitted_at": "2022-04-19T13:45:04.980944666-04:00", "symbol": "TSLA", "time_in_force": "day",
-            "trail_percent": None, "trail_price": None, "type": "limit",
+            "asset_class": "us_equity",
+            "asset_id": "b0b6dd9d-8b9b-48a9-ba46-b9d54906e415",
+            "canceled_at": None,
+            "client_order_id": "stk-42",
+            "created_at": "2022-04-19T13:45:04.981350886-04:00",
+            "expired_at": None,
+            "extended_hours": False,
+            "failed_at": None,
+            "filled_at": None,
+            "filled_avg_price": "105.8988475",
+            "filled_qty": "3",
+            "hwm": None,
+            "id": "a5be8f5e-fdfa-41f5-a644-7a74fe947a8f",
+            "legs": None,
+            "limit_price": "106",
+            "notional": None,
+            "order_class": "",
+            "order_type": "limit",
+            "qty": "5",
+            "replaced_at": None,
+            "replaced_by": None,
+            "replaces": None,
+            "side": "sell",
+            "status": "partially_filled",
+            "stop_price": None,
+            "submitted_at": "2022-04-19T13:45:04.980944666-04:00",
+            "symbol": "TSLA",
+            "time_in_force": "day",
+            "trail_percent": None,
+            "trail_price": None,
+            "type": "limit",
             "updated_at": "2022-04-19T13:45:05.027690731-04:00",
         },
         "position_qty": "-3",
@@ -269,10 +350,21 @@ def test_trade_update_fill_text_and_binary():
     for frame in (json.dumps(FILL), json.dumps(FILL).encode()):
         u = decode_trade_stream(frame)
         assert u == OrderUpdate(
-            event="partial_fill", client_order_id="stk-42", broker_order_id="a5be8f5e-fdfa-41f5-a644-7a74fe947a8f",
-            symbol="TSLA", side="sell", status="partially_filled", qty=5.0, filled_qty=3.0,
-            filled_avg_price=105.8988475, ts_ns=1650390305024916716, order_class="",
-            position_qty=-3.0, price=105.8988475, fill_qty=3.0, order_type="limit",
+            event="partial_fill",
+            client_order_id="stk-42",
+            broker_order_id="a5be8f5e-fdfa-41f5-a644-7a74fe947a8f",
+            symbol="TSLA",
+            side="sell",
+            status="partially_filled",
+            qty=5.0,
+            filled_qty=3.0,
+            filled_avg_price=105.8988475,
+            ts_ns=1650390305024916716,
+            order_class="",
+            position_qty=-3.0,
+            price=105.8988475,
+            fill_qty=3.0,
+            order_type="limit",
         )
 
 
@@ -296,7 +388,14 @@ def test_trade_update_new_event_and_numeric_values():
         del d[k]
     d["order"].update(status="new", filled_qty=0, filled_avg_price=None, qty=5, order_class="bracket")
     u = decode_trade_stream(json.dumps(msg))
-    assert (u.event, u.filled_qty, u.filled_avg_price, u.price, u.fill_qty, u.position_qty) == ("new", 0.0, None, None, None, None)
+    assert (u.event, u.filled_qty, u.filled_avg_price, u.price, u.fill_qty, u.position_qty) == (
+        "new",
+        0.0,
+        None,
+        None,
+        None,
+        None,
+    )
     assert u.qty == 5.0 and u.order_class == "bracket"
 
 
@@ -334,7 +433,11 @@ def test_malformed_trade_frames_raise(frame):
 def test_trade_stream_control_messages():
     ok = decode_trade_stream(b'{"stream":"authorization","data":{"status":"authorized","action":"authenticate"}}')
     assert ok == AuthReply(True, "authorized", "authenticate")
-    bad = decode_trade_stream('{"stream":"authorization","data":{"action":"authenticate","message":"access key verification failed","status":"unauthorized"}}')
+    bad = decode_trade_stream(
+        '{"stream":"authorization","data":{"action":"authenticate","message":"access key verification failed","status":"unauthorized"}}'
+    )
     assert not bad.authorized and bad.message == "access key verification failed"
-    assert decode_trade_stream('{"stream":"listening","data":{"streams":["trade_updates"]}}') == ListeningReply(("trade_updates",))
+    assert decode_trade_stream('{"stream":"listening","data":{"streams":["trade_updates"]}}') == ListeningReply(
+        ("trade_updates",)
+    )
     assert decode_trade_stream('{"stream":"account_updates","data":{}}') == OtherStreamMessage("account_updates")

@@ -4,8 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from stockade.config import paths
-from stockade.config import secrets
+from stockade.config import paths, secrets
 from stockade.config.settings import Settings, settings_from_dict
 
 
@@ -23,7 +22,9 @@ def test_socket_precedence(tmp_path):
     data = tmp_path / "data"
     s = Settings()
     assert paths.control_socket_path(s, data, {}) == data / "control.sock"
-    assert paths.control_socket_path(s, data, {"RUNTIME_DIRECTORY": "/run/stockade"}) == Path("/run/stockade/control.sock")
+    assert paths.control_socket_path(s, data, {"RUNTIME_DIRECTORY": "/run/stockade"}) == Path(
+        "/run/stockade/control.sock"
+    )
     pinned = settings_from_dict({"control": {"socket": "/tmp/x.sock"}})
     assert paths.control_socket_path(pinned, data, {"RUNTIME_DIRECTORY": "/run/stockade"}) == Path("/tmp/x.sock")
     rel = settings_from_dict({"control": {"socket": "ctl/s.sock"}})
@@ -73,7 +74,8 @@ def test_webhook_url_path_is_a_secret_of_its_own():
     assert secrets.known_secret_values(env) == [env["STOCKADE_WEBHOOK_URL"], "/services/T000/B000/tokentoken"]
     # A path too short to be a token is not listed (it would redact ordinary words).
     assert secrets.known_secret_values({"STOCKADE_WEBHOOK_URL": "https://example.com/hook"}) == [
-        "https://example.com/hook"]
+        "https://example.com/hook"
+    ]
 
 
 def test_daemon_log_filter_redacts_messages_args_and_tracebacks():

@@ -65,24 +65,57 @@ def test_weights_table_replaces_default(tmp_path):
         ("[risk]\nmax_position_pct = 150.0\n", "settings: risk.max_position_pct = 150.0: must be > 0 and <= 100"),
         ("[supervision]\nmax_restarts = 0\n", "settings: supervision.max_restarts = 0: must be >= 1"),
         ("[reconciler]\ninterval_s = 0\n", "settings: reconciler.interval_s = 0: must be > 0"),
-        ("[trading]\nsymbols = ['aapl']\n", "settings: trading.symbols = [\"aapl\"]: 'aapl' is not an upper-case ticker"),
+        (
+            "[trading]\nsymbols = ['aapl']\n",
+            "settings: trading.symbols = [\"aapl\"]: 'aapl' is not an upper-case ticker",
+        ),
         ("[trading]\nsymbols = []\n", "settings: trading.symbols = []: must list at least one symbol"),
         ("[trading]\nsymbols = ['']\n", "settings: trading.symbols = [\"\"]: '' is not an upper-case ticker"),
-        ("[alpaca]\ndata_url = 'not a url'\n", "settings: alpaca.data_url = \"not a url\": must be a URL like https://host[:port][/path]"),
-        ("[alpaca]\nstream_url = 'https://x/v2/iex'\n", "settings: alpaca.stream_url = \"https://x/v2/iex\": must be a URL like wss://host[:port][/path]"),
-        ("[alpaca]\npaper = false\n", "settings: alpaca.paper = false: live trading also needs alpaca.allow_live = true"),
-        ("[telemetry]\nquote_sample_ratio = 1.5\n", "settings: telemetry.quote_sample_ratio = 1.5: must be between 0 and 1"),
-        ("[risk]\nmin_price = 50.0\nmax_price = 10.0\n", "settings: risk.min_price = 50.0: must be < risk.max_price (10)"),
-        ("[orders]\nemergency_reserve = 200\n", "settings: orders.emergency_reserve = 200: must be < orders.rate_limit_per_min (160)"),
+        (
+            "[alpaca]\ndata_url = 'not a url'\n",
+            'settings: alpaca.data_url = "not a url": must be a URL like https://host[:port][/path]',
+        ),
+        (
+            "[alpaca]\nstream_url = 'https://x/v2/iex'\n",
+            'settings: alpaca.stream_url = "https://x/v2/iex": must be a URL like wss://host[:port][/path]',
+        ),
+        (
+            "[alpaca]\npaper = false\n",
+            "settings: alpaca.paper = false: live trading also needs alpaca.allow_live = true",
+        ),
+        (
+            "[telemetry]\nquote_sample_ratio = 1.5\n",
+            "settings: telemetry.quote_sample_ratio = 1.5: must be between 0 and 1",
+        ),
+        (
+            "[risk]\nmin_price = 50.0\nmax_price = 10.0\n",
+            "settings: risk.min_price = 50.0: must be < risk.max_price (10)",
+        ),
+        (
+            "[orders]\nemergency_reserve = 200\n",
+            "settings: orders.emergency_reserve = 200: must be < orders.rate_limit_per_min (160)",
+        ),
         ("[analyzer]\nsma_fast = 40\n", "settings: analyzer.sma_fast = 40: must be < analyzer.sma_slow (30)"),
-        ("[analyzer]\nstrategies = ['momentun']\n", "settings: analyzer.strategies = [\"momentun\"]: unknown strategy 'momentun' (known: momentum, mean_reversion, breakout)"),
+        (
+            "[analyzer]\nstrategies = ['momentun']\n",
+            "settings: analyzer.strategies = [\"momentun\"]: unknown strategy 'momentun' (known: momentum, mean_reversion, breakout)",
+        ),
         ("[risk]\nstop_loss_pct = nan\n", "settings: risk.stop_loss_pct = nan: must be > 0 and <= 100"),
         ("[voter.weights]\nmomentum = -1.0\n", "settings: voter.weights.momentum = -1.0: must be >= 0"),
-        ("[alerts]\nsmtp_host = 'mail'\n", "settings: alerts.smtp_from = \"\": must be an e-mail address when alerts.smtp_host is set"),
+        (
+            "[alerts]\nsmtp_host = 'mail'\n",
+            'settings: alerts.smtp_from = "": must be an e-mail address when alerts.smtp_host is set',
+        ),
         ("[risk]\nday_trade_budget = -1\n", "settings: risk.day_trade_budget = -1: must be >= 0"),
         ("[risk]\nday_trade_window_days = 0\n", "settings: risk.day_trade_window_days = 0: must be >= 1"),
-        ("[risk]\nday_trade_budget_below_equity = -1.0\n", "settings: risk.day_trade_budget_below_equity = -1.0: must be >= 0"),
-        ("[runtime]\ncpu_affinity = [-1]\n", "settings: runtime.cpu_affinity = [-1]: -1 is not a CPU number (0, 1, ...)"),
+        (
+            "[risk]\nday_trade_budget_below_equity = -1.0\n",
+            "settings: risk.day_trade_budget_below_equity = -1.0: must be >= 0",
+        ),
+        (
+            "[runtime]\ncpu_affinity = [-1]\n",
+            "settings: runtime.cpu_affinity = [-1]: -1 is not a CPU number (0, 1, ...)",
+        ),
         ("[runtime]\ncpu_affinity = [1, 1]\n", "settings: runtime.cpu_affinity = [1, 1]: lists a CPU twice"),
     ],
 )
@@ -96,12 +129,16 @@ def test_bad_values_name_key_and_value(tmp_path, text, expected):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("[supervision]\nheartbeat_timeout_s = 0.8\n",
-         "settings: supervision.heartbeat_timeout_s = 0.8: must be > 1: a handler may pause that long between REST "
-         "calls (a submit retry's backoff, up to max(orders.retry_backoff_s, 1)), which would be taken for a hang"),
-        ("[orders]\nretry_backoff_s = 4.0\n",  # with the default heartbeat_timeout_s = 3
-         "settings: supervision.heartbeat_timeout_s = 3.0: must be > 4: a handler may pause that long between REST "
-         "calls (a submit retry's backoff, up to max(orders.retry_backoff_s, 1)), which would be taken for a hang"),
+        (
+            "[supervision]\nheartbeat_timeout_s = 0.8\n",
+            "settings: supervision.heartbeat_timeout_s = 0.8: must be > 1: a handler may pause that long between REST "
+            "calls (a submit retry's backoff, up to max(orders.retry_backoff_s, 1)), which would be taken for a hang",
+        ),
+        (
+            "[orders]\nretry_backoff_s = 4.0\n",  # with the default heartbeat_timeout_s = 3
+            "settings: supervision.heartbeat_timeout_s = 3.0: must be > 4: a handler may pause that long between REST "
+            "calls (a submit retry's backoff, up to max(orders.retry_backoff_s, 1)), which would be taken for a hang",
+        ),
     ],
 )
 def test_heartbeat_timeout_must_cover_a_handlers_pauses_not_its_rest_timeout(tmp_path, text, expected):
@@ -116,12 +153,12 @@ def test_heartbeat_timeout_must_cover_a_handlers_pauses_not_its_rest_timeout(tmp
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("[risk]\nmax_positions = 'five'\n", "settings: risk.max_positions = \"five\": expected int, got str"),
+        ("[risk]\nmax_positions = 'five'\n", 'settings: risk.max_positions = "five": expected int, got str'),
         ("[risk]\nmax_position_pct = true\n", "settings: risk.max_position_pct = true: expected float, got bool"),
         ("[risk]\nmax_positions = 2.5\n", "settings: risk.max_positions = 2.5: expected int, got float"),
         ("[venue]\nmode = 'paper'\n", "settings: venue.mode = \"paper\": invalid enum value 'paper'"),
         ("[trading]\nsymbols = ['SPY', 3]\n", "settings: trading.symbols[1] = 3: expected str, got int"),
-        ("[voter.weights]\nmomentum = 'x'\n", "settings: voter.weights = {\"momentum\": \"x\"}: expected float, got str"),
+        ("[voter.weights]\nmomentum = 'x'\n", 'settings: voter.weights = {"momentum": "x"}: expected float, got str'),
     ],
 )
 def test_wrong_types(tmp_path, text, expected):
@@ -131,7 +168,9 @@ def test_wrong_types(tmp_path, text, expected):
 
 
 def test_unknown_key_and_section_are_errors(tmp_path):
-    with pytest.raises(SettingsError, match=r"^settings: unknown key risk\.max_postion_pct \(did you mean 'max_position_pct'\?\)$"):
+    with pytest.raises(
+        SettingsError, match=r"^settings: unknown key risk\.max_postion_pct \(did you mean 'max_position_pct'\?\)$"
+    ):
         load_settings(write(tmp_path, "[risk]\nmax_postion_pct = 5\n"))
     with pytest.raises(SettingsError, match=r"^settings: unknown section \[rsik\] \(did you mean 'risk'\?\)$"):
         load_settings(write(tmp_path, "[rsik]\nmax_positions = 5\n"))
@@ -139,14 +178,21 @@ def test_unknown_key_and_section_are_errors(tmp_path):
         load_settings(write(tmp_path, "risk = 5\n"))
 
 
-PDT_HINT = ("removed: FINRA retired the pattern-day-trader rule and Alpaca no longer enforces it; delete the key, "
-            "or set risk.day_trade_budget = 3 and risk.day_trade_budget_below_equity = 25000 for a self-imposed "
-            "limit like the old rule (README, Risk)")
+PDT_HINT = (
+    "removed: FINRA retired the pattern-day-trader rule and Alpaca no longer enforces it; delete the key, "
+    "or set risk.day_trade_budget = 3 and risk.day_trade_budget_below_equity = 25000 for a self-imposed "
+    "limit like the old rule (README, Risk)"
+)
 
 
-@pytest.mark.parametrize("text, key", [("pdt_protection = true", "risk.pdt_protection = true"),
-                                       ("pdt_protection = false", "risk.pdt_protection = false"),
-                                       ("pdt_min_equity = 25000.0", "risk.pdt_min_equity = 25000.0")])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("pdt_protection = true", "risk.pdt_protection = true"),
+        ("pdt_protection = false", "risk.pdt_protection = false"),
+        ("pdt_min_equity = 25000.0", "risk.pdt_min_equity = 25000.0"),
+    ],
+)
 def test_the_removed_pdt_keys_are_refused_with_the_migration(tmp_path, text, key):
     """A file copied from the old settings.toml names the old keys: refused, never mapped
     silently, with one line that says what replaces them."""
@@ -160,8 +206,12 @@ def test_an_old_settings_file_stops_the_daemon_with_exit_2_and_the_migration(tmp
     import sys
 
     old = write(tmp_path, "[risk]\npdt_protection = true\npdt_min_equity = 25000.0\n")
-    proc = subprocess.run([sys.executable, str(REPO / "run.py"), "--settings", old, "--data-dir", str(tmp_path / "d")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "--settings", old, "--data-dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "risk.pdt_protection = true: removed" in lines[0], proc.stderr

@@ -17,10 +17,10 @@ import pytest
 
 from stockade.actors.services import BrokerAccess, Services
 from stockade.broker.rest import BrokerEndpoints
+from stockade.config.settings import DashboardSettings, Settings
 from stockade.ops.commands import register_commands
 from stockade.ops.control import ControlServer
 from stockade.ops.dashboard import DashboardServer
-from stockade.config.settings import DashboardSettings, Settings
 from stockade.storage.store import Store
 from stockade.supervisors.faults import FaultInjector
 from stockade.supervisors.runtime import start_tree
@@ -46,8 +46,9 @@ class Dash:
         endpoints = BrokerEndpoints("http://127.0.0.1:9", "http://127.0.0.1:9", "ws://127.0.0.1:9", "ws://127.0.0.1:9")
         broker = BrokerAccess("embedded", endpoints, "PKDASHTEST0001", "dash-test-secret-value-0001", True, 1.0)
         self.svc = Services(settings=settings, store=self.store, broker=broker, faults=FaultInjector())
-        self.tree = start_tree(RestartPolicy(strategy="one_for_one"), [], faults=self.svc.faults,
-                               extras={"services": self.svc})
+        self.tree = start_tree(
+            RestartPolicy(strategy="one_for_one"), [], faults=self.svc.faults, extras={"services": self.svc}
+        )
         self.audit: list[Any] = []
 
         def store_audit(record: Any) -> None:
@@ -62,8 +63,14 @@ class Dash:
         self.port = self.server.port
         self.cookie = ""
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-                auth: bool = True) -> Reply:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        auth: bool = True,
+    ) -> Reply:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         h = dict(headers or {})
         if auth and "Authorization" not in h and "Cookie" not in h:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
-
 import time
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 

@@ -5,8 +5,8 @@ out of every answer, request bounds."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import socket
 import stat
 import time
@@ -15,12 +15,24 @@ import pytest
 
 from stockade.broker.rest import register_secret
 from stockade.codecs.records import AlertRecord
-from stockade.ops.dashboard import DashboardError, DashboardServer, events, tokens
 from stockade.config.settings import DashboardSettings, SettingsError, load_settings
+from stockade.ops.dashboard import DashboardError, DashboardServer, events, tokens
 
-READS = ("/", "/api/v1/overview", "/api/v1/status", "/api/v1/tree", "/api/v1/decisions", "/api/v1/pending",
-         "/api/v1/alerts", "/api/v1/equity", "/api/v1/report", "/api/v1/orders", "/api/v1/audit",
-         "/api/v1/session", "/metrics")
+READS = (
+    "/",
+    "/api/v1/overview",
+    "/api/v1/status",
+    "/api/v1/tree",
+    "/api/v1/decisions",
+    "/api/v1/pending",
+    "/api/v1/alerts",
+    "/api/v1/equity",
+    "/api/v1/report",
+    "/api/v1/orders",
+    "/api/v1/audit",
+    "/api/v1/session",
+    "/metrics",
+)
 
 
 def test_no_token_is_401_everywhere(make_dash):
@@ -53,12 +65,23 @@ def test_csrf_is_checked_on_cookie_posts(make_dash):
     assert csrf != dash.token and dash.token not in csrf
     headers = {"Cookie": cookie}
     assert dash.post("/api/v1/control/halt", {"reason": "a"}, headers=headers).status == 403
-    assert dash.post("/api/v1/control/halt", {"reason": "b"}, headers={**headers, "X-CSRF-Token": "0" * 64}).status == 403
-    assert dash.post("/api/v1/control/halt", {"reason": "c"},
-                     headers={**headers, "X-CSRF-Token": csrf, "Origin": "http://evil.example"}).status == 403
+    assert (
+        dash.post("/api/v1/control/halt", {"reason": "b"}, headers={**headers, "X-CSRF-Token": "0" * 64}).status == 403
+    )
+    assert (
+        dash.post(
+            "/api/v1/control/halt",
+            {"reason": "c"},
+            headers={**headers, "X-CSRF-Token": csrf, "Origin": "http://evil.example"},
+        ).status
+        == 403
+    )
     assert dash.svc.trading_state().state == "ACTIVE"
-    ok = dash.post("/api/v1/control/halt", {"reason": "d"},
-                   headers={**headers, "X-CSRF-Token": csrf, "Origin": f"http://127.0.0.1:{dash.port}"})
+    ok = dash.post(
+        "/api/v1/control/halt",
+        {"reason": "d"},
+        headers={**headers, "X-CSRF-Token": csrf, "Origin": f"http://127.0.0.1:{dash.port}"},
+    )
     assert ok.status == 200 and ok.json()["ok"]
     assert dash.svc.trading_state().state == "HALTED"
 
@@ -71,7 +94,9 @@ def test_control_goes_through_the_audited_control_path(make_dash):
     assert refused.status == 409 and "missing argument 'id'" in refused.json()["error"]
     records = dash.store.audit.latest(10)
     assert [(r.cmd, r.ok, r.via) for r in reversed(records)] == [
-        ("reduce", True, "dashboard 127.0.0.1"), ("approve", False, "dashboard 127.0.0.1")]
+        ("reduce", True, "dashboard 127.0.0.1"),
+        ("approve", False, "dashboard 127.0.0.1"),
+    ]
     assert dash.get("/api/v1/audit").json()[0]["cmd"] == "approve"
     # The kill switch needs its confirmation, in the API as in the page.
     r = dash.post("/api/v1/control/kill", {"reason": "no confirm"})
@@ -81,8 +106,14 @@ def test_control_goes_through_the_audited_control_path(make_dash):
 
 def test_read_only_mode_refuses_control(make_dash):
     dash = make_dash(control=False)
-    for cmd, body in (("halt", {}), ("reduce", {}), ("resume", {}), ("kill", {"confirm": "kill"}),
-                      ("approve", {"id": "x"}), ("reject", {"id": "x"})):
+    for cmd, body in (
+        ("halt", {}),
+        ("reduce", {}),
+        ("resume", {}),
+        ("kill", {"confirm": "kill"}),
+        ("approve", {"id": "x"}),
+        ("reject", {"id": "x"}),
+    ):
         r = dash.post(f"/api/v1/control/{cmd}", body)
         assert r.status == 403 and "read-only" in r.json()["error"], cmd
     assert dash.svc.trading_state().state == "ACTIVE"
@@ -101,8 +132,11 @@ def test_non_loopback_bind_needs_tls_or_a_proxy_acknowledgement(tmp_path, make_d
         load_settings(_settings_file(tmp_path, '[dashboard]\nhost = "0.0.0.0"\n'))
     assert load_settings(_settings_file(tmp_path, '[dashboard]\nhost = "0.0.0.0"\nbehind_proxy = true\n'))
     with pytest.raises(SettingsError, match="dashboard.tls_cert"):
-        load_settings(_settings_file(tmp_path, '[dashboard]\nhost = "0.0.0.0"\ntls_cert = "/nonexistent.pem"\n'
-                                               'tls_key = "/nonexistent.key"\n'))
+        load_settings(
+            _settings_file(
+                tmp_path, '[dashboard]\nhost = "0.0.0.0"\ntls_cert = "/nonexistent.pem"\ntls_key = "/nonexistent.key"\n'
+            )
+        )
     # A server built by hand refuses too, before binding anything.
     dash = make_dash()
     server = DashboardServer(DashboardSettings(host="0.0.0.0", port=0), dash.svc, dash.tree, dash.control, dash.data)
@@ -141,8 +175,15 @@ def test_no_secret_in_any_answer(make_dash):
     api_key, smtp_password = "PKSECRETKEYID123456", "smtp-pass-word-42-xyz"
     register_secret(api_key, smtp_password, dash.token)
     now = time.time_ns()
-    dash.store.add_alert(AlertRecord(level="WARNING", key="order-rejected:AAPL", source="test", ts_ns=now,
-                                     text=f"login failed with {api_key} / {smtp_password}"))
+    dash.store.add_alert(
+        AlertRecord(
+            level="WARNING",
+            key="order-rejected:AAPL",
+            source="test",
+            ts_ns=now,
+            text=f"login failed with {api_key} / {smtp_password}",
+        )
+    )
     dash.svc.stats["alerts"] = {"smtp_password": smtp_password}
     bodies = [dash.get(p).body for p in READS]
     bodies.append(dash.post("/api/v1/control/halt", {"reason": f"pasted {smtp_password}"}).body)
@@ -168,7 +209,7 @@ def test_answers_are_json_or_text_with_strict_headers(make_dash):
 
 def test_markup_in_stored_strings_is_data_not_html(make_dash):
     dash = make_dash(control=True)
-    hostile = '<script>alert(1)</script><img src=x onerror=alert(2)>'
+    hostile = "<script>alert(1)</script><img src=x onerror=alert(2)>"
     assert dash.post("/api/v1/control/halt", {"reason": hostile}).json()["ok"]
     overview = dash.get("/api/v1/overview")
     assert overview.json()["trading_state_reason"] == hostile  # kept verbatim, as JSON data
@@ -185,8 +226,12 @@ def test_huge_bodies_are_refused_before_reading(make_dash):
     assert r.status == 413
     # Chunked (no length to check first): refused too.
     with socket.create_connection(("127.0.0.1", dash.port), timeout=10) as s:
-        s.sendall((f"POST /api/v1/control/halt HTTP/1.1\r\nHost: 127.0.0.1:{dash.port}\r\n"
-                   f"Authorization: Bearer {dash.token}\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
+        s.sendall(
+            (
+                f"POST /api/v1/control/halt HTTP/1.1\r\nHost: 127.0.0.1:{dash.port}\r\n"
+                f"Authorization: Bearer {dash.token}\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ).encode()
+        )
         assert s.recv(100).startswith(b"HTTP/1.1 413")
     assert dash.svc.trading_state().state == "ACTIVE"
 
@@ -195,8 +240,12 @@ def test_foreign_host_header_is_refused(make_dash):
     dash = make_dash()
     r = dash.get("/api/v1/overview", headers={"Host": "attacker.example:80", "Authorization": f"Bearer {dash.token}"})
     assert r.status == 421
-    assert dash.get("/api/v1/overview", headers={"Host": f"localhost:{dash.port}",
-                                                 "Authorization": f"Bearer {dash.token}"}).status == 200
+    assert (
+        dash.get(
+            "/api/v1/overview", headers={"Host": f"localhost:{dash.port}", "Authorization": f"Bearer {dash.token}"}
+        ).status
+        == 200
+    )
 
 
 def test_request_flood_gets_429_then_service_resumes(make_dash):
@@ -212,8 +261,11 @@ def test_request_flood_gets_429_then_service_resumes(make_dash):
 def _open_stream(dash) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", dash.port), timeout=10)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.sendall((f"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:{dash.port}\r\n"
-               f"Authorization: Bearer {dash.token}\r\n\r\n").encode())
+    s.sendall(
+        (
+            f"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:{dash.port}\r\nAuthorization: Bearer {dash.token}\r\n\r\n"
+        ).encode()
+    )
     return s
 
 
@@ -239,14 +291,17 @@ def test_event_streams_are_capped_and_a_never_read_one_is_dropped(make_dash, mon
     assert dash.get("/api/v1/tree").status == 200
 
 
-@pytest.mark.parametrize("text, key", [
-    ("[dashboard]\nport = 70000\n", "dashboard.port = 70000"),
-    ('[dashboard]\nhost = ""\n', 'dashboard.host = ""'),
-    ('[dashboard]\ntls_cert = "/etc/hostname"\n', "dashboard.tls_key"),
-    ("[dashboard]\nmax_body_bytes = 10\n", "dashboard.max_body_bytes = 10"),
-    ("[dashboard]\nrequests_per_s = 0\n", "dashboard.requests_per_s = 0"),
-    ("[dashboard]\ncontrol = 1\n", "dashboard.control"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("[dashboard]\nport = 70000\n", "dashboard.port = 70000"),
+        ('[dashboard]\nhost = ""\n', 'dashboard.host = ""'),
+        ('[dashboard]\ntls_cert = "/etc/hostname"\n', "dashboard.tls_key"),
+        ("[dashboard]\nmax_body_bytes = 10\n", "dashboard.max_body_bytes = 10"),
+        ("[dashboard]\nrequests_per_s = 0\n", "dashboard.requests_per_s = 0"),
+        ("[dashboard]\ncontrol = 1\n", "dashboard.control"),
+    ],
+)
 def test_bad_dashboard_settings_name_key_and_value(tmp_path, text, key):
     with pytest.raises(SettingsError, match=re.escape(key)):
         load_settings(_settings_file(tmp_path, text))

@@ -6,8 +6,16 @@ from __future__ import annotations
 import time
 
 from stockade.codecs.records import (
-    DecisionRecord, EquitySnapshot, FillRecord, FillRecorded, IntentJournaled, OrderRecord, OrderStateChanged,
-    OrderSubmitted, VoteEntry, VoterDecisionRecord,
+    DecisionRecord,
+    EquitySnapshot,
+    FillRecord,
+    FillRecorded,
+    IntentJournaled,
+    OrderRecord,
+    OrderStateChanged,
+    OrderSubmitted,
+    VoteEntry,
+    VoterDecisionRecord,
 )
 from stockade.ops.dashboard.journal_tail import JournalTail, rejection_label
 
@@ -15,15 +23,39 @@ S = 1_000_000_000
 
 
 def _order(coid: str, proposal: str, t: int, state: str = "intent") -> OrderRecord:
-    return OrderRecord(client_order_id=coid, intent_id=coid, symbol="AAPL", side="buy", qty=5, order_type="market",
-                       state=state, created_ns=t, updated_ns=t, proposal_id=proposal, quote_recv_ns=t - 2_000_000)
+    return OrderRecord(
+        client_order_id=coid,
+        intent_id=coid,
+        symbol="AAPL",
+        side="buy",
+        qty=5,
+        order_type="market",
+        state=state,
+        created_ns=t,
+        updated_ns=t,
+        proposal_id=proposal,
+        quote_recv_ns=t - 2_000_000,
+    )
 
 
 def _voter(pid: str, t: int, outcome: str) -> VoterDecisionRecord:
-    return VoterDecisionRecord(ts_ns=t, proposal_id=pid, symbol="AAPL", side="buy", outcome=outcome, mode="manual",
-                               score=0.2, confidence=0.8, threshold=0.05, min_confidence=0.65, proposed_ns=t,
-                               votes=(VoteEntry(model="momentum", direction=1.0, confidence=0.8, weight=0.6),
-                                      VoteEntry(model="breakout", direction=0.5, confidence=0.7, weight=0.4)))
+    return VoterDecisionRecord(
+        ts_ns=t,
+        proposal_id=pid,
+        symbol="AAPL",
+        side="buy",
+        outcome=outcome,
+        mode="manual",
+        score=0.2,
+        confidence=0.8,
+        threshold=0.05,
+        min_confidence=0.65,
+        proposed_ns=t,
+        votes=(
+            VoteEntry(model="momentum", direction=1.0, confidence=0.8, weight=0.6),
+            VoteEntry(model="breakout", direction=0.5, confidence=0.7, weight=0.4),
+        ),
+    )
 
 
 def test_journal_tail_counts_only_news_and_keeps_history(make_dash):
@@ -34,10 +66,31 @@ def test_journal_tail_counts_only_news_and_keeps_history(make_dash):
     tail = JournalTail(store, on_latency=seen.append)
     store.journal.append(IntentJournaled(ts_ns=now, order=_order("new-1", "p-new", now)))
     store.journal.append(OrderSubmitted(ts_ns=now + 3_000_000, client_order_id="new-1", attempt=1))
-    store.journal.append(OrderStateChanged(ts_ns=now, client_order_id="new-1", old="submitted", new="rejected",
-                                           event="submit_rejected", reason="buying_power: HTTP 403"))
-    store.journal.append(FillRecorded(ts_ns=now, fill=FillRecord(exec_id="e1", client_order_id="old-1",
-                                      broker_order_id="b", symbol="AAPL", side="buy", qty=5, price=10.0, ts_ns=now)))
+    store.journal.append(
+        OrderStateChanged(
+            ts_ns=now,
+            client_order_id="new-1",
+            old="submitted",
+            new="rejected",
+            event="submit_rejected",
+            reason="buying_power: HTTP 403",
+        )
+    )
+    store.journal.append(
+        FillRecorded(
+            ts_ns=now,
+            fill=FillRecord(
+                exec_id="e1",
+                client_order_id="old-1",
+                broker_order_id="b",
+                symbol="AAPL",
+                side="buy",
+                qty=5,
+                price=10.0,
+                ts_ns=now,
+            ),
+        )
+    )
     assert tail.poll() == 5
     assert tail.orders_of("p-old") == ["old-1"] and tail.orders_of("p-new") == ["new-1"]
     assert [round(x, 6) for x in seen] == [0.005]  # 2 ms before the intent + 3 ms to the submit
@@ -54,9 +107,21 @@ def test_tick_to_order_counts_only_orders_that_answer_a_quote(make_dash):
     store, now = dash.store, time.time_ns()
     seen: list[float] = []
     tail = JournalTail(store, on_latency=seen.append)
-    protect = OrderRecord(client_order_id="stk-protect-1", intent_id="protect-1", symbol="AAPL", side="sell", qty=5,
-                          order_type="stop", stop_price=9.0, state="intent", created_ns=now, updated_ns=now,
-                          proposal_id="", quote_recv_ns=now, reduce_only=True)
+    protect = OrderRecord(
+        client_order_id="stk-protect-1",
+        intent_id="protect-1",
+        symbol="AAPL",
+        side="sell",
+        qty=5,
+        order_type="stop",
+        stop_price=9.0,
+        state="intent",
+        created_ns=now,
+        updated_ns=now,
+        proposal_id="",
+        quote_recv_ns=now,
+        reduce_only=True,
+    )
     store.journal.append(IntentJournaled(ts_ns=now, order=protect))
     store.journal.append(OrderSubmitted(ts_ns=now + 1_000_000, client_order_id="stk-protect-1", attempt=1))
     store.journal.append(IntentJournaled(ts_ns=now, order=_order("new-2", "p-2", now)))
@@ -70,8 +135,11 @@ def test_decisions_join_votes_verdict_orders_and_fills(make_dash):
     store, now = dash.store, time.time_ns()
     store.voter_decisions.add(_voter("p1", now - 2 * S, "parked"))
     store.voter_decisions.add(_voter("p1", now - S, "approved"))
-    store.decisions.add(DecisionRecord(ts_ns=now - S, proposal_id="p1", symbol="AAPL", allowed=True, rule="all",
-                                       reason="ok", side="buy", qty=5))
+    store.decisions.add(
+        DecisionRecord(
+            ts_ns=now - S, proposal_id="p1", symbol="AAPL", allowed=True, rule="all", reason="ok", side="buy", qty=5
+        )
+    )
     store.put_order(_order("c1", "p1", now, "filled"))
     store.journal.append(IntentJournaled(ts_ns=now, order=_order("c1", "p1", now)))
     dash.server.api.metrics.poll()
@@ -133,8 +201,12 @@ def test_rest_budget_metric_is_the_order_paths_bucket(make_dash):
 
     def tokens_left() -> float:
         text = dash.get("/metrics").body.decode()
-        (sample,) = [s for fam in text_string_to_metric_families(text) for s in fam.samples
-                     if s.name == "stockade_rest_budget_tokens"]
+        (sample,) = [
+            s
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+            if s.name == "stockade_rest_budget_tokens"
+        ]
         return sample.value
 
     bucket = dash.svc.rest_bucket()

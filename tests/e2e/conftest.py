@@ -28,7 +28,9 @@ def short_dir(request):
         keep.mkdir(parents=True)
         for log in sorted(path.glob("*.log")):
             shutil.copy(log, keep / log.name)
-            print(f"\n===== {log.name}, kept in {keep} (last 20000 chars) =====\n{log.read_text(errors='replace')[-20000:]}")
+            print(
+                f"\n===== {log.name}, kept in {keep} (last 20000 chars) =====\n{log.read_text(errors='replace')[-20000:]}"
+            )
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,23 @@ RUN_PY = str(REPO / "run.py")
 
 
 def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("APCA_", "NOTIFY_SOCKET", "WATCHDOG_", "STATE_DIRECTORY", "RUNTIME_DIRECTORY",
-                                "CREDENTIALS_DIRECTORY", "OTEL_", "JOURNAL_STREAM", "INVOCATION_ID"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            (
+                "APCA_",
+                "NOTIFY_SOCKET",
+                "WATCHDOG_",
+                "STATE_DIRECTORY",
+                "RUNTIME_DIRECTORY",
+                "CREDENTIALS_DIRECTORY",
+                "OTEL_",
+                "JOURNAL_STREAM",
+                "INVOCATION_ID",
+            )
+        )
+    }
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
@@ -36,18 +49,41 @@ def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 class VenueProcess:
     """`python run.py venue` on a free port with its own key pair and data dir."""
 
-    def __init__(self, data_dir: Path, symbols: str = "AAPL,MSFT,NVDA,AMZN,SPY", quote_rate: float = 20.0,
-                 seed: int = 11, key: str | None = None, secret: str | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        symbols: str = "AAPL,MSFT,NVDA,AMZN,SPY",
+        quote_rate: float = 20.0,
+        seed: int = 11,
+        key: str | None = None,
+        secret: str | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.key = key or "PKTEST" + secrets.token_hex(6).upper()
         self.secret = secret or secrets.token_urlsafe(24)
         self.data_dir = data_dir
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         data_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, RUN_PY, "venue", "--port", "0", "--data-dir", str(data_dir), "--seed", str(seed),
-             "--symbols", symbols, "--quote-rate", str(quote_rate), *args],
-            stdout=subprocess.PIPE, stderr=open(self.log_path, "wb"), text=True,
+            [
+                sys.executable,
+                RUN_PY,
+                "venue",
+                "--port",
+                "0",
+                "--data-dir",
+                str(data_dir),
+                "--seed",
+                str(seed),
+                "--symbols",
+                symbols,
+                "--quote-rate",
+                str(quote_rate),
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=open(self.log_path, "wb"),
+            text=True,
             env=_child_env({"APCA_API_KEY_ID": self.key, "APCA_API_SECRET_KEY": self.secret}),
         )
         lines: queue.Queue[str] = queue.Queue()
@@ -82,9 +118,15 @@ class VenueProcess:
         import urllib.request
 
         request = urllib.request.Request(
-            self.base_url + "/admin/faults", data=json.dumps(knobs).encode(), method="POST",
-            headers={"APCA-API-KEY-ID": self.key, "APCA-API-SECRET-KEY": self.secret,
-                     "Content-Type": "application/json"})
+            self.base_url + "/admin/faults",
+            data=json.dumps(knobs).encode(),
+            method="POST",
+            headers={
+                "APCA-API-KEY-ID": self.key,
+                "APCA-API-SECRET-KEY": self.secret,
+                "Content-Type": "application/json",
+            },
+        )
         with urllib.request.urlopen(request, timeout=10) as reply:
             assert reply.status == 200
 
@@ -104,11 +146,22 @@ def settings_text(venue: VenueProcess | None, **sections: dict[str, Any]) -> str
         "analyzer": {"evaluate_every_s": 0.2},
         "voter": {"threshold": 0.05, "cooldown_s": 1.0, "in_flight_timeout_s": 5.0},
         # Small orders, room for many: orders keep flowing for minutes.
-        "risk": {"max_positions": 5, "max_position_pct": 50.0, "risk_per_trade_pct": 0.1,
-                 "max_orders_per_min": 200, "circuit_breaker_failures": 50},
+        "risk": {
+            "max_positions": 5,
+            "max_position_pct": 50.0,
+            "risk_per_trade_pct": 0.1,
+            "max_orders_per_min": 200,
+            "circuit_breaker_failures": 50,
+        },
         "reconciler": {"interval_s": 2.0},
-        "supervision": {"max_restarts": 5, "period_s": 30.0, "backoff_initial_s": 0.05, "backoff_max_s": 0.5,
-                        "heartbeat_interval_s": 0.3, "heartbeat_timeout_s": 1.5},
+        "supervision": {
+            "max_restarts": 5,
+            "period_s": 30.0,
+            "backoff_initial_s": 0.05,
+            "backoff_max_s": 0.5,
+            "heartbeat_interval_s": 0.3,
+            "heartbeat_timeout_s": 1.5,
+        },
         "emergency": {"retry_interval_s": 0.3, "flat_timeout_s": 20.0},
         "stream": {"backoff_initial_s": 0.1, "backoff_max_s": 1.0},
         "debug": {"fault_injection": True},
@@ -117,8 +170,12 @@ def settings_text(venue: VenueProcess | None, **sections: dict[str, Any]) -> str
     }
     if venue is not None:
         base["venue"] = {"mode": "alpaca"}
-        base["alpaca"] = {"trading_url": venue.base_url, "data_url": venue.base_url,
-                          "stream_url": venue.data_stream_url, "trading_stream_url": venue.trading_stream_url}
+        base["alpaca"] = {
+            "trading_url": venue.base_url,
+            "data_url": venue.base_url,
+            "stream_url": venue.data_stream_url,
+            "trading_stream_url": venue.trading_stream_url,
+        }
     else:
         base["venue"] = {"quote_rate_hz": 20.0}
     for name, values in sections.items():
@@ -145,8 +202,14 @@ def _toml(value: Any) -> str:
 class DaemonProcess:
     """`python run.py` with a settings file and data dir; stdout+stderr to a log file."""
 
-    def __init__(self, data_dir: Path, settings: str, venue: VenueProcess | None = None,
-                 env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        settings: str,
+        venue: VenueProcess | None = None,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.settings_path = data_dir.parent / f"{data_dir.name}.toml"
@@ -159,7 +222,9 @@ class DaemonProcess:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, RUN_PY, "run", "--settings", str(self.settings_path), "--data-dir", str(data_dir), *args],
-            stdout=self._log, stderr=subprocess.STDOUT, env=_child_env(extra),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=_child_env(extra),
         )
 
     def log(self) -> str:
@@ -207,7 +272,9 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
-                raise AssertionError(f"daemon did not stop on SIGTERM within {timeout}s:\n{self.log()[-4000:]}") from None
+                raise AssertionError(
+                    f"daemon did not stop on SIGTERM within {timeout}s:\n{self.log()[-4000:]}"
+                ) from None
         self._log.close()
         return self.proc.returncode
 
@@ -230,6 +297,7 @@ def ledger_orders(data_dir: Path) -> dict[str, Any]:
 
 def wait_orders(daemon: DaemonProcess, at_least: int, timeout: float = 60.0) -> dict[str, Any]:
     """Until the daemon has placed at least `at_least` orders; returns that status."""
+
     def enough() -> Any:
         st = daemon.status()
         return st if st["orders_placed"] >= at_least else None
@@ -243,8 +311,14 @@ class JournalDaemon(DaemonProcess):
     `journal_receiver.JournalReceiver`; the settings must point
     `logging.journal_socket` at it). `log()` is the entries' messages, then stderr."""
 
-    def __init__(self, data_dir: Path, settings: str, journal: Any, venue: VenueProcess | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        settings: str,
+        journal: Any,
+        venue: VenueProcess | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.journal = journal
         log_path = data_dir.parent / f"{data_dir.name}-daemon.log"
         log_path.touch()

@@ -43,9 +43,15 @@ def test_every_daemon_thread_is_pinned(short_dir):
 def test_a_cpu_not_available_exits_2_naming_the_setting(tmp_path):
     settings = tmp_path / "s.toml"
     settings.write_text("[runtime]\ncpu_affinity = [4095]\n")
-    out = subprocess.run([sys.executable, RUN_PY, "run", "--settings", str(settings), "--data-dir",
-                          str(tmp_path / "data")], capture_output=True, text=True, timeout=60, env=_child_env())
+    out = subprocess.run(
+        [sys.executable, RUN_PY, "run", "--settings", str(settings), "--data-dir", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_child_env(),
+    )
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("stockade: settings: runtime.cpu_affinity = [4095]: CPU 4095 "
-                                                   "not available to this process"), out.stderr
+    assert len(lines) == 1 and lines[0].startswith(
+        "stockade: settings: runtime.cpu_affinity = [4095]: CPU 4095 not available to this process"
+    ), out.stderr

@@ -26,37 +26,61 @@ def test_kill_alert_reaches_webhook_and_mail_and_ctl(short_dir):
     receiver = Receiver()
     smtp = SmtpServer(tls, "starttls", users={"alerts": PASSWORD})
     alerts = {
-        "webhook_kind": "discord", "min_level_webhook": "WARNING",
-        "smtp_host": "127.0.0.1", "smtp_port": smtp.port, "smtp_security": "starttls",
-        "smtp_ca_file": str(tls.ca_file), "smtp_user": "alerts", "smtp_from": "stockade@example.org",
-        "smtp_to": ["ops@example.org"], "min_level_smtp": "EMERGENCY",
-        "retry_initial_s": 0.05, "retry_max_s": 0.2, "daily_summary": False,
+        "webhook_kind": "discord",
+        "min_level_webhook": "WARNING",
+        "smtp_host": "127.0.0.1",
+        "smtp_port": smtp.port,
+        "smtp_security": "starttls",
+        "smtp_ca_file": str(tls.ca_file),
+        "smtp_user": "alerts",
+        "smtp_from": "stockade@example.org",
+        "smtp_to": ["ops@example.org"],
+        "min_level_smtp": "EMERGENCY",
+        "retry_initial_s": 0.05,
+        "retry_max_s": 0.2,
+        "daily_summary": False,
     }
-    env = {"STOCKADE_WEBHOOK_URL": f"{receiver.base}/hooks/{TOKEN}", "STOCKADE_SMTP_PASSWORD": PASSWORD,
-           "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
+    env = {
+        "STOCKADE_WEBHOOK_URL": f"{receiver.base}/hooks/{TOKEN}",
+        "STOCKADE_SMTP_PASSWORD": PASSWORD,
+        "no_proxy": "127.0.0.1,localhost",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
     daemon = DaemonProcess(short_dir / "data", settings_text(None, alerts=alerts), env=env)
     try:
         daemon.wait_ready()
         report = daemon.ok("kill", timeout=60, reason="e2e alert test")
         assert report["flat"] is True
 
-        wait_for(lambda: any(b["content"].startswith("[EMERGENCY] kill:") for b in receiver.bodies()), 30, 0.1,
-                 "the kill alert at the webhook")
-        wait_for(lambda: any(b"Subject: [stockade] EMERGENCY kill" in m.original_content for m in smtp.messages),
-                 30, 0.1, "the kill alert by e-mail")
+        wait_for(
+            lambda: any(b["content"].startswith("[EMERGENCY] kill:") for b in receiver.bodies()),
+            30,
+            0.1,
+            "the kill alert at the webhook",
+        )
+        wait_for(
+            lambda: any(b"Subject: [stockade] EMERGENCY kill" in m.original_content for m in smtp.messages),
+            30,
+            0.1,
+            "the kill alert by e-mail",
+        )
         assert all(set(b) == {"content"} and len(b["content"]) <= 2000 for b in receiver.bodies())
         assert all(path == f"/hooks/{TOKEN}" for path, _, _ in receiver.posts)
         assert smtp.logins and all(ok and over_tls for _, ok, over_tls in smtp.logins)
 
-        proc = subprocess.run([sys.executable, RUN_PY, "ctl", "alerts", "20", "EMERGENCY", "--data-dir",
-                               str(daemon.data_dir)], capture_output=True, text=True, timeout=60, env=_child_env())
+        proc = subprocess.run(
+            [sys.executable, RUN_PY, "ctl", "alerts", "20", "EMERGENCY", "--data-dir", str(daemon.data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=_child_env(),
+        )
         assert proc.returncode == 0, proc.stderr
         result = json.loads(proc.stdout)["result"]
         assert [a["key"] for a in result["alerts"]] == ["kill"]
         assert result["counts"]["all"]["by_kind"]["kill"] == 1
         assert result["counts"]["all"]["by_level"]["EMERGENCY"] == 1
-        wait_for(lambda: daemon.ok("alerts")["delivery"]["channels"]["smtp"]["sent"] >= 1, 10, 0.1,
-                 "delivery counters")
+        wait_for(lambda: daemon.ok("alerts")["delivery"]["channels"]["smtp"]["sent"] >= 1, 10, 0.1, "delivery counters")
         delivery = daemon.ok("alerts")["delivery"]["channels"]
         assert delivery["webhook"]["sent"] >= 1 and delivery["webhook"]["failed"] == 0
     finally:
@@ -74,8 +98,9 @@ def test_kill_alert_reaches_webhook_and_mail_and_ctl(short_dir):
 
 def test_stale_market_data_raises_and_clears_an_alert(short_dir, venue):
     # The socket stays up (silence detection far away) while the venue sends no quotes.
-    settings = settings_text(venue, stream={"silence_timeout_s": 120.0},
-                             alerts={"stale_quote_s": 1.5, "daily_summary": False})
+    settings = settings_text(
+        venue, stream={"silence_timeout_s": 120.0}, alerts={"stale_quote_s": 1.5, "daily_summary": False}
+    )
     daemon = DaemonProcess(short_dir / "data", settings, venue)
     try:
         daemon.wait_ready()

@@ -49,19 +49,33 @@ REJECTIONS = (
     {"status": 403, "code": 40310000, "message": "potential wash trade detected. use complex orders"},
 )
 # Always on while the chaos lasts; the schedule adds the one-off faults.
-BASE_FAULTS = {"latency_ms": 15.0, "partial_fill_prob": 0.35, "http_error_rate": 0.05,
-               "http_error_status": 503, "lose_response_rate": 0.15, "seed": 5}
+BASE_FAULTS = {
+    "latency_ms": 15.0,
+    "partial_fill_prob": 0.35,
+    "http_error_rate": 0.05,
+    "http_error_status": 503,
+    "lose_response_rate": 0.15,
+    "seed": 5,
+}
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "SPY")  # the venue's (daemon_harness.VenueProcess)
-FAULTS_OFF = {"latency_ms": 0.0, "partial_fill_prob": 0.0, "http_error_rate": 0.0, "lose_response_rate": 0.0,
-              "burst_429": 0, "reject_next": None, "stream_silent": False}
+FAULTS_OFF = {
+    "latency_ms": 0.0,
+    "partial_fill_prob": 0.0,
+    "http_error_rate": 0.0,
+    "lose_response_rate": 0.0,
+    "burst_429": 0,
+    "reject_next": None,
+    "stream_silent": False,
+}
 
 
 def _admin(venue: VenueProcess, path: str, body: dict | None = None) -> dict:
     request = urllib.request.Request(
-        venue.base_url + path, data=None if body is None else json.dumps(body).encode(),
+        venue.base_url + path,
+        data=None if body is None else json.dumps(body).encode(),
         method="GET" if body is None else "POST",
-        headers={"APCA-API-KEY-ID": venue.key, "APCA-API-SECRET-KEY": venue.secret,
-                 "Content-Type": "application/json"})
+        headers={"APCA-API-KEY-ID": venue.key, "APCA-API-SECRET-KEY": venue.secret, "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as reply:
         return json.loads(reply.read())
 
@@ -99,8 +113,9 @@ class Person:
         from stockade.broker.rest import make_trading_client
 
         # The SDK resends a 429 (refused before anything happened) a few times, as a script would.
-        self.client = make_trading_client(venue.key, venue.secret, venue.base_url, timeout_s=10,
-                                          retry_attempts=5, retry_wait_s=0.3)
+        self.client = make_trading_client(
+            venue.key, venue.secret, venue.base_url, timeout_s=10, retry_attempts=5, retry_wait_s=0.3
+        )
         self.sent: list[str] = []
         self.errors: list[str] = []
         self.threads: list[threading.Thread] = []
@@ -117,8 +132,9 @@ class Person:
         from alpaca.trading.enums import OrderSide, TimeInForce
         from alpaca.trading.requests import MarketOrderRequest
 
-        request = MarketOrderRequest(symbol=symbol, qty=qty, side=OrderSide.BUY, time_in_force=TimeInForce.DAY,
-                                     client_order_id=coid)
+        request = MarketOrderRequest(
+            symbol=symbol, qty=qty, side=OrderSide.BUY, time_in_force=TimeInForce.DAY, client_order_id=coid
+        )
         # A careful person tries again with the same id: a resend of an order
         # that did land (a lost response) is refused as a duplicate, never doubled.
         for _ in range(6):
@@ -135,8 +151,9 @@ class Person:
             thread.join(timeout)
 
 
-def _chaos_schedule(venue: VenueProcess, daemon: DaemonProcess, person: Person, stop: threading.Event,
-                    log: list[str]) -> None:
+def _chaos_schedule(
+    venue: VenueProcess, daemon: DaemonProcess, person: Person, stop: threading.Event, log: list[str]
+) -> None:
     rng = random.Random(20261123)
     _admin(venue, "/admin/faults", BASE_FAULTS)
     silent = False
@@ -186,8 +203,13 @@ def test_chaos_run_leaves_ledger_equal_to_venue_without_duplicates_or_bare_posit
         venue,
         analyzer={"evaluate_every_s": 0.05},
         voter={"threshold": 0.02, "cooldown_s": 0.3, "in_flight_timeout_s": 5.0},
-        risk={"max_positions": 5, "max_position_pct": 50.0, "risk_per_trade_pct": 0.05,
-              "max_orders_per_min": 1000, "circuit_breaker_failures": 1000},
+        risk={
+            "max_positions": 5,
+            "max_position_pct": 50.0,
+            "risk_per_trade_pct": 0.05,
+            "max_orders_per_min": 1000,
+            "circuit_breaker_failures": 1000,
+        },
         orders={"retry_backoff_s": 0.05},
         reconciler={"interval_s": MAX_UNPROTECTED_S / 2, "max_unprotected_s": MAX_UNPROTECTED_S},
         # The slow stretch may get the reconciler and the order manager replaced
@@ -214,8 +236,12 @@ def test_chaos_run_leaves_ledger_equal_to_venue_without_duplicates_or_bare_posit
         _admin(venue, "/admin/faults", FAULTS_OFF)
         person.join(timeout=30)
         # Quiesce: nothing left whose outcome the order manager does not know.
-        wait_for(lambda: not [o for o in daemon.status()["open_orders"]
-                              if o["state"] in ("intent", "submitted", "unknown")], 30, 0.2, "no order in doubt")
+        wait_for(
+            lambda: not [o for o in daemon.status()["open_orders"] if o["state"] in ("intent", "submitted", "unknown")],
+            30,
+            0.2,
+            "no order in doubt",
+        )
         # No phantom position: with no new orders, the ledger comes to hold
         # exactly the venue's positions (the person's shares included).
         daemon.ok("halt", reason="end of chaos: compare positions")
@@ -232,8 +258,12 @@ def test_chaos_run_leaves_ledger_equal_to_venue_without_duplicates_or_bare_posit
         daemon.ok("kill", timeout=90, reason="end of chaos run")
         wait_for(lambda: not venue.positions(), 30, 0.5, "venue flat")
         # The ledger catches up with the liquidation (stream, resync, reconcile).
-        wait_for(lambda: (s := daemon.status())["positions"] == [] and s["open_orders"] == [], 60, 0.5,
-                 "ledger flat with no open orders")
+        wait_for(
+            lambda: (s := daemon.status())["positions"] == [] and s["open_orders"] == [],
+            60,
+            0.5,
+            "ledger flat with no open orders",
+        )
     finally:
         stop_chaos.set()
         person.stop.set()
@@ -273,8 +303,10 @@ def test_chaos_run_leaves_ledger_equal_to_venue_without_duplicates_or_bare_posit
         venue_filled = int(float(o.filled_qty or 0))
         venue_state = str(o.status.value)
         if filled_by_order[o.client_order_id] != venue_filled or mine.filled_qty != venue_filled:
-            wrong.append(f"{o.client_order_id}: fills {filled_by_order[o.client_order_id]}, "
-                         f"ledger filled {mine.filled_qty}, venue {venue_filled}")
+            wrong.append(
+                f"{o.client_order_id}: fills {filled_by_order[o.client_order_id]}, "
+                f"ledger filled {mine.filled_qty}, venue {venue_filled}"
+            )
         expected = {"replaced": "canceled"}.get(venue_state, venue_state)
         if mine.state != expected:
             wrong.append(f"{o.client_order_id}: ledger {mine.state}, venue {venue_state}")

@@ -13,8 +13,9 @@ ROWS = ["settings", "broker", "clock", "data feed", "control socket"]
 
 
 def check(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, RUN_PY, "check", *args], capture_output=True, text=True, timeout=120,
-                          env=_child_env(env))
+    return subprocess.run(
+        [sys.executable, RUN_PY, "check", *args], capture_output=True, text=True, timeout=120, env=_child_env(env)
+    )
 
 
 def table(stdout: str) -> dict[str, tuple[str, str]]:
@@ -49,7 +50,8 @@ def test_check_against_a_venue_then_a_running_daemon(short_dir, venue):
         assert doc["ok"] is True and [c["name"] for c in doc["checks"]] == ROWS
         control = doc["checks"][-1]
         assert control["ok"] and control["detail"].startswith(
-            f"daemon running at {daemon.socket}: trading ACTIVE, venue alpaca-paper, healthy"), control
+            f"daemon running at {daemon.socket}: trading ACTIVE, venue alpaca-paper, healthy"
+        ), control
         # The check's status request is in the daemon's audit trail.
         audit = daemon.ok("audit", n=5)
         assert any(a["cmd"] == "status" and a["ok"] for a in audit)
@@ -78,8 +80,15 @@ def test_check_reports_broken_endpoint_and_wrong_keys(short_dir, venue):
     # Right endpoint, wrong secret: the broker says no, and the secret is not echoed.
     wrong = "WrongSecretValue-not-accepted-123"
     path.write_text(settings_text(venue))
-    proc = check("--settings", str(path), "--data-dir", str(short_dir / "d"), "--timeout", "5",
-                 env={"APCA_API_KEY_ID": venue.key, "APCA_API_SECRET_KEY": wrong})
+    proc = check(
+        "--settings",
+        str(path),
+        "--data-dir",
+        str(short_dir / "d"),
+        "--timeout",
+        "5",
+        env={"APCA_API_KEY_ID": venue.key, "APCA_API_SECRET_KEY": wrong},
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     rows = table(proc.stdout)
     assert rows["broker"][0] == "FAIL" and rows["clock"][0] == "FAIL", proc.stdout

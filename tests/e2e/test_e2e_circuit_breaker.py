@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from daemon_harness import DaemonProcess, VenueProcess, settings_text
 from waiting import wait_for
@@ -14,16 +14,21 @@ from waiting import wait_for
 
 def _admin(venue: VenueProcess, path: str, body: dict) -> dict:
     request = urllib.request.Request(
-        venue.base_url + path, data=json.dumps(body).encode(), method="POST",
-        headers={"APCA-API-KEY-ID": venue.key, "APCA-API-SECRET-KEY": venue.secret,
-                 "Content-Type": "application/json"})
+        venue.base_url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"APCA-API-KEY-ID": venue.key, "APCA-API-SECRET-KEY": venue.secret, "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as reply:
         return json.loads(reply.read())
 
 
 def _open_orders(venue: VenueProcess) -> list:
-    return [o for o in venue.orders() if o.status.value in ("new", "accepted", "partially_filled", "held",
-                                                             "pending_new", "accepted_for_bidding")]
+    return [
+        o
+        for o in venue.orders()
+        if o.status.value in ("new", "accepted", "partially_filled", "held", "pending_new", "accepted_for_bidding")
+    ]
 
 
 def _equity(venue: VenueProcess) -> float:
@@ -58,18 +63,29 @@ def test_scripted_crash_trips_the_loss_breaker_and_ends_flat_and_halted(short_di
     # The reconciler's protective stop sits below the crash, so what sells
     # the SPY is the breaker's liquidation, not that stop.
     qty = _seed_position(venue, "SPY", 20_000.0)
-    settings = settings_text(venue, risk={"daily_loss_limit_pct": 0.5, "loss_breaker_pct": 1.0,
-                                          "max_sector_pct": 100.0, "max_portfolio_risk_pct": 50.0},
-                             reconciler={"protective_stop_pct": 60.0})
+    settings = settings_text(
+        venue,
+        risk={
+            "daily_loss_limit_pct": 0.5,
+            "loss_breaker_pct": 1.0,
+            "max_sector_pct": 100.0,
+            "max_portfolio_risk_pct": 50.0,
+        },
+        reconciler={"protective_stop_pct": 60.0},
+    )
     daemon = DaemonProcess(short_dir / "data", settings, venue)
     try:
         daemon.wait_ready()
         assert daemon.status()["trading_state"] == "ACTIVE"
-        wait_for(lambda: any(p["symbol"] == "SPY" for p in daemon.status()["positions"]), 30, 0.5,
-                 "the daemon knows the SPY position")
+        wait_for(
+            lambda: any(p["symbol"] == "SPY" for p in daemon.status()["positions"]),
+            30,
+            0.5,
+            "the daemon knows the SPY position",
+        )
         before = _equity(venue)
 
-        crashed_at = datetime.now(timezone.utc)
+        crashed_at = datetime.now(UTC)
         moved = _admin(venue, "/admin/crash", {"pct": 40})["crashed"]
         assert set(moved) == {"AAPL", "MSFT", "NVDA", "AMZN", "SPY"}
         wait_for(lambda: _equity(venue) < before * 0.95, 30, 1.0, "the crash reaches the venue's equity")
@@ -82,8 +98,15 @@ def test_scripted_crash_trips_the_loss_breaker_and_ends_flat_and_halted(short_di
         assert "KILL requested by risk_guard:loss_breaker" in daemon.log()
         # The liquidation's market sale of SPY, after the crash: at least the seeded shares (the
         # daemon may have bought SPY too; its own bracket stops may have sold some of those).
-        sold = [int(float(o.filled_qty)) for o in venue.orders() if o.symbol == "SPY" and o.side.value == "sell"
-                and o.status.value == "filled" and o.type.value == "market" and o.created_at >= crashed_at]
+        sold = [
+            int(float(o.filled_qty))
+            for o in venue.orders()
+            if o.symbol == "SPY"
+            and o.side.value == "sell"
+            and o.status.value == "filled"
+            and o.type.value == "market"
+            and o.created_at >= crashed_at
+        ]
         assert len(sold) == 1 and sold[0] >= qty, sold
 
         # Still flat and halted a reconcile pass later: nothing re-entered.

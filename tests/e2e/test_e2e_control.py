@@ -15,8 +15,13 @@ from waiting import wait_for
 
 
 def _ctl(daemon: DaemonProcess, *words: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, RUN_PY, "ctl", *words, "--data-dir", str(daemon.data_dir)],
-                          capture_output=True, text=True, timeout=60, env=_child_env())
+    return subprocess.run(
+        [sys.executable, RUN_PY, "ctl", *words, "--data-dir", str(daemon.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_child_env(),
+    )
 
 
 def _raw(path, payload: bytes) -> dict:
@@ -51,9 +56,14 @@ def test_ctl_cli_bad_requests_and_disabled_fault_injection(short_dir):
         reply = json.loads(proc.stdout)
         assert reply["ok"] is False and "fault_injection" in reply["error"]
 
-        for payload in (b"this is not json\n", b'{"cmd": 5}\n', b'{"cmd": "nope"}\n',
-                        b'{"cmd": "hang", "args": {"name": "risk_guard", "seconds": "soon"}}\n',
-                        b'{"cmd": "approve", "args": {}}\n', b"[1,2,3]\n"):
+        for payload in (
+            b"this is not json\n",
+            b'{"cmd": 5}\n',
+            b'{"cmd": "nope"}\n',
+            b'{"cmd": "hang", "args": {"name": "risk_guard", "seconds": "soon"}}\n',
+            b'{"cmd": "approve", "args": {}}\n',
+            b"[1,2,3]\n",
+        ):
             reply = _raw(daemon.socket, payload)
             assert reply["ok"] is False and reply["error"], (payload, reply)
         reply = _raw(daemon.socket, b"x" * 200_000 + b"\n")
@@ -76,8 +86,9 @@ def test_manual_mode_parks_proposals_until_approved(short_dir):
     daemon = DaemonProcess(short_dir / "data", settings_text(None, voter={"mode": "manual", "cooldown_s": 0.5}))
     try:
         daemon.wait_ready()
-        pending = wait_for(lambda: [p for p in daemon.ok("pending") if p["side"] == "buy"], 60, 0.2,
-                           "a parked buy proposal")
+        pending = wait_for(
+            lambda: [p for p in daemon.ok("pending") if p["side"] == "buy"], 60, 0.2, "a parked buy proposal"
+        )
         assert daemon.status()["orders_placed"] == 0
         reply = daemon.ctl("approve", id="does-not-exist")
         assert reply["ok"] is False and "no pending proposal" in reply["error"]

@@ -75,23 +75,33 @@ def test_dashboard_in_a_real_browser(short_dir, venue):
         browser.screenshot("approvals")
         assert daemon.status()["orders_placed"] == 0 and venue.orders() == []  # nothing went out unapproved
         wait_for(lambda: click(f'button[data-approve="{proposal}"]'), 10, 0.1, "the Approve button clicked")
-        wait_for(lambda: "approve: done" in d.find_element(By.ID, "control-result").text, 30, 0.2, "the approval's answer")
+        wait_for(
+            lambda: "approve: done" in d.find_element(By.ID, "control-result").text, 30, 0.2, "the approval's answer"
+        )
         placed = wait_for(lambda: [o for o in venue.orders() if o.symbol == symbol], 30, 0.2, "the order at the venue")
         assert placed[0].side.value == "buy"
         audit = daemon.ok("audit", n=50)
-        assert any(a["cmd"] == "approve" and a["via"].startswith("dashboard") and proposal in a["args"] and a["ok"]
-                   for a in audit), audit
+        assert any(
+            a["cmd"] == "approve" and a["via"].startswith("dashboard") and proposal in a["args"] and a["ok"]
+            for a in audit
+        ), audit
 
         # The decisions page shows the proposal: its votes, the risk verdict, the order it led to.
         page("decisions")
         row = f'#decisions tr[data-proposal="{proposal}"]'
-        wait_for(lambda: "allowed" in css(row)[0].text and "buy" in css(row)[0].find_elements(By.TAG_NAME, "td")[7].text,
-                 30, 0.2, "the approved proposal with its verdict and order on the decisions page")
+        wait_for(
+            lambda: "allowed" in css(row)[0].text and "buy" in css(row)[0].find_elements(By.TAG_NAME, "td")[7].text,
+            30,
+            0.2,
+            "the approved proposal with its verdict and order on the decisions page",
+        )
         browser.screenshot("decisions")
 
         # The overview shows the position once it has filled.
         page("overview")
-        wait_for(lambda: css(f'#positions-table tr[data-symbol="{symbol}"]'), 60, 0.2, f"{symbol} in the positions table")
+        wait_for(
+            lambda: css(f'#positions-table tr[data-symbol="{symbol}"]'), 60, 0.2, f"{symbol} in the positions table"
+        )
         browser.screenshot("overview")
         for name in ("alerts", "equity", "report"):
             page(name)

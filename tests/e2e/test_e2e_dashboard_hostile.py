@@ -34,8 +34,12 @@ def _flood(dash: DashboardClient, stop: threading.Event, counts: dict[int, int],
             elif kind == 1:
                 conn.request("GET", "/api/v1/overview", headers={"Authorization": "Bearer " + "x" * 43})
             elif kind == 2:
-                conn.request("POST", "/api/v1/control/halt", body=b"x" * 1_000_000,
-                             headers={"Authorization": f"Bearer {dash.token}"})
+                conn.request(
+                    "POST",
+                    "/api/v1/control/halt",
+                    body=b"x" * 1_000_000,
+                    headers={"Authorization": f"Bearer {dash.token}"},
+                )
             else:
                 conn.request("GET", "/", headers={"Authorization": f"Bearer {dash.token}"})
             status = conn.getresponse().status
@@ -62,8 +66,12 @@ def _never_read_streams(dash: DashboardClient, n: int) -> list[socket.socket]:
     for _ in range(n):
         s = socket.create_connection((dash.host, dash.port), timeout=10)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.sendall((f"GET /api/v1/events HTTP/1.1\r\nHost: {dash.host}:{dash.port}\r\n"
-                   f"Authorization: Bearer {dash.token}\r\n\r\n").encode())
+        s.sendall(
+            (
+                f"GET /api/v1/events HTTP/1.1\r\nHost: {dash.host}:{dash.port}\r\n"
+                f"Authorization: Bearer {dash.token}\r\n\r\n"
+            ).encode()
+        )
         out.append(s)
     return out
 
@@ -92,8 +100,15 @@ def test_hammered_dashboard_does_not_stop_trading(short_dir):
             depths = {a["name"]: a["mailbox"] for a in st["actors"]}
             assert max(depths.values()) < MAILBOX_BOUND, depths  # no queue grows without bound
             md, md0 = st["market_data"], before["market_data"]
-            return st if (st["orders_placed"] >= before["orders_placed"] + 3
-                          and md["quotes"] > md0["quotes"] + 100 and md["delivered"] > md0["delivered"] + 100) else None
+            return (
+                st
+                if (
+                    st["orders_placed"] >= before["orders_placed"] + 3
+                    and md["quotes"] > md0["quotes"] + 100
+                    and md["delivered"] > md0["delivered"] + 100
+                )
+                else None
+            )
 
         during = wait_for(progressed, 180, 0.5, "quotes processed and orders placed while the dashboard is hammered")
         assert during["healthy"]

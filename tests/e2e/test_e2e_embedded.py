@@ -38,8 +38,7 @@ def test_shipped_settings_trade_within_60s_with_sd_notify_and_clean_stop(short_d
         return any(what in m for m in list(messages))
 
     # An empty settings file: every key takes the shipped default.
-    daemon = DaemonProcess(short_dir / "data", "", env={"NOTIFY_SOCKET": str(notify_path),
-                                                       "WATCHDOG_USEC": "2000000"})
+    daemon = DaemonProcess(short_dir / "data", "", env={"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "2000000"})
     try:
         wait_for(lambda: received("READY=1"), 60, what="READY=1")
         status = daemon.status()
@@ -69,16 +68,26 @@ def test_shipped_settings_trade_within_60s_with_sd_notify_and_clean_stop(short_d
 def test_bad_settings_exit_2_with_one_line_naming_key_and_value(short_dir):
     bad = short_dir / "bad.toml"
     bad.write_text("[risk]\nmax_position_pct = -5\n")
-    proc = subprocess.run([sys.executable, RUN_PY, "--settings", str(bad), "--data-dir", str(short_dir / "d")],
-                          capture_output=True, text=True, timeout=60, env=_child_env())
+    proc = subprocess.run(
+        [sys.executable, RUN_PY, "--settings", str(bad), "--data-dir", str(short_dir / "d")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_child_env(),
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "risk.max_position_pct" in lines[0] and "-5" in lines[0]
 
     bad.write_text("[risk]\nmax_postion_pct = 5\n")  # a typo must not pass silently
-    proc = subprocess.run([sys.executable, RUN_PY, "check", "--settings", str(bad)], capture_output=True, text=True,
-                          timeout=60, env=_child_env())
+    proc = subprocess.run(
+        [sys.executable, RUN_PY, "check", "--settings", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_child_env(),
+    )
     assert proc.returncode == 2
     assert "max_postion_pct" in proc.stderr
 

@@ -8,8 +8,15 @@ from waiting import wait_for
 
 # One of each actor type (analyzers are one type). EmergencyStop is not here:
 # its failure means full liquidation by design (test below).
-ACTOR_TYPES = ("quote_streamer", "analyzer:AAPL", "ensemble_voter", "risk_guard", "order_manager", "reconciler",
-               "alerter")
+ACTOR_TYPES = (
+    "quote_streamer",
+    "analyzer:AAPL",
+    "ensemble_voter",
+    "risk_guard",
+    "order_manager",
+    "reconciler",
+    "alerter",
+)
 
 
 def _restarted(daemon: DaemonProcess, name: str, before: int) -> bool:
@@ -28,8 +35,10 @@ def test_each_actor_type_crashed_is_restarted_and_trading_goes_on(short_dir, ven
             wait_for(lambda name=name, before=before: _restarted(daemon, name, before), 30, 0.1, f"{name} restarted")
         # The armed mode is still there: the next message, a heartbeat at the latest.
         before = daemon.actor("risk_guard")["restarts"]
-        assert daemon.ok("crash", name="risk_guard", on_next_message=True) == {"crash": "risk_guard",
-                                                                               "when": "on its next message"}
+        assert daemon.ok("crash", name="risk_guard", on_next_message=True) == {
+            "crash": "risk_guard",
+            "when": "on its next message",
+        }
         wait_for(lambda: _restarted(daemon, "risk_guard", before), 30, 0.1, "risk_guard restarted")
         status = daemon.status()
         # Nothing escalated: the whole tree is up, trading ACTIVE, no liquidation.
@@ -68,8 +77,11 @@ def test_hung_actor_is_detected_and_replaced(short_dir, venue):
 def test_crash_restarts_an_idle_actor_at_once(short_dir, venue):
     # Nothing else reaches the reconciler for minutes: heartbeats every 120 s,
     # a pass every 600 s. A crash armed for its next message would sit there.
-    settings = settings_text(venue, supervision={"heartbeat_interval_s": 120.0, "heartbeat_timeout_s": 120.0},
-                             reconciler={"interval_s": 600.0, "max_unprotected_s": 1200.0})
+    settings = settings_text(
+        venue,
+        supervision={"heartbeat_interval_s": 120.0, "heartbeat_timeout_s": 120.0},
+        reconciler={"interval_s": 600.0, "max_unprotected_s": 1200.0},
+    )
     daemon = DaemonProcess(short_dir / "data", settings, venue)
     try:
         daemon.wait_ready()
@@ -92,8 +104,11 @@ def test_a_crash_drill_past_intensity_escalates_to_liquidation_flat_and_halted(s
         # comes up. Two crashes exhaust execution (max 1 restart); the root
         # restarts it, two more exhaust it again, and that is more than the
         # root's own single restart: supervision gives up, full liquidation.
-        assert daemon.ok("crash", name="order_manager", times=4) == {"crash": "order_manager", "when": "now",
-                                                                     "times": 4}
+        assert daemon.ok("crash", name="order_manager", times=4) == {
+            "crash": "order_manager",
+            "when": "now",
+            "times": 4,
+        }
         wait_for(lambda: daemon.status()["trading_state"] == "HALTED", 60, 0.2, "HALTED")
         wait_for(lambda: not venue.positions() and not _open_orders(venue), 60, 1.0, "venue flat")
         assert "supervision gave up" in daemon.log()
@@ -118,8 +133,11 @@ def test_emergency_stop_failure_means_full_liquidation(short_dir, venue):
 
 
 def _open_orders(venue) -> list:
-    return [o for o in venue.orders() if str(o.status.value) in ("new", "accepted", "held", "partially_filled",
-                                                                  "pending_new")]
+    return [
+        o
+        for o in venue.orders()
+        if str(o.status.value) in ("new", "accepted", "held", "partially_filled", "pending_new")
+    ]
 
 
 def test_malformed_quote_frames_are_counted_and_the_daemon_carries_on(short_dir, venue):
@@ -131,13 +149,20 @@ def test_malformed_quote_frames_are_counted_and_the_daemon_carries_on(short_dir,
         daemon.wait_ready()
         wait_for(lambda: daemon.status()["market_data"].get("quotes", 0) > 0, 30, 0.2, "quotes flowing")
         request = urllib.request.Request(
-            venue.base_url + "/admin/faults", data=json.dumps({"garbage_frames": 25}).encode(), method="POST",
-            headers={"APCA-API-KEY-ID": venue.key, "APCA-API-SECRET-KEY": venue.secret,
-                     "Content-Type": "application/json"})
+            venue.base_url + "/admin/faults",
+            data=json.dumps({"garbage_frames": 25}).encode(),
+            method="POST",
+            headers={
+                "APCA-API-KEY-ID": venue.key,
+                "APCA-API-SECRET-KEY": venue.secret,
+                "Content-Type": "application/json",
+            },
+        )
         with urllib.request.urlopen(request, timeout=10) as reply:
             assert reply.status == 200
-        md = wait_for(lambda: (m := daemon.status()["market_data"])["malformed_frames"] >= 25 and m, 30, 0.2,
-                      "garbage counted")
+        md = wait_for(
+            lambda: (m := daemon.status()["market_data"])["malformed_frames"] >= 25 and m, 30, 0.2, "garbage counted"
+        )
         # Nothing crashed, the connection was kept, and quotes keep coming.
         wait_for(lambda: daemon.status()["market_data"]["quotes"] > md["quotes"] + 20, 30, 0.2, "quotes after garbage")
         status = daemon.status()

@@ -31,9 +31,14 @@ ANY_MAILBOX_BOUND = 1_000
 
 @pytest.mark.load
 def test_50_symbols_at_20000_quotes_per_s_for_30_s(tmp_path):
-    r = run_ingest(SECONDS, tmp_path, SYMBOLS, QUOTES_PER_S,
-                   # Room to trade all along: fills happen under load.
-                   overrides={"risk": {"max_positions": 20, "max_position_pct": 2.0}})
+    r = run_ingest(
+        SECONDS,
+        tmp_path,
+        SYMBOLS,
+        QUOTES_PER_S,
+        # Room to trade all along: fills happen under load.
+        overrides={"risk": {"max_positions": 20, "max_position_pct": 2.0}},
+    )
     print(json.dumps({k: v for k, v in r.items() if k != "what"}, indent=1))
     assert r["quote_to_state_us"]["n"] > 1_000  # the analyzers were fed throughout
     assert r["conflated"] > 0  # the offered rate was beyond what they evaluate: conflation did its job

@@ -20,14 +20,23 @@ from waiting import wait_for
 # whose strings hold newlines, NUL and terminal escapes.
 HOSTILE = [
     b"\x00\x1b[2J\x1b]0;pwned\x07\r2026-12-03 15:48:09,123 CRITICAL forged\x7f\xff\n",
-    json.dumps({"cmd": "status\n2026-12-03 15:48:09,123 INFO forged: all good\x1b[31m\x00",
-                "args": {"why\r\n": "\u2028\x1b[2J\x85"}}).encode() + b"\n",
+    json.dumps(
+        {
+            "cmd": "status\n2026-12-03 15:48:09,123 INFO forged: all good\x1b[31m\x00",
+            "args": {"why\r\n": "\u2028\x1b[2J\x85"},
+        }
+    ).encode()
+    + b"\n",
 ]
 
 
 def telemetry_to(receiver: HttpReceiver) -> dict:
-    return {"enabled": True, "protocol": "http/protobuf",
-            "otlp_endpoint": f"http://127.0.0.1:{receiver.server_port}", "quote_sample_ratio": 0.0}
+    return {
+        "enabled": True,
+        "protocol": "http/protobuf",
+        "otlp_endpoint": f"http://127.0.0.1:{receiver.server_port}",
+        "quote_sample_ratio": 0.0,
+    }
 
 
 def fuzzed(seed: int, n: int) -> list[bytes]:
@@ -87,30 +96,42 @@ def test_json_lines_parse_and_carry_the_ids_of_the_exported_trace(short_dir):
 def test_journal_gets_native_entries_with_the_trace_fields(short_dir):
     journal = JournalReceiver(short_dir / "journal.sock")
     receiver = HttpReceiver()
-    settings = settings_text(None, voter=TRADE_OFTEN, telemetry=telemetry_to(receiver),
-                             logging={"journal_socket": journal.path})
+    settings = settings_text(
+        None, voter=TRADE_OFTEN, telemetry=telemetry_to(receiver), logging={"journal_socket": journal.path}
+    )
     daemon = JournalDaemon(short_dir / "data", settings, journal)
     try:
         daemon.wait_ready()
         wait_orders(daemon, 1, timeout=90)
 
         def placed() -> dict | None:
-            return next((e for e in journal.entries() if e["MESSAGE"].startswith("order placed")
-                         and e.get("TRACE_ID")), None)
+            return next(
+                (e for e in journal.entries() if e["MESSAGE"].startswith("order placed") and e.get("TRACE_ID")), None
+            )
 
         entry = wait_for(placed, 60, 0.25, "an 'order placed' entry with its trace id")
         assert entry["ACTOR"] == "order_manager" and entry["CLIENT_ORDER_ID"] in entry["MESSAGE"]
         assert entry["SYMBOL"] in entry["MESSAGE"] and len(entry["SPAN_ID"]) == 16
         # `journalctl TRACE_ID=...` finds that trace's spans in the receiver, and its risk decision in the journal.
-        wait_for(lambda: any(s.trace_id.hex() == entry["TRACE_ID"] for s in receiver.spans.all()), 30, 0.25,
-                 "the entry's trace at the OTLP receiver")
+        wait_for(
+            lambda: any(s.trace_id.hex() == entry["TRACE_ID"] for s in receiver.spans.all()),
+            30,
+            0.25,
+            "the entry's trace at the OTLP receiver",
+        )
         same_trace = [e for e in journal.entries() if e.get("TRACE_ID") == entry["TRACE_ID"]]
         assert any(e["ACTOR"] == "risk_guard" for e in same_trace), same_trace
 
         # A crash: its traceback is one field in the binary-safe form.
         assert daemon.ok("crash", name="analyzer:SPY")["crash"] == "analyzer:SPY"
-        crash = wait_for(lambda: next((e for e in journal.entries() if e.get("EXCEPTION_TEXT")
-                                       and e.get("ACTOR") == "analyzer:SPY"), None), 30, 0.25, "the crash entry")
+        crash = wait_for(
+            lambda: next(
+                (e for e in journal.entries() if e.get("EXCEPTION_TEXT") and e.get("ACTOR") == "analyzer:SPY"), None
+            ),
+            30,
+            0.25,
+            "the crash entry",
+        )
         assert crash["PRIORITY"] == "3" and "InjectedCrash" in crash["EXCEPTION_TEXT"]
         assert crash["EXCEPTION_TEXT"].startswith("Traceback (most recent call last):\n")
         assert any(raw.startswith(b"MESSAGE=") and b"\nEXCEPTION_TEXT\n" in raw for raw in journal.raw)

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import msgspec
 from daemon_harness import RUN_PY, DaemonProcess, _child_env, settings_text, wait_orders
+from waiting import wait_for
+
 from stockade.trading.model_store import (
     MANIFEST_NAME,
     SHIPPED_DIR,
     read_manifest,
     write_manifest,
 )
-from waiting import wait_for
 
 
 def _settings(models: Path) -> str:
@@ -85,8 +86,10 @@ def test_model_with_mismatched_features_is_refused_and_the_rest_keep_trading(sho
     models = _models_copy(short_dir)
     manifest = read_manifest(models)
     # The mlp claims a feature this code does not build (e.g. trained by a newer version).
-    entries = tuple(msgspec.structs.replace(e, features=("order_flow",) + e.features[1:]) if e.name == "mlp" else e
-                    for e in manifest.models)
+    entries = tuple(
+        msgspec.structs.replace(e, features=("order_flow",) + e.features[1:]) if e.name == "mlp" else e
+        for e in manifest.models
+    )
     write_manifest(models, msgspec.structs.replace(manifest, models=entries))
     daemon = DaemonProcess(short_dir / "data", _settings(models))
     try:
@@ -109,8 +112,12 @@ def test_manifest_of_another_feature_version_refuses_all_models_and_the_daemon_s
     daemon = DaemonProcess(short_dir / "data", _settings(models))
     try:
         daemon.wait_ready()
-        wait_for(lambda: any(a.get("key", "").startswith("model-refused:") for a in _alerts(daemon.data_dir)),
-                 30, 0.1, "the model-refused alert delivered")
+        wait_for(
+            lambda: any(a.get("key", "").startswith("model-refused:") for a in _alerts(daemon.data_dir)),
+            30,
+            0.1,
+            "the model-refused alert delivered",
+        )
         lines = _error_lines(daemon.log(), "feature version")
         assert len(lines) == 1, lines
         assert str(models / MANIFEST_NAME) in lines[0] and "python run.py train" in lines[0]
@@ -127,9 +134,29 @@ def test_manifest_of_another_feature_version_refuses_all_models_and_the_daemon_s
 def test_train_from_a_running_venue_through_alpaca_py(short_dir, venue):
     out = short_dir / "trained"
     r = subprocess.run(
-        [sys.executable, RUN_PY, "train", "--source", "venue", "--data-url", venue.base_url, "--out", str(out),
-         "--symbols", "AAPL,MSFT", "--days", "1", "--models", "logit", "--folds", "2"],
-        capture_output=True, text=True, timeout=240, check=False,
+        [
+            sys.executable,
+            RUN_PY,
+            "train",
+            "--source",
+            "venue",
+            "--data-url",
+            venue.base_url,
+            "--out",
+            str(out),
+            "--symbols",
+            "AAPL,MSFT",
+            "--days",
+            "1",
+            "--models",
+            "logit",
+            "--folds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
         env=_child_env({"APCA_API_KEY_ID": venue.key, "APCA_API_SECRET_KEY": venue.secret}),
     )
     assert r.returncode == 0, r.stderr

@@ -68,8 +68,12 @@ def test_ctl_kill_leaves_the_venue_flat_and_halted_survives_restart(short_dir, v
     try:
         daemon.wait_ready()
         # Positions held and their bracket legs resting at the venue.
-        wait_for(lambda: venue.positions() and any(_status(o) in OPEN for o in venue.orders()), 60, 1.0,
-                 "positions and open orders at the venue")
+        wait_for(
+            lambda: venue.positions() and any(_status(o) in OPEN for o in venue.orders()),
+            60,
+            1.0,
+            "positions and open orders at the venue",
+        )
         report = daemon.ok("kill", timeout=60, reason="test kill")
         assert report["flat"] is True
         assert venue.positions() == {}
@@ -96,8 +100,11 @@ def _set_faults(venue, **knobs) -> None:
     import urllib.request
 
     request = urllib.request.Request(
-        venue.base_url + "/admin/faults", data=json.dumps(knobs).encode(), method="POST",
-        headers={"APCA-API-KEY-ID": venue.key, "APCA-API-SECRET-KEY": venue.secret, "Content-Type": "application/json"})
+        venue.base_url + "/admin/faults",
+        data=json.dumps(knobs).encode(),
+        method="POST",
+        headers={"APCA-API-KEY-ID": venue.key, "APCA-API-SECRET-KEY": venue.secret, "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as reply:
         assert reply.status == 200
 
@@ -115,8 +122,12 @@ def test_lost_responses_and_server_errors_neither_duplicate_nor_lose_an_order(sh
         _set_faults(venue, lose_response_rate=0.0, http_error_rate=0.0)
         # The ambiguous failures really happened, and were resolved by lookup.
         assert "outcome unknown" in daemon.log() and "adopted, not resent" in daemon.log()
-        wait_for(lambda: not [o for o in daemon.status()["open_orders"]
-                              if o["state"] in ("intent", "submitted", "unknown")], 30, 0.5, "no pending intents")
+        wait_for(
+            lambda: not [o for o in daemon.status()["open_orders"] if o["state"] in ("intent", "submitted", "unknown")],
+            30,
+            0.5,
+            "no pending intents",
+        )
         wait_for(lambda: _ledger_matches_venue(daemon, venue), 30, 1.0, "ledger equal to venue")
     finally:
         assert daemon.stop() == 0
@@ -141,13 +152,21 @@ def test_dropped_and_silent_streams_are_recovered_and_nothing_is_missed(short_di
         before = daemon.status()["market_data"]
         # Both websockets cut: market data and trade updates.
         _set_faults(venue, drop_streams=True)
-        wait_for(lambda: daemon.status()["market_data"]["reconnects"] > before["reconnects"], 30, 0.2,
-                 "market data reconnected")
+        wait_for(
+            lambda: daemon.status()["market_data"]["reconnects"] > before["reconnects"],
+            30,
+            0.2,
+            "market data reconnected",
+        )
         # Connected but silent: the daemon must notice and reconnect by itself.
         _set_faults(venue, stream_silent=True)
         silent = daemon.status()["market_data"]
-        wait_for(lambda: daemon.status()["market_data"]["reconnects"] > silent["reconnects"], 30, 0.2,
-                 "silent socket detected")
+        wait_for(
+            lambda: daemon.status()["market_data"]["reconnects"] > silent["reconnects"],
+            30,
+            0.2,
+            "silent socket detected",
+        )
         _set_faults(venue, stream_silent=False)
         flowing = daemon.status()["market_data"]["quotes"]
         wait_for(lambda: daemon.status()["market_data"]["quotes"] > flowing + 20, 30, 0.2, "quotes again")

@@ -32,8 +32,9 @@ def test_500_symbols_start_every_analyzer_warm_none_restarted(short_dir):
     syms = symbols(N_SYMBOLS)
     venue_settings = short_dir / "venue.toml"
     venue_settings.write_text("[venue]\nrate_limit_per_min = 10000\n")
-    venue = VenueProcess(short_dir / "venue", symbols=",".join(syms), quote_rate=0.2,
-                         args=("--settings", str(venue_settings)))
+    venue = VenueProcess(
+        short_dir / "venue", symbols=",".join(syms), quote_rate=0.2, args=("--settings", str(venue_settings))
+    )
     text = settings_text(
         venue,
         trading={"symbols": syms},

@@ -52,25 +52,46 @@ def run(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.Com
 
 @pytest.mark.parametrize("log_format", ["text", "json", "journal"])
 def test_no_secret_in_any_output_or_file(short_dir, log_format):
-    needles = {"key id": FAKE_KEY, "secret key": FAKE_SECRET, "smtp password": FAKE_SMTP_PASSWORD,
-               "webhook token": FAKE_WEBHOOK_TOKEN}
+    needles = {
+        "key id": FAKE_KEY,
+        "secret key": FAKE_SECRET,
+        "smtp password": FAKE_SMTP_PASSWORD,
+        "webhook token": FAKE_WEBHOOK_TOKEN,
+    }
     # Bound but not listening: every delivery to it is refused at once.
     closed = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     closed.bind(("127.0.0.1", 0))
     closed_port = closed.getsockname()[1]
     collector = RawCollector()
     venue = VenueProcess(short_dir / "venue", key=FAKE_KEY, secret=FAKE_SECRET)
-    secret_env = {"STOCKADE_SMTP_PASSWORD": FAKE_SMTP_PASSWORD,
-                  "STOCKADE_WEBHOOK_URL": f"http://127.0.0.1:{closed_port}/hooks/{FAKE_WEBHOOK_TOKEN}"}
+    secret_env = {
+        "STOCKADE_SMTP_PASSWORD": FAKE_SMTP_PASSWORD,
+        "STOCKADE_WEBHOOK_URL": f"http://127.0.0.1:{closed_port}/hooks/{FAKE_WEBHOOK_TOKEN}",
+    }
     settings = settings_text(
         venue,
-        alerts={"smtp_host": "127.0.0.1", "smtp_port": closed_port, "smtp_user": "ops@example.com",
-                "smtp_from": "stockade@example.com", "smtp_to": ["ops@example.com"], "min_level_smtp": "WARNING",
-                "retry_attempts": 2, "retry_initial_s": 0.05, "retry_max_s": 0.1, "timeout_s": 2.0},
-        telemetry={"enabled": True, "otlp_endpoint": f"http://127.0.0.1:{collector.server_address[1]}/v1/traces",
-                   "quote_sample_ratio": 1.0},
-        logging={"level": "DEBUG", "format": "json" if log_format == "journal" else log_format,
-                 "journal_socket": str(short_dir / "journal.sock")},
+        alerts={
+            "smtp_host": "127.0.0.1",
+            "smtp_port": closed_port,
+            "smtp_user": "ops@example.com",
+            "smtp_from": "stockade@example.com",
+            "smtp_to": ["ops@example.com"],
+            "min_level_smtp": "WARNING",
+            "retry_attempts": 2,
+            "retry_initial_s": 0.05,
+            "retry_max_s": 0.1,
+            "timeout_s": 2.0,
+        },
+        telemetry={
+            "enabled": True,
+            "otlp_endpoint": f"http://127.0.0.1:{collector.server_address[1]}/v1/traces",
+            "quote_sample_ratio": 1.0,
+        },
+        logging={
+            "level": "DEBUG",
+            "format": "json" if log_format == "journal" else log_format,
+            "journal_socket": str(short_dir / "journal.sock"),
+        },
     )
     journal = JournalReceiver(short_dir / "journal.sock")
     if log_format == "journal":
@@ -84,12 +105,22 @@ def test_no_secret_in_any_output_or_file(short_dir, log_format):
         # The fake key pair is really in use: orders go through the venue with it.
         wait_orders(daemon, 2)
         # A key pasted as a command by mistake: the audit line and record must not keep it.
-        assert _raw(daemon.socket, json.dumps({"cmd": FAKE_SECRET, "args": {"x": FAKE_KEY}}).encode() + b"\n")[
-            "ok"] is False
+        assert (
+            _raw(daemon.socket, json.dumps({"cmd": FAKE_SECRET, "args": {"x": FAKE_KEY}}).encode() + b"\n")["ok"]
+            is False
+        )
         ctl_env = _child_env()
         sock = str(daemon.socket)
-        for cmd in (["status"], ["alerts", "50"], ["halt", "leak check"], ["resume"], ["kill", "leak check"],
-                    ["alerts", "50"], ["audit", "50"], ["status"]):
+        for cmd in (
+            ["status"],
+            ["alerts", "50"],
+            ["halt", "leak check"],
+            ["resume"],
+            ["kill", "leak check"],
+            ["alerts", "50"],
+            ["audit", "50"],
+            ["status"],
+        ):
             proc = run("ctl", *cmd, "--socket", sock, env=ctl_env)
             assert proc.returncode == 0, proc.stderr
             outputs[f"ctl {' '.join(cmd)}"] = proc.stdout + proc.stderr
@@ -99,8 +130,12 @@ def test_no_secret_in_any_output_or_file(short_dir, log_format):
         outputs["check"] = proc.stdout + proc.stderr
         assert json.loads(proc.stdout)["ok"] is True, outputs["check"]
         # The remote alert channels have tried and failed (the error path ran).
-        wait_for(lambda: "webhook" in daemon.log() and "smtp" in daemon.log().lower(), 60, 0.2,
-                 "webhook and SMTP delivery attempts in the log")
+        wait_for(
+            lambda: "webhook" in daemon.log() and "smtp" in daemon.log().lower(),
+            60,
+            0.2,
+            "webhook and SMTP delivery attempts in the log",
+        )
     finally:
         code = daemon.stop()
         venue.stop()
@@ -138,8 +173,12 @@ def test_no_secret_in_any_output_or_file(short_dir, log_format):
     assert all(a["uid"] == os.geteuid() and a["ok"] for a in audit if a["cmd"] != "***")
     assert [a["cmd"] for a in audit if not a["ok"]] == ["***"]
 
-    leaks = [f"{what} in {where}" for where, data in outputs.items() for what, needle in needles.items()
-             if needle.encode() in data]
+    leaks = [
+        f"{what} in {where}"
+        for where, data in outputs.items()
+        for what, needle in needles.items()
+        if needle.encode() in data
+    ]
     assert leaks == [], leaks
 
 
@@ -151,17 +190,28 @@ def test_live_paper_mismatch_refuses_to_start_with_one_line(short_dir):
         # live, but no keys: it would be the embedded paper venue
         ("[alpaca]\npaper = false\nallow_live = true\n", {}, "no Alpaca keys are configured"),
         # live settings against Alpaca's paper endpoint
-        ("[alpaca]\npaper = false\nallow_live = true\n", {**keys, "APCA_API_BASE_URL": "https://paper-api.alpaca.markets"},
-         "is Alpaca's paper endpoint"),
+        (
+            "[alpaca]\npaper = false\nallow_live = true\n",
+            {**keys, "APCA_API_BASE_URL": "https://paper-api.alpaca.markets"},
+            "is Alpaca's paper endpoint",
+        ),
         # paper settings against Alpaca's live endpoint
-        ("[alpaca]\npaper = true\n", {**keys, "APCA_API_BASE_URL": "https://api.alpaca.markets"},
-         "is Alpaca's live endpoint"),
+        (
+            "[alpaca]\npaper = true\n",
+            {**keys, "APCA_API_BASE_URL": "https://api.alpaca.markets"},
+            "is Alpaca's live endpoint",
+        ),
     ]
     for i, (text, env, expected) in enumerate(cases):
         path = short_dir / f"s{i}.toml"
         path.write_text(text)
-        proc = subprocess.run([sys.executable, RUN_PY, "--settings", str(path), "--data-dir", str(short_dir / f"d{i}")],
-                              capture_output=True, text=True, timeout=60, env=_child_env(env))
+        proc = subprocess.run(
+            [sys.executable, RUN_PY, "--settings", str(path), "--data-dir", str(short_dir / f"d{i}")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=_child_env(env),
+        )
         assert proc.returncode == 2, (text, env, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("stockade: settings: ") and expected in lines[0], proc.stderr

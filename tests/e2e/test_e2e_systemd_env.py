@@ -24,14 +24,21 @@ def test_daemon_honours_systemd_directories_and_credentials(short_dir, venue):
     settings = short_dir / "settings.toml"
     settings.write_text(settings_text(venue))
     log_path = short_dir / "daemon.log"
-    env = _child_env({"STATE_DIRECTORY": str(state), "RUNTIME_DIRECTORY": str(runtime),
-                      "CREDENTIALS_DIRECTORY": str(creds)})
+    env = _child_env(
+        {"STATE_DIRECTORY": str(state), "RUNTIME_DIRECTORY": str(runtime), "CREDENTIALS_DIRECTORY": str(creds)}
+    )
     assert not any(k.startswith("APCA_") for k in env)
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, RUN_PY, "--settings", str(settings)], stdout=log,
-                                stderr=subprocess.STDOUT, env=env, cwd=short_dir)
+        proc = subprocess.Popen(
+            [sys.executable, RUN_PY, "--settings", str(settings)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=short_dir,
+        )
     sock = runtime / "control.sock"
     try:
+
         def ready():
             assert proc.poll() is None, log_path.read_text()[-3000:]
             return "stockade ready" in log_path.read_text() and request(sock, "status", {}, 10)
@@ -45,8 +52,14 @@ def test_daemon_honours_systemd_directories_and_credentials(short_dir, venue):
         assert (state / "stockade.lmdb" / "data.mdb").exists() and (state / "daemon.running").exists()
         assert not (short_dir / "var").exists()  # not the ./var default
         # ctl, from a shell with the same environment, finds the same socket.
-        ctl = subprocess.run([sys.executable, RUN_PY, "ctl", "status"], capture_output=True, text=True, timeout=60,
-                             env=env, cwd=short_dir)
+        ctl = subprocess.run(
+            [sys.executable, RUN_PY, "ctl", "status"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=short_dir,
+        )
         assert ctl.returncode == 0, ctl.stderr
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -90,8 +90,9 @@ class HttpReceiver(OtlpHttpReceiver):
 
     def __init__(self) -> None:
         self.spans = Spans()
-        super().__init__(lambda _headers, body: self.spans.add(
-            trace_service_pb2.ExportTraceServiceRequest.FromString(body)))
+        super().__init__(
+            lambda _headers, body: self.spans.add(trace_service_pb2.ExportTraceServiceRequest.FromString(body))
+        )
 
 
 def check_fill_chain(chain: list) -> None:
@@ -117,8 +118,12 @@ def test_grpc_by_otel_env_keeps_whole_traces_that_reach_the_risk_guard(short_dir
     receiver = GrpcReceiver()
     settings = settings_text(None, voter=TRADE_OFTEN, telemetry={"quote_sample_ratio": 0.0})
     assert "enabled" not in tomllib.loads(settings)["telemetry"]  # the default, false
-    env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}", "OTEL_SERVICE_NAME": "stockade-e2e"}
+    env = {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+        "OTEL_SERVICE_NAME": "stockade-e2e",
+    }
     daemon = DaemonProcess(short_dir / "data", settings, env=env)
     try:
         daemon.wait_ready()
@@ -159,8 +164,11 @@ def test_grpc_by_otel_env_keeps_whole_traces_that_reach_the_risk_guard(short_dir
 def test_http_by_settings_exports_sampled_quote_traces(short_dir):
     receiver = HttpReceiver()
     endpoint = f"http://127.0.0.1:{receiver.server_port}"
-    settings = settings_text(None, voter=TRADE_OFTEN, telemetry={
-        "enabled": True, "protocol": "http/protobuf", "otlp_endpoint": endpoint, "quote_sample_ratio": 1.0})
+    settings = settings_text(
+        None,
+        voter=TRADE_OFTEN,
+        telemetry={"enabled": True, "protocol": "http/protobuf", "otlp_endpoint": endpoint, "quote_sample_ratio": 1.0},
+    )
     daemon = DaemonProcess(short_dir / "data", settings)
     try:
         daemon.wait_ready()
@@ -168,9 +176,15 @@ def test_http_by_settings_exports_sampled_quote_traces(short_dir):
         check_fill_chain(chain)
         assert not any(attrs(s).get("stockade.sampling") for s in chain)  # sampled at the head
         # Ratio 1: quote traces that went nowhere are exported too.
-        wait_for(lambda: any(s.name.startswith("analyzer:") and not _reaches_risk_guard(receiver.spans, s)
-                             for s in receiver.spans.all()),
-                 30, 0.25, "a quote trace that stopped short")
+        wait_for(
+            lambda: any(
+                s.name.startswith("analyzer:") and not _reaches_risk_guard(receiver.spans, s)
+                for s in receiver.spans.all()
+            ),
+            30,
+            0.25,
+            "a quote trace that stopped short",
+        )
         assert receiver.spans.services == {"stockade"}
     finally:
         assert daemon.stop() == 0

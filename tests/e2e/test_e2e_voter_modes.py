@@ -34,8 +34,13 @@ def stored(data_dir):
 
 
 def report(data_dir) -> dict:
-    proc = subprocess.run([sys.executable, RUN_PY, "report", "--json", "--data-dir", str(data_dir)],
-                          capture_output=True, text=True, timeout=60, env=_child_env())
+    proc = subprocess.run(
+        [sys.executable, RUN_PY, "report", "--json", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_child_env(),
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -46,8 +51,9 @@ def test_manual_approval_reject_restart_and_expiry(short_dir, venue):
     daemon = DaemonProcess(data, text, venue)
     try:
         daemon.wait_ready()
-        first = wait_for(lambda: [p for p in daemon.ok("pending") if p["side"] == "buy"], 60, 0.2,
-                         "a parked buy proposal")[0]
+        first = wait_for(
+            lambda: [p for p in daemon.ok("pending") if p["side"] == "buy"], 60, 0.2, "a parked buy proposal"
+        )[0]
         assert daemon.status()["orders_placed"] == 0 and venue.orders() == []  # nothing goes out unapproved
 
         # Approved -> the order manager places it at the venue.
@@ -56,22 +62,34 @@ def test_manual_approval_reject_restart_and_expiry(short_dir, venue):
         wait_for(lambda: {o.client_order_id for o in venue.orders()} & set(placed), 30, 0.2, "the order at the venue")
 
         # Rejected -> no order, ever.
-        other = wait_for(lambda: [p for p in daemon.ok("pending") if p["proposal_id"] != first["proposal_id"]],
-                         60, 0.2, "another parked proposal")[0]
+        other = wait_for(
+            lambda: [p for p in daemon.ok("pending") if p["proposal_id"] != first["proposal_id"]],
+            60,
+            0.2,
+            "another parked proposal",
+        )[0]
         assert daemon.ok("reject", id=other["proposal_id"], reason="e2e")["rejected"] == other["proposal_id"]
         assert other["proposal_id"] not in {p["proposal_id"] for p in daemon.ok("pending")}
 
         # Parked proposals survive a restart.
-        kept = wait_for(lambda: [p for p in daemon.ok("pending") if p["expires_in_s"] > TIMEOUT_S - 5], 60, 0.2,
-                        "a fresh proposal to carry over a restart")[0]
+        kept = wait_for(
+            lambda: [p for p in daemon.ok("pending") if p["expires_in_s"] > TIMEOUT_S - 5],
+            60,
+            0.2,
+            "a fresh proposal to carry over a restart",
+        )[0]
         assert daemon.stop() == 0
         daemon = DaemonProcess(data, text, venue)
         daemon.wait_ready()
         assert kept["proposal_id"] in {p["proposal_id"] for p in daemon.ok("pending")}, daemon.log()[-3000:]
 
         # Unanswered -> expires after approval_timeout_s (counted from when it was made).
-        wait_for(lambda: "expired" in stored(data)[0].get(kept["proposal_id"], []), TIMEOUT_S + 20, 0.5,
-                 "the carried-over proposal to expire")
+        wait_for(
+            lambda: "expired" in stored(data)[0].get(kept["proposal_id"], []),
+            TIMEOUT_S + 20,
+            0.5,
+            "the carried-over proposal to expire",
+        )
         assert kept["proposal_id"] not in {p["proposal_id"] for p in daemon.ok("pending")}
 
         outcomes, orders = stored(data)

@@ -12,6 +12,8 @@ from email import message_from_bytes
 
 import pytest
 from alert_servers import Receiver, SmtpServer, Tls
+from waiting import wait_for
+
 from stockade.codecs.messages import Alert
 from stockade.ops.alerts.channels import (
     ChannelError,
@@ -20,14 +22,14 @@ from stockade.ops.alerts.channels import (
     WebhookChannel,
 )
 from stockade.ops.alerts.delivery import DeliveryWorker
-from waiting import wait_for
 
 PASSWORD = "Sm7pPassw0rd-FAKE-0451"
 TOKEN = "T0KEN-FAKE-9f8e7d6c5b4a"
 
 
-def alert(level="CRITICAL", key="risk-limit:daily-loss", text="daily loss limit hit: -2.1%",
-          ts_ns=1_700_000_000_000_000_000):
+def alert(
+    level="CRITICAL", key="risk-limit:daily-loss", text="daily loss limit hit: -2.1%", ts_ns=1_700_000_000_000_000_000
+):
     return Alert(level=level, key=key, text=text, source="risk_guard", ts_ns=ts_ns)
 
 
@@ -60,9 +62,18 @@ def smtp(tls, mode="starttls"):
 def test_smtp_tls_auth_delivers_and_verifies_the_server(tls, mode):
     server = smtp(tls, mode)
     try:
-        ch = SmtpChannel("127.0.0.1", server.port, "stockade@example.org", ["ops@example.org", "oncall@example.org"],
-                         user="alerts", password=PASSWORD, timeout_s=5, security=mode, ca_file=str(tls.ca_file),
-                         redact=Redactor([PASSWORD]))
+        ch = SmtpChannel(
+            "127.0.0.1",
+            server.port,
+            "stockade@example.org",
+            ["ops@example.org", "oncall@example.org"],
+            user="alerts",
+            password=PASSWORD,
+            timeout_s=5,
+            security=mode,
+            ca_file=str(tls.ca_file),
+            redact=Redactor([PASSWORD]),
+        )
         ch.send(alert(text=f"daily loss limit hit; do not print {PASSWORD}"), suppressed=2)
         assert server.logins == [("alerts", True, True)]  # logged in, over TLS
         (env,) = server.messages
@@ -82,8 +93,16 @@ def test_smtp_refuses_an_untrusted_certificate(tls, tmp_path):
     try:
         (tmp_path / "other").mkdir()
         other = Tls(tmp_path / "other")  # a different CA: the server's certificate must not verify
-        ch = SmtpChannel("127.0.0.1", server.port, "a@example.org", ["b@example.org"], user="alerts",
-                         password=PASSWORD, timeout_s=5, ca_file=str(other.ca_file))
+        ch = SmtpChannel(
+            "127.0.0.1",
+            server.port,
+            "a@example.org",
+            ["b@example.org"],
+            user="alerts",
+            password=PASSWORD,
+            timeout_s=5,
+            ca_file=str(other.ca_file),
+        )
         with pytest.raises(ChannelError, match="SSLCertVerificationError") as ei:
             ch.send(alert())
         assert not ei.value.retryable
@@ -96,8 +115,16 @@ def test_smtp_wrong_password_is_permanent_and_not_echoed(tls):
     server = smtp(tls)
     try:
         wrong = "Wr0ngPassw0rd-FAKE-1234"
-        ch = SmtpChannel("127.0.0.1", server.port, "a@example.org", ["b@example.org"], user="alerts",
-                         password=wrong, timeout_s=5, ca_file=str(tls.ca_file))
+        ch = SmtpChannel(
+            "127.0.0.1",
+            server.port,
+            "a@example.org",
+            ["b@example.org"],
+            user="alerts",
+            password=wrong,
+            timeout_s=5,
+            ca_file=str(tls.ca_file),
+        )
         with pytest.raises(ChannelError, match="SMTPAuthenticationError: 535") as ei:
             ch.send(alert())
         assert not ei.value.retryable and wrong not in str(ei.value)
@@ -110,8 +137,16 @@ def test_smtp_wrong_password_is_permanent_and_not_echoed(tls):
 def test_smtp_plain_server_gets_nothing_when_starttls_is_required(tls):
     server = SmtpServer(None, "plain", users={"alerts": PASSWORD})
     try:
-        ch = SmtpChannel("127.0.0.1", server.port, "a@example.org", ["b@example.org"], user="alerts",
-                         password=PASSWORD, timeout_s=5, ca_file=str(tls.ca_file))
+        ch = SmtpChannel(
+            "127.0.0.1",
+            server.port,
+            "a@example.org",
+            ["b@example.org"],
+            user="alerts",
+            password=PASSWORD,
+            timeout_s=5,
+            ca_file=str(tls.ca_file),
+        )
         with pytest.raises(ChannelError, match="SMTPNotSupportedError"):
             ch.send(alert())
         assert server.logins == [] and server.messages == []
@@ -132,9 +167,15 @@ def test_webhook_payloads_exact(receiver):
     WebhookChannel(url, "discord", redact=red).send(alert(text="é" * 3000))
     line = "[WARNING] order-rejected:AAPL: rejected: insufficient buying power (risk_guard)"
     generic, slack, discord, long_discord = receiver.bodies()
-    assert generic == {"level": "WARNING", "key": "order-rejected:AAPL", "text": "rejected: insufficient buying power",
-                       "source": "risk_guard", "ts": "2023-11-14T22:13:20.000+00:00", "suppressed": 3,
-                       "summary": line + " (+3 similar suppressed)"}
+    assert generic == {
+        "level": "WARNING",
+        "key": "order-rejected:AAPL",
+        "text": "rejected: insufficient buying power",
+        "source": "risk_guard",
+        "ts": "2023-11-14T22:13:20.000+00:00",
+        "suppressed": 3,
+        "summary": line + " (+3 similar suppressed)",
+    }
     assert slack == {"text": line}
     assert discord == {"content": line}
     assert set(long_discord) == {"content"} and len(long_discord["content"]) == 2000
@@ -143,8 +184,10 @@ def test_webhook_payloads_exact(receiver):
     assert path == f"/hooks/{TOKEN}" and headers["Content-Type"] == "application/json"
 
 
-@pytest.mark.parametrize(("status", "retryable"), [(400, False), (403, False), (404, False), (408, True),
-                                                   (429, True), (500, True), (503, True)])
+@pytest.mark.parametrize(
+    ("status", "retryable"),
+    [(400, False), (403, False), (404, False), (408, True), (429, True), (500, True), (503, True)],
+)
 def test_webhook_status_classification(status, retryable):
     r = Receiver([status])
     try:
@@ -172,8 +215,13 @@ def test_webhook_timeout_is_bounded_and_hides_the_url():
 def test_retries_with_backoff_then_delivers(caplog):
     r = Receiver([503, 429, 500])
     try:
-        worker = DeliveryWorker(WebhookChannel(f"{r.base}/h/{TOKEN}", "slack", redact=Redactor([TOKEN])),
-                                attempts=4, retry_initial_s=0.01, retry_max_s=0.05, rng=random.Random(7)).start()
+        worker = DeliveryWorker(
+            WebhookChannel(f"{r.base}/h/{TOKEN}", "slack", redact=Redactor([TOKEN])),
+            attempts=4,
+            retry_initial_s=0.01,
+            retry_max_s=0.05,
+            rng=random.Random(7),
+        ).start()
         with caplog.at_level(logging.WARNING, logger="stockade.ops.alerts.delivery"):
             worker.submit(alert())
             wait_for(lambda: worker.stats()["sent"] == 1, 10, what="delivery after 3 failures")
@@ -192,8 +240,13 @@ def test_retries_with_backoff_then_delivers(caplog):
 def test_retries_are_bounded_and_permanent_errors_not_retried(caplog):
     r = Receiver([500] * 10)
     try:
-        worker = DeliveryWorker(WebhookChannel(f"{r.base}/h/{TOKEN}", "slack"), attempts=3, retry_initial_s=0.01,
-                                retry_max_s=0.02, rng=random.Random(1)).start()
+        worker = DeliveryWorker(
+            WebhookChannel(f"{r.base}/h/{TOKEN}", "slack"),
+            attempts=3,
+            retry_initial_s=0.01,
+            retry_max_s=0.02,
+            rng=random.Random(1),
+        ).start()
         worker.submit(alert())
         wait_for(lambda: worker.stats()["failed"] == 1, 10, what="giving up")
         assert len(r.posts) == 3 and worker.stats()["retries"] == 2
@@ -216,8 +269,13 @@ def test_backoff_delays_grow_and_are_jittered():
             delays.append(b)
             return super().uniform(a, b)
 
-    worker = DeliveryWorker(WebhookChannel("http://127.0.0.1:9/h", "slack"), attempts=5, retry_initial_s=0.5,
-                            retry_max_s=3.0, rng=Recording(3))
+    worker = DeliveryWorker(
+        WebhookChannel("http://127.0.0.1:9/h", "slack"),
+        attempts=5,
+        retry_initial_s=0.5,
+        retry_max_s=3.0,
+        rng=Recording(3),
+    )
     b = worker._backoff
     draws = [b.next_delay() for _ in range(5)]
     assert delays == [0.5, 1.0, 2.0, 3.0, 3.0]  # ceilings double up to the cap
@@ -228,8 +286,7 @@ def test_queue_is_bounded_drops_oldest_and_submit_never_blocks(caplog):
     r = Receiver()
     r.hold = threading.Event()
     try:
-        worker = DeliveryWorker(WebhookChannel(f"{r.base}/h", "generic", timeout_s=10), attempts=1,
-                                queue_max=3).start()
+        worker = DeliveryWorker(WebhookChannel(f"{r.base}/h", "generic", timeout_s=10), attempts=1, queue_max=3).start()
         worker.submit(alert(key="k:0"))
         assert r.arrived.wait(5)  # k:0 is in flight, held by the receiver
         with caplog.at_level(logging.ERROR, logger="stockade.ops.alerts.delivery"):
@@ -238,7 +295,8 @@ def test_queue_is_bounded_drops_oldest_and_submit_never_blocks(caplog):
         assert worker.stats()["dropped"] == 3 and worker.stats()["queued"] == 3
         # One log line for the burst (then at most one per DROP_LOG_EVERY_S), not one per drop.
         assert [m for m in caplog.messages if "queue full" in m] == [
-            "alerts: webhook queue full (3): dropped CRITICAL k:1 (1 dropped so far)"]
+            "alerts: webhook queue full (3): dropped CRITICAL k:1 (1 dropped so far)"
+        ]
         r.hold.set()
         wait_for(lambda: worker.stats()["sent"] == 4, 10, what="the rest delivered")
         assert [b["key"] for b in r.bodies()] == ["k:0", "k:4", "k:5", "k:6"]
@@ -253,9 +311,19 @@ def test_a_hanging_channel_does_not_delay_another(tls):
     server = smtp(tls)
     try:
         hook = DeliveryWorker(WebhookChannel(f"{hanging.base}/h", "slack", timeout_s=10), attempts=1).start()
-        mail = DeliveryWorker(SmtpChannel("127.0.0.1", server.port, "a@example.org", ["b@example.org"],
-                                          user="alerts", password=PASSWORD, timeout_s=5,
-                                          ca_file=str(tls.ca_file)), attempts=1).start()
+        mail = DeliveryWorker(
+            SmtpChannel(
+                "127.0.0.1",
+                server.port,
+                "a@example.org",
+                ["b@example.org"],
+                user="alerts",
+                password=PASSWORD,
+                timeout_s=5,
+                ca_file=str(tls.ca_file),
+            ),
+            attempts=1,
+        ).start()
         for w in (hook, mail):
             w.submit(alert())
         wait_for(lambda: len(server.messages) == 1, 10, what="mail while the webhook hangs")
@@ -272,8 +340,9 @@ def test_a_hanging_channel_does_not_delay_another(tls):
 def test_stop_sends_what_is_queued_without_retry_waits():
     r = Receiver([503])
     try:
-        worker = DeliveryWorker(WebhookChannel(f"{r.base}/h", "slack"), attempts=5, retry_initial_s=30,
-                                retry_max_s=60, rng=random.Random(2)).start()
+        worker = DeliveryWorker(
+            WebhookChannel(f"{r.base}/h", "slack"), attempts=5, retry_initial_s=30, retry_max_s=60, rng=random.Random(2)
+        ).start()
         worker.submit(alert(level="EMERGENCY", key="kill"))
         wait_for(lambda: worker.stats()["retries"] == 1, 10, what="first failure")
         worker.stop(5)  # would wait up to 30 s for the retry without the hurry

@@ -14,20 +14,21 @@ import time
 import msgspec
 import pytest
 from alert_servers import Receiver, SmtpServer, Tls
+from waiting import wait_for
+
 from stockade.actors.alerter import Alerter
 from stockade.actors.services import BrokerAccess, Services
 from stockade.broker.rest import BrokerEndpoints
 from stockade.codecs.messages import Alert
 from stockade.codecs.records import EquitySnapshot
-from stockade.ops.alerts import report as alert_report
-from stockade.ops.alerts.machinery import Alerting
 from stockade.config.paths import alerts_jsonl_path
 from stockade.config.settings import AlertsSettings, Settings
+from stockade.ops.alerts import report as alert_report
+from stockade.ops.alerts.machinery import Alerting
 from stockade.storage.store import Store
 from stockade.supervisors.faults import FaultInjector
 from stockade.supervisors.runtime import start_tree
 from stockade.supervisors.spec import ChildSpec, RestartPolicy
-from waiting import wait_for
 
 PASSWORD = "Sm7pPassw0rd-FAKE-0451"
 TOKEN = "T0KEN-FAKE-9f8e7d6c5b4a"
@@ -58,11 +59,19 @@ class Running:
         self.store = Store.open(data_dir)
         endpoints = BrokerEndpoints("http://127.0.0.1:9", "http://127.0.0.1:9", "ws://127.0.0.1:9", "ws://127.0.0.1:9")
         broker = BrokerAccess("embedded", endpoints, "PKFAKEKEY", "FAKESECRET")
-        self.svc = Services(settings=Settings(alerts=alerts), store=self.store, broker=broker, faults=FaultInjector(),
-                            alerting=Alerting())
+        self.svc = Services(
+            settings=Settings(alerts=alerts),
+            store=self.store,
+            broker=broker,
+            faults=FaultInjector(),
+            alerting=Alerting(),
+        )
         policy = RestartPolicy(heartbeat_interval_s=0.1, heartbeat_timeout_s=0.3, jitter_seed=1)
-        self.tree = start_tree(policy, [ChildSpec(name="alerter", start=actor.start)],
-                               extras={"services": self.svc, "data_dir": str(data_dir)})
+        self.tree = start_tree(
+            policy,
+            [ChildSpec(name="alerter", start=actor.start)],
+            extras={"services": self.svc, "data_dir": str(data_dir)},
+        )
         wait_for(lambda: self.actor()["alive"], 10, what="alerter started")
 
     def actor(self):
@@ -77,10 +86,22 @@ class Running:
 
 
 def settings_for(tls, receiver, smtp, **over):
-    base = dict(webhook_kind="slack", min_level_webhook="WARNING", smtp_host="127.0.0.1", smtp_port=smtp.port,
-                smtp_user="alerts", smtp_from="stockade@example.org", smtp_to=("ops@example.org",),
-                min_level_smtp="CRITICAL", smtp_ca_file=str(tls.ca_file), timeout_s=5.0, retry_attempts=3,
-                retry_initial_s=0.01, retry_max_s=0.05, daily_summary=False)
+    base = dict(
+        webhook_kind="slack",
+        min_level_webhook="WARNING",
+        smtp_host="127.0.0.1",
+        smtp_port=smtp.port,
+        smtp_user="alerts",
+        smtp_from="stockade@example.org",
+        smtp_to=("ops@example.org",),
+        min_level_smtp="CRITICAL",
+        smtp_ca_file=str(tls.ca_file),
+        timeout_s=5.0,
+        retry_attempts=3,
+        retry_initial_s=0.01,
+        retry_max_s=0.05,
+        daily_summary=False,
+    )
     base.update(over)
     return AlertsSettings(**base)
 
@@ -97,12 +118,18 @@ def test_alert_path_history_counts_and_no_secret_anywhere(tmp_path, servers, env
             run.tell("CRITICAL", "risk-limit:daily-loss", "daily loss limit hit: -2.1%", 4)
             run.tell("EMERGENCY", "kill", f"liquidating via {receiver.base}/hooks/{TOKEN}", 5)
             wait_for(lambda: len(smtp.messages) == 2 and len(receiver.posts) == 3, 15, what="deliveries")
-            wait_for(lambda: run.svc.stats.get("alerts", {}).get("channels", {}).get("smtp", {}).get("sent") == 2, 10,
-                     what="delivery stats")
+            wait_for(
+                lambda: run.svc.stats.get("alerts", {}).get("channels", {}).get("smtp", {}).get("sent") == 2,
+                10,
+                what="delivery stats",
+            )
 
         # Webhook (slack payloads) got WARNING and up, minus the duplicate; e-mail got CRITICAL and up.
         assert [b["text"].split(":")[0] for b in receiver.bodies()] == [
-            "[WARNING] order-rejected", "[CRITICAL] risk-limit", "[EMERGENCY] kill"]
+            "[WARNING] order-rejected",
+            "[CRITICAL] risk-limit",
+            "[EMERGENCY] kill",
+        ]
         assert receiver.posts[0][0] == f"/hooks/{TOKEN}"
         subjects = [env_.original_content.split(b"Subject: ")[1].split(b"\r\n")[0] for env_ in smtp.messages]
         assert subjects == [b"[stockade] CRITICAL risk-limit:daily-loss", b"[stockade] EMERGENCY kill"]
@@ -110,8 +137,13 @@ def test_alert_path_history_counts_and_no_secret_anywhere(tmp_path, servers, env
 
         # History: every alert, secrets redacted; counts kept on write.
         history = run.store.alerts.latest(10)
-        assert [a.key for a in history] == ["kill", "risk-limit:daily-loss", "order-rejected:AAPL",
-                                            "order-rejected:AAPL", "fill:c-1"]
+        assert [a.key for a in history] == [
+            "kill",
+            "risk-limit:daily-loss",
+            "order-rejected:AAPL",
+            "order-rejected:AAPL",
+            "fill:c-1",
+        ]
         report = alert_report.report(run.store, run.svc.stats.get("alerts"), limit=10)
         counts = report["counts"]["all"]
         assert counts["total"] == 5
@@ -150,22 +182,29 @@ def test_heartbeat_stays_healthy_while_the_webhook_hangs(tmp_path, servers, env)
     receiver.hold = threading.Event()
     env.setenv("STOCKADE_WEBHOOK_URL", f"{receiver.base}/hooks/{TOKEN}")
     # The webhook hangs for its whole 1 s timeout, twice per alert: far past the 0.3 s heartbeat limit.
-    run = Running(tmp_path / "data", settings_for(tls, receiver, smtp, timeout_s=1.0, retry_attempts=2,
-                                                  queue_max=4, dedup_window_s=0))
+    run = Running(
+        tmp_path / "data",
+        settings_for(tls, receiver, smtp, timeout_s=1.0, retry_attempts=2, queue_max=4, dedup_window_s=0),
+    )
     try:
         generation = run.actor()["generation"]
         for i in range(12):
             run.tell("CRITICAL", f"unprotected:S{i}", "position without a stop", i)
+
         def channel(name):
             return run.svc.stats.get("alerts", {}).get("channels", {}).get(name, {})
 
         # The actor stored everything at once, and e-mail went out, while the webhook hangs.
         wait_for(lambda: run.store.alerts.count() == 12, 5, what="history written")
-        mail = wait_for(lambda: (s := channel("smtp")) and s["sent"] + s["dropped"] == 12 and s, 15,
-                        what="e-mail done despite the hanging webhook")
+        mail = wait_for(
+            lambda: (s := channel("smtp")) and s["sent"] + s["dropped"] == 12 and s,
+            15,
+            what="e-mail done despite the hanging webhook",
+        )
         assert mail["sent"] == len(smtp.messages) >= 5 and not receiver.posts
-        hook = wait_for(lambda: (s := channel("webhook")) and s["failed"] >= 1 and s, 15,
-                        what="a webhook delivery timing out")
+        hook = wait_for(
+            lambda: (s := channel("webhook")) and s["failed"] >= 1 and s, 15, what="a webhook delivery timing out"
+        )
         assert hook["dropped"] >= 7  # 12 alerts, 1 in flight, at most 4 queued: the rest dropped
         assert hook["sent"] == 0
         actor = run.actor()
@@ -192,8 +231,9 @@ def test_daily_summary_is_built_off_the_actor_and_delivered(tmp_path, servers, e
     with Store.open(data) as store:
         now = time.time_ns()
         store.equity.add(EquitySnapshot(ts_ns=now, equity=100_500.0, cash=0.0, last_equity=100_000.0))
-    run = Running(data, settings_for(tls, receiver, smtp, daily_summary=True, min_level_webhook="INFO"),
-                  actor=SummaryDue)
+    run = Running(
+        data, settings_for(tls, receiver, smtp, daily_summary=True, min_level_webhook="INFO"), actor=SummaryDue
+    )
     try:
         wait_for(lambda: receiver.posts, 15, what="the daily summary at the webhook")
         (body,) = receiver.bodies()

@@ -8,7 +8,9 @@ import threading
 from email import message_from_bytes
 
 import pytest
+
 from stockade.codecs.messages import Alert
+from stockade.config.settings import AlertsSettings
 from stockade.ops.alerts.channels import (
     ChannelError,
     JsonlChannel,
@@ -19,7 +21,6 @@ from stockade.ops.alerts.channels import (
     build_channels,
 )
 from stockade.ops.alerts.policy import AlertPolicy
-from stockade.config.settings import AlertsSettings
 
 SECRET = "PKTESTSECRETKEY123456"
 
@@ -101,7 +102,9 @@ def test_redactor():
     r = Redactor([SECRET, "abc", ""])
     assert r(f"auth failed for {SECRET}!") == "auth failed for [REDACTED]!"
     assert r("abc stays: too short to be a secret") == "abc stays: too short to be a secret"
-    assert SECRET not in Redactor.from_environment({"APCA_API_SECRET_KEY": SECRET, "APCA_API_KEY_ID": "PKID0000000"})(SECRET)
+    assert SECRET not in Redactor.from_environment({"APCA_API_SECRET_KEY": SECRET, "APCA_API_KEY_ID": "PKID0000000"})(
+        SECRET
+    )
 
 
 def test_log_channel_maps_levels(caplog):
@@ -255,8 +258,15 @@ def smtp_server():
 
 def test_smtp_channel_against_a_local_server(smtp_server):
     port = smtp_server.server_address[1]
-    ch = SmtpChannel("127.0.0.1", port, "stockade@example.org", ["ops@example.org", "oncall@example.org"],
-                     timeout_s=5, redact=Redactor([SECRET]), security="none")
+    ch = SmtpChannel(
+        "127.0.0.1",
+        port,
+        "stockade@example.org",
+        ["ops@example.org", "oncall@example.org"],
+        timeout_s=5,
+        redact=Redactor([SECRET]),
+        security="none",
+    )
     ch.send(alert("CRITICAL", key="daily_loss", text=f"daily loss limit hit ({SECRET})"), suppressed=4)
     (mail,) = smtp_server.mails
     assert "stockade@example.org" in mail["from"]
@@ -270,8 +280,9 @@ def test_smtp_channel_against_a_local_server(smtp_server):
 
 def test_smtp_refuses_password_without_tls(smtp_server):
     port = smtp_server.server_address[1]
-    ch = SmtpChannel("127.0.0.1", port, "a@b", ["c@d"], user="u", password="hunter2hunter2", timeout_s=5,
-                     security="none")
+    ch = SmtpChannel(
+        "127.0.0.1", port, "a@b", ["c@d"], user="u", password="hunter2hunter2", timeout_s=5, security="none"
+    )
     with pytest.raises(ChannelError, match="refusing to send the password without TLS") as ei:
         ch.send(alert("CRITICAL"))
     assert not ei.value.retryable and "hunter2" not in str(ei.value)
@@ -350,7 +361,12 @@ def test_counts_by_level_and_kind_bounded():
     c = alert_counts.bump(None, "all", rec)
     c = alert_counts.bump(c, "all", AlertRecord(level="CRITICAL", key="circuit-breaker", text="t", source="s", ts_ns=9))
     assert (c.total, c.by_level, c.by_kind, c.first_ns, c.last_ns) == (
-        2, {"WARNING": 1, "CRITICAL": 1}, {"order-rejected": 1, "circuit-breaker": 1}, 5, 9)
+        2,
+        {"WARNING": 1, "CRITICAL": 1},
+        {"order-rejected": 1, "circuit-breaker": 1},
+        5,
+        9,
+    )
     assert alert_counts.kind_of("fill:abc:def") == "fill" and alert_counts.kind_of(":x") == ":x"
     for i in range(alert_counts.MAX_KINDS + 50):
         c = alert_counts.bump(c, "all", AlertRecord(level="INFO", key=f"k{i}", text="t", source="s", ts_ns=10))
@@ -373,15 +389,25 @@ def test_store_add_alert_keeps_counts_with_history(tmp_path):
 
     day = 1_700_000_000_000_000_000  # 2023-11-14 UTC
     with Store.open(tmp_path / "d") as store:
-        for i, (level, key) in enumerate([("INFO", "fill:1"), ("WARNING", "market-data:stale"),
-                                          ("WARNING", "market-data:disconnected"), ("CRITICAL", "kill")]):
+        for i, (level, key) in enumerate(
+            [
+                ("INFO", "fill:1"),
+                ("WARNING", "market-data:stale"),
+                ("WARNING", "market-data:disconnected"),
+                ("CRITICAL", "kill"),
+            ]
+        ):
             store.add_alert(AlertRecord(level=level, key=key, text="t", source="s", ts_ns=day + i))
         next_day = day + 86_400 * 10**9
         store.add_alert(AlertRecord(level="INFO", key="daily-summary", text="t", source="s", ts_ns=next_day))
         assert store.alerts.count() == 5
         c = alert_report.counts(store, now_ns=day)
         assert c["all"]["total"] == 5 and c["all"]["by_kind"] == {
-            "market-data": 2, "daily-summary": 1, "fill": 1, "kill": 1}  # most first, then by name
+            "market-data": 2,
+            "daily-summary": 1,
+            "fill": 1,
+            "kill": 1,
+        }  # most first, then by name
         assert c["today"]["date"] == "2023-11-14" and c["today"]["total"] == 4
         assert c["today"]["by_level"] == {"INFO": 1, "WARNING": 2, "CRITICAL": 1}
         r = alert_report.report(store, None, limit=2, min_level="WARNING")
@@ -405,19 +431,24 @@ def test_ctl_alerts_arguments():
 # ---- settings ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("toml", "message"), [
-    ("retry_attempts = 0", "settings: alerts.retry_attempts = 0: must be >= 1"),
-    ("retry_initial_s = 0.0", "settings: alerts.retry_initial_s = 0.0: must be > 0"),
-    ("retry_max_s = 1.0", "settings: alerts.retry_max_s = 1.0: must be >= alerts.retry_initial_s (2)"),
-    ("queue_max = 0", "settings: alerts.queue_max = 0: must be >= 1"),
-    ("stale_quote_s = -1.0", "settings: alerts.stale_quote_s = -1.0: must be > 0"),
-    ("daily_summary_time = '4pm'", "settings: alerts.daily_summary_time = \"4pm\": must be HH:MM"),
-    ("daily_summary_time = '24:00'", "settings: alerts.daily_summary_time = \"24:00\": must be HH:MM"),
-    ("smtp_ca_file = '/nonexistent/ca.pem'",
-     "settings: alerts.smtp_ca_file = \"/nonexistent/ca.pem\": is not a readable file"),
-    ("smtp_user = 'u'\nsmtp_security = 'none'", "settings: alerts.smtp_security = \"none\": must be starttls or tls"),
-    ("smtp_security = 'ssl'", "alerts.smtp_security"),
-])
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("retry_attempts = 0", "settings: alerts.retry_attempts = 0: must be >= 1"),
+        ("retry_initial_s = 0.0", "settings: alerts.retry_initial_s = 0.0: must be > 0"),
+        ("retry_max_s = 1.0", "settings: alerts.retry_max_s = 1.0: must be >= alerts.retry_initial_s (2)"),
+        ("queue_max = 0", "settings: alerts.queue_max = 0: must be >= 1"),
+        ("stale_quote_s = -1.0", "settings: alerts.stale_quote_s = -1.0: must be > 0"),
+        ("daily_summary_time = '4pm'", 'settings: alerts.daily_summary_time = "4pm": must be HH:MM'),
+        ("daily_summary_time = '24:00'", 'settings: alerts.daily_summary_time = "24:00": must be HH:MM'),
+        (
+            "smtp_ca_file = '/nonexistent/ca.pem'",
+            'settings: alerts.smtp_ca_file = "/nonexistent/ca.pem": is not a readable file',
+        ),
+        ("smtp_user = 'u'\nsmtp_security = 'none'", 'settings: alerts.smtp_security = "none": must be starttls or tls'),
+        ("smtp_security = 'ssl'", "alerts.smtp_security"),
+    ],
+)
 def test_alert_settings_validation(tmp_path, toml, message):
     from stockade.config.settings import SettingsError, load_settings
 
@@ -521,34 +552,85 @@ def test_summary_gather_and_text(tmp_path):
     today, yesterday = _ny_ns(2024, 11, 26, 9, 45), _ny_ns(2024, 11, 25, 15, 0)
 
     def order(coid, created, state="filled", parent=None):
-        return OrderRecord(client_order_id=coid, intent_id=coid, symbol="AAPL", side="buy", qty=10, order_type="market",
-                           state=state, created_ns=created, updated_ns=created, parent_id=parent)
+        return OrderRecord(
+            client_order_id=coid,
+            intent_id=coid,
+            symbol="AAPL",
+            side="buy",
+            qty=10,
+            order_type="market",
+            state=state,
+            created_ns=created,
+            updated_ns=created,
+            parent_id=parent,
+        )
 
     with Store.open(tmp_path / "d") as store:
-        for o in (order("old", yesterday), order("a", today), order("b", today, "rejected"),
-                  order("a-stop", today, "accepted", parent="a")):
+        for o in (
+            order("old", yesterday),
+            order("a", today),
+            order("b", today, "rejected"),
+            order("a-stop", today, "accepted", parent="a"),
+        ):
             store.put_order(o)
-        store.fills.put("f0", FillRecord(exec_id="f0", client_order_id="old", broker_order_id=None, symbol="AAPL",
-                                         side="buy", qty=10, price=1.0, ts_ns=yesterday))
+        store.fills.put(
+            "f0",
+            FillRecord(
+                exec_id="f0",
+                client_order_id="old",
+                broker_order_id=None,
+                symbol="AAPL",
+                side="buy",
+                qty=10,
+                price=1.0,
+                ts_ns=yesterday,
+            ),
+        )
         for i, q in enumerate((6, 4)):
-            store.fills.put(f"f{i + 1}", FillRecord(exec_id=f"f{i + 1}", client_order_id="a", broker_order_id=None,
-                                                    symbol="AAPL", side="buy", qty=q, price=190.0, ts_ns=today + i))
+            store.fills.put(
+                f"f{i + 1}",
+                FillRecord(
+                    exec_id=f"f{i + 1}",
+                    client_order_id="a",
+                    broker_order_id=None,
+                    symbol="AAPL",
+                    side="buy",
+                    qty=q,
+                    price=190.0,
+                    ts_ns=today + i,
+                ),
+            )
         store.equity.add(EquitySnapshot(ts_ns=today, equity=101_234.5, cash=0.0, last_equity=100_000.0))
         store.add_alert(AlertRecord(level="WARNING", key="order-rejected:AAPL", text="t", source="s", ts_ns=today))
         store.add_alert(AlertRecord(level="CRITICAL", key="kill", text="t", source="s", ts_ns=today + 1))
         s = daily_summary.gather(store, now)
-    assert s == daily_summary.DaySummary(date="2024-11-26", equity=101_234.5, day_pl=1_234.5, orders=2, rejected=1,
-                                         fills=2, filled_shares=10, alerts=2,
-                                         alerts_by_level={"WARNING": 1, "CRITICAL": 1})
+    assert s == daily_summary.DaySummary(
+        date="2024-11-26",
+        equity=101_234.5,
+        day_pl=1_234.5,
+        orders=2,
+        rejected=1,
+        fills=2,
+        filled_shares=10,
+        alerts=2,
+        alerts_by_level={"WARNING": 1, "CRITICAL": 1},
+    )
     assert daily_summary.summary_text(s) == (
         "2024-11-26: equity $101,234.50, day P&L +$1,234.50 (+1.23%); orders 2 (1 rejected), fills 2 (10 shares); "
-        "alerts 2 (CRITICAL 1, WARNING 1)")
+        "alerts 2 (CRITICAL 1, WARNING 1)"
+    )
     empty = daily_summary.summarize(date="2024-11-26", equity=None, orders=0, rejected=0, fill_qtys=[], counts=None)
     assert daily_summary.summary_text(empty) == (
-        "2024-11-26: equity unknown, day P&L unknown; orders 0 (0 rejected), fills 0 (0 shares); alerts 0")
-    loss = daily_summary.summarize(date="d", equity=EquitySnapshot(ts_ns=1, equity=95_000.0, cash=0.0,
-                                                                   last_equity=100_000.0),
-                                   orders=0, rejected=0, fill_qtys=[], counts=None)
+        "2024-11-26: equity unknown, day P&L unknown; orders 0 (0 rejected), fills 0 (0 shares); alerts 0"
+    )
+    loss = daily_summary.summarize(
+        date="d",
+        equity=EquitySnapshot(ts_ns=1, equity=95_000.0, cash=0.0, last_equity=100_000.0),
+        orders=0,
+        rejected=0,
+        fill_qtys=[],
+        counts=None,
+    )
     assert "day P&L -$5,000.00 (-5.00%)" in daily_summary.summary_text(loss)
 
 

@@ -82,7 +82,10 @@ def test_ok_and_error_replies_and_server_survives(server):
     assert talk(p, b'{"cmd": "echo", "args": [1]}\n')["error"].startswith("bad request")
     assert talk(p, req("nope")) == {"ok": False, "error": "unknown command 'nope' (try: help)"}
     assert talk(p, req("unjsonable"))["error"].startswith("reply not JSON-serialisable")
-    assert talk(p, req("hang", name="x", seconds="abc")) == {"ok": False, "error": "argument 'seconds' must be a number, got 'abc'"}
+    assert talk(p, req("hang", name="x", seconds="abc")) == {
+        "ok": False,
+        "error": "argument 'seconds' must be a number, got 'abc'",
+    }
     assert talk(p, req("alerts")) == {"ok": True, "result": {"n": 20}}
     assert talk(p, b"\xff\xfe\n")["ok"] is False
     assert talk(p, req("echo", still="alive")) == {"ok": True, "result": {"still": "alive"}}
@@ -250,7 +253,10 @@ def test_ctl_ok_and_error_exit_codes(server, capsys):
 def test_ctl_positional_args(server, capsys):
     p = str(server.path)
     assert json.loads(run_ctl(capsys, "crash", "Analyzer-SPY", "--socket", p)[1])["result"] == {"name": "Analyzer-SPY"}
-    assert json.loads(run_ctl(capsys, "hang", "Voter", "2.5", "--socket", p)[1])["result"] == {"name": "Voter", "seconds": 2.5}
+    assert json.loads(run_ctl(capsys, "hang", "Voter", "2.5", "--socket", p)[1])["result"] == {
+        "name": "Voter",
+        "seconds": 2.5,
+    }
     assert json.loads(run_ctl(capsys, "alerts", "5", "--socket", p)[1])["result"] == {"n": 5}
     assert ctl.build_args("reject", ["p-12", "too", "risky"]) == {"id": "p-12", "reason": "too risky"}
     assert ctl.build_args("approve", ["12"]) == {"id": "12"}
@@ -261,11 +267,19 @@ def test_ctl_positional_args(server, capsys):
 def test_ctl_crash_options_become_args(server, capsys):
     p = str(server.path)
     assert json.loads(run_ctl(capsys, "crash", "order_manager", "--times", "4", "--socket", p)[1])["result"] == {
-        "name": "order_manager", "times": 4}
+        "name": "order_manager",
+        "times": 4,
+    }
     assert json.loads(run_ctl(capsys, "crash", "--on-next-message", "reconciler", "--socket", p)[1])["result"] == {
-        "name": "reconciler", "on_next_message": True}
-    for argv in (("status", "--times", "2"), ("hang", "x", "1", "--on-next-message"), ("crash", "x", "--times", "0"),
-                 ("crash", "x", "--times", "3", "--on-next-message")):
+        "name": "reconciler",
+        "on_next_message": True,
+    }
+    for argv in (
+        ("status", "--times", "2"),
+        ("hang", "x", "1", "--on-next-message"),
+        ("crash", "x", "--times", "0"),
+        ("crash", "x", "--times", "3", "--on-next-message"),
+    ):
         code, _, err = run_ctl(capsys, *argv, "--socket", p)
         assert code == 2 and ("--times" in err or "--on-next-message" in err), (argv, err)
 
@@ -465,5 +479,9 @@ def test_audit_records_land_in_storage_and_survive_reopen(short_dir):
         store.close()
     with Store.open(short_dir / "data", readonly=True) as again:
         (record,) = again.audit.latest(10)
-    assert (record.cmd, record.ok, json.loads(record.args), record.uid) == ("halt", True, {"reason": "audit test"},
-                                                                           os.geteuid())
+    assert (record.cmd, record.ok, json.loads(record.args), record.uid) == (
+        "halt",
+        True,
+        {"reason": "audit test"},
+        os.geteuid(),
+    )

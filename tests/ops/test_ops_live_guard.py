@@ -1,7 +1,7 @@
 import pytest
 
-from stockade.ops.live_guard import check_trading_mode
 from stockade.config.settings import SettingsError, settings_from_dict
+from stockade.ops.live_guard import check_trading_mode
 
 LIVE = {"paper": False, "allow_live": True}
 
@@ -20,30 +20,46 @@ def test_paper_defaults_and_explicit_live_pass():
 
 
 def test_live_needs_both_switches():
-    with pytest.raises(SettingsError, match=r"^settings: alpaca.paper = false: live trading also needs alpaca.allow_live = true$"):
+    with pytest.raises(
+        SettingsError, match=r"^settings: alpaca.paper = false: live trading also needs alpaca.allow_live = true$"
+    ):
         settings(paper=False)
 
 
-@pytest.mark.parametrize("alpaca, env, expected", [
-    # paper settings, live endpoint: from the environment (settings are caught at load, below)
-    ({}, {"APCA_API_BASE_URL": "https://api.alpaca.markets"},
-     r"^settings: alpaca.paper = true but the trading URL https://api.alpaca.markets \(APCA_API_BASE_URL\) "
-     r"is Alpaca's live endpoint"),
-    # live settings, paper endpoint
-    (LIVE, {"APCA_API_BASE_URL": "https://paper-api.alpaca.markets/"},
-     r"^settings: live trading is on \(alpaca.paper = false\) but the trading URL "
-     r"https://paper-api.alpaca.markets \(APCA_API_BASE_URL\) is Alpaca's paper endpoint$"),
-])
+@pytest.mark.parametrize(
+    "alpaca, env, expected",
+    [
+        # paper settings, live endpoint: from the environment (settings are caught at load, below)
+        (
+            {},
+            {"APCA_API_BASE_URL": "https://api.alpaca.markets"},
+            r"^settings: alpaca.paper = true but the trading URL https://api.alpaca.markets \(APCA_API_BASE_URL\) "
+            r"is Alpaca's live endpoint",
+        ),
+        # live settings, paper endpoint
+        (
+            LIVE,
+            {"APCA_API_BASE_URL": "https://paper-api.alpaca.markets/"},
+            r"^settings: live trading is on \(alpaca.paper = false\) but the trading URL "
+            r"https://paper-api.alpaca.markets \(APCA_API_BASE_URL\) is Alpaca's paper endpoint$",
+        ),
+    ],
+)
 def test_mismatch_through_the_environment_is_refused(alpaca, env, expected):
     with pytest.raises(SettingsError, match=expected):
         check_trading_mode(settings(**alpaca), "alpaca", env=env)
 
 
 def test_mismatch_in_settings_is_refused_at_load():
-    with pytest.raises(SettingsError, match=r'^settings: alpaca.trading_url = "https://api.alpaca.markets": is the live'):
+    with pytest.raises(
+        SettingsError, match=r'^settings: alpaca.trading_url = "https://api.alpaca.markets": is the live'
+    ):
         settings(trading_url="https://api.alpaca.markets")
-    with pytest.raises(SettingsError, match=r'^settings: alpaca.trading_url = "https://paper-api.alpaca.markets/v2": '
-                                            r"is the paper endpoint but live trading is on"):
+    with pytest.raises(
+        SettingsError,
+        match=r'^settings: alpaca.trading_url = "https://paper-api.alpaca.markets/v2": '
+        r"is the paper endpoint but live trading is on",
+    ):
         settings(**LIVE, trading_url="https://paper-api.alpaca.markets/v2")
     with pytest.raises(SettingsError, match=r"^settings: alpaca.trading_stream_url = .*is the live endpoint"):
         settings(trading_stream_url="wss://api.alpaca.markets/stream")

@@ -19,18 +19,41 @@ from journal_receiver import JournalReceiver, parse
 from waiting import wait_for
 
 from stockade.broker.rest import register_secret
-from stockade.ops.logs import context as log_context
-from stockade.ops.logs import setup as log_setup
+from stockade.config.settings import LoggingSettings, SettingsError, settings_from_dict
 from stockade.ops.control import ControlServer
 from stockade.ops.daemon import RedactingFilter
-from stockade.ops.logs.journal import JournalHandler, encode, stderr_is_journal
+from stockade.ops.logs import context as log_context
+from stockade.ops.logs import setup as log_setup
 from stockade.ops.logs.format import printable, rfc3339
-from stockade.config.settings import LoggingSettings, SettingsError, settings_from_dict
+from stockade.ops.logs.journal import JournalHandler, encode, stderr_is_journal
 
 SECRET = "LogFormatSecret-7f3a9c"
 # Characters a client or a broker can put in text that must never reach a log raw.
-NASTY = ["\n", "\r", "\x00", "\x1b", "\x1b[2J", "\x07", "\x7f", "\x85", "\u2028", "\u2029", "\t", "\x0b", "\x0c",
-         "\ufeff", "\u202e", "\U000e0001", "\udcff", '"', "\\", "}", "{", "é", "漢"]
+NASTY = [
+    "\n",
+    "\r",
+    "\x00",
+    "\x1b",
+    "\x1b[2J",
+    "\x07",
+    "\x7f",
+    "\x85",
+    "\u2028",
+    "\u2029",
+    "\t",
+    "\x0b",
+    "\x0c",
+    "\ufeff",
+    "\u202e",
+    "\U000e0001",
+    "\udcff",
+    '"',
+    "\\",
+    "}",
+    "{",
+    "é",
+    "漢",
+]
 
 
 def fuzz_text(rng: random.Random, n: int = 12) -> str:
@@ -74,7 +97,7 @@ def test_printable_escapes_every_unprintable_character():
 
 def test_rfc3339_utc_with_microseconds():
     assert rfc3339(0.0) == "1970-01-01T00:00:00.000000Z"
-    moment = datetime.datetime(2026, 12, 3, 15, 48, 9, 123456, tzinfo=datetime.timezone.utc)
+    moment = datetime.datetime(2026, 12, 3, 15, 48, 9, 123456, tzinfo=datetime.UTC)
     assert rfc3339(moment.timestamp()) == "2026-12-03T15:48:09.123456Z"
     assert rfc3339(moment.timestamp() + 0.9999996) == "2026-12-03T15:48:10.123456Z"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", rfc3339(1796308089.0))
@@ -174,8 +197,9 @@ def test_text_traceback_lines_cannot_pass_for_records():
 
 def test_encode_uses_the_binary_safe_form_only_for_newlines():
     payload = encode([("MESSAGE", "hello = world"), ("EXCEPTION_TEXT", "a\nb"), ("EMPTY", "")])
-    assert payload == (b"MESSAGE=hello = world\n" + b"EXCEPTION_TEXT\n" + (3).to_bytes(8, "little") + b"a\nb\n"
-                       + b"EMPTY=\n")
+    assert payload == (
+        b"MESSAGE=hello = world\n" + b"EXCEPTION_TEXT\n" + (3).to_bytes(8, "little") + b"a\nb\n" + b"EMPTY=\n"
+    )
     assert parse(payload) == [("MESSAGE", b"hello = world"), ("EXCEPTION_TEXT", b"a\nb"), ("EMPTY", b"")]
 
 
@@ -190,8 +214,12 @@ def test_journal_handler_sends_native_entries_with_the_fields(short_dir, journal
     # As the daemon sets it up: stderr is the journal's stream, its socket is there.
     stderr = open(short_dir / "stderr", "w")  # noqa: SIM115 - closed at the end
     st = os.fstat(stderr.fileno())
-    handler, _ = log_setup.make_handler(LoggingSettings(journal_socket=journal.path), [RedactingFilter()],
-                                        env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}, stream=stderr)
+    handler, _ = log_setup.make_handler(
+        LoggingSettings(journal_socket=journal.path),
+        [RedactingFilter()],
+        env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"},
+        stream=stderr,
+    )
     assert isinstance(handler, JournalHandler)
     lg = logger_to(handler, "journal.fields")
     slot = log_context.Handling("order_manager")
@@ -253,8 +281,9 @@ def test_journal_handler_never_loses_a_record_when_the_journal_is_full_or_restar
         except BlockingIOError:
             break
     assert len(got) == handler.sent
-    assert sorted(got + [r["message"] for r in written[1:]], key=lambda m: int(m.split()[1])) == \
-        [f"record {i}" for i in range(n)]
+    assert sorted(got + [r["message"] for r in written[1:]], key=lambda m: int(m.split()[1])) == [
+        f"record {i}" for i in range(n)
+    ]
     # journald restarts (a new socket at the same path): the handler connects again.
     stalled.close()
     os.unlink(path)
@@ -321,11 +350,13 @@ def test_journal_only_when_stderr_is_the_journal_stream_and_its_socket_is_there(
         assert isinstance(handler, JournalHandler) and journal.path in where
         assert log_setup.choose_format("auto", env, stream) == "json"  # its fallback: under systemd
         handler.close()
-        handler, _ = log_setup.make_handler(LoggingSettings(journal=False, journal_socket=journal.path), env=env,
-                                            stream=stream)
+        handler, _ = log_setup.make_handler(
+            LoggingSettings(journal=False, journal_socket=journal.path), env=env, stream=stream
+        )
         assert not isinstance(handler, JournalHandler)
-        handler, _ = log_setup.make_handler(LoggingSettings(journal_socket=str(short_dir / "none.sock")), env=env,
-                                            stream=stream)
+        handler, _ = log_setup.make_handler(
+            LoggingSettings(journal_socket=str(short_dir / "none.sock")), env=env, stream=stream
+        )
         assert not isinstance(handler, JournalHandler)
         handler, _ = log_setup.make_handler(on, env={}, stream=stream)
         assert not isinstance(handler, JournalHandler)
@@ -382,8 +413,9 @@ def test_fuzzed_control_requests_leave_one_printable_line_each(short_dir, fmt, j
             control_log.handlers[:], control_log.propagate = saved
             handler.close()
     if fmt == "journal":
-        entries = wait_for(lambda: len(journal.entries()) >= len(requests) and journal.entries(), 10, 0.02,
-                           "an entry per request")
+        entries = wait_for(
+            lambda: len(journal.entries()) >= len(requests) and journal.entries(), 10, 0.02, "an entry per request"
+        )
         lines = [e["MESSAGE"] for e in entries if "control audit" in e["MESSAGE"]]
         assert stream_path.read_text() == ""
     else:
@@ -415,8 +447,9 @@ def test_json_redacts_secrets_that_json_would_escape_in_extra_fields():
     quoted = 'smtp"pass\\word\x01-9e2'
     register_secret(quoted)
     handler, out = stream_handler("json")
-    logger_to(handler, "redact.extra").warning("login failed", extra={"detail": f"as {quoted}",
-                                                                      "body": {"nested": [quoted]}})
+    logger_to(handler, "redact.extra").warning(
+        "login failed", extra={"detail": f"as {quoted}", "body": {"nested": [quoted]}}
+    )
     [record] = [json.loads(line) for line in out.getvalue().splitlines()]
     assert record["detail"] == "as ***" and record["body"] == {"nested": ["***"]}
     assert quoted not in json.dumps(record) and quoted not in repr(record)

@@ -6,7 +6,7 @@ import json
 import math
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,25 +19,55 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def ns(day: int, hour: int) -> int:
-    return int(datetime(2026, 3, day, hour, tzinfo=timezone.utc).timestamp() * 1e9)
+    return int(datetime(2026, 3, day, hour, tzinfo=UTC).timestamp() * 1e9)
 
 
 def decision(pid: str, models: tuple[str, ...], outcome: str, ts: int) -> VoterDecisionRecord:
     return VoterDecisionRecord(
-        ts_ns=ts, proposal_id=pid, symbol="X", side="buy", outcome=outcome, mode="auto", score=0.3,
-        confidence=0.8, threshold=0.05, min_confidence=0.65, models=models, price=100.0, proposed_ns=ts,
+        ts_ns=ts,
+        proposal_id=pid,
+        symbol="X",
+        side="buy",
+        outcome=outcome,
+        mode="auto",
+        score=0.3,
+        confidence=0.8,
+        threshold=0.05,
+        min_confidence=0.65,
+        models=models,
+        price=100.0,
+        proposed_ns=ts,
         votes=tuple(VoteEntry(model=m, direction=1.0, confidence=0.6, weight=1 / len(models)) for m in models),
     )
 
 
 def order(coid, side, qty, proposal_id="", parent_id=None):
-    return OrderRecord(client_order_id=coid, intent_id=coid, symbol="X", side=side, qty=qty, order_type="market",
-                       created_ns=0, updated_ns=0, proposal_id=proposal_id, parent_id=parent_id, state="filled")
+    return OrderRecord(
+        client_order_id=coid,
+        intent_id=coid,
+        symbol="X",
+        side=side,
+        qty=qty,
+        order_type="market",
+        created_ns=0,
+        updated_ns=0,
+        proposal_id=proposal_id,
+        parent_id=parent_id,
+        state="filled",
+    )
 
 
 def fill(n, coid, side, qty, price, ts):
-    return FillRecord(exec_id=f"e{n}", client_order_id=coid, broker_order_id=None, symbol="X", side=side, qty=qty,
-                      price=price, ts_ns=ts)
+    return FillRecord(
+        exec_id=f"e{n}",
+        client_order_id=coid,
+        broker_order_id=None,
+        symbol="X",
+        side=side,
+        qty=qty,
+        price=price,
+        ts_ns=ts,
+    )
 
 
 def run(capsys, *args) -> tuple[int, str, str]:
@@ -66,23 +96,43 @@ def test_empty_data_dir_reports_nothing_yet(tmp_path, capsys):
 def data_dir(tmp_path):
     d = tmp_path / "d"
     with Store.open(d) as store:
-        for o in (order("entry1", "buy", 10, "p1"), order("tp1", "sell", 10, parent_id="entry1"),
-                  order("entry2", "buy", 5, "p2"), order("exit2", "sell", 5), order("entry3", "buy", 2, "p3")):
+        for o in (
+            order("entry1", "buy", 10, "p1"),
+            order("tp1", "sell", 10, parent_id="entry1"),
+            order("entry2", "buy", 5, "p2"),
+            order("exit2", "sell", 5),
+            order("entry3", "buy", 2, "p3"),
+        ):
             store.put_order(o)
-        store.fills.put_many({f.exec_id: f for f in (
-            fill(1, "entry1", "buy", 10, 100.0, ns(2, 15)), fill(2, "tp1", "sell", 10, 101.6, ns(2, 16)),  # +16
-            fill(3, "entry2", "buy", 5, 50.0, ns(3, 15)), fill(4, "exit2", "sell", 5, 49.0, ns(3, 16)),  # -5
-            fill(5, "entry3", "buy", 2, 20.0, ns(4, 15)),  # open
-        )})
-        for rec in (decision("p1", ("momentum", "gbm"), "proposed", ns(2, 14)),
-                    decision("p2", ("breakout",), "parked", ns(3, 14)),
-                    decision("p2", ("breakout",), "approved", ns(3, 14) + 1),
-                    decision("p3", ("momentum",), "proposed", ns(4, 14)),
-                    decision("p4", ("momentum",), "parked", ns(4, 17)),
-                    decision("p4", ("momentum",), "expired", ns(4, 18))):
+        store.fills.put_many(
+            {
+                f.exec_id: f
+                for f in (
+                    fill(1, "entry1", "buy", 10, 100.0, ns(2, 15)),
+                    fill(2, "tp1", "sell", 10, 101.6, ns(2, 16)),  # +16
+                    fill(3, "entry2", "buy", 5, 50.0, ns(3, 15)),
+                    fill(4, "exit2", "sell", 5, 49.0, ns(3, 16)),  # -5
+                    fill(5, "entry3", "buy", 2, 20.0, ns(4, 15)),  # open
+                )
+            }
+        )
+        for rec in (
+            decision("p1", ("momentum", "gbm"), "proposed", ns(2, 14)),
+            decision("p2", ("breakout",), "parked", ns(3, 14)),
+            decision("p2", ("breakout",), "approved", ns(3, 14) + 1),
+            decision("p3", ("momentum",), "proposed", ns(4, 14)),
+            decision("p4", ("momentum",), "parked", ns(4, 17)),
+            decision("p4", ("momentum",), "expired", ns(4, 18)),
+        ):
             store.voter_decisions.add(rec, ts_ns=rec.ts_ns)
-        for ts, eq in ((ns(2, 12), 100_000.0), (ns(2, 13), 100_500.0), (ns(2, 20), 100_000.0),
-                       (ns(3, 12), 101_500.0), (ns(3, 20), 101_000.0), (ns(4, 20), 100_495.0)):
+        for ts, eq in (
+            (ns(2, 12), 100_000.0),
+            (ns(2, 13), 100_500.0),
+            (ns(2, 20), 100_000.0),
+            (ns(3, 12), 101_500.0),
+            (ns(3, 20), 101_000.0),
+            (ns(4, 20), 100_495.0),
+        ):
             store.equity.add(EquitySnapshot(ts_ns=ts, equity=eq, cash=eq), ts_ns=ts)
     return d
 
@@ -115,8 +165,7 @@ def test_hand_worked_report(data_dir, capsys):
     assert rep["symbols"]["X"]["trades"] == 2
     [open_trade] = rep["open_trades"]
     assert open_trade["open_qty"] == 2 and open_trade["members"] == ["momentum"]
-    assert rep["proposals"] == {"total": 4, "by_outcome": {"approved": 1, "expired": 1, "proposed": 2},
-                                "defensive": 0}
+    assert rep["proposals"] == {"total": 4, "by_outcome": {"approved": 1, "expired": 1, "proposed": 2}, "defensive": 0}
 
 
 def test_text_report_has_every_section(data_dir, capsys):
@@ -138,7 +187,11 @@ def test_report_reads_beside_a_writer(data_dir):
     # report, another process, opens it read-only and sees the committed data.
     with Store.open(data_dir) as writer:
         writer.voter_decisions.add(decision("p5", ("logit",), "proposed", ns(5, 1)), ts_ns=ns(5, 1))
-        proc = subprocess.run([sys.executable, str(REPO / "run.py"), "report", "--json", "--data-dir", str(data_dir)],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "run.py"), "report", "--json", "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["proposals"]["total"] == 5

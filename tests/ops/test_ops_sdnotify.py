@@ -110,6 +110,7 @@ def test_daemon_loop_pings_the_watchdog_only_while_healthy(listener, monkeypatch
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     monkeypatch.setenv("WATCHDOG_USEC", "200000")  # ping every 0.1 s
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
+
     class Svc:
         state = "ACTIVE"
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from stockade.ops import daemon
 from stockade.config import paths
 from stockade.config.settings import Settings
+from stockade.ops import daemon
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "deploy" / "stockade.service"
@@ -99,7 +99,9 @@ def test_directories_secrets_and_socket_location():
     for name in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "STOCKADE_SMTP_PASSWORD", "STOCKADE_WEBHOOK_URL"):
         assert f"#LoadCredential={name}:/etc/stockade/credentials/{name}" in UNIT_TEXT
     assert one("User") == "stockade" and one("Group") == "stockade"
-    assert one("ExecStart") == "/opt/stockade/.venv/bin/python /opt/stockade/run.py --settings /etc/stockade/settings.toml"
+    assert (
+        one("ExecStart") == "/opt/stockade/.venv/bin/python /opt/stockade/run.py --settings /etc/stockade/settings.toml"
+    )
     assert one("UMask") == "0077"
 
 
@@ -111,12 +113,25 @@ def test_cpu_affinity_is_there_to_set():
 
 def test_hardening():
     expected = {
-        "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
-        "PrivateDevices": "yes", "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes",
-        "ProtectKernelLogs": "yes", "ProtectControlGroups": "yes", "ProtectClock": "yes", "ProtectHostname": "yes",
-        "RestrictNamespaces": "yes", "RestrictRealtime": "yes", "RestrictSUIDSGID": "yes",
-        "LockPersonality": "yes", "CapabilityBoundingSet": "", "AmbientCapabilities": "",
-        "SystemCallArchitectures": "native", "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "ProtectKernelTunables": "yes",
+        "ProtectKernelModules": "yes",
+        "ProtectKernelLogs": "yes",
+        "ProtectControlGroups": "yes",
+        "ProtectClock": "yes",
+        "ProtectHostname": "yes",
+        "RestrictNamespaces": "yes",
+        "RestrictRealtime": "yes",
+        "RestrictSUIDSGID": "yes",
+        "LockPersonality": "yes",
+        "CapabilityBoundingSet": "",
+        "AmbientCapabilities": "",
+        "SystemCallArchitectures": "native",
+        "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
     }
     assert {k: one(k) for k in expected} == expected
     assert SERVICE["SystemCallFilter"] == ["@system-service", "~@privileged"]
@@ -150,8 +165,9 @@ def checkout_copy(tmp_path: Path) -> Path:
 
 
 def verify(analyze: str, path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([analyze, "verify", "--man=no", str(path)], capture_output=True, text=True, timeout=60,
-                          cwd=path.parent)
+    return subprocess.run(
+        [analyze, "verify", "--man=no", str(path)], capture_output=True, text=True, timeout=60, cwd=path.parent
+    )
 
 
 def complaints(proc: subprocess.CompletedProcess, path: Path) -> list[str]:
@@ -171,8 +187,11 @@ def test_verify_catches_what_this_test_relies_on(tmp_path):
     """The check above can fail: a misspelt key and a bad value are reported."""
     analyze = _analyze_or_skip()
     path = checkout_copy(tmp_path)
-    path.write_text(path.read_text().replace("ProtectSystem=strict", "ProtectSystm=strict")
-                    .replace("WatchdogSec=30", "WatchdogSec=thirty"))
+    path.write_text(
+        path.read_text()
+        .replace("ProtectSystem=strict", "ProtectSystm=strict")
+        .replace("WatchdogSec=30", "WatchdogSec=thirty")
+    )
     found = "\n".join(complaints(verify(analyze, path), path))
     assert "Unknown key 'ProtectSystm'" in found and "thirty" in found, found
 
@@ -181,7 +200,12 @@ def test_systemd_analyze_security_exposure_is_low(tmp_path):
     analyze = _analyze_or_skip()
     path = checkout_copy(tmp_path)
     # --threshold: exit non-zero when the exposure (0-100 here, 0.0-10.0 shown) is above it.
-    proc = subprocess.run([analyze, "security", "--offline=true", "--no-pager", "--threshold=20", str(path)],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    proc = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", "--threshold=20", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     assert "Overall exposure level for stockade.service" in proc.stdout

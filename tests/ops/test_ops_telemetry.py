@@ -17,8 +17,8 @@ from opentelemetry.util._once import Once
 from stockade.broker.orders import client_order_id
 from stockade.broker.rest import register_secret
 from stockade.codecs.messages import FlushQuotes, OrderIntent, OrderUpdate, Proposal, Quote, Tick, Vote
-from stockade.ops import telemetry
 from stockade.config.settings import TelemetrySettings
+from stockade.ops import telemetry
 from stockade.ops.telemetry import SignalPathSampler, current_traceparent, root_span
 
 
@@ -106,26 +106,30 @@ def test_otel_sdk_disabled_wins_over_the_setting(fresh_global_provider):
     shutdown = telemetry.setup(TelemetrySettings(enabled=True), env={"OTEL_SDK_DISABLED": "true"})
     assert telemetry.ACTIVE is None
     shutdown()
-    shutdown = telemetry.setup(TelemetrySettings(enabled=True), env={"OTEL_SDK_DISABLED": "false"},
-                               exporter=InMemorySpanExporter())
+    shutdown = telemetry.setup(
+        TelemetrySettings(enabled=True), env={"OTEL_SDK_DISABLED": "false"}, exporter=InMemorySpanExporter()
+    )
     assert telemetry.ACTIVE is not None
     shutdown()
     assert telemetry.ACTIVE is None
 
 
-@pytest.mark.parametrize("enabled, env, on, why", [
-    (False, {}, False, "telemetry.enabled = false"),
-    (True, {}, True, "telemetry.enabled = true"),
-    (False, {"OTEL_TRACES_EXPORTER": "otlp"}, True, "OTEL_TRACES_EXPORTER=otlp"),
-    (False, {"OTEL_TRACES_EXPORTER": " OTLP "}, True, "OTEL_TRACES_EXPORTER=OTLP"),
-    (False, {"OTEL_TRACES_EXPORTER": "console,otlp"}, True, "OTEL_TRACES_EXPORTER=console,otlp"),
-    (True, {"OTEL_TRACES_EXPORTER": "none"}, False, "OTEL_TRACES_EXPORTER=none"),
-    (True, {"OTEL_TRACES_EXPORTER": ""}, True, "telemetry.enabled = true"),  # set but empty: unset
-    (True, {"OTEL_TRACES_EXPORTER": "console"}, True, "telemetry.enabled = true"),  # not built in: the key decides
-    (False, {"OTEL_TRACES_EXPORTER": "zipkin"}, False, "telemetry.enabled = false"),
-    (True, {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"}, False, "OTEL_SDK_DISABLED=true"),
-    (False, {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "false"}, True, "OTEL_TRACES_EXPORTER=otlp"),
-])
+@pytest.mark.parametrize(
+    "enabled, env, on, why",
+    [
+        (False, {}, False, "telemetry.enabled = false"),
+        (True, {}, True, "telemetry.enabled = true"),
+        (False, {"OTEL_TRACES_EXPORTER": "otlp"}, True, "OTEL_TRACES_EXPORTER=otlp"),
+        (False, {"OTEL_TRACES_EXPORTER": " OTLP "}, True, "OTEL_TRACES_EXPORTER=OTLP"),
+        (False, {"OTEL_TRACES_EXPORTER": "console,otlp"}, True, "OTEL_TRACES_EXPORTER=console,otlp"),
+        (True, {"OTEL_TRACES_EXPORTER": "none"}, False, "OTEL_TRACES_EXPORTER=none"),
+        (True, {"OTEL_TRACES_EXPORTER": ""}, True, "telemetry.enabled = true"),  # set but empty: unset
+        (True, {"OTEL_TRACES_EXPORTER": "console"}, True, "telemetry.enabled = true"),  # not built in: the key decides
+        (False, {"OTEL_TRACES_EXPORTER": "zipkin"}, False, "telemetry.enabled = false"),
+        (True, {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"}, False, "OTEL_SDK_DISABLED=true"),
+        (False, {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "false"}, True, "OTEL_TRACES_EXPORTER=otlp"),
+    ],
+)
 def test_export_decision_precedence(enabled, env, on, why):
     assert telemetry.export_decision(TelemetrySettings(enabled=enabled), env) == (on, why)
 
@@ -133,14 +137,16 @@ def test_export_decision_precedence(enabled, env, on, why):
 def test_an_exporter_stockade_does_not_have_is_named_in_a_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="stockade"):
         telemetry.export_decision(TelemetrySettings(), {"OTEL_TRACES_EXPORTER": "console,zipkin"})
-    assert "OTEL_TRACES_EXPORTER=console,zipkin: stockade exports over OTLP only; console, zipkin ignored" \
-        in caplog.text
+    assert (
+        "OTEL_TRACES_EXPORTER=console,zipkin: stockade exports over OTLP only; console, zipkin ignored" in caplog.text
+    )
 
 
 def test_otel_traces_exporter_none_wins_over_enabled(fresh_global_provider, caplog):
     with caplog.at_level(logging.INFO, logger="stockade"):
-        shutdown = telemetry.setup(TelemetrySettings(enabled=True), env={"OTEL_TRACES_EXPORTER": "none"},
-                                   exporter=InMemorySpanExporter())
+        shutdown = telemetry.setup(
+            TelemetrySettings(enabled=True), env={"OTEL_TRACES_EXPORTER": "none"}, exporter=InMemorySpanExporter()
+        )
     assert telemetry.ACTIVE is None
     assert "telemetry: off (OTEL_TRACES_EXPORTER=none)" in caplog.text
     shutdown()
@@ -160,11 +166,18 @@ def test_parent_child_through_traceparent_with_messaging_attributes(tracing):
     assert c.parent.span_id == p.context.span_id
     assert c.kind == trace.SpanKind.CONSUMER
     assert dict(c.attributes) == {
-        "messaging.system": "pykka", "messaging.operation.type": "process",
-        "messaging.destination.name": "order_manager", "messaging.message.id": "id-1",
-        "stockade.actor": "order_manager", "stockade.message": "OrderIntent", "stockade.sender": "test",
-        "stockade.symbol": "SPY", "stockade.intent_id": "i-1", "stockade.proposal_id": "p-1",
-        "stockade.side": "buy", "stockade.client_order_id": COID,
+        "messaging.system": "pykka",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": "order_manager",
+        "messaging.message.id": "id-1",
+        "stockade.actor": "order_manager",
+        "stockade.message": "OrderIntent",
+        "stockade.sender": "test",
+        "stockade.symbol": "SPY",
+        "stockade.intent_id": "i-1",
+        "stockade.proposal_id": "p-1",
+        "stockade.side": "buy",
+        "stockade.client_order_id": COID,
     }
     assert p.attributes["stockade.symbol"] == "SPY" and "stockade.client_order_id" not in p.attributes
     assert c.resource.attributes["service.name"] == "stockade"
@@ -234,8 +247,12 @@ def test_unsampled_quote_trace_that_reaches_the_risk_guard_is_exported_whole(tra
     assert not sampled_flag(flush_tp)
     got = spans()
     assert chain(got, "order_manager OrderUpdate") == [
-        "order_manager OrderUpdate", "order_manager OrderIntent", "risk_guard Proposal", "ensemble_voter Vote",
-        "analyzer:SPY Quote", "quote_streamer FlushQuotes",
+        "order_manager OrderUpdate",
+        "order_manager OrderIntent",
+        "risk_guard Proposal",
+        "ensemble_voter Vote",
+        "analyzer:SPY Quote",
+        "quote_streamer FlushQuotes",
     ]
     trace_ids = {s.context.trace_id for spans in got.values() for s in spans}
     assert trace_ids == {int(flush_tp.split("-")[1], 16)}  # one trace, the quote's
@@ -329,8 +346,12 @@ def resolve(env=None, **settings):
 
 
 def test_defaults_are_http_to_localhost():
-    assert resolve() == {"protocol": "http/protobuf", "endpoint": "http://localhost:4318/v1/traces",
-                         "service_name": "stockade", "headers": {}}
+    assert resolve() == {
+        "protocol": "http/protobuf",
+        "endpoint": "http://localhost:4318/v1/traces",
+        "service_name": "stockade",
+        "headers": {},
+    }
     assert resolve(protocol="grpc")["endpoint"] == "http://localhost:4317"
 
 
@@ -360,8 +381,10 @@ def test_endpoint_precedence():
     assert resolve(both, otlp_endpoint="http://c:3")["endpoint"] == "http://c:3/v1/traces"
     assert resolve(otlp_endpoint="http://c:3/v1/traces")["endpoint"] == "http://c:3/v1/traces"
     # gRPC takes the endpoint as is: no path.
-    assert resolve({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4317"}, protocol="grpc")["endpoint"] == \
-        "http://jaeger:4317"
+    assert (
+        resolve({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4317"}, protocol="grpc")["endpoint"]
+        == "http://jaeger:4317"
+    )
 
 
 def test_service_name_and_headers_precedence():
@@ -423,8 +446,10 @@ def http_collector():
 
 def test_real_otlp_http_export_with_headers_from_env_never_logged(fresh_global_provider, caplog):
     with http_collector() as srv:
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{srv.server_port}",
-               "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20tok-9f8e7d"}
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{srv.server_port}",
+            "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20tok-9f8e7d",
+        }
         with caplog.at_level(logging.DEBUG, logger="stockade"):
             shutdown = telemetry.setup(TelemetrySettings(enabled=True, export_timeout_s=5), env=env)
         with root_span("control status"):
@@ -447,9 +472,11 @@ def test_the_standard_variables_alone_turn_export_on_over_the_default_setting(fr
     """`OTEL_TRACES_EXPORTER=otlp` and an endpoint, as Jaeger's docs say, with `[telemetry]` left at
     its defaults (`enabled = false`): spans reach the collector."""
     with http_collector() as srv:
-        env = {"OTEL_TRACES_EXPORTER": "otlp",
-               "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{srv.server_port}/custom/traces",
-               "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}
+        env = {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{srv.server_port}/custom/traces",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+        }
         with caplog.at_level(logging.INFO, logger="stockade"):
             shutdown = telemetry.setup(TelemetrySettings(export_timeout_s=5), env=env)
         assert telemetry.ACTIVE is not None
@@ -488,8 +515,13 @@ class GrpcCollector(trace_service_pb2_grpc.TraceServiceServicer):
 def test_real_otlp_grpc_export(fresh_global_provider):
     collector = GrpcCollector()
     try:
-        cfg = TelemetrySettings(enabled=True, protocol="grpc", otlp_endpoint=f"http://127.0.0.1:{collector.port}",
-                                export_timeout_s=5, service_name="stockade-test")
+        cfg = TelemetrySettings(
+            enabled=True,
+            protocol="grpc",
+            otlp_endpoint=f"http://127.0.0.1:{collector.port}",
+            export_timeout_s=5,
+            service_name="stockade-test",
+        )
         shutdown = telemetry.setup(cfg, env={"OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=desk-1"})
         tp = handle("risk_guard", PROPOSAL, None)
         handle("order_manager", INTENT, tp)
@@ -497,8 +529,9 @@ def test_real_otlp_grpc_export(fresh_global_provider):
         assert collector.got.wait(5)
     finally:
         collector.stop()
-    spans = {s.name: s for r in collector.requests for rs in r.resource_spans
-             for ss in rs.scope_spans for s in ss.spans}
+    spans = {
+        s.name: s for r in collector.requests for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans
+    }
     assert spans["order_manager OrderIntent"].parent_span_id == spans["risk_guard Proposal"].span_id
     resource = collector.requests[0].resource_spans[0].resource
     assert {a.key: a.value.string_value for a in resource.attributes}["service.name"] == "stockade-test"

@@ -67,7 +67,9 @@ def test_exception_inside_write_block_writes_nothing(store):
             store.journal.append(IntentJournaled(ts_ns=1, order=order("a")), txn=txn)
             store.orders.put("a", order("a"), txn=txn)
             store.orders.delete("before", txn=txn)
-            store.put_trading_state(TradingStateRecord(state="HALTED", reason="x", changed_ns=1, changed_by="t"), txn=txn)
+            store.put_trading_state(
+                TradingStateRecord(state="HALTED", reason="x", changed_ns=1, changed_by="t"), txn=txn
+            )
             raise RuntimeError("broker said no")
     assert store.journal.last_seq() == 0
     assert store.orders.get("a") is None

@@ -124,7 +124,14 @@ def test_concurrent_appends_get_unique_sequences(tmp_path):
 
 def test_fill_event_round_trips_nested_record(store):
     fill = FillRecord(
-        exec_id="x-1", client_order_id="c-1", broker_order_id="b-1", symbol="AAPL", side="buy", qty=3, price=1.5, ts_ns=7
+        exec_id="x-1",
+        client_order_id="c-1",
+        broker_order_id="b-1",
+        symbol="AAPL",
+        side="buy",
+        qty=3,
+        price=1.5,
+        ts_ns=7,
     )
     seq = store.journal.append(FillRecorded(ts_ns=7, fill=fill))
     assert store.journal.get(seq) == FillRecorded(ts_ns=7, fill=fill)

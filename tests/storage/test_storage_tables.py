@@ -63,8 +63,16 @@ def test_items_across_scan_chunks(store):
     store.fills.put_many(
         (
             f"x{i:05d}",
-            FillRecord(exec_id=f"x{i:05d}", client_order_id="c", broker_order_id=None, symbol="A", side="buy",
-                       qty=1, price=1.0, ts_ns=i),
+            FillRecord(
+                exec_id=f"x{i:05d}",
+                client_order_id="c",
+                broker_order_id=None,
+                symbol="A",
+                side="buy",
+                qty=1,
+                price=1.0,
+                ts_ns=i,
+            ),
         )
         for i in range(1300)
     )
@@ -192,8 +200,13 @@ def test_apply_retention(store):
         for i in range(10, 0, -1)
     )
     policy = Retention(alerts_days=30, decisions_max=4)
-    assert store.apply_retention(policy, now_ns=now) == {"alerts": 1, "decisions": 6, "equity": 0, "voter_decisions": 0,
-                                                         "audit": 0}
+    assert store.apply_retention(policy, now_ns=now) == {
+        "alerts": 1,
+        "decisions": 6,
+        "equity": 0,
+        "voter_decisions": 0,
+        "audit": 0,
+    }
     assert store.alerts.count() == 2 and store.decisions.count() == 4
 
 
@@ -202,8 +215,17 @@ def test_open_orders_index_follows_put_order_and_is_rebuilt_at_open(tmp_path):
     from stockade.storage.store import Store
 
     def order(coid: str, state: str) -> OrderRecord:
-        return OrderRecord(client_order_id=coid, intent_id=coid, symbol="AAPL", side="buy", qty=1,
-                           order_type="market", state=state, created_ns=1, updated_ns=1)
+        return OrderRecord(
+            client_order_id=coid,
+            intent_id=coid,
+            symbol="AAPL",
+            side="buy",
+            qty=1,
+            order_type="market",
+            state=state,
+            created_ns=1,
+            updated_ns=1,
+        )
 
     store = Store.open(tmp_path)
     store.put_order(order("a", "accepted"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from stockade.supervisors.base import StockadeActor, handles
 from stockade.codecs.messages import Tick
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.supervisors.spec import RestartPolicy
 
 # Fast enough for tests that run in seconds; the heartbeat timeout leaves a

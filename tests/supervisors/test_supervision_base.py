@@ -6,8 +6,8 @@ import pykka
 import pytest
 from waiting import wait_for
 
-from stockade.supervisors.base import StockadeActor, handles
 from stockade.codecs.messages import Alert, Message, Tick
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.supervisors.context import ActorContext
 from stockade.supervisors.events import ChildExit, Ping
 from stockade.supervisors.faults import FaultInjector, InjectedCrash
@@ -58,7 +58,14 @@ def spawn():
 
     def start(cls, name, faults=None, **extras):
         gen = router.next_generation(name)
-        ctx = ActorContext(name=name, generation=gen, router=router, notify=lambda e: isinstance(e, ChildExit) and exits.put(e), faults=faults or FaultInjector(), extras=extras)
+        ctx = ActorContext(
+            name=name,
+            generation=gen,
+            router=router,
+            notify=lambda e: isinstance(e, ChildExit) and exits.put(e),
+            faults=faults or FaultInjector(),
+            extras=extras,
+        )
         ref = cls.start(ctx)
         router.register(name, ref, gen)
         refs.append(ref)

@@ -65,8 +65,11 @@ def test_a_crash_drill_past_intensity_escalates_up_to_on_exhausted(make_tree, re
     # inner gives up on x's second crash in its window; the root on inner's third failure.
     inner = msgspec.structs.replace(QUIET, max_restarts=1, period_s=60.0)
     root = msgspec.structs.replace(QUIET, max_restarts=2, period_s=60.0)
-    tree = make_tree(root, [spec("a"), supervisor_spec("inner", inner, [spec("x")])],
-                     on_exhausted=lambda r: (reasons.append(r), fired.set()))
+    tree = make_tree(
+        root,
+        [spec("a"), supervisor_spec("inner", inner, [spec("x")])],
+        on_exhausted=lambda r: (reasons.append(r), fired.set()),
+    )
     wait_for(lambda: gen(tree, "x") == 1, timeout=5)
     tree.faults.crash_now("x", tree.router.lookup("x"), times=3 * 2)
     assert fired.wait(20.0), f"not exhausted; inner at gen {gen(tree, 'inner')}, x at gen {gen(tree, 'x')}"

@@ -18,11 +18,11 @@ from actor_probes import venue_services
 from supervision_probes import FAST
 from waiting import wait_for
 
-from stockade.supervisors.base import StockadeActor, handles
 from stockade.codecs.messages import Tick
 from stockade.codecs.records import PositionRecord, Reconciled
 from stockade.config.settings import Settings
 from stockade.supervisors import fence
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.supervisors.fence import Fenced, FenceToken
 from stockade.supervisors.health import Health, silent_for
 from stockade.supervisors.router import Router
@@ -51,12 +51,15 @@ class Worker(StockadeActor):
         elif tick.what == "act":
             self.rec.add("blocked", self.name, self.generation)
             self.rec.gate.wait(30.0)  # replaced as hung meanwhile
-            outcomes = {kind: self._try(attempt) for kind, attempt in (
-                ("storage", self._write_ledger),
-                ("journal", self._journal),
-                ("tell", lambda: self.tell("sink", Tick("late"))),
-                ("rest", self._submit),
-            )}
+            outcomes = {
+                kind: self._try(attempt)
+                for kind, attempt in (
+                    ("storage", self._write_ledger),
+                    ("journal", self._journal),
+                    ("tell", lambda: self.tell("sink", Tick("late"))),
+                    ("rest", self._submit),
+                )
+            }
             self.rec.add("outcomes", self.name, self.generation, outcomes)
             self._write_ledger()  # not caught: the handler unwinds here
             self.rec.add("carried-on", self.name, self.generation)
@@ -70,20 +73,23 @@ class Worker(StockadeActor):
         return "done"
 
     def _write_ledger(self) -> None:
-        self.svc.store.positions.put("MSFT", PositionRecord(symbol="MSFT", qty=23, avg_entry_price=400.0,
-                                                            updated_ns=time.time_ns()))
+        self.svc.store.positions.put(
+            "MSFT", PositionRecord(symbol="MSFT", qty=23, avg_entry_price=400.0, updated_ns=time.time_ns())
+        )
 
     def _journal(self) -> None:
-        self.svc.store.journal.append(Reconciled(ts_ns=time.time_ns(), positions=1, open_orders=0,
-                                                 mismatches=("MSFT: ledger 0 vs broker 23",)))
+        self.svc.store.journal.append(
+            Reconciled(ts_ns=time.time_ns(), positions=1, open_orders=0, mismatches=("MSFT: ledger 0 vs broker 23",))
+        )
 
     def _submit(self) -> None:
         from alpaca.trading.enums import OrderSide, TimeInForce
         from alpaca.trading.requests import LimitOrderRequest
 
         # A buy far below the market: it would rest at the venue for anyone to see.
-        self.client.submit_order(LimitOrderRequest(symbol="AAPL", qty=1, side=OrderSide.BUY, limit_price=1.0,
-                                                   time_in_force=TimeInForce.GTC))
+        self.client.submit_order(
+            LimitOrderRequest(symbol="AAPL", qty=1, side=OrderSide.BUY, limit_price=1.0, time_in_force=TimeInForce.GTC)
+        )
 
 
 class Sink(StockadeActor):
@@ -98,8 +104,10 @@ def gen(tree, name):
 
 
 def children():
-    return [ChildSpec(name="worker", start=Worker.start, shutdown_timeout_s=2.0, start_timeout_s=10.0),
-            ChildSpec(name="sink", start=Sink.start, shutdown_timeout_s=2.0)]
+    return [
+        ChildSpec(name="worker", start=Worker.start, shutdown_timeout_s=2.0, start_timeout_s=10.0),
+        ChildSpec(name="sink", start=Sink.start, shutdown_timeout_s=2.0),
+    ]
 
 
 @pytest.fixture
@@ -108,8 +116,7 @@ def svc(tmp_path):
         yield svc
 
 
-def test_a_replaced_instance_can_neither_write_nor_journal_nor_tell_nor_reach_the_broker(make_tree, rec, svc,
-                                                                                         caplog):
+def test_a_replaced_instance_can_neither_write_nor_journal_nor_tell_nor_reach_the_broker(make_tree, rec, svc, caplog):
     caplog.set_level(logging.INFO)
     tree = make_tree(FAST, children(), extras={"services": svc})
     wait_for(lambda: gen(tree, "worker") == 1 and gen(tree, "sink") == 1, timeout=10)
@@ -119,7 +126,7 @@ def test_a_replaced_instance_can_neither_write_nor_journal_nor_tell_nor_reach_th
     journal_before = svc.store.journal.last_seq()
 
     rec.gate.set()  # the old handler wakes up and carries on with its stale work
-    (name, generation, outcomes), = wait_for(lambda: rec.of("outcomes"), timeout=10)
+    ((name, generation, outcomes),) = wait_for(lambda: rec.of("outcomes"), timeout=10)
     assert (name, generation) == ("worker", 1)
     assert outcomes == {"storage": "refused", "journal": "refused", "tell": "refused", "rest": "refused"}
 
@@ -129,6 +136,7 @@ def test_a_replaced_instance_can_neither_write_nor_journal_nor_tell_nor_reach_th
     own_client = svc.broker.trading_client()  # the test's thread: no token, not fenced
     from alpaca.trading.enums import QueryOrderStatus
     from alpaca.trading.requests import GetOrdersRequest
+
     assert own_client.get_orders(GetOrdersRequest(status=QueryOrderStatus.ALL)) == []
     # The uncaught refusal unwound the handler; it is not a failure of anyone.
     wait_for(lambda: tree.router.refusal_counts().get("worker", {}).get("storage") == 2, timeout=10)
@@ -228,7 +236,6 @@ def test_a_revoked_token_refuses_counts_and_logs_once(caplog):
     assert len([r for r in caplog.records if "is fenced" in r.getMessage()]) == 1
     # Outside any actor thread there is no token: nothing is checked.
     fence.check("storage")
-
 
 
 def test_tokens_are_revoked_by_the_supervisors_own_moves():

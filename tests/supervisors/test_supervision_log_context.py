@@ -12,11 +12,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from supervision_probes import FAST
 from waiting import wait_for
 
-from stockade.supervisors.base import StockadeActor, handles
 from stockade.codecs.messages import Quote
+from stockade.config.settings import LoggingSettings, TelemetrySettings
 from stockade.ops import telemetry
 from stockade.ops.logs import setup as log_setup
-from stockade.config.settings import LoggingSettings, TelemetrySettings
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.supervisors.spec import ChildSpec
 
 log = logging.getLogger("stockade.test.actor_log")
@@ -57,8 +57,9 @@ def test_handler_lines_carry_actor_symbol_and_the_exported_span(make_tree, json_
 
         records = wait_for(lines, timeout=10)
         telemetry.ACTIVE.provider.force_flush()
-        spans = {s.attributes.get("stockade.symbol"): s for s in exporter.get_finished_spans()
-                 if s.name == "talker Quote"}
+        spans = {
+            s.attributes.get("stockade.symbol"): s for s in exporter.get_finished_spans() if s.name == "talker Quote"
+        }
     finally:
         shutdown()
     aapl, msft = (next(r for r in records if r["message"] == f"quote for {sym}") for sym in ("AAPL", "MSFT"))

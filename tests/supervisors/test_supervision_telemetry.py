@@ -7,10 +7,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from supervision_probes import FAST, Probe
 from waiting import wait_for
 
-from stockade.supervisors.base import StockadeActor, handles
 from stockade.codecs.messages import Alert, Tick
-from stockade.ops import telemetry
 from stockade.config.settings import TelemetrySettings
+from stockade.ops import telemetry
+from stockade.supervisors.base import StockadeActor, handles
 from stockade.supervisors.spec import ChildSpec
 from stockade.supervisors.supervisor import supervisor_spec
 
@@ -30,8 +30,7 @@ class EnvelopeSink(StockadeActor):
     def on_tick(self, tick: Tick, envelope) -> None:
         from opentelemetry import trace
 
-        self.ctx.extras["rec"].add("env", self.name, self.generation,
-                                   (envelope.traceparent, trace.get_current_span()))
+        self.ctx.extras["rec"].add("env", self.name, self.generation, (envelope.traceparent, trace.get_current_span()))
 
 
 def spec(name):
@@ -92,8 +91,10 @@ def test_a_restart_is_a_span_event_under_the_crashed_message_and_an_alert(make_t
 
 def test_an_escalation_is_a_span_event_and_the_parents_span_is_its_child(make_tree, rec, exporter):
     inner = policy(max_restarts=1, period_s=30.0)
-    tree = make_tree(policy(max_restarts=5), [ChildSpec(name="alerter", start=AlertSink.start),
-                                               supervisor_spec("inner", inner, [spec("x")])])
+    tree = make_tree(
+        policy(max_restarts=5),
+        [ChildSpec(name="alerter", start=AlertSink.start), supervisor_spec("inner", inner, [spec("x")])],
+    )
     wait_for(lambda: gen(tree, "x") == 1, timeout=5)
     tree.router.tell("x", Tick("boom"), "test")
     wait_for(lambda: gen(tree, "x") == 2, timeout=5)

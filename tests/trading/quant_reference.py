@@ -17,8 +17,8 @@ yardstick there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Context, Decimal, Inexact
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -127,7 +127,9 @@ def macd(close: pd.Series, fast: int, slow: int, signal: int) -> pd.DataFrame:
     line = close.ewm(span=fast, adjust=False).mean() - close.ewm(span=slow, adjust=False).mean()
     sig = line.ewm(span=signal, adjust=False).mean()
     warm = pd.Series(np.arange(len(close)) >= slow + signal - 2, index=close.index)
-    return pd.DataFrame({"macd": line.where(warm), "macd_signal": sig.where(warm), "macd_hist": (line - sig).where(warm)})
+    return pd.DataFrame(
+        {"macd": line.where(warm), "macd_signal": sig.where(warm), "macd_hist": (line - sig).where(warm)}
+    )
 
 
 def bollinger(close: pd.Series, n: int, k: float, ddof: int = 0) -> pd.DataFrame:
@@ -205,7 +207,26 @@ def features(df: pd.DataFrame, p: FeatureParams) -> pd.DataFrame:
 
 
 SCALAR_FIELDS = (
-    "price", "sma_fast", "sma_slow", "ema_fast", "ema_slow", "rsi", "macd", "macd_signal", "macd_hist",
-    "bb_upper", "bb_mid", "bb_lower", "bb_width", "pct_b", "volume_ratio", "atr", "high_n", "low_n",
-    "volatility", "mom_1", "mom_5", "mom_10",
+    "price",
+    "sma_fast",
+    "sma_slow",
+    "ema_fast",
+    "ema_slow",
+    "rsi",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "bb_upper",
+    "bb_mid",
+    "bb_lower",
+    "bb_width",
+    "pct_b",
+    "volume_ratio",
+    "atr",
+    "high_n",
+    "low_n",
+    "volatility",
+    "mom_1",
+    "mom_5",
+    "mom_10",
 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import date, datetime, time
 
 import pytest
+
 from stockade.codecs.messages import AccountSnapshot, Position
 from stockade.trading.brackets import BracketParams
 from stockade.trading.market_hours import (
@@ -39,32 +40,42 @@ def alpaca_row(day: date, close: time = time(16, 0)):
     return session_from_calendar(day, datetime.combine(day, time(9, 30)), datetime.combine(day, close))
 
 
-CAL = Calendar([alpaca_row(date(2026, 11, 20)), alpaca_row(MONDAY), alpaca_row(date(2026, 11, 24)),
-                alpaca_row(date(2026, 11, 25)), alpaca_row(BLACK_FRIDAY, time(13, 0))])
+CAL = Calendar(
+    [
+        alpaca_row(date(2026, 11, 20)),
+        alpaca_row(MONDAY),
+        alpaca_row(date(2026, 11, 24)),
+        alpaca_row(date(2026, 11, 25)),
+        alpaca_row(BLACK_FRIDAY, time(13, 0)),
+    ]
+)
 
 
 # ---- classification -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("day,hms,phase", [
-    (MONDAY, (3, 59, 59), "closed"),
-    (MONDAY, (4, 0, 0), "pre"),
-    (MONDAY, (9, 29, 59), "pre"),
-    (MONDAY, (9, 30, 0), "regular"),
-    (MONDAY, (15, 59, 59), "regular"),
-    (MONDAY, (16, 0, 0), "post"),
-    (MONDAY, (19, 59, 59), "post"),
-    (MONDAY, (20, 0, 0), "closed"),
-    (MONDAY, (23, 0, 0), "closed"),
-    (BLACK_FRIDAY, (12, 59, 59), "regular"),
-    (BLACK_FRIDAY, (13, 0, 0), "post"),  # early close: after-hours from 13:00 ...
-    (BLACK_FRIDAY, (16, 30, 0), "post"),
-    (BLACK_FRIDAY, (17, 0, 0), "closed"),  # ... to 17:00, not 20:00
-    (THANKSGIVING, (8, 0, 0), "closed"),  # holiday: no session at all
-    (THANKSGIVING, (11, 0, 0), "closed"),
-    (THANKSGIVING, (17, 0, 0), "closed"),
-    (date(2026, 11, 22), (10, 0, 0), "closed"),  # Sunday
-])
+@pytest.mark.parametrize(
+    "day,hms,phase",
+    [
+        (MONDAY, (3, 59, 59), "closed"),
+        (MONDAY, (4, 0, 0), "pre"),
+        (MONDAY, (9, 29, 59), "pre"),
+        (MONDAY, (9, 30, 0), "regular"),
+        (MONDAY, (15, 59, 59), "regular"),
+        (MONDAY, (16, 0, 0), "post"),
+        (MONDAY, (19, 59, 59), "post"),
+        (MONDAY, (20, 0, 0), "closed"),
+        (MONDAY, (23, 0, 0), "closed"),
+        (BLACK_FRIDAY, (12, 59, 59), "regular"),
+        (BLACK_FRIDAY, (13, 0, 0), "post"),  # early close: after-hours from 13:00 ...
+        (BLACK_FRIDAY, (16, 30, 0), "post"),
+        (BLACK_FRIDAY, (17, 0, 0), "closed"),  # ... to 17:00, not 20:00
+        (THANKSGIVING, (8, 0, 0), "closed"),  # holiday: no session at all
+        (THANKSGIVING, (11, 0, 0), "closed"),
+        (THANKSGIVING, (17, 0, 0), "closed"),
+        (date(2026, 11, 22), (10, 0, 0), "closed"),  # Sunday
+    ],
+)
 def test_session_phase_from_the_calendar(day, hms, phase):
     assert CAL.session_phase(ny_ns(day, *hms)) == phase
 
@@ -112,8 +123,14 @@ def account(equity: float = 100_000.0) -> AccountSnapshot:
 
 def context_at(now: int, **kw) -> RiskContext:
     """What the risk guard would know at `now`: the broker clock agrees with the calendar."""
-    base = dict(now_ns=now, trading_state="ACTIVE", market_open=CAL.phase(now) == "regular",
-                session_phase=CAL.session_phase(now), account=account(), start_of_day_equity=100_000.0)
+    base = dict(
+        now_ns=now,
+        trading_state="ACTIVE",
+        market_open=CAL.phase(now) == "regular",
+        session_phase=CAL.session_phase(now),
+        account=account(),
+        start_of_day_equity=100_000.0,
+    )
     base.update(kw)
     return RiskContext(**base)
 
@@ -128,16 +145,19 @@ EXT = RiskLimits(extended_hours=True, extended_limit_slippage_bps=50.0)
 BRACKETS = BracketParams(method="percent", stop_pct=2.0, take_profit_pct=4.0)
 
 
-@pytest.mark.parametrize("hms,allowed,extended", [
-    ((3, 59, 59), False, False),
-    ((4, 0, 0), True, True),
-    ((9, 29, 59), True, True),
-    ((9, 30, 0), True, False),
-    ((15, 59, 59), True, False),
-    ((16, 0, 0), True, True),
-    ((19, 59, 59), True, True),
-    ((20, 0, 0), False, False),
-])
+@pytest.mark.parametrize(
+    "hms,allowed,extended",
+    [
+        ((3, 59, 59), False, False),
+        ((4, 0, 0), True, True),
+        ((9, 29, 59), True, True),
+        ((9, 30, 0), True, False),
+        ((15, 59, 59), True, False),
+        ((16, 0, 0), True, True),
+        ((19, 59, 59), True, True),
+        ((20, 0, 0), False, False),
+    ],
+)
 def test_rule_at_the_session_edges_with_extended_hours_on(hms, allowed, extended):
     now = ny_ns(MONDAY, *hms)
     v = evaluate(request_at(now), context_at(now), EXT, BRACKETS)
@@ -152,9 +172,16 @@ def test_rule_at_the_session_edges_with_extended_hours_on(hms, allowed, extended
         assert v.limit_price is None and v.stop_loss is not None and v.take_profit is not None
 
 
-@pytest.mark.parametrize("hms,allowed", [
-    ((9, 29, 59), False), ((9, 30, 0), True), ((15, 59, 59), True), ((16, 0, 0), False), ((19, 59, 59), False),
-])
+@pytest.mark.parametrize(
+    "hms,allowed",
+    [
+        ((9, 29, 59), False),
+        ((9, 30, 0), True),
+        ((15, 59, 59), True),
+        ((16, 0, 0), False),
+        ((19, 59, 59), False),
+    ],
+)
 def test_rule_at_the_session_edges_with_extended_hours_off(hms, allowed):
     now = ny_ns(MONDAY, *hms)
     v = evaluate(request_at(now), context_at(now), RiskLimits(), BRACKETS)
@@ -165,8 +192,9 @@ def test_rule_at_the_session_edges_with_extended_hours_off(hms, allowed):
 
 
 def test_early_close_after_hours_end_at_17():
-    ok = evaluate(request_at(ny_ns(BLACK_FRIDAY, 16, 59, 59)), context_at(ny_ns(BLACK_FRIDAY, 16, 59, 59)), EXT,
-                  BRACKETS)
+    ok = evaluate(
+        request_at(ny_ns(BLACK_FRIDAY, 16, 59, 59)), context_at(ny_ns(BLACK_FRIDAY, 16, 59, 59)), EXT, BRACKETS
+    )
     assert ok.allowed and ok.extended_hours
     late = evaluate(request_at(ny_ns(BLACK_FRIDAY, 17)), context_at(ny_ns(BLACK_FRIDAY, 17)), EXT, BRACKETS)
     assert not late.allowed and late.first_failure.rule == "market_open"

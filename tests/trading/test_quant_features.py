@@ -176,8 +176,21 @@ def test_quote_for_bar_minute_replaced_by_venue_bar():
 # ---- every field against pandas, bar by bar and quote by quote ----------------------------
 
 SMALL = FeatureParams(
-    sma_fast=3, sma_slow=7, ema_fast=4, ema_slow=9, rsi=5, macd_fast=4, macd_slow=9, macd_signal=3, bb_period=6,
-    bb_k=1.5, volume_period=4, atr=5, breakout_period=8, vol_period=5, return_window=3,
+    sma_fast=3,
+    sma_slow=7,
+    ema_fast=4,
+    ema_slow=9,
+    rsi=5,
+    macd_fast=4,
+    macd_slow=9,
+    macd_signal=3,
+    bb_period=6,
+    bb_k=1.5,
+    volume_period=4,
+    atr=5,
+    breakout_period=8,
+    vol_period=5,
+    return_window=3,
 )
 PARAMS = [pytest.param(FeatureParams(), id="defaults"), pytest.param(SMALL, id="small")]
 
@@ -237,8 +250,12 @@ def test_quote_snapshots_equal_pandas_as_if_the_forming_bar_closed(params, seed,
     fs = FeatureState("X", params)
     for i, bar in enumerate(df.itertuples()):
         t = T0 + i * MIN
-        path = [(bar.open, bar.open, bar.open), (bar.high, bar.high, bar.open), (bar.low, bar.high, bar.low),
-                (bar.close, bar.high, bar.low)]
+        path = [
+            (bar.open, bar.open, bar.open),
+            (bar.high, bar.high, bar.open),
+            (bar.low, bar.high, bar.low),
+            (bar.close, bar.high, bar.low),
+        ]
         for k, (mid, high, low) in enumerate(path):
             closed = fs.on_quote(Quote("X", mid, mid, 100.0, 100.0, t + k * 10 * 1_000_000_000, t + k))
             assert closed == (k == 0 and i > 0)
@@ -257,8 +274,11 @@ def test_quote_snapshots_equal_pandas_as_if_the_forming_bar_closed(params, seed,
             for name in ("high_n", "low_n"):
                 expect = None if prev is None or math.isnan(prev[name]) else prev[name]
                 assert getattr(f, name) == expect, f"{where} {name}"
-            ratios = [r for r in (prev["volume_ratio"] if prev is not None else math.nan, want.iloc[i]["volume_ratio"])
-                      if not math.isnan(r)]
+            ratios = [
+                r
+                for r in (prev["volume_ratio"] if prev is not None else math.nan, want.iloc[i]["volume_ratio"])
+                if not math.isnan(r)
+            ]
             assert f.volume_ratio == (pytest.approx(max(ratios), rel=1e-9) if ratios else None), where
     fs.roll(T0 + len(df) * MIN)
     assert fs.bars_seen == len(df)
@@ -290,7 +310,9 @@ def test_warmup_bars_is_exactly_when_every_field_is_set(params):
     for i, bar in enumerate(df.itertuples()):
         fs.on_bar(Bar("X", bar.open, bar.high, bar.low, bar.close, bar.volume, T0 + i * MIN))
         f = fs.features()
-        complete = all(getattr(f, name) is not None for name in SCALAR_FIELDS) and len(f.returns) == params.return_window
+        complete = (
+            all(getattr(f, name) is not None for name in SCALAR_FIELDS) and len(f.returns) == params.return_window
+        )
         assert complete == fs.ready == (i + 1 >= params.warmup_bars), f"after {i + 1} bars"
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from stockade.codecs.messages import AccountSnapshot, Bar, Quote, Vote
 from stockade.bench.trading import bench_indicators
+from stockade.codecs.messages import AccountSnapshot, Bar, Quote, Vote
 from stockade.trading.features import FeatureState
 from stockade.trading.risk_rules import RiskContext, RiskLimits, RiskRequest, evaluate
 from stockade.trading.strategies import build_strategies, strategy_names
@@ -46,8 +46,9 @@ def test_bars_to_order_verdict():
     # size (no position cap here, so the risk-based size shows).
     half = f.atr / v.entry * 100.0 / 2
     base = evaluate(RiskRequest.from_proposal(proposal), ctx, RiskLimits(max_position_pct=100.0))
-    scaled = evaluate(RiskRequest.from_proposal(proposal), ctx,
-                      RiskLimits(max_position_pct=100.0, target_volatility_pct=half))
+    scaled = evaluate(
+        RiskRequest.from_proposal(proposal), ctx, RiskLimits(max_position_pct=100.0, target_volatility_pct=half)
+    )
     assert base.allowed and scaled.allowed and base.qty > v.qty
     assert abs(scaled.qty - base.qty / 2) <= 1
 

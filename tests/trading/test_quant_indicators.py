@@ -235,11 +235,14 @@ def test_bollinger_and_percent_b_match_the_exact_reference(seed, n, start, flat,
     want = ref.bollinger(c, period, k, ddof)
     assert_series_match([v.mid if v else None for v in out], c.rolling(period).mean())  # well-conditioned: pandas
     assert_series_match([v.mid if v else None for v in out], want["bb_mid"])
-    assert_series_match([(v.upper - v.mid) / k if v else None for v in out], ref.rolling_std(c, period, ddof),
-                        abs_tol=1e-12 * start)
+    assert_series_match(
+        [(v.upper - v.mid) / k if v else None for v in out], ref.rolling_std(c, period, ddof), abs_tol=1e-12 * start
+    )
     assert_series_match([v.lower if v else None for v in out], want["bb_lower"])
     assert_series_match([v.upper if v else None for v in out], want["bb_upper"])
-    assert_series_match([percent_b(x, v) if v else None for x, v in zip(c, out, strict=True)], want["pct_b"], abs_tol=1e-9)
+    assert_series_match(
+        [percent_b(x, v) if v else None for x, v in zip(c, out, strict=True)], want["pct_b"], abs_tol=1e-9
+    )
 
 
 def test_the_exact_reference_is_exact():
@@ -320,6 +323,11 @@ def test_volume_ratio_atr_and_extremes_match_pandas(seed, n, start, flat):
 
 
 def test_new_indicators_reject_bad_periods():
-    for make in (lambda: Volatility(1), lambda: RateOfChange(0), lambda: ReturnWindow(0), lambda: RollingStd(1, ddof=1)):
+    for make in (
+        lambda: Volatility(1),
+        lambda: RateOfChange(0),
+        lambda: ReturnWindow(0),
+        lambda: RollingStd(1, ddof=1),
+    ):
         with pytest.raises(ValueError):
             make()

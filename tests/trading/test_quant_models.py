@@ -10,14 +10,15 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pytest
+
 from stockade.codecs.messages import Bar
+from stockade.ops.bar_sources import sim_bars
 from stockade.trading import feature_vector as fv
 from stockade.trading.datasets import (
     build_dataset,
     feature_fingerprint,
     symbol_rows,
 )
-from stockade.ops.bar_sources import sim_bars
 from stockade.trading.features import FeatureParams, FeatureState
 from stockade.trading.model_member import signal_from_probability
 from stockade.trading.model_store import (
@@ -40,8 +41,10 @@ def _walk(n: int, seed: int, scale: float = 1.0) -> list[Bar]:
     rng = np.random.default_rng(seed)
     closes = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
     vols = rng.lognormal(10, 0.4, n)
-    return [Bar("TEST", c * scale, c * scale * 1.001, c * scale * 0.999, c * scale, float(v), T0 + i * NS_MIN)
-            for i, (c, v) in enumerate(zip(closes, vols, strict=True))]
+    return [
+        Bar("TEST", c * scale, c * scale * 1.001, c * scale * 0.999, c * scale, float(v), T0 + i * NS_MIN)
+        for i, (c, v) in enumerate(zip(closes, vols, strict=True))
+    ]
 
 
 @pytest.fixture(autouse=True)
@@ -231,8 +234,10 @@ def test_garbage_with_a_matching_checksum_is_refused_by_onnxruntime(tmp_path, tr
     garbage = b"this is not an onnx model"
     (d / "logit.onnx").write_bytes(garbage)
     m = read_manifest(d)
-    entries = tuple(msgspec.structs.replace(e, sha256=hashlib.sha256(garbage).hexdigest())
-                    if e.name == "logit" else e for e in m.models)
+    entries = tuple(
+        msgspec.structs.replace(e, sha256=hashlib.sha256(garbage).hexdigest()) if e.name == "logit" else e
+        for e in m.models
+    )
     write_manifest(d, msgspec.structs.replace(m, models=entries))
     loaded, errors = load_models(d)
     assert "logit" not in [x.name for x in loaded] and len(loaded) == 3
@@ -246,9 +251,15 @@ def test_feature_version_names_or_periods_mismatch_refuses_every_model(tmp_path,
         "names": (msgspec.structs.replace(m, feature_names=tuple(reversed(m.feature_names))), "feature names differ"),
         "periods": (msgspec.structs.replace(m, feature_params=FeatureParams(rsi=7)), "rsi 7 (analyzer: 14)"),
         # Same names and version, but "rsi" was computed differently when the models were trained.
-        "formula": (msgspec.structs.replace(m, feature_fingerprint=tuple(
-            v + 0.01 if i == fv.FEATURE_INDEX["rsi"] else v for i, v in enumerate(m.feature_fingerprint))),
-            "features ['rsi'] differently"),
+        "formula": (
+            msgspec.structs.replace(
+                m,
+                feature_fingerprint=tuple(
+                    v + 0.01 if i == fv.FEATURE_INDEX["rsi"] else v for i, v in enumerate(m.feature_fingerprint)
+                ),
+            ),
+            "features ['rsi'] differently",
+        ),
     }
     for case, (manifest, text) in cases.items():
         d = _copy(trained_dir, tmp_path / case)
@@ -261,8 +272,10 @@ def test_feature_version_names_or_periods_mismatch_refuses_every_model(tmp_path,
 def test_unknown_feature_in_one_model_refuses_that_model(tmp_path, trained_dir):
     d = _copy(trained_dir, tmp_path / "m")
     m = read_manifest(d)
-    entries = tuple(msgspec.structs.replace(e, features=("spread_bps",) + e.features[1:]) if e.name == "mlp" else e
-                    for e in m.models)
+    entries = tuple(
+        msgspec.structs.replace(e, features=("spread_bps",) + e.features[1:]) if e.name == "mlp" else e
+        for e in m.models
+    )
     write_manifest(d, msgspec.structs.replace(m, models=entries))
     loaded, errors = load_models(d)
     assert [x.name for x in loaded] == ["gbm", "forest", "logit"]
@@ -294,8 +307,11 @@ def test_shipped_models_load_with_matching_checksums_and_this_codes_features():
     from stockade.config.settings import Settings
 
     loaded, errors = load_models(SHIPPED_DIR, (), feature_params(Settings().analyzer))
-    assert errors == [], "shipped models refused: " + "; ".join(map(str, errors)) + \
-        " -- regenerate: python run.py train --source sim --out trading/default_models"
+    assert errors == [], (
+        "shipped models refused: "
+        + "; ".join(map(str, errors))
+        + " -- regenerate: python run.py train --source sim --out trading/default_models"
+    )
     assert sorted(m.name for m in loaded) == ["forest", "gbm", "logit", "mlp"]
     total = sum((SHIPPED_DIR / m.entry.file).stat().st_size for m in loaded)
     assert total < 1_000_000
@@ -319,8 +335,9 @@ def test_probability_to_vote():
 def test_manifest_cannot_point_outside_the_models_folder(tmp_path, trained_dir):
     d = _copy(trained_dir, tmp_path / "m")
     m = read_manifest(d)
-    entries = tuple(msgspec.structs.replace(e, file="../elsewhere/logit.onnx") if e.name == "logit" else e
-                    for e in m.models)
+    entries = tuple(
+        msgspec.structs.replace(e, file="../elsewhere/logit.onnx") if e.name == "logit" else e for e in m.models
+    )
     write_manifest(d, msgspec.structs.replace(m, models=entries))
     loaded, errors = load_models(d)
     assert [x.name for x in loaded] == ["gbm", "forest", "mlp"]

@@ -14,9 +14,12 @@ import onnx
 import pytest
 from actor_probes import add_recorder, services, start_actor
 from onnx import TensorProto, helper
+
 from stockade.actors.analyzer import Analyzer
 from stockade.codecs.messages import Alert, Quote, Vote, Votes
 from stockade.config.settings import settings_from_dict
+from stockade.storage.store import Store
+from stockade.supervisors.router import Router
 from stockade.trading.feature_vector import INDICATOR_FEATURES
 from stockade.trading.model_store import (
     SHIPPED_DIR,
@@ -25,8 +28,6 @@ from stockade.trading.model_store import (
     read_manifest,
     write_manifest,
 )
-from stockade.storage.store import Store
-from stockade.supervisors.router import Router
 
 NS_MIN = 60_000_000_000
 T0 = 1_700_000_000 * 1_000_000_000 // NS_MIN * NS_MIN
@@ -36,8 +37,7 @@ RULES = ("momentum", "mean_reversion", "breakout")
 class Harness:
     def __init__(self, tmp_path, models_dir) -> None:
         clear_cache()
-        self.settings = settings_from_dict({"models": {"dir": str(models_dir)},
-                                            "analyzer": {"evaluate_every_s": 1e-6}})
+        self.settings = settings_from_dict({"models": {"dir": str(models_dir)}, "analyzer": {"evaluate_every_s": 1e-6}})
         self.store = Store.open(tmp_path / "data")
         svc = services(self.settings, self.store)
         self.router = Router()
@@ -48,8 +48,9 @@ class Harness:
             ref, _ = add_recorder(self.router, name, q)
             self.sinks.append(ref)
         # No broker: the warm-up fails and it starts cold, as designed.
-        self.ref = start_actor(self.router, Analyzer, "analyzer:TEST",
-                               {"services": svc, "data_dir": str(tmp_path / "data")})
+        self.ref = start_actor(
+            self.router, Analyzer, "analyzer:TEST", {"services": svc, "data_dir": str(tmp_path / "data")}
+        )
 
     def feed_minutes(self, minutes: int, start_minute: int = 0, per_minute: int = 4, seed: int = 1) -> int:
         """Quotes of a seeded walk, `per_minute` a minute, so bars close from quotes as live.
@@ -92,12 +93,16 @@ def _broken_model(n_features: int) -> bytes:
     """A valid ONNX graph that loads but fails at run time: reshapes a 1 x 3 row into (-1, 2)."""
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 2])
     graph = helper.make_graph(
-        [helper.make_node("Reshape", ["input", "shape"], ["probabilities"]),
-         helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0)],
+        [
+            helper.make_node("Reshape", ["input", "shape"], ["probabilities"]),
+            helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+        ],
         "broken",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, n_features])],
-        [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
-         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2]),
+        ],
         [shape],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -137,9 +142,17 @@ def test_a_model_failing_at_run_time_leaves_the_batch_once_with_one_alert(tmp_pa
     (shipped_copy / "broken.onnx").write_bytes(data)
     m = read_manifest(shipped_copy)
     template = m.models[0]
-    broken = ModelEntry(name="broken", file="broken.onnx", estimator="test", features=INDICATOR_FEATURES[:3],
-                        sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), folds=template.folds,
-                        holdout=template.holdout, parity_max_abs_diff=0.0)
+    broken = ModelEntry(
+        name="broken",
+        file="broken.onnx",
+        estimator="test",
+        features=INDICATOR_FEATURES[:3],
+        sha256=hashlib.sha256(data).hexdigest(),
+        bytes=len(data),
+        folds=template.folds,
+        holdout=template.holdout,
+        parity_max_abs_diff=0.0,
+    )
     write_manifest(shipped_copy, msgspec.structs.replace(m, models=(*m.models, broken)))
     h = Harness(tmp_path, shipped_copy)
     try:
@@ -177,8 +190,9 @@ def test_one_onnx_call_per_evaluation_for_all_members(tmp_path, shipped_copy, mo
 
     runs = []
     real = onnxruntime.InferenceSession.run
-    monkeypatch.setattr(onnxruntime.InferenceSession, "run",
-                        lambda self, *a, **k: runs.append(1) or real(self, *a, **k))
+    monkeypatch.setattr(
+        onnxruntime.InferenceSession, "run", lambda self, *a, **k: runs.append(1) or real(self, *a, **k)
+    )
     h = Harness(tmp_path, shipped_copy)
     try:
         last = h.feed_minutes(70)
@@ -229,9 +243,17 @@ def test_after_a_member_fails_the_others_are_merged_again(tmp_path, shipped_copy
     (shipped_copy / "broken.onnx").write_bytes(data)
     m = read_manifest(shipped_copy)
     template = m.models[0]
-    broken = ModelEntry(name="broken", file="broken.onnx", estimator="test", features=INDICATOR_FEATURES[:3],
-                        sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), folds=template.folds,
-                        holdout=template.holdout, parity_max_abs_diff=0.0)
+    broken = ModelEntry(
+        name="broken",
+        file="broken.onnx",
+        estimator="test",
+        features=INDICATOR_FEATURES[:3],
+        sha256=hashlib.sha256(data).hexdigest(),
+        bytes=len(data),
+        folds=template.folds,
+        holdout=template.holdout,
+        parity_max_abs_diff=0.0,
+    )
     write_manifest(shipped_copy, msgspec.structs.replace(m, models=(*m.models, broken)))
     merged: list[tuple[str, ...]] = []
     real = ModelPanel.p_up

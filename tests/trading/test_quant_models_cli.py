@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from stockade.actors.analyzer import load_members
 from stockade.config.settings import SettingsError, settings_from_dict
 from stockade.trading.model_store import SHIPPED_DIR, clear_cache, read_manifest
@@ -17,8 +18,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _train(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APCA_", "CREDENTIALS_DIRECTORY"))}
-    return subprocess.run([sys.executable, str(REPO / "run.py"), "train", *args], capture_output=True, text=True,
-                          timeout=240, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "train", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        check=False,
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -30,8 +37,24 @@ def _fresh_store():
 
 def test_train_writes_models_and_manifest_with_progress(tmp_path):
     out = tmp_path / "models"
-    r = _train("--source", "sim", "--out", str(out), "--symbols", "AAPL,SPY", "--days", "1", "--seed", "3",
-               "--models", "logit,mlp", "--folds", "3", "--horizon", "3")
+    r = _train(
+        "--source",
+        "sim",
+        "--out",
+        str(out),
+        "--symbols",
+        "AAPL,SPY",
+        "--days",
+        "1",
+        "--seed",
+        "3",
+        "--models",
+        "logit,mlp",
+        "--folds",
+        "3",
+        "--horizon",
+        "3",
+    )
     assert r.returncode == 0, r.stderr
     for model in ("logit", "mlp"):
         for fold in (1, 2, 3):
@@ -45,8 +68,9 @@ def test_train_writes_models_and_manifest_with_progress(tmp_path):
 
 
 def test_train_default_out_is_the_data_dir_models_folder_the_daemon_prefers(tmp_path):
-    r = _train("--data-dir", str(tmp_path / "data"), "--symbols", "MSFT", "--days", "1", "--models", "logit",
-               "--folds", "2")
+    r = _train(
+        "--data-dir", str(tmp_path / "data"), "--symbols", "MSFT", "--days", "1", "--models", "logit", "--folds", "2"
+    )
     assert r.returncode == 0, r.stderr
     settings = settings_from_dict({})
     members, errors = load_members(settings, tmp_path / "data")
@@ -54,11 +78,14 @@ def test_train_default_out_is_the_data_dir_models_folder_the_daemon_prefers(tmp_
     assert members[0].model.path == tmp_path / "data" / "models" / "logit.onnx"
 
 
-@pytest.mark.parametrize("args, text", [
-    (("--models", "gbm,transformer"), "unknown ['transformer']"),
-    (("--days", "0"), "--days 0.0: must be > 0"),
-    (("--source", "venue"), "needs APCA_API_KEY_ID"),
-])
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (("--models", "gbm,transformer"), "unknown ['transformer']"),
+        (("--days", "0"), "--days 0.0: must be > 0"),
+        (("--source", "venue"), "needs APCA_API_KEY_ID"),
+    ],
+)
 def test_train_bad_usage_exits_2_with_one_line(tmp_path, args, text):
     r = _train("--out", str(tmp_path / "m"), *args)
     assert r.returncode == 2 and text in r.stderr, r.stderr

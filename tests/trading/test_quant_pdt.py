@@ -4,7 +4,7 @@ rule at its thresholds."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
@@ -43,7 +43,7 @@ def test_exchange_day_is_new_york_not_utc():
     # 20:30 New York on Nov 25 is 01:30 UTC on Nov 26: still the 25th on the exchange
     late = ny_ns(date(2026, 11, 25), 20, 30)
     assert exchange_date(late) == "2026-11-25"
-    assert datetime.fromtimestamp(late / 1e9, timezone.utc).date() == date(2026, 11, 26)
+    assert datetime.fromtimestamp(late / 1e9, UTC).date() == date(2026, 11, 26)
 
 
 def test_sessions_and_minutes_to_close_with_the_early_close():
@@ -62,7 +62,12 @@ def window(cal: Calendar, day: date, n: int = 5) -> tuple[date, ...]:
 
 def test_the_window_skips_the_holiday_and_the_weekend():
     assert window(CAL, date(2026, 12, 2)) == (
-        date(2026, 12, 2), date(2026, 12, 1), date(2026, 11, 30), date(2026, 11, 27), date(2026, 11, 25))
+        date(2026, 12, 2),
+        date(2026, 12, 1),
+        date(2026, 11, 30),
+        date(2026, 11, 27),
+        date(2026, 11, 25),
+    )
     # on a weekend day the window is the five sessions before it
     assert window(CAL, date(2026, 11, 29))[0] == date(2026, 11, 27)
     assert window(CAL, date(2026, 12, 2), 2) == (date(2026, 12, 2), date(2026, 12, 1))
@@ -70,7 +75,12 @@ def test_the_window_skips_the_holiday_and_the_weekend():
 
 def test_the_window_without_a_calendar_counts_weekdays():
     assert window(Calendar(()), date(2026, 12, 2)) == (
-        date(2026, 12, 2), date(2026, 12, 1), date(2026, 11, 30), date(2026, 11, 27), THANKSGIVING)
+        date(2026, 12, 2),
+        date(2026, 12, 1),
+        date(2026, 11, 30),
+        date(2026, 11, 27),
+        THANKSGIVING,
+    )
 
 
 # ---- counting day trades from fills --------------------------------------------------------
@@ -146,13 +156,16 @@ def test_the_optional_equity_bound(equity, applies):
     assert not rule_day_trade_budget(equity, DayTradeStatus(3, frozenset()), False, "AAPL", LIM).ok
 
 
-@pytest.mark.parametrize("count, opened, ok", [
-    (2, frozenset(), True),  # this entry could become day trade 3: allowed
-    (2, frozenset({"MSFT"}), False),  # MSFT's exits could be the 3rd, this one's the 4th
-    (1, frozenset({"MSFT"}), True),
-    (3, frozenset(), False),
-    (2, frozenset({"AAPL"}), True),  # adding to AAPL: it is one potential day trade already
-])
+@pytest.mark.parametrize(
+    "count, opened, ok",
+    [
+        (2, frozenset(), True),  # this entry could become day trade 3: allowed
+        (2, frozenset({"MSFT"}), False),  # MSFT's exits could be the 3rd, this one's the 4th
+        (1, frozenset({"MSFT"}), True),
+        (3, frozenset(), False),
+        (2, frozenset({"AAPL"}), True),  # adding to AAPL: it is one potential day trade already
+    ],
+)
 def test_a_new_entry_counts_potential_day_trades(count, opened, ok):
     assert rule_day_trade_budget(20_000.0, DayTradeStatus(count, opened), False, "AAPL", LIM).ok is ok
 

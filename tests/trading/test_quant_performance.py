@@ -72,24 +72,49 @@ def test_simple_returns_and_trade_stats():
 
 
 def order(coid, side, qty, proposal_id="", parent_id=None):
-    return OrderRecord(client_order_id=coid, intent_id=coid, symbol="X", side=side, qty=qty, order_type="market",
-                       created_ns=0, updated_ns=0, proposal_id=proposal_id, parent_id=parent_id)
+    return OrderRecord(
+        client_order_id=coid,
+        intent_id=coid,
+        symbol="X",
+        side=side,
+        qty=qty,
+        order_type="market",
+        created_ns=0,
+        updated_ns=0,
+        proposal_id=proposal_id,
+        parent_id=parent_id,
+    )
 
 
 def fill(n, coid, side, qty, price, symbol="X"):
-    return FillRecord(exec_id=f"e{n}", client_order_id=coid, broker_order_id=None, symbol=symbol, side=side, qty=qty,
-                      price=price, ts_ns=n)
+    return FillRecord(
+        exec_id=f"e{n}",
+        client_order_id=coid,
+        broker_order_id=None,
+        symbol=symbol,
+        side=side,
+        qty=qty,
+        price=price,
+        ts_ns=n,
+    )
 
 
 def test_round_trips_fifo_with_brackets_partials_and_open_remainder():
-    orders = {o.client_order_id: o for o in (
-        order("entry1", "buy", 10, "p1"), order("tp1", "sell", 10, parent_id="entry1"),
-        order("entry2", "buy", 5, "p2"), order("exit2", "sell", 8),
-        order("short3", "sell", 4, "p3"), order("cover3", "buy", 4),
-    )}
+    orders = {
+        o.client_order_id: o
+        for o in (
+            order("entry1", "buy", 10, "p1"),
+            order("tp1", "sell", 10, parent_id="entry1"),
+            order("entry2", "buy", 5, "p2"),
+            order("exit2", "sell", 8),
+            order("short3", "sell", 4, "p3"),
+            order("cover3", "buy", 4),
+        )
+    }
     members = {"p1": ("momentum", "gbm"), "p2": ("breakout",), "p3": ("momentum",)}
     fills = [
-        fill(1, "entry1", "buy", 6, 100.0), fill(2, "entry1", "buy", 4, 101.0),  # avg 100.4
+        fill(1, "entry1", "buy", 6, 100.0),
+        fill(2, "entry1", "buy", 4, 101.0),  # avg 100.4
         fill(3, "tp1", "sell", 10, 102.0),  # closes entry1: (102-100)*6 + (102-101)*4 = 16
         fill(4, "entry2", "buy", 5, 50.0),
         fill(5, "exit2", "sell", 8, 49.0),  # closes entry2 (-5) and opens a 3-share short (unattributed)

@@ -87,8 +87,9 @@ def test_evaluate_daily_loss_blocks_entries_not_exits():
 
 
 def test_evaluate_loss_breaker_blocks_entries():
-    v = evaluate(req(), ctx(account=account(equity=94_000.0)),
-                 RiskLimits(daily_loss_limit_pct=3.0, loss_breaker_pct=5.0), PCT)
+    v = evaluate(
+        req(), ctx(account=account(equity=94_000.0)), RiskLimits(daily_loss_limit_pct=3.0, loss_breaker_pct=5.0), PCT
+    )
     assert {r.rule for r in v.failures} == {"daily_loss", "loss_breaker"}
 
 
@@ -102,7 +103,9 @@ def test_sector_at_its_threshold(add, ok):
 
 
 def test_evaluate_sector_caps_the_size_and_unmapped_symbols_are_their_own_sector():
-    lim = RiskLimits(risk_per_trade_pct=1.0, max_position_pct=20.0, max_sector_pct=30.0, sectors={"AAPL": "tech", "MSFT": "tech"})
+    lim = RiskLimits(
+        risk_per_trade_pct=1.0, max_position_pct=20.0, max_sector_pct=30.0, sectors={"AAPL": "tech", "MSFT": "tech"}
+    )
     held = (Position("MSFT", 250.0, 100.0, 25_000.0),)
     # sector room 30,000 - 25,000 = 5,000 -> floor(5,000 / 100.01) = 49 shares (risk alone would allow
     # 1% * 100,000 / 2.01 = 497, max position 20% -> 199)
@@ -198,8 +201,12 @@ def test_close_window_off():
 
 
 def _qty(**kw) -> int:
-    lim = RiskLimits(risk_per_trade_pct=1.0, max_position_pct=100.0, confidence_floor=kw.pop("floor", 1.0),
-                     target_volatility_pct=kw.pop("target", 0.0))
+    lim = RiskLimits(
+        risk_per_trade_pct=1.0,
+        max_position_pct=100.0,
+        confidence_floor=kw.pop("floor", 1.0),
+        target_volatility_pct=kw.pop("target", 0.0),
+    )
     v = evaluate(req(**kw), ctx(), lim, PCT)
     assert v.allowed, v.failures
     return v.qty
@@ -231,17 +238,24 @@ def test_regime_scale_multiplies_with_the_others():
 def test_day_trade_budget_in_evaluate_is_off_by_default_and_judged_on_the_lower_equity():
     ours = DayTradeStatus(3, frozenset())
     small = account(equity=20_000.0, last_equity=20_000.0, bp=40_000.0)
-    assert evaluate(req(), ctx(account=small, start_of_day_equity=20_000.0, day_trades=ours), RiskLimits(),
-                    PCT).allowed
+    assert evaluate(req(), ctx(account=small, start_of_day_equity=20_000.0, day_trades=ours), RiskLimits(), PCT).allowed
     old_guard = RiskLimits(day_trade_budget=3, day_trade_budget_below_equity=25_000.0)
     v = evaluate(req(), ctx(account=small, start_of_day_equity=20_000.0, day_trades=ours), old_guard, PCT)
     assert v.first_failure.rule == "day_trade_budget"
     # the lower of today's and the previous close's equity
-    v = evaluate(req(), ctx(account=account(equity=30_000.0, last_equity=24_000.0), start_of_day_equity=24_000.0,
-                            day_trades=ours), old_guard, PCT)
+    v = evaluate(
+        req(),
+        ctx(account=account(equity=30_000.0, last_equity=24_000.0), start_of_day_equity=24_000.0, day_trades=ours),
+        old_guard,
+        PCT,
+    )
     assert v.first_failure.rule == "day_trade_budget"
-    v = evaluate(req(), ctx(account=account(equity=30_000.0, last_equity=26_000.0), start_of_day_equity=26_000.0,
-                            day_trades=ours), old_guard, PCT)
+    v = evaluate(
+        req(),
+        ctx(account=account(equity=30_000.0, last_equity=26_000.0), start_of_day_equity=26_000.0, day_trades=ours),
+        old_guard,
+        PCT,
+    )
     assert v.allowed
 
 

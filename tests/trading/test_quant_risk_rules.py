@@ -20,14 +20,14 @@ from stockade.trading.risk_rules import (
     RiskLimits,
     RiskRequest,
     evaluate,
-    rule_failure_breaker,
     rule_daily_loss,
+    rule_day_trade_budget,
+    rule_failure_breaker,
     rule_gross_exposure,
     rule_market_open,
     rule_max_open_positions,
     rule_max_position,
     rule_order_rate,
-    rule_day_trade_budget,
     rule_price_range,
     rule_short,
     rule_spread,
@@ -148,8 +148,10 @@ def test_day_trade_budget():
     assert rule_day_trade_budget(20_000.0, DayTradeStatus(2, frozenset()), False, "A", on).ok
     r = rule_day_trade_budget(20_000.0, three, False, "A", on)
     assert not r.ok and r.rule == "day_trade_budget"
-    assert r.reason == "3 day trades in the last 5 sessions, budget 3, 0 other position(s) opened today: " \
-                       "a new bracketed entry could make day trade 4 > 3"
+    assert (
+        r.reason == "3 day trades in the last 5 sessions, budget 3, 0 other position(s) opened today: "
+        "a new bracketed entry could make day trade 4 > 3"
+    )
     # an exit is never held back, not even one that makes a day trade past the budget
     assert rule_day_trade_budget(20_000.0, DayTradeStatus(3, frozenset({"A"})), True, "A", on).ok
     below = msgspec.structs.replace(on, day_trade_budget_below_equity=25_000.0)
@@ -181,9 +183,27 @@ def test_evaluate_allows_and_sizes_a_clean_buy():
     assert v.qty == 99 and not v.reduce_only
     assert v.first_failure is None
     names = [r.rule for r in v.results]
-    for rule in ("trading_state", "market_open", "stale_quote", "day_trade_budget", "spread", "price_range", "short_selling",
-                 "max_positions", "gross_exposure", "daily_loss", "loss_breaker", "failure_breaker", "order_rate",
-                 "in_flight", "close_window", "sizing", "max_position", "sector", "portfolio_risk"):
+    for rule in (
+        "trading_state",
+        "market_open",
+        "stale_quote",
+        "day_trade_budget",
+        "spread",
+        "price_range",
+        "short_selling",
+        "max_positions",
+        "gross_exposure",
+        "daily_loss",
+        "loss_breaker",
+        "failure_breaker",
+        "order_rate",
+        "in_flight",
+        "close_window",
+        "sizing",
+        "max_position",
+        "sector",
+        "portfolio_risk",
+    ):
         assert rule in names
 
 
@@ -235,8 +255,11 @@ def test_evaluate_breaker_and_day_trade_budget_and_account():
     three = DayTradeStatus(3, frozenset())
     # no pattern-day-trader rule any more: a small account with three day trades may trade on
     assert evaluate(req(), ctx(account=small, start_of_day_equity=20_000.0, day_trades=three), LIM).allowed
-    v = evaluate(req(), ctx(account=small, start_of_day_equity=20_000.0, day_trades=three),
-                 msgspec.structs.replace(LIM, day_trade_budget=3))
+    v = evaluate(
+        req(),
+        ctx(account=small, start_of_day_equity=20_000.0, day_trades=three),
+        msgspec.structs.replace(LIM, day_trade_budget=3),
+    )
     assert not v.allowed and v.first_failure.rule == "day_trade_budget"
     v = evaluate(req(), ctx(account=None), LIM)
     assert not v.allowed and v.failures[-1].reason == "no account snapshot yet"

@@ -56,20 +56,42 @@ def test_zero_size_cases(kw, text):
 def test_worked_example_scale_and_extra_caps():
     # equity 50,000, risk 1% = 500; entry 40.00, stop 39.20: 0.80 a share -> 625 shares;
     # max position 20% = 10,000 -> 250 shares; buying power 8,000 -> 200 shares: buying power sets it
-    r = size(equity=50_000.0, entry=40.0, stop=39.2, buying_power=8_000.0, risk_per_trade_pct=1.0,
-             max_position_pct=20.0)
+    r = size(
+        equity=50_000.0, entry=40.0, stop=39.2, buying_power=8_000.0, risk_per_trade_pct=1.0, max_position_pct=20.0
+    )
     assert r.qty == 200 and "buying power" in r.reason
     # scale 0.25 (e.g. confidence 0.5 with floor 0 x defensive 0.5): 500 x 0.25 / 0.80 = 156.25 -> 156
-    r = size(equity=50_000.0, entry=40.0, stop=39.2, buying_power=8_000.0, risk_per_trade_pct=1.0,
-             max_position_pct=20.0, scale=0.25)
+    r = size(
+        equity=50_000.0,
+        entry=40.0,
+        stop=39.2,
+        buying_power=8_000.0,
+        risk_per_trade_pct=1.0,
+        max_position_pct=20.0,
+        scale=0.25,
+    )
     assert r.qty == 156 and "scale 0.25" in r.reason
     # the sector may add only 3,000 more: 3,000 / 40 = 75 shares
-    r = size(equity=50_000.0, entry=40.0, stop=39.2, buying_power=8_000.0, risk_per_trade_pct=1.0,
-             max_position_pct=20.0, sector_room=3_000.0)
+    r = size(
+        equity=50_000.0,
+        entry=40.0,
+        stop=39.2,
+        buying_power=8_000.0,
+        risk_per_trade_pct=1.0,
+        max_position_pct=20.0,
+        sector_room=3_000.0,
+    )
     assert r.qty == 75 and "sector room" in r.reason
     # the portfolio may lose only 40 more at its stops: 40 / 0.80 = 50 shares
-    r = size(equity=50_000.0, entry=40.0, stop=39.2, buying_power=8_000.0, risk_per_trade_pct=1.0,
-             max_position_pct=20.0, risk_room=40.0)
+    r = size(
+        equity=50_000.0,
+        entry=40.0,
+        stop=39.2,
+        buying_power=8_000.0,
+        risk_per_trade_pct=1.0,
+        max_position_pct=20.0,
+        risk_room=40.0,
+    )
     assert r.qty == 50 and "portfolio risk room" in r.reason
     r = size(sector_room=-1.0)  # over the sector limit already
     assert r.qty == 0 and "sector room" in r.reason

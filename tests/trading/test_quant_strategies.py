@@ -230,14 +230,17 @@ def stretched(b, rsi, **kw):
     return snap(price=99.8 + 0.4 * b, pct_b=b, rsi=rsi, **kw)
 
 
-@pytest.mark.parametrize("b, rsi, direction", [
-    (1.0, 70.0, -1.0),  # at the upper band and at overbought: fade
-    (0.999, 90.0, 0.0),  # inside the band
-    (1.2, 69.9, 0.0),  # outside but RSI short of overbought
-    (0.0, 30.0, 1.0),  # at the lower band and at oversold
-    (0.001, 10.0, 0.0),
-    (-0.2, 30.1, 0.0),
-])
+@pytest.mark.parametrize(
+    "b, rsi, direction",
+    [
+        (1.0, 70.0, -1.0),  # at the upper band and at overbought: fade
+        (0.999, 90.0, 0.0),  # inside the band
+        (1.2, 69.9, 0.0),  # outside but RSI short of overbought
+        (0.0, 30.0, 1.0),  # at the lower band and at oversold
+        (0.001, 10.0, 0.0),
+        (-0.2, 30.1, 0.0),
+    ],
+)
 def test_mean_reversion_band_and_rsi_thresholds(b, rsi, direction):
     s = MeanReversion().evaluate(stretched(b, rsi))
     assert s.direction == direction, s

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from stockade.codecs.records import VoterWeightRecord
-from stockade.trading.voting import POOLED, Ensemble, EnsembleParams
 from stockade.storage.store import Store
+from stockade.trading.voting import POOLED, Ensemble, EnsembleParams
 
 MEMBERS = ("momentum", "mean_reversion", "breakout", "ml_gbm")
 PARAMS = EnsembleParams(decay=0.97, defensive_min_outcomes=5.0)
@@ -23,8 +23,9 @@ def feed(ensemble: Ensemble, rng: random.Random, n: int) -> None:
 
 
 def save(store: Store, ensemble: Ensemble) -> None:
-    store.voter_weights.put_many({m: VoterWeightRecord(hits=h, misses=x, ts_ns=1)
-                                  for m, (h, x) in ensemble.track_record().items()})
+    store.voter_weights.put_many(
+        {m: VoterWeightRecord(hits=h, misses=x, ts_ns=1) for m, (h, x) in ensemble.track_record().items()}
+    )
 
 
 def load(store: Store) -> dict[str, tuple[float, float]]:

@@ -54,7 +54,9 @@ def test_vote_threshold_side_and_decision_fields():
     d = e.vote("X", [v("a", 1, 0.9, recv=5, price=101.0), v("b", 1, 0.5, recv=7, price=102.0)])
     # Both long: p_up 0.95 and 0.75, log-odds added.
     assert d.side == "buy" and d.score == pytest.approx(0.7)
-    assert d.confidence == pytest.approx(sigmoid(logit(0.95) + logit(0.75))) and d.confidence == pytest.approx(0.9828, abs=1e-4)
+    assert d.confidence == pytest.approx(sigmoid(logit(0.95) + logit(0.75))) and d.confidence == pytest.approx(
+        0.9828, abs=1e-4
+    )
     assert d.models == ("a", "b") and d.price == 102.0 and d.quote_recv_ns == 7
     p = d.to_proposal("p1")
     assert p.side == "buy" and p.models == ("a", "b") and p.bid == pytest.approx(101.99)
@@ -104,8 +106,15 @@ def test_base_weights_multiply():
 
 
 def test_defensive_mode_on_poor_hit_rate_raises_threshold():
-    p = EnsembleParams(threshold=0.3, min_confidence=0.0, defensive_confidence_add=0.0, defensive_threshold_add=0.2,
-                       defensive_min_outcomes=10, decay=1.0, cooldown_s=0)
+    p = EnsembleParams(
+        threshold=0.3,
+        min_confidence=0.0,
+        defensive_confidence_add=0.0,
+        defensive_threshold_add=0.2,
+        defensive_min_outcomes=10,
+        decay=1.0,
+        cooldown_s=0,
+    )
     e = Ensemble(p, clock=FakeClock())
     votes = [v("a", 1, 0.4)]
     assert not e.defensive and e.vote("X", votes) is not None  # 0.4 >= 0.3
@@ -212,8 +221,9 @@ def test_min_confidence_gates_proposals():
 
 
 def test_decision_carries_weights_and_votes():
-    e = Ensemble(EnsembleParams(threshold=0.1, min_confidence=0.5, cooldown_s=0, base_weights={"a": 3.0}),
-                 clock=FakeClock())
+    e = Ensemble(
+        EnsembleParams(threshold=0.1, min_confidence=0.5, cooldown_s=0, base_weights={"a": 3.0}), clock=FakeClock()
+    )
     d = e.vote("X", [v("b", 0, 0), v("a", 1, 0.9)])
     assert d.weights == {"a": pytest.approx(0.75), "b": pytest.approx(0.25)}
     assert [x.model for x in d.votes] == ["a", "b"]
@@ -224,8 +234,14 @@ def test_decision_carries_weights_and_votes():
 
 
 def test_high_volatility_vote_makes_the_batch_defensive():
-    p = EnsembleParams(threshold=0.1, min_confidence=0.6, defensive_threshold_add=0.05,
-                       defensive_confidence_add=0.1, defensive_size_scale=0.5, cooldown_s=0)
+    p = EnsembleParams(
+        threshold=0.1,
+        min_confidence=0.6,
+        defensive_threshold_add=0.05,
+        defensive_confidence_add=0.1,
+        defensive_size_scale=0.5,
+        cooldown_s=0,
+    )
     e = Ensemble(p, clock=FakeClock())
     d = e.vote("X", [v("a", 1, 0.34), v("b", 0, 0)])  # score 0.17 >= 0.1, confidence 0.67 >= 0.6
     assert d is not None and not d.defensive and d.to_proposal("p").size_scale == 1.0

@@ -135,8 +135,19 @@ def test_duplicate_and_out_of_order_updates():
 def _order(filled_qty=0, avg=None):
     from stockade.codecs.records import OrderRecord
 
-    return OrderRecord(client_order_id="stk-x", intent_id="x", symbol="AAPL", side="buy", qty=10, order_type="market",
-                       state="accepted", created_ns=0, updated_ns=0, filled_qty=filled_qty, filled_avg_price=avg)
+    return OrderRecord(
+        client_order_id="stk-x",
+        intent_id="x",
+        symbol="AAPL",
+        side="buy",
+        qty=10,
+        order_type="market",
+        state="accepted",
+        created_ns=0,
+        updated_ns=0,
+        filled_qty=filled_qty,
+        filled_avg_price=avg,
+    )
 
 
 def test_fill_increment_records_each_execution_once():

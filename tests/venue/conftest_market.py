@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from waiting import wait_for
 from websockets.sync.client import ClientConnection, connect
 
 from stockade.venue.config import VenueConfig
 from stockade.venue.server import VenueHandle, start_venue
-from waiting import wait_for
 
 KEY, SECRET = "test-key", "test-secret"
 TIMEOUT = 5.0  # every network call
 
 
 def market_config(**overrides: Any) -> VenueConfig:
-    base = dict(api_key=KEY, api_secret=SECRET, seed=11, quote_rate_hz=40.0, auth_timeout_s=0.5,
-                rate_limit_per_min=100_000)
+    base = dict(
+        api_key=KEY, api_secret=SECRET, seed=11, quote_rate_hz=40.0, auth_timeout_s=0.5, rate_limit_per_min=100_000
+    )
     base.update(overrides)
     return VenueConfig(**base)
 

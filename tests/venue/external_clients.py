@@ -46,8 +46,10 @@ def node_or_skip(min_major: int = 16) -> str:
     version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
     major = int(version.lstrip("v").split(".")[0]) if version.startswith("v") else 0
     need(major >= min_major, f"node {version or '?'} is older than {min_major}, which this SDK requires")
-    need((JS_DIR / "node_modules" / "alpaca3").is_dir() and (JS_DIR / "node_modules" / "alpaca4").is_dir(),
-         "the JS SDKs are not installed (npm ci in tests/venue/js)")
+    need(
+        (JS_DIR / "node_modules" / "alpaca3").is_dir() and (JS_DIR / "node_modules" / "alpaca4").is_dir(),
+        "the JS SDKs are not installed (npm ci in tests/venue/js)",
+    )
     return str(node)
 
 
@@ -59,8 +61,9 @@ def ata_python_or_skip() -> str:
 
 def run_client(argv: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
     """Run one client script; its report, with every failed step's error in the assertion message."""
-    proc = subprocess.run(argv, cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=CLIENT_TIMEOUT_S)
+    proc = subprocess.run(
+        argv, cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S
+    )
     lines = proc.stdout.strip().splitlines()
     assert proc.returncode == 0 and lines, f"client exited {proc.returncode}: {proc.stderr[-4000:]}"
     report = json.loads(lines[-1])

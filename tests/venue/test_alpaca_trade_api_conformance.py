@@ -16,14 +16,24 @@ from external_clients import ATA_DIR, ata_python_or_skip, run_client
 def test_alpaca_trade_api(venue):
     python = ata_python_or_skip()
     cfg = venue.ctx.config
-    r = run_client([python, str(ATA_DIR / "client.py")],
-                   {"VENUE_URL": venue.base_url, "VENUE_KEY": cfg.api_key, "VENUE_SECRET": cfg.api_secret,
-                    "APCA_API_DATA_URL": venue.base_url}, ATA_DIR)
+    r = run_client(
+        [python, str(ATA_DIR / "client.py")],
+        {
+            "VENUE_URL": venue.base_url,
+            "VENUE_KEY": cfg.api_key,
+            "VENUE_SECRET": cfg.api_secret,
+            "APCA_API_DATA_URL": venue.base_url,
+        },
+        ATA_DIR,
+    )
     assert r["account"] == {"cash": "100000", "status": "ACTIVE"}
     clock = r["clock"]
     assert clock["is_open"] == "True"
-    assert (datetime.fromisoformat(clock["timestamp"]) < datetime.fromisoformat(clock["next_close"])
-            < datetime.fromisoformat(clock["next_open"]))
+    assert (
+        datetime.fromisoformat(clock["timestamp"])
+        < datetime.fromisoformat(clock["next_close"])
+        < datetime.fromisoformat(clock["next_open"])
+    )
 
     assert r["trade_stream"] == {"events": ["new", "fill"], "fill_qty": "2", "client_order_id": "ata-buy"}
     assert r["data_stream"]["symbol"] == "AAPL" and 0 < r["data_stream"]["bid"] < r["data_stream"]["ask"]

@@ -20,17 +20,32 @@ NYSE = MarketClock("nyse")
 
 def test_holidays_2025():
     assert nyse_holidays(2025) == {
-        date(2025, 1, 1), date(2025, 1, 9),  # New Year's; national day of mourning (Carter)
-        date(2025, 1, 20), date(2025, 2, 17), date(2025, 4, 18), date(2025, 5, 26), date(2025, 6, 19),
-        date(2025, 7, 4), date(2025, 9, 1), date(2025, 11, 27), date(2025, 12, 25),
+        date(2025, 1, 1),
+        date(2025, 1, 9),  # New Year's; national day of mourning (Carter)
+        date(2025, 1, 20),
+        date(2025, 2, 17),
+        date(2025, 4, 18),
+        date(2025, 5, 26),
+        date(2025, 6, 19),
+        date(2025, 7, 4),
+        date(2025, 9, 1),
+        date(2025, 11, 27),
+        date(2025, 12, 25),
     }
 
 
 def test_holidays_2026_with_weekend_observance():
     assert nyse_holidays(2026) == {
-        date(2026, 1, 1), date(2026, 1, 19), date(2026, 2, 16), date(2026, 4, 3), date(2026, 5, 25),
-        date(2026, 6, 19), date(2026, 7, 3),  # July 4th is a Saturday: observed Friday
-        date(2026, 9, 7), date(2026, 11, 26), date(2026, 12, 25),
+        date(2026, 1, 1),
+        date(2026, 1, 19),
+        date(2026, 2, 16),
+        date(2026, 4, 3),
+        date(2026, 5, 25),
+        date(2026, 6, 19),
+        date(2026, 7, 3),  # July 4th is a Saturday: observed Friday
+        date(2026, 9, 7),
+        date(2026, 11, 26),
+        date(2026, 12, 25),
     }
     # A Saturday New Year's Day is not moved back into the old year.
     assert date(2022, 1, 1).weekday() == 5 and date(2021, 12, 31) not in nyse_holidays(2021)
@@ -73,8 +88,15 @@ def test_next_open_and_close():
 def test_calendar_over_the_holidays():
     days = NYSE.calendar(date(2025, 12, 22), date(2026, 1, 5))
     assert [d.date for d in days] == [
-        date(2025, 12, 22), date(2025, 12, 23), date(2025, 12, 24), date(2025, 12, 26),
-        date(2025, 12, 29), date(2025, 12, 30), date(2025, 12, 31), date(2026, 1, 2), date(2026, 1, 5),
+        date(2025, 12, 22),
+        date(2025, 12, 23),
+        date(2025, 12, 24),
+        date(2025, 12, 26),
+        date(2025, 12, 29),
+        date(2025, 12, 30),
+        date(2025, 12, 31),
+        date(2026, 1, 2),
+        date(2026, 1, 5),
     ]
     assert [d.close.hour for d in days] == [16, 16, 13, 16, 16, 16, 16, 16, 16]
     assert len(NYSE.calendar(date(2025, 1, 1), date(2025, 12, 31))) == 250

@@ -45,4 +45,6 @@ def test_admin_crash_endpoint_moves_the_quotes_and_the_account(venue):
         bad = http(venue, "POST", "/admin/crash", json=body)
         assert bad.status_code == 422, (body, bad.text)
     assert http(venue, "POST", "/admin/crash", json={"pct": 10}, headers={"APCA-API-KEY-ID": "x"}).status_code in (
-        401, 403)
+        401,
+        403,
+    )

@@ -16,19 +16,31 @@ from alpaca.trading.requests import (
     StopOrderRequest,
     TakeProfitRequest,
 )
+from venue_helpers import sdk_client
+
 from stockade.broker.orders import build_request, client_order_id
 from stockade.codecs.messages import OrderIntent
 from stockade.venue.clock import NEW_YORK, MarketClock
 from stockade.venue.exchange import Exchange, OrderRequest
-from venue_helpers import sdk_client
 
 S = 1_000_000_000
 
 
 def intent(**kw) -> OrderIntent:
-    base = dict(intent_id="ext1", symbol="AAPL", side="buy", qty=3, order_type="limit", limit_price=50.25,
-                take_profit=None, stop_loss=None, reason="open", proposal_id="p1", quote_recv_ns=0,
-                extended_hours=True)
+    base = dict(
+        intent_id="ext1",
+        symbol="AAPL",
+        side="buy",
+        qty=3,
+        order_type="limit",
+        limit_price=50.25,
+        take_profit=None,
+        stop_loss=None,
+        reason="open",
+        proposal_id="p1",
+        quote_recv_ns=0,
+        extended_hours=True,
+    )
     base.update(kw)
     return OrderIntent(**base)
 
@@ -53,8 +65,9 @@ def test_extended_intent_never_carries_bracket_legs():
 
 
 def test_regular_intent_is_unchanged():
-    r = build_request(intent(extended_hours=False, order_type="market", limit_price=None, take_profit=52.0,
-                             stop_loss=49.0), "stk-reg")
+    r = build_request(
+        intent(extended_hours=False, order_type="market", limit_price=None, take_profit=52.0, stop_loss=49.0), "stk-reg"
+    )
     body = r.to_request_fields()
     assert body["type"] == "market" and body["order_class"] == "bracket"
     assert "extended_hours" not in body
@@ -75,8 +88,16 @@ def test_extended_limit_accepted_by_the_venue(venue):
 def test_extended_gtc_limit_accepted_by_the_venue(venue):
     # Alpaca takes DAY or GTC limits with extended_hours (its 2026 error text names both).
     client = sdk_client(venue)
-    order = client.submit_order(LimitOrderRequest(symbol="AAPL", qty=1, side=OrderSide.BUY, limit_price=50.0,
-                                                  time_in_force=TimeInForce.GTC, extended_hours=True))
+    order = client.submit_order(
+        LimitOrderRequest(
+            symbol="AAPL",
+            qty=1,
+            side=OrderSide.BUY,
+            limit_price=50.0,
+            time_in_force=TimeInForce.GTC,
+            extended_hours=True,
+        )
+    )
     assert order.extended_hours is True and order.time_in_force == TimeInForce.GTC
 
 
@@ -94,15 +115,32 @@ def test_extended_market_order_refused_with_alpacas_error(venue):
 def test_extended_stop_and_bracket_refused(venue):
     client = sdk_client(venue)
     with pytest.raises(APIError) as err:
-        client.submit_order(StopOrderRequest(symbol="AAPL", qty=1, side=OrderSide.SELL, stop_price=40.0,
-                                             time_in_force=TimeInForce.DAY, extended_hours=True))
+        client.submit_order(
+            StopOrderRequest(
+                symbol="AAPL",
+                qty=1,
+                side=OrderSide.SELL,
+                stop_price=40.0,
+                time_in_force=TimeInForce.DAY,
+                extended_hours=True,
+            )
+        )
     assert err.value.status_code == 422
     assert err.value.message == "stop orders are not eligible for extended hours trading"
     with pytest.raises(APIError) as err:
-        client.submit_order(LimitOrderRequest(
-            symbol="AAPL", qty=1, side=OrderSide.BUY, limit_price=50.0, time_in_force=TimeInForce.DAY,
-            extended_hours=True, order_class=OrderClass.BRACKET,
-            take_profit=TakeProfitRequest(limit_price=60.0), stop_loss=StopLossRequest(stop_price=40.0)))
+        client.submit_order(
+            LimitOrderRequest(
+                symbol="AAPL",
+                qty=1,
+                side=OrderSide.BUY,
+                limit_price=50.0,
+                time_in_force=TimeInForce.DAY,
+                extended_hours=True,
+                order_class=OrderClass.BRACKET,
+                take_profit=TakeProfitRequest(limit_price=60.0),
+                stop_loss=StopLossRequest(stop_price=40.0),
+            )
+        )
     assert err.value.status_code == 422
     assert "extended hours are not supported" in err.value.message
 
@@ -126,14 +164,18 @@ def exchange(now: int) -> tuple[Exchange, Clock]:
 
 
 def limit(extended: bool) -> OrderRequest:
-    return OrderRequest(symbol="AAPL", qty=1, side="buy", type="limit", time_in_force="day", limit_price=10.0,
-                        extended_hours=extended)
+    return OrderRequest(
+        symbol="AAPL", qty=1, side="buy", type="limit", time_in_force="day", limit_price=10.0, extended_hours=extended
+    )
 
 
-@pytest.mark.parametrize("day,created,last_alive,expired_at", [
-    (date(2026, 11, 23), (17, 0), (19, 59, 59), (20, 0, 0)),  # after-hours order: ends with the session
-    (date(2026, 11, 27), (14, 0), (16, 59, 59), (17, 0, 0)),  # early close: after-hours end at 17:00
-])
+@pytest.mark.parametrize(
+    "day,created,last_alive,expired_at",
+    [
+        (date(2026, 11, 23), (17, 0), (19, 59, 59), (20, 0, 0)),  # after-hours order: ends with the session
+        (date(2026, 11, 27), (14, 0), (16, 59, 59), (17, 0, 0)),  # early close: after-hours end at 17:00
+    ],
+)
 def test_extended_day_order_expires_with_the_after_hours_session(day, created, last_alive, expired_at):
     ex, clock = exchange(ny_ns(day, *created))
     ext = ex.submit(limit(True))

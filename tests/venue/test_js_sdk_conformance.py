@@ -29,8 +29,12 @@ def tls_venue(venue_config, tmp_path):
 def run_sdk(script: str, venue, min_node: int) -> dict:
     node = node_or_skip(min_node)
     cfg = venue.ctx.config
-    env = {"VENUE_URL": venue.base_url, "VENUE_KEY": cfg.api_key, "VENUE_SECRET": cfg.api_secret,
-           "NODE_EXTRA_CA_CERTS": f"{cfg.tls_self_signed_dir}/ca.pem"}
+    env = {
+        "VENUE_URL": venue.base_url,
+        "VENUE_KEY": cfg.api_key,
+        "VENUE_SECRET": cfg.api_secret,
+        "NODE_EXTRA_CA_CERTS": f"{cfg.tls_self_signed_dir}/ca.pem",
+    }
     return run_client([node, script], env, JS_DIR)
 
 
@@ -45,8 +49,13 @@ def test_sdk_3(tls_venue):
     assert clock["is_open"] is True
     assert iso(clock["timestamp"]) < iso(clock["next_close"]) < iso(clock["next_open"])
     assert r["trade_stream"] == {"streams": ["trade_updates"]}
-    assert r["market_buy"]["fill"] == {"event": "fill", "qty": "2", "position_qty": "2", "order_status": "filled",
-                                       "client_order_id": "js3-buy"}
+    assert r["market_buy"]["fill"] == {
+        "event": "fill",
+        "qty": "2",
+        "position_qty": "2",
+        "order_status": "filled",
+        "client_order_id": "js3-buy",
+    }
     assert r["position"] == {"qty": "2", "qty_available": "2"}
 
     t = r["trailing_stop"]

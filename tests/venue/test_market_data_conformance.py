@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections import deque
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -52,38 +52,46 @@ def data_client(venue) -> StockHistoricalDataClient:
 
 
 def raw_get(venue, path: str, **params) -> requests.Response:
-    return requests.get(venue.base_url + path, params=params, timeout=TIMEOUT,
-                        headers={"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET})
+    return requests.get(
+        venue.base_url + path,
+        params=params,
+        timeout=TIMEOUT,
+        headers={"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET},
+    )
 
 
 # ---- REST --------------------------------------------------------------------------
 
 
 def test_sdk_parses_multi_symbol_bars(market_venue):
-    start = datetime.now(timezone.utc) - timedelta(hours=3)
+    start = datetime.now(UTC) - timedelta(hours=3)
     barset = data_client(market_venue).get_stock_bars(
-        StockBarsRequest(symbol_or_symbols=["AAPL", "SPY", "NOPE"], timeframe=TimeFrame.Minute, start=start))
+        StockBarsRequest(symbol_or_symbols=["AAPL", "SPY", "NOPE"], timeframe=TimeFrame.Minute, start=start)
+    )
     assert set(barset.data) == {"AAPL", "SPY"}  # unknown symbols are left out, as Alpaca does
     bars = barset.data["AAPL"]
     assert len(bars) >= 170 and all(isinstance(b, Bar) for b in bars)
     assert all(a.timestamp < b.timestamp for a, b in zip(bars, bars[1:], strict=False))
     assert bars[0].timestamp >= start - timedelta(minutes=1)
     assert all(b.high >= max(b.open, b.close) and b.low <= min(b.open, b.close) for b in bars)
-    hourly = data_client(market_venue).get_stock_bars(StockBarsRequest(
-        symbol_or_symbols="MSFT", timeframe=TimeFrame(1, TimeFrameUnit.Hour), start=start - timedelta(days=2)))
+    hourly = data_client(market_venue).get_stock_bars(
+        StockBarsRequest(
+            symbol_or_symbols="MSFT", timeframe=TimeFrame(1, TimeFrameUnit.Hour), start=start - timedelta(days=2)
+        )
+    )
     assert all(b.timestamp.minute == 0 for b in hourly.data["MSFT"])
 
 
 def test_pages_join_to_the_whole(market_venue):
-    common = dict(symbols="AAPL,MSFT,SPY", timeframe="1Min",
-                  start=(datetime.now(timezone.utc) - timedelta(hours=2)).isoformat())
+    common = dict(symbols="AAPL,MSFT,SPY", timeframe="1Min", start=(datetime.now(UTC) - timedelta(hours=2)).isoformat())
     whole = raw_get(market_venue, "/v2/stocks/bars", limit=10000, **common).json()
     assert whole["next_page_token"] is None
     joined: dict[str, list] = {}
     token, pages = None, 0
     while True:
-        page = raw_get(market_venue, "/v2/stocks/bars", limit=100, **common,
-                       **({"page_token": token} if token else {})).json()
+        page = raw_get(
+            market_venue, "/v2/stocks/bars", limit=100, **common, **({"page_token": token} if token else {})
+        ).json()
         pages += 1
         assert sum(len(v) for v in page["bars"].values()) <= 100
         for symbol, bars in page["bars"].items():
@@ -95,8 +103,9 @@ def test_pages_join_to_the_whole(market_venue):
     # Bars finished between the two reads may extend the paged copy.
     for symbol, bars in whole["bars"].items():
         assert joined[symbol][: len(bars)] == bars
-    desc = raw_get(market_venue, "/v2/stocks/AAPL/bars", timeframe="1Min", sort="desc", limit=5,
-                   start=common["start"]).json()
+    desc = raw_get(
+        market_venue, "/v2/stocks/AAPL/bars", timeframe="1Min", sort="desc", limit=5, start=common["start"]
+    ).json()
     assert desc["symbol"] == "AAPL" and len(desc["bars"]) == 5 and desc["next_page_token"]
     assert [b["t"] for b in desc["bars"]] == sorted((b["t"] for b in desc["bars"]), reverse=True)
 
@@ -136,8 +145,9 @@ def test_bad_parameters_get_alpaca_errors(market_venue):
         body = response.json()
         assert set(body) == {"code", "message"} and isinstance(body["code"], int), params
     assert raw_get(market_venue, "/v2/stocks/NOPE/quotes/latest").status_code == 404
-    unauthorized = requests.get(market_venue.base_url + "/v2/stocks/bars", timeout=TIMEOUT,
-                                params={"symbols": "AAPL", "timeframe": "1Min"})
+    unauthorized = requests.get(
+        market_venue.base_url + "/v2/stocks/bars", timeout=TIMEOUT, params={"symbols": "AAPL", "timeframe": "1Min"}
+    )
     assert unauthorized.status_code == 401
 
 
@@ -146,7 +156,9 @@ def test_clock_and_calendar_parse_into_sdk_models(market_venue):
     client._session.request = functools.partial(client._session.request, timeout=TIMEOUT)
     clock = client.get_clock()
     assert clock.is_open and clock.next_close > clock.timestamp  # the test venue is always open
-    days = client.get_calendar(GetCalendarRequest(start=datetime(2025, 12, 1).date(), end=datetime(2025, 12, 31).date()))
+    days = client.get_calendar(
+        GetCalendarRequest(start=datetime(2025, 12, 1).date(), end=datetime(2025, 12, 31).date())
+    )
     assert len(days) == 31 and days[0].open.hour == 0
     body = raw_get(market_venue, "/v2/calendar", start="2025-12-01", end="2025-12-02").json()
     assert set(body[0]) == {"date", "open", "close", "session_open", "session_close", "settlement_date"}
@@ -157,8 +169,12 @@ def test_clock_and_calendar_parse_into_sdk_models(market_venue):
 
 def test_sdk_stream_receives_quotes_trades_and_bars_over_msgpack(market_venue):
     no_market_sockets(market_venue)
-    stream = StockDataStream(KEY, SECRET, url_override=market_venue.data_stream_url("iex"),
-                             websocket_params={"open_timeout": TIMEOUT, "ping_interval": 10, "ping_timeout": 30})
+    stream = StockDataStream(
+        KEY,
+        SECRET,
+        url_override=market_venue.data_stream_url("iex"),
+        websocket_params={"open_timeout": TIMEOUT, "ping_interval": 10, "ping_timeout": 30},
+    )
     received = deque(maxlen=10_000)
 
     async def on_data(item):
@@ -169,8 +185,11 @@ def test_sdk_stream_receives_quotes_trades_and_bars_over_msgpack(market_venue):
     thread = threading.Thread(target=stream.run, name="sdk-stream", daemon=True)
     thread.start()
     try:
-        wait_for(lambda: {getattr(x, "symbol", None) for x in list(received)} >= {"AAPL", "SPY", "MSFT"},
-                 TIMEOUT, what="quotes and trades through alpaca-py")
+        wait_for(
+            lambda: {getattr(x, "symbol", None) for x in list(received)} >= {"AAPL", "SPY", "MSFT"},
+            TIMEOUT,
+            what="quotes and trades through alpaca-py",
+        )
     finally:
         wait_for(lambda: stream._loop is not None and stream._loop.is_running(), TIMEOUT)
         stream.stop()
@@ -179,7 +198,7 @@ def test_sdk_stream_receives_quotes_trades_and_bars_over_msgpack(market_venue):
     quotes = [x for x in received if isinstance(x, Quote)]
     assert quotes and all(q.symbol in ("AAPL", "SPY") and q.bid_price < q.ask_price for q in quotes)
     # msgpack Timestamp carried the wall-clock time of emission.
-    assert abs((datetime.now(timezone.utc) - quotes[-1].timestamp).total_seconds()) < 30
+    assert abs((datetime.now(UTC) - quotes[-1].timestamp).total_seconds()) < 30
     trades = [x for x in received if not isinstance(x, Quote)]
     assert trades and all(t.symbol == "MSFT" and t.price > 0 for t in trades)
 
@@ -191,9 +210,20 @@ def test_json_frames_have_alpacas_shape(market_venue):
     ws = authenticated_client(market_venue)
     try:
         sub = send(ws, {"action": "subscribe", "quotes": ["AAPL"], "trades": ["*"], "bars": ["SPY"]})
-        assert sub == [{"T": "subscription", "trades": ["*"], "quotes": ["AAPL"], "bars": ["SPY"],
-                        "updatedBars": [], "dailyBars": [], "statuses": [], "lulds": [],
-                        "corrections": ["*"], "cancelErrors": ["*"]}]
+        assert sub == [
+            {
+                "T": "subscription",
+                "trades": ["*"],
+                "quotes": ["AAPL"],
+                "bars": ["SPY"],
+                "updatedBars": [],
+                "dailyBars": [],
+                "statuses": [],
+                "lulds": [],
+                "corrections": ["*"],
+                "cancelErrors": ["*"],
+            }
+        ]
         seen: dict[str, dict] = {}
         while not {"q", "t"} <= set(seen):
             for message in json.loads(ws.recv(timeout=TIMEOUT)):
@@ -205,7 +235,7 @@ def test_json_frames_have_alpacas_shape(market_venue):
         assert set(t) == {"T", "S", "i", "x", "p", "s", "c", "z", "t"}
         assert q["bp"] < q["ap"] and isinstance(q["bs"], int)
         stamp = datetime.fromisoformat(q["t"].replace("Z", "+00:00")[:26] + "+00:00") if "." in q["t"] else None
-        assert stamp is None or abs((datetime.now(timezone.utc) - stamp).total_seconds()) < 30
+        assert stamp is None or abs((datetime.now(UTC) - stamp).total_seconds()) < 30
         assert q["t"].endswith("Z") and len(q["t"].split(".")[-1]) <= 10
         unsub = send(ws, {"action": "unsubscribe", "trades": ["*"], "quotes": ["AAPL"]})
         assert unsub[0]["trades"] == [] and unsub[0]["quotes"] == [] and unsub[0]["bars"] == ["SPY"]
@@ -217,7 +247,8 @@ def test_auth_failure_is_402_and_closes(market_venue):
     no_market_sockets(market_venue)
     ws = json_client(market_venue)
     assert send(ws, {"action": "auth", "key": KEY, "secret": "wrong"}) == [
-        {"T": "error", "code": 402, "msg": "auth failed"}]
+        {"T": "error", "code": 402, "msg": "auth failed"}
+    ]
     with pytest.raises(ConnectionClosed):
         ws.recv(timeout=TIMEOUT)
 
@@ -236,7 +267,8 @@ def test_second_connection_is_406(market_venue):
     try:
         second = json_client(market_venue)
         assert send(second, {"action": "auth", "key": KEY, "secret": SECRET}) == [
-            {"T": "error", "code": 406, "msg": "connection limit exceeded"}]
+            {"T": "error", "code": 406, "msg": "connection limit exceeded"}
+        ]
         with pytest.raises(ConnectionClosed):
             second.recv(timeout=TIMEOUT)
         # The first one is untouched.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -49,8 +49,11 @@ def record(sim: MarketSimulator, steps: int) -> list:
 
 
 def prices(events: list) -> list[tuple]:
-    return [(e.symbol, e.bid, e.ask) if isinstance(e, SimQuote) else (e.symbol, e.price)
-            for e in events if isinstance(e, (SimQuote, SimTrade))]
+    return [
+        (e.symbol, e.bid, e.ask) if isinstance(e, SimQuote) else (e.symbol, e.price)
+        for e in events
+        if isinstance(e, (SimQuote, SimTrade))
+    ]
 
 
 def test_same_seed_same_prices_whatever_the_wall_clock():
@@ -203,7 +206,7 @@ def test_live_bars_are_built_from_trades_and_join_the_history():
         assert bar.open == inside[0].price and bar.close == inside[-1].price
         assert bar.volume == sum(t.size for t in inside) and bar.trade_count == len(inside)
     joined = sim.bars("AAPL", 1, ny_ns(2025, 3, 4, 9, 50), None)
-    assert joined[-len(live):] == live
+    assert joined[-len(live) :] == live
     assert [b.ts_ns for b in joined] == sorted({b.ts_ns for b in joined})
     assert sim.latest_bar("AAPL") == live[-1]
 
@@ -242,7 +245,7 @@ def test_run_ticks_on_its_own_and_yields_the_loop():
 
 
 def utc_ns(*args: int) -> int:
-    return int(datetime(*args, tzinfo=timezone.utc).timestamp()) * 1_000_000_000
+    return int(datetime(*args, tzinfo=UTC).timestamp()) * 1_000_000_000
 
 
 def minutes_before_start(sim: MarketSimulator, symbol: str, count: int) -> list[tuple]:
@@ -250,8 +253,10 @@ def minutes_before_start(sim: MarketSimulator, symbol: str, count: int) -> list[
     start_minute = sim.start_ns - sim.start_ns % NS_PER_MIN
     bars = sim.bars(symbol, 1, None, start_minute - 1, limit=count, descending=True)
     assert len(bars) == count
-    return [((start_minute - b.ts_ns) // NS_PER_MIN, b.open, b.high, b.low, b.close, b.volume,
-             b.trade_count, b.vwap) for b in bars]
+    return [
+        ((start_minute - b.ts_ns) // NS_PER_MIN, b.open, b.high, b.low, b.close, b.volume, b.trade_count, b.vwap)
+        for b in bars
+    ]
 
 
 def test_always_open_history_does_not_depend_on_the_start_time():
@@ -302,7 +307,9 @@ def test_always_open_history_pages_and_aggregates_across_days():
         assert day.open == inside[0].open and day.close == inside[-1].close
         assert day.high == max(m.high for m in inside) and day.low == min(m.low for m in inside)
         assert day.volume == sum(m.volume for m in inside)
-    assert sum(m.ts_ns >= ny_ns(2025, 11, 1, 0, 0) and m.ts_ns < ny_ns(2025, 11, 2, 0, 0) for m in oldest_first) == 24 * 60
+    assert (
+        sum(m.ts_ns >= ny_ns(2025, 11, 1, 0, 0) and m.ts_ns < ny_ns(2025, 11, 2, 0, 0) for m in oldest_first) == 24 * 60
+    )
     hours = sim.bars("SPY", Timeframe.parse("1Hour"), None, None, limit=30, descending=True)
     assert len(hours) == 30 and hours[0].close == sim.profile("SPY").start_price
 
@@ -318,9 +325,14 @@ def test_nyse_history_is_unchanged():
     ]
     assert opening[0].ts_ns == ny_ns(2025, 3, 4, 9, 30)
     last = sim.bars("SPY", 1, None, None, limit=2, descending=True)
-    assert [(b.close, b.ts_ns) for b in last] == [(494.31, ny_ns(2025, 3, 6, 14, 59)), (494.16, ny_ns(2025, 3, 6, 14, 58))]
+    assert [(b.close, b.ts_ns) for b in last] == [
+        (494.31, ny_ns(2025, 3, 6, 14, 59)),
+        (494.16, ny_ns(2025, 3, 6, 14, 58)),
+    ]
     days = sim.bars("SPY", Timeframe.parse("1Day"), ny_ns(2025, 2, 27, 0, 0), ny_ns(2025, 3, 3, 0, 0))
     assert [(b.open, b.close, b.volume) for b in days] == [
-        (533.9, 520.02, 62401936), (519.25, 511.97, 64980985), (513.38, 498.0, 62604273),
+        (533.9, 520.02, 62401936),
+        (519.25, 511.97, 64980985),
+        (513.38, 498.0, 62604273),
     ]
     assert [b.ts_ns for b in days] == [ny_ns(2025, 2, 27, 0, 0), ny_ns(2025, 2, 28, 0, 0), ny_ns(2025, 3, 3, 0, 0)]

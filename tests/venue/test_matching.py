@@ -14,7 +14,7 @@ from stockade.venue.exchange import Exchange, OrderRequest, TradeEvent, VenueErr
 
 NS = 1_000_000_000
 # Wednesday 2024-03-13 11:00 New York (15:00 UTC)
-T0 = int(dt.datetime(2024, 3, 13, 15, 0, tzinfo=dt.timezone.utc).timestamp()) * NS
+T0 = int(dt.datetime(2024, 3, 13, 15, 0, tzinfo=dt.UTC).timestamp()) * NS
 
 
 class FakeClock:
@@ -41,8 +41,9 @@ class Q(msgspec.Struct, frozen=True):
 def make(cash: float = 100_000.0, seed: int = 1, prob: float = 0.0, clock: FakeClock | None = None):
     clock = clock or FakeClock()
     events: list[TradeEvent] = []
-    ex = Exchange(("AAPL", "MSFT"), clock, initial_cash=cash, seed=seed,
-                  partial_fill_prob=lambda: prob, on_event=events.append)
+    ex = Exchange(
+        ("AAPL", "MSFT"), clock, initial_cash=cash, seed=seed, partial_fill_prob=lambda: prob, on_event=events.append
+    )
     return ex, clock, events
 
 
@@ -218,8 +219,9 @@ def test_bracket_stop_loss_fill_cancels_take_profit():
 def test_cancel_bracket_entry_cancels_its_legs():
     ex, clock, _ = make()
     quote(ex, clock, 100.0, 100.1)
-    entry = ex.submit(req(type="limit", limit_price=90.0, order_class="bracket",
-                          take_profit_limit=110.0, stop_loss_stop=85.0))
+    entry = ex.submit(
+        req(type="limit", limit_price=90.0, order_class="bracket", take_profit_limit=110.0, stop_loss_stop=85.0)
+    )
     ex.cancel(entry.id)
     assert [o.status for o in [entry, *ex.legs_of(entry)]] == ["canceled", "canceled", "canceled"]
 

@@ -32,8 +32,9 @@ def market(symbol="AAPL", qty=None, side=OrderSide.BUY, **kw) -> MarketOrderRequ
 
 
 def order_status(client, order_id, status):
-    return wait_for(lambda: (o := client.get_order_by_id(order_id)).status == status and o,
-                    timeout=10, what=f"order {status}")
+    return wait_for(
+        lambda: (o := client.get_order_by_id(order_id)).status == status and o, timeout=10, what=f"order {status}"
+    )
 
 
 def hold(client, venue, qty=10, symbol="AAPL"):
@@ -54,8 +55,11 @@ def api_error(fn) -> APIError:
 def test_trailing_stop_follows_the_high_water_mark_and_triggers(venue):
     client = sdk_client(venue)
     hold(client, venue, qty=5)
-    trail = client.submit_order(TrailingStopOrderRequest(symbol="AAPL", qty=5, side=OrderSide.SELL,
-                                                         time_in_force=TimeInForce.GTC, trail_price=5.0))
+    trail = client.submit_order(
+        TrailingStopOrderRequest(
+            symbol="AAPL", qty=5, side=OrderSide.SELL, time_in_force=TimeInForce.GTC, trail_price=5.0
+        )
+    )
     assert trail.type == OrderType.TRAILING_STOP and trail.trail_price == "5" and trail.trail_percent is None
     hwm = float(trail.hwm)
     assert float(trail.stop_price) == pytest.approx(hwm - 5.0, abs=0.005)
@@ -74,28 +78,42 @@ def test_trailing_stop_follows_the_high_water_mark_and_triggers(venue):
 def test_trailing_stop_percent_and_replace_trail(venue):
     client = sdk_client(venue)
     hold(client, venue, qty=3)
-    trail = client.submit_order(TrailingStopOrderRequest(symbol="AAPL", qty=3, side=OrderSide.SELL,
-                                                         time_in_force=TimeInForce.DAY, trail_percent=40.0))
+    trail = client.submit_order(
+        TrailingStopOrderRequest(
+            symbol="AAPL", qty=3, side=OrderSide.SELL, time_in_force=TimeInForce.DAY, trail_percent=40.0
+        )
+    )
     hwm = float(trail.hwm)
     assert trail.trail_percent == "40" and float(trail.stop_price) == pytest.approx(hwm * 0.6, abs=0.006)
     new = client.replace_order_by_id(trail.id, ReplaceOrderRequest(trail=45.0))
     assert new.replaces == trail.id and new.trail_percent == "45" and new.trail_price is None
     assert float(new.stop_price) == pytest.approx(float(new.hwm) * 0.55, abs=0.006)
     assert client.get_order_by_id(trail.id).status == OrderStatus.REPLACED
-    limit = client.submit_order(LimitOrderRequest(symbol="MSFT", qty=1, side=OrderSide.BUY,
-                                                  time_in_force=TimeInForce.GTC, limit_price=1.0))
+    limit = client.submit_order(
+        LimitOrderRequest(symbol="MSFT", qty=1, side=OrderSide.BUY, time_in_force=TimeInForce.GTC, limit_price=1.0)
+    )
     err = api_error(lambda: client.replace_order_by_id(limit.id, ReplaceOrderRequest(trail=2.0)))
     assert err.status_code == 422
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({}, "exactly one of trail_price or trail_percent"),
-    ({"trail_price": "1", "trail_percent": "1"}, "exactly one of trail_price or trail_percent"),
-    ({"trail_price": "1", "order_class": "bracket", "take_profit": {"limit_price": "900"},
-      "stop_loss": {"stop_price": "1"}}, "single orders"),
-    ({"trail_price": "1", "stop_price": "100"}, "must not be given"),
-    ({"trail_price": "-1"}, "trail_price must be > 0"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({}, "exactly one of trail_price or trail_percent"),
+        ({"trail_price": "1", "trail_percent": "1"}, "exactly one of trail_price or trail_percent"),
+        (
+            {
+                "trail_price": "1",
+                "order_class": "bracket",
+                "take_profit": {"limit_price": "900"},
+                "stop_loss": {"stop_price": "1"},
+            },
+            "single orders",
+        ),
+        ({"trail_price": "1", "stop_price": "100"}, "must not be given"),
+        ({"trail_price": "-1"}, "trail_price must be > 0"),
+    ],
+)
 def test_trailing_stop_rules(venue, extra, message):
     hold(sdk_client(venue), venue, qty=1)
     body = {"symbol": "AAPL", "qty": "1", "side": "sell", "type": "trailing_stop", "time_in_force": "day", **extra}
@@ -105,8 +123,20 @@ def test_trailing_stop_rules(venue, extra, message):
 
 def test_trailing_stop_is_not_for_extended_hours(venue):
     hold(sdk_client(venue), venue, qty=1)
-    r = http(venue, "POST", "/v2/orders", json={"symbol": "AAPL", "qty": "1", "side": "sell", "type": "trailing_stop",
-                                               "time_in_force": "day", "trail_price": "1", "extended_hours": True})
+    r = http(
+        venue,
+        "POST",
+        "/v2/orders",
+        json={
+            "symbol": "AAPL",
+            "qty": "1",
+            "side": "sell",
+            "type": "trailing_stop",
+            "time_in_force": "day",
+            "trail_price": "1",
+            "extended_hours": True,
+        },
+    )
     assert r.status_code == 422 and r.json()["code"] == 42210000
 
 
@@ -116,8 +146,9 @@ def test_trailing_stop_is_not_for_extended_hours(venue):
 def test_oto_entry_with_only_a_stop_loss(venue):
     client = sdk_client(venue)
     ask = current_quote(venue, "AAPL").ask
-    entry = client.submit_order(market(qty=4, order_class=OrderClass.OTO,
-                                       stop_loss=StopLossRequest(stop_price=round(ask * 0.5, 2))))
+    entry = client.submit_order(
+        market(qty=4, order_class=OrderClass.OTO, stop_loss=StopLossRequest(stop_price=round(ask * 0.5, 2)))
+    )
     assert entry.order_class == OrderClass.OTO and len(entry.legs) == 1
     order_status(client, entry.id, OrderStatus.FILLED)
     (leg,) = client.get_order_by_id(entry.id, GetOrderByIdRequest(nested=True)).legs
@@ -128,15 +159,34 @@ def test_oto_entry_with_only_a_stop_loss(venue):
 
 
 def test_oto_needs_exactly_one_leg(venue):
-    r = http(venue, "POST", "/v2/orders", json={"symbol": "AAPL", "qty": "1", "side": "buy", "type": "market",
-                                               "time_in_force": "day", "order_class": "oto"})
+    r = http(
+        venue,
+        "POST",
+        "/v2/orders",
+        json={
+            "symbol": "AAPL",
+            "qty": "1",
+            "side": "buy",
+            "type": "market",
+            "time_in_force": "day",
+            "order_class": "oto",
+        },
+    )
     assert r.status_code == 422 and "oto orders require" in r.json()["message"]
 
 
 def oco(client, venue, qty, tp, sl):
-    return client.submit_order(LimitOrderRequest(
-        symbol="AAPL", qty=qty, side=OrderSide.SELL, time_in_force=TimeInForce.GTC, order_class=OrderClass.OCO,
-        take_profit=TakeProfitRequest(limit_price=tp), stop_loss=StopLossRequest(stop_price=sl)))
+    return client.submit_order(
+        LimitOrderRequest(
+            symbol="AAPL",
+            qty=qty,
+            side=OrderSide.SELL,
+            time_in_force=TimeInForce.GTC,
+            order_class=OrderClass.OCO,
+            take_profit=TakeProfitRequest(limit_price=tp),
+            stop_loss=StopLossRequest(stop_price=sl),
+        )
+    )
 
 
 def test_oco_take_profit_fill_cancels_the_stop_loss(venue):
@@ -178,9 +228,21 @@ def test_oco_cancel_one_cancels_both_and_rules(venue):
     # Alpaca's threshold: the stop-loss at least $0.01 under the take-profit's limit.
     err = api_error(lambda: oco(client, venue, 2, round(bid * 1.5, 2), round(bid * 1.6, 2)))
     assert err.status_code == 422 and err.code == 42210000 and "stop_loss.stop_price must be <=" in str(err)
-    r = http(venue, "POST", "/v2/orders", json={
-        "symbol": "AAPL", "qty": "2", "side": "sell", "type": "market", "time_in_force": "gtc", "order_class": "oco",
-        "take_profit": {"limit_price": str(round(bid * 1.5, 2))}, "stop_loss": {"stop_price": str(round(bid * 0.5, 2))}})
+    r = http(
+        venue,
+        "POST",
+        "/v2/orders",
+        json={
+            "symbol": "AAPL",
+            "qty": "2",
+            "side": "sell",
+            "type": "market",
+            "time_in_force": "gtc",
+            "order_class": "oco",
+            "take_profit": {"limit_price": str(round(bid * 1.5, 2))},
+            "stop_loss": {"stop_price": str(round(bid * 0.5, 2))},
+        },
+    )
     assert r.status_code == 422 and "oco orders must be limit orders" in r.json()["message"]
     err = api_error(lambda: oco(client, venue, 3, round(bid * 1.5, 2), round(bid * 0.5, 2)))
     assert err.status_code == 403 and err.code == 40310000  # more than held
@@ -213,15 +275,29 @@ def test_fractional_qty_round_trip(venue):
     order_status(client, closed.id, OrderStatus.FILLED)
 
 
-@pytest.mark.parametrize("body, status, message", [
-    ({"qty": "1.5", "time_in_force": "gtc"}, 422, "fractional orders must be DAY orders"),
-    ({"qty": "1.5", "type": "trailing_stop", "trail_price": "1", "side": "sell"}, 422,
-     "fractional orders must be market, limit, stop or stop_limit orders"),
-    ({"notional": "0.5"}, 422, "notional must be >= 1"),
-    ({"notional": "100", "qty": "1"}, 400, "qty and notional"),
-    ({"notional": "100", "order_class": "bracket", "take_profit": {"limit_price": "900"},
-      "stop_loss": {"stop_price": "1"}}, 422, "fractional orders are supported only for simple orders"),
-])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"qty": "1.5", "time_in_force": "gtc"}, 422, "fractional orders must be DAY orders"),
+        (
+            {"qty": "1.5", "type": "trailing_stop", "trail_price": "1", "side": "sell"},
+            422,
+            "fractional orders must be market, limit, stop or stop_limit orders",
+        ),
+        ({"notional": "0.5"}, 422, "notional must be >= 1"),
+        ({"notional": "100", "qty": "1"}, 400, "qty and notional"),
+        (
+            {
+                "notional": "100",
+                "order_class": "bracket",
+                "take_profit": {"limit_price": "900"},
+                "stop_loss": {"stop_price": "1"},
+            },
+            422,
+            "fractional orders are supported only for simple orders",
+        ),
+    ],
+)
 def test_fractional_rules(venue, body, status, message):
     full = {"symbol": "AAPL", "qty": None, "side": "buy", "type": "market", "time_in_force": "day", **body}
     r = http(venue, "POST", "/v2/orders", json={k: v for k, v in full.items() if v is not None})
@@ -234,20 +310,35 @@ def test_fractional_limit_stop_and_stop_limit_are_accepted(venue):
     # the venue refused every kind but market.
     client = sdk_client(venue)
     ask = current_quote(venue, "AAPL").ask
-    limit = client.submit_order(LimitOrderRequest(symbol="AAPL", qty=1.5, side=OrderSide.BUY,
-                                                  time_in_force=TimeInForce.DAY, limit_price=round(ask * 1.05, 2)))
+    limit = client.submit_order(
+        LimitOrderRequest(
+            symbol="AAPL", qty=1.5, side=OrderSide.BUY, time_in_force=TimeInForce.DAY, limit_price=round(ask * 1.05, 2)
+        )
+    )
     assert order_status(client, limit.id, OrderStatus.FILLED).filled_qty == "1.5"
-    by_dollars = client.submit_order(LimitOrderRequest(symbol="AAPL", notional=100, side=OrderSide.BUY,
-                                                       time_in_force=TimeInForce.DAY,
-                                                       limit_price=round(ask * 1.05, 2)))
+    by_dollars = client.submit_order(
+        LimitOrderRequest(
+            symbol="AAPL",
+            notional=100,
+            side=OrderSide.BUY,
+            time_in_force=TimeInForce.DAY,
+            limit_price=round(ask * 1.05, 2),
+        )
+    )
     assert by_dollars.notional == "100" and by_dollars.qty is None
     filled = order_status(client, by_dollars.id, OrderStatus.FILLED)
     assert 0 < float(filled.filled_qty) * float(filled.filled_avg_price) <= 100 + 1e-6
     bid = current_quote(venue, "AAPL").bid
-    for body in ({"type": "stop", "stop_price": f"{bid * 0.5:.2f}"},
-                 {"type": "stop_limit", "stop_price": f"{bid * 0.5:.2f}", "limit_price": f"{bid * 0.4:.2f}"}):
-        r = http(venue, "POST", "/v2/orders", json={"symbol": "AAPL", "qty": "0.25", "side": "sell",
-                                                    "time_in_force": "day", **body})
+    for body in (
+        {"type": "stop", "stop_price": f"{bid * 0.5:.2f}"},
+        {"type": "stop_limit", "stop_price": f"{bid * 0.5:.2f}", "limit_price": f"{bid * 0.4:.2f}"},
+    ):
+        r = http(
+            venue,
+            "POST",
+            "/v2/orders",
+            json={"symbol": "AAPL", "qty": "0.25", "side": "sell", "time_in_force": "day", **body},
+        )
         assert r.status_code == 200 and r.json()["qty"] == "0.25" and r.json()["type"] == body["type"], r.text
 
 
@@ -259,8 +350,15 @@ def test_a_resting_notional_sell_reserves_its_shares(venue):
     hold(client, venue, qty=3)
     bid = current_quote(venue, "AAPL").bid
     limit = round(bid * 1.2, 2)  # above the bid: it rests
-    resting = client.submit_order(LimitOrderRequest(symbol="AAPL", notional=round(limit * 2, 2), side=OrderSide.SELL,
-                                                    time_in_force=TimeInForce.DAY, limit_price=limit))
+    resting = client.submit_order(
+        LimitOrderRequest(
+            symbol="AAPL",
+            notional=round(limit * 2, 2),
+            side=OrderSide.SELL,
+            time_in_force=TimeInForce.DAY,
+            limit_price=limit,
+        )
+    )
     assert resting.status in (OrderStatus.NEW, OrderStatus.ACCEPTED, OrderStatus.PENDING_NEW)
     assert client.get_open_position("AAPL").qty_available == "1"
     err = api_error(lambda: client.submit_order(market(qty=3, side=OrderSide.SELL)))
@@ -286,8 +384,9 @@ def test_notional_sell_takes_dollars_out_of_a_fractional_position(venue):
     client = sdk_client(venue)
     hold(client, venue, qty=3)
     bid = current_quote(venue, "AAPL").bid
-    sold = order_status(client, client.submit_order(market(notional=round(bid, 2), side=OrderSide.SELL)).id,
-                        OrderStatus.FILLED)
+    sold = order_status(
+        client, client.submit_order(market(notional=round(bid, 2), side=OrderSide.SELL)).id, OrderStatus.FILLED
+    )
     assert sold.notional == str(round(bid, 2)) and 0.9 < float(sold.filled_qty) < 1.1
     assert float(client.get_open_position("AAPL").qty) == pytest.approx(3 - float(sold.filled_qty), abs=1e-9)
     err = api_error(lambda: client.submit_order(market(notional=round(bid * 5, 2), side=OrderSide.SELL)))

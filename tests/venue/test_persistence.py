@@ -14,12 +14,22 @@ from stockade.venue.server import start_venue
 
 
 def _trade(client):
-    buy = client.submit_order(MarketOrderRequest(symbol="AAPL", qty=7, side=OrderSide.BUY,
-                                                 time_in_force=TimeInForce.DAY, client_order_id="buy-1"))
+    buy = client.submit_order(
+        MarketOrderRequest(
+            symbol="AAPL", qty=7, side=OrderSide.BUY, time_in_force=TimeInForce.DAY, client_order_id="buy-1"
+        )
+    )
     wait_for(lambda: client.get_order_by_id(buy.id).status == OrderStatus.FILLED, timeout=10, what="fill")
-    resting = client.submit_order(LimitOrderRequest(symbol="MSFT", qty=2, side=OrderSide.BUY,
-                                                    time_in_force=TimeInForce.GTC, limit_price=1.0,
-                                                    client_order_id="rest-1"))
+    resting = client.submit_order(
+        LimitOrderRequest(
+            symbol="MSFT",
+            qty=2,
+            side=OrderSide.BUY,
+            time_in_force=TimeInForce.GTC,
+            limit_price=1.0,
+            client_order_id="rest-1",
+        )
+    )
     return buy, resting
 
 
@@ -39,25 +49,42 @@ def test_restart_keeps_account_positions_orders(venue_config):
     try:
         client = sdk_client(second)
         acct = client.get_account()
-        assert (acct.id, acct.account_number, acct.cash) == (before_acct.id, before_acct.account_number, before_acct.cash)
+        assert (acct.id, acct.account_number, acct.cash) == (
+            before_acct.id,
+            before_acct.account_number,
+            before_acct.cash,
+        )
         pos = client.get_open_position("AAPL")
-        assert (pos.qty, pos.avg_entry_price, pos.asset_id) == (before_pos.qty, before_pos.avg_entry_price, before_pos.asset_id)
+        assert (pos.qty, pos.avg_entry_price, pos.asset_id) == (
+            before_pos.qty,
+            before_pos.avg_entry_price,
+            before_pos.asset_id,
+        )
         after_orders = client.get_orders(GetOrdersRequest(status=QueryOrderStatus.ALL))
         assert [(o.id, o.status, o.filled_qty) for o in after_orders] == [
-            (o.id, o.status, o.filled_qty) for o in before_orders]
+            (o.id, o.status, o.filled_qty) for o in before_orders
+        ]
         assert client.get_order_by_client_id("rest-1").status == OrderStatus.NEW
         # client_order_id stays unique across the restart
         with pytest.raises(APIError) as err:
-            client.submit_order(LimitOrderRequest(symbol="MSFT", qty=1, side=OrderSide.BUY,
-                                                  time_in_force=TimeInForce.GTC, limit_price=1.0,
-                                                  client_order_id="rest-1"))
+            client.submit_order(
+                LimitOrderRequest(
+                    symbol="MSFT",
+                    qty=1,
+                    side=OrderSide.BUY,
+                    time_in_force=TimeInForce.GTC,
+                    limit_price=1.0,
+                    client_order_id="rest-1",
+                )
+            )
         assert err.value.code == 40010001
         # the restored resting order is live: it can be cancelled
         client.cancel_order_by_id(resting.id)
         assert client.get_order_by_id(resting.id).status == OrderStatus.CANCELED
         # and selling the restored shares works
-        sell = client.submit_order(MarketOrderRequest(symbol="AAPL", qty=7, side=OrderSide.SELL,
-                                                      time_in_force=TimeInForce.DAY))
+        sell = client.submit_order(
+            MarketOrderRequest(symbol="AAPL", qty=7, side=OrderSide.SELL, time_in_force=TimeInForce.DAY)
+        )
         wait_for(lambda: client.get_order_by_id(sell.id).status == OrderStatus.FILLED, timeout=10, what="sell")
     finally:
         second.stop()
@@ -90,8 +117,9 @@ def test_no_data_dir_means_nothing_persists(venue_config):
 
 
 def test_ledger_store_round_trip(tmp_path):
-    from stockade.venue.ledger_store import LedgerStore
     from test_matching import FakeClock, make, quote, req
+
+    from stockade.venue.ledger_store import LedgerStore
 
     ex, clock, _ = make()
     quote(ex, clock, 100.0, 100.1)

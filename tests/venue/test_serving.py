@@ -52,13 +52,20 @@ def test_access_log_one_line_per_request_without_secrets(venue_config, caplog):
             http(handle, "GET", "/v2/account")
             http(handle, "GET", "/v2/orders", params={"status": "all", "symbols": "AAPL"})
             http(handle, "GET", "/v2/nowhere")
-            requests.get(handle.base_url + "/v2/account", timeout=HTTP_TIMEOUT_S,
-                         headers={"APCA-API-KEY-ID": "wrong", "APCA-API-SECRET-KEY": "nope"})
+            requests.get(
+                handle.base_url + "/v2/account",
+                timeout=HTTP_TIMEOUT_S,
+                headers={"APCA-API-KEY-ID": "wrong", "APCA-API-SECRET-KEY": "nope"},
+            )
     finally:
         handle.stop()
     lines = [r.getMessage() for r in caplog.records if r.name == "stockade.venue.access"]
     assert [line.rsplit(" ", 1)[0] for line in lines] == [
-        "GET /v2/account 200", "GET /v2/orders 200", "GET /v2/nowhere 404", "GET /v2/account 401"]
+        "GET /v2/account 200",
+        "GET /v2/orders 200",
+        "GET /v2/nowhere 404",
+        "GET /v2/account 401",
+    ]
     assert all(line.endswith("ms") for line in lines)
     assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "stockade.venue.access")
     secret, key = venue_config.api_secret, venue_config.api_key
@@ -114,8 +121,12 @@ def test_self_signed_tls_with_the_written_ca(venue_config, tmp_path):
         context = ssl.create_default_context(cafile=str(ca))
         assert authorize(handle.trading_stream_url, handle, ssl=context)["data"]["status"] == "authorized"
         localhost = handle.base_url.replace("127.0.0.1", "localhost")
-        assert requests.get(localhost + "/v2/account", headers=headers(handle), verify=str(ca),
-                            timeout=HTTP_TIMEOUT_S).status_code == 200
+        assert (
+            requests.get(
+                localhost + "/v2/account", headers=headers(handle), verify=str(ca), timeout=HTTP_TIMEOUT_S
+            ).status_code
+            == 200
+        )
     finally:
         handle.stop()
 
@@ -127,14 +138,19 @@ def test_tls_with_the_operators_certificate(venue_config, tmp_path):
     cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
     cert.private_key_pem.write_to_path(str(key_file))
     ca.cert_pem.write_to_path(str(ca_file))
-    handle = start_venue(msgspec.structs.replace(venue_config, tls_cert_file=str(cert_file),
-                                                 tls_key_file=str(key_file)))
+    handle = start_venue(
+        msgspec.structs.replace(venue_config, tls_cert_file=str(cert_file), tls_key_file=str(key_file))
+    )
     try:
-        r = requests.get(handle.base_url + "/v2/account", headers=headers(handle), verify=str(ca_file),
-                         timeout=HTTP_TIMEOUT_S)
+        r = requests.get(
+            handle.base_url + "/v2/account", headers=headers(handle), verify=str(ca_file), timeout=HTTP_TIMEOUT_S
+        )
         assert r.status_code == 200
     finally:
         handle.stop()
     with pytest.raises(RuntimeError, match="cannot load TLS certificate"):
-        start_venue(msgspec.structs.replace(venue_config, tls_cert_file=str(key_file), tls_key_file=str(key_file),
-                                            data_dir=str(tmp_path / "other")))
+        start_venue(
+            msgspec.structs.replace(
+                venue_config, tls_cert_file=str(key_file), tls_key_file=str(key_file), data_dir=str(tmp_path / "other")
+            )
+        )

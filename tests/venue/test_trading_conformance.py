@@ -6,7 +6,7 @@ import asyncio
 import json
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import websockets
@@ -41,13 +41,17 @@ def market(symbol="AAPL", qty=1, side=OrderSide.BUY, **kw) -> MarketOrderRequest
 
 def far_limit(symbol="AAPL", qty=1, **kw) -> LimitOrderRequest:
     """A buy limit far under the market: rests until cancelled."""
-    return LimitOrderRequest(symbol=symbol, qty=qty, side=OrderSide.BUY, time_in_force=TimeInForce.GTC,
-                             limit_price=1.00, **kw)
+    return LimitOrderRequest(
+        symbol=symbol, qty=qty, side=OrderSide.BUY, time_in_force=TimeInForce.GTC, limit_price=1.00, **kw
+    )
 
 
 def filled(client, order_id) -> Order:
-    return wait_for(lambda: (o := client.get_order_by_id(order_id)).status == OrderStatus.FILLED and o,
-                    timeout=10, what="order filled")
+    return wait_for(
+        lambda: (o := client.get_order_by_id(order_id)).status == OrderStatus.FILLED and o,
+        timeout=10,
+        what="order filled",
+    )
 
 
 # ---- account, assets -----------------------------------------------------------------------
@@ -55,8 +59,14 @@ def filled(client, order_id) -> Order:
 
 # Removed from Alpaca's account on 2026-07-06 (changelog: "Pattern day trading fields and
 # configurations removed"), and from its account configurations.
-PDT_ACCOUNT_FIELDS = {"pattern_day_trader", "daytrade_count", "daytrading_buying_power", "bod_dtbp",
-                      "last_daytrade_count", "last_daytrading_buying_power"}
+PDT_ACCOUNT_FIELDS = {
+    "pattern_day_trader",
+    "daytrade_count",
+    "daytrading_buying_power",
+    "bod_dtbp",
+    "last_daytrade_count",
+    "last_daytrading_buying_power",
+}
 PDT_CONFIG_FIELDS = {"pdt_check", "dtbp_check"}
 
 
@@ -83,11 +93,18 @@ def test_account_has_no_pattern_day_trader_fields_and_stockade_reads_it(venue):
     client = make_trading_client(key, secret, venue.base_url, timeout_s=5)
     assert client.get_account_configurations().pdt_check is None
     snap = account_snapshot(client.get_account())
-    assert (snap.equity, snap.last_equity, snap.cash, snap.buying_power, snap.trading_blocked) == \
-        (100_000.0, 100_000.0, 100_000.0, 100_000.0, False)
+    assert (snap.equity, snap.last_equity, snap.cash, snap.buying_power, snap.trading_blocked) == (
+        100_000.0,
+        100_000.0,
+        100_000.0,
+        100_000.0,
+        False,
+    )
     now = snap.ts_ns
-    verdict = evaluate(RiskRequest(symbol="AAPL", side="buy", price=100.0, bid=99.99, ask=100.01, quote_recv_ns=now),
-                       RiskContext(now_ns=now, trading_state="ACTIVE", market_open=True, account=snap))
+    verdict = evaluate(
+        RiskRequest(symbol="AAPL", side="buy", price=100.0, bid=99.99, ask=100.01, quote_recv_ns=now),
+        RiskContext(now_ns=now, trading_state="ACTIVE", market_open=True, account=snap),
+    )
     assert verdict.allowed, verdict.failures
 
 
@@ -126,14 +143,17 @@ def test_market_order_lifecycle(venue):
 
 def test_get_orders_filters(venue):
     client = sdk_client(venue)
-    start = datetime.now(timezone.utc) - timedelta(seconds=5)
+    start = datetime.now(UTC) - timedelta(seconds=5)
     a = client.submit_order(market(symbol="AAPL"))
     b = client.submit_order(far_limit(symbol="MSFT"))
     filled(client, a.id)
     open_orders = client.get_orders(GetOrdersRequest(status=QueryOrderStatus.OPEN))
     assert [o.id for o in open_orders] == [b.id]
-    every = client.get_orders(GetOrdersRequest(status=QueryOrderStatus.ALL, direction=Sort.ASC,
-                                               after=start, until=datetime.now(timezone.utc) + timedelta(1)))
+    every = client.get_orders(
+        GetOrdersRequest(
+            status=QueryOrderStatus.ALL, direction=Sort.ASC, after=start, until=datetime.now(UTC) + timedelta(1)
+        )
+    )
     assert [o.id for o in every] == [a.id, b.id]
     only_msft = client.get_orders(GetOrdersRequest(status=QueryOrderStatus.ALL, symbols=["MSFT"], side=OrderSide.BUY))
     assert [o.id for o in only_msft] == [b.id]
@@ -185,8 +205,9 @@ def test_replace_order(venue):
 def test_stop_order_parses(venue):
     client = sdk_client(venue)
     client.submit_order(market(qty=2))
-    stop = client.submit_order(StopOrderRequest(symbol="AAPL", qty=2, side=OrderSide.SELL,
-                                                time_in_force=TimeInForce.GTC, stop_price=1.00))
+    stop = client.submit_order(
+        StopOrderRequest(symbol="AAPL", qty=2, side=OrderSide.SELL, time_in_force=TimeInForce.GTC, stop_price=1.00)
+    )
     assert stop.type == "stop" and stop.stop_price == "1"
     assert client.get_open_position("AAPL").qty_available == "0"
 
@@ -198,9 +219,14 @@ def test_bracket_take_profit_fill_cancels_stop_loss(venue):
     client = sdk_client(venue)
     ask = current_quote(venue, "AAPL").ask
     tp_price, sl_price = round(ask * 1.5, 2), round(ask * 0.5, 2)
-    entry = client.submit_order(market(qty=5, order_class=OrderClass.BRACKET,
-                                       take_profit=TakeProfitRequest(limit_price=tp_price),
-                                       stop_loss=StopLossRequest(stop_price=sl_price)))
+    entry = client.submit_order(
+        market(
+            qty=5,
+            order_class=OrderClass.BRACKET,
+            take_profit=TakeProfitRequest(limit_price=tp_price),
+            stop_loss=StopLossRequest(stop_price=sl_price),
+        )
+    )
     assert entry.order_class == OrderClass.BRACKET and len(entry.legs) == 2
     filled(client, entry.id)
     nested = client.get_order_by_id(entry.id, GetOrderByIdRequest(nested=True))
@@ -221,10 +247,18 @@ def test_bracket_take_profit_fill_cancels_stop_loss(venue):
 def test_nested_listing_rolls_legs_into_parent(venue):
     client = sdk_client(venue)
     ask = current_quote(venue, "MSFT").ask
-    entry = client.submit_order(LimitOrderRequest(
-        symbol="MSFT", qty=1, side=OrderSide.BUY, time_in_force=TimeInForce.GTC, limit_price=round(ask / 2, 2),
-        order_class=OrderClass.BRACKET, take_profit=TakeProfitRequest(limit_price=round(ask, 2)),
-        stop_loss=StopLossRequest(stop_price=round(ask / 4, 2), limit_price=round(ask / 4 - 0.5, 2))))
+    entry = client.submit_order(
+        LimitOrderRequest(
+            symbol="MSFT",
+            qty=1,
+            side=OrderSide.BUY,
+            time_in_force=TimeInForce.GTC,
+            limit_price=round(ask / 2, 2),
+            order_class=OrderClass.BRACKET,
+            take_profit=TakeProfitRequest(limit_price=round(ask, 2)),
+            stop_loss=StopLossRequest(stop_price=round(ask / 4, 2), limit_price=round(ask / 4 - 0.5, 2)),
+        )
+    )
     flat = client.get_orders(GetOrdersRequest(status=QueryOrderStatus.ALL))
     assert len(flat) == 3 and all(o.legs is None for o in flat)
     nested = client.get_orders(GetOrdersRequest(status=QueryOrderStatus.ALL, nested=True))
@@ -255,8 +289,9 @@ def test_close_all_positions_cancels_orders_first(venue):
     client = sdk_client(venue)
     for sym in ("AAPL", "MSFT"):
         filled(client, client.submit_order(market(symbol=sym, qty=2)).id)
-    client.submit_order(LimitOrderRequest(symbol="AAPL", qty=2, side=OrderSide.SELL,
-                                          time_in_force=TimeInForce.GTC, limit_price=9999.0))
+    client.submit_order(
+        LimitOrderRequest(symbol="AAPL", qty=2, side=OrderSide.SELL, time_in_force=TimeInForce.GTC, limit_price=9999.0)
+    )
     results = client.close_all_positions(cancel_orders=True)
     assert all(isinstance(r, ClosePositionResponse) for r in results)
     assert sorted((r.symbol, r.status) for r in results) == [("AAPL", 200), ("MSFT", 200)]
@@ -304,8 +339,14 @@ def test_bad_keys_are_401(venue):
 def test_a_fourth_day_trade_under_25k_is_not_refused(tmp_path, venue_keys):
     """No pattern-day-trader rule: the old 40310100 refusal of the 4th is gone."""
     key, secret = venue_keys
-    cfg = VenueConfig(api_key=key, api_secret=secret, data_dir=str(tmp_path / "v"), symbols=("AAPL",),
-                      initial_cash=10_000.0, rate_limit_per_min=100_000)
+    cfg = VenueConfig(
+        api_key=key,
+        api_secret=secret,
+        data_dir=str(tmp_path / "v"),
+        symbols=("AAPL",),
+        initial_cash=10_000.0,
+        rate_limit_per_min=100_000,
+    )
     handle = start_venue(cfg)
     try:
         client = sdk_client(handle)
@@ -324,9 +365,12 @@ def test_a_fourth_day_trade_under_25k_is_not_refused(tmp_path, venue_keys):
 
 def test_admin_faults_burst_429_and_reject_next(venue):
     client = sdk_client(venue)
-    r = http(venue, "POST", "/admin/faults", json={"burst_429": 1,
-                                                   "reject_next": {"status": 403, "code": 40310000,
-                                                                   "message": "insufficient buying power"}})
+    r = http(
+        venue,
+        "POST",
+        "/admin/faults",
+        json={"burst_429": 1, "reject_next": {"status": 403, "code": 40310000, "message": "insufficient buying power"}},
+    )
     assert r.status_code == 200 and r.json()["burst_429"] == 1
     with pytest.raises(APIError) as err:
         client.get_account()
@@ -358,14 +402,25 @@ def test_rate_limit_headers_and_429(tmp_path, venue_keys):
 
 async def _stream_session(venue, submit) -> list[dict]:
     async with websockets.connect(venue.trading_stream_url, open_timeout=WS_TIMEOUT_S) as ws:
-        await ws.send(json.dumps({"action": "authenticate", "data": {
-            "key_id": venue.ctx.config.api_key, "secret_key": venue.ctx.config.api_secret}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "action": "authenticate",
+                    "data": {"key_id": venue.ctx.config.api_key, "secret_key": venue.ctx.config.api_secret},
+                }
+            )
+        )
         auth = await asyncio.wait_for(ws.recv(), WS_TIMEOUT_S)
         assert isinstance(auth, bytes)  # binary frames, as Alpaca's paper stream
-        assert json.loads(auth) == {"stream": "authorization", "data": {"action": "authenticate", "status": "authorized"}}
+        assert json.loads(auth) == {
+            "stream": "authorization",
+            "data": {"action": "authenticate", "status": "authorized"},
+        }
         await ws.send(json.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}))
         assert json.loads(await asyncio.wait_for(ws.recv(), WS_TIMEOUT_S)) == {
-            "stream": "listening", "data": {"streams": ["trade_updates"]}}
+            "stream": "listening",
+            "data": {"streams": ["trade_updates"]},
+        }
         await asyncio.get_running_loop().run_in_executor(None, submit)
         updates = []
         while not updates or updates[-1]["data"]["event"] != "fill":
@@ -403,8 +458,9 @@ def test_trade_stream_bad_key_is_unauthorized_and_closed(venue):
 
 
 def test_alpaca_py_trading_stream_receives_fill(venue):
-    stream = TradingStream(venue.ctx.config.api_key, venue.ctx.config.api_secret, paper=True,
-                           url_override=venue.trading_stream_url)
+    stream = TradingStream(
+        venue.ctx.config.api_key, venue.ctx.config.api_secret, paper=True, url_override=venue.trading_stream_url
+    )
     got: list[TradeUpdate] = []
 
     async def on_update(update: TradeUpdate) -> None:
@@ -414,8 +470,11 @@ def test_alpaca_py_trading_stream_receives_fill(venue):
     thread = threading.Thread(target=stream.run, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: venue.call(lambda: any(s.streams for s in venue.ctx.trade_sessions)),
-                 timeout=10, what="stream listening")
+        wait_for(
+            lambda: venue.call(lambda: any(s.streams for s in venue.ctx.trade_sessions)),
+            timeout=10,
+            what="stream listening",
+        )
         sdk_client(venue).submit_order(market(qty=1))
         wait_for(lambda: any(u.event == "fill" for u in got), timeout=10, what="fill via TradingStream")
         assert isinstance(got[-1], TradeUpdate) and got[-1].order.symbol == "AAPL"
@@ -439,8 +498,11 @@ async def _dropped(url: str, key: str, secret: str, drop) -> bool:
 
 def test_drop_streams_fault_cuts_trade_stream(venue):
     cfg = venue.ctx.config
-    assert asyncio.run(_dropped(venue.trading_stream_url, cfg.api_key, cfg.api_secret,
-                                lambda: venue.set_faults(drop_streams="trading")))
+    assert asyncio.run(
+        _dropped(
+            venue.trading_stream_url, cfg.api_key, cfg.api_secret, lambda: venue.set_faults(drop_streams="trading")
+        )
+    )
     assert http(venue, "GET", "/v2/account").status_code == 200
 
 
