@@ -13,7 +13,7 @@ tree: `python run.py bench` runs it in a backtest.
 from __future__ import annotations
 
 from stockade.actors import names
-from stockade.codecs.messages import Proposal, Quote
+from stockade.codecs.messages import Proposal, Quote, Side
 from stockade.supervisors.base import StockadeActor, handles
 from stockade.trading.indicators import EMA
 
@@ -44,6 +44,7 @@ class Crossover(StockadeActor):
         self.above = above
         if not crossed:
             return
+        side: Side
         if above and not self.long:
             side = "buy"
         elif not above and self.long:

@@ -31,7 +31,7 @@ from stockade.actors.services import Services
 from stockade.broker.liquidation import LiquidationReport, liquidate
 from stockade.broker.rest import redact
 from stockade.broker.token_bucket import limit_client
-from stockade.codecs.messages import Alert, Flatten, Kill
+from stockade.codecs.messages import Alert, AlertLevel, Flatten, Kill
 from stockade.codecs.records import KillRequested
 from stockade.supervisors.base import StockadeActor, handles
 
@@ -124,7 +124,7 @@ class EmergencyStop(StockadeActor):
                         flat_timeout_s=cfg.flat_timeout_s,
                     )
                 future.set_result(report)
-                level = "EMERGENCY" if halt or not report.flat else "INFO"
+                level: AlertLevel = "EMERGENCY" if halt or not report.flat else "INFO"
                 text = f"{what} by {why.requested_by} ({why.reason}): " + (
                     "flat"
                     if report.flat

@@ -51,7 +51,7 @@ from __future__ import annotations
 import logging
 import random
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -80,6 +80,7 @@ from stockade.codecs.records import (
     OrderStateChanged,
     OrderSubmitFailed,
     OrderSubmitted,
+    OrderType,
 )
 from stockade.supervisors.base import StockadeActor, handles
 from stockade.trading.brackets import round_price
@@ -617,7 +618,7 @@ class OrderManager(StockadeActor):
         adopted = record is None
         if record is None:
             # The broker's type matters: a stop placed by hand protects its shares.
-            kind = update.order_type if update.order_type in _ORDER_TYPES else "market"
+            kind = cast(OrderType, update.order_type if update.order_type in _ORDER_TYPES else "market")
             record = OrderRecord(
                 client_order_id=update.client_order_id,
                 intent_id="",

@@ -8,10 +8,10 @@ these to build requests and read the answers.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from stockade.codecs.messages import AccountSnapshot, OrderIntent, OrderUpdate
-from stockade.codecs.records import OrderRecord
+from stockade.codecs.records import OrderRecord, OrderType
 from stockade.trading.brackets import round_price
 from stockade.trading.order_states import state_from_broker_status
 
@@ -44,7 +44,7 @@ def replacement_id(old_client_order_id: str, stop_price: float) -> str:
 
 
 def is_ours(client_id: str | None) -> bool:
-    return bool(client_id) and client_id.startswith(CLIENT_ID_PREFIX)
+    return client_id is not None and client_id.startswith(CLIENT_ID_PREFIX)
 
 
 def build_request(intent: OrderIntent, coid: str, time_in_force: str = "day") -> Any:
@@ -129,7 +129,10 @@ def record_from_order(
         symbol=order.symbol or "",
         side="buy" if enum_str(order.side) == "buy" else "sell",
         qty=int(float(order.qty or 0)),
-        order_type=order_type if order_type in ("market", "limit", "stop", "stop_limit", "trailing_stop") else "market",
+        order_type=cast(
+            OrderType,
+            order_type if order_type in ("market", "limit", "stop", "stop_limit", "trailing_stop") else "market",
+        ),
         limit_price=_f(order.limit_price),
         stop_price=_f(order.stop_price),
         order_class=enum_str(order.order_class) or "simple",  # type: ignore[arg-type]

@@ -189,7 +189,7 @@ class TimeoutSession(requests.Session):
         super().__init__()
         self.default_timeout = timeout
 
-    def request(self, method, url, *args, **kwargs):  # type: ignore[override]
+    def request(self, method, url, *args, **kwargs):
         # `timeout` is the 7th positional parameter after `url`; alpaca-py
         # passes everything by keyword, but do not clobber a positional one.
         if kwargs.get("timeout") is None and len(args) < 7:
