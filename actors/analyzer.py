@@ -127,8 +127,12 @@ class Analyzer(StockadeActor):
     @handles(Quote)
     def on_quote(self, quote: Quote) -> None:
         self.features.on_quote(quote)
-        now = self.clock.monotonic_ns()
-        if now - self.last_eval_ns < self.evaluate_every_ns:
+        # Paced on the quotes' own time (what a backtest's clock reads), not on
+        # when this handler runs: live, the pipeline's latency and jitter would
+        # decide which quote of a regular feed is evaluated. A wall clock set
+        # back (negative gap) evaluates rather than going quiet until it catches up.
+        now = max(quote.ts_ns, quote.recv_ns)
+        if 0 <= now - self.last_eval_ns < self.evaluate_every_ns:
             return
         self.last_eval_ns = now
         f = self.features.features()

@@ -235,7 +235,13 @@ class EnsembleVoter(StockadeActor):
         same = [x for x in votes.values() if x.quote_recv_ns == vote.quote_recv_ns]
         if len(same) < (vote.batch_size or len(self.models)):
             return  # the rest of this evaluation is on its way
-        decision = self.ensemble.vote(vote.symbol, same)
+        # The cool-down is timed on the data: from the quote the last proposal
+        # reacted to, to this batch's quote. On the handling clock it would
+        # include the pipeline's latency and its jitter (thread hops, the
+        # websocket), and with quotes on a regular grid a cool-down that ends
+        # on one quote would open on it or on the next by a coin flip; a
+        # backtest, whose clock is the receive time, could not reproduce it.
+        decision = self.ensemble.vote(vote.symbol, same, now_ns=vote.quote_recv_ns)
         if decision is None:
             return
         proposal = decision.to_proposal(self.clock.new_id())

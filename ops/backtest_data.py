@@ -190,10 +190,15 @@ class FileMarket:
         end_ns: int | None = None,
         limit: int | None = None,
         descending: bool = False,
+        now_ns: int | None = None,
     ) -> list[Any]:
+        """`MarketSimulator.bars`' call (`now_ns`: the asker's now, when earlier than the bound clock's)."""
         if getattr(timeframe, "amount", 1) != 1 or getattr(timeframe, "unit", "Min") != "Min":
             return []  # minute bars only: coarser history is not in a minute file
-        complete_by = self._now() - 60 * NS if self._now is not None else None
+        now = self._now() if self._now is not None else None
+        if now_ns is not None:
+            now = now_ns if now is None else min(now, now_ns)
+        complete_by = now - 60 * NS if now is not None else None
         out = [
             b
             for b in self._bars.get(symbol, ())

@@ -968,17 +968,20 @@ class MarketSimulator:
         end_ns: int | None = None,
         limit: int | None = None,
         descending: bool = False,
+        now_ns: int | None = None,
     ) -> list[SimBar]:
         """Bars whose start lies in [start_ns, end_ns], oldest first unless `descending`.
 
         History before the simulator's start and the live bars since join without
-        a seam. An int timeframe is minutes (1440 is one New York day).
+        a seam. An int timeframe is minutes (1440 is one New York day). `now_ns`:
+        the asker's now when it is earlier than the simulator's (a venue on a
+        simulated clock replaying this market's recorded run): nothing after it.
         """
         if symbol not in self._live:
             return []
         tf = timeframe_minutes if isinstance(timeframe_minutes, Timeframe) else Timeframe.minutes(timeframe_minutes)
         history = self._history[symbol]
-        now = self._now()
+        now = self._now() if now_ns is None else min(now_ns, self._now())
         end_ns = now if end_ns is None else min(end_ns, now)
         start_ns = _midnight_ns(history.earliest_date) if start_ns is None else start_ns
         if limit is not None and limit <= 0 or start_ns > end_ns:
@@ -988,7 +991,7 @@ class MarketSimulator:
         # A bucket starting at end_ns can reach this far past it.
         span = {"Min": 1, "Hour": 1, "Day": 1, "Week": 7, "Month": 366}[tf.unit]
         last_day = min(ns_to_new_york(end_ns).date() + timedelta(days=span), history.start_date)
-        live = self._live_chunk(symbol)
+        live = self._live_chunk(symbol, now)
         days = [first_day + timedelta(days=i) for i in range((last_day - first_day).days + 1)]
         use_daily = tf.intraday_ns is None
         enough = None if limit is None else limit + 1  # one more proves the last is complete
@@ -1017,8 +1020,12 @@ class MarketSimulator:
                 agg.add(*live)
         return agg.result(symbol, limit, descending)
 
-    def _live_chunk(self, symbol: str) -> tuple:
-        bars = self._live_bars[symbol]
+    def _live_chunk(self, symbol: str, now: int) -> tuple:
+        # Only bars complete by `now`. Live a bar is kept once its minute is
+        # over, so this drops nothing; for an asker whose now is earlier (a
+        # backtest replaying this market's recorded run) the bar of its minute
+        # in progress holds prices from after that now: look-ahead.
+        bars = [b for b in self._live_bars[symbol] if b.ts_ns + NS_PER_MIN <= now]
         if not bars:
             e = _empty_day()
             return (e.ts, e.o, e.h, e.l, e.c, e.v, e.n, e.vw)

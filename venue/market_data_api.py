@@ -260,7 +260,9 @@ class MarketDataApi:
     # -- bars --
 
     def _fetch_bars(self, query: BarsQuery) -> Fetch:
-        return lambda symbol, start, end, n, desc: self.market.bars(symbol, query.timeframe, start, end, n, desc)
+        return lambda symbol, start, end, n, desc: self.market.bars(
+            symbol, query.timeframe, start, end, n, desc, now_ns=self._now()
+        )
 
     def _fetch_ticks(self, kind: str) -> Fetch:
         market = self.market

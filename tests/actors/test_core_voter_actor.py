@@ -11,7 +11,7 @@ from actor_probes import add_recorder, services, start_actor
 from waiting import wait_for
 
 from stockade.actors.ensemble_voter import EnsembleVoter
-from stockade.codecs.messages import ApproveProposal, ListPending, Proposal, RejectProposal, Vote, Votes
+from stockade.codecs.messages import ApproveProposal, ListPending, Proposal, Rejection, RejectProposal, Vote, Votes
 from stockade.codecs.records import VoterDecisionRecord, VoterWeightRecord
 from stockade.config.settings import Settings, VoterSettings
 from stockade.storage.store import Store
@@ -275,3 +275,18 @@ def test_stored_weights_are_ignored_when_adaptation_is_off(make):
     [parked] = h.pending()
     w = {v.model: v.weight for v in h.records(parked["proposal_id"])[0].votes}
     assert w == pytest.approx({m: 1 / 3 for m in MODELS})  # the configured (equal) weights
+
+
+def test_the_cool_down_runs_on_the_quotes_not_on_the_handling_clock(make):
+    # From the quote the last proposal reacted to, to the batch's quote: what a
+    # backtest (whose clock is the receive time) reproduces, whatever the
+    # pipeline's latency was live.
+    h = make(mode="auto", cooldown_s=60.0)
+    t0 = now_ns()
+    h.batch("AAPL", {"momentum": (1.0, 0.9)}, t0)
+    first = h.next_sent()
+    h.router.tell("ensemble_voter", Rejection(first.proposal_id, "AAPL", "test", "cleared"), "test")
+    h.batch("AAPL", {"momentum": (1.0, 0.9)}, t0 + 59 * S)  # 59 s of data later: still cooling down
+    assert [r.quote_recv_ns for r in h.records() if r.outcome == "proposed"] == [t0]
+    h.batch("AAPL", {"momentum": (1.0, 0.9)}, t0 + 60 * S)  # 60 s later, though handled at once
+    assert h.next_sent().quote_recv_ns == t0 + 60 * S

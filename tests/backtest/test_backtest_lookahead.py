@@ -122,3 +122,30 @@ def test_a_planted_future_spike_changes_no_record_before_its_time(tmp_path):
     # ... and the spike was seen once its time came.
     assert after(plain) != after(spiked)
     assert s_plain["data_fingerprint"] != s_spiked["data_fingerprint"]
+
+
+def test_a_file_market_serves_the_data_api_bars_complete_by_the_venues_now():
+    # The analyzers' warm-up goes through the venue's data API, which gives the
+    # market the venue's (simulated) now: a file's bars up to the last complete one.
+    from alpaca.data.requests import StockBarsRequest
+    from alpaca.data.timeframe import TimeFrame
+
+    from stockade.ops.backtest_broker import BacktestBroker
+    from stockade.ops.backtest_data import BarRow, FileMarket
+    from stockade.venue.inprocess import InProcessVenue
+
+    t0 = SPIKE_NS - 60 * 60 * NS
+    market = FileMarket(("AAPL",), [BarRow("AAPL", t0 + i * 60 * NS, 100, 101, 99, 100.5, 1000) for i in range(30)])
+    now = t0 + 20 * 60 * NS + 30 * NS  # half-way through the 21st bar
+    market.bind_clock(lambda: now)
+    venue = InProcessVenue(("AAPL",), lambda: now, market=market, clock_mode="always_open")
+    client = BacktestBroker.for_venue(venue, key="LOOKAHEAD").data_client()
+    bars = client.get_stock_bars(
+        StockBarsRequest(
+            symbol_or_symbols="AAPL",
+            timeframe=TimeFrame.Minute,
+            start=SPIKE - dt.timedelta(days=1),
+            end=dt.datetime.fromtimestamp(now / NS, dt.UTC),
+        )
+    ).data["AAPL"]
+    assert [int(b.timestamp.timestamp()) * NS for b in bars] == [t0 + i * 60 * NS for i in range(20)]

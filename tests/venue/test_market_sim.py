@@ -336,3 +336,22 @@ def test_nyse_history_is_unchanged():
         (513.38, 498.0, 62604273),
     ]
     assert [b.ts_ns for b in days] == [ny_ns(2025, 2, 27, 0, 0), ny_ns(2025, 2, 28, 0, 0), ny_ns(2025, 3, 3, 0, 0)]
+
+
+def test_bars_as_of_an_earlier_now_leave_out_the_minute_then_in_progress():
+    # A backtest replaying a recorded run asks this market for bars as of its
+    # simulated now, earlier than the market's: the bar of the minute then in
+    # progress, completed later in the run, holds prices from after that now.
+    start = ny_ns(2025, 3, 4, 11, 0) + 17_000_000_000
+    now = FakeNow(start)
+    sim = MarketSimulator(SYMBOLS, seed=4, quote_rate_hz=20.0, now_fn=now)
+    at_start = sim.bars("AAPL", 1, None, None, limit=50, descending=True)
+    while now.ns < start + 2 * NS_PER_MIN:
+        now.ns += 50_000_000
+        sim.step()
+    current = sim.bars("AAPL", 1, None, None, limit=50, descending=True)
+    assert current[0].ts_ns == start - start % NS_PER_MIN + NS_PER_MIN  # the live bars are served
+    assert current[1].ts_ns == start - start % NS_PER_MIN
+    assert sim.bars("AAPL", 1, None, None, limit=50, descending=True, now_ns=start + 1_000_000_000) == at_start
+    later = start - start % NS_PER_MIN + NS_PER_MIN + 1_000_000_000  # the first live bar is complete then
+    assert sim.bars("AAPL", 1, None, None, limit=50, descending=True, now_ns=later)[0] == current[1]
