@@ -482,6 +482,12 @@ class ControlServer:
         except (KeyError, OSError):
             return False
 
+    def _refuse_oversize(self, conn: socket.socket, pid: int, uid: int, gid: int) -> None:
+        """Audit and answer a request longer than `max_request_bytes` (the connection then ends)."""
+        error = f"request too large (max {self.max_request_bytes} bytes)"
+        self._record(pid, uid, gid, "(oversize)", "", False, error, 0.0)
+        conn.sendall(self._encode({"ok": False, "error": error}))
+
     def _serve(self, conn: socket.socket, pid: int, uid: int, gid: int) -> None:
         try:
             conn.settimeout(self.read_timeout_s)
@@ -490,21 +496,7 @@ class ControlServer:
                 nl = buf.find(b"\n")
                 if nl < 0:
                     if len(buf) > self.max_request_bytes:
-                        self._record(
-                            pid,
-                            uid,
-                            gid,
-                            "(oversize)",
-                            "",
-                            False,
-                            f"request too large (max {self.max_request_bytes} bytes)",
-                            0.0,
-                        )
-                        conn.sendall(
-                            self._encode(
-                                {"ok": False, "error": f"request too large (max {self.max_request_bytes} bytes)"}
-                            )
-                        )
+                        self._refuse_oversize(conn, pid, uid, gid)
                         return
                     try:
                         chunk = conn.recv(65536)
@@ -520,19 +512,7 @@ class ControlServer:
                     continue
                 line, buf = bytes(buf[:nl]), buf[nl + 1 :]
                 if len(line) > self.max_request_bytes:
-                    self._record(
-                        pid,
-                        uid,
-                        gid,
-                        "(oversize)",
-                        "",
-                        False,
-                        f"request too large (max {self.max_request_bytes} bytes)",
-                        0.0,
-                    )
-                    conn.sendall(
-                        self._encode({"ok": False, "error": f"request too large (max {self.max_request_bytes} bytes)"})
-                    )
+                    self._refuse_oversize(conn, pid, uid, gid)
                     return
                 if line.strip():
                     conn.sendall(self._handle(line, pid, uid, gid))
