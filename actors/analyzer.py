@@ -32,10 +32,10 @@ from stockade.actors.services import Services
 from stockade.broker.rest import redact
 from stockade.codecs.messages import Alert, Bar, Quote, Tick, Trade, Vote, Votes
 from stockade.config import paths
-from stockade.config.settings import AnalyzerSettings, Settings
+from stockade.config.settings import Settings
 from stockade.supervisors.base import StockadeActor, handles
 from stockade.trading.feature_vector import vector
-from stockade.trading.features import FeatureParams, FeatureState
+from stockade.trading.features import FeatureState
 from stockade.trading.model_member import ModelMember, signal_from_probability
 from stockade.trading.model_panel import panel_of
 from stockade.trading.model_store import (
@@ -52,19 +52,13 @@ log = logging.getLogger(__name__)
 WARMUP_RETRY_S = 30.0
 
 
-def feature_params(a: AnalyzerSettings) -> FeatureParams:
-    """The indicator periods `[analyzer]` asks for: what the analyzer computes, what
-    `train` builds rows with, and what the settings check counts warm-up on."""
-    return FeatureParams.from_analyzer(a)
-
-
 def load_members(settings: Settings, data_dir: Path | None) -> tuple[list[ModelMember], list[ModelError]]:
     """The trained models `[models]` asks for, and an error per refused one."""
     m = settings.models
     if not m.enabled:
         return [], []
     folder = resolve_dir(m.dir, paths.models_dir(data_dir) if data_dir is not None else None)
-    loaded, errors = load_models(folder, m.names, feature_params(settings.analyzer))
+    loaded, errors = load_models(folder, m.names, settings.analyzer.to_params())
     return [ModelMember(x) for x in loaded], errors
 
 
@@ -73,7 +67,7 @@ class Analyzer(StockadeActor):
         self.svc: Services = self.ctx.extra("services")
         self.symbol = self.name.split(":", 1)[1]
         a = self.svc.settings.analyzer
-        self.params = feature_params(a)
+        self.params = a.to_params()
         self.features = FeatureState(self.symbol, self.params)
         self.regime = RegimeParams(
             max_volatility=a.high_vol_bar_pct / 100,

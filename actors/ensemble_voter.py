@@ -43,7 +43,7 @@ from stockade.codecs.messages import (
 from stockade.codecs.records import VoteEntry, VoterDecisionRecord, VoterOutcome, VoterWeightRecord
 from stockade.supervisors.base import StockadeActor, handles
 from stockade.trading.order_states import TERMINAL
-from stockade.trading.voting import POOLED, Decision, Ensemble, EnsembleParams, HorizonScorer, needs_approval
+from stockade.trading.voting import POOLED, Decision, Ensemble, HorizonScorer, needs_approval
 
 log = logging.getLogger(__name__)
 
@@ -120,24 +120,7 @@ class EnsembleVoter(StockadeActor):
         v = self.svc.settings.voter
         self.cfg = v
         self.models = tuple(self.svc.settings.analyzer.strategies)
-        self.ensemble = Ensemble(
-            EnsembleParams(
-                threshold=v.threshold,
-                min_confidence=v.min_confidence,
-                base_weights=dict(v.weights),
-                cooldown_s=v.cooldown_s,
-                in_flight_timeout_s=v.in_flight_timeout_s,
-                weight_floor=v.min_weight,
-                # Outcomes decay so that the last ~adaptive_window of them carry the weight.
-                decay=1.0 - 1.0 / v.adaptive_window if v.adaptive_window > 1 else 1.0,
-                defensive_threshold_add=v.defensive_threshold_add,
-                defensive_confidence_add=v.defensive_confidence_add,
-                defensive_size_scale=v.defensive_size_scale,
-                defensive_drawdown_pct=v.defensive_drawdown_pct,
-                defensive_hit_rate=v.defensive_hit_rate,
-            ),
-            clock=self.clock.now_ns,
-        )
+        self.ensemble = Ensemble(v.to_params(), clock=self.clock.now_ns)
         self.scorer = HorizonScorer(v.score_horizon_s, v.score_dead_band_bps)
         self.latest: dict[str, dict[str, Vote]] = {}
         # Parked proposals: id -> their stored record (with proposed_ns, for expiry and age).

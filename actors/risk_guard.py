@@ -51,7 +51,6 @@ from stockade.trading.risk_rules import (
     CircuitBreaker,
     OrderRateWindow,
     RiskContext,
-    RiskLimits,
     RiskRequest,
     day_loss_pct,
     evaluate,
@@ -66,45 +65,11 @@ RECONCILE_ASK_INTERVAL_NS = 5_000_000_000
 ENTRY_TYPES = ("market", "limit")
 
 
-def limits_from_settings(risk: Any) -> RiskLimits:
-    """The pure rules' parameters from the `[risk]` settings section."""
-    return RiskLimits(
-        require_market_open=risk.respect_market_hours,
-        max_quote_age_s=risk.max_quote_age_s,
-        max_spread_bps=risk.max_spread_bps,
-        min_price=risk.min_price,
-        max_price=risk.max_price,
-        risk_per_trade_pct=risk.risk_per_trade_pct,
-        max_position_pct=risk.max_position_pct,
-        max_open_positions=risk.max_positions,
-        daily_loss_limit_pct=risk.daily_loss_limit_pct,
-        allow_short=risk.allow_short,
-        cb_max_consecutive_failures=risk.circuit_breaker_failures,
-        cb_cooloff_s=risk.circuit_breaker_cooloff_s,
-        day_trade_budget=risk.day_trade_budget,
-        day_trade_window_days=risk.day_trade_window_days,
-        day_trade_budget_below_equity=risk.day_trade_budget_below_equity,
-        max_orders_per_minute=risk.max_orders_per_min,
-        loss_breaker_pct=risk.loss_breaker_pct,
-        max_sector_pct=risk.max_sector_pct,
-        sectors=dict(risk.sectors),
-        max_portfolio_risk_pct=risk.max_portfolio_risk_pct,
-        assumed_stop_pct=risk.stop_loss_pct,
-        confidence_floor=risk.confidence_floor,
-        target_volatility_pct=risk.target_volatility_pct,
-        flatten_before_close_min=risk.flatten_before_close_min,
-        extended_hours=risk.extended_hours,
-        extended_limit_slippage_bps=risk.extended_limit_slippage_bps,
-    )
-
-
 class RiskGuard(StockadeActor):
     def setup(self) -> None:
         self.svc: Services = self.ctx.extra("services")
         risk = self.svc.settings.risk
-        if risk.fractional:  # settings refuse it; a hand-built Settings must not slip through
-            raise ValueError("risk.fractional = true is not supported: orders are whole shares")
-        self.limits = limits_from_settings(risk)
+        self.limits = risk.to_params()
         self.loss_alert_ratio = risk.loss_alert_ratio
         self.in_flight_timeout_ns = int(risk.in_flight_timeout_s * 1e9)
         self.brackets = BracketParams(
@@ -398,7 +363,7 @@ class RiskGuard(StockadeActor):
             stops=stops,
             minutes_to_close=self._minutes_to_close(),
             pending_risk=sum(
-                pending_entry_risk(o.side, o.remaining_qty, o.limit_price, o.stop_loss, self.limits.assumed_stop_pct)
+                pending_entry_risk(o.side, o.remaining_qty, o.limit_price, o.stop_loss, self.limits.stop_loss_pct)
                 for o in entries
                 if not o.reduce_only
             ),

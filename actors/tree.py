@@ -41,17 +41,7 @@ SUPERVISOR_NAMES = names.SUPERVISOR_NAMES
 
 
 def _policy(svc: Services, strategy: Strategy) -> RestartPolicy:
-    s = svc.settings.supervision
-    return RestartPolicy(
-        strategy=strategy,
-        max_restarts=s.max_restarts,
-        period_s=s.period_s,
-        backoff_initial_s=s.backoff_initial_s,
-        backoff_max_s=s.backoff_max_s,
-        heartbeat_interval_s=s.heartbeat_interval_s,
-        heartbeat_timeout_s=s.heartbeat_timeout_s,
-        alerts_to=names.ALERTER,
-    )
+    return RestartPolicy.from_settings(svc.settings.supervision, strategy, alerts_to=names.ALERTER)
 
 
 def tree_children(svc: Services) -> list[ChildSpec]:

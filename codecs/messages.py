@@ -14,9 +14,11 @@ from typing import Literal
 
 import msgspec
 
+# Alert levels are defined once, in config (the settings' min_level_* keys use them too).
+from stockade.config.names import AlertLevel as AlertLevel
+
 Side = Literal["buy", "sell"]
 TradingState = Literal["ACTIVE", "REDUCING", "HALTED"]
-AlertLevel = Literal["INFO", "WARNING", "CRITICAL", "EMERGENCY"]
 
 
 class Message(msgspec.Struct, frozen=True, tag=True, tag_field="type"):

@@ -8,7 +8,11 @@ because a typo in a risk limit must not silently leave the default in force.
 
 A bad value raises `SettingsError` with one line naming the key path and the
 value, e.g. ``settings: risk.max_position_pct = -5: must be > 0 and <= 100``;
-run.py turns it into exit status 2.
+run.py turns it into exit status 2. Each section checks its own keys in
+`__post_init__` (so one built in code obeys the same rules); the rules
+between sections are `Settings.__post_init__`. A section whose component runs
+on a parameter struct builds it in `to_params()` (config/params.py), with the
+same field names.
 
 Secrets are never settings: see `stockade.config.secrets`.
 """
@@ -16,7 +20,6 @@ Secrets are never settings: see `stockade.config.secrets`.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import os
 import re
@@ -27,17 +30,16 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-AlertLevelName = Literal["INFO", "WARNING", "CRITICAL", "EMERGENCY"]
-ALERT_LEVELS: tuple[str, ...] = ("INFO", "WARNING", "CRITICAL", "EMERGENCY")
-KNOWN_STRATEGIES: tuple[str, ...] = ("momentum", "mean_reversion", "breakout")
+from stockade.config.checks import SettingsError, at_least, fail, non_negative, pct, positive, ratio, url
+from stockade.config.checks import fmt as _fmt
+from stockade.config.names import STRATEGY_NAMES, AlertLevel
+from stockade.config.params import EnsembleParams, FeatureParams, RiskLimits
+
+KNOWN_STRATEGIES = STRATEGY_NAMES
 
 PAPER_TRADING_URL = "https://paper-api.alpaca.markets"
 LIVE_TRADING_URL = "https://api.alpaca.markets"
 DEFAULT_DATA_URL = "https://data.alpaca.markets"
-
-
-class SettingsError(ValueError):
-    """A settings file or value that stockade refuses to start with (exit 2)."""
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -53,12 +55,26 @@ class VenueSettings(_Section, frozen=True):
     clock: Literal["always_open", "nyse"] = "always_open"
     initial_cash: float = 100_000.0
 
+    def __post_init__(self) -> None:
+        if not self.host:
+            fail("venue.host", self.host, "must not be empty")
+        if not 0 <= self.port <= 65535:
+            fail("venue.port", self.port, "must be between 0 and 65535 (0: a free port)")
+        positive("venue.quote_rate_hz", self.quote_rate_hz)
+        positive("venue.initial_cash", self.initial_cash)
+
 
 class BacktestSettings(_Section, frozen=True):
     slippage_bps: float = 1.0
     commission_per_share: float = 0.0
     bar_spread_bps: float = 2.0
     quote_size: int = 10_000
+
+    def __post_init__(self) -> None:
+        non_negative("backtest.slippage_bps", self.slippage_bps)
+        non_negative("backtest.commission_per_share", self.commission_per_share)
+        non_negative("backtest.bar_spread_bps", self.bar_spread_bps)
+        at_least("backtest.quote_size", self.quote_size, 1)
 
 
 class AlpacaSettings(_Section, frozen=True):
@@ -77,10 +93,47 @@ class AlpacaSettings(_Section, frozen=True):
 
     # Endpoints are resolved in one place: stockade.broker.rest.endpoints_for.
 
+    def __post_init__(self) -> None:
+        if not self.paper and not self.allow_live:
+            fail("alpaca.paper", self.paper, "live trading also needs alpaca.allow_live = true")
+        url("alpaca.trading_url", self.trading_url, ("https", "http"))
+        url("alpaca.data_url", self.data_url, ("https", "http"), allow_empty=False)
+        url("alpaca.stream_url", self.stream_url, ("wss", "ws"))
+        url("alpaca.trading_stream_url", self.trading_stream_url, ("wss", "ws"))
+        live_host, paper_host = urlsplit(LIVE_TRADING_URL).hostname, urlsplit(PAPER_TRADING_URL).hostname
+        trading_host = urlsplit(self.trading_url).hostname if self.trading_url else None
+        if self.paper and trading_host == live_host:
+            fail("alpaca.trading_url", self.trading_url, "is the live endpoint but alpaca.paper = true")
+        if self.live and trading_host == paper_host:
+            fail(
+                "alpaca.trading_url",
+                self.trading_url,
+                "is the paper endpoint but live trading is on (alpaca.paper = false)",
+            )
+        stream_host = urlsplit(self.trading_stream_url).hostname
+        if self.paper and stream_host == live_host:
+            fail("alpaca.trading_stream_url", self.trading_stream_url, "is the live endpoint but alpaca.paper = true")
+        if self.live and stream_host == paper_host:
+            fail(
+                "alpaca.trading_stream_url",
+                self.trading_stream_url,
+                "is the paper endpoint but live trading is on (alpaca.paper = false)",
+            )
+
 
 class TradingSettings(_Section, frozen=True):
     symbols: tuple[str, ...] = ("AAPL", "MSFT", "NVDA", "AMZN", "SPY")
     warmup_bars: int = 120
+
+    def __post_init__(self) -> None:
+        if not self.symbols:
+            fail("trading.symbols", self.symbols, "must list at least one symbol")
+        for sym in self.symbols:
+            if not re.fullmatch(r"[A-Z][A-Z0-9.]{0,9}", sym):
+                fail("trading.symbols", self.symbols, f"{sym!r} is not an upper-case ticker")
+        if len(set(self.symbols)) != len(self.symbols):
+            fail("trading.symbols", self.symbols, "lists a symbol twice")
+        at_least("trading.warmup_bars", self.warmup_bars, 0)
 
 
 class AnalyzerSettings(_Section, frozen=True):
@@ -102,6 +155,47 @@ class AnalyzerSettings(_Section, frozen=True):
     high_vol_bar_pct: float = 0.4
     high_vol_atr_pct: float = 0.6
     high_vol_drop_pct: float = 3.0
+
+    def __post_init__(self) -> None:
+        for name in self.strategies:
+            if name not in STRATEGY_NAMES:
+                fail(
+                    "analyzer.strategies",
+                    self.strategies,
+                    f"unknown strategy {name!r} (known: {', '.join(STRATEGY_NAMES)})",
+                )
+        positive("analyzer.evaluate_every_s", self.evaluate_every_s)
+        for key in (
+            "sma_fast",
+            "sma_slow",
+            "ema_fast",
+            "ema_slow",
+            "macd_signal",
+            "rsi",
+            "bb_period",
+            "breakout_n",
+            "volume_n",
+        ):
+            at_least(f"analyzer.{key}", getattr(self, key), 2)
+        if self.sma_fast >= self.sma_slow:
+            fail("analyzer.sma_fast", self.sma_fast, f"must be < analyzer.sma_slow ({self.sma_slow})")
+        if self.ema_fast >= self.ema_slow:
+            fail("analyzer.ema_fast", self.ema_fast, f"must be < analyzer.ema_slow ({self.ema_slow})")
+        if not 0 < self.rsi_oversold < self.rsi_overbought < 100:
+            fail("analyzer.rsi_oversold", self.rsi_oversold, "must satisfy 0 < rsi_oversold < rsi_overbought < 100")
+        positive("analyzer.bb_k", self.bb_k)
+        for key in ("high_vol_bar_pct", "high_vol_atr_pct", "high_vol_drop_pct"):
+            value = getattr(self, key)
+            if not 0 < value < 100:
+                fail(f"analyzer.{key}", value, "must be > 0 and < 100 (percent)")
+
+    def to_params(self) -> FeatureParams:
+        """The indicator periods the analyzer computes (and `train` builds rows with).
+
+        MACD runs on the EMA periods; the other fields of FeatureParams that
+        are not settings keep their defaults.
+        """
+        return FeatureParams(**_shared(self, FeatureParams), macd_fast=self.ema_fast, macd_slow=self.ema_slow)
 
 
 class VoterSettings(_Section, frozen=True):
@@ -129,6 +223,40 @@ class VoterSettings(_Section, frozen=True):
     def weight_of(self, model: str) -> float:
         """A model missing from `weights` (e.g. a newly trained one) weighs 1.0."""
         return self.weights.get(model, 1.0)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold <= 1:
+            fail("voter.threshold", self.threshold, "must be > 0 and <= 1")
+        ratio("voter.min_confidence", self.min_confidence)
+        if not self.min_confidence <= self.hybrid_auto_confidence <= 1:
+            fail(
+                "voter.hybrid_auto_confidence",
+                self.hybrid_auto_confidence,
+                "must be >= voter.min_confidence and <= 1",
+            )
+        for model, w in self.weights.items():
+            if not (w >= 0 and math.isfinite(w)):
+                fail(f"voter.weights.{model}", w, "must be >= 0")
+        at_least("voter.adaptive_window", self.adaptive_window, 1)
+        ratio("voter.min_weight", self.min_weight)
+        positive("voter.min_weight", self.min_weight)  # a zero floor could silence a model for good
+        non_negative("voter.cooldown_s", self.cooldown_s)
+        positive("voter.approval_timeout_s", self.approval_timeout_s)
+        positive("voter.in_flight_timeout_s", self.in_flight_timeout_s)
+        positive("voter.score_horizon_s", self.score_horizon_s)
+        non_negative("voter.score_dead_band_bps", self.score_dead_band_bps)
+        non_negative("voter.defensive_threshold_add", self.defensive_threshold_add)
+        ratio("voter.defensive_confidence_add", self.defensive_confidence_add)
+        ratio("voter.defensive_size_scale", self.defensive_size_scale)
+        positive("voter.defensive_size_scale", self.defensive_size_scale)
+        pct("voter.defensive_drawdown_pct", self.defensive_drawdown_pct)
+        ratio("voter.defensive_hit_rate", self.defensive_hit_rate)
+
+    def to_params(self) -> EnsembleParams:
+        """The ensemble's parameters (trading/voting.py)."""
+        # Outcomes decay so that the last ~adaptive_window of them carry the weight.
+        decay = 1.0 - 1.0 / self.adaptive_window if self.adaptive_window > 1 else 1.0
+        return EnsembleParams(**_shared(self, EnsembleParams), decay=decay)
 
 
 class RiskSettings(_Section, frozen=True):
@@ -174,6 +302,63 @@ class RiskSettings(_Section, frozen=True):
             "SPY": "index",
         }
     )
+
+    def __post_init__(self) -> None:
+        if self.profile not in RISK_PROFILES:
+            fail("risk.profile", self.profile, f"unknown profile (known: {', '.join(RISK_PROFILES)})")
+        for key in ("max_position_pct", "risk_per_trade_pct", "stop_loss_pct", "daily_loss_limit_pct"):
+            pct(f"risk.{key}", getattr(self, key))
+        positive("risk.take_profit_pct", self.take_profit_pct)
+        at_least("risk.max_positions", self.max_positions, 1)
+        positive("risk.max_quote_age_s", self.max_quote_age_s)
+        positive("risk.max_spread_bps", self.max_spread_bps)
+        positive("risk.min_price", self.min_price)
+        positive("risk.max_price", self.max_price)
+        if self.min_price >= self.max_price:
+            fail("risk.min_price", self.min_price, f"must be < risk.max_price ({self.max_price:g})")
+        at_least("risk.circuit_breaker_failures", self.circuit_breaker_failures, 1)
+        positive("risk.circuit_breaker_cooloff_s", self.circuit_breaker_cooloff_s)
+        at_least("risk.max_orders_per_min", self.max_orders_per_min, 1)
+        non_negative("risk.day_trade_budget", self.day_trade_budget)
+        at_least("risk.day_trade_window_days", self.day_trade_window_days, 1)
+        non_negative("risk.day_trade_budget_below_equity", self.day_trade_budget_below_equity)
+        pct("risk.loss_breaker_pct", self.loss_breaker_pct)
+        if self.loss_breaker_pct <= self.daily_loss_limit_pct:
+            fail(
+                "risk.loss_breaker_pct",
+                self.loss_breaker_pct,
+                f"must be > risk.daily_loss_limit_pct ({self.daily_loss_limit_pct:g}): "
+                "entries stop before the breaker liquidates",
+            )
+        pct("risk.max_sector_pct", self.max_sector_pct)
+        pct("risk.max_portfolio_risk_pct", self.max_portfolio_risk_pct)
+        ratio("risk.confidence_floor", self.confidence_floor)
+        non_negative("risk.target_volatility_pct", self.target_volatility_pct)
+        non_negative("risk.flatten_before_close_min", self.flatten_before_close_min)
+        if self.fractional:
+            fail(
+                "risk.fractional",
+                self.fractional,
+                "fractional shares are not supported: orders are whole shares "
+                "(the embedded venue trades whole shares only)",
+            )
+        if not 0 < self.loss_alert_ratio < 1:
+            fail("risk.loss_alert_ratio", self.loss_alert_ratio, "must be between 0 and 1 (exclusive)")
+        positive("risk.in_flight_timeout_s", self.in_flight_timeout_s)
+        non_negative("risk.extended_limit_slippage_bps", self.extended_limit_slippage_bps)
+        if self.extended_limit_slippage_bps >= 10_000:
+            fail(
+                "risk.extended_limit_slippage_bps",
+                self.extended_limit_slippage_bps,
+                "must be < 10000 (a sell limit would be <= 0)",
+            )
+        for symbol, sector in self.sectors.items():
+            if not sector:
+                fail(f"risk.sectors.{symbol}", sector, "must name a sector")
+
+    def to_params(self) -> RiskLimits:
+        """The pure risk rules' parameters (trading/risk_rules.py)."""
+        return RiskLimits(**_shared(self, RiskLimits))
 
 
 # Named risk presets: "default" is RiskSettings' own defaults. A key a settings
@@ -228,6 +413,30 @@ class OrdersSettings(_Section, frozen=True):
     poll_interval_s: float = 2.0
     trailing_stop_pct: float = 0.0
 
+    def __post_init__(self) -> None:
+        at_least("orders.rate_limit_per_min", self.rate_limit_per_min, 1)
+        at_least("orders.emergency_reserve", self.emergency_reserve, 0)
+        if self.emergency_reserve >= self.rate_limit_per_min:
+            fail(
+                "orders.emergency_reserve",
+                self.emergency_reserve,
+                f"must be < orders.rate_limit_per_min ({self.rate_limit_per_min})",
+            )
+        at_least("orders.protect_reserve", self.protect_reserve, 0)
+        if self.emergency_reserve + self.protect_reserve >= self.rate_limit_per_min:
+            fail(
+                "orders.protect_reserve",
+                self.protect_reserve,
+                f"must be < orders.rate_limit_per_min - orders.emergency_reserve "
+                f"({self.rate_limit_per_min - self.emergency_reserve})",
+            )
+        at_least("orders.max_retries", self.max_retries, 0)
+        non_negative("orders.retry_backoff_s", self.retry_backoff_s)
+        positive("orders.request_timeout_s", self.request_timeout_s)
+        positive("orders.poll_interval_s", self.poll_interval_s)
+        if self.trailing_stop_pct != 0:
+            pct("orders.trailing_stop_pct", self.trailing_stop_pct)
+
 
 class ReconcilerSettings(_Section, frozen=True):
     interval_s: float = 15.0
@@ -237,6 +446,26 @@ class ReconcilerSettings(_Section, frozen=True):
     gap_high_pct: float = 2.0
     gap_extreme_pct: float = 5.0
     fills_lookback_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        positive("reconciler.interval_s", self.interval_s)
+        pct("reconciler.protective_stop_pct", self.protective_stop_pct)
+        if not self.max_unprotected_s >= 2 * self.interval_s:
+            # The order path protects what it hears of at once; for shares it never
+            # heard of (a missed fill) a pass finds them bare, the next checks the stop rests.
+            fail(
+                "reconciler.max_unprotected_s",
+                self.max_unprotected_s,
+                f"must be >= 2 x reconciler.interval_s ({self.interval_s:g})",
+            )
+        positive("reconciler.gap_moderate_pct", self.gap_moderate_pct)
+        if not self.gap_moderate_pct < self.gap_high_pct < self.gap_extreme_pct:
+            fail(
+                "reconciler.gap_high_pct",
+                self.gap_high_pct,
+                "must satisfy gap_moderate_pct < gap_high_pct < gap_extreme_pct",
+            )
+        positive("reconciler.fills_lookback_s", self.fills_lookback_s)
 
 
 # The longest a handler sleeps between bounded REST calls when
@@ -254,24 +483,47 @@ class SupervisionSettings(_Section, frozen=True):
     heartbeat_timeout_s: float = 3.0
     ask_timeout_s: float = 5.0
 
+    def __post_init__(self) -> None:
+        at_least("supervision.max_restarts", self.max_restarts, 1)
+        for key in (
+            "period_s",
+            "backoff_initial_s",
+            "backoff_max_s",
+            "heartbeat_interval_s",
+            "heartbeat_timeout_s",
+            "ask_timeout_s",
+        ):
+            positive(f"supervision.{key}", getattr(self, key))
+        if self.backoff_initial_s > self.backoff_max_s:
+            fail(
+                "supervision.backoff_initial_s",
+                self.backoff_initial_s,
+                f"must be <= supervision.backoff_max_s ({self.backoff_max_s:g})",
+            )
+
 
 class EmergencySettings(_Section, frozen=True):
     attempts: int = 10
     retry_interval_s: float = 1.0
     flat_timeout_s: float = 30.0
 
+    def __post_init__(self) -> None:
+        at_least("emergency.attempts", self.attempts, 1)
+        positive("emergency.retry_interval_s", self.retry_interval_s)
+        positive("emergency.flat_timeout_s", self.flat_timeout_s)
+
 
 class AlertsSettings(_Section, frozen=True):
     jsonl: bool = True
     webhook_url: str = ""
     webhook_kind: Literal["generic", "slack", "discord"] = "generic"
-    min_level_webhook: AlertLevelName = "WARNING"
+    min_level_webhook: AlertLevel = "WARNING"
     smtp_host: str = ""
     smtp_port: int = 587
     smtp_user: str = ""
     smtp_from: str = ""
     smtp_to: tuple[str, ...] = ()
-    min_level_smtp: AlertLevelName = "CRITICAL"
+    min_level_smtp: AlertLevel = "CRITICAL"
     smtp_security: Literal["starttls", "tls", "none"] = "starttls"
     smtp_ca_file: str = ""
     timeout_s: float = 5.0
@@ -286,6 +538,41 @@ class AlertsSettings(_Section, frozen=True):
     daily_summary: bool = True
     daily_summary_time: str = "16:15"
 
+    def __post_init__(self) -> None:
+        url("alerts.webhook_url", self.webhook_url, ("https", "http"))
+        if not 0 < self.smtp_port <= 65535:
+            fail("alerts.smtp_port", self.smtp_port, "must be between 1 and 65535")
+        if self.smtp_host:
+            if "@" not in self.smtp_from:
+                fail("alerts.smtp_from", self.smtp_from, "must be an e-mail address when alerts.smtp_host is set")
+            if not self.smtp_to:
+                fail("alerts.smtp_to", self.smtp_to, "must list at least one address when alerts.smtp_host is set")
+        for addr in self.smtp_to:
+            if "@" not in addr:
+                fail("alerts.smtp_to", self.smtp_to, f"{addr!r} is not an e-mail address")
+        positive("alerts.timeout_s", self.timeout_s)
+        non_negative("alerts.dedup_window_s", self.dedup_window_s)
+        at_least("alerts.max_per_key_per_hour", self.max_per_key_per_hour, 1)
+        if self.smtp_user and self.smtp_security == "none":
+            fail(
+                "alerts.smtp_security",
+                self.smtp_security,
+                "must be starttls or tls when alerts.smtp_user is set (the password needs TLS)",
+            )
+        if self.smtp_ca_file and not os.path.isfile(self.smtp_ca_file):
+            fail("alerts.smtp_ca_file", self.smtp_ca_file, "is not a readable file")
+        at_least("alerts.retry_attempts", self.retry_attempts, 1)
+        positive("alerts.retry_initial_s", self.retry_initial_s)
+        if self.retry_max_s < self.retry_initial_s:
+            fail(
+                "alerts.retry_max_s", self.retry_max_s, f"must be >= alerts.retry_initial_s ({self.retry_initial_s:g})"
+            )
+        at_least("alerts.queue_max", self.queue_max, 1)
+        positive("alerts.stream_down_alert_s", self.stream_down_alert_s)
+        positive("alerts.stale_quote_s", self.stale_quote_s)
+        if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", self.daily_summary_time):
+            fail("alerts.daily_summary_time", self.daily_summary_time, "must be HH:MM (24-hour, America/New_York)")
+
 
 class ControlSettings(_Section, frozen=True):
     socket: str = ""
@@ -295,6 +582,20 @@ class ControlSettings(_Section, frozen=True):
     # Empty: socket 0600, only the daemon's uid and root. A group name: 0660
     # with that group, and its members may connect too.
     group: str = ""
+
+    def __post_init__(self) -> None:
+        if "\0" in self.socket:
+            fail("control.socket", self.socket, "must not contain NUL")
+        at_least("control.max_connections", self.max_connections, 1)
+        positive("control.read_timeout_s", self.read_timeout_s)
+        at_least("control.max_request_bytes", self.max_request_bytes, 1024)
+        if self.group:
+            import grp  # Unix only, like the control socket itself
+
+            try:
+                grp.getgrnam(self.group)
+            except KeyError:
+                fail("control.group", self.group, "no such group on this machine (create it, or leave empty for 0600)")
 
 
 class TelemetrySettings(_Section, frozen=True):
@@ -309,6 +610,15 @@ class TelemetrySettings(_Section, frozen=True):
     export_timeout_s: float = 10.0
     max_pending_traces: int = 4096
 
+    def __post_init__(self) -> None:
+        url("telemetry.otlp_endpoint", self.otlp_endpoint, ("http", "https"))
+        if self.service_name != self.service_name.strip():
+            fail("telemetry.service_name", self.service_name, "must not start or end with spaces")
+        ratio("telemetry.quote_sample_ratio", self.quote_sample_ratio)
+        at_least("telemetry.max_queue_size", self.max_queue_size, 1)
+        positive("telemetry.export_timeout_s", self.export_timeout_s)
+        at_least("telemetry.max_pending_traces", self.max_pending_traces, 1)
+
 
 class DebugSettings(_Section, frozen=True):
     fault_injection: bool = False
@@ -321,6 +631,17 @@ class StreamSettings(_Section, frozen=True):
     backoff_max_s: float = 30.0
     max_inflight_per_analyzer: int = 2
 
+    def __post_init__(self) -> None:
+        for key in ("silence_timeout_s", "connect_timeout_s", "backoff_initial_s", "backoff_max_s"):
+            positive(f"stream.{key}", getattr(self, key))
+        if self.backoff_initial_s > self.backoff_max_s:
+            fail(
+                "stream.backoff_initial_s",
+                self.backoff_initial_s,
+                f"must be <= stream.backoff_max_s ({self.backoff_max_s:g})",
+            )
+        at_least("stream.max_inflight_per_analyzer", self.max_inflight_per_analyzer, 1)
+
 
 class LoggingSettings(_Section, frozen=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -329,6 +650,10 @@ class LoggingSettings(_Section, frozen=True):
     # Under systemd with stderr on the journal: records go to the journal natively (ops/logs/journal.py).
     journal: bool = True
     journal_socket: str = "/run/systemd/journal/socket"
+
+    def __post_init__(self) -> None:
+        if not self.journal_socket.startswith("/") or "\0" in self.journal_socket:
+            fail("logging.journal_socket", self.journal_socket, "must be an absolute path")
 
 
 class ModelsSettings(_Section, frozen=True):
@@ -344,6 +669,22 @@ class ModelsSettings(_Section, frozen=True):
     label_threshold_bps: float = 0.0
     train_days: float = 2.0
     seed: int = 7
+
+    def __post_init__(self) -> None:
+        if "\0" in self.dir:
+            fail("models.dir", self.dir, "must not contain NUL")
+        for name in self.names:
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+                fail("models.names", self.names, f"{name!r} is not a model name (letters, digits, _ and -)")
+        if len(set(self.names)) != len(self.names):
+            fail("models.names", self.names, "lists a model twice")
+        at_least("models.horizon_bars", self.horizon_bars, 1)
+        non_negative("models.label_threshold_bps", self.label_threshold_bps)
+        positive("models.train_days", self.train_days)
+        at_least("models.seed", self.seed, 0)
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 class DashboardSettings(_Section, frozen=True):
@@ -369,12 +710,46 @@ class DashboardSettings(_Section, frozen=True):
     requests_per_s: float = 50.0
     update_interval_s: float = 1.0
 
+    def __post_init__(self) -> None:
+        if not self.host:
+            fail("dashboard.host", self.host, "must not be empty")
+        if not 0 <= self.port <= 65535:
+            fail("dashboard.port", self.port, "must be between 0 and 65535 (0: a free port)")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            key = "dashboard.tls_cert" if not self.tls_cert else "dashboard.tls_key"
+            fail(key, getattr(self, key.partition(".")[2]), "dashboard.tls_cert and dashboard.tls_key go together")
+        for key in ("tls_cert", "tls_key"):
+            path = getattr(self, key)
+            if path and not os.path.isfile(path):
+                fail(f"dashboard.{key}", path, "is not a readable file")
+        if "\0" in self.token_file:
+            fail("dashboard.token_file", self.token_file, "must not contain NUL")
+        if self.host not in LOOPBACK_HOSTS and not self.tls_cert and not self.behind_proxy:
+            fail(
+                "dashboard.host",
+                self.host,
+                "is not loopback: set dashboard.tls_cert/tls_key, or dashboard.behind_proxy = true "
+                "when a TLS reverse proxy is in front (see README, dashboard)",
+            )
+        at_least("dashboard.max_body_bytes", self.max_body_bytes, 1024)
+        at_least("dashboard.max_event_streams", self.max_event_streams, 1)
+        at_least("dashboard.max_concurrent_requests", self.max_concurrent_requests, 1)
+        positive("dashboard.requests_per_s", self.requests_per_s)
+        positive("dashboard.update_interval_s", self.update_interval_s)
+
 
 class RuntimeSettings(_Section, frozen=True):
     """How the daemon's process runs on the machine (ops/affinity.py)."""
 
     # CPUs the daemon may run on (Linux CPU numbers); empty: wherever the OS puts it.
     cpu_affinity: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        for cpu in self.cpu_affinity:
+            if cpu < 0:
+                fail("runtime.cpu_affinity", self.cpu_affinity, f"{cpu} is not a CPU number (0, 1, ...)")
+        if len(set(self.cpu_affinity)) != len(self.cpu_affinity):
+            fail("runtime.cpu_affinity", self.cpu_affinity, "lists a CPU twice")
 
 
 class Settings(_Section, frozen=True):
@@ -400,6 +775,36 @@ class Settings(_Section, frozen=True):
     dashboard: DashboardSettings = DashboardSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     backtest: BacktestSettings = BacktestSettings()
+
+    def __post_init__(self) -> None:
+        """The rules between sections (each section checks its own keys)."""
+        need = self.analyzer.to_params().warmup_bars
+        if need > self.trading.warmup_bars:
+            fail(
+                "trading.warmup_bars",
+                self.trading.warmup_bars,
+                f"must be at least {need}: the bars every indicator in [analyzer] needs",
+            )
+        # A REST call inside a handler declares itself busy for its own timeouts
+        # (supervisors.fence), so orders.request_timeout_s needs no room here;
+        # the pauses between such calls do: a submit retry sleeps in the order
+        # manager's handler, up to max(orders.retry_backoff_s, 1 s); alpaca-py's
+        # own retry wait between market-data attempts is 1 s.
+        pause = max(self.orders.retry_backoff_s, HANDLER_PAUSE_FLOOR_S)
+        if not self.supervision.heartbeat_timeout_s > pause:
+            fail(
+                "supervision.heartbeat_timeout_s",
+                self.supervision.heartbeat_timeout_s,
+                f"must be > {pause:g}: a handler may pause that long between REST calls (a submit retry's "
+                "backoff, up to max(orders.retry_backoff_s, 1)), which would be taken for a hang",
+            )
+
+
+def _shared(section: msgspec.Struct, params: type[msgspec.Struct]) -> dict[str, Any]:
+    """The section's values for the fields `params` shares with it by name (tables copied)."""
+    names = set(section.__struct_fields__)
+    values = {f: getattr(section, f) for f in params.__struct_fields__ if f in names}
+    return {f: dict(v) if isinstance(v, dict) else v for f, v in values.items()}
 
 
 # ---- loading -------------------------------------------------------------------
@@ -427,11 +832,29 @@ def settings_from_dict(raw: Mapping[str, Any]) -> Settings:
     """Validate a parsed settings document (same rules as `load_settings`)."""
     merged = _merge_over_defaults(raw)
     try:
-        settings = msgspec.convert(merged, Settings, strict=True)
+        return msgspec.convert(merged, Settings, strict=True)
     except msgspec.ValidationError as exc:
+        refused = exc.__cause__
+        if isinstance(refused, SettingsError):  # a section's own check (__post_init__)
+            raise _as_written(refused, merged) from None
         raise SettingsError(_describe_validation_error(str(exc), merged)) from None
-    _check(settings, merged)
-    return settings
+
+
+def _as_written(exc: SettingsError, merged: Mapping[str, Any]) -> SettingsError:
+    """`exc` with the refused value as the file wrote it (``-5``, not the Struct's ``-5.0``)."""
+    if not exc.key:
+        return exc
+    section, _, rest = exc.key.partition(".")
+    name, _, sub = rest.partition(".")  # sub: a key inside a table (voter.weights.<model>)
+    table = merged.get(section)
+    if not isinstance(table, dict) or name not in table:
+        return exc
+    value = table[name]
+    if sub:
+        if not isinstance(value, dict) or sub not in value:
+            return exc
+        value = value[sub]
+    return SettingsError(f"settings: {exc.key} = {_fmt(value)}: {exc.reason}", key=exc.key, reason=exc.reason)
 
 
 def _merge_over_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -498,402 +921,6 @@ def _describe_validation_error(message: str, merged: Mapping[str, Any]) -> str:
     what = what.replace("`", "")
     what = what[0].lower() + what[1:] if what else what
     return f"settings: {key} = {_fmt(value)}: {what}"
-
-
-def _fmt(value: Any) -> str:
-    """A value as it would be written in TOML, for error messages."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    try:
-        return json.dumps(value, default=str)
-    except (TypeError, ValueError):
-        return repr(value)
-
-
-# ---- semantic checks -------------------------------------------------------------
-
-
-class _Checker:
-    def __init__(self, merged: Mapping[str, Any]) -> None:
-        self._merged = merged
-
-    def fail(self, key: str, reason: str) -> None:
-        section, _, name = key.partition(".")
-        value = self._merged.get(section, {}).get(name)
-        raise SettingsError(f"settings: {key} = {_fmt(value)}: {reason}")
-
-    def positive(self, key: str, value: float) -> None:
-        if not (value > 0 and math.isfinite(value)):
-            self.fail(key, "must be > 0")
-
-    def non_negative(self, key: str, value: float) -> None:
-        if not (value >= 0 and math.isfinite(value)):
-            self.fail(key, "must be >= 0")
-
-    def pct(self, key: str, value: float) -> None:
-        if not (0 < value <= 100):
-            self.fail(key, "must be > 0 and <= 100")
-
-    def ratio(self, key: str, value: float) -> None:
-        if not (0 <= value <= 1):
-            self.fail(key, "must be between 0 and 1")
-
-    def at_least(self, key: str, value: int, low: int) -> None:
-        if value < low:
-            self.fail(key, f"must be >= {low}")
-
-    def url(self, key: str, value: str, schemes: tuple[str, ...], allow_empty: bool = True) -> None:
-        if not value and allow_empty:
-            return
-        problem = _url_problem(value, schemes)
-        if problem:
-            self.fail(key, problem)
-
-
-def _url_problem(value: str, schemes: tuple[str, ...]) -> str | None:
-    """Why `value` is not a usable URL with one of `schemes`, or None."""
-    parts = urlsplit(value)
-    try:
-        _ = parts.port  # raises on a non-numeric or out-of-range port
-    except ValueError:
-        return "has a bad port"
-    if parts.scheme not in schemes or not parts.hostname or any(ch.isspace() for ch in value):
-        return f"must be a URL like {schemes[0]}://host[:port][/path]"
-    return None
-
-
-def _check_url(key: str, value: str, schemes: tuple[str, ...]) -> None:
-    problem = _url_problem(value, schemes)
-    if problem:
-        raise SettingsError(f"settings: {key} = {_fmt(value)}: {problem}")
-
-
-def _check(s: Settings, merged: Mapping[str, Any]) -> None:
-    c = _Checker(merged)
-    c.non_negative("backtest.slippage_bps", s.backtest.slippage_bps)
-    c.non_negative("backtest.commission_per_share", s.backtest.commission_per_share)
-    c.non_negative("backtest.bar_spread_bps", s.backtest.bar_spread_bps)
-    c.at_least("backtest.quote_size", s.backtest.quote_size, 1)
-
-    v = s.venue
-    if not v.host:
-        c.fail("venue.host", "must not be empty")
-    if not 0 <= v.port <= 65535:
-        c.fail("venue.port", "must be between 0 and 65535 (0: a free port)")
-    c.positive("venue.quote_rate_hz", v.quote_rate_hz)
-    c.positive("venue.initial_cash", v.initial_cash)
-
-    a = s.alpaca
-    if not a.paper and not a.allow_live:
-        c.fail("alpaca.paper", "live trading also needs alpaca.allow_live = true")
-    c.url("alpaca.trading_url", a.trading_url, ("https", "http"))
-    c.url("alpaca.data_url", a.data_url, ("https", "http"), allow_empty=False)
-    c.url("alpaca.stream_url", a.stream_url, ("wss", "ws"))
-    c.url("alpaca.trading_stream_url", a.trading_stream_url, ("wss", "ws"))
-    if a.paper and a.trading_url and urlsplit(a.trading_url).hostname == urlsplit(LIVE_TRADING_URL).hostname:
-        c.fail("alpaca.trading_url", "is the live endpoint but alpaca.paper = true")
-    if a.live and a.trading_url and urlsplit(a.trading_url).hostname == urlsplit(PAPER_TRADING_URL).hostname:
-        c.fail("alpaca.trading_url", "is the paper endpoint but live trading is on (alpaca.paper = false)")
-    stream_host = urlsplit(a.trading_stream_url).hostname
-    if a.paper and stream_host == urlsplit(LIVE_TRADING_URL).hostname:
-        c.fail("alpaca.trading_stream_url", "is the live endpoint but alpaca.paper = true")
-    if a.live and stream_host == urlsplit(PAPER_TRADING_URL).hostname:
-        c.fail("alpaca.trading_stream_url", "is the paper endpoint but live trading is on (alpaca.paper = false)")
-
-    t = s.trading
-    if not t.symbols:
-        c.fail("trading.symbols", "must list at least one symbol")
-    for sym in t.symbols:
-        if not re.fullmatch(r"[A-Z][A-Z0-9.]{0,9}", sym):
-            c.fail("trading.symbols", f"{sym!r} is not an upper-case ticker")
-    if len(set(t.symbols)) != len(t.symbols):
-        c.fail("trading.symbols", "lists a symbol twice")
-    c.at_least("trading.warmup_bars", t.warmup_bars, 0)
-
-    an = s.analyzer
-    for name in an.strategies:
-        if name not in KNOWN_STRATEGIES:
-            c.fail("analyzer.strategies", f"unknown strategy {name!r} (known: {', '.join(KNOWN_STRATEGIES)})")
-    c.positive("analyzer.evaluate_every_s", an.evaluate_every_s)
-    for key in (
-        "sma_fast",
-        "sma_slow",
-        "ema_fast",
-        "ema_slow",
-        "macd_signal",
-        "rsi",
-        "bb_period",
-        "breakout_n",
-        "volume_n",
-    ):
-        c.at_least(f"analyzer.{key}", getattr(an, key), 2)
-    if an.sma_fast >= an.sma_slow:
-        c.fail("analyzer.sma_fast", f"must be < analyzer.sma_slow ({an.sma_slow})")
-    if an.ema_fast >= an.ema_slow:
-        c.fail("analyzer.ema_fast", f"must be < analyzer.ema_slow ({an.ema_slow})")
-    if not 0 < an.rsi_oversold < an.rsi_overbought < 100:
-        c.fail("analyzer.rsi_oversold", "must satisfy 0 < rsi_oversold < rsi_overbought < 100")
-    c.positive("analyzer.bb_k", an.bb_k)
-    for key in ("high_vol_bar_pct", "high_vol_atr_pct", "high_vol_drop_pct"):
-        value = getattr(an, key)
-        if not 0 < value < 100:
-            c.fail(f"analyzer.{key}", "must be > 0 and < 100 (percent)")
-    from stockade.trading.features import FeatureParams  # the analyzer's own count, so the two cannot drift
-
-    need = FeatureParams.from_analyzer(an).warmup_bars
-    if need > t.warmup_bars:
-        c.fail("trading.warmup_bars", f"must be at least {need}: the bars every indicator in [analyzer] needs")
-
-    vo = s.voter
-    if not 0 < vo.threshold <= 1:
-        c.fail("voter.threshold", "must be > 0 and <= 1")
-    c.ratio("voter.min_confidence", vo.min_confidence)
-    if not vo.min_confidence <= vo.hybrid_auto_confidence <= 1:
-        c.fail("voter.hybrid_auto_confidence", "must be >= voter.min_confidence and <= 1")
-    for model, w in vo.weights.items():
-        if not (w >= 0 and math.isfinite(w)):
-            raise SettingsError(f"settings: voter.weights.{model} = {_fmt(w)}: must be >= 0")
-    c.at_least("voter.adaptive_window", vo.adaptive_window, 1)
-    c.ratio("voter.min_weight", vo.min_weight)
-    c.positive("voter.min_weight", vo.min_weight)  # a zero floor could silence a model for good
-    c.non_negative("voter.cooldown_s", vo.cooldown_s)
-    c.positive("voter.approval_timeout_s", vo.approval_timeout_s)
-    c.positive("voter.in_flight_timeout_s", vo.in_flight_timeout_s)
-    c.positive("voter.score_horizon_s", vo.score_horizon_s)
-    c.non_negative("voter.score_dead_band_bps", vo.score_dead_band_bps)
-    c.non_negative("voter.defensive_threshold_add", vo.defensive_threshold_add)
-    c.ratio("voter.defensive_confidence_add", vo.defensive_confidence_add)
-    c.ratio("voter.defensive_size_scale", vo.defensive_size_scale)
-    c.positive("voter.defensive_size_scale", vo.defensive_size_scale)
-    c.pct("voter.defensive_drawdown_pct", vo.defensive_drawdown_pct)
-    c.ratio("voter.defensive_hit_rate", vo.defensive_hit_rate)
-
-    r = s.risk
-    for key in ("max_position_pct", "risk_per_trade_pct", "stop_loss_pct", "daily_loss_limit_pct"):
-        c.pct(f"risk.{key}", getattr(r, key))
-    c.positive("risk.take_profit_pct", r.take_profit_pct)
-    c.at_least("risk.max_positions", r.max_positions, 1)
-    c.positive("risk.max_quote_age_s", r.max_quote_age_s)
-    c.positive("risk.max_spread_bps", r.max_spread_bps)
-    c.positive("risk.min_price", r.min_price)
-    c.positive("risk.max_price", r.max_price)
-    if r.min_price >= r.max_price:
-        c.fail("risk.min_price", f"must be < risk.max_price ({r.max_price:g})")
-    c.at_least("risk.circuit_breaker_failures", r.circuit_breaker_failures, 1)
-    c.positive("risk.circuit_breaker_cooloff_s", r.circuit_breaker_cooloff_s)
-    c.at_least("risk.max_orders_per_min", r.max_orders_per_min, 1)
-    c.non_negative("risk.day_trade_budget", r.day_trade_budget)
-    c.at_least("risk.day_trade_window_days", r.day_trade_window_days, 1)
-    c.non_negative("risk.day_trade_budget_below_equity", r.day_trade_budget_below_equity)
-    if r.profile not in RISK_PROFILES:
-        c.fail("risk.profile", f"unknown profile (known: {', '.join(RISK_PROFILES)})")
-    c.pct("risk.loss_breaker_pct", r.loss_breaker_pct)
-    if r.loss_breaker_pct <= r.daily_loss_limit_pct:
-        c.fail(
-            "risk.loss_breaker_pct",
-            f"must be > risk.daily_loss_limit_pct ({r.daily_loss_limit_pct:g}): "
-            "entries stop before the breaker liquidates",
-        )
-    c.pct("risk.max_sector_pct", r.max_sector_pct)
-    c.pct("risk.max_portfolio_risk_pct", r.max_portfolio_risk_pct)
-    c.ratio("risk.confidence_floor", r.confidence_floor)
-    c.non_negative("risk.target_volatility_pct", r.target_volatility_pct)
-    c.non_negative("risk.flatten_before_close_min", r.flatten_before_close_min)
-    if r.fractional:
-        c.fail(
-            "risk.fractional",
-            "fractional shares are not supported: orders are whole shares "
-            "(the embedded venue trades whole shares only)",
-        )
-    if not 0 < r.loss_alert_ratio < 1:
-        c.fail("risk.loss_alert_ratio", "must be between 0 and 1 (exclusive)")
-    c.positive("risk.in_flight_timeout_s", r.in_flight_timeout_s)
-    c.non_negative("risk.extended_limit_slippage_bps", r.extended_limit_slippage_bps)
-    if r.extended_limit_slippage_bps >= 10_000:
-        c.fail("risk.extended_limit_slippage_bps", "must be < 10000 (a sell limit would be <= 0)")
-    for symbol, sector in r.sectors.items():
-        if not sector:
-            raise SettingsError(f'settings: risk.sectors.{symbol} = "": must name a sector')
-
-    o = s.orders
-    c.at_least("orders.rate_limit_per_min", o.rate_limit_per_min, 1)
-    c.at_least("orders.emergency_reserve", o.emergency_reserve, 0)
-    if o.emergency_reserve >= o.rate_limit_per_min:
-        c.fail("orders.emergency_reserve", f"must be < orders.rate_limit_per_min ({o.rate_limit_per_min})")
-    c.at_least("orders.protect_reserve", o.protect_reserve, 0)
-    if o.emergency_reserve + o.protect_reserve >= o.rate_limit_per_min:
-        c.fail(
-            "orders.protect_reserve",
-            f"must be < orders.rate_limit_per_min - orders.emergency_reserve "
-            f"({o.rate_limit_per_min - o.emergency_reserve})",
-        )
-    c.at_least("orders.max_retries", o.max_retries, 0)
-    c.non_negative("orders.retry_backoff_s", o.retry_backoff_s)
-    c.positive("orders.request_timeout_s", o.request_timeout_s)
-    c.positive("orders.poll_interval_s", o.poll_interval_s)
-    if o.trailing_stop_pct != 0:
-        c.pct("orders.trailing_stop_pct", o.trailing_stop_pct)
-
-    rc = s.reconciler
-    c.positive("reconciler.interval_s", rc.interval_s)
-    c.pct("reconciler.protective_stop_pct", rc.protective_stop_pct)
-    if not rc.max_unprotected_s >= 2 * rc.interval_s:
-        # The order path protects what it hears of at once; for shares it never
-        # heard of (a missed fill) a pass finds them bare, the next checks the stop rests.
-        c.fail("reconciler.max_unprotected_s", f"must be >= 2 x reconciler.interval_s ({rc.interval_s:g})")
-    c.positive("reconciler.gap_moderate_pct", rc.gap_moderate_pct)
-    if not rc.gap_moderate_pct < rc.gap_high_pct < rc.gap_extreme_pct:
-        c.fail("reconciler.gap_high_pct", "must satisfy gap_moderate_pct < gap_high_pct < gap_extreme_pct")
-    c.positive("reconciler.fills_lookback_s", rc.fills_lookback_s)
-
-    sv = s.supervision
-    c.at_least("supervision.max_restarts", sv.max_restarts, 1)
-    for key in (
-        "period_s",
-        "backoff_initial_s",
-        "backoff_max_s",
-        "heartbeat_interval_s",
-        "heartbeat_timeout_s",
-        "ask_timeout_s",
-    ):
-        c.positive(f"supervision.{key}", getattr(sv, key))
-    if sv.backoff_initial_s > sv.backoff_max_s:
-        c.fail("supervision.backoff_initial_s", f"must be <= supervision.backoff_max_s ({sv.backoff_max_s:g})")
-    # A REST call inside a handler declares itself busy for its own timeouts
-    # (supervisors.fence), so orders.request_timeout_s needs no room here;
-    # the pauses between such calls do: a submit retry sleeps in the order
-    # manager's handler, up to max(orders.retry_backoff_s, 1 s); alpaca-py's
-    # own retry wait between market-data attempts is 1 s.
-    pause = max(o.retry_backoff_s, HANDLER_PAUSE_FLOOR_S)
-    if not sv.heartbeat_timeout_s > pause:
-        c.fail(
-            "supervision.heartbeat_timeout_s",
-            f"must be > {pause:g}: a handler may pause that long between REST calls (a submit retry's "
-            "backoff, up to max(orders.retry_backoff_s, 1)), which would be taken for a hang",
-        )
-
-    e = s.emergency
-    c.at_least("emergency.attempts", e.attempts, 1)
-    c.positive("emergency.retry_interval_s", e.retry_interval_s)
-    c.positive("emergency.flat_timeout_s", e.flat_timeout_s)
-
-    al = s.alerts
-    c.url("alerts.webhook_url", al.webhook_url, ("https", "http"))
-    if not 0 < al.smtp_port <= 65535:
-        c.fail("alerts.smtp_port", "must be between 1 and 65535")
-    if al.smtp_host:
-        if "@" not in al.smtp_from:
-            c.fail("alerts.smtp_from", "must be an e-mail address when alerts.smtp_host is set")
-        if not al.smtp_to:
-            c.fail("alerts.smtp_to", "must list at least one address when alerts.smtp_host is set")
-    for addr in al.smtp_to:
-        if "@" not in addr:
-            c.fail("alerts.smtp_to", f"{addr!r} is not an e-mail address")
-    c.positive("alerts.timeout_s", al.timeout_s)
-    c.non_negative("alerts.dedup_window_s", al.dedup_window_s)
-    c.at_least("alerts.max_per_key_per_hour", al.max_per_key_per_hour, 1)
-    if al.smtp_user and al.smtp_security == "none":
-        c.fail("alerts.smtp_security", "must be starttls or tls when alerts.smtp_user is set (the password needs TLS)")
-    if al.smtp_ca_file and not os.path.isfile(al.smtp_ca_file):
-        c.fail("alerts.smtp_ca_file", "is not a readable file")
-    c.at_least("alerts.retry_attempts", al.retry_attempts, 1)
-    c.positive("alerts.retry_initial_s", al.retry_initial_s)
-    if al.retry_max_s < al.retry_initial_s:
-        c.fail("alerts.retry_max_s", f"must be >= alerts.retry_initial_s ({al.retry_initial_s:g})")
-    c.at_least("alerts.queue_max", al.queue_max, 1)
-    c.positive("alerts.stream_down_alert_s", al.stream_down_alert_s)
-    c.positive("alerts.stale_quote_s", al.stale_quote_s)
-    if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", al.daily_summary_time):
-        c.fail("alerts.daily_summary_time", "must be HH:MM (24-hour, America/New_York)")
-
-    ct = s.control
-    if "\0" in ct.socket:
-        c.fail("control.socket", "must not contain NUL")
-    c.at_least("control.max_connections", ct.max_connections, 1)
-    c.positive("control.read_timeout_s", ct.read_timeout_s)
-    c.at_least("control.max_request_bytes", ct.max_request_bytes, 1024)
-    if ct.group:
-        import grp  # Unix only, like the control socket itself
-
-        try:
-            grp.getgrnam(ct.group)
-        except KeyError:
-            c.fail("control.group", "no such group on this machine (create it, or leave empty for 0600)")
-
-    te = s.telemetry
-    c.url("telemetry.otlp_endpoint", te.otlp_endpoint, ("http", "https"))
-    if te.service_name != te.service_name.strip():
-        c.fail("telemetry.service_name", "must not start or end with spaces")
-    c.ratio("telemetry.quote_sample_ratio", te.quote_sample_ratio)
-    c.at_least("telemetry.max_queue_size", te.max_queue_size, 1)
-    c.positive("telemetry.export_timeout_s", te.export_timeout_s)
-    c.at_least("telemetry.max_pending_traces", te.max_pending_traces, 1)
-
-    st = s.stream
-    for key in ("silence_timeout_s", "connect_timeout_s", "backoff_initial_s", "backoff_max_s"):
-        c.positive(f"stream.{key}", getattr(st, key))
-    if st.backoff_initial_s > st.backoff_max_s:
-        c.fail("stream.backoff_initial_s", f"must be <= stream.backoff_max_s ({st.backoff_max_s:g})")
-    c.at_least("stream.max_inflight_per_analyzer", st.max_inflight_per_analyzer, 1)
-
-    lg = s.logging
-    if not lg.journal_socket.startswith("/") or "\0" in lg.journal_socket:
-        c.fail("logging.journal_socket", "must be an absolute path")
-
-    mo = s.models
-    if "\0" in mo.dir:
-        c.fail("models.dir", "must not contain NUL")
-    for name in mo.names:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
-            c.fail("models.names", f"{name!r} is not a model name (letters, digits, _ and -)")
-    if len(set(mo.names)) != len(mo.names):
-        c.fail("models.names", "lists a model twice")
-    c.at_least("models.horizon_bars", mo.horizon_bars, 1)
-    c.non_negative("models.label_threshold_bps", mo.label_threshold_bps)
-    c.positive("models.train_days", mo.train_days)
-    c.at_least("models.seed", mo.seed, 0)
-
-    ru = s.runtime
-    for cpu in ru.cpu_affinity:
-        if cpu < 0:
-            c.fail("runtime.cpu_affinity", f"{cpu} is not a CPU number (0, 1, ...)")
-    if len(set(ru.cpu_affinity)) != len(ru.cpu_affinity):
-        c.fail("runtime.cpu_affinity", "lists a CPU twice")
-    _check_dashboard(c, s.dashboard)
-
-
-LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
-
-
-def _check_dashboard(c: _Checker, d: DashboardSettings) -> None:
-    if not d.host:
-        c.fail("dashboard.host", "must not be empty")
-    if not 0 <= d.port <= 65535:
-        c.fail("dashboard.port", "must be between 0 and 65535 (0: a free port)")
-    if bool(d.tls_cert) != bool(d.tls_key):
-        c.fail(
-            "dashboard.tls_cert" if not d.tls_cert else "dashboard.tls_key",
-            "dashboard.tls_cert and dashboard.tls_key go together",
-        )
-    for key in ("tls_cert", "tls_key"):
-        path = getattr(d, key)
-        if path and not os.path.isfile(path):
-            c.fail(f"dashboard.{key}", "is not a readable file")
-    if "\0" in d.token_file:
-        c.fail("dashboard.token_file", "must not contain NUL")
-    if d.host not in LOOPBACK_HOSTS and not d.tls_cert and not d.behind_proxy:
-        c.fail(
-            "dashboard.host",
-            "is not loopback: set dashboard.tls_cert/tls_key, or dashboard.behind_proxy = true "
-            "when a TLS reverse proxy is in front (see README, dashboard)",
-        )
-    c.at_least("dashboard.max_body_bytes", d.max_body_bytes, 1024)
-    c.at_least("dashboard.max_event_streams", d.max_event_streams, 1)
-    c.at_least("dashboard.max_concurrent_requests", d.max_concurrent_requests, 1)
-    c.positive("dashboard.requests_per_s", d.requests_per_s)
-    c.positive("dashboard.update_interval_s", d.update_interval_s)
 
 
 # ---- resolution against the environment ---------------------------------------------

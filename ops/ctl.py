@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from stockade.config import paths
+from stockade.config.names import ALERT_LEVELS
 from stockade.config.settings import SettingsError, load_settings
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -70,10 +71,10 @@ def _alerts(rest: list[str]) -> dict[str, Any]:
     for word in rest:
         if word.isdigit():
             key, value = "n", int(word)
-        elif word.upper() in ("INFO", "WARNING", "CRITICAL", "EMERGENCY"):
+        elif word.upper() in ALERT_LEVELS:
             key, value = "level", word.upper()
         else:
-            raise UsageError(f"expects [N] [LEVEL] (N a number, LEVEL INFO/WARNING/CRITICAL/EMERGENCY), got {word!r}")
+            raise UsageError(f"expects [N] [LEVEL] (N a number, LEVEL {'/'.join(ALERT_LEVELS)}), got {word!r}")
         if key in args:
             raise UsageError("expects [N] [LEVEL], each at most once")
         args[key] = value

@@ -133,7 +133,6 @@ def _bars(args: argparse.Namespace, settings, plan: dict) -> dict:
 
 
 def _run(args: argparse.Namespace, settings, plan: dict) -> int:
-    from stockade.actors.analyzer import feature_params
     from stockade.config import paths
     from stockade.trading.datasets import build_dataset
     from stockade.trading.training import TrainingError, train_models
@@ -145,7 +144,7 @@ def _run(args: argparse.Namespace, settings, plan: dict) -> int:
         bars = _bars(args, settings, plan)
         for symbol, rows in sorted(bars.items()):
             _progress(f"{symbol}: {len(rows)} bars")
-        data = build_dataset(bars, plan["horizon"], plan["threshold"], feature_params(settings.analyzer))
+        data = build_dataset(bars, plan["horizon"], plan["threshold"], settings.analyzer.to_params())
         manifest = train_models(
             data, out, plan["names"], plan["seed"], args.source, n_splits=args.folds, progress=_progress
         )

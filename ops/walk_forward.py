@@ -45,7 +45,6 @@ def windows(days: list[dt.date], k: int) -> list[list[dt.date]]:
 
 def walk_forward(run: Any, k: int, progress: bool = False) -> dict[str, Any]:
     """Every fold's training and test; returns (and writes OUT/walk_forward.json) the results."""
-    from stockade.actors.analyzer import feature_params
     from stockade.trading.datasets import build_dataset
     from stockade.trading.training import DEFAULT_MODELS, TrainingError, train_models
 
@@ -64,7 +63,7 @@ def walk_forward(run: Any, k: int, progress: bool = False) -> dict[str, Any]:
         fold_dir = Path(run.out) / f"fold-{i}"
         bars = run.source.bars_between(train_w[0], train_w[-1])
         try:
-            data = build_dataset(bars, m.horizon_bars, m.label_threshold_bps, feature_params(settings.analyzer))
+            data = build_dataset(bars, m.horizon_bars, m.label_threshold_bps, settings.analyzer.to_params())
             manifest = train_models(data, fold_dir / "models", names, m.seed, f"walk-forward fold {i}", n_splits=3)
         except (TrainingError, ValueError) as exc:
             raise BadInput(f"--walk-forward fold {i}: training on {train_w[0]}..{train_w[-1]} failed: {exc}") from None

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from stockade.config.settings import SupervisionSettings
+
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
 RestartType = Literal["permanent", "transient", "temporary"]
 
@@ -60,6 +62,14 @@ class RestartPolicy(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(
                 f"heartbeat interval and timeout must be > 0, got {self.heartbeat_interval_s!r}, {self.heartbeat_timeout_s!r}"
             )
+
+    @classmethod
+    def from_settings(
+        cls, section: SupervisionSettings, strategy: Strategy, alerts_to: str | None = None
+    ) -> RestartPolicy:
+        """The policy `[supervision]` sets: every field of the same name as a key there."""
+        given = {f: getattr(section, f) for f in cls.__struct_fields__ if f in section.__struct_fields__}
+        return cls(strategy=strategy, alerts_to=alerts_to, **given)
 
 
 class ChildSpec(msgspec.Struct, frozen=True, kw_only=True):

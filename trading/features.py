@@ -38,6 +38,7 @@ from collections.abc import Iterable
 import msgspec
 
 from stockade.codecs.messages import Bar, Quote
+from stockade.config.params import MOMENTUM_BARS, FeatureParams
 from stockade.trading.indicators import (
     ATR,
     EMA,
@@ -52,82 +53,6 @@ from stockade.trading.indicators import (
     VolumeRatio,
     percent_b,
 )
-
-# Momentum look-backs, in bars, behind Features.mom_1 / mom_5 / mom_10.
-MOMENTUM_BARS = (1, 5, 10)
-
-
-class FeatureParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Indicator periods for one symbol's features."""
-
-    sma_fast: int = 10
-    sma_slow: int = 30
-    ema_fast: int = 12
-    ema_slow: int = 26
-    rsi: int = 14
-    macd_fast: int = 12
-    macd_slow: int = 26
-    macd_signal: int = 9
-    bb_period: int = 20
-    bb_k: float = 2.0
-    volume_period: int = 20
-    atr: int = 14
-    breakout_period: int = 20
-    bar_seconds: int = 60
-    # One-bar log returns in the rolling volatility.
-    vol_period: int = 20
-    # One-bar log returns in Features.returns.
-    return_window: int = 10
-
-    @classmethod
-    def from_analyzer(cls, a: object) -> FeatureParams:
-        """The params an `[analyzer]` settings section asks for.
-
-        Duck-typed so trading/ does not import ops/. A field is taken from the
-        section's key of the same name, else from its older alias below, else
-        keeps its default; MACD uses the EMA periods unless the section has
-        its own macd_fast / macd_slow.
-        """
-        given: dict[str, object] = {}
-        for name in cls.__struct_fields__:
-            for key in (name, _SETTINGS_ALIASES.get(name)):
-                if key is not None and hasattr(a, key):
-                    given[name] = getattr(a, key)
-                    break
-        return cls(**given)
-
-    @property
-    def warmup_bars(self) -> int:
-        """Closed bars after which every field of `Features` is set.
-
-        The single source of truth for warm-up: settings validation and the
-        analyzer's history request both use it. A term per indicator, each
-        the bar count at which that indicator first reports.
-        """
-        return max(
-            self.sma_fast,
-            self.sma_slow,
-            self.ema_fast,
-            self.ema_slow,
-            self.rsi + 1,  # n price changes
-            self.macd_slow + self.macd_signal - 1,  # MACD.warmup
-            self.bb_period,
-            self.volume_period + 1,  # baseline is the n bars before
-            self.atr,
-            self.breakout_period,
-            self.vol_period + 1,  # n returns
-            max(MOMENTUM_BARS) + 1,
-            self.return_window + 1,  # n returns
-        )
-
-
-# FeatureParams field -> the [analyzer] settings key that feeds it, where the names differ.
-_SETTINGS_ALIASES = {
-    "macd_fast": "ema_fast",
-    "macd_slow": "ema_slow",
-    "volume_period": "volume_n",
-    "breakout_period": "breakout_n",
-}
 
 
 class Features(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -212,10 +137,10 @@ class FeatureState:
         self._rsi = RSI(p.rsi)
         self._macd = MACD(p.macd_fast, p.macd_slow, p.macd_signal)
         self._bb = Bollinger(p.bb_period, p.bb_k)
-        self._vol = VolumeRatio(p.volume_period)
+        self._vol = VolumeRatio(p.volume_n)
         self._atr = ATR(p.atr)
-        self._high_n = RollingExtreme(p.breakout_period, "max")
-        self._low_n = RollingExtreme(p.breakout_period, "min")
+        self._high_n = RollingExtreme(p.breakout_n, "max")
+        self._low_n = RollingExtreme(p.breakout_n, "min")
         self._volatility = Volatility(p.vol_period)
         self._mom_1, self._mom_5, self._mom_10 = (RateOfChange(n) for n in MOMENTUM_BARS)
         self._returns = ReturnWindow(p.return_window)

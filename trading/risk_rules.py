@@ -42,46 +42,13 @@ from typing import Literal
 import msgspec
 
 from stockade.codecs.messages import AccountSnapshot, Position, Proposal
+from stockade.config.params import RiskLimits
 from stockade.trading.brackets import BracketParams, bracket_prices, round_price
 from stockade.trading.pdt import DayTradeStatus
 from stockade.trading.sizing import confidence_scale, position_size, volatility_scale
 
 Side = Literal["buy", "sell"]
 TradingState = Literal["ACTIVE", "REDUCING", "HALTED"]
-
-
-class RiskLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Every risk parameter; defaults suit a $100k paper account trading liquid names."""
-
-    require_market_open: bool = True
-    max_quote_age_s: float = 5.0
-    max_spread_bps: float = 25.0
-    min_price: float = 1.0  # sub-dollar names: sub-penny ticks, wide spreads
-    max_price: float = 5_000.0
-    risk_per_trade_pct: float = 0.5  # equity lost if the stop is hit
-    max_position_pct: float = 10.0  # one symbol's market value vs equity
-    max_gross_exposure_pct: float = 100.0  # all positions' |market value| vs equity: no leverage
-    max_open_positions: int = 10
-    daily_loss_limit_pct: float = 2.0
-    allow_short: bool = True
-    cb_max_consecutive_failures: int = 3  # order errors/rejections in a row
-    cb_max_losses: int = 3  # losing trades ...
-    cb_loss_window_s: float = 1800.0  # ... within this window
-    cb_cooloff_s: float = 900.0
-    day_trade_budget: int = 0  # self-imposed: most day trades in the window; 0: off
-    day_trade_window_days: int = 5  # exchange sessions the budget covers, today included
-    day_trade_budget_below_equity: float = 0.0  # the budget applies below this equity only; 0: always
-    max_orders_per_minute: int = 30
-    loss_breaker_pct: float = 5.0  # loss from start-of-day equity that liquidates everything
-    max_sector_pct: float = 100.0
-    sectors: dict[str, str] = msgspec.field(default_factory=dict)  # symbol -> sector
-    max_portfolio_risk_pct: float = 100.0  # equity lost if every stop were hit
-    assumed_stop_pct: float = 2.0  # a position's risk when no resting stop is known
-    confidence_floor: float = 1.0  # 1.0: confidence does not scale the size
-    target_volatility_pct: float = 0.0  # 0: volatility does not scale the size
-    flatten_before_close_min: float = 0.0  # 0: off
-    extended_hours: bool = False  # trade the pre-market and after-hours sessions (limit orders, no brackets)
-    extended_limit_slippage_bps: float = 10.0  # extended-hours limit: ask + this to buy, bid - this to sell
 
 
 class RuleResult(msgspec.Struct, frozen=True):
@@ -533,7 +500,7 @@ def evaluate(
     limit = extended_limit_price(req.side, req.bid, req.ask, lim.extended_limit_slippage_bps) if extended else None
 
     add(rule_trading_state(ctx.trading_state, reducing, bool(acct and acct.trading_blocked)))
-    add(rule_market_open(is_open, lim.require_market_open, ctx.session_phase, lim.extended_hours))
+    add(rule_market_open(is_open, lim.respect_market_hours, ctx.session_phase, lim.extended_hours))
     if extended:
         add(
             _ok(
@@ -601,14 +568,14 @@ def evaluate(
     add(rule_price_range(entry, lim.min_price, lim.max_price))
     add(rule_short(req.side, reducing, lim.allow_short))
     held = tuple(p.symbol for p in ctx.positions if p.qty != 0)
-    add(rule_max_open_positions(req.symbol, held, ctx.open_order_symbols, lim.max_open_positions))
+    add(rule_max_open_positions(req.symbol, held, ctx.open_order_symbols, lim.max_positions))
     gross = sum(position_value(p) for p in ctx.positions if p.qty != 0)
     add(rule_gross_exposure(gross, equity, lim.max_gross_exposure_pct))
     start = ctx.start_of_day_equity if ctx.start_of_day_equity else acct.last_equity
     add(rule_daily_loss(equity, start, lim.daily_loss_limit_pct))
     add(rule_loss_breaker(equity, start, lim.loss_breaker_pct))
     add(rule_failure_breaker(ctx.breaker, ctx.now_ns))
-    add(rule_order_rate(ctx.orders_last_minute, lim.max_orders_per_minute))
+    add(rule_order_rate(ctx.orders_last_minute, lim.max_orders_per_min))
     add(rule_in_flight(req.symbol, ctx.in_flight))
     add(rule_close_window(ctx.minutes_to_close, lim.flatten_before_close_min, ctx.session_phase if extended else None))
 
@@ -617,7 +584,7 @@ def evaluate(
         position_value(p) for p in ctx.positions if p.qty != 0 and lim.sectors.get(p.symbol, p.symbol) == sector
     )
     open_risk = ctx.pending_risk + sum(
-        position_risk(p, ctx.stops.get(p.symbol), lim.assumed_stop_pct) for p in ctx.positions if p.qty != 0
+        position_risk(p, ctx.stops.get(p.symbol), lim.stop_loss_pct) for p in ctx.positions if p.qty != 0
     )
     stop = take = None
     qty = 0
@@ -702,10 +669,10 @@ class CircuitBreaker:
     @classmethod
     def from_limits(cls, limits: RiskLimits, clock: Callable[[], int] = time.time_ns) -> CircuitBreaker:
         return cls(
-            limits.cb_max_consecutive_failures,
+            limits.circuit_breaker_failures,
             limits.cb_max_losses,
             limits.cb_loss_window_s,
-            limits.cb_cooloff_s,
+            limits.circuit_breaker_cooloff_s,
             clock,
         )
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol, cast
 
 import msgspec
 
+from stockade.config.names import STRATEGY_NAMES, StrategyName
 from stockade.trading.features import Features
 
 
@@ -222,11 +223,14 @@ class Breakout:
 
 # ---- registry ------------------------------------------------------------------
 
-REGISTRY: Mapping[str, tuple[Callable[..., Strategy], type[msgspec.Struct]]] = {
+# Keyed by the names config defines (config/names.py), which `[analyzer] strategies` is checked against.
+REGISTRY: Mapping[StrategyName, tuple[Callable[..., Strategy], type[msgspec.Struct]]] = {
     "momentum": (Momentum, MomentumParams),
     "mean_reversion": (MeanReversion, MeanReversionParams),
     "breakout": (Breakout, BreakoutParams),
 }
+if set(REGISTRY) != set(STRATEGY_NAMES):  # a strategy added here must be named in config too, and back
+    raise ImportError(f"strategy registry {sorted(REGISTRY)} != config.names.STRATEGY_NAMES {sorted(STRATEGY_NAMES)}")
 
 
 def strategy_names() -> list[str]:
@@ -245,7 +249,7 @@ def build_strategies(
     for name in names:
         if name not in REGISTRY:
             raise ValueError(f"unknown strategy {name!r}; known: {', '.join(strategy_names())}")
-        cls, params_cls = REGISTRY[name]
+        cls, params_cls = REGISTRY[cast(StrategyName, name)]
         given = params.get(name)
         if given is None or isinstance(given, params_cls):
             out.append(cls(given))

@@ -70,44 +70,9 @@ from typing import Literal
 import msgspec
 
 from stockade.codecs.messages import Proposal, Vote
+from stockade.config.params import EnsembleParams
 
 Side = Literal["buy", "sell"]
-
-
-class EnsembleParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Ensemble thresholds, weight learning and cool-down."""
-
-    threshold: float = 0.05  # |score| needed to propose
-    min_confidence: float = 0.65  # confidence (see module docstring) needed to propose
-    min_agreement: float = 0.6  # share of weighted conviction on the winning side
-    min_voters: int = 1  # distinct models that must have voted
-    base_weights: dict[str, float] = {}  # static multipliers; absent models = 1.0
-    prior_hits: float = 2.0  # Beta prior alpha
-    prior_misses: float = 2.0  # Beta prior beta
-    decay: float = 0.98  # per outcome; effective memory ~ 1/(1-decay) outcomes
-    weight_floor: float = 0.05
-    defensive_min_outcomes: float = 20.0  # decayed pooled outcomes before hit rate counts
-    defensive_hit_rate: float = 0.45  # pooled hit rate below this -> defensive
-    defensive_drawdown_pct: float = 3.0  # equity this % below its peak -> defensive
-    defensive_threshold_add: float = 0.15
-    defensive_confidence_add: float = 0.1  # min_confidence rises by this when defensive
-    defensive_size_scale: float = 0.5  # Proposal.size_scale when defensive
-    cooldown_s: float = 60.0  # min seconds between proposals for one symbol
-    # An in-flight mark expires: the answer (fill, rejection) can be lost with
-    # a crashed actor, and a symbol must not stay blocked forever.
-    in_flight_timeout_s: float = 120.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.decay <= 1.0:
-            raise ValueError(f"decay must be in (0, 1], got {self.decay!r}")
-        if self.prior_hits <= 0 or self.prior_misses <= 0:
-            raise ValueError("Beta prior counts must be positive")
-        if not 0.0 < self.weight_floor <= 1.0:
-            raise ValueError(f"weight_floor must be in (0, 1], got {self.weight_floor!r}")
-        if not 0.0 <= self.min_confidence <= 1.0:
-            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence!r}")
-        if not 0.0 < self.defensive_size_scale <= 1.0:
-            raise ValueError(f"defensive_size_scale must be in (0, 1], got {self.defensive_size_scale!r}")
 
 
 class Tally(msgspec.Struct, frozen=True):
@@ -282,7 +247,7 @@ class Ensemble:
         """Un-normalised weight of one model."""
         p = self.params
         edge = 2.0 * self.hit_rate(model) - 1.0
-        return p.base_weights.get(model, 1.0) * max(p.weight_floor, edge)
+        return p.weights.get(model, 1.0) * max(p.min_weight, edge)
 
     def weights(self, models: Iterable[str] | None = None) -> dict[str, float]:
         """Weights normalised to sum 1 over `models` (default: every model seen)."""

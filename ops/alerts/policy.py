@@ -18,7 +18,9 @@ from collections.abc import Callable
 
 import msgspec
 
-LEVEL_RANK = {"INFO": 0, "WARNING": 1, "CRITICAL": 2, "EMERGENCY": 3}
+from stockade.config.names import ALERT_LEVELS
+
+LEVEL_RANK: dict[str, int] = {level: rank for rank, level in enumerate(ALERT_LEVELS)}
 HOUR_S = 3600.0
 
 

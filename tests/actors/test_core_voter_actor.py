@@ -259,7 +259,7 @@ def test_learned_weights_survive_a_restart(make):
     [parked] = h.pending()
     assert parked["side"] == "buy"  # momentum's learned weight carries it, as before the restart
     w = {v.model: v.weight for v in h.records(parked["proposal_id"])[0].votes}
-    expected = Ensemble(EnsembleParams(decay=decay, weight_floor=h.settings.voter.min_weight))
+    expected = Ensemble(EnsembleParams(decay=decay, min_weight=h.settings.voter.min_weight))
     expected.restore_track_record(saved)
     assert w == pytest.approx(expected.weights(MODELS), rel=1e-12)
     assert w["momentum"] > 0.7 and w["breakout"] < 0.15

@@ -265,3 +265,52 @@ def test_regime_thresholds_are_percent_settings():
     assert s.analyzer.high_vol_bar_pct == 0.25
     with pytest.raises(SettingsError, match=r"analyzer.high_vol_atr_pct = 0: must be > 0 and < 100"):
         settings_from_dict({"analyzer": {"high_vol_atr_pct": 0}})
+
+
+def test_a_section_built_in_code_checks_itself():
+    """Each section validates in __post_init__: a hand-built one obeys the file's rules and messages."""
+    from stockade.config.settings import RiskSettings, SupervisionSettings, TradingSettings
+
+    with pytest.raises(SettingsError, match=r"^settings: risk\.max_positions = 0: must be >= 1$"):
+        RiskSettings(max_positions=0)
+    with pytest.raises(SettingsError, match=r"^settings: risk\.min_price = 50\.0: must be < risk\.max_price \(10\)$"):
+        RiskSettings(min_price=50.0, max_price=10.0)
+    with pytest.raises(SettingsError, match=r"^settings: supervision\.max_restarts = 0: must be >= 1$"):
+        msgspec.structs.replace(SupervisionSettings(), max_restarts=0)
+    # The rules between sections are the whole Settings' own.
+    with pytest.raises(SettingsError, match=r"^settings: trading\.warmup_bars = 10: must be at least 34"):
+        Settings(trading=TradingSettings(warmup_bars=10))
+
+
+def test_sections_build_their_components_params_with_the_same_names():
+    """[risk], [voter] and [analyzer] convert in one to_params(); every shared key arrives unrenamed."""
+    s = settings_from_dict(
+        {
+            "risk": {"max_positions": 7, "circuit_breaker_failures": 9, "max_orders_per_min": 11, "stop_loss_pct": 1.5},
+            "voter": {"min_weight": 0.2, "weights": {"momentum": 2.0}, "adaptive_window": 10},
+            "analyzer": {"volume_n": 25, "breakout_n": 30, "ema_fast": 8, "ema_slow": 21},
+        }
+    )
+    limits, ensemble, features = s.risk.to_params(), s.voter.to_params(), s.analyzer.to_params()
+    for section, params in ((s.risk, limits), (s.voter, ensemble), (s.analyzer, features)):
+        shared = set(section.__struct_fields__) & set(params.__struct_fields__)
+        assert shared, type(params).__name__
+        for name in shared:
+            assert getattr(params, name) == getattr(section, name), name
+    assert (limits.max_positions, limits.circuit_breaker_failures, limits.max_orders_per_min) == (7, 9, 11)
+    assert limits.stop_loss_pct == 1.5 and ensemble.weights == {"momentum": 2.0} and ensemble.min_weight == 0.2
+    assert ensemble.decay == pytest.approx(0.9)  # the last ~adaptive_window outcomes carry the weight
+    assert (features.volume_n, features.breakout_n, features.macd_fast, features.macd_slow) == (25, 30, 8, 21)
+
+
+def test_alert_levels_and_strategy_names_are_defined_once():
+    from typing import get_args
+
+    from stockade.codecs.messages import AlertLevel
+    from stockade.config.names import ALERT_LEVELS, STRATEGY_NAMES
+    from stockade.trading.strategies import REGISTRY
+
+    assert get_args(AlertLevel) == ALERT_LEVELS == ("INFO", "WARNING", "CRITICAL", "EMERGENCY")
+    assert set(REGISTRY) == set(STRATEGY_NAMES)
+    with pytest.raises(SettingsError, match=r"unknown strategy 'lstm' \(known: momentum, mean_reversion, breakout\)"):
+        settings_from_dict({"analyzer": {"strategies": ["momentum", "lstm"]}})

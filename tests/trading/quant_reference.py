@@ -195,10 +195,10 @@ def features(df: pd.DataFrame, p: FeatureParams) -> pd.DataFrame:
     out["rsi"] = rsi(c, p.rsi)
     out = out.join(macd(c, p.macd_fast, p.macd_slow, p.macd_signal))
     out = out.join(bollinger(c, p.bb_period, p.bb_k))
-    out["volume_ratio"] = volume_ratio(df["volume"], p.volume_period)
+    out["volume_ratio"] = volume_ratio(df["volume"], p.volume_n)
     out["atr"] = wilder(true_range(df), p.atr)
-    out["high_n"] = df["high"].rolling(p.breakout_period).max()
-    out["low_n"] = df["low"].rolling(p.breakout_period).min()
+    out["high_n"] = df["high"].rolling(p.breakout_n).max()
+    out["low_n"] = df["low"].rolling(p.breakout_n).min()
     out["volatility"] = rolling_std(log_returns(c), p.vol_period)
     for n in MOMENTUM_BARS:
         out[f"mom_{n}"] = momentum(c, n)

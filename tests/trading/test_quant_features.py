@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import numpy as np
 import pandas as pd
 import pytest
@@ -124,7 +125,7 @@ def test_bad_and_out_of_order_quotes_ignored():
 
 
 def test_volume_ratio_resets_when_unit_changes_and_counts_trades():
-    p = FeatureParams(volume_period=3)
+    p = FeatureParams(volume_n=3)
     fs = FeatureState("X", p)
     fs.warm_up(bars_from([100.0] * 5, volumes=[1000.0] * 5))
     assert fs.features().volume_ratio == pytest.approx(1.0)
@@ -142,7 +143,7 @@ def test_volume_ratio_resets_when_unit_changes_and_counts_trades():
 
 
 def test_trade_that_beats_its_minutes_first_quote_counts_in_that_minutes_bar():
-    p = FeatureParams(volume_period=3)
+    p = FeatureParams(volume_n=3)
     fs = FeatureState("X", p)
     fs.warm_up(bars_from([100.0] * 5, volumes=[1000.0] * 5))
     t = T0 + 5 * MIN
@@ -186,9 +187,9 @@ SMALL = FeatureParams(
     macd_signal=3,
     bb_period=6,
     bb_k=1.5,
-    volume_period=4,
+    volume_n=4,
     atr=5,
-    breakout_period=8,
+    breakout_n=8,
     vol_period=5,
     return_window=3,
 )
@@ -294,8 +295,8 @@ def test_quote_snapshots_equal_pandas_as_if_the_forming_bar_closed(params, seed,
         SMALL,
         FeatureParams(vol_period=50),
         FeatureParams(return_window=60),
-        FeatureParams(breakout_period=70),
-        FeatureParams(volume_period=80),
+        FeatureParams(breakout_n=70),
+        FeatureParams(volume_n=80),
         FeatureParams(atr=90),
         FeatureParams(rsi=40),
         FeatureParams(sma_fast=5, sma_slow=45),
@@ -316,16 +317,16 @@ def test_warmup_bars_is_exactly_when_every_field_is_set(params):
         assert complete == fs.ready == (i + 1 >= params.warmup_bars), f"after {i + 1} bars"
 
 
-def test_from_analyzer_maps_the_settings_section():
+def test_to_params_maps_the_settings_section():
     a = AnalyzerSettings(ema_fast=8, ema_slow=21, volume_n=15, breakout_n=25, bb_k=2.5, rsi=10)
-    p = FeatureParams.from_analyzer(a)
+    p = a.to_params()
     assert (p.macd_fast, p.macd_slow, p.ema_fast, p.ema_slow) == (8, 21, 8, 21)
-    assert (p.volume_period, p.breakout_period, p.bb_k, p.rsi) == (15, 25, 2.5, 10)
+    assert (p.volume_n, p.breakout_n, p.bb_k, p.rsi) == (15, 25, 2.5, 10)
     assert (p.atr, p.vol_period, p.return_window) == (14, 20, 10)  # not in [analyzer]: defaults
 
 
 def test_settings_warmup_check_uses_the_feature_count():
-    need = FeatureParams.from_analyzer(AnalyzerSettings()).warmup_bars
+    need = AnalyzerSettings().to_params().warmup_bars
     assert need == 34  # MACD 26 + 9 - 1 is the longest with the shipped periods
     settings_from_dict({"trading": {"warmup_bars": need}})
     with pytest.raises(SettingsError, match=rf"trading\.warmup_bars = {need - 1}: must be at least {need}"):
@@ -336,11 +337,10 @@ def test_settings_warmup_check_uses_the_feature_count():
     settings_from_dict({"trading": {"warmup_bars": 48}, "analyzer": {"ema_slow": 40}})
 
 
-@pytest.mark.parametrize(
-    "section", [AnalyzerSettings(), AnalyzerSettings(ema_fast=8, ema_slow=40, macd_signal=12, volume_n=30, rsi=21)]
-)
-def test_analyzer_builds_the_params_the_settings_check_counts(section):
-    """The analyzer's FeatureParams and the one settings validation counts warm-up on are the same."""
-    from stockade.actors.analyzer import feature_params
-
-    assert feature_params(section) == FeatureParams.from_analyzer(section)
+def test_feature_params_keep_their_manifest_names():
+    """Fields renamed to the [analyzer] keys still read and write manifest.json under the older names."""
+    p = FeatureParams(volume_n=30, breakout_n=40)
+    wire = msgspec.json.decode(msgspec.json.encode(p))
+    assert (wire["volume_period"], wire["breakout_period"]) == (30, 40)
+    assert "volume_n" not in wire and "breakout_n" not in wire
+    assert msgspec.json.decode(msgspec.json.encode(p), type=FeatureParams) == p

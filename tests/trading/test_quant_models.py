@@ -303,10 +303,9 @@ def test_resolve_dir_prefers_setting_then_trained_models_then_shipped(tmp_path, 
 
 def test_shipped_models_load_with_matching_checksums_and_this_codes_features():
     """Fails after a feature change without retraining; the message says how to regenerate."""
-    from stockade.actors.analyzer import feature_params
     from stockade.config.settings import Settings
 
-    loaded, errors = load_models(SHIPPED_DIR, (), feature_params(Settings().analyzer))
+    loaded, errors = load_models(SHIPPED_DIR, (), Settings().analyzer.to_params())
     assert errors == [], (
         "shipped models refused: "
         + "; ".join(map(str, errors))

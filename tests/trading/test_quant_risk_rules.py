@@ -314,7 +314,7 @@ def test_breaker_trips_on_losses_in_window_only():
 
 
 def test_breaker_manual_trip_and_reset_and_from_limits():
-    cb = CircuitBreaker.from_limits(RiskLimits(cb_cooloff_s=10), clock=FakeClock())
+    cb = CircuitBreaker.from_limits(RiskLimits(circuit_breaker_cooloff_s=10), clock=FakeClock())
     assert cb.trip("operator")
     assert cb.status().until_ns == NOW + 10 * S
     cb.reset()

@@ -74,7 +74,7 @@ def test_vote_needs_agreement_and_voters():
 
 
 def test_adaptive_weights_follow_hit_rate():
-    e = Ensemble(EnsembleParams(decay=1.0, prior_hits=2, prior_misses=2, weight_floor=0.05))
+    e = Ensemble(EnsembleParams(decay=1.0, prior_hits=2, prior_misses=2, min_weight=0.05))
     w = e.weights(["good", "bad"])
     assert w == {"good": 0.5, "bad": 0.5}  # symmetric prior: equal
     for _ in range(8):
@@ -101,7 +101,7 @@ def test_decay_forgets_old_record():
 
 
 def test_base_weights_multiply():
-    e = Ensemble(EnsembleParams(base_weights={"onnx": 3.0}))
+    e = Ensemble(EnsembleParams(weights={"onnx": 3.0}))
     assert e.weights(["onnx", "rule"]) == {"onnx": pytest.approx(0.75), "rule": pytest.approx(0.25)}
 
 
@@ -221,9 +221,7 @@ def test_min_confidence_gates_proposals():
 
 
 def test_decision_carries_weights_and_votes():
-    e = Ensemble(
-        EnsembleParams(threshold=0.1, min_confidence=0.5, cooldown_s=0, base_weights={"a": 3.0}), clock=FakeClock()
-    )
+    e = Ensemble(EnsembleParams(threshold=0.1, min_confidence=0.5, cooldown_s=0, weights={"a": 3.0}), clock=FakeClock())
     d = e.vote("X", [v("b", 0, 0), v("a", 1, 0.9)])
     assert d.weights == {"a": pytest.approx(0.75), "b": pytest.approx(0.25)}
     assert [x.model for x in d.votes] == ["a", "b"]
