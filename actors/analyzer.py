@@ -44,7 +44,7 @@ from stockade.trading.model_store import (
     load_models,
     resolve_dir,
 )
-from stockade.trading.regime import RegimeParams, classify
+from stockade.trading.regime import classify
 from stockade.trading.strategies import Signal, build_strategies
 
 log = logging.getLogger(__name__)
@@ -69,11 +69,7 @@ class Analyzer(StockadeActor):
         a = self.svc.settings.analyzer
         self.params = a.to_params()
         self.features = FeatureState(self.symbol, self.params)
-        self.regime = RegimeParams(
-            max_volatility=a.high_vol_bar_pct / 100,
-            max_atr_to_price=a.high_vol_atr_pct / 100,
-            max_drop=a.high_vol_drop_pct / 100,
-        )
+        self.regime = a.regime_params()
         rule_params = {"mean_reversion": {"rsi_oversold": a.rsi_oversold, "rsi_overbought": a.rsi_overbought}}
         self.models = list(zip(a.strategies, build_strategies(a.strategies, rule_params), strict=True))
         data_dir = self.ctx.extra("data_dir")

@@ -43,7 +43,6 @@ from stockade.codecs.messages import (
 from stockade.codecs.records import DayCounters, DecisionRecord
 from stockade.supervisors import hooks
 from stockade.supervisors.base import StockadeActor, handles
-from stockade.trading.brackets import BracketParams
 from stockade.trading.market_hours import Calendar, exchange_date, exchange_day, session_from_calendar
 from stockade.trading.order_states import TERMINAL
 from stockade.trading.pdt import DayTradeCounter
@@ -72,9 +71,7 @@ class RiskGuard(StockadeActor):
         self.limits = risk.to_params()
         self.loss_alert_ratio = risk.loss_alert_ratio
         self.in_flight_timeout_ns = int(risk.in_flight_timeout_s * 1e9)
-        self.brackets = BracketParams(
-            method="percent", stop_pct=risk.stop_loss_pct, take_profit_pct=risk.take_profit_pct
-        )
+        self.brackets = risk.bracket_params()
         self.breaker = CircuitBreaker.from_limits(self.limits, clock=self.clock.now_ns)
         self.rate = OrderRateWindow(60.0, clock=self.clock.now_ns)
         self.account: AccountSnapshot | None = None

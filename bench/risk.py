@@ -28,7 +28,7 @@ def bench_risk_checks(n: int, seed: int = 5) -> dict[str, Any]:
         day_trade_budget=10,
         sectors={"AAPL": "tech", "MSFT": "tech", "NVDA": "tech", "AMZN": "consumer", "SPY": "index"},
     )
-    brackets = BracketParams(method="percent", stop_pct=2.0, take_profit_pct=4.0)
+    brackets = BracketParams(method="percent", stop_loss_pct=2.0, take_profit_pct=4.0)
     held = tuple(Position(s, 20.0, 100.0 + i, 20.0 * (100.0 + i)) for i, s in enumerate(SYMBOLS[:5]))
     ctx = RiskContext(
         now_ns=now,

@@ -2,12 +2,16 @@
 `[voter]` and `[risk]` configure.
 
 Config is the bottom layer, so the structs live here, beside the settings
-sections whose `to_params()` builds them (config/settings.py), and trading/
-imports them downward. Field names are the settings keys wherever a field is
-a setting; the rest (a component's own fixed choices) keep their defaults.
+sections that build them (config/settings.py: `AnalyzerSettings.to_params()`
+and `.regime_params()`, `VoterSettings.to_params()`, `RiskSettings.to_params()`
+and `.bracket_params()`), and trading/ imports them downward. Field names are
+the settings keys wherever a field is a setting; the rest (a component's own
+fixed choices) keep their defaults.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import msgspec
 
@@ -131,3 +135,27 @@ class EnsembleParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence!r}")
         if not 0.0 < self.defensive_size_scale <= 1.0:
             raise ValueError(f"defensive_size_scale must be in (0, 1], got {self.defensive_size_scale!r}")
+
+
+class RegimeParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Thresholds of the high-volatility regime (trading/regime.py), in percent (0.4 = 0.4%)."""
+
+    high_vol_bar_pct: float = 0.4  # per-bar volatility
+    high_vol_atr_pct: float = 0.6  # ATR / price
+    high_vol_drop_pct: float = 3.0  # below the N-bar high
+
+    def __post_init__(self) -> None:
+        for name in ("high_vol_bar_pct", "high_vol_atr_pct", "high_vol_drop_pct"):
+            value = getattr(self, name)
+            if not value > 0.0:
+                raise ValueError(f"regime {name} must be > 0, got {value!r}")
+
+
+class BracketParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How far the protective legs sit from the entry."""
+
+    method: Literal["atr", "percent"] = "atr"
+    stop_atr: float = 2.0
+    take_profit_atr: float = 3.0
+    stop_loss_pct: float = 1.0  # percent; also the fallback when ATR is unknown
+    take_profit_pct: float = 2.0

@@ -33,9 +33,7 @@ import msgspec
 from stockade.config.checks import SettingsError, at_least, fail, non_negative, pct, positive, ratio, url
 from stockade.config.checks import fmt as _fmt
 from stockade.config.names import STRATEGY_NAMES, AlertLevel
-from stockade.config.params import EnsembleParams, FeatureParams, RiskLimits
-
-KNOWN_STRATEGIES = STRATEGY_NAMES
+from stockade.config.params import BracketParams, EnsembleParams, FeatureParams, RegimeParams, RiskLimits
 
 PAPER_TRADING_URL = "https://paper-api.alpaca.markets"
 LIVE_TRADING_URL = "https://api.alpaca.markets"
@@ -137,7 +135,7 @@ class TradingSettings(_Section, frozen=True):
 
 
 class AnalyzerSettings(_Section, frozen=True):
-    strategies: tuple[str, ...] = KNOWN_STRATEGIES
+    strategies: tuple[str, ...] = STRATEGY_NAMES
     evaluate_every_s: float = 1.0
     sma_fast: int = 10
     sma_slow: int = 30
@@ -197,15 +195,17 @@ class AnalyzerSettings(_Section, frozen=True):
         """
         return FeatureParams(**_shared(self, FeatureParams), macd_fast=self.ema_fast, macd_slow=self.ema_slow)
 
+    def regime_params(self) -> RegimeParams:
+        """The high-volatility regime's thresholds (trading/regime.py): the high_vol_* keys."""
+        return RegimeParams(**_shared(self, RegimeParams))
+
 
 class VoterSettings(_Section, frozen=True):
     mode: Literal["auto", "manual", "hybrid"] = "auto"
     threshold: float = 0.05
     min_confidence: float = 0.65
     hybrid_auto_confidence: float = 0.8
-    weights: dict[str, float] = msgspec.field(
-        default_factory=lambda: {"momentum": 1.0, "mean_reversion": 1.0, "breakout": 1.0}
-    )
+    weights: dict[str, float] = msgspec.field(default_factory=lambda: dict.fromkeys(STRATEGY_NAMES, 1.0))
     adaptive: bool = True
     adaptive_window: int = 50
     min_weight: float = 0.1
@@ -359,6 +359,10 @@ class RiskSettings(_Section, frozen=True):
     def to_params(self) -> RiskLimits:
         """The pure risk rules' parameters (trading/risk_rules.py)."""
         return RiskLimits(**_shared(self, RiskLimits))
+
+    def bracket_params(self) -> BracketParams:
+        """Where an entry's protective legs go: stop_loss_pct and take_profit_pct from the entry."""
+        return BracketParams(method="percent", **_shared(self, BracketParams))
 
 
 # Named risk presets: "default" is RiskSettings' own defaults. A key a settings

@@ -27,8 +27,8 @@ from typing import Any
 import msgspec
 
 from stockade.codecs.records import EquitySnapshot
+from stockade.config.names import STRATEGY_NAMES
 from stockade.config.paths import data_dir as resolve_data_dir
-from stockade.config.settings import KNOWN_STRATEGIES
 from stockade.storage.environment import ENV_DIRNAME, StorageError
 from stockade.storage.store import Store
 from stockade.trading import performance as perf
@@ -74,7 +74,7 @@ def _stats(trades: list[Trade]) -> dict[str, Any]:
 def _kind(member: str) -> str:
     if member == UNATTRIBUTED:
         return "none"  # orders from no proposal: adopted positions, manual closes
-    return "rule" if member in KNOWN_STRATEGIES else "model"
+    return "rule" if member in STRATEGY_NAMES else "model"
 
 
 def build_report(store: Store) -> dict[str, Any]:

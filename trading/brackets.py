@@ -14,6 +14,8 @@ from typing import Literal
 
 import msgspec
 
+from stockade.config.params import BracketParams
+
 Rounding = Literal["nearest", "down", "up"]
 Side = Literal["buy", "sell"]
 
@@ -44,16 +46,6 @@ def round_price(p: float, direction: Rounding = "nearest") -> float:
     return round(n * tick, decimals)
 
 
-class BracketParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """How far the protective legs sit from the entry."""
-
-    method: Literal["atr", "percent"] = "atr"
-    stop_atr: float = 2.0
-    take_profit_atr: float = 3.0
-    stop_pct: float = 1.0  # percent; also the fallback when ATR is unknown
-    take_profit_pct: float = 2.0
-
-
 class Bracket(msgspec.Struct, frozen=True):
     entry: float
     stop_loss: float
@@ -75,7 +67,7 @@ def bracket_prices(side: Side, entry: float, atr: float | None = None, params: B
     if p.method == "atr" and atr is not None and math.isfinite(atr) and atr > 0:
         stop_d, tp_d, method = p.stop_atr * atr, p.take_profit_atr * atr, "atr"
     else:
-        stop_d, tp_d, method = entry * p.stop_pct / 100.0, entry * p.take_profit_pct / 100.0, "percent"
+        stop_d, tp_d, method = entry * p.stop_loss_pct / 100.0, entry * p.take_profit_pct / 100.0, "percent"
     tick = tick_size(entry)
     if side == "buy":
         # a stop at or below 0 is meaningless: keep it at the smallest tick

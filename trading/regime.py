@@ -6,12 +6,12 @@ defensive: a higher score threshold and a smaller size (`Proposal.size_scale`).
 
 "High volatility" means any one of these is at or above its threshold:
 - per-bar volatility: the sample std of the last `vol_period` one-bar log
-  returns (`Features.volatility`) against `max_volatility`. 1-minute bars of
+  returns (`Features.volatility`) against `high_vol_bar_pct`. 1-minute bars of
   a large US stock with 2% daily volatility move about 0.1% a bar
   (2% / sqrt(390)); the 0.4% default is four times that;
-- range: ATR / price against `max_atr_to_price`. The true range includes the
+- range: ATR / price against `high_vol_atr_pct`. The true range includes the
   bar's wicks, so it runs higher than the close-to-close std; 0.6% default;
-- a sharp drop: price at least `max_drop` below the highest high of the
+- a sharp drop: price at least `high_vol_drop_pct` below the highest high of the
   last N closed bars (`Features.high_n`), 3% by default. A fast drop is
   realised downside volatility that the averages above only show with a lag.
 
@@ -25,21 +25,8 @@ from __future__ import annotations
 
 import msgspec
 
+from stockade.config.params import RegimeParams
 from stockade.trading.features import Features
-
-
-class RegimeParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Thresholds of the high-volatility regime, as fractions (0.004 = 0.4%)."""
-
-    max_volatility: float = 0.004
-    max_atr_to_price: float = 0.006
-    max_drop: float = 0.03
-
-    def __post_init__(self) -> None:
-        for name in ("max_volatility", "max_atr_to_price", "max_drop"):
-            value = getattr(self, name)
-            if not value > 0.0:
-                raise ValueError(f"regime {name} must be > 0, got {value!r}")
 
 
 class Regime(msgspec.Struct, frozen=True):
@@ -61,13 +48,13 @@ def classify(f: Features, params: RegimeParams | None = None) -> Regime:
     # because this runs on every evaluation.
     best: tuple[float, str] | None = None
     if f.volatility is not None:
-        best = (f.volatility / p.max_volatility, "vol")
+        best = (f.volatility / (p.high_vol_bar_pct / 100), "vol")
     if f.atr is not None and f.price > 0.0:
-        r = f.atr / f.price / p.max_atr_to_price
+        r = f.atr / f.price / (p.high_vol_atr_pct / 100)
         if best is None or r > best[0]:
             best = (r, "atr")
     if f.high_n is not None and f.high_n > 0.0 and f.price < f.high_n:
-        r = (f.high_n - f.price) / f.high_n / p.max_drop
+        r = (f.high_n - f.price) / f.high_n / (p.high_vol_drop_pct / 100)
         if best is None or r > best[0]:
             best = (r, "drop")
     if best is None:
@@ -75,13 +62,13 @@ def classify(f: Features, params: RegimeParams | None = None) -> Regime:
     stress, which = best
     # `which` names a feature that was set (the type checker is told so).
     if which == "vol":
-        why = f"volatility {f.volatility:.4%}/bar vs {p.max_volatility:.4%}"
+        why = f"volatility {f.volatility:.4%}/bar vs {p.high_vol_bar_pct / 100:.4%}"
     elif which == "atr":
         assert f.atr is not None
-        why = f"ATR {f.atr / f.price:.4%} of price vs {p.max_atr_to_price:.4%}"
+        why = f"ATR {f.atr / f.price:.4%} of price vs {p.high_vol_atr_pct / 100:.4%}"
     else:
         assert f.high_n is not None
-        why = f"{(f.high_n - f.price) / f.high_n:.2%} below the {f.high_n:.4f} high vs {p.max_drop:.2%}"
+        why = f"{(f.high_n - f.price) / f.high_n:.2%} below the {f.high_n:.4f} high vs {p.high_vol_drop_pct / 100:.2%}"
     if stress >= 1.0:
         return Regime(True, f"high volatility: {why}", stress)
     return Regime(False, f"normal: {why}", stress)

@@ -283,7 +283,7 @@ def test_a_section_built_in_code_checks_itself():
 
 
 def test_sections_build_their_components_params_with_the_same_names():
-    """[risk], [voter] and [analyzer] convert in one to_params(); every shared key arrives unrenamed."""
+    """[risk], [voter] and [analyzer] build their components' params beside them; every shared key arrives unrenamed."""
     s = settings_from_dict(
         {
             "risk": {"max_positions": 7, "circuit_breaker_failures": 9, "max_orders_per_min": 11, "stop_loss_pct": 1.5},
@@ -292,7 +292,9 @@ def test_sections_build_their_components_params_with_the_same_names():
         }
     )
     limits, ensemble, features = s.risk.to_params(), s.voter.to_params(), s.analyzer.to_params()
-    for section, params in ((s.risk, limits), (s.voter, ensemble), (s.analyzer, features)):
+    brackets, regime = s.risk.bracket_params(), s.analyzer.regime_params()
+    pairs = ((s.risk, limits), (s.risk, brackets), (s.voter, ensemble), (s.analyzer, features), (s.analyzer, regime))
+    for section, params in pairs:
         shared = set(section.__struct_fields__) & set(params.__struct_fields__)
         assert shared, type(params).__name__
         for name in shared:
@@ -301,6 +303,8 @@ def test_sections_build_their_components_params_with_the_same_names():
     assert limits.stop_loss_pct == 1.5 and ensemble.weights == {"momentum": 2.0} and ensemble.min_weight == 0.2
     assert ensemble.decay == pytest.approx(0.9)  # the last ~adaptive_window outcomes carry the weight
     assert (features.volume_n, features.breakout_n, features.macd_fast, features.macd_slow) == (25, 30, 8, 21)
+    assert (brackets.method, brackets.stop_loss_pct, brackets.take_profit_pct) == ("percent", 1.5, 4.0)
+    assert regime.high_vol_bar_pct == 0.4
 
 
 def test_alert_levels_and_strategy_names_are_defined_once():

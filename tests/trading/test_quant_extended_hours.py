@@ -142,7 +142,7 @@ def request_at(now: int, **kw) -> RiskRequest:
 
 
 EXT = RiskLimits(extended_hours=True, extended_limit_slippage_bps=50.0)
-BRACKETS = BracketParams(method="percent", stop_pct=2.0, take_profit_pct=4.0)
+BRACKETS = BracketParams(method="percent", stop_loss_pct=2.0, take_profit_pct=4.0)
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ def test_calm_snapshot_is_normal_and_names_the_closest_measure():
 
 @pytest.mark.parametrize("factor, high", [(0.999, False), (1.0, True), (1.001, True)])
 def test_volatility_threshold(factor, high):
-    r = classify(snap(volatility=P.max_volatility * factor))
+    r = classify(snap(volatility=P.high_vol_bar_pct / 100 * factor))
     assert r.high_volatility is high
     assert r.stress == pytest.approx(factor)
     assert "volatility" in r.reason
@@ -32,7 +32,7 @@ def test_volatility_threshold(factor, high):
 @pytest.mark.parametrize("factor, high", [(0.999, False), (1.0, True), (2.0, True)])
 def test_atr_threshold_relative_to_price(factor, high):
     for price in (10.0, 100.0, 4000.0):
-        f = snap(price=price, atr=P.max_atr_to_price * price * factor, high_n=price, volatility=None)
+        f = snap(price=price, atr=P.high_vol_atr_pct / 100 * price * factor, high_n=price, volatility=None)
         r = classify(f)
         assert r.high_volatility is high, (price, r)
         assert r.stress == pytest.approx(factor) and "ATR" in r.reason
@@ -42,7 +42,7 @@ def test_atr_threshold_relative_to_price(factor, high):
 def test_sharp_drop_below_the_range_high(drop, high):
     r = classify(snap(high_n=100.0, price=100.0 * (1 - drop)))
     assert r.high_volatility is high
-    assert r.stress == pytest.approx(drop / P.max_drop)
+    assert r.stress == pytest.approx(drop / (P.high_vol_drop_pct / 100))
     assert "below the 100.0000 high" in r.reason
     assert r.reason.startswith("high volatility") is high
 
@@ -63,10 +63,10 @@ def test_the_worst_measure_decides():
 
 
 def test_custom_thresholds_and_bad_ones():
-    assert classify(snap(volatility=0.003), RegimeParams(max_volatility=0.002)).high_volatility
+    assert classify(snap(volatility=0.003), RegimeParams(high_vol_bar_pct=0.2)).high_volatility
     for bad in (0.0, -1.0, float("nan")):
-        with pytest.raises(ValueError, match="max_atr_to_price"):
-            RegimeParams(max_atr_to_price=bad)
+        with pytest.raises(ValueError, match="high_vol_atr_pct"):
+            RegimeParams(high_vol_atr_pct=bad)
 
 
 def _fed(sigma: float, seed: int = 3) -> Features:

@@ -30,7 +30,7 @@ from stockade.trading.risk_rules import (
 
 S = 1_000_000_000
 NOW = 1_700_000_000 * S
-PCT = BracketParams(method="percent", stop_pct=2.0, take_profit_pct=4.0)
+PCT = BracketParams(method="percent", stop_loss_pct=2.0, take_profit_pct=4.0)
 
 
 def account(equity=100_000.0, last_equity=100_000.0, bp=200_000.0):

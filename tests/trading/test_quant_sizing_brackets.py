@@ -168,7 +168,7 @@ def test_buy_bracket_by_atr_rounds_away_from_entry():
 
 
 def test_sell_bracket_by_percent():
-    b = bracket_prices("sell", 50.0, atr=None, params=BracketParams(stop_pct=1.0, take_profit_pct=2.0))
+    b = bracket_prices("sell", 50.0, atr=None, params=BracketParams(stop_loss_pct=1.0, take_profit_pct=2.0))
     assert b.method == "percent"
     assert (b.stop_loss, b.take_profit) == (50.5, 49.0)
 
@@ -176,7 +176,7 @@ def test_sell_bracket_by_percent():
 def test_bracket_legs_at_least_one_tick_away():
     b = bracket_prices("buy", 20.0, atr=0.0001)  # legs closer than a tick are pushed out to one tick
     assert b.stop_loss <= 19.99 and b.take_profit >= 20.01
-    b = bracket_prices("sell", 0.5, atr=None, params=BracketParams(method="percent", stop_pct=0.001))
+    b = bracket_prices("sell", 0.5, atr=None, params=BracketParams(method="percent", stop_loss_pct=0.001))
     assert b.stop_loss >= 0.5001
 
 
