@@ -27,7 +27,7 @@ from stockade.codecs.messages import (
     Rejection,
     Tick,
 )
-from stockade.codecs.records import DayCounters, PositionRecord
+from stockade.codecs.records import DayCounters, OrderRecord, PositionRecord
 from stockade.config.settings import RiskSettings, Settings
 from stockade.storage.store import Store
 from stockade.supervisors.router import Router
@@ -330,3 +330,32 @@ def test_a_snapshot_resets_the_marks(make):
     h.tell(AccountSnapshot(200_000.0, 200_000.0, 100_000.0, 200_000.0, False, time.time_ns(), positions=(spy,)))
     pid = h.propose("AAPL", price=100.0)
     assert h.next("order_manager", OrderIntent).proposal_id == pid
+
+
+def test_a_working_entry_counts_its_risk_at_the_stop(make):
+    """An open entry order's unfilled shares carry risk at their stop (the [risk] stop_loss_pct
+    recovers a market entry's price): with it the portfolio-risk budget has no room left."""
+    h = make(max_portfolio_risk_pct=1.0, stop_loss_pct=2.0)
+    h.market()
+    assert h.verdict(h.propose(symbol="NVDA")).allowed  # room while nothing is working
+    now = time.time_ns()
+    # A market buy of 500 MSFT with its bracket stop at 98: entry 98 / (1 - 2%) = 100, risk $1,000 = 1% of equity.
+    h.store.put_order(
+        OrderRecord(
+            client_order_id="working-1",
+            intent_id="i1",
+            symbol="MSFT",
+            side="buy",
+            qty=500,
+            order_type="market",
+            stop_loss=98.0,
+            take_profit=104.0,
+            order_class="bracket",
+            state="accepted",
+            created_ns=now,
+            updated_ns=now,
+        )
+    )
+    r = h.verdict(h.propose(symbol="AAPL"))
+    assert not r.allowed and r.rule == "sizing", r
+    assert r.reason == "size rounds to 0 shares, limited by portfolio risk room 0.00"
