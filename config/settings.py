@@ -11,8 +11,9 @@ value, e.g. ``settings: risk.max_position_pct = -5: must be > 0 and <= 100``;
 run.py turns it into exit status 2. Each section checks its own keys in
 `__post_init__` (so one built in code obeys the same rules); the rules
 between sections are `Settings.__post_init__`. A section whose component runs
-on a parameter struct builds it in `to_params()` (config/params.py), with the
-same field names.
+on a parameter struct builds it beside it, in `to_params()` (or
+`regime_params()` / `bracket_params()` where one section feeds two), with the
+same field names (config/params.py).
 
 Secrets are never settings: see `stockade.config.secrets`.
 """
