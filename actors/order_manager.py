@@ -59,6 +59,7 @@ from stockade.actors import names, ticks
 from stockade.actors.services import Services
 from stockade.broker import orders as broker_orders
 from stockade.broker.backoff import Backoff
+from stockade.broker.order_pages import list_all_orders
 from stockade.broker.rest import redact
 from stockade.broker.token_bucket import BudgetSpent, limit_client
 from stockade.codecs.messages import (
@@ -578,21 +579,17 @@ class OrderManager(StockadeActor):
     def resync(self) -> None:
         """Bring open ledger orders up to date from REST (covers missed stream events).
 
-        One list call for all of them, not one call per order: the REST budget
-        (200/min at Alpaca) is shared with the reconciler and the kill switch.
+        One paged list call (500 orders a page) for all of them, not one per order:
+        the REST budget (200/min at Alpaca) is shared with the reconciler and
+        the kill switch.
         """
-        from alpaca.trading.enums import QueryOrderStatus
-        from alpaca.trading.requests import GetOrdersRequest
-
         self.resolve_pending()
         tracked = [o for o in self.store.open_orders() if o.state not in PENDING and o.broker_order_id]
         if not tracked:
             return
         since = datetime.fromtimestamp(min(o.created_ns for o in tracked) / 1e9 - 60, tz=UTC)
         try:
-            orders = self.client.get_orders(
-                GetOrdersRequest(status=QueryOrderStatus.ALL, after=since, limit=500, nested=False)
-            )
+            orders = list_all_orders(self.client, "all", after=since)
         except Exception as exc:
             log.warning("resync failed: %s", redact(exc))
             return

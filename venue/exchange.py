@@ -376,7 +376,8 @@ class Exchange:
         symbols: set[str] | None = None,
         side: str | None = None,
     ) -> list[Order]:
-        """Alpaca's GET /v2/orders semantics (status open|closed|all, by submission time)."""
+        """Alpaca's GET /v2/orders semantics (status open|closed|all, by submission time;
+        `after` and `until` both exclusive)."""
         out = []
         for o in self.orders.values():
             if nested and o.parent_id:
@@ -387,7 +388,7 @@ class Exchange:
                 continue
             if after_ns is not None and o.submitted_at_ns <= after_ns:
                 continue
-            if until_ns is not None and o.submitted_at_ns > until_ns:
+            if until_ns is not None and o.submitted_at_ns >= until_ns:  # exclusive, as Alpaca's
                 continue
             if symbols and o.symbol not in symbols:
                 continue
