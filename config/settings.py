@@ -363,6 +363,9 @@ class DashboardSettings(_Section, frozen=True):
     # A non-loopback host without TLS is refused unless a reverse proxy in
     # front terminates TLS and this says so.
     behind_proxy: bool = False
+    # The origin the browser sees (https://dash.example.com) when a reverse
+    # proxy in front rewrites Host: control requests from it pass the Origin check.
+    public_origin: str = ""
     max_body_bytes: int = 16 * 1024
     max_event_streams: int = 8
     max_concurrent_requests: int = 32
@@ -889,6 +892,24 @@ def _check_dashboard(c: _Checker, d: DashboardSettings) -> None:
             "is not loopback: set dashboard.tls_cert/tls_key, or dashboard.behind_proxy = true "
             "when a TLS reverse proxy is in front (see README, dashboard)",
         )
+    if d.public_origin:
+        parts = urlsplit(d.public_origin)
+        try:
+            _ = parts.port
+            port_ok = True
+        except ValueError:
+            port_ok = False
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or not port_ok
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+            or parts.username is not None
+            or any(ch.isspace() for ch in d.public_origin)
+        ):
+            c.fail("dashboard.public_origin", "must be an origin like https://host[:port] (no path)")
     c.at_least("dashboard.max_body_bytes", d.max_body_bytes, 1024)
     c.at_least("dashboard.max_event_streams", d.max_event_streams, 1)
     c.at_least("dashboard.max_concurrent_requests", d.max_concurrent_requests, 1)
