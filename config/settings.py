@@ -380,6 +380,17 @@ class RuntimeSettings(_Section, frozen=True):
     cpu_affinity: tuple[int, ...] = ()
 
 
+class StorageSettings(_Section, frozen=True):
+    """The data dir's lmdb storage (storage/environment.py; docs/ARCHITECTURE.md, storage)."""
+
+    # "safe": every commit flushes its data pages (MDB_NOMETASYNC): a power cut
+    # may undo the last commits that were not durable, never corrupt the file.
+    # "fast": no flush but the durable writes' (MDB_NOSYNC): cheaper commits,
+    # but a power cut can corrupt the whole file unless the filesystem keeps
+    # write order.
+    sync_mode: Literal["safe", "fast"] = "safe"
+
+
 class Settings(_Section, frozen=True):
     """The whole settings file; `Settings()` is the shipped defaults."""
 
@@ -402,6 +413,7 @@ class Settings(_Section, frozen=True):
     models: ModelsSettings = ModelsSettings()
     dashboard: DashboardSettings = DashboardSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    storage: StorageSettings = StorageSettings()
     backtest: BacktestSettings = BacktestSettings()
 
 
