@@ -20,7 +20,6 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from argparse import Namespace
 
 import pytest
 from waiting import wait_for
@@ -69,24 +68,8 @@ def syncs(monkeypatch):
 
 
 @pytest.fixture
-def daemon(tmp_path, syncs):
-    from stockade.ops.daemon import Daemon
-
-    settings = settings_from_dict(
-        {
-            "trading": {"symbols": list(SYMBOLS)},
-            "venue": {"quote_rate_hz": 20.0},
-            "voter": {"mode": "manual"},  # only this test's intents trade
-            "logging": {"level": "WARNING"},
-            "dashboard": {"port": 0},  # any free port: tests run side by side
-        }
-    )
-    d = Daemon(settings, "embedded", None, Namespace(data_dir=str(tmp_path / "data"), duration=None))
-    d._start()
-    try:
-        yield d
-    finally:
-        d._stop()
+def daemon(embedded_daemon, syncs):
+    return embedded_daemon(SYMBOLS)
 
 
 def _intent(daemon, i: int) -> OrderIntent:
