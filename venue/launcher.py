@@ -94,7 +94,12 @@ class VenueProcess:
             )
         lines: queue.Queue[str] = queue.Queue()
         stdout = self.proc.stdout
-        threading.Thread(target=lambda: [lines.put(line) for line in stdout or ()], daemon=True).start()
+
+        def forward() -> None:  # stdout is read to its end, so the venue never blocks on a full pipe
+            for line in stdout or ():
+                lines.put(line)
+
+        threading.Thread(target=forward, name="venue-stdout", daemon=True).start()
         try:
             first = lines.get(timeout=start_timeout_s)
         except queue.Empty:
