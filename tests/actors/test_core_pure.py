@@ -285,7 +285,6 @@ def test_protection_coverage_bare_exposed_and_stops_on_their_way():
 
 
 def test_protection_is_bounded_by_the_broker_and_priced_under_the_reference():
-    from stockade.codecs.messages import OrderIntent
     from stockade.trading.protection import broker_bounded, is_protective, protective_stop_price
 
     assert broker_bounded(bare=4, ledger_qty=10, broker_qty=10) == 4
@@ -297,22 +296,8 @@ def test_protection_is_bounded_by_the_broker_and_priced_under_the_reference():
     assert is_protective(_order("s", "sell", "stop", 3, reduce_only=True))
     assert not is_protective(_order("s", "sell", "stop", 3))  # a stop of a strategy's own
     assert not is_protective(_order("l", "sell", "limit", 3, reduce_only=True))
-    intent = OrderIntent(
-        intent_id="i",
-        symbol="AAPL",
-        side="sell",
-        qty=3,
-        order_type="stop",
-        limit_price=None,
-        take_profit=None,
-        stop_loss=None,
-        reason="",
-        proposal_id="",
-        quote_recv_ns=0,
-        reduce_only=True,
-        stop_price=95.0,
-    )
-    assert is_protective(intent)
+    protective = _intent(side="sell", order_type="stop", take_profit=None, stop_loss=None, reduce_only=True)
+    assert is_protective(protective) and not is_protective(_intent())
 
 
 def test_protection_watch_asks_at_once_backs_off_and_reports_once_past_the_bound():
