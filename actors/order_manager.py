@@ -27,15 +27,9 @@ are polled every `orders.poll_interval_s` instead. Fills are recorded once:
 each is keyed by (broker order id, cumulative filled qty), so the stream, a
 resync and a replay of either all name the same execution.
 
-Protection: a fill (or a sell order that ended) that leaves shares of a
-long position without a stop gets a protective stop at once, from the
-ledger's view (`trading.ledger.ledger_uncovered`; stops on their way count,
-so none is asked twice); refused requests are asked again on a backoff
-(`trading.protection.ProtectionWatch`, driven by a short tick that also
-catches anything else), and shares bare past `reconciler.max_unprotected_s`
-raise a CRITICAL `unprotected:SYMBOL`. The reconciler's protective requests
-from its broker snapshot pass the same ledger check here, and the same
-broker-position check (its snapshot may predate a sale).
+Protection (actors/order_protection.py, its pure part trading/protection.py):
+a fill or a sell order that ended leaves no long shares without a stop; a
+protective stop goes out through this actor's own intent path.
 
 Every REST call takes a token from the API key's shared budget
 (`broker.token_bucket`); ordinary orders never spend the emergency reserve,
@@ -56,9 +50,11 @@ from typing import Any, cast
 import msgspec
 
 from stockade.actors import names, ticks
+from stockade.actors.order_protection import OrderProtection
 from stockade.actors.services import Services
 from stockade.broker import orders as broker_orders
 from stockade.broker.backoff import Backoff
+from stockade.broker.order_pages import list_all_orders
 from stockade.broker.rest import redact
 from stockade.broker.token_bucket import BudgetSpent, limit_client
 from stockade.codecs.messages import (
@@ -83,10 +79,9 @@ from stockade.codecs.records import (
     OrderType,
 )
 from stockade.supervisors.base import StockadeActor, handles
-from stockade.trading.brackets import round_price
-from stockade.trading.ledger import apply_fill, fill_increment, ledger_uncovered
+from stockade.trading.ledger import apply_fill, fill_increment
 from stockade.trading.order_states import EVENTS, PENDING, TERMINAL, InvalidTransition, next_state
-from stockade.trading.protection import ProtectionWatch
+from stockade.trading.protection import is_protective
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +109,7 @@ class OrderManager(StockadeActor):
         # Protective stops (and their look-ups) may spend the protection reserve: new entries wait, they do not.
         self.protect_client = limit_client(self.svc.broker.trading_client(), self.bucket, BUDGET_WAIT_S, protect=True)
         self.rng = random.Random(self.clock.new_id())  # seeded by the clock: a backtest is repeatable
-        rc = s.reconciler
-        base = max(0.2, s.orders.retry_backoff_s)
-        self.watch = ProtectionWatch(rc.max_unprotected_s, base, max(base, rc.max_unprotected_s / 4), rng=self.rng)
-        self.last_price: dict[str, float] = {}  # symbol -> newest fill price (the protective stop's reference)
-        self._covering = False
+        self.protection = OrderProtection(self, self.rng)
         self.resolve_pending()
         self.stream = self.svc.broker.trade_updates(on_update=self._from_stream, on_reconnect=self._stream_reconnected)
         self.stream.start()
@@ -157,28 +148,12 @@ class OrderManager(StockadeActor):
         if state == "HALTED" or (state == "REDUCING" and not intent.reduce_only):
             self._refuse(intent, coid, f"trading state is {state}")
             return
-        protective = _protective(intent)
+        protective = is_protective(intent)
         if protective:
-            # Asked from a broker snapshot (the reconciler) or a fill: whatever
-            # the ledger's stops already cover, or a stop on its way, is not asked twice.
-            bare = self._bare_qty(intent.symbol)
-            if bare <= 0:
-                log.info("protective stop for %s not sent: the ledger's stops cover the position", intent.symbol)
+            screened = self.protection.screen(intent)
+            if screened is None:
                 return
-            if not self._covering:
-                # From a broker snapshot (the reconciler's), which may predate a
-                # sale the ledger has not heard of either: as `_cover` does, the
-                # broker's position now bounds it, so no stop opens a short.
-                bare = self._broker_bare(intent.symbol, bare)
-                if bare <= 0:
-                    log.info(
-                        "protective stop for %s not sent: the broker does not hold the shares (or could not "
-                        "say); the position's own watch asks again",
-                        intent.symbol,
-                    )
-                    return
-            if bare < intent.qty:
-                intent = msgspec.structs.replace(intent, qty=bare)
+            intent = screened
         if not self.bucket.available(1, protect=protective):
             self._refuse(intent, coid, "REST budget spent (token bucket at its reserve)")
             return
@@ -539,9 +514,9 @@ class OrderManager(StockadeActor):
     def resolve_pending(self) -> None:
         """Resolve every intent the broker may or may not have, by client_order_id."""
         for record in [o for o in self.store.open_orders() if o.state in PENDING]:
-            self._resolve(record)
+            self.resolve(record)
 
-    def _resolve(self, record: OrderRecord) -> None:
+    def resolve(self, record: OrderRecord) -> None:
         """Look one pending record up: adopted if the broker has it, abandoned (never resent) if not."""
         try:
             order = self._client_for(record).get_order_by_client_id(record.client_order_id)
@@ -566,7 +541,7 @@ class OrderManager(StockadeActor):
         if tick.what == ticks.RESYNC:
             self.resync()
         elif tick.what == ticks.PROTECT:
-            self.protect_all()
+            self.protection.check_all()
         elif tick.what == ticks.POLL and not self.stream_up():
             # The polling fallback: the stream is down, so fills would only be
             # seen at the next resync. Each poll is one list call (budgeted).
@@ -578,21 +553,17 @@ class OrderManager(StockadeActor):
     def resync(self) -> None:
         """Bring open ledger orders up to date from REST (covers missed stream events).
 
-        One list call for all of them, not one call per order: the REST budget
-        (200/min at Alpaca) is shared with the reconciler and the kill switch.
+        One paged list call (500 orders a page) for all of them, not one per order:
+        the REST budget (200/min at Alpaca) is shared with the reconciler and
+        the kill switch.
         """
-        from alpaca.trading.enums import QueryOrderStatus
-        from alpaca.trading.requests import GetOrdersRequest
-
         self.resolve_pending()
         tracked = [o for o in self.store.open_orders() if o.state not in PENDING and o.broker_order_id]
         if not tracked:
             return
         since = datetime.fromtimestamp(min(o.created_ns for o in tracked) / 1e9 - 60, tz=UTC)
         try:
-            orders = self.client.get_orders(
-                GetOrdersRequest(status=QueryOrderStatus.ALL, after=since, limit=500, nested=False)
-            )
+            orders = list_all_orders(self.client, "all", after=since)
         except Exception as exc:
             log.warning("resync failed: %s", redact(exc))
             return
@@ -754,156 +725,10 @@ class OrderManager(StockadeActor):
                 if (fill is not None and fill.position_qty is not None and source == "stream" and to_position)
                 else None
             )
-            self._cover(record.symbol, fill.price if fill is not None else None, told)
-
-    # ---- protection: no long shares without a stop ------------------------------------
-
-    def protect_all(self) -> None:
-        """Check every long ledger position (and every symbol still bare) for shares without a stop."""
-        symbols = {p.symbol for p in self.store.positions.values() if p.qty > 0} | set(self.watch.symbols())
-        for symbol in sorted(symbols):
-            self._cover(symbol)
-        now = self.clock.monotonic()
-        for symbol in self.watch.overdue(now):
-            bare = self._coverage(symbol)[1]
-            log.error(
-                "%s: %d shares without a protective stop for %.1fs (bound %gs)",
-                symbol,
-                bare,
-                self.watch.bare_for(symbol, now),
-                self.watch.bound_s,
-            )
-            halted = self.svc.trading_state().state == "HALTED"
-            then = (
-                "HALTED: resume to let stockade place a protective stop, or kill to go flat"
-                if halted
-                else "still trying"
-            )
-            self.tell(
-                names.ALERTER,
-                Alert(
-                    "CRITICAL",
-                    f"unprotected:{symbol}",
-                    f"{symbol}: {bare} shares without a protective stop for "
-                    f"{self.watch.bare_for(symbol, now):.0f}s, beyond "
-                    f"reconciler.max_unprotected_s ({self.watch.bound_s:g}s); {then}",
-                    NAME,
-                    self.clock.now_ns(),
-                ),
-            )
-
-    def _bare_qty(self, symbol: str) -> int:
-        """Shares of the ledger's long position in `symbol` that no stop (resting or on its way) covers."""
-        return self._coverage(symbol)[0]
-
-    def _coverage(self, symbol: str) -> tuple[int, int, list[OrderRecord]]:
-        """(bare counting stops on their way, bare counting only acknowledged ones, the stops on their way)."""
-        with self.store.read() as txn:
-            position = self.store.positions.get(symbol, txn=txn)
-            orders = [o for o in self.store.open_orders(txn=txn) if o.symbol == symbol]
-        qty = position.qty if position else 0
-        if qty <= 0:
-            return 0, 0, []
-        pending = [o for o in orders if o.state in PENDING and o.side == "sell" and o.order_type == "stop"]
-        acknowledged = [o for o in orders if o.state not in PENDING]
-        return ledger_uncovered(qty, orders), ledger_uncovered(qty, acknowledged), pending
-
-    def _cover(self, symbol: str, price: float | None = None, told: tuple[int, int] | None = None) -> None:
-        """Request a protective stop for `symbol`'s bare shares now, or when its backoff says.
-
-        `told`: (ledger qty, the broker's position) from the fill that calls
-        this; otherwise the broker is asked before a stop is placed."""
-        if price:
-            self.last_price[symbol] = price
-        if self._covering or not self.svc.first_reconcile.is_set():
-            return  # the ledger is trusted once reconciled; one request at a time
-        bare, exposed, pending = self._coverage(symbol)
-        now = self.clock.monotonic()
-        if exposed <= 0:
-            self.watch.covered(symbol)
-            return
-        # Bare, or covered only by stops whose outcome this instance does not
-        # know (left by a replaced instance, or in doubt): either way exposed.
-        if not self.watch.due(symbol, now):
-            return
-        self.watch.requested(symbol, now)
-        if bare <= 0:
-            for record in pending:  # look them up (paced by the watch): adopted, or abandoned
-                self._resolve(record)
-            bare = self._bare_qty(symbol)
-            if bare <= 0:
-                return
-        if self.svc.trading_state().state == "HALTED":
-            # HALTED places no orders: the operator chooses (resume, or kill to
-            # go flat). Said once the bound is passed (`protect_all`), not at
-            # once: a kill cancels the stops moments before it sells the shares.
-            return
-        position = self.store.positions.get(symbol)
-        bare = self._broker_bare(symbol, bare, told)
-        if bare <= 0:
-            return  # none bare at the broker, or it could not say: the watch asks again on its backoff
-        reference = self.last_price.get(symbol) or (position.avg_entry_price if position else 0.0)
-        if reference <= 0:
-            return
-        stop = round_price(reference * (1.0 - self.svc.settings.reconciler.protective_stop_pct / 100.0), "down")
-        log.warning("%s: %d shares without a stop; placing a protective stop at %.2f", symbol, bare, stop)
-        self.tell(
-            names.ALERTER,
-            Alert(
-                "WARNING",
-                f"unprotected:{symbol}",
-                f"{symbol}: {bare} shares unprotected; protective stop at {stop}",
-                NAME,
-                self.clock.now_ns(),
-            ),
-        )
-        self._covering = True
-        try:
-            self.on_intent(
-                OrderIntent(
-                    intent_id=f"protect-{self.clock.new_id()}",
-                    symbol=symbol,
-                    side="sell",
-                    qty=bare,
-                    order_type="stop",
-                    limit_price=None,
-                    take_profit=None,
-                    stop_loss=None,
-                    reason="protective stop for bare shares",
-                    proposal_id="",
-                    quote_recv_ns=self.clock.now_ns(),
-                    reduce_only=True,
-                    stop_price=stop,
-                )
-            )
-        finally:
-            self._covering = False
-
-    def _broker_bare(self, symbol: str, bare: int, told: tuple[int, int] | None = None) -> int:
-        """`bare` (the ledger's uncovered shares) bounded by the broker's position: never a stop
-        for shares the broker no longer holds (a ledger ahead of it: shares sold where the stream
-        could not see), which could open a short. 0 when the broker could not be asked.
-
-        `told`: (ledger qty, the broker's position) from a fill event; else the broker is asked."""
-        position = self.store.positions.get(symbol)
-        held = position.qty if position else 0
-        broker = told[1] if told is not None and told[0] == held else self._broker_qty(symbol)
-        if broker is None:
-            return 0
-        return max(0, min(bare, broker - (held - bare)))
-
-    def _broker_qty(self, symbol: str) -> int | None:
-        """The broker's position in `symbol`, asked by REST (None: could not)."""
-        try:
-            return int(float(self.protect_client.get_open_position(symbol).qty))
-        except Exception as exc:
-            if broker_orders.is_not_found(exc):
-                return 0
-            log.warning("position of %s not read (%s); protective stop deferred", symbol, redact(exc))
-            return None
+            self.protection.cover(record.symbol, fill.price if fill is not None else None, told)
 
     def _client_for(self, record: OrderRecord) -> Any:
-        return self.protect_client if _protective(record) else self.client
+        return self.protect_client if is_protective(record) else self.client
 
     # ---- helpers ----------------------------------------------------------------
 
@@ -942,11 +767,6 @@ _ORDER_TYPES = ("market", "limit", "stop", "stop_limit", "trailing_stop")
 
 def _order_class(value: str) -> Any:
     return value if value in ("simple", "bracket", "oco", "oto") else "simple"
-
-
-def _protective(order: OrderIntent | OrderRecord) -> bool:
-    """A sell stop that only reduces: a protective stop (paid from the protection reserve)."""
-    return order.reduce_only and order.side == "sell" and order.order_type == "stop"
 
 
 def _event_of(update: OrderUpdate) -> str:

@@ -36,6 +36,7 @@ from stockade.actors.services import Services
 from stockade.broker import orders as broker_orders
 from stockade.broker.backoff import Backoff
 from stockade.broker.liquidation import open_orders
+from stockade.broker.order_pages import list_all_orders
 from stockade.broker.rest import redact
 from stockade.broker.token_bucket import limit_client
 from stockade.codecs.messages import (
@@ -269,15 +270,8 @@ class Reconciler(StockadeActor):
 
     def _recent_closed(self) -> list[Any]:
         """Orders closed within `fills_lookback_s`: their fills, against the ledger's."""
-        from alpaca.trading.enums import QueryOrderStatus
-        from alpaca.trading.requests import GetOrdersRequest
-
         since = datetime.fromtimestamp(self.clock.now_ns() / 1e9 - self.cfg.fills_lookback_s, tz=UTC)
-        return list(
-            self.client.get_orders(
-                GetOrdersRequest(status=QueryOrderStatus.CLOSED, after=since, limit=500, nested=False)
-            )
-        )
+        return list_all_orders(self.client, "closed", after=since)
 
     def _orders(self, orders: list[Any], recent: list[Any], first_pass: bool, stale_symbols: set[str]) -> list[str]:
         """Hand the OM every broker order the ledger lacks or is behind on; one line per difference.

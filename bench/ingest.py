@@ -26,9 +26,7 @@ then the daemon's RSS and thread count.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import queue
 import re
 import secrets
 import signal
@@ -36,7 +34,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from argparse import Namespace
 from collections import defaultdict
 from collections.abc import Iterator
@@ -45,93 +42,29 @@ from typing import Any
 
 from stockade.bench.hot_path import bench_symbols
 from stockade.trading.stats import percentiles
+from stockade.venue.launcher import RUN_PY, VenueProcess, child_env
 
-RUN_PY = str(Path(__file__).resolve().parents[1] / "run.py")
 SAMPLE_S = 0.25
 DRAIN_TIMEOUT_S = 30.0
 
 
-class VenueProcess:
-    """`python run.py venue` with its own key pair, a raised REST budget and room for two data connections."""
-
-    def __init__(self, data_dir: Path, symbols: list[str], quote_rate_hz: float, seed: int = 11) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.key = "PKBENCH" + secrets.token_hex(6).upper()
-        self.secret = secrets.token_urlsafe(24)
-        settings = data_dir / "venue.toml"
-        # A paid data plan's budget (10,000/min), and a second market-data
-        # connection for the reference counter.
-        settings.write_text("[venue]\nrate_limit_per_min = 10000\nmax_stream_connections = 2\n")
-        self.log_path = data_dir / "venue.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("APCA_", "NOTIFY_SOCKET", "OTEL_"))}
-        env.update({"APCA_API_KEY_ID": self.key, "APCA_API_SECRET_KEY": self.secret, "PYTHONUNBUFFERED": "1"})
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    RUN_PY,
-                    "venue",
-                    "--port",
-                    "0",
-                    "--data-dir",
-                    str(data_dir / "state"),
-                    "--seed",
-                    str(seed),
-                    "--symbols",
-                    ",".join(symbols),
-                    "--quote-rate",
-                    str(quote_rate_hz),
-                    "--settings",
-                    str(settings),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                env=env,
-            )
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(x) for x in self.proc.stdout or ()], daemon=True).start()
-        try:
-            first = lines.get(timeout=60)
-        except queue.Empty:
-            self.stop()
-            raise RuntimeError(f"venue did not start: {self.log_path.read_text()[-2000:]}") from None
-        fields = dict(part.split("=", 1) for part in first.split() if "=" in part)
-        self.base_url = fields["rest"]
-        self.trading_stream_url = fields["trading_stream"]
-        self.data_stream_url = fields["data_stream"]
-
-    def set_faults(self, **knobs: Any) -> None:
-        request = urllib.request.Request(
-            self.base_url + "/admin/faults",
-            data=json.dumps(knobs).encode(),
-            method="POST",
-            headers={
-                "APCA-API-KEY-ID": self.key,
-                "APCA-API-SECRET-KEY": self.secret,
-                "Content-Type": "application/json",
-            },
-        )
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            if reply.status != 200:
-                raise RuntimeError(f"venue faults: HTTP {reply.status}")
-
-    def alpaca_settings(self) -> dict[str, Any]:
-        return {
-            "trading_url": self.base_url,
-            "data_url": self.base_url,
-            "stream_url": self.data_stream_url,
-            "trading_stream_url": self.trading_stream_url,
-        }
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+def _venue(data_dir: Path, symbols: list[str], quote_rate_hz: float, seed: int = 11) -> VenueProcess:
+    """The venue in its own process, with a raised REST budget and room for two data connections."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = data_dir / "venue.toml"
+    # A paid data plan's budget (10,000/min), and a second market-data
+    # connection for the reference counter.
+    settings.write_text("[venue]\nrate_limit_per_min = 10000\nmax_stream_connections = 2\n")
+    return VenueProcess(
+        data_dir / "state",
+        symbols=symbols,
+        quote_rate=quote_rate_hz,
+        log_path=data_dir / "venue.log",
+        seed=seed,
+        key="PKBENCH" + secrets.token_hex(6).upper(),
+        args=("--settings", str(settings)),
+        start_timeout_s=60.0,
+    )
 
 
 class AnalyzerProbe:
@@ -229,13 +162,11 @@ def _settled(read: Any, quiet_s: float = 1.0, timeout: float = DRAIN_TIMEOUT_S) 
 
 def _fill_mismatches(daemon: Any, venue: VenueProcess) -> tuple[int, list[str]]:
     """(orders the venue filled, differences between the venue and the ledger)."""
-    from alpaca.trading.enums import QueryOrderStatus
-    from alpaca.trading.requests import GetOrdersRequest
-
+    from stockade.broker.order_pages import list_all_orders
     from stockade.broker.rest import make_trading_client
 
     client = make_trading_client(venue.key, venue.secret, venue.base_url, timeout_s=10)
-    orders = client.get_orders(GetOrdersRequest(status=QueryOrderStatus.ALL, limit=500, nested=False))
+    orders = list_all_orders(client, "all")
     store = daemon.svc.store
     fills: dict[str, int] = defaultdict(int)
     for f in store.fills.values():
@@ -266,7 +197,7 @@ def run_ingest(
     from stockade.ops.daemon import Daemon
 
     symbols = bench_symbols(n_symbols)
-    venue = VenueProcess(data_dir / "venue", symbols, quotes_per_s / n_symbols)
+    venue = _venue(data_dir / "venue", symbols, quotes_per_s / n_symbols)
     probe = AnalyzerProbe()
     reference: ReferenceFeed | None = None
     daemon: Any = None
@@ -386,7 +317,7 @@ def bench_scale_start(data_dir: Path, n_symbols: int = 500, timeout_s: float = 3
     import psutil
 
     symbols = bench_symbols(n_symbols)
-    venue = VenueProcess(data_dir / "venue", symbols, 0.2)
+    venue = _venue(data_dir / "venue", symbols, 0.2)
     daemon_dir = data_dir / "daemon"
     daemon_dir.mkdir(parents=True, exist_ok=True)
     settings = data_dir / "daemon.toml"
@@ -400,8 +331,7 @@ def bench_scale_start(data_dir: Path, n_symbols: int = 500, timeout_s: float = 3
         + '[voter]\nmode = "manual"\n[logging]\nlevel = "INFO"\n'
     )
     log_path = data_dir / "daemon.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("APCA_", "NOTIFY_SOCKET", "OTEL_"))}
-    env.update({"APCA_API_KEY_ID": venue.key, "APCA_API_SECRET_KEY": venue.secret, "PYTHONUNBUFFERED": "1"})
+    env = child_env({"APCA_API_KEY_ID": venue.key, "APCA_API_SECRET_KEY": venue.secret})
     started = time.monotonic()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

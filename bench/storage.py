@@ -1,4 +1,4 @@
-"""Journal benchmark: durable single-append latency and batched append throughput."""
+"""Storage benchmarks: the journal (durable append latency, batched throughput) and the lmdb sync modes."""
 
 from __future__ import annotations
 
@@ -63,6 +63,58 @@ def bench_journal(n: int = 2000, data_dir: str | os.PathLike[str] | None = None)
             }
         finally:
             store.close()
+
+
+# What the order path commits per order after its durable intent: submitted,
+# acknowledged, a state change or two, the fill (tests/broker/test_broker_order_syncs.py).
+COMMITS_AFTER_INTENT = 5
+
+
+def bench_sync_modes(n: int = 500, data_dir: str | os.PathLike[str] | None = None) -> dict:
+    """The price of each lmdb sync mode (storage/environment.py), in a fresh store per mode.
+
+    Per mode: one small non-durable commit (an ack, a fill), one durable
+    commit (an intent), and one order's worth (a durable intent, then
+    COMMITS_AFTER_INTENT non-durable commits), in microseconds. Put
+    `data_dir` on the disk the daemon's data dir lives on: a tmpfs makes
+    every sync free.
+    """
+    out: dict = {"commits_after_intent": COMMITS_AFTER_INTENT}
+    for mode in ("safe", "fast"):
+        with tempfile.TemporaryDirectory(prefix="stockade-bench-", dir=data_dir) as tmp:
+            store = Store.open(tmp, sync_mode=mode)
+            try:
+                env = store.env
+                db = env.db("bench")
+                value = b"x" * 200  # about an order record
+                plain, durable, order = [], [], []
+                for i in range(n):
+                    t0 = time.perf_counter_ns()
+                    with env.write(durable=False) as txn:
+                        txn.put(b"p%08d" % i, value, db=db)
+                    plain.append((time.perf_counter_ns() - t0) / 1000.0)
+                    t0 = time.perf_counter_ns()
+                    with env.write(durable=True) as txn:
+                        txn.put(b"d%08d" % i, value, db=db)
+                    durable.append((time.perf_counter_ns() - t0) / 1000.0)
+                for i in range(max(1, n // COMMITS_AFTER_INTENT)):
+                    t0 = time.perf_counter_ns()
+                    with env.write(durable=True) as txn:
+                        txn.put(b"i%08d" % i, value, db=db)
+                    for k in range(COMMITS_AFTER_INTENT):
+                        with env.write(durable=False) as txn:
+                            txn.put(b"o%08d-%d" % (i, k), value, db=db)
+                    order.append((time.perf_counter_ns() - t0) / 1000.0)
+                for xs in (plain, durable, order):
+                    xs.sort()
+                out[mode] = {
+                    "commit_us": percentiles(plain),
+                    "durable_commit_us": percentiles(durable),
+                    "order_us": percentiles(order),
+                }
+            finally:
+                store.close()
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use

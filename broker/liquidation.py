@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from stockade.broker import order_pages
 from stockade.broker.orders import status_of
 from stockade.broker.rest import redact
 
@@ -51,11 +52,7 @@ class LiquidationReport(msgspec.Struct, frozen=True):
 
 def open_orders(client: Any) -> list[Any]:
     """Every order still resting at the broker (including bracket legs)."""
-    from alpaca.trading.enums import QueryOrderStatus
-    from alpaca.trading.requests import GetOrdersRequest
-
-    orders = client.get_orders(GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500, nested=False))
-    return [o for o in orders if status_of(o) in _OPEN_STATUSES]
+    return [o for o in order_pages.open_orders(client) if status_of(o) in _OPEN_STATUSES]
 
 
 def is_flat(client: Any) -> tuple[bool, list[str], int]:

@@ -42,23 +42,35 @@ class TokenBucket:
         clock: Callable[[], float] = time.monotonic,
         protect_reserve: int = 0,
     ) -> None:
-        if rate_per_min <= 0:
-            raise ValueError(f"rate_per_min must be > 0, got {rate_per_min!r}")
-        self.rate_per_s = rate_per_min / 60.0
-        self.capacity = float(capacity if capacity is not None else rate_per_min)
-        if not 0 <= reserve < self.capacity:
-            raise ValueError(f"reserve must be in [0, capacity), got {reserve!r}")
-        if not 0 <= protect_reserve < self.capacity - reserve:
-            raise ValueError(f"protect_reserve must be in [0, capacity - reserve), got {protect_reserve!r}")
-        self.reserve = reserve
-        self.protect_reserve = protect_reserve
         self._clock = clock
         self._lock = threading.Lock()
+        self._set_limits(rate_per_min, reserve, capacity, protect_reserve)
         self._tokens = self.capacity
         self._last = clock()
         self.taken = 0
         self.refused = 0
         self.overdrawn = 0  # emergency requests sent with no token left
+
+    def _set_limits(self, rate_per_min: float, reserve: int, capacity: float | None, protect_reserve: int) -> None:
+        if rate_per_min <= 0:
+            raise ValueError(f"rate_per_min must be > 0, got {rate_per_min!r}")
+        cap = float(capacity if capacity is not None else rate_per_min)
+        if not 0 <= reserve < cap:
+            raise ValueError(f"reserve must be in [0, capacity), got {reserve!r}")
+        if not 0 <= protect_reserve < cap - reserve:
+            raise ValueError(f"protect_reserve must be in [0, capacity - reserve), got {protect_reserve!r}")
+        self.rate_per_min = float(rate_per_min)
+        self.rate_per_s = rate_per_min / 60.0
+        self.capacity = cap
+        self.reserve = reserve
+        self.protect_reserve = protect_reserve
+
+    def reconfigure(self, rate_per_min: float, reserve: int = 0, protect_reserve: int = 0) -> None:
+        """New limits for the same budget: what was spent stays spent (capped at the new capacity)."""
+        with self._lock:
+            self._refill()
+            self._set_limits(rate_per_min, reserve, None, protect_reserve)
+            self._tokens = min(self._tokens, self.capacity)
 
     def _refill(self) -> None:
         now = self._clock()
@@ -122,18 +134,28 @@ class TokenBucket:
         return True
 
 
-_shared: dict[tuple[str, float, int, int], TokenBucket] = {}
+# One bucket per API key, whatever the settings say: Alpaca counts requests per
+# key, so two clients of one key with different settings must still share it.
+_shared: dict[str, TokenBucket] = {}
 _shared_lock = threading.Lock()
 
 
 def shared_bucket(api_key: str, rate_per_min: float, reserve: int, protect_reserve: int = 0) -> TokenBucket:
     """The one bucket of an API key (Alpaca's budget is per key) in this process:
-    every ordinary trading client of that key draws from it."""
+    every ordinary trading client of that key draws from it. Other limits for a
+    key that has a bucket reconfigure it (the latest settings win); the tokens
+    already spent stay spent."""
     with _shared_lock:
-        key = (api_key, float(rate_per_min), int(reserve), int(protect_reserve))
-        if key not in _shared:
-            _shared[key] = TokenBucket(rate_per_min, reserve=reserve, protect_reserve=protect_reserve)
-        return _shared[key]
+        bucket = _shared.get(api_key)
+        if bucket is None:
+            bucket = _shared[api_key] = TokenBucket(rate_per_min, reserve=reserve, protect_reserve=protect_reserve)
+        elif (bucket.rate_per_min, bucket.reserve, bucket.protect_reserve) != (
+            float(rate_per_min),
+            int(reserve),
+            int(protect_reserve),
+        ):
+            bucket.reconfigure(rate_per_min, int(reserve), int(protect_reserve))
+        return bucket
 
 
 def install_shared_bucket(
@@ -141,8 +163,7 @@ def install_shared_bucket(
 ) -> TokenBucket:
     """Make the key's shared bucket one that refills on `clock` (a backtest's simulated time)."""
     with _shared_lock:
-        key = (api_key, float(rate_per_min), int(reserve), int(protect_reserve))
-        bucket = _shared[key] = TokenBucket(rate_per_min, reserve, clock=clock, protect_reserve=protect_reserve)
+        bucket = _shared[api_key] = TokenBucket(rate_per_min, reserve, clock=clock, protect_reserve=protect_reserve)
         return bucket
 
 

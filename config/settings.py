@@ -709,6 +709,9 @@ class DashboardSettings(_Section, frozen=True):
     # A non-loopback host without TLS is refused unless a reverse proxy in
     # front terminates TLS and this says so.
     behind_proxy: bool = False
+    # The origin the browser sees (https://dash.example.com) when a reverse
+    # proxy in front rewrites Host: control requests from it pass the Origin check.
+    public_origin: str = ""
     max_body_bytes: int = 16 * 1024
     max_event_streams: int = 8
     max_concurrent_requests: int = 32
@@ -736,11 +739,31 @@ class DashboardSettings(_Section, frozen=True):
                 "is not loopback: set dashboard.tls_cert/tls_key, or dashboard.behind_proxy = true "
                 "when a TLS reverse proxy is in front (see README, dashboard)",
             )
+        if self.public_origin and not _is_origin(self.public_origin):
+            fail("dashboard.public_origin", self.public_origin, "must be an origin like https://host[:port] (no path)")
         at_least("dashboard.max_body_bytes", self.max_body_bytes, 1024)
         at_least("dashboard.max_event_streams", self.max_event_streams, 1)
         at_least("dashboard.max_concurrent_requests", self.max_concurrent_requests, 1)
         positive("dashboard.requests_per_s", self.requests_per_s)
         positive("dashboard.update_interval_s", self.update_interval_s)
+
+
+def _is_origin(value: str) -> bool:
+    """Whether `value` is a bare web origin: scheme, host and optional port, nothing else."""
+    parts = urlsplit(value)
+    try:
+        _ = parts.port  # raises on a non-numeric or out-of-range port
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and parts.path in ("", "/")
+        and not parts.query
+        and not parts.fragment
+        and parts.username is None
+        and not any(ch.isspace() for ch in value)
+    )
 
 
 class RuntimeSettings(_Section, frozen=True):
@@ -755,6 +778,17 @@ class RuntimeSettings(_Section, frozen=True):
                 fail("runtime.cpu_affinity", self.cpu_affinity, f"{cpu} is not a CPU number (0, 1, ...)")
         if len(set(self.cpu_affinity)) != len(self.cpu_affinity):
             fail("runtime.cpu_affinity", self.cpu_affinity, "lists a CPU twice")
+
+
+class StorageSettings(_Section, frozen=True):
+    """The data dir's lmdb storage (storage/environment.py; docs/ARCHITECTURE.md, storage)."""
+
+    # "safe": every commit flushes its data pages (MDB_NOMETASYNC): a power cut
+    # may undo the last commits that were not durable, never corrupt the file.
+    # "fast": no flush but the durable writes' (MDB_NOSYNC): cheaper commits,
+    # but a power cut can corrupt the whole file unless the filesystem keeps
+    # write order.
+    sync_mode: Literal["safe", "fast"] = "safe"
 
 
 class Settings(_Section, frozen=True):
@@ -779,6 +813,7 @@ class Settings(_Section, frozen=True):
     models: ModelsSettings = ModelsSettings()
     dashboard: DashboardSettings = DashboardSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    storage: StorageSettings = StorageSettings()
     backtest: BacktestSettings = BacktestSettings()
 
     def __post_init__(self) -> None:

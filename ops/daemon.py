@@ -169,7 +169,7 @@ class Daemon:
         from stockade.supervisors.faults import FaultInjector
 
         try:
-            self.store = Store.open(self.data)
+            self.store = Store.open(self.data, sync_mode=self.settings.storage.sync_mode)
         except DataDirLocked as exc:
             raise StartupError(f"stockade: data dir {self.data} is in use by another process ({exc})") from None
         broker = self._broker(BrokerAccess)

@@ -5,20 +5,24 @@ Layout: `<data dir>/stockade.lmdb/` (lmdb's data.mdb and lock.mdb) and
 lmdb itself lets many processes write one environment; two daemons on one
 data dir would each think they own the ledger, so the lock file allows one.
 
-Durability: lmdb is opened without sync-on-commit (MDB_NOSYNC and
-MDB_NOMETASYNC), and `write(durable=True)` (the default) syncs explicitly
-after its commit, so only the writes that ask for it pay an fsync. A commit
-with `durable=False` (decision records, acks, fills: the hot path) survives a
-process crash (it is in the OS page cache) but an OS crash or power loss may
-lose it; the next durable commit, or close, flushes it too. Had the
-environment synced every commit, each `durable=False` write would pay the
-fsync it asked to skip (about 380 us against 17 us on the reference machine).
-The price, per lmdb's documentation of MDB_NOSYNC: an OS crash or power loss
-while unsynced commits are in flight can also corrupt the environment (not
-only lose them) unless the filesystem preserves write order, since lmdb may
-already reuse pages of the last synced snapshot; durable writes bound that
-window, they do not close it. Keep the data dir on a filesystem and disk that
-honour write ordering and flushes, and on a UPS where money is at stake.
+Durability (docs/ARCHITECTURE.md, storage, has the figures): two sync modes.
+- "safe" (the daemon's default): MDB_NOMETASYNC alone. Every commit flushes
+  its data pages; the meta page is left to the next flush. Per lmdb's
+  documentation this "maintains database integrity, but a system crash may
+  undo the last committed transaction". `write(durable=True)` (the default)
+  then syncs once more after its commit, so a durable write (an intent)
+  survives a power cut; a `durable=False` commit (decision records, acks,
+  fills) may be undone by one but never corrupts what was synced.
+- "fast": MDB_NOSYNC and MDB_NOMETASYNC, and durable writes sync
+  explicitly. Commits without a sync cost a fraction, but lmdb's
+  MDB_NOSYNC documentation keeps integrity only "if the filesystem preserves
+  write order" (ext4 and xfs do not promise that): a power cut while
+  unsynced commits are in flight can corrupt the whole file, synced intents
+  included, since lmdb may already reuse pages of the last synced snapshot.
+  For a user who chooses speed (`[storage] sync_mode`), and for stores that
+  are rebuilt from their inputs (`sync_durable=False`: a backtest's output),
+  where a corrupt file costs a re-run.
+A process crash loses nothing in either mode (commits are in the OS page cache).
 
 Growth: lmdb fails a write with MapFullError when the map is full. The map
 is grown before a write transaction starts when free room runs low, and on
@@ -63,6 +67,7 @@ GiB = 1 << 30
 DEFAULT_MAP_SIZE = 256 * MiB
 DEFAULT_MAX_MAP_SIZE = 64 * GiB
 DEFAULT_MAX_DBS = 32
+SYNC_MODES = ("safe", "fast")
 # Grow before a write when less than this share of the map is left: a single
 # write block cannot be retried, so it should rarely meet a full map.
 HEADROOM_FRACTION = 0.25
@@ -223,16 +228,22 @@ class Environment:
         max_dbs: int = DEFAULT_MAX_DBS,
         readonly: bool = False,
         sync_durable: bool = True,
+        sync_mode: str = "safe",
     ) -> Environment:
         """Open (creating if needed) `<data_dir>/stockade.lmdb`.
 
         A writer takes the data dir's lock first and raises DataDirLocked when
         another process holds it. `readonly=True` takes no lock (for reports
         beside a running daemon) and needs an existing environment.
-        `sync_durable=False` makes a durable write skip its fsync: only for
-        stores that are rebuilt from their inputs when the process dies (a
-        backtest), which sync once at `close`.
+        `sync_mode` is "safe" (every commit flushes its data, never a corrupt
+        file) or "fast" (no flush but the durable writes'; see the module
+        docstring). `sync_durable=False` makes a durable write skip its fsync
+        and implies "fast": only for stores that are rebuilt from their inputs
+        when the process dies (a backtest), which sync once at `close`.
         """
+        if sync_mode not in SYNC_MODES:
+            raise ValueError(f"sync_mode must be one of {', '.join(SYNC_MODES)}, got {sync_mode!r}")
+        nosync = sync_mode == "fast" or not sync_durable
         data_dir = Path(data_dir)
         if map_size <= 0 or max_map_size < map_size:
             raise ValueError(f"need 0 < map_size <= max_map_size, got {map_size} and {max_map_size}")
@@ -252,9 +263,10 @@ class Environment:
                 max_dbs=max_dbs,
                 subdir=True,
                 readonly=readonly,
-                # No sync per commit: durable writes sync explicitly (see
-                # the module docstring), the others must not pay for it.
-                sync=False,
+                # "safe": each commit flushes its data pages, not its meta
+                # page (MDB_NOMETASYNC); "fast": nothing (MDB_NOSYNC). Durable
+                # writes sync explicitly in both (see the module docstring).
+                sync=not nosync,
                 metasync=False,
                 # lmdb keeps its reader table in lock.mdb; the default of 126
                 # readers is plenty for one daemon's threads.

@@ -96,10 +96,18 @@ class Store:
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         readonly: bool = False,
         sync_durable: bool = True,
+        sync_mode: str = "safe",
     ) -> Store:
-        """Open (creating if needed) the storage of `data_dir`; raises DataDirLocked if in use."""
+        """Open (creating if needed) the storage of `data_dir`; raises DataDirLocked if in use.
+
+        `sync_mode` and `sync_durable`: see `Environment.open`."""
         env = Environment.open(
-            data_dir, map_size=map_size, max_map_size=max_map_size, readonly=readonly, sync_durable=sync_durable
+            data_dir,
+            map_size=map_size,
+            max_map_size=max_map_size,
+            readonly=readonly,
+            sync_durable=sync_durable,
+            sync_mode=sync_mode,
         )
         try:
             store = cls(env)

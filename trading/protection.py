@@ -1,4 +1,7 @@
-"""When to ask for a protective stop, and when to say it is overdue. Pure: given `now`.
+"""Protective stops, the pure part: how many shares are bare, how many of them the
+broker still holds, where the stop goes, when to ask, when to say it is overdue.
+Pure: given the ledger's records, the broker's answer and `now`
+(actors/order_protection.py does the asking).
 
 The order manager keeps one `ProtectionWatch`. Each time the ledger shows a
 long position with shares no stop covers (a fill, a stop that ended, a
@@ -13,8 +16,56 @@ the episode.
 from __future__ import annotations
 
 import random
+from typing import Protocol
 
 import msgspec
+
+from stockade.codecs.records import OrderRecord
+from stockade.trading.brackets import round_price
+from stockade.trading.ledger import ledger_uncovered
+from stockade.trading.order_states import PENDING
+
+
+class _Order(Protocol):
+    @property
+    def reduce_only(self) -> bool: ...
+    @property
+    def side(self) -> str: ...
+    @property
+    def order_type(self) -> str: ...
+
+
+def is_protective(order: _Order) -> bool:
+    """A sell stop that only reduces: a protective stop (paid from the protection reserve)."""
+    return order.reduce_only and order.side == "sell" and order.order_type == "stop"
+
+
+class Coverage(msgspec.Struct, frozen=True):
+    """How a long position's shares stand against the ledger's stops."""
+
+    bare: int  # not covered, counting stops on their way (intent, submitted, in doubt)
+    exposed: int  # not covered, counting only acknowledged stops
+    pending: tuple[OrderRecord, ...]  # the sell stops on their way
+
+
+def coverage(position_qty: int, orders: list[OrderRecord]) -> Coverage:
+    """The coverage of a position of `position_qty` shares by `orders`, the symbol's open ledger orders."""
+    if position_qty <= 0:
+        return Coverage(0, 0, ())
+    pending = tuple(o for o in orders if o.state in PENDING and o.side == "sell" and o.order_type == "stop")
+    acknowledged = [o for o in orders if o.state not in PENDING]
+    return Coverage(ledger_uncovered(position_qty, orders), ledger_uncovered(position_qty, acknowledged), pending)
+
+
+def broker_bounded(bare: int, ledger_qty: int, broker_qty: int) -> int:
+    """`bare` (the ledger's uncovered shares of `ledger_qty`) bounded by the broker's position:
+    never a stop for shares the broker no longer holds (a ledger ahead of it), which could open a short."""
+    return max(0, min(bare, broker_qty - (ledger_qty - bare)))
+
+
+def protective_stop_price(reference: float, stop_pct: float) -> float:
+    """The protective stop `stop_pct` percent under `reference`, rounded down to a valid price."""
+    return round_price(reference * (1.0 - stop_pct / 100.0), "down")
 
 
 class _Bare(msgspec.Struct):

@@ -60,8 +60,10 @@ def order_json(order: Order, ex: Exchange, *, nested: bool = True) -> dict[str, 
         "symbol": order.symbol,
         "asset_class": "us_equity",
         "notional": num(order.notional),
-        # A notional order has no share count until it fills; Alpaca sends null then.
-        "qty": None if order.notional is not None and not order.qty else qty_str(order.qty),
+        # Alpaca: "notional: ... If entered, qty will be null", filled or not: the
+        # shares a notional order bought are in filled_qty (the venue's own
+        # `qty`, fixed at the fill, is its bookkeeping).
+        "qty": None if order.notional is not None else qty_str(order.qty),
         "filled_qty": qty_str(order.filled_qty),
         "filled_avg_price": num(order.filled_avg_price),
         "order_class": order.order_class,

@@ -376,7 +376,8 @@ class Exchange:
         symbols: set[str] | None = None,
         side: str | None = None,
     ) -> list[Order]:
-        """Alpaca's GET /v2/orders semantics (status open|closed|all, by submission time)."""
+        """Alpaca's GET /v2/orders semantics (status open|closed|all, by submission time;
+        `after` and `until` both exclusive)."""
         out = []
         for o in self.orders.values():
             if nested and o.parent_id:
@@ -387,7 +388,7 @@ class Exchange:
                 continue
             if after_ns is not None and o.submitted_at_ns <= after_ns:
                 continue
-            if until_ns is not None and o.submitted_at_ns > until_ns:
+            if until_ns is not None and o.submitted_at_ns >= until_ns:  # exclusive, as Alpaca's
                 continue
             if symbols and o.symbol not in symbols:
                 continue
@@ -804,6 +805,11 @@ class Exchange:
             raise VenueError(422, 42210000, "trail can only be replaced on a trailing_stop order before it triggers")
         if old.type == "trailing_stop" and (limit_price is not None or stop_price is not None):
             raise VenueError(422, 40010001, "a trailing_stop order takes trail, not limit_price or stop_price")
+        if old.notional is not None:
+            # Alpaca: "Notional orders cannot be replaced at all".
+            raise VenueError(422, 42210000, "notional orders cannot be replaced")
+        if qty is not None and qty != old.qty and old.qty != int(old.qty):
+            raise VenueError(422, 42210000, "qty of a fractional order cannot be replaced")
         new_qty = qty if qty is not None else old.qty
         if new_qty <= old.filled_qty or new_qty <= 0:
             raise VenueError(422, 40010001, "qty must be > filled_qty")
@@ -842,6 +848,8 @@ class Exchange:
         for leg in self.legs_of(new):  # an oco take-profit replaced: its stop-loss follows the new parent
             leg.parent_id = new.id
             self._dirty_order(leg)
+        if new.qty != old.remaining:
+            self._oco_sibling_qty(old, new.qty, now)
         old.status = "replaced"
         old.replaced_at_ns = now
         old.replaced_by = new.id
@@ -855,6 +863,25 @@ class Exchange:
         self._emit("replaced", old, now)
         self._to_route.append(new.id)
         return new
+
+    def _oco_sibling_qty(self, old: Order, qty: float, now: int) -> None:
+        """The other exit of an OCO pair (an oco's stop-loss, a bracket's other leg)
+        takes the replaced exit's new quantity: the two legs of one OCO always
+        cover the same shares, so either may fill all of them."""
+        if old.order_class == "oco" and not old.parent_id:
+            siblings = self.legs_of(old)
+        elif old.parent_id and old.order_class in ("oco", "bracket"):
+            parent = self.orders[old.parent_id]
+            siblings = [leg for leg in self.legs_of(parent) if leg.id != old.id]
+            if old.order_class == "oco":
+                siblings.append(parent)  # the oco's take-profit, when its stop-loss is replaced
+        else:
+            return
+        for sib in siblings:
+            if sib.is_open and not sib.filled_qty:
+                sib.qty = qty
+                sib.updated_at_ns = now
+                self._dirty_order(sib)
 
     # ---- positions ------------------------------------------------------------------
 

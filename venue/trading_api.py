@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 import uuid
 from typing import Any
 
@@ -144,7 +145,13 @@ def parse_order_request(body: Any) -> OrderRequest:
     )
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_SUBMICRO = re.compile(r"T[0-9:]+\.[0-9]{6}([0-9]{1,3})")
+
+
 def _parse_time(value: str | None, field: str) -> int | None:
+    """An RFC 3339 time (or a date) in ns since the epoch, exact: a page boundary
+    taken from an order's `submitted_at` must compare equal to it, not float-close."""
     if not value:
         return None
     try:
@@ -156,7 +163,10 @@ def _parse_time(value: str | None, field: str) -> int | None:
             raise VenueError(422, 40010001, f"invalid {field}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp() * 1_000_000_000)
+    ns = (moment - _EPOCH) // dt.timedelta(microseconds=1) * 1000
+    # datetime keeps microseconds; Alpaca's own times carry nanoseconds.
+    extra = _SUBMICRO.search(value)
+    return ns + (int(extra.group(1).ljust(3, "0")) if extra else 0)
 
 
 def _truthy(value: str | None) -> bool:

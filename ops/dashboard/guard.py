@@ -7,7 +7,8 @@ exempt from both: no flood may keep the operator from going flat); the Host head
 reach the API); the body size (413, before it is read); authentication (the
 bearer token, or the session cookie the login URL set; 401); and for any
 state-changing method with a cookie, the CSRF token in X-CSRF-Token and a
-same-origin Origin (403). Every answer carries headers that keep it out of
+same-origin Origin, or the configured `public_origin` a reverse proxy serves
+the page from (403). Every answer carries headers that keep it out of
 caches, frames and other sites' scripts.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -61,6 +63,7 @@ class Guard:
         token: str,
         *,
         allowed_hosts: set[str] | None,
+        public_origin: str = "",
         max_body_bytes: int,
         max_concurrent: int,
         requests_per_s: float,
@@ -69,6 +72,8 @@ class Guard:
         self.session = tokens.session_for(token)
         self.csrf = tokens.csrf_for(token)
         self.allowed_hosts = allowed_hosts  # None: any (behind a proxy, or TLS on a real name)
+        # The origin the browser sees when a reverse proxy in front rewrites Host.
+        self.public_origin = origin_of(public_origin) if public_origin else ""
         self.max_body_bytes = max_body_bytes
         self.max_concurrent = max_concurrent
         self.bucket = TokenBucket(requests_per_s * 60.0, capacity=max(requests_per_s, 1.0))
@@ -140,8 +145,28 @@ class Guard:
         origin = request.headers.get("Origin")
         if origin is None or origin == "null":
             return origin is None
+        if self.public_origin and origin_of(origin) == self.public_origin:
+            return True
         host = request.headers.get("Host", "")
         return origin.split("://", 1)[-1].lower() == host.lower()
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(url: str) -> str:
+    """`url`'s origin as a browser writes it: scheme://host[:port], lower case,
+    no default port, nothing after the authority ("" when it has no host)."""
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        return ""
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if not scheme or not host:
+        return ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != _DEFAULT_PORTS.get(scheme) else "")
 
 
 def loopback_hosts(host: str, port: int) -> set[str]:

@@ -83,7 +83,13 @@ class DashboardServer:
             loop.run_until_complete(self._serve())
         except BaseException as exc:  # never let the thread die silently
             self._error = exc
-            self._started.set()
+            try:  # what did start (the runner, the live feed) ends; the loop is closed
+                loop.run_until_complete(self._cleanup())
+            except Exception as cleanup_exc:
+                log.warning("dashboard clean-up after a failed start: %s", cleanup_exc)
+            finally:
+                loop.close()
+                self._started.set()
             return
         self._started.set()
         try:
@@ -99,6 +105,7 @@ class DashboardServer:
         guard = Guard(
             self.token,
             allowed_hosts=None,
+            public_origin=s.public_origin,
             max_body_bytes=s.max_body_bytes,
             max_concurrent=s.max_concurrent_requests,
             requests_per_s=s.requests_per_s,

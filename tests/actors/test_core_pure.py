@@ -273,6 +273,33 @@ def test_ledger_coverage_counts_stops_on_their_way_and_bracket_entries_without_k
     assert ledger_uncovered(10, [_order("x", "sell", "trailing_stop", 12)]) == 0
 
 
+def test_protection_coverage_bare_exposed_and_stops_on_their_way():
+    from stockade.trading.protection import coverage
+
+    on_its_way = _order("p", "sell", "stop", 6, state="intent")
+    resting = _order("s", "sell", "stop", 3)
+    seen = coverage(10, [on_its_way, resting, _order("tp", "sell", "limit", 10)])
+    assert (seen.bare, seen.exposed, seen.pending) == (1, 7, (on_its_way,))  # counted for bare, not for exposed
+    assert coverage(0, [resting]) == coverage(-3, []) == coverage(0, [])  # no long position: nothing to cover
+    assert coverage(0, []).bare == 0 and coverage(0, []).pending == ()
+
+
+def test_protection_is_bounded_by_the_broker_and_priced_under_the_reference():
+    from stockade.trading.protection import broker_bounded, is_protective, protective_stop_price
+
+    assert broker_bounded(bare=4, ledger_qty=10, broker_qty=10) == 4
+    assert broker_bounded(bare=4, ledger_qty=10, broker_qty=8) == 2  # 2 of the bare shares were sold unseen
+    assert broker_bounded(bare=4, ledger_qty=10, broker_qty=5) == 0  # never a stop that could open a short
+    assert broker_bounded(bare=4, ledger_qty=10, broker_qty=12) == 4  # never more than the ledger's bare
+    assert protective_stop_price(100.0, 5.0) == 95.0
+    assert protective_stop_price(10.017, 1.0) == 9.91  # rounded down to a valid price
+    assert is_protective(_order("s", "sell", "stop", 3, reduce_only=True))
+    assert not is_protective(_order("s", "sell", "stop", 3))  # a stop of a strategy's own
+    assert not is_protective(_order("l", "sell", "limit", 3, reduce_only=True))
+    protective = _intent(side="sell", order_type="stop", take_profit=None, stop_loss=None, reduce_only=True)
+    assert is_protective(protective) and not is_protective(_intent())
+
+
 def test_protection_watch_asks_at_once_backs_off_and_reports_once_past_the_bound():
     import random
 

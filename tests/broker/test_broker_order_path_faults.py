@@ -24,28 +24,13 @@ SYMBOLS = ("AAPL", "MSFT", "SPY")
 
 
 @pytest.fixture
-def daemon(tmp_path):
-    from stockade.ops.daemon import Daemon
-
-    settings = settings_from_dict(
-        {
-            "trading": {"symbols": list(SYMBOLS)},
-            "venue": {"quote_rate_hz": 20.0},
-            # Proposals wait for an operator: only this test's intents trade.
-            "voter": {"mode": "manual"},
-            # A trailing stop 1% under the high: the bracket stops (20% under) move up at once.
-            "orders": {"retry_backoff_s": 0.05, "poll_interval_s": 0.5, "trailing_stop_pct": 1.0},
-            "reconciler": {"interval_s": 2.0, "max_unprotected_s": 5.0},
-            "logging": {"level": "WARNING"},
-            "dashboard": {"port": 0},  # any free port: tests run side by side
-        }
+def daemon(embedded_daemon):
+    return embedded_daemon(
+        SYMBOLS,
+        # A trailing stop 1% under the high: the bracket stops (20% under) move up at once.
+        orders={"retry_backoff_s": 0.05, "poll_interval_s": 0.5, "trailing_stop_pct": 1.0},
+        reconciler={"interval_s": 2.0, "max_unprotected_s": 5.0},
     )
-    d = Daemon(settings, "embedded", None, Namespace(data_dir=str(tmp_path / "data"), duration=None))
-    d._start()
-    try:
-        yield d
-    finally:
-        d._stop()
 
 
 def _quote(daemon, symbol: str):

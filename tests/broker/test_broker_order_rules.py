@@ -13,7 +13,7 @@ from stockade.broker.orders import (
     rejection_reason,
     replacement_id,
 )
-from stockade.broker.token_bucket import BudgetSpent, TokenBucket, limit_client, shared_bucket
+from stockade.broker.token_bucket import BudgetSpent, TokenBucket, forget_shared, limit_client, shared_bucket
 from stockade.codecs.messages import OrderIntent
 from stockade.trading.gap_risk import gap_class, gap_pct
 from stockade.trading.ledger import uncovered_qty
@@ -85,10 +85,25 @@ def test_bucket_rejects_bad_parameters(kw):
         TokenBucket(**kw)
 
 
-def test_shared_bucket_is_one_per_process_and_settings():
+def test_shared_bucket_is_one_per_process_and_key():
+    forget_shared()
     assert shared_bucket("k1", 160, 20) is shared_bucket("k1", 160, 20)
     assert shared_bucket("k1", 160, 20) is not shared_bucket("k2", 160, 20)  # Alpaca's budget is per key
-    assert shared_bucket("k1", 160, 20) is not shared_bucket("k1", 150, 20)
+    assert shared_bucket("k1", 160, 20) is shared_bucket("k1", 150, 20, protect_reserve=5)
+    forget_shared()
+
+
+def test_shared_bucket_other_settings_keep_what_the_key_spent():
+    """Alpaca counts per key: a client of the same key with other limits spends the same budget."""
+    forget_shared()
+    first = shared_bucket("k1", 60, 5)
+    for _ in range(50):
+        assert first.take()
+    second = shared_bucket("k1", 120, 10, protect_reserve=5)
+    assert (second.rate_per_min, second.reserve, second.protect_reserve) == (120.0, 10, 5)
+    assert second.tokens < 20  # the 50 spent through `first` are gone for `second` too (a new one: 120)
+    assert not second.take()  # ordinary calls leave reserve + protect_reserve (15)
+    forget_shared()
 
 
 def test_limited_client_sends_nothing_once_the_budget_is_spent():

@@ -5,10 +5,14 @@ the REST call; everything after it (submitted, acknowledged, state changes,
 fills) is committed without a sync and re-derived from the broker after a
 power loss. A sync-on-commit environment would fsync all of them.
 
-Syncs are counted by wrapping `Environment.sync` (the only place stockade
-asks lmdb to flush), and lmdb's own flags must say it does not sync by
-itself, so no commit escapes the count. A real daemon (in-process, embedded
-venue) places the orders with the real alpaca-py client.
+Syncs are counted by wrapping `Environment.sync`, the only call that makes
+a commit durable. In the daemon's default "safe" sync mode lmdb also flushes
+each commit's data pages itself (MDB_NOMETASYNC: a power cut cannot corrupt
+the file) but not its meta page, so a commit without `Environment.sync` may
+still be undone by a power cut: the explicit syncs are the durability points,
+and there is one per order. In "fast" mode lmdb flushes nothing by itself.
+A real daemon (in-process, embedded venue) places the orders with the real
+alpaca-py client.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from argparse import Namespace
 
 import pytest
 from waiting import wait_for
@@ -65,24 +68,8 @@ def syncs(monkeypatch):
 
 
 @pytest.fixture
-def daemon(tmp_path, syncs):
-    from stockade.ops.daemon import Daemon
-
-    settings = settings_from_dict(
-        {
-            "trading": {"symbols": list(SYMBOLS)},
-            "venue": {"quote_rate_hz": 20.0},
-            "voter": {"mode": "manual"},  # only this test's intents trade
-            "logging": {"level": "WARNING"},
-            "dashboard": {"port": 0},  # any free port: tests run side by side
-        }
-    )
-    d = Daemon(settings, "embedded", None, Namespace(data_dir=str(tmp_path / "data"), duration=None))
-    d._start()
-    try:
-        yield d
-    finally:
-        d._stop()
+def daemon(embedded_daemon, syncs):
+    return embedded_daemon(SYMBOLS)
 
 
 def _intent(daemon, i: int) -> OrderIntent:
@@ -105,13 +92,29 @@ def _intent(daemon, i: int) -> OrderIntent:
     )
 
 
-def test_lmdb_does_not_sync_by_itself(tmp_path):
-    env = Environment.open(tmp_path)
+@pytest.mark.parametrize(
+    ("kw", "data_sync"),
+    [
+        ({}, True),  # "safe", the default: every commit flushes its data pages, never its meta page
+        ({"sync_mode": "safe"}, True),
+        ({"sync_mode": "fast"}, False),  # MDB_NOSYNC: only the durable writes flush
+        ({"sync_durable": False}, False),  # a store rebuilt from its inputs (a backtest's)
+    ],
+)
+def test_lmdb_sync_flags_per_mode(tmp_path, kw, data_sync):
+    env = Environment.open(tmp_path, **kw)
     try:
         flags = env._lmdb().flags()
-        assert flags["sync"] is False and flags["metasync"] is False, flags
+        assert flags["sync"] is data_sync and flags["metasync"] is False, flags
     finally:
         env.close()
+
+
+def test_an_unknown_sync_mode_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="sync_mode must be one of safe, fast, got 'turbo'"):
+        Environment.open(tmp_path, sync_mode="turbo")
+    with pytest.raises(ValueError, match=r'storage.sync_mode = "turbo"'):
+        settings_from_dict({"storage": {"sync_mode": "turbo"}})
 
 
 def test_non_durable_commits_do_not_sync_durable_ones_do(tmp_path, syncs):
@@ -155,6 +158,7 @@ def test_one_sync_per_order_the_intent_before_the_broker_sees_it(daemon, syncs):
         "quotes",
     )
     store = daemon.svc.store
+    assert store.env._lmdb().flags()["sync"] is True  # the daemon's default sync mode: safe
     journal_before = store.journal.last_seq()
     syncs.clear()
     n = 6

@@ -16,7 +16,7 @@ import pytest
 from stockade.broker.rest import register_secret
 from stockade.codecs.records import AlertRecord
 from stockade.config.settings import DashboardSettings, SettingsError, load_settings
-from stockade.ops.dashboard import events, tokens
+from stockade.ops.dashboard import DashboardError, DashboardServer, events, tokens
 
 READS = (
     "/",
@@ -354,3 +354,41 @@ def test_a_token_write_that_fails_leaves_no_empty_token_behind(tmp_path, monkeyp
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and path.read_text().strip() == token
     assert tokens.load_or_create(path)[0] == token
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_public_origin_passes_behind_a_host_rewriting_proxy(make_dash):
+    """A proxy serves the page from https://dash.example.com and sends Host: 127.0.0.1:port."""
+    dash = make_dash(control=True, public_origin="https://Dash.Example.com:443/")
+    headers = {"Cookie": dash.login_cookie()}
+    headers["X-CSRF-Token"] = dash.get("/api/v1/session", headers=headers).json()["csrf"]
+    for foreign in ("https://evil.example", "http://dash.example.com", "https://dash.example.com:8443"):
+        refused = dash.post("/api/v1/control/halt", {"reason": "x"}, headers={**headers, "Origin": foreign})
+        assert refused.status == 403, foreign
+    assert dash.svc.trading_state().state == "ACTIVE"
+    ok = dash.post(
+        "/api/v1/control/halt", {"reason": "proxied"}, headers={**headers, "Origin": "https://dash.example.com"}
+    )
+    assert ok.status == 200 and ok.json()["ok"]
+    assert dash.svc.trading_state().state == "HALTED"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["dash.example.com", "ftp://dash.example.com", "https://dash.example.com/app", "https://x:99999", "https://"],
+)
+def test_public_origin_must_be_an_origin(tmp_path, value):
+    with pytest.raises(SettingsError, match=r"dashboard.public_origin = .*must be an origin"):
+        load_settings(_settings_file(tmp_path, f'[dashboard]\npublic_origin = "{value}"\n'))
+    assert load_settings(_settings_file(tmp_path, '[dashboard]\npublic_origin = "https://dash.example.com"\n'))
+
+
+def test_a_failed_start_closes_its_event_loop(make_dash):
+    dash = make_dash()
+    taken = DashboardServer(
+        DashboardSettings(port=dash.port), dash.svc, dash.tree, dash.control, dash.data
+    )  # the port the first one holds
+    with pytest.raises(DashboardError, match="cannot serve"):
+        taken.start()
+    taken._thread.join(10)
+    assert not taken._thread.is_alive()
+    assert taken._loop is not None and taken._loop.is_closed()

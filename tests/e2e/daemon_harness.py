@@ -8,46 +8,26 @@ stopped by real signals. The venue is separate from the daemon so a test can
 from __future__ import annotations
 
 import os
-import queue
-import secrets
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from waiting import wait_for
 
+from stockade.venue import launcher
+from stockade.venue.launcher import RUN_PY, child_env
+
 REPO = Path(__file__).resolve().parents[2]
-RUN_PY = str(REPO / "run.py")
 
 
-def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(
-            (
-                "APCA_",
-                "NOTIFY_SOCKET",
-                "WATCHDOG_",
-                "STATE_DIRECTORY",
-                "RUNTIME_DIRECTORY",
-                "CREDENTIALS_DIRECTORY",
-                "OTEL_",
-                "JOURNAL_STREAM",
-                "INVOCATION_ID",
-            )
-        )
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
+_child_env = child_env  # the daemon's processes get the venue's clean environment too
 
 
-class VenueProcess:
-    """`python run.py venue` on a free port with its own key pair and data dir."""
+class VenueProcess(launcher.VenueProcess):
+    """`python run.py venue` on a free port with its own key pair and data dir (venue/launcher.py),
+    with the reads the tests make through the real alpaca-py client."""
 
     def __init__(
         self,
@@ -59,44 +39,16 @@ class VenueProcess:
         secret: str | None = None,
         args: tuple[str, ...] = (),
     ) -> None:
-        self.key = key or "PKTEST" + secrets.token_hex(6).upper()
-        self.secret = secret or secrets.token_urlsafe(24)
-        self.data_dir = data_dir
-        self.log_path = data_dir.parent / f"{data_dir.name}.log"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                RUN_PY,
-                "venue",
-                "--port",
-                "0",
-                "--data-dir",
-                str(data_dir),
-                "--seed",
-                str(seed),
-                "--symbols",
-                symbols,
-                "--quote-rate",
-                str(quote_rate),
-                *args,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=open(self.log_path, "wb"),
-            text=True,
-            env=_child_env({"APCA_API_KEY_ID": self.key, "APCA_API_SECRET_KEY": self.secret}),
+        super().__init__(
+            data_dir,
+            symbols=symbols.split(","),
+            quote_rate=quote_rate,
+            log_path=data_dir.parent / f"{data_dir.name}.log",
+            seed=seed,
+            key=key,
+            secret=secret,
+            args=args,
         )
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(line) for line in self.proc.stdout], daemon=True).start()
-        try:
-            first = lines.get(timeout=30)
-        except queue.Empty:
-            self.stop()
-            raise AssertionError(f"venue did not announce itself; log:\n{self.log_path.read_text()[-3000:]}") from None
-        fields = dict(part.split("=", 1) for part in first.split() if "=" in part)
-        self.base_url = fields["rest"]
-        self.trading_stream_url = fields["trading_stream"]
-        self.data_stream_url = fields["data_stream"]
 
     def client(self) -> Any:
         from stockade.broker.rest import make_trading_client
@@ -104,40 +56,12 @@ class VenueProcess:
         return make_trading_client(self.key, self.secret, self.base_url, timeout_s=10)
 
     def orders(self) -> list[Any]:
-        from alpaca.trading.enums import QueryOrderStatus
-        from alpaca.trading.requests import GetOrdersRequest
+        from stockade.broker.order_pages import list_all_orders
 
-        return self.client().get_orders(GetOrdersRequest(status=QueryOrderStatus.ALL, limit=500, nested=False))
+        return list_all_orders(self.client(), "all")
 
     def positions(self) -> dict[str, int]:
         return {p.symbol: int(float(p.qty)) for p in self.client().get_all_positions() if float(p.qty) != 0}
-
-    def set_faults(self, **knobs: Any) -> None:
-        """Change the venue's fault knobs (`POST /admin/faults`), e.g. `stream_silent=True`."""
-        import json
-        import urllib.request
-
-        request = urllib.request.Request(
-            self.base_url + "/admin/faults",
-            data=json.dumps(knobs).encode(),
-            method="POST",
-            headers={
-                "APCA-API-KEY-ID": self.key,
-                "APCA-API-SECRET-KEY": self.secret,
-                "Content-Type": "application/json",
-            },
-        )
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            assert reply.status == 200
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
 
 
 def settings_text(venue: VenueProcess | None, **sections: dict[str, Any]) -> str:

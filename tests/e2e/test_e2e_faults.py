@@ -141,25 +141,11 @@ def _open_orders(venue) -> list:
 
 
 def test_malformed_quote_frames_are_counted_and_the_daemon_carries_on(short_dir, venue):
-    import json
-    import urllib.request
-
     daemon = DaemonProcess(short_dir / "data", settings_text(venue), venue)
     try:
         daemon.wait_ready()
         wait_for(lambda: daemon.status()["market_data"].get("quotes", 0) > 0, 30, 0.2, "quotes flowing")
-        request = urllib.request.Request(
-            venue.base_url + "/admin/faults",
-            data=json.dumps({"garbage_frames": 25}).encode(),
-            method="POST",
-            headers={
-                "APCA-API-KEY-ID": venue.key,
-                "APCA-API-SECRET-KEY": venue.secret,
-                "Content-Type": "application/json",
-            },
-        )
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            assert reply.status == 200
+        venue.set_faults(garbage_frames=25)
         md = wait_for(
             lambda: (m := daemon.status()["market_data"])["malformed_frames"] >= 25 and m, 30, 0.2, "garbage counted"
         )

@@ -211,3 +211,13 @@ def test_bench_journal_reports_latency_and_throughput(tmp_path):
     lat = result["journal_durable_append_us"]
     assert 0 < lat["p50"] <= lat["p99"] and lat["n"] == 50
     assert result["journal_batched_append_per_s"] > 0
+
+
+def test_bench_sync_modes_reports_both_modes(tmp_path):
+    from stockade.bench.storage import bench_sync_modes
+
+    result = bench_sync_modes(10, data_dir=tmp_path)
+    for mode in ("safe", "fast"):
+        for figure in ("commit_us", "durable_commit_us", "order_us"):
+            lat = result[mode][figure]
+            assert lat["n"] > 0 and 0 < lat["p50"] <= lat["p99"], (mode, figure, lat)

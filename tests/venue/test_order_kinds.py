@@ -218,6 +218,46 @@ def test_oco_stop_loss_fill_cancels_the_take_profit(venue):
     assert client.get_order_by_id(parent.id).status == OrderStatus.CANCELED
 
 
+def test_oco_take_profit_qty_replace_carries_the_stop_loss(venue):
+    """The two exits of an OCO cover the same shares: a new take-profit qty is the stop-loss's too."""
+    client = sdk_client(venue)
+    hold(client, venue, qty=6)
+    bid = current_quote(venue, "AAPL").bid
+    parent = oco(client, venue, 6, round(bid * 1.5, 2), round(bid * 0.5, 2))
+    stop = parent.legs[0]
+    order_status(client, parent.id, OrderStatus.NEW)
+    replaced = client.replace_order_by_id(parent.id, ReplaceOrderRequest(qty=4))
+    assert replaced.qty == "4"
+    leg = client.get_order_by_id(stop.id)
+    assert leg.qty == "4" and leg.status == OrderStatus.NEW
+    nested = client.get_order_by_id(replaced.id, GetOrderByIdRequest(nested=True))
+    assert [(o.id, o.qty) for o in nested.legs] == [(stop.id, "4")]
+    # The stop-loss, triggered, sells the 4 the pair now covers, not the 6 it once did.
+    inject_quote(venue, "AAPL", bid=round(bid * 0.4, 2), ask=round(bid * 0.4, 2) + 0.05)
+    assert order_status(client, stop.id, OrderStatus.FILLED).filled_qty == "4"
+    assert client.get_open_position("AAPL").qty == "2"
+
+
+def test_bracket_take_profit_qty_replace_carries_the_stop_loss(venue):
+    client = sdk_client(venue)
+    bid = current_quote(venue, "AAPL").bid
+    entry = client.submit_order(
+        market(
+            qty=5,
+            order_class=OrderClass.BRACKET,
+            take_profit=TakeProfitRequest(limit_price=round(bid * 1.5, 2)),
+            stop_loss=StopLossRequest(stop_price=round(bid * 0.5, 2)),
+        )
+    )
+    order_status(client, entry.id, OrderStatus.FILLED)
+    take_profit, stop_loss = sorted(entry.legs, key=lambda o: o.type != OrderType.LIMIT)
+    order_status(client, take_profit.id, OrderStatus.NEW)
+    client.replace_order_by_id(take_profit.id, ReplaceOrderRequest(qty=3))
+    leg = client.get_order_by_id(stop_loss.id)
+    assert leg.qty == "3" and leg.status in (OrderStatus.NEW, OrderStatus.HELD)
+    assert client.get_open_position("AAPL").qty_available == "2"
+
+
 def test_oco_cancel_one_cancels_both_and_rules(venue):
     client = sdk_client(venue)
     hold(client, venue, qty=2)
@@ -340,6 +380,31 @@ def test_fractional_limit_stop_and_stop_limit_are_accepted(venue):
             json={"symbol": "AAPL", "qty": "0.25", "side": "sell", "time_in_force": "day", **body},
         )
         assert r.status_code == 200 and r.json()["qty"] == "0.25" and r.json()["type"] == body["type"], r.text
+
+
+def test_a_filled_notional_order_keeps_qty_null(venue):
+    """Alpaca: "notional ... If entered, qty will be null"; the shares it bought are filled_qty."""
+    client = sdk_client(venue)
+    done = order_status(client, client.submit_order(market(notional=100)).id, OrderStatus.FILLED)
+    assert done.qty is None and done.notional == "100" and 0 < float(done.filled_qty) < 1
+    listed = http(venue, "GET", "/v2/orders", params={"status": "closed"}).json()
+    assert [(o["qty"], o["notional"]) for o in listed] == [(None, "100")]
+
+
+def test_a_notional_order_cannot_be_replaced(venue):
+    """Alpaca: "Notional orders cannot be replaced at all"."""
+    client = sdk_client(venue)
+    bid = current_quote(venue, "AAPL").bid
+    limit = round(bid * 0.5, 2)  # under the market: rests
+    resting = client.submit_order(
+        LimitOrderRequest(
+            symbol="AAPL", notional=50, side=OrderSide.BUY, time_in_force=TimeInForce.DAY, limit_price=limit
+        )
+    )
+    order_status(client, resting.id, OrderStatus.NEW)
+    err = api_error(lambda: client.replace_order_by_id(resting.id, ReplaceOrderRequest(limit_price=limit - 1)))
+    assert err.status_code == 422 and "notional orders cannot be replaced" in str(err)
+    assert client.get_order_by_id(resting.id).status == OrderStatus.NEW
 
 
 def test_a_resting_notional_sell_reserves_its_shares(venue):

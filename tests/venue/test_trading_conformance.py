@@ -161,6 +161,24 @@ def test_get_orders_filters(venue):
     assert [o.id for o in closed] == [a.id]
 
 
+def test_get_orders_after_and_until_are_exclusive(venue):
+    """Alpaca: `after` and `until` both exclude an order submitted at that very time (paging relies on it)."""
+    client = sdk_client(venue)
+    ids = [str(client.submit_order(far_limit()).id) for _ in range(3)]
+    listed = http(venue, "GET", "/v2/orders", params={"status": "all", "direction": "asc"}).json()
+    assert [o["id"] for o in listed] == ids
+    first, middle, last = (o["submitted_at"] for o in listed)  # exact, nanoseconds
+
+    def between(**params) -> list[str]:
+        got = http(venue, "GET", "/v2/orders", params={"status": "all", "direction": "asc", **params})
+        assert got.status_code == 200, got.text
+        return [o["id"] for o in got.json()]
+
+    assert between(after=first, until=last) == [ids[1]]
+    assert between(until=middle) == [ids[0]]
+    assert between(after=middle) == [ids[2]]
+
+
 def test_cancel_order_and_cancel_filled(venue):
     client = sdk_client(venue)
     resting = client.submit_order(far_limit())
