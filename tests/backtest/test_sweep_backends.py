@@ -1,4 +1,4 @@
-"""The same sweep and walk-forward on Ray, on a local process pool and in one process: the same results.
+"""The same sweep on Ray, on a local process pool and in one process: the same results.
 
 Real parts: a local Ray started here (two CPUs, no dashboard, one session for
 the module), spawned pool processes, the real backtest of every point, a
@@ -7,18 +7,14 @@ worker process that really dies (os._exit) and is retried.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 import sweep_helpers
 
-from stockade.config.settings import settings_from_dict
-from stockade.ops.backtest import Backtest
 from stockade.ops.sweep import jsonable, plan, run_sweep
 from stockade.ops.sweep_grid import load_grid
-from stockade.ops.walk_forward import walk_forward
 from stockade.ops.workers import Backend
 
 ray = pytest.importorskip("ray", reason="the [cluster] extra (in [test]) brings Ray")
@@ -94,30 +90,3 @@ def test_a_worker_killed_mid_sweep_is_retried_and_the_result_is_the_same(kind, i
     crashed = doc["points"][1]
     assert crashed["ok"] and crashed["attempts"] >= 2, crashed
     assert doc["run"]["retries"] >= 1 and doc["run"]["failed"] == 0
-
-
-def _walk_forward(tmp_path: Path, backend: Backend) -> dict:
-    settings = settings_from_dict({"models": {"names": ["logit"]}, "logging": {"level": "WARNING"}})
-    args = argparse.Namespace(
-        start="2026-06-01",
-        end="2026-06-03",
-        symbols="AAPL",
-        source="sim",
-        file=None,
-        seed=4,
-        out=str(tmp_path / "wf"),
-        data_dir=str(tmp_path / "data"),
-        walk_forward=2,
-    )
-    summary = walk_forward(Backtest.prepare(settings, args), 2, backend=backend)
-    for fold in summary["folds"]:
-        fold["out"] = Path(fold["out"]).name
-    return summary
-
-
-def test_walk_forward_folds_on_pool_and_ray_match_one_process(tmp_path):
-    results = {kind: _walk_forward(tmp_path / kind, b) for kind, b in BACKENDS.items()}
-    assert [f["fold"] for f in results["inline"]["folds"]] == [1, 2]
-    assert results["inline"]["folds"][0]["orders"] + results["inline"]["folds"][1]["orders"] > 0
-    assert results["pool"] == results["inline"]
-    assert results["ray"] == results["inline"]
