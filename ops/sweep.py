@@ -210,6 +210,7 @@ def rank(points: list[dict[str, Any]], objective: str, max_dd: float) -> None:
     """Number the eligible points by the out-of-sample objective, best first (ties: point order)."""
     eligible = []
     for p in points:
+        p["rank"] = None
         if not p["ok"]:
             continue
         oos = p["out_of_sample"]
