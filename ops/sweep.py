@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import math
 import sys
 import time
@@ -70,6 +71,8 @@ def main(argv: list[str]) -> int:
         args = parse_args(argv)
     except SystemExit as exc:
         return 2 if exc.code else 0
+    # A point's warnings (one per backtest, times every point) would bury the table: errors only.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     try:
         grid = load_grid(args.grid)
         backend = backend_from_args(args.ray, args.workers)
@@ -139,6 +142,8 @@ def run_point(job: PointJob) -> dict[str, Any]:
     from stockade.ops.backtest import Backtest
     from stockade.ops.sweep_metrics import Segment, figures, read_run, split
 
+    if not logging.getLogger().handlers:  # a fresh worker process: as quiet as the CLI
+        logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     run = Backtest.prepare(job.settings, argparse.Namespace(**job.args))
     if job.walk_forward:
         from stockade.ops.walk_forward import walk_forward

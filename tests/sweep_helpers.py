@@ -7,10 +7,7 @@ Importable by name from a spawned pool worker (tests/ is on sys.path, which
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 import os
-import random
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +16,10 @@ BARS_PER_DAY = 60
 
 
 def write_bars(path: Path, symbols: tuple[str, ...] = ("AAPL", "MSFT"), seed: int = 11) -> Path:
-    """A seeded random walk of 1-minute bars from 13:30 UTC (the open) on each of DAYS."""
-    rng = random.Random(seed)
-    price = {s: 100.0 + 50.0 * i for i, s in enumerate(symbols)}
-    lines = ["timestamp,symbol,open,high,low,close,volume"]
-    for day in DAYS:
-        start = dt.datetime.fromisoformat(f"{day}T13:30:00+00:00")
-        for m in range(BARS_PER_DAY):
-            ts = (start + dt.timedelta(minutes=m)).strftime("%Y-%m-%dT%H:%M:%SZ")
-            for s in symbols:
-                o = price[s]
-                c = o * math.exp(rng.gauss(0.0002, 0.002))
-                hi, lo = max(o, c) * (1 + rng.random() * 0.001), min(o, c) * (1 - rng.random() * 0.001)
-                lines.append(f"{ts},{s},{o:.2f},{hi:.2f},{lo:.2f},{c:.2f},{rng.randint(1000, 5000)}")
-                price[s] = c
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    """A seeded random walk of BARS_PER_DAY 1-minute bars from the open on each of DAYS (bench/sweep.py's)."""
+    from stockade.bench.sweep import write_bars as bench_bars
+
+    return bench_bars(path, symbols, DAYS, BARS_PER_DAY, seed)
 
 
 def write_grid(folder: Path, extra: str = "", grid: str = "") -> Path:
