@@ -118,15 +118,17 @@ def curves(doc: dict[str, Any]) -> str:
             series.append((p, [(t, (v / first - 1.0) * 100.0 if first else 0.0) for t, v in c]))
     if not series:
         return f'<figure><figcaption>{_e(title)}</figcaption><p class="empty">no ranked point</p></figure>'
+    # x is the snapshot's position, not its time: nights and weekends take no room.
+    longest = max(len(s) for _, s in series)
     ts = [t for _, s in series for t, _ in s]
     vs = [v for _, s in series for _, v in s]
-    sx = _scale(min(ts), max(ts), PAD, W - 10)
+    sx = _scale(0, max(1, longest - 1), PAD, W - 10)
     lo, hi = min(vs), max(vs)
     sy = _scale(lo, hi, H - 25, 10)
     paths, legend = [], []
     for n, (p, s) in enumerate(series):
         colour = COLORS[n % len(COLORS)]
-        d = " ".join(f"{'M' if i == 0 else 'L'}{sx(t):.1f},{sy(v):.1f}" for i, (t, v) in enumerate(s))
+        d = " ".join(f"{'M' if i == 0 else 'L'}{sx(i):.1f},{sy(v):.1f}" for i, (_, v) in enumerate(s))
         name = f"#{p['rank']} {p['point']} " + ", ".join(f"{k}={_label(v)}" for k, v in p["values"].items())
         paths.append(f'<path d="{d}" fill="none" stroke="{colour}" stroke-width="1.5"><title>{_e(name)}</title></path>')
         legend.append(f'<li><span style="color:{colour}">&#9632;</span> {_e(name)}</li>')
@@ -192,11 +194,12 @@ figure{{margin:1em 0}} figcaption{{font-weight:600}} svg.chart{{width:100%;heigh
 svg text{{font-size:11px;fill:#222}} table{{border-collapse:collapse;font-size:12px}} td,th{{padding:2px 6px;text-align:right}}
 tr:nth-child(even){{background:#f3f3f3}} tr.failed td{{color:#a00}} pre{{background:#f6f6f6;padding:8px;
 overflow:auto;font-size:12px}} .empty{{color:#888}} ul.legend{{list-style:none;padding:0;font-size:12px}}
+div.wide{{overflow-x:auto}}
 </style></head><body>
 <h1>Sweep</h1><p>{headline}</p>
 {heatmap(doc)}
 {curves(doc)}
-{points_table(doc)}
+<div class="wide">{points_table(doc)}</div>
 <h3>Sweep file</h3><pre>{_e(json.dumps(settings, indent=1, sort_keys=True, default=str))}</pre>
 <h3>Base settings</h3><pre>{_e(json.dumps(doc["base_settings"], indent=1, sort_keys=True, default=str))}</pre>
 </body></html>

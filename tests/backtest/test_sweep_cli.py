@@ -169,3 +169,25 @@ def test_the_progress_bar_counts_points_and_failures_on_a_terminal_only():
             bar.update(UnitResult(key="p", ok=ok))
     assert "3/3 points, 1 failed" in tty.getvalue() and "ETA" in tty.getvalue()
     assert pipe.getvalue() == ""
+
+
+def test_a_walk_forward_sweep_ranks_on_the_folds_test_windows(tmp_path):
+    (tmp_path / "base.toml").write_text('[models]\nnames = ["logit"]\n')
+    grid_file = tmp_path / "sweep.toml"
+    grid_file.write_text(
+        '[sweep]\nstart = "2026-06-01"\nend = "2026-06-03"\nsymbols = ["AAPL"]\nseed = 4\n'
+        'settings = "base.toml"\nwalk_forward = 2\n[grid]\n"voter.threshold" = [0.05]\n'
+    )
+    grid = load_grid(grid_file)
+    out = tmp_path / "out"
+    doc = run_sweep(grid, plan(grid, out, str(tmp_path / "data")), Backend(), out)
+    (p,) = doc["points"]
+    assert p["ok"] and p["rank"] == 1, p
+    wf = json.loads((out / "points" / "p0000" / "walk_forward.json").read_text())
+    assert [f["test"] for f in wf["folds"]] == [["2026-06-02", "2026-06-02"], ["2026-06-03", "2026-06-03"]]
+    # Out-of-sample is the folds' test windows chained: the walk-forward's own stitched return.
+    assert p["out_of_sample"]["return_pct"] == pytest.approx(wf["stitched_oos_return_pct"], abs=1e-3)
+    # In-sample is each fold's models on their own training window, run and kept apart.
+    for fold in wf["folds"]:
+        assert (Path(fold["in_sample_out"]) / "backtest.json").exists()
+    assert p["in_sample"]["curve"] != p["out_of_sample"]["curve"]
