@@ -9,10 +9,10 @@ function of its payload (every seed inside the payload, none from the worker).
 
 An exception raised by `fn` is a failed unit (its error kept, never retried:
 running it again gives the same error). A worker that dies (killed, out of
-memory, `os._exit`) is retried up to `max_retries` times and counted in the
-unit's `attempts`: on Ray by the task's own `max_retries`, on the local pool
-by resubmitting the units that were in flight when the pool broke
-(`BrokenProcessPool` fails every one of them, so each counts an attempt).
+memory, `os._exit`) is retried up to `max_retries` times and every start is
+counted in the unit's `attempts`: on Ray by the task's own `max_retries`, on
+the local pool by rerunning the units that were running when the pool broke
+(see `_run_pool`).
 """
 
 from __future__ import annotations
@@ -107,38 +107,75 @@ def _result(key: str, ok: bool, value: Any, attempts: int) -> UnitResult:
 def _run_pool(
     fn: Callable[[Any], Any], units: Sequence[tuple[str, Any]], backend: Backend, on_done: Callable[[UnitResult], None]
 ) -> list[UnitResult]:
+    """A shared pool for every unit; after a worker dies, the units it may have taken down rerun alone.
+
+    When a worker dies the pool breaks and fails every unit not yet finished.
+    Units that had not started go back to a shared pool, uncharged. Units that
+    were running are rerun each in a pool of its own, so a unit that kills its
+    worker is known for sure and fails after dying alone more than
+    `max_retries` times, while the others it took down just run again.
+    """
     # spawn, never fork: a forked child inherits this process's threads' locks
     # (lmdb, logging, pykka) mid-state; a spawned one starts clean.
     ctx = multiprocessing.get_context("spawn")
     results: dict[int, UnitResult] = {}
     attempts = [0] * len(units)
-    pending = list(range(len(units)))
-    while pending:
-        with cf.ProcessPoolExecutor(max_workers=min(backend.workers, len(pending)), mp_context=ctx) as pool:
-            futures = {}
-            for i in pending:
-                attempts[i] += 1
-                futures[pool.submit(call, fn, units[i][1])] = i
-            broken: list[int] = []
-            for future in cf.as_completed(futures):
-                i = futures[future]
-                try:
-                    ok, value = future.result()
-                except BrokenProcessPool:
-                    broken.append(i)
-                    continue
-                results[i] = _result(units[i][0], ok, value, attempts[i])
-                on_done(results[i])
-        pending = []
-        for i in sorted(broken):
-            if attempts[i] > backend.max_retries:
-                results[i] = _result(
-                    units[i][0], False, f"worker died ({attempts[i]} attempts; the process pool broke)", attempts[i]
-                )
-                on_done(results[i])
-            else:
-                pending.append(i)
+    deaths = [0] * len(units)
+
+    def finish(i: int, ok: bool, value: Any) -> None:
+        results[i] = _result(units[i][0], ok, value, attempts[i])
+        on_done(results[i])
+
+    with ctx.Manager() as manager:
+        started = manager.dict()  # unit index -> True once a worker took it
+        shared = list(range(len(units)))
+        while shared:
+            broken = _pool_round(ctx, fn, units, shared, min(backend.workers, len(shared)), started, finish, attempts)
+            shared = [i for i in broken if i not in started]
+            for i in (i for i in broken if i in started):
+                while i not in results:  # alone: a death now is this unit's own
+                    started.pop(i, None)
+                    if not _pool_round(ctx, fn, units, [i], 1, started, finish, attempts):
+                        break
+                    deaths[i] += 1
+                    if deaths[i] > backend.max_retries:
+                        finish(i, False, f"worker died ({deaths[i]} times running this unit alone)")
     return [results[i] for i in range(len(units))]
+
+
+def _pool_round(
+    ctx: Any,
+    fn: Callable[[Any], Any],
+    units: Sequence[tuple[str, Any]],
+    todo: list[int],
+    workers: int,
+    started: Any,
+    finish: Callable[[int, bool, Any], None],
+    attempts: list[int],
+) -> list[int]:
+    """Run `todo` on one pool; finish() each unit that completes; return those the pool's breaking failed."""
+    broken: list[int] = []
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(_tracked_call, started, i, fn, units[i][1]): i for i in todo}
+        for future in cf.as_completed(futures):
+            i = futures[future]
+            try:
+                ok, value = future.result()
+            except BrokenProcessPool:
+                broken.append(i)
+                if i in started:
+                    attempts[i] += 1
+                continue
+            except Exception as exc:  # noqa: BLE001 - e.g. a payload or result that does not pickle
+                ok, value = False, f"{type(exc).__name__}: {exc}"
+            attempts[i] += 1
+            finish(i, ok, value)
+    return sorted(broken)
+
+
+def _tracked_call(started: Any, i: int, fn: Callable[[Any], Any], payload: Any) -> tuple[bool, Any]:
+    started[i] = True
+    return call(fn, payload)
 
 
 def _ray_init(backend: Backend) -> Any:
@@ -167,7 +204,7 @@ def _run_ray(
     fn: Callable[[Any], Any], units: Sequence[tuple[str, Any]], backend: Backend, on_done: Callable[[UnitResult], None]
 ) -> list[UnitResult]:
     ray = _ray_init(backend)
-    from ray.exceptions import RayError
+    from ray.exceptions import RayError, WorkerCrashedError
 
     counter = ray.remote(num_cpus=0)(_Attempts).remote()
     # Ray reruns a task whose worker died (max_retries); the attempts actor counts the runs.
@@ -183,14 +220,21 @@ def _run_ray(
                 key = units[i][0]
                 try:
                     ok, value = ray.get(ref)
-                except RayError as exc:  # retries used up: the worker kept dying
-                    ok, value = False, f"worker died: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+                except WorkerCrashedError as exc:  # retries used up: the worker kept dying
+                    ok, value = False, f"worker died ({type(exc).__name__}): {_first_line(exc)}"
+                except RayError as exc:  # the task could not run (its function or payload did not load, ...)
+                    ok, value = False, f"{type(exc).__name__}: {_first_line(exc)}"
                 count = ray.get(counter.get.remote(key))
                 results[i] = _result(key, ok, value, max(1, count))
                 on_done(results[i])
     finally:
         ray.kill(counter)
     return [results[i] for i in range(len(units))]
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 class _Attempts:

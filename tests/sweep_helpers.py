@@ -53,3 +53,16 @@ def crash_once(job: Any) -> dict[str, Any]:
         marker.write_text(str(os.getpid()))
         os._exit(17)
     return run_point(job)
+
+
+def square(x: int) -> int:
+    if x < 0:
+        raise ValueError(f"negative: {x}")
+    return x * x
+
+
+def exit_on_seven(x: int) -> int:
+    """Kills its worker process whenever it is given 7."""
+    if x == 7:
+        os._exit(9)
+    return x * x
