@@ -104,7 +104,7 @@ def main(argv: list[str]) -> int:
     except SystemExit as exc:
         return 2 if exc.code else 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from stockade.ops.workers import Bar, WorkersError, backend_from_args
+    from stockade.ops.workers import Bar, ClusterLost, WorkersError, backend_from_args
 
     try:
         settings = load_settings(args.settings)
@@ -130,7 +130,7 @@ def main(argv: list[str]) -> int:
             summary = run.run(progress=sys.stdout.isatty())
     except WorkersError as exc:
         print(f"backtest: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, ClusterLost) else 2
     except BadInput as exc:
         print(f"backtest: {exc}", file=sys.stderr)
         return 2

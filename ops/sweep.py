@@ -37,7 +37,7 @@ import msgspec
 from stockade.config.settings import Settings, SettingsError
 from stockade.ops.backtest_data import BadInput
 from stockade.ops.sweep_grid import Grid, GridError, load_grid
-from stockade.ops.workers import Backend, Bar, UnitResult, WorkersError, backend_from_args, run_units
+from stockade.ops.workers import Backend, Bar, ClusterLost, UnitResult, WorkersError, backend_from_args, run_units
 
 SWEEP_JSON = "sweep.json"
 SWEEP_HTML = "sweep.html"
@@ -83,6 +83,9 @@ def main(argv: list[str]) -> int:
     bar = Bar(len(jobs), sys.stderr)
     try:
         result = run_sweep(grid, jobs, backend, Path(args.out), on_done=bar.update)
+    except ClusterLost as exc:
+        print(f"sweep: {exc}", file=sys.stderr)
+        return 1
     except WorkersError as exc:
         print(f"sweep: {exc}", file=sys.stderr)
         return 2

@@ -140,7 +140,7 @@ def _bars(args: argparse.Namespace, settings, plan: dict) -> dict:
 def _run(args: argparse.Namespace, settings, plan: dict) -> int:
     from stockade.actors.analyzer import feature_params
     from stockade.config import paths
-    from stockade.ops.workers import WorkersError
+    from stockade.ops.workers import ClusterLost, WorkersError
     from stockade.trading.datasets import build_dataset
     from stockade.trading.training import TrainingError, train_models
 
@@ -174,7 +174,7 @@ def _run(args: argparse.Namespace, settings, plan: dict) -> int:
         return 2
     except WorkersError as exc:
         print(f"train: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, ClusterLost) else 2
     except (TrainingError, ValueError, RuntimeError, OSError) as exc:
         print(f"train: failed: {exc}", file=sys.stderr)
         return 1

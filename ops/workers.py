@@ -56,6 +56,10 @@ class WorkersError(Exception):
     """The backend cannot run (Ray missing or unreachable): one line for the user."""
 
 
+class ClusterLost(WorkersError):
+    """The Ray cluster failed under a running job (its head or our connection died)."""
+
+
 def backend_from_args(ray: str | None, workers: int | None) -> Backend:
     """`--ray ADDRESS` / `--workers N` as a Backend (neither: in this process)."""
     if workers is not None and workers < 1:
@@ -204,6 +208,21 @@ def _run_ray(
     fn: Callable[[Any], Any], units: Sequence[tuple[str, Any]], backend: Backend, on_done: Callable[[UnitResult], None]
 ) -> list[UnitResult]:
     ray = _ray_init(backend)
+    from ray.exceptions import RayError
+
+    try:
+        return _ray_units(ray, fn, units, backend, on_done)
+    except RayError as exc:  # not one unit's failure: the cluster itself (a dead head, a lost connection)
+        raise ClusterLost(f"--ray: the Ray cluster failed: {type(exc).__name__}: {_first_line(exc)}") from None
+
+
+def _ray_units(
+    ray: Any,
+    fn: Callable[[Any], Any],
+    units: Sequence[tuple[str, Any]],
+    backend: Backend,
+    on_done: Callable[[UnitResult], None],
+) -> list[UnitResult]:
     from ray.exceptions import RayError, WorkerCrashedError
 
     counter = ray.remote(num_cpus=0)(_Attempts).remote()
@@ -228,7 +247,10 @@ def _run_ray(
                 results[i] = _result(key, ok, value, max(1, count))
                 on_done(results[i])
     finally:
-        ray.kill(counter)
+        try:
+            ray.kill(counter)
+        except RayError:
+            pass  # the cluster is gone already; the error that matters is being raised
     return [results[i] for i in range(len(units))]
 
 
