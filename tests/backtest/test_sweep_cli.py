@@ -191,3 +191,33 @@ def test_a_walk_forward_sweep_ranks_on_the_folds_test_windows(tmp_path):
     for fold in wf["folds"]:
         assert (Path(fold["in_sample_out"]) / "backtest.json").exists()
     assert p["in_sample"]["curve"] != p["out_of_sample"]["curve"]
+
+
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        (["backtest", "--start", "2026-06-01", "--end", "2026-06-02", "--workers", "2"], "give --walk-forward K too"),
+        (
+            ["backtest", "--start", "2026-06-01", "--end", "2026-06-03", "--walk-forward", "1", "--workers", "0"],
+            "--workers = 0",
+        ),
+        (["train", "--workers", "0"], "--workers = 0"),
+        (["train", "--ray", " "], "--ray = ''"),
+    ],
+)
+def test_backtest_and_train_refuse_bad_worker_flags_with_one_line(tmp_path, argv, expect):
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            *argv,
+            *(["--out", str(tmp_path / "out")] if argv[0] == "backtest" else []),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and expect in lines[0], done.stderr
