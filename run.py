@@ -9,6 +9,7 @@
     python run.py train   train the ensemble's ML models (scikit-learn -> ONNX)
     python run.py report  trading results per member, symbol and portfolio (--json)
     python run.py backtest  replay history through the same actors on a simulated clock
+    python run.py sweep   backtest a grid of settings (local processes or Ray), ranked out-of-sample
 
 Exit status: 0 success, 2 bad settings or usage, 1 anything else.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import sys
 
-USAGE = "usage: python run.py [run|ctl|venue|bench|check|report|train|backtest] [--settings FILE] [--data-dir DIR] [options]"
+USAGE = "usage: python run.py [run|ctl|venue|bench|check|report|train|backtest|sweep] [--settings FILE] [--data-dir DIR] [options]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             from stockade.ops.train import main as entry
         elif command == "backtest":
             from stockade.ops.backtest import main as entry
+        elif command == "sweep":
+            from stockade.ops.sweep import main as entry
         elif command == "report":
             from stockade.ops.report import main as entry
         else:

@@ -115,6 +115,7 @@ def main(argv: list[str]) -> int:
     from stockade.bench.risk import bench_risk_checks
     from stockade.bench.storage import bench_journal, bench_sync_modes
     from stockade.bench.supervisors import bench_pykka_hop, bench_restart
+    from stockade.bench.sweep import bench_sweep
     from stockade.bench.telemetry import bench_tracing
     from stockade.bench.trading import bench_indicators, bench_models
     from stockade.bench.venue import bench_quote_publish, bench_rest_roundtrips
@@ -141,6 +142,7 @@ def main(argv: list[str]) -> int:
         ("dashboard_page_load", lambda: bench_dashboard(scratch / "dashboard", quick)),
         ("backtest_peer", lambda: bench_peer(quick, scratch)),
         ("backtest_bars", lambda: bench_bars(quick, scratch)),
+        ("sweep_throughput", lambda: bench_sweep(quick, scratch)),
     ]
     results: dict[str, Any] = {
         "machine": {
@@ -200,6 +202,10 @@ def main(argv: list[str]) -> int:
         "backtest_year_100_symbols_minutes_extrapolated": results.get("backtest_bars", {}).get(
             "year_100_symbols_minutes_extrapolated"
         ),
+        **{
+            f"sweep_backtests_per_min_{run}": results.get("sweep_throughput", {}).get(run, {}).get("backtests_per_min")
+            for run in ("in_process", "pool_1", "pool_2", "ray_1", "ray_2")
+        },
     }
     print(json.dumps(results, indent=2, default=str))
     return 0 if not any(isinstance(v, dict) and "error" in v for v in results.values()) else 1

@@ -74,6 +74,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="K",
         help="K folds: train the models on each window with `train`'s code, test on the next",
     )
+    p.add_argument("--ray", metavar="auto|ADDRESS", help="with --walk-forward: run the folds on Ray ([cluster] extra)")
+    p.add_argument("--workers", type=int, help="with --walk-forward: local worker processes for the folds")
     return p.parse_args(argv)
 
 
@@ -102,19 +104,33 @@ def main(argv: list[str]) -> int:
     except SystemExit as exc:
         return 2 if exc.code else 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from stockade.ops.workers import Bar, ClusterLost, WorkersError, backend_from_args
+
     try:
         settings = load_settings(args.settings)
         run = Backtest.prepare(settings, args)
-    except (SettingsError, BadInput) as exc:
+        if (args.ray is not None or args.workers is not None) and args.walk_forward is None:
+            raise BadInput("--ray and --workers spread walk-forward folds: give --walk-forward K too")
+        backend = backend_from_args(args.ray, args.workers)
+    except (SettingsError, BadInput, WorkersError) as exc:
         print(f"backtest: {exc}", file=sys.stderr)
         return 2
     try:
         if args.walk_forward is not None:
             from stockade.ops.walk_forward import walk_forward
 
-            summary = walk_forward(run, args.walk_forward, progress=sys.stdout.isatty())
+            inline = backend.kind == "inline"
+            # In one process the backtest's own bar moves; spread out, one bar counts the folds.
+            bar = Bar(args.walk_forward, sys.stderr, "folds")
+            bar.enabled = bar.enabled and not inline
+            summary = walk_forward(
+                run, args.walk_forward, progress=inline and sys.stdout.isatty(), backend=backend, on_fold=bar.update
+            )
         else:
             summary = run.run(progress=sys.stdout.isatty())
+    except WorkersError as exc:
+        print(f"backtest: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, ClusterLost) else 2
     except BadInput as exc:
         print(f"backtest: {exc}", file=sys.stderr)
         return 2

@@ -60,14 +60,19 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--folds", type=int, default=5, help="walk-forward folds (default: 5)")
     parser.add_argument("--data-url", help="the venue's REST URL for --source venue")
+    parser.add_argument("--ray", metavar="auto|ADDRESS", help="spread symbols and models over Ray ([cluster] extra)")
+    parser.add_argument("--workers", type=int, help="spread symbols and models over N local processes")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return 2 if exc.code else 0
+    from stockade.ops.workers import WorkersError, backend_from_args
+
     try:
         settings = load_settings(args.settings)
         plan = _plan(args, settings)
-    except SettingsError as exc:
+        plan["backend"] = backend_from_args(args.ray, args.workers)
+    except (SettingsError, WorkersError) as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 2
     return _run(args, settings, plan)
@@ -134,6 +139,7 @@ def _bars(args: argparse.Namespace, settings, plan: dict) -> dict:
 
 def _run(args: argparse.Namespace, settings, plan: dict) -> int:
     from stockade.config import paths
+    from stockade.ops.workers import ClusterLost, WorkersError
     from stockade.trading.datasets import build_dataset
     from stockade.trading.training import TrainingError, train_models
 
@@ -144,13 +150,30 @@ def _run(args: argparse.Namespace, settings, plan: dict) -> int:
         bars = _bars(args, settings, plan)
         for symbol, rows in sorted(bars.items()):
             _progress(f"{symbol}: {len(rows)} bars")
-        data = build_dataset(bars, plan["horizon"], plan["threshold"], settings.analyzer.to_params())
+        backend = plan["backend"]
+        if backend.kind == "inline":
+            data = build_dataset(bars, plan["horizon"], plan["threshold"], settings.analyzer.to_params())
+            trainer = None
+        else:
+            _progress(f"features and models spread over {backend.describe()}")
+            data = _spread_dataset(bars, plan["horizon"], plan["threshold"], settings.analyzer.to_params(), backend)
+            trainer = _spread_trainer(data, plan["seed"], args.folds, backend)
         manifest = train_models(
-            data, out, plan["names"], plan["seed"], args.source, n_splits=args.folds, progress=_progress
+            data,
+            out,
+            plan["names"],
+            plan["seed"],
+            args.source,
+            n_splits=args.folds,
+            progress=_progress,
+            trainer=trainer,
         )
     except SettingsError as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 2
+    except WorkersError as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, ClusterLost) else 2
     except (TrainingError, ValueError, RuntimeError, OSError) as exc:
         print(f"train: failed: {exc}", file=sys.stderr)
         return 1
@@ -168,3 +191,55 @@ def _run(args: argparse.Namespace, settings, plan: dict) -> int:
             f"parity {e.parity_max_abs_diff:.1e}; {e.bytes} bytes"
         )
     return 0
+
+
+# ---- spread over workers (--workers N, --ray): one unit per symbol, then one per model ----
+
+
+def symbol_rows_unit(unit: tuple) -> tuple:
+    """A worker's entry point: (symbol, bars, horizon, threshold, params) -> (symbol, X, y, ts_ns)."""
+    from stockade.trading.datasets import symbol_rows
+
+    symbol, bars, horizon, threshold, params = unit
+    return (symbol, *symbol_rows(symbol, bars, horizon, threshold, params))
+
+
+def train_one_unit(unit: tuple):
+    """A worker's entry point: (name, data, seed, folds) -> the trained model, its estimator left behind."""
+    import msgspec
+
+    from stockade.trading.training import train_one
+
+    name, data, seed, folds = unit
+    return msgspec.structs.replace(train_one(name, data, seed, folds), model=None)
+
+
+def _spread_dataset(bars: dict, horizon: int, threshold: float, params, backend):
+    """build_dataset with each symbol's rows made by a worker, merged in symbol order (the same data set)."""
+    from stockade.ops.workers import run_units
+    from stockade.trading.datasets import merge_rows
+
+    units = [(s, (s, bars[s], horizon, threshold, params)) for s in sorted(bars)]
+    results = run_units(symbol_rows_unit, units, backend)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise ValueError(f"{failed[0].key}: {failed[0].error}")
+    return merge_rows([r.value for r in results], horizon, threshold, params)
+
+
+def _spread_trainer(data, seed: int, folds: int, backend):
+    """A `train_models` trainer: every model trained by a worker, returned in the order asked."""
+    from stockade.ops.workers import run_units
+    from stockade.trading.training import TrainingError
+
+    def trainer(names):
+        def done(r):
+            _progress(f"{r.key}: trained" if r.ok else f"{r.key}: {r.error}")
+
+        results = run_units(train_one_unit, [(n, (n, data, seed, folds)) for n in names], backend, done)
+        failed = [r for r in results if not r.ok]
+        if failed:
+            raise TrainingError(f"{failed[0].key}: {failed[0].error}")
+        return [r.value for r in results]
+
+    return trainer

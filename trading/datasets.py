@@ -91,10 +91,20 @@ def build_dataset(
 ) -> Dataset:
     """Merge every symbol's rows in time order."""
     params = params or FeatureParams()
-    parts = []
-    for symbol in sorted(bars_by_symbol):
-        X, y, ts = symbol_rows(symbol, bars_by_symbol[symbol], horizon, threshold_bps, params)
-        parts.append((symbol, X, y, ts))
+    parts = [
+        (symbol, *symbol_rows(symbol, bars_by_symbol[symbol], horizon, threshold_bps, params))
+        for symbol in sorted(bars_by_symbol)
+    ]
+    return merge_rows(parts, horizon, threshold_bps, params)
+
+
+def merge_rows(
+    parts: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+    horizon: int,
+    threshold_bps: float,
+    params: FeatureParams,
+) -> Dataset:
+    """The data set of (symbol, X, y, ts_ns) parts given in symbol order (symbol_rows of each, made anywhere)."""
     if not parts or sum(len(p[2]) for p in parts) == 0:
         raise ValueError("no labelled rows: not enough bars to warm the indicators and look ahead")
     X = np.vstack([p[1] for p in parts])

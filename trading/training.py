@@ -249,8 +249,13 @@ def train_models(
     n_splits: int = 5,
     holdout: float = 0.1,
     progress: Progress = lambda _: None,
+    trainer: Callable[[Sequence[str]], list[Trained]] | None = None,
 ) -> Manifest:
     """Train `names`, then write each `<name>.onnx` and the manifest into `out_dir`.
+
+    `trainer` (optional) trains the named models itself, in order, each as
+    `train_one(name, data, seed, n_splits, holdout)` would: `train` uses it to
+    spread the models over worker processes.
 
     Nothing is written unless every model trained and passed its parity check,
     so a failed run never leaves a half-updated folder behind.
@@ -259,7 +264,10 @@ def train_models(
         f"data: {data.rows} rows, {len(set(data.symbols))} symbols, "
         f"{float(np.mean(data.y)):.3f} positive, horizon {data.horizon} bars"
     )
-    trained = [train_one(n, data, seed, n_splits, holdout, progress) for n in names]
+    if trainer is None:
+        trained = [train_one(n, data, seed, n_splits, holdout, progress) for n in names]
+    else:  # each model apart (in other processes, say): same seed, same rows, so the same model
+        trained = trainer(names)
     manifest = Manifest(
         feature_version=FEATURE_VERSION,
         feature_names=FEATURE_NAMES,
