@@ -30,7 +30,7 @@ from stockade.actors import names, ticks
 from stockade.actors.services import Services
 from stockade.broker.rest import redact
 from stockade.broker.warmup_bars import WarmupBars
-from stockade.codecs.messages import Alert, Bar, Quote, Tick, Trade, Vote, Votes
+from stockade.codecs.messages import Alert, Quote, Tick, Trade, Vote, Votes
 from stockade.config import paths
 from stockade.config.settings import AnalyzerSettings, Settings
 from stockade.supervisors.base import handles
@@ -113,10 +113,7 @@ class Analyzer(PooledActor):  # one per symbol: they share [runtime] analyzer_th
         except Exception as exc:  # noqa: BLE001 - any data API failure means "start cold, retry later"
             log.warning("%s: warm-up from historical bars failed (%s); starting cold", self.name, redact(exc))
             return False
-        bars = [
-            Bar(self.symbol, b.open, b.high, b.low, b.close, b.volume, int(b.timestamp.timestamp() * 1e9)) for b in data
-        ]
-        used = self.features.warm_up(bars)
+        used = self.features.warm_up(data)
         log.info("%s: warmed up from %d historical bars (ready=%s)", self.name, used, self.features.ready)
         return True
 

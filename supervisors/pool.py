@@ -17,9 +17,10 @@ runs it:
 - timers on the pool's one timer thread instead of a thread each.
 
 A hung handler holds its worker. The pool's watchdog (on the timer thread)
-abandons a worker whose slice has run past `hang_after_s`, or whose actor
-has been fenced (replaced as hung by its supervisor), and starts a
-replacement, so the pool never loses capacity to it for good; at most
+abandons a worker whose slice has run past `hang_after_s` outside declared
+bounded work (`supervisors.fence.busy`: busy is not hung, the same rule as
+heartbeats), or whose actor has been fenced (replaced as hung by its
+supervisor), and starts a replacement, so the pool never loses capacity to it for good; at most
 `spare` abandoned workers may be outstanding at once (each ends when its
 slice finally returns). Threads: `threads` + 1 (timers) + at most `spare`.
 """
@@ -138,6 +139,11 @@ class PooledInbox:
     def fenced(self) -> bool:
         actor = self.actor
         return actor is not None and actor.fence.fenced
+
+    def busy(self, now: float) -> bool:
+        """Inside declared bounded work (`supervisors.fence.busy`) whose deadline is ahead."""
+        actor = self.actor
+        return actor is not None and actor.fence.busy_until > now
 
     def run_slice(self, limit: int) -> None:
         """On a worker: set up if not yet, then handle up to `limit` messages in order."""
@@ -277,7 +283,10 @@ class ActorPool:
                 return
             for worker in list(self._workers):
                 job = worker.job
-                if job is None or (now - worker.since <= self.hang_after_s and not job.fenced):
+                if job is None:
+                    continue
+                fenced = job.fenced
+                if not fenced and (now - worker.since <= self.hang_after_s or job.busy(now)):
                     continue
                 if len(self._abandoned) >= self.spare:
                     if not self.at_cap:
@@ -298,7 +307,7 @@ class ActorPool:
                     self.name,
                     getattr(job.actor, "name", job.actor),
                     now - worker.since,
-                    " (fenced)" if job.fenced else "",
+                    " (fenced)" if fenced else "",
                 )
                 self._start_worker()
             if len(self._abandoned) < self.spare:

@@ -62,7 +62,7 @@ def test_three_hundred_symbols_warm_up_in_a_few_requests(venue, caplog):
     got = {s: history.bars(s, now_ns) for s in symbols}
     for s, bars in got.items():
         assert len(bars) == N_BARS, (s, len(bars))
-        stamps = [b.timestamp for b in bars]
+        stamps = [b.ts_ns for b in bars]
         assert stamps == sorted(stamps, reverse=True), s  # newest first, as one symbol's request gave them
         assert all(b.symbol == s for b in bars)
     # A request (page) per chunk of symbols and per 10,000 bars: 5 in the
@@ -95,7 +95,9 @@ def test_the_same_bars_as_one_request_for_one_symbol(venue):
             sort=Sort.DESC,
         )
     ).data[symbols[7]]
-    assert [(b.timestamp, b.close, b.volume) for b in batched] == [(b.timestamp, b.close, b.volume) for b in alone]
+    assert [(b.ts_ns, b.open, b.high, b.low, b.close, b.volume) for b in batched] == [
+        (int(b.timestamp.timestamp() * 1e9), b.open, b.high, b.low, b.close, b.volume) for b in alone
+    ]
 
 
 def test_a_failed_fetch_is_not_repeated_by_every_symbol(venue, caplog):

@@ -107,6 +107,43 @@ def test_stuck_workers_past_the_spare_cap_are_not_replaced(pool, make_tree, rec)
     wait_for(lambda: (1, "waits") in rec.got("c") or (2, "waits") in rec.got("c"), timeout=10)
 
 
+def test_declared_bounded_work_is_busy_not_stuck(pool):
+    from stockade.supervisors import fence
+    from stockade.supervisors.fence import FenceToken
+    from stockade.supervisors.pool import PooledInbox
+
+    p = pool(1, hang_after_s=0.05)
+    release = threading.Event()
+
+    class Busy:  # the least a pooled inbox runs: a fence token and pykka's hooks
+        def __init__(self, seconds):
+            self.fence = FenceToken("busy", 1, lambda: True)
+            self.actor_stopped = threading.Event()
+            self.seconds = seconds
+            self.name = "busy"
+
+        def _actor_loop_setup(self):
+            with fence.busy(self.seconds, "a slow bounded call"):
+                release.wait(10.0)
+            self.actor_stopped.set()
+
+    inbox = PooledInbox()
+    inbox.attach(p, Busy(30.0))
+    wait_for(lambda: inbox.actor.fence.busy_until > 0, timeout=5)
+    # Many watchdog rounds past hang_after_s: declared busy for 30 s, so not replaced.
+    other = [0]
+    p.timer(0.02, lambda: other.__setitem__(0, other[0] + 1), None, "rounds")
+    wait_for(lambda: other[0] >= 30, timeout=10, what="watchdog rounds")  # 0.6 s > hang_after_s many times
+    assert p.replaced == 0
+    release.set()
+    # Past its declared bound the same work counts as stuck.
+    release.clear()
+    inbox2 = PooledInbox()
+    inbox2.attach(p, Busy(0.1))
+    wait_for(lambda: p.replaced == 1, timeout=10, what="overrun busy block replaced")
+    release.set()
+
+
 def test_a_zombie_that_wakes_up_cannot_act(pool, make_tree, rec):
     p = pool(2)
     tree = make_tree(FAST, [spec("a"), spec("sink")], extras={POOL_EXTRA: p})
