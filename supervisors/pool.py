@@ -17,9 +17,9 @@ runs it:
 - timers on the pool's one timer thread instead of a thread each.
 
 A hung handler holds its worker. The pool's watchdog (on the timer thread)
-abandons a worker whose slice has run past `hang_after_s` outside declared
-bounded work (`supervisors.fence.busy`: busy is not hung, the same rule as
-heartbeats), or whose actor has been fenced (replaced as hung by its
+abandons a worker whose slice has run `hang_after_s` since it started or
+since its actor's declared bounded work ended (`supervisors.fence.busy`:
+busy is not hung, `health.silent_for`, the rule heartbeats follow), or whose actor has been fenced (replaced as hung by its
 supervisor), and starts a replacement, so the pool never loses capacity to it for good; at most
 `spare` abandoned workers may be outstanding at once (each ends when its
 slice finally returns). Threads: `threads` + 1 (timers) + at most `spare`.
@@ -44,6 +44,7 @@ from pykka.messages import _ActorStop
 from stockade.supervisors import fence
 from stockade.supervisors.base import StockadeActor
 from stockade.supervisors.clock import TimerHandle
+from stockade.supervisors.health import silent_for
 
 logger = logging.getLogger(__name__)
 
@@ -140,10 +141,10 @@ class PooledInbox:
         actor = self.actor
         return actor is not None and actor.fence.fenced
 
-    def busy(self, now: float) -> bool:
-        """Inside declared bounded work (`supervisors.fence.busy`) whose deadline is ahead."""
+    def busy_until(self) -> float:
+        """The actor's declared bounded work (`supervisors.fence.busy`): its deadline, or when it last ended."""
         actor = self.actor
-        return actor is not None and actor.fence.busy_until > now
+        return actor.fence.busy_until if actor is not None else 0.0
 
     def run_slice(self, limit: int) -> None:
         """On a worker: set up if not yet, then handle up to `limit` messages in order."""
@@ -286,7 +287,8 @@ class ActorPool:
                 if job is None:
                     continue
                 fenced = job.fenced
-                if not fenced and (now - worker.since <= self.hang_after_s or job.busy(now)):
+                # Busy is not stuck, and the clock restarts when a busy block ends (health.silent_for).
+                if not fenced and silent_for(now, worker.since, job.busy_until()) <= self.hang_after_s:
                     continue
                 if len(self._abandoned) >= self.spare:
                     if not self.at_cap:
