@@ -93,6 +93,8 @@ class WarmupBars:
             try:
                 with fence.busy(WAIT_S, f"warm-up bars for {len(wanted)} symbols"):
                     fetched = self._fetch(wanted, now_ns)
+            except fence.Fenced:
+                raise  # the asker was replaced, the data API did not fail: the next asker tries afresh
             except Exception as exc:
                 self._failed = (time.monotonic(), str(exc).splitlines()[0][:200] if str(exc) else repr(exc))
                 raise

@@ -112,3 +112,18 @@ def test_a_failed_fetch_is_not_repeated_by_every_symbol(venue, caplog):
             failures += 1
     assert failures == 100
     assert bars_requests(caplog) <= 3  # the first ask's request (and its retries), not one per symbol
+
+
+def test_a_fenced_asker_does_not_fail_the_next_one(venue):
+    from stockade.supervisors import fence
+    from stockade.supervisors.fence import Fenced, FenceToken
+
+    v, key, secret, symbols = venue
+    history = WarmupBars(lambda: make_data_client(key, secret, v.base_url), symbols[:20], N_BARS, "iex")
+    fence.bind(FenceToken("analyzer:W000", 1, lambda: False))  # replaced: its REST calls are refused
+    try:
+        with pytest.raises(Fenced):
+            history.bars(symbols[0], time.time_ns())
+    finally:
+        fence.bind(None)
+    assert len(history.bars(symbols[1], time.time_ns())) == N_BARS  # not "failed moments ago"
