@@ -23,17 +23,18 @@ while every member runs alone is given up (one WARNING), not retried each time.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from stockade.actors import names, ticks
 from stockade.actors.services import Services
 from stockade.broker.rest import redact
-from stockade.codecs.messages import Alert, Bar, Quote, Tick, Trade, Vote, Votes
+from stockade.broker.warmup_bars import WarmupBars
+from stockade.codecs.messages import Alert, Quote, Tick, Trade, Vote, Votes
 from stockade.config import paths
 from stockade.config.settings import Settings
-from stockade.supervisors.base import StockadeActor, handles
+from stockade.supervisors.base import handles
+from stockade.supervisors.pool import PooledActor
 from stockade.trading.feature_vector import vector
 from stockade.trading.features import FeatureState
 from stockade.trading.model_member import ModelMember, signal_from_probability
@@ -50,6 +51,12 @@ from stockade.trading.strategies import Signal, build_strategies
 log = logging.getLogger(__name__)
 
 WARMUP_RETRY_S = 30.0
+WARMUP_EXTRA = "warmup_bars"  # ctx.extras key of the tree's shared `WarmupBars`
+
+
+def warmup_bar_count(settings: Settings) -> int:
+    """How many one-minute bars an analyzer warms up from: `[trading] warmup_bars`, or more if an indicator needs it."""
+    return max(settings.trading.warmup_bars, settings.analyzer.to_params().warmup_bars)
 
 
 def load_members(settings: Settings, data_dir: Path | None) -> tuple[list[ModelMember], list[ModelError]]:
@@ -62,7 +69,7 @@ def load_members(settings: Settings, data_dir: Path | None) -> tuple[list[ModelM
     return [ModelMember(x) for x in loaded], errors
 
 
-class Analyzer(StockadeActor):
+class Analyzer(PooledActor):  # one per symbol: they share [runtime] analyzer_threads threads
     def setup(self) -> None:
         self.svc: Services = self.ctx.extra("services")
         self.symbol = self.name.split(":", 1)[1]
@@ -86,31 +93,17 @@ class Analyzer(StockadeActor):
 
     def warm_up(self) -> bool:
         """Load the last `warmup_bars` one-minute bars; False if the data API failed."""
-        from alpaca.common.enums import Sort
-        from alpaca.data.requests import StockBarsRequest
-        from alpaca.data.timeframe import TimeFrame
-
-        n = max(self.svc.settings.trading.warmup_bars, self.params.warmup_bars)
+        # The tree's shared fetcher asks for many symbols per request (broker/warmup_bars.py).
+        history = self.ctx.extras.get(WARMUP_EXTRA)
+        if not isinstance(history, WarmupBars):
+            n = warmup_bar_count(self.svc.settings)
+            history = WarmupBars(lambda: self.svc.broker.data_client(), [self.symbol], n, self.svc.settings.alpaca.feed)
         try:
-            client = self.svc.broker.data_client()
-            end = datetime.fromtimestamp(self.clock.now_ns() / 1e9, UTC)
-            request = StockBarsRequest(
-                symbol_or_symbols=self.symbol,
-                timeframe=TimeFrame.Minute,
-                start=end - timedelta(days=5),
-                end=end,
-                limit=n,
-                feed=self.svc.settings.alpaca.feed,
-                sort=Sort.DESC,
-            )
-            data = client.get_stock_bars(request).data.get(self.symbol, [])
+            data = history.bars(self.symbol, self.clock.now_ns())
         except Exception as exc:  # noqa: BLE001 - any data API failure means "start cold, retry later"
             log.warning("%s: warm-up from historical bars failed (%s); starting cold", self.name, redact(exc))
             return False
-        bars = [
-            Bar(self.symbol, b.open, b.high, b.low, b.close, b.volume, int(b.timestamp.timestamp() * 1e9)) for b in data
-        ]
-        used = self.features.warm_up(bars)
+        used = self.features.warm_up(data)
         log.info("%s: warmed up from %d historical bars (ready=%s)", self.name, used, self.features.ready)
         return True
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from stockade.actors import names
 from stockade.actors.alerter import Alerter
-from stockade.actors.analyzer import Analyzer
+from stockade.actors.analyzer import WARMUP_EXTRA, Analyzer, warmup_bar_count
 from stockade.actors.emergency_stop import EmergencyStop
 from stockade.actors.ensemble_voter import EnsembleVoter
 from stockade.actors.order_manager import OrderManager
@@ -33,6 +33,8 @@ from stockade.actors.quote_streamer import QuoteStreamer, analyzer_name
 from stockade.actors.reconciler import Reconciler
 from stockade.actors.risk_guard import RiskGuard
 from stockade.actors.services import Services
+from stockade.broker.warmup_bars import WarmupBars
+from stockade.supervisors.pool import POOL_EXTRA, ActorPool
 from stockade.supervisors.runtime import Tree, start_tree
 from stockade.supervisors.spec import ChildSpec, RestartPolicy, Strategy
 from stockade.supervisors.supervisor import supervisor_spec
@@ -85,12 +87,28 @@ def tree_children(svc: Services) -> list[ChildSpec]:
 
 
 def start_stockade_tree(svc: Services, on_exhausted: Callable[[str], None], data_dir: str) -> Tree:
-    """Start every actor under supervision; returns the tree handle."""
-    return start_tree(
-        _policy(svc, "one_for_one"),
-        tree_children(svc),
-        name=names.ROOT,
-        on_exhausted=on_exhausted,
-        faults=svc.faults,
-        extras={"services": svc, "data_dir": data_dir},
-    )
+    """Start every actor under supervision; returns the tree handle.
+
+    The analyzers (one per symbol) share `[runtime] analyzer_threads` threads
+    (supervisors/pool.py); a worker stuck for half a heartbeat timeout is
+    replaced, so a hung analyzer neither starves the others' heartbeats nor
+    costs the pool capacity for good.
+    """
+    s = svc.settings
+    pool = ActorPool(s.runtime.analyzer_threads, name="analyzers", hang_after_s=s.supervision.heartbeat_timeout_s / 2)
+    # Warm-up bars for many symbols per request: 500 symbols stay far under 200 data calls/min.
+    warmup = WarmupBars(svc.broker.data_client, s.trading.symbols, warmup_bar_count(s), s.alpaca.feed)
+    try:
+        tree = start_tree(
+            _policy(svc, "one_for_one"),
+            tree_children(svc),
+            name=names.ROOT,
+            on_exhausted=on_exhausted,
+            faults=svc.faults,
+            extras={"services": svc, "data_dir": data_dir, POOL_EXTRA: pool, WARMUP_EXTRA: warmup},
+        )
+    except BaseException:
+        pool.stop()
+        raise
+    tree.close_with(pool.stop)
+    return tree

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from stockade.bench.hot_path import bench_symbols
+from stockade.config.settings import Settings
 from stockade.trading.stats import percentiles
 from stockade.venue.launcher import RUN_PY, VenueProcess, child_env
 
@@ -355,6 +356,7 @@ def bench_scale_start(data_dir: Path, n_symbols: int = 500, timeout_s: float = 3
         threads = p.num_threads()
         text = log_path.read_text(errors="replace")
         crashed = text.count(" failed in setup") + text.count("ImportError")
+        bars_requests = venue.log_path.read_text(errors="replace").count("GET /v2/stocks/bars ")
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -370,8 +372,11 @@ def bench_scale_start(data_dir: Path, n_symbols: int = 500, timeout_s: float = 3
         "all_warm_s": round(warm_s, 2) if warm_s else None,
         "rss_mb": rss_mb,
         "threads": threads,
+        "analyzer_threads": Settings().runtime.analyzer_threads,
+        "warmup_bars_requests": bars_requests,
         "analyzers_failed_in_setup": crashed,
         "what": "daemon subprocess against a venue process (data budget 10,000/min); ready_s: spawn to READY "
         "(tree up, first reconciliation); all_warm_s: spawn to every analyzer warmed up from history; "
-        "rss and threads then",
+        "rss and threads then (the analyzers share [runtime] analyzer_threads, as shipped); warmup_bars_requests: "
+        "bars requests the venue answered",
     }

@@ -98,6 +98,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller samples (a smoke run)")
     parser.add_argument("--settings", help="accepted for symmetry; benchmarks use their own settings")
     parser.add_argument("--data-dir", help="scratch directory (default: a temporary one)")
+    parser.add_argument("--only", help="comma-separated benchmark names to run (default: all)")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -152,6 +153,13 @@ def main(argv: list[str]) -> int:
             "quick": quick,
         },
     }
+    if args.only:
+        wanted = {n.strip() for n in args.only.split(",") if n.strip()}
+        unknown = wanted - {name for name, _ in steps}
+        if unknown:
+            print(f"bench: unknown --only name(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+        steps = [(name, fn) for name, fn in steps if name in wanted]
     for name, fn in steps:
         _progress(f"{name} ...")
         started = time.monotonic()

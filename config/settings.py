@@ -766,13 +766,20 @@ def _is_origin(value: str) -> bool:
     )
 
 
+MAX_ANALYZER_THREADS = 64
+
+
 class RuntimeSettings(_Section, frozen=True):
     """How the daemon's process runs on the machine (ops/affinity.py)."""
 
     # CPUs the daemon may run on (Linux CPU numbers); empty: wherever the OS puts it.
     cpu_affinity: tuple[int, ...] = ()
+    # Threads that run every analyzer (one actor per symbol shares them), not one per symbol.
+    analyzer_threads: int = 2
 
     def __post_init__(self) -> None:
+        if not 1 <= self.analyzer_threads <= MAX_ANALYZER_THREADS:
+            fail("runtime.analyzer_threads", self.analyzer_threads, f"must be between 1 and {MAX_ANALYZER_THREADS}")
         for cpu in self.cpu_affinity:
             if cpu < 0:
                 fail("runtime.cpu_affinity", self.cpu_affinity, f"{cpu} is not a CPU number (0, 1, ...)")
@@ -943,6 +950,8 @@ def _describe_validation_error(message: str, merged: Mapping[str, Any]) -> str:
     # msgspec says e.g. "Expected `float`, got `str` - at `$.risk.max_position_pct`".
     what, _, where = message.partition(" - at `")
     where = where.rstrip("`")
+    if what.startswith("settings: "):  # a section's own __post_init__ named key and value already
+        return what
     if not where.startswith("$"):
         return f"settings: {message}"
     parts: list[str] = []

@@ -197,9 +197,13 @@ class StockadeActor(pykka.ThreadingActor):
             self._tick_pending[what] = True
             ref.tell(make())
 
-        timer = self.clock.timer(seconds, fire, self.actor_stopped, name=f"{self.name}-{what}")
+        timer = self._new_timer(seconds, fire, f"{self.name}-{what}")
         self._timers[what] = timer
         return timer
+
+    def _new_timer(self, seconds: float, fire: Callable[[], None], name: str) -> TimerHandle:
+        """A repeating timer that stops with this actor (a pooled actor uses its pool's timer thread)."""
+        return self.clock.timer(seconds, fire, self.actor_stopped, name=name)
 
     def cancel_timer(self, what: str) -> None:
         timer = self._timers.pop(what, None)

@@ -22,7 +22,9 @@ is counted per name and kind (`Router.refusal_counts`, `ctl status`); the
 first of an instance is logged, the rest are only counted.
 
 Why the thread and not a wrapped handle: a pykka actor instance runs on a
-thread of its own, so the thread *is* the instance. A handle can be
+thread of its own, so the thread *is* the instance (a pooled actor,
+`supervisors.pool`, is bound to its worker thread for each slice of
+messages it runs there, and unbound after). A handle can be
 bypassed (an actor keeps the shared `Store`, a helper is given `svc`); the
 calling thread cannot. Threads an actor starts itself carry no token: stream
 threads only post to the mailbox (the current instance's), and the kill

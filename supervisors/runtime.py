@@ -36,6 +36,11 @@ class Tree:
         self._hook = hook
         self._stopping = False
         self.root_ref: pykka.ActorRef[Any] | None = None
+        self._closers: list[Callable[[], Any]] = []
+
+    def close_with(self, close: Callable[[], Any]) -> None:
+        """Run `close()` once the tree has stopped (e.g. the actor pool its actors ran on)."""
+        self._closers.append(close)
 
     def _root_exit(self, event: Any) -> None:
         """The root's `notify`: a root that fails or exhausts means full liquidation."""
@@ -62,6 +67,12 @@ class Tree:
                 ok = False
         self.router.retire_all()
         self.faults.release()  # wake any injected hang so its thread can end
+        for close in self._closers:
+            try:
+                close()
+            except Exception:
+                logger.exception("closing %r after the tree stopped failed", close)
+        self._closers.clear()
         return ok
 
     def healthy(self) -> bool:

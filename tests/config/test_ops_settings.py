@@ -117,6 +117,8 @@ def test_weights_table_replaces_default(tmp_path):
             "settings: runtime.cpu_affinity = [-1]: -1 is not a CPU number (0, 1, ...)",
         ),
         ("[runtime]\ncpu_affinity = [1, 1]\n", "settings: runtime.cpu_affinity = [1, 1]: lists a CPU twice"),
+        ("[runtime]\nanalyzer_threads = 0\n", "settings: runtime.analyzer_threads = 0: must be between 1 and 64"),
+        ("[runtime]\nanalyzer_threads = 65\n", "settings: runtime.analyzer_threads = 65: must be between 1 and 64"),
     ],
 )
 def test_bad_values_name_key_and_value(tmp_path, text, expected):

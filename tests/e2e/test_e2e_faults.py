@@ -74,6 +74,24 @@ def test_hung_actor_is_detected_and_replaced(short_dir, venue):
         assert daemon.stop() == 0
 
 
+def test_a_hung_analyzer_is_replaced_and_the_others_keep_their_thread(short_dir, venue):
+    # One analyzer thread for all five symbols: unless the pool replaces the
+    # worker stuck in AAPL, every other analyzer stops with it.
+    text = settings_text(venue, runtime={"analyzer_threads": 1})
+    daemon = DaemonProcess(short_dir / "data", text, venue)
+    try:
+        daemon.wait_ready()
+        before = daemon.actor("analyzer:AAPL")["restarts"]
+        daemon.ok("hang", name="analyzer:AAPL", seconds=60)
+        wait_for(lambda: _restarted(daemon, "analyzer:AAPL", before), 30, 0.1, "hung analyzer:AAPL replaced")
+        wait_for(lambda: "replaced by a new worker" in daemon.log(), 30, 0.2, "the stuck worker replaced")
+        status = daemon.status()
+        wait_for(lambda: daemon.status()["decisions"] > status["decisions"], 60, 0.2, "decisions after the hang")
+        assert all(daemon.actor(f"analyzer:{s}")["restarts"] == 0 for s in ("MSFT", "NVDA", "AMZN", "SPY"))
+    finally:
+        assert daemon.stop() == 0
+
+
 def test_crash_restarts_an_idle_actor_at_once(short_dir, venue):
     # Nothing else reaches the reconciler for minutes: heartbeats every 120 s,
     # a pass every 600 s. A crash armed for its next message would sit there.

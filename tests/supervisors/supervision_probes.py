@@ -7,6 +7,7 @@ from typing import Any
 
 from stockade.codecs.messages import Tick
 from stockade.supervisors.base import StockadeActor, handles
+from stockade.supervisors.pool import PooledActor
 from stockade.supervisors.spec import RestartPolicy
 
 # Fast enough for tests that run in seconds; the heartbeat timeout leaves a
@@ -87,3 +88,7 @@ class Probe(StockadeActor):
         if what == "echo":
             return (self.name, self.generation)
         return None
+
+
+class PooledProbe(PooledActor, Probe):
+    """`Probe` run by an `ActorPool` (`extras["actor_pool"]`) instead of a thread of its own."""
