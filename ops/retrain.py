@@ -28,6 +28,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -78,7 +79,7 @@ def run_job(job_dir: Path) -> int:
     try:
         client = make_data_client(key, secret, job.data_url)
         start = job.end_ns - int(job.days * 86_400) * 1_000_000_000
-        bars = rest_bars(client, job.symbols, start, job.end_ns, job.feed)
+        bars: Any = rest_bars(client, job.symbols, start, job.end_ns, job.feed)
     except Exception as exc:  # noqa: BLE001 - alpaca-py raises many types; one line for the record
         return finish(RetrainResult(ok=False, error=f"fetching bars from {job.data_url} failed: {redact(exc)}"))
     try:

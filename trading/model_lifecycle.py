@@ -60,7 +60,7 @@ def _fractions(values: np.ndarray, inner: np.ndarray) -> np.ndarray:
     return counts / max(1, len(values))
 
 
-def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
+def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray) -> float:
     """Population stability index of two binnings of one variable (fractions summing to 1)."""
     e = np.maximum(np.asarray(expected, dtype=np.float64), PSI_FLOOR)
     a = np.maximum(np.asarray(actual, dtype=np.float64), PSI_FLOOR)
