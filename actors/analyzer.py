@@ -244,12 +244,14 @@ class Analyzer(StockadeActor):
         log.info("%s: now voting with model set %s", self.name, msg.set_id)
 
     def _report_models(self, x: Any, signals: list[tuple[str, Signal]], price: float, recv_ns: int) -> None:
+        sha = {m.name: m.model.entry.sha256 for m in self.members}
         self.tell(
             names.MODEL_KEEPER,
             ModelEvaluation(
                 symbol=self.symbol,
                 set_id=self.model_set.set_id,
                 members=tuple(name for name, _ in signals),
+                models=tuple(sha.get(name, "") for name, _ in signals),
                 p_up=tuple(0.5 + s.direction * s.confidence / 2 for _, s in signals),
                 x=tuple(x.tolist()),
                 price=price,

@@ -156,7 +156,9 @@ class ModelKeeper(StockadeActor):
     @handles(ModelEvaluation)
     def on_evaluation(self, msg: ModelEvaluation) -> None:
         self.pending.append(
-            ModelEvaluationRecord(ts_ns=msg.quote_recv_ns, symbol=msg.symbol, set_id=msg.set_id, members=msg.members)
+            ModelEvaluationRecord(
+                ts_ns=msg.quote_recv_ns, symbol=msg.symbol, set_id=msg.set_id, members=msg.members, models=msg.models
+            )
         )
         self.serving[msg.symbol] = msg.set_id
         if msg.set_id != self.champion.set_id:

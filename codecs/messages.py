@@ -301,6 +301,7 @@ class ModelEvaluation(Message, frozen=True):
     symbol: str
     set_id: str
     members: tuple[str, ...]  # the members that voted, in the set's order
+    models: tuple[str, ...]  # each one's file checksum (sha256): which model really voted
     p_up: tuple[float, ...]  # one per member
     x: tuple[float, ...]  # the feature vector (FEATURE_NAMES order)
     price: float

@@ -305,6 +305,7 @@ class ModelEvaluationRecord(Record, frozen=True, kw_only=True):
     symbol: str
     set_id: str
     members: tuple[str, ...]
+    models: tuple[str, ...] = ()  # each member's file checksum (sha256)
 
 
 # ---- journal events ----------------------------------------------------------

@@ -160,6 +160,7 @@ def test_a_random_member_is_detected_retrained_judged_and_swapped_without_a_gap(
 
         m = wait_for(lambda: serving(new_id), 60, 0.1, f"every analyzer voting with {new_id}")
         assert m["champion"]["set_id"] == new_id and m["previous"]["set_id"] == "initial"
+        folders = {"initial": m["previous"]["folder"], new_id: m["champion"]["folder"]}
         assert (Path(m["champion"]["folder"]) / "reference.json").exists()  # the drift check's reference
 
         # Rollback: back to the previous champion, again without a gap; then nothing to roll back to.
@@ -172,10 +173,13 @@ def test_a_random_member_is_detected_retrained_judged_and_swapped_without_a_gap(
 
     evaluations, events = _stored(daemon.data_dir)
     assert {e.kind for e in events} >= {"degraded", "retrain-started", "evaluated", "promoted", "rolled-back"}
-    # Every evaluation voted with exactly one complete set; per analyzer the sets
-    # follow each other once: initial, the challenger, initial again.
-    assert evaluations and all(r.members == ("logit",) for r in evaluations), {
-        r.members for r in evaluations if r.members != ("logit",)
+    # Every evaluation voted with exactly one complete set, and the set it names is
+    # the one whose model file voted (checksums); per analyzer the sets follow each
+    # other once: initial, the challenger, initial again.
+    sha = {s: tuple(e.sha256 for e in read_manifest(Path(f)).models) for s, f in folders.items()}
+    assert sha["initial"] != sha[new_id]
+    assert evaluations and all(r.members == ("logit",) and r.models == sha[r.set_id] for r in evaluations), {
+        (r.set_id, r.members, r.models) for r in evaluations if r.members != ("logit",) or r.models != sha[r.set_id]
     }
     by_symbol = {s: [r.set_id for r in evaluations if r.symbol == s] for s in symbols}
     for symbol, sets in by_symbol.items():
