@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from itertools import groupby
@@ -188,3 +190,45 @@ def test_a_random_member_is_detected_retrained_judged_and_swapped_without_a_gap(
     alerts = [json.loads(x) for x in (daemon.data_dir / "alerts.jsonl").read_text().splitlines() if x.strip()]
     keys = {a["key"].split(":", 1)[0] for a in alerts}
     assert {"model-degraded", "model-retrain-started", "model-promoted", "model-rolled-back"} <= keys, keys
+
+
+def test_a_training_job_past_its_timeout_is_killed_and_its_challenger_refused(short_dir):
+    settings = settings_text(
+        None,
+        models={
+            "lifecycle": True,
+            "retrain_at": "",
+            "min_scored_votes": 1_000_000,  # no triggered retrain: this one is by hand
+            "train_timeout_s": 5.0,
+        },
+    )
+    daemon = DaemonProcess(short_dir / "data", settings)
+    try:
+        daemon.wait_ready()
+        set_id = daemon.ok("models", action="retrain")["retrain"]
+        training = daemon.ok("models")["training"]
+        assert training["set_id"] == set_id and "ctl models retrain" in training["reason"]
+        pid = training["pid"]
+        os.kill(pid, signal.SIGSTOP)  # a job that never finishes, whatever the machine's speed
+        assert "still training" in daemon.ctl("models", action="retrain")["error"]
+        assert "still training" in daemon.ctl("models", action="promote")["error"]
+
+        def failed() -> dict | None:
+            m = daemon.ok("models")
+            return m if "train-failed" in _kinds(m) else None
+
+        m = wait_for(failed, 60, 0.1, "the job killed on its timeout")
+        assert m["training"] is None
+        event = next(e for e in m["events"] if e["kind"] == "train-failed")
+        assert event["set_id"] == set_id and "timed out after 5 s" in event["detail"]
+        assert m["challenger"]["set_id"] == set_id and m["challenger"]["status"] == "refused"
+        assert m["champion"]["set_id"] == "initial"
+        try:
+            os.kill(pid, 0)
+            raise AssertionError(f"training process {pid} still exists")
+        except ProcessLookupError:
+            pass  # killed and reaped
+        refused = daemon.ctl("models", action="promote")
+        assert refused["error"] == f"no challenger to promote (last: {set_id} refused)"
+    finally:
+        assert daemon.stop() == 0
