@@ -18,6 +18,11 @@ so only the first analyzer pays the load. A model failing at run time fails
 the merged call: the members are then run one by one to find it, it leaves
 the ensemble, and the others are merged again; a merged call that fails
 while every member runs alone is given up (one WARNING), not retried each time.
+
+The model set is the lifecycle's champion when there is one
+(actors/model_sets.py); `SwapModels` from the model keeper replaces it whole
+between two evaluations. With `[models] lifecycle` on, each evaluation's
+model input and output go to the keeper (`ModelEvaluation`).
 """
 
 from __future__ import annotations

@@ -27,8 +27,9 @@ so every evaluation votes with one complete set. `ctl models rollback`
 swaps back to the previous champion; `ctl models promote` promotes the last
 challenger that loaded complete whatever its score.
 
-Every step is a `model_events` record and an alert; which set each
-evaluation voted with goes to `model_evaluations` (the swap's audit trail).
+Every step is a `model_events` record and an alert (`swapped` once every
+analyzer has voted with the new set); which set each evaluation voted with
+goes to `model_evaluations` (the swap's audit trail).
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ class ModelKeeper(StockadeActor):
         self.job: _Job | None = None
         self.pending: list[ModelEvaluationRecord] = []
         self.serving: dict[str, str] = {}  # symbol -> the set its last evaluation voted with
+        self.symbols = frozenset(self.svc.settings.trading.symbols)
+        self.awaiting_swap: str | None = None  # a set told to the analyzers, not yet voting everywhere
         self.last_scheduled_ns = 0
         self.last_retrain_ns = 0
         for event in self.svc.store.model_events.latest(500):
@@ -161,6 +164,9 @@ class ModelKeeper(StockadeActor):
             )
         )
         self.serving[msg.symbol] = msg.set_id
+        if self.awaiting_swap == msg.set_id and all(self.serving.get(s) == msg.set_id for s in self.symbols):
+            self.awaiting_swap = None
+            self._event("swapped", msg.set_id, f"every analyzer ({len(self.symbols)}) votes with it", "INFO")
         if msg.set_id != self.champion.set_id:
             return  # an analyzer still on the old set: not the champion's record
         for member, hit in self.scorer.observe(msg.symbol, msg.price, msg.quote_recv_ns):
@@ -366,6 +372,7 @@ class ModelKeeper(StockadeActor):
 
     def _serve(self, champion: ModelSetRecord) -> None:
         self._adopt(champion)
+        self.awaiting_swap = champion.set_id
         swap = SwapModels(champion.set_id, champion.folder, champion.names)
         for symbol in self.svc.settings.trading.symbols:
             self.tell(analyzer_name(symbol), swap)

@@ -333,7 +333,8 @@ class LoggingSettings(_Section, frozen=True):
 
 
 class ModelsSettings(_Section, frozen=True):
-    """Machine-learned ensemble members (trading/model_store.py) and `python run.py train`."""
+    """Machine-learned ensemble members (trading/model_store.py), `python run.py train`,
+    and their live lifecycle (actors/model_keeper.py)."""
 
     enabled: bool = True
     # Empty: <data_dir>/models when it holds a manifest.json, else the shipped defaults.

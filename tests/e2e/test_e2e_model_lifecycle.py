@@ -174,7 +174,9 @@ def test_a_random_member_is_detected_retrained_judged_and_swapped_without_a_gap(
         assert daemon.stop() == 0
 
     evaluations, events = _stored(daemon.data_dir)
-    assert {e.kind for e in events} >= {"degraded", "retrain-started", "evaluated", "promoted", "rolled-back"}
+    kinds = [e.kind for e in events]
+    assert set(kinds) >= {"degraded", "retrain-started", "evaluated", "promoted", "rolled-back"}, kinds
+    assert kinds.count("swapped") == 2, kinds  # to the challenger, and back
     # Every evaluation voted with exactly one complete set, and the set it names is
     # the one whose model file voted (checksums); per analyzer the sets follow each
     # other once: initial, the challenger, initial again.
