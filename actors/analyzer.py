@@ -18,6 +18,11 @@ so only the first analyzer pays the load. A model failing at run time fails
 the merged call: the members are then run one by one to find it, it leaves
 the ensemble, and the others are merged again; a merged call that fails
 while every member runs alone is given up (one WARNING), not retried each time.
+
+The model set is the lifecycle's champion when there is one
+(actors/model_sets.py); `SwapModels` from the model keeper replaces it whole
+between two evaluations. With `[models] lifecycle` on, each evaluation's
+model input and output go to the keeper (`ModelEvaluation`).
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from stockade.actors import names, ticks
+from stockade.actors.model_sets import serving_set
 from stockade.actors.services import Services
 from stockade.broker.rest import redact
 from stockade.broker.warmup_bars import WarmupBars
-from stockade.codecs.messages import Alert, Quote, Tick, Trade, Vote, Votes
+from stockade.codecs.messages import Alert, ModelEvaluation, Quote, SwapModels, Tick, Trade, Vote, Votes
+from stockade.codecs.records import ModelSetRecord
 from stockade.config import paths
 from stockade.config.settings import Settings
 from stockade.supervisors.base import handles
@@ -59,13 +66,16 @@ def warmup_bar_count(settings: Settings) -> int:
     return max(settings.trading.warmup_bars, settings.analyzer.to_params().warmup_bars)
 
 
-def load_members(settings: Settings, data_dir: Path | None) -> tuple[list[ModelMember], list[ModelError]]:
-    """The trained models `[models]` asks for, and an error per refused one."""
+def load_members(
+    settings: Settings, data_dir: Path | None, folder: Path | None = None, names: tuple[str, ...] | None = None
+) -> tuple[list[ModelMember], list[ModelError]]:
+    """The trained models `[models]` asks for (or `names` of `folder`), and an error per refused one."""
     m = settings.models
     if not m.enabled:
         return [], []
-    folder = resolve_dir(m.dir, paths.models_dir(data_dir) if data_dir is not None else None)
-    loaded, errors = load_models(folder, m.names, settings.analyzer.to_params())
+    if folder is None:
+        folder = resolve_dir(m.dir, paths.models_dir(data_dir) if data_dir is not None else None)
+    loaded, errors = load_models(folder, m.names if names is None else names, settings.analyzer.to_params())
     return [ModelMember(x) for x in loaded], errors
 
 
@@ -80,7 +90,12 @@ class Analyzer(PooledActor):  # one per symbol: they share [runtime] analyzer_th
         rule_params = {"mean_reversion": {"rsi_oversold": a.rsi_oversold, "rsi_overbought": a.rsi_overbought}}
         self.models = list(zip(a.strategies, build_strategies(a.strategies, rule_params), strict=True))
         data_dir = self.ctx.extra("data_dir")
-        self.members, errors = load_members(self.svc.settings, Path(data_dir) if data_dir else None)
+        # The model lifecycle's champion when there is one (actors/model_sets.py).
+        self.model_set = serving_set(self.svc.settings, self.svc.store, Path(data_dir) if data_dir else None)
+        self.members, errors = load_members(
+            self.svc.settings, None, Path(self.model_set.folder), self.model_set.names or None
+        )
+        self.report_models = self.svc.settings.models.lifecycle and bool(self.ctx.extras.get("model_keeper"))
         for error in errors:
             self._refused(error)
         self.panel = panel_of([m.model for m in self.members])
@@ -122,8 +137,12 @@ class Analyzer(PooledActor):  # one per symbol: they share [runtime] analyzer_th
         if f is None or not self.features.ready:
             return
         signals = [(model, strategy.evaluate(f)) for model, strategy in self.models]
-        if self.members:
-            signals.extend(self._model_signals(vector(f)))
+        if self.members or self.report_models:
+            x = vector(f)
+            model_signals = self._model_signals(x) if self.members else []
+            signals.extend(model_signals)
+            if self.report_models and x is not None:
+                self._report_models(x, model_signals, f.price, quote.recv_ns)
         high_volatility = classify(f, self.regime).high_volatility
         # One message for the whole evaluation: one hop to the voter, not one per member.
         self.tell(
@@ -182,6 +201,51 @@ class Analyzer(PooledActor):  # one per symbol: they share [runtime] analyzer_th
             )
             self.panel = None
         return signals
+
+    # ---- hot swap (the model keeper, actors/model_keeper.py) ------------------------
+
+    @handles(SwapModels)
+    def on_swap_models(self, msg: SwapModels) -> None:
+        """Vote with the set `msg` names from the next evaluation on: all of it or none of it.
+
+        A handler runs between two quotes on this actor's thread, so every
+        evaluation sees one complete set. The keeper has loaded and verified
+        the set already (sessions and the merged panel are cached process-wide),
+        so this is quick; a set that does not load complete here is refused and
+        the old one keeps voting.
+        """
+        if msg.set_id == self.model_set.set_id:
+            return
+        members, errors = load_members(self.svc.settings, None, Path(msg.folder), msg.names)
+        if errors or sorted(m.name for m in members) != sorted(msg.names):
+            log.error(
+                "%s: model set %s refused (%s); the old set %s keeps voting",
+                self.name,
+                msg.set_id,
+                errors[0] if errors else f"loaded {[m.name for m in members]}, expected {list(msg.names)}",
+                self.model_set.set_id,
+            )
+            return
+        panel = panel_of([m.model for m in members])
+        self.members, self.panel = members, panel
+        self.model_set = ModelSetRecord(set_id=msg.set_id, folder=msg.folder, names=msg.names, created_ns=0)
+        log.info("%s: now voting with model set %s", self.name, msg.set_id)
+
+    def _report_models(self, x: Any, signals: list[tuple[str, Signal]], price: float, recv_ns: int) -> None:
+        sha = {m.name: m.model.entry.sha256 for m in self.members}
+        self.tell(
+            names.MODEL_KEEPER,
+            ModelEvaluation(
+                symbol=self.symbol,
+                set_id=self.model_set.set_id,
+                members=tuple(name for name, _ in signals),
+                models=tuple(sha.get(name, "") for name, _ in signals),
+                p_up=tuple(0.5 + s.direction * s.confidence / 2 for _, s in signals),
+                x=tuple(x.tolist()),
+                price=price,
+                quote_recv_ns=recv_ns,
+            ),
+        )
 
     @handles(Trade)
     def on_trade(self, trade: Trade) -> None:

@@ -13,6 +13,7 @@ from typing import Final
 ALERTER: Final = "alerter"
 EMERGENCY_STOP: Final = "emergency_stop"
 ENSEMBLE_VOTER: Final = "ensemble_voter"
+MODEL_KEEPER: Final = "model_keeper"
 ORDER_MANAGER: Final = "order_manager"
 QUOTE_STREAMER: Final = "quote_streamer"
 RECONCILER: Final = "reconciler"

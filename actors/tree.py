@@ -12,6 +12,7 @@
         ├── analyzers (one_for_one)
         │   └── analyzer:<SYMBOL> ...
         └── ensemble_voter
+    └── model_keeper            the models' lifecycle: retrain, compare, promote
 
 EmergencyStop and Alerter start first so that everything after them can
 alert and be stopped; they stop last. The root exhausting its restart
@@ -28,6 +29,7 @@ from stockade.actors.alerter import Alerter
 from stockade.actors.analyzer import WARMUP_EXTRA, Analyzer, warmup_bar_count
 from stockade.actors.emergency_stop import EmergencyStop
 from stockade.actors.ensemble_voter import EnsembleVoter
+from stockade.actors.model_keeper import ModelKeeper
 from stockade.actors.order_manager import OrderManager
 from stockade.actors.quote_streamer import QuoteStreamer, analyzer_name
 from stockade.actors.reconciler import Reconciler
@@ -83,6 +85,8 @@ def tree_children(svc: Services) -> list[ChildSpec]:
                 ChildSpec(name=names.ENSEMBLE_VOTER, start=EnsembleVoter.start, start_timeout_s=grace),
             ],
         ),
+        # Outside the market branch: its restart never restarts the analyzers.
+        ChildSpec(name=names.MODEL_KEEPER, start=ModelKeeper.start, start_timeout_s=grace),
     ]
 
 
@@ -105,7 +109,13 @@ def start_stockade_tree(svc: Services, on_exhausted: Callable[[str], None], data
             name=names.ROOT,
             on_exhausted=on_exhausted,
             faults=svc.faults,
-            extras={"services": svc, "data_dir": data_dir, POOL_EXTRA: pool, WARMUP_EXTRA: warmup},
+            extras={
+                "services": svc,
+                "data_dir": data_dir,
+                POOL_EXTRA: pool,
+                WARMUP_EXTRA: warmup,
+                "model_keeper": True,
+            },
         )
     except BaseException:
         pool.stop()

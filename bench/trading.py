@@ -164,6 +164,24 @@ def bench_models(quick: bool = False, seed: int = 7) -> dict:
         models_ns.append(d - c)
         separate_ns.append(e - d)
     total = [a + b + c for a, b, c in zip(indicator_ns, rules_ns, models_ns, strict=True)]
+    # The merged call's cost by the number of members (the first 1, 2, ... of the
+    # set): what one more model adds to every evaluation (docs/ARCHITECTURE.md).
+    x_last = vector(fs.features())
+    by_members: dict[str, float] = {}
+    for k in range(1, len(loaded) + 1):
+        subset = list(loaded.values())[:k]
+        call = panel_of(subset) if k > 1 else None
+        run = call.p_up if call is not None else subset[0].p_up
+        if x_last is None or (k > 1 and call is None):
+            continue
+        for _ in range(200):
+            run(x_last)
+        ns = []
+        for _ in range(rows_timed):
+            a = clock()
+            run(x_last)
+            ns.append(clock() - a)
+        by_members[str(k)] = percentiles(ns, scale=1e-3, digits=2)["p50"]
     out["per_quote_us"] = {
         "indicators": percentiles(indicator_ns, scale=1e-3, digits=2),
         "rules": percentiles(rules_ns, scale=1e-3, digits=2),
@@ -175,12 +193,14 @@ def bench_models(quick: bool = False, seed: int = 7) -> dict:
         "models_one_call_each": percentiles(separate_ns, scale=1e-3, digits=2),
         "total": percentiles(total, scale=1e-3, digits=2),
     }
+    out["merged_call_p50_us_by_members"] = by_members
     out["what"] = (
         "train_*_s: walk-forward folds + final fit + ONNX export + parity check per model; infer_*: one "
         "float32 row per call, the same fitted model in onnxruntime and scikit-learn; per_quote_us: every "
         "quote evaluated (the analyzer evaluates at most every analyzer.evaluate_every_s); vector_and_models: the "
         "vector and one merged call for all members (trading/model_panel.py), models_one_call_each: its "
-        "peer, the same members one session call each"
+        "peer, the same members one session call each; merged_call_p50_us_by_members: one model call for the "
+        "first N members (one session for N = 1, the merged panel above), p50"
     )
     return out
 

@@ -288,3 +288,37 @@ class BrokerOrderSeen(Message, frozen=True):
     # Its fills are already in positions the reconciler just took from the broker
     # (the first pass after start): record them, do not add them again.
     counted_in_positions: bool = False
+
+
+# ---- model lifecycle (actors/model_keeper.py) ------------------------------------
+
+
+class ModelEvaluation(Message, frozen=True):
+    """What one analyzer evaluation fed its trained models and what they said.
+
+    For the model keeper: live hit rates, input drift, and the record that
+    every evaluation voted with one complete model set (`set_id`, `members`).
+    """
+
+    symbol: str
+    set_id: str
+    members: tuple[str, ...]  # the members that voted, in the set's order
+    models: tuple[str, ...]  # each one's file checksum (sha256): which model really voted
+    p_up: tuple[float, ...]  # one per member
+    x: tuple[float, ...]  # the feature vector (FEATURE_NAMES order)
+    price: float
+    quote_recv_ns: int
+
+
+class SwapModels(Message, frozen=True):
+    """Vote with this model set from the next evaluation on (all of it, or keep the old one)."""
+
+    set_id: str
+    folder: str
+    names: tuple[str, ...]
+
+
+class ModelsCommand(Message, frozen=True):
+    """The control socket's `models` command for the model keeper."""
+
+    action: Literal["show", "promote", "rollback", "retrain"]

@@ -267,6 +267,47 @@ class VoterWeightRecord(Record, frozen=True, kw_only=True):
     ts_ns: int = 0  # when written
 
 
+ModelSetRole = Literal["champion", "previous", "challenger"]
+
+
+class ModelSetRecord(Record, frozen=True, kw_only=True):
+    """A model set the lifecycle knows, keyed by its role (champion, previous, challenger)."""
+
+    set_id: str
+    folder: str
+    names: tuple[str, ...]
+    created_ns: int
+    # Out-of-sample accuracy on the last evaluation window (challenger and the
+    # champion it was compared with); empty before any comparison.
+    members: dict[str, float] = {}
+    score: float | None = None
+    against: float | None = None  # the champion's score on the same window (challenger only)
+    window: str = ""  # the evaluation window, e.g. "2026-12-01T14:00Z..2026-12-02T20:00Z (812 rows)"
+    status: str = ""  # challenger: trained, refused, promoted, kept
+    # The folder the settings chose when this set started serving: a champion
+    # outranks the settings only while they still choose the same folder.
+    origin: str = ""
+
+
+class ModelEventRecord(Record, frozen=True, kw_only=True):
+    """One step of the model lifecycle (trigger, training, verdict, swap, rollback)."""
+
+    ts_ns: int
+    kind: str
+    set_id: str = ""
+    detail: str = ""
+
+
+class ModelEvaluationRecord(Record, frozen=True, kw_only=True):
+    """Which model set one analyzer evaluation voted with (the swap audit)."""
+
+    ts_ns: int  # the quote's receive time
+    symbol: str
+    set_id: str
+    members: tuple[str, ...]
+    models: tuple[str, ...] = ()  # each member's file checksum (sha256)
+
+
 # ---- journal events ----------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ Secrets are never settings: see `stockade.config.secrets`.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import math
 import os
@@ -662,7 +663,8 @@ class LoggingSettings(_Section, frozen=True):
 
 
 class ModelsSettings(_Section, frozen=True):
-    """Machine-learned ensemble members (trading/model_store.py) and `python run.py train`."""
+    """Machine-learned ensemble members (trading/model_store.py), `python run.py train`,
+    and their live lifecycle (actors/model_keeper.py)."""
 
     enabled: bool = True
     # Empty: <data_dir>/models when it holds a manifest.json, else the shipped defaults.
@@ -674,6 +676,52 @@ class ModelsSettings(_Section, frozen=True):
     label_threshold_bps: float = 0.0
     train_days: float = 2.0
     seed: int = 7
+    # The live lifecycle (actors/model_keeper.py): retrain, compare, promote.
+    lifecycle: bool = False
+    retrain_at: str = "16:30"  # New York time, trading days (after the close); "": never
+    hit_rate_margin: float = 0.05
+    min_scored_votes: int = 200
+    psi_threshold: float = 0.25
+    promote_margin: float = 0.01
+    train_timeout_s: float = 900.0
+    score_horizon_s: float = 0.0  # 0: horizon_bars minutes
+    retrain_cooldown_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        _check_models_lifecycle(self)
+
+
+def _check_models_lifecycle(m: ModelsSettings) -> None:
+    """The lifecycle keys of [models], checked where they are declared."""
+
+    def fail(key: str, value: Any, reason: str) -> None:
+        raise SettingsError(f"settings: models.{key} = {_fmt(value)}: {reason}")
+
+    try:
+        if not m.retrain_at:  # no scheduled retrain
+            raise LookupError
+        hh, sep, mm = m.retrain_at.partition(":")
+        if not sep or not (hh.isdigit() and mm.isdigit()) or len(mm) != 2:
+            raise ValueError
+        datetime.time(int(hh), int(mm))
+    except LookupError:
+        pass
+    except ValueError:
+        fail("retrain_at", m.retrain_at, 'must be HH:MM (24-hour, New York time) or "" (no scheduled retrain)')
+    for key in ("hit_rate_margin", "promote_margin"):
+        value = getattr(m, key)
+        if not (math.isfinite(value) and 0 <= value < 1):
+            fail(key, value, "must be >= 0 and < 1")
+    if m.min_scored_votes < 1:
+        fail("min_scored_votes", m.min_scored_votes, "must be >= 1")
+    if not (math.isfinite(m.psi_threshold) and m.psi_threshold > 0):
+        fail("psi_threshold", m.psi_threshold, "must be > 0")
+    if not (math.isfinite(m.train_timeout_s) and m.train_timeout_s > 0):
+        fail("train_timeout_s", m.train_timeout_s, "must be > 0")
+    for key in ("score_horizon_s", "retrain_cooldown_s"):
+        value = getattr(m, key)
+        if not (math.isfinite(value) and value >= 0):
+            fail(key, value, "must be >= 0")
 
     def __post_init__(self) -> None:
         if "\0" in self.dir:
@@ -949,6 +997,8 @@ _PATH_TOKEN = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[\.\.\.\]")
 def _describe_validation_error(message: str, merged: Mapping[str, Any]) -> str:
     # msgspec says e.g. "Expected `float`, got `str` - at `$.risk.max_position_pct`".
     what, _, where = message.partition(" - at `")
+    if what.startswith("settings: "):  # a section's own __post_init__ check: already one line
+        return what
     where = where.rstrip("`")
     if what.startswith("settings: "):  # a section's own __post_init__ named key and value already
         return what

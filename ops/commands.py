@@ -1,9 +1,9 @@
 """The control socket's commands: status, halt, reduce, resume, kill, pending,
-approve, reject, alerts, audit, and (fault injection only) crash and hang.
+approve, reject, alerts, audit, models, and (fault injection only) crash and hang.
 
 Handlers run on the control server's connection threads. They read storage
 and the router directly; the only `ask`s (always with a timeout) go to the
-voter (parked proposals) and to EmergencyStop (kill).
+voter (parked proposals), to the model keeper (models) and to EmergencyStop (kill).
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from stockade.actors import names
 from stockade.actors.emergency_stop import emergency_liquidation
 from stockade.actors.services import Services
 from stockade.actors.tree import SUPERVISOR_NAMES
-from stockade.codecs.messages import ApproveProposal, Kill, ListPending, RejectProposal
+from stockade.codecs.messages import ApproveProposal, Kill, ListPending, ModelsCommand, RejectProposal
 from stockade.ops.alerts import report as alert_report
 from stockade.ops.control import CommandError, ControlServer, arg_float, arg_int, arg_str
 from stockade.supervisors.faults import FaultInjectionDisabled
 from stockade.supervisors.runtime import Tree
 
 log = logging.getLogger(__name__)
+
+MODELS_ACTIONS = ("show", "promote", "rollback", "retrain")
 
 
 def status(svc: Services, tree: Tree) -> dict[str, Any]:
@@ -112,14 +114,23 @@ def register_commands(server: ControlServer, svc: Services, tree: Tree) -> None:
             raise CommandError(f"NOT flat after liquidation: {result}")
         return result
 
-    def ask_voter(msg: Any) -> Any:
+    def ask_actor(name: str, msg: Any) -> Any:
         try:
-            result = tree.router.ask(names.ENSEMBLE_VOTER, msg, timeout=ask_timeout)
+            result = tree.router.ask(name, msg, timeout=ask_timeout)
         except Exception as exc:
-            raise CommandError(f"ensemble_voter did not answer: {exc!r}") from None
+            raise CommandError(f"{name} did not answer: {exc!r}") from None
         if isinstance(result, dict) and "error" in result:
             raise CommandError(result["error"])
         return result
+
+    def ask_voter(msg: Any) -> Any:
+        return ask_actor(names.ENSEMBLE_VOTER, msg)
+
+    def models(args: dict[str, Any]) -> Any:
+        action = arg_str(args, "action", "show")
+        if action not in MODELS_ACTIONS:
+            raise CommandError(f"models: unknown action {action!r} (one of {', '.join(MODELS_ACTIONS)})")
+        return ask_actor(names.MODEL_KEEPER, ModelsCommand(action))  # type: ignore[arg-type]
 
     def alerts(args: dict[str, Any]) -> dict[str, Any]:
         n = arg_int(args, "n", 20, minimum=1)
@@ -200,6 +211,13 @@ def register_commands(server: ControlServer, svc: Services, tree: Tree) -> None:
         alerts,
         "recent alerts (filtered), stored counts per level and kind, delivery counters",
         usage="alerts [N] [LEVEL] [kind=KIND]",
+    )
+    server.register(
+        "models",
+        models,
+        "trained models: champion, challenger, metrics, lifecycle events; promote the last challenger, "
+        "roll back to the previous champion, or retrain now",
+        usage="models [show|promote|rollback|retrain]",
     )
     server.register("audit", audit, "the last control commands: who (uid, pid), what, outcome", usage="audit [N]")
     server.register(

@@ -2,7 +2,7 @@
 
 Positional ARGS become the request's args per command (`crash NAME
 [--times N] [--on-next-message]`, `hang NAME SECONDS`, `approve ID`, `reject ID [REASON...]`, `alerts [N] [LEVEL]`, `audit [N]`,
-`halt|reduce|kill [REASON...]`); `key=value` pairs work for any command
+`halt|reduce|kill [REASON...]`, `models [show|promote|rollback|retrain]`); `key=value` pairs work for any command
 (values that parse as JSON numbers/booleans/null are sent as such).
 
 Prints the reply JSON on stdout. Exit: 0 ok, 1 ok=false or daemon
@@ -90,6 +90,7 @@ POSITIONAL: dict[str, Callable[[list[str]], dict[str, Any]]] = {
     "reject": _reject,
     "alerts": _alerts,
     "audit": _one("n", int, optional=True),
+    "models": _one("action", optional=True),
     "halt": _reason,
     "reduce": _reason,
     "kill": _reason,

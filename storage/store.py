@@ -28,6 +28,9 @@ from stockade.codecs.records import (
     EquitySnapshot,
     FillMark,
     FillRecord,
+    ModelEvaluationRecord,
+    ModelEventRecord,
+    ModelSetRecord,
     OrderRecord,
     PositionRecord,
     TradingStateRecord,
@@ -56,6 +59,11 @@ class Retention(msgspec.Struct, frozen=True, kw_only=True):
     equity_max: int = 1_000_000
     audit_days: float = 400.0
     audit_max: int = 1_000_000
+    model_events_days: float = 400.0
+    model_events_max: int = 100_000
+    # One per analyzer evaluation: a few days is enough to audit a swap.
+    model_evaluations_days: float = 3.0
+    model_evaluations_max: int = 2_000_000
 
 
 class Store:
@@ -82,6 +90,13 @@ class Store:
         self.voter_decisions: TimeSeries[VoterDecisionRecord] = TimeSeries(env, "voter_decisions", VoterDecisionRecord)
         self.audit: TimeSeries[ControlAuditRecord] = TimeSeries(env, "audit", ControlAuditRecord)  # control commands
         self.voter_weights: Table[VoterWeightRecord] = Table(env, "voter_weights", VoterWeightRecord)  # by member
+        # The model lifecycle (actors/model_keeper.py): sets by role, its steps, and
+        # which set each evaluation voted with.
+        self.model_sets: Table[ModelSetRecord] = Table(env, "model_sets", ModelSetRecord)  # by role
+        self.model_events: TimeSeries[ModelEventRecord] = TimeSeries(env, "model_events", ModelEventRecord)
+        self.model_evaluations: TimeSeries[ModelEvaluationRecord] = TimeSeries(
+            env, "model_evaluations", ModelEvaluationRecord
+        )
         # Index of the orders that may still be working, kept in the same
         # transaction as `orders` by `put_order`: the risk guard asks for them
         # on every proposal, and the orders table grows all day.
@@ -201,6 +216,8 @@ class Store:
             (self.voter_decisions, policy.decisions_days, policy.decisions_max),
             (self.equity, policy.equity_days, policy.equity_max),
             (self.audit, policy.audit_days, policy.audit_max),
+            (self.model_events, policy.model_events_days, policy.model_events_max),
+            (self.model_evaluations, policy.model_evaluations_days, policy.model_evaluations_max),
         )
         return {
             series.name: series.trim(older_than_ns=now_ns - int(days * DAY_NS), keep_last=keep)

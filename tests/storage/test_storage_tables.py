@@ -206,6 +206,8 @@ def test_apply_retention(store):
         "equity": 0,
         "voter_decisions": 0,
         "audit": 0,
+        "model_events": 0,
+        "model_evaluations": 0,
     }
     assert store.alerts.count() == 2 and store.decisions.count() == 4
 

@@ -1,0 +1,100 @@
+"""The ModelKeeper actor in-process (real pykka actor, real router, real lmdb, a real
+in-process venue for the training job): input drift against the champion's training
+distribution triggers a retrain; the same distribution does not."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import msgspec
+import numpy as np
+import pytest
+from actor_probes import add_recorder, start_actor, venue_services
+from waiting import wait_for
+
+from stockade.actors.model_keeper import ModelKeeper
+from stockade.codecs.messages import ModelEvaluation, ModelsCommand
+from stockade.config.settings import settings_from_dict
+from stockade.supervisors.router import Router
+from stockade.trading.feature_vector import FEATURE_NAMES
+from stockade.trading.model_lifecycle import reference_of
+from stockade.trading.model_store import SHIPPED_DIR
+from stockade.trading.training import MODELS
+
+SAMPLE = 100  # min_scored_votes: the live sample the drift check waits for
+SHIFTED = "rsi"
+
+
+def _champion(tmp_path, rng) -> tuple:
+    folder = tmp_path / "champion"
+    shutil.copytree(SHIPPED_DIR, folder)
+    train = rng.normal(size=(5000, len(FEATURE_NAMES)))
+    (folder / "reference.json").write_bytes(msgspec.json.encode(reference_of(train)))
+    return folder, train
+
+
+@pytest.mark.parametrize("shift", [0.0, 2.0])
+def test_drift_past_the_threshold_starts_a_retrain_and_no_drift_does_not(tmp_path, shift):
+    rng = np.random.default_rng(11)
+    folder, _ = _champion(tmp_path, rng)
+    settings = settings_from_dict(
+        {
+            "trading": {"symbols": ["AAPL", "SPY"]},
+            "models": {
+                "dir": str(folder),
+                "names": ["logit"],
+                "lifecycle": True,
+                "retrain_at": "",
+                "min_scored_votes": SAMPLE,
+                "psi_threshold": 0.25,
+                "train_days": 0.3,
+            },
+        }
+    )
+    assert "logit" in MODELS
+    with venue_services(tmp_path / "data", settings, seed=5) as svc:
+        router = Router()
+        sink, _ = add_recorder(router, "alerter")
+        ref = start_actor(router, ModelKeeper, "model_keeper", {"services": svc, "data_dir": str(tmp_path / "data")})
+        try:
+            live = rng.normal(size=(SAMPLE, len(FEATURE_NAMES)))
+            live[:, FEATURE_NAMES.index(SHIFTED)] += shift
+            for i, x in enumerate(live):
+                router.tell(
+                    "model_keeper",
+                    ModelEvaluation(
+                        symbol="AAPL" if i % 2 else "SPY",
+                        set_id="initial",
+                        members=("logit",),
+                        models=("x",),
+                        p_up=(0.6,),
+                        x=tuple(x.tolist()),
+                        price=100.0,
+                        quote_recv_ns=1_000 + i,
+                    ),
+                    "test",
+                )
+
+            def show() -> dict:
+                return router.ask("model_keeper", ModelsCommand("show"), timeout=10)
+
+            m = wait_for(lambda: show()["champion"]["drift"] or None, 30, 0.05, "the drift check over the sample")
+            assert m["rows"] == SAMPLE
+            if shift:
+                assert m["feature"] == SHIFTED and m["psi"] > 0.25
+                shown = wait_for(lambda: (s := show())["training"] and s, 30, 0.05, "a retrain started")
+                assert shown["training"]["reason"].startswith(f"drift: {SHIFTED}: PSI")
+                kinds = [e["kind"] for e in shown["events"]]
+                assert kinds[-2:] == ["retrain-started", "drift"], kinds  # newest first
+                pid = shown["training"]["pid"]
+            else:
+                assert m["psi"] < 0.25
+                shown = show()
+                assert shown["training"] is None and shown["events"] == []
+        finally:
+            ref.stop(timeout=30)  # its teardown kills a running job
+            sink.stop(timeout=10)
+        if shift:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)  # killed and reaped
