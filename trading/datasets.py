@@ -144,7 +144,8 @@ def feature_fingerprint(params: FeatureParams | None = None) -> tuple[float, ...
         )
         price = close
     fs.warm_up(bars)
-    x = vector(fs.features())
+    f = fs.features()
+    x = None if f is None else vector(f)
     if x is None:
         raise RuntimeError("feature fingerprint: the synthetic series did not warm every feature")
     return tuple(round(float(v), 7) for v in x)

@@ -94,7 +94,7 @@ class FeatureParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
                 if key is not None and hasattr(a, key):
                     given[name] = getattr(a, key)
                     break
-        return cls(**given)
+        return msgspec.convert(given, cls)  # typed: a setting of the wrong type fails here
 
     @property
     def warmup_bars(self) -> int:
@@ -254,7 +254,7 @@ class FeatureState:
         fb = self._forming
         if fb is not None:
             if fb.start_ns < start:
-                self._commit_forming()
+                self._commit_forming(fb)
             else:
                 self._forming = None  # same or later bucket: the venue bar wins
         self._commit(start, bar.high, bar.low, bar.close, bar.volume, "shares")
@@ -279,7 +279,7 @@ class FeatureState:
         closed = False
         fb = self._forming
         if fb is not None and start > fb.start_ns:
-            self._commit_forming()
+            self._commit_forming(fb)
             fb = None
             closed = True
         if fb is None:
@@ -313,7 +313,7 @@ class FeatureState:
         """Close the forming bar if its bucket has ended by `now_ns` (timer)."""
         fb = self._forming
         if fb is not None and now_ns >= fb.start_ns + self._bar_ns:
-            self._commit_forming()
+            self._commit_forming(fb)
             return True
         return False
 
@@ -343,8 +343,7 @@ class FeatureState:
     def _bucket(self, ts_ns: int) -> int:
         return ts_ns - ts_ns % self._bar_ns
 
-    def _commit_forming(self) -> None:
-        fb = self._forming
+    def _commit_forming(self, fb: _FormingBar) -> None:
         self._forming = None
         self._commit(fb.start_ns, fb.high, fb.low, fb.close, fb.bar_volume, fb.unit)
 

@@ -159,8 +159,8 @@ def check_features(manifest: Manifest, path: Path, params: FeatureParams | None 
             f"or reordered) at the same version {FEATURE_VERSION}; {REGENERATE_HINT}",
         )
     if params is not None and manifest.feature_params != params:
-        ours, theirs = msgspec.structs.asdict(params), msgspec.structs.asdict(manifest.feature_params)
-        diff = ", ".join(f"{k} {theirs[k]!r} (analyzer: {ours[k]!r})" for k in ours if ours[k] != theirs.get(k))
+        wanted, trained = msgspec.structs.asdict(params), msgspec.structs.asdict(manifest.feature_params)
+        diff = ", ".join(f"{k} {trained[k]!r} (analyzer: {wanted[k]!r})" for k in wanted if wanted[k] != trained.get(k))
         raise ModelError(
             path,
             f"trained with other indicator periods: {diff}; retrain with these [analyzer] "
