@@ -29,7 +29,7 @@ from typing import Any
 
 from stockade.actors import names, ticks
 from stockade.actors.services import Services
-from stockade.broker.rest import redact
+from stockade.broker.rest import data_feed, redact
 from stockade.codecs.messages import Alert, Bar, Quote, Tick, Trade, Vote, Votes
 from stockade.config import paths
 from stockade.config.settings import AnalyzerSettings, Settings
@@ -110,7 +110,7 @@ class Analyzer(StockadeActor):
                 start=end - timedelta(days=5),
                 end=end,
                 limit=n,
-                feed=self.svc.settings.alpaca.feed,
+                feed=data_feed(self.svc.settings.alpaca.feed),
                 sort=Sort.DESC,
             )
             data = client.get_stock_bars(request).data.get(self.symbol, [])

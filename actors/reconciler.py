@@ -36,7 +36,7 @@ from stockade.actors.services import Services
 from stockade.broker import orders as broker_orders
 from stockade.broker.backoff import Backoff
 from stockade.broker.liquidation import open_orders
-from stockade.broker.rest import redact
+from stockade.broker.rest import data_feed, redact
 from stockade.broker.token_bucket import limit_client
 from stockade.codecs.messages import (
     AccountSnapshot,
@@ -448,7 +448,7 @@ class Reconciler(StockadeActor):
             return
         try:
             snapshots = self.svc.broker.data_client().get_stock_snapshot(
-                StockSnapshotRequest(symbol_or_symbols=held, feed=self.svc.settings.alpaca.feed)
+                StockSnapshotRequest(symbol_or_symbols=held, feed=data_feed(self.svc.settings.alpaca.feed))
             )
         except Exception as exc:
             log.warning("gap risk: no snapshots (%s); not measured today", redact(exc))

@@ -30,6 +30,7 @@ from stockade.broker.rest import redact
 from stockade.codecs.messages import (
     AccountSnapshot,
     Alert,
+    AlertLevel,
     ClockSnapshot,
     Flatten,
     Kill,
@@ -346,14 +347,14 @@ class RiskGuard(StockadeActor):
             return None
         return max(0.0, (self.next_close_ns - self.clock.now_ns()) / 60e9)
 
-    def _alert_once(self, key: str, level: str, text: str) -> None:
+    def _alert_once(self, key: str, level: AlertLevel, text: str) -> None:
         """One alert per key per exchange day (the alerter de-duplicates too, per window)."""
         today = exchange_date(self.clock.now_ns())
         if self.fired.get(key) == today:
             return
         self.fired[key] = today
         log.warning("risk: %s", text)
-        self.tell(names.ALERTER, Alert(level, f"risk-{key}", text, NAME, self.clock.now_ns()))  # type: ignore[arg-type]
+        self.tell(names.ALERTER, Alert(level, f"risk-{key}", text, NAME, self.clock.now_ns()))
 
     # ---- decisions ------------------------------------------------------------------
 

@@ -90,7 +90,12 @@ class VenueProcess:
                 env=env,
             )
         lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(x) for x in self.proc.stdout or ()], daemon=True).start()
+
+        def pump() -> None:
+            for line in self.proc.stdout or ():
+                lines.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
         try:
             first = lines.get(timeout=60)
         except queue.Empty:
@@ -146,26 +151,27 @@ class AnalyzerProbe:
     @contextlib.contextmanager
     def installed(self) -> Iterator[AnalyzerProbe]:
         from stockade.actors.analyzer import Analyzer
+        from stockade.codecs.messages import Quote, Trade
 
         on_quote, on_trade = Analyzer.on_quote, Analyzer.on_trade
         probe = self
 
-        def quote_probe(actor: Any, quote: Any) -> None:
-            on_quote(actor, quote)
+        def quote_probe(self: Analyzer, quote: Quote) -> None:
+            on_quote(self, quote)
             if probe.measuring:
                 probe.latencies_ns.append(time.time_ns() - quote.recv_ns)
 
-        def trade_probe(actor: Any, trade: Any) -> None:
-            on_trade(actor, trade)
+        def trade_probe(self: Analyzer, trade: Trade) -> None:
+            on_trade(self, trade)
             with probe.lock:
                 probe.volume[trade.symbol] += trade.size
 
         # The base dispatches by attribute name: the probes take the handlers' places.
-        Analyzer.on_quote, Analyzer.on_trade = quote_probe, trade_probe  # type: ignore[method-assign]
+        Analyzer.on_quote, Analyzer.on_trade = quote_probe, trade_probe  # type: ignore[method-assign]  # a probe, by design
         try:
             yield self
         finally:
-            Analyzer.on_quote, Analyzer.on_trade = on_quote, on_trade  # type: ignore[method-assign]
+            Analyzer.on_quote, Analyzer.on_trade = on_quote, on_trade  # type: ignore[method-assign]  # the probe removed
 
     def volumes(self) -> dict[str, float]:
         with self.lock:

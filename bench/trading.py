@@ -51,8 +51,9 @@ def bench_indicators(n: int = 100_000, seed: int = 7, quotes_per_bar: int = 100)
         fs.on_quote(q)
         f = fs.features()
         b = clock()
-        for s in strategies:
-            s.evaluate(f)
+        if f is not None:  # None only before the first price
+            for s in strategies:
+                s.evaluate(f)
         c = clock()
         feature_ns.append(b - a)
         strategy_ns.append(c - b)
@@ -148,10 +149,11 @@ def bench_models(quick: bool = False, seed: int = 7) -> dict:
         fs.on_quote(q)
         f = fs.features()
         b = clock()
-        for s in strategies:
-            s.evaluate(f)
+        if f is not None:  # None only before the first price
+            for s in strategies:
+                s.evaluate(f)
         c = clock()
-        x = vector(f)
+        x = vector(f) if f is not None else None
         if x is not None and panel is not None:
             panel.p_up(x)  # what the analyzer runs: one call for all members
         d = clock()

@@ -29,12 +29,15 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from stockade.config.settings import Settings, SettingsError, load_settings
 from stockade.ops.backtest_data import BadInput, Day, FileSource, SimSource
+
+if TYPE_CHECKING:  # the venue is imported when a run starts
+    from stockade.venue.clock import ClockMode
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +316,7 @@ class Engine:
         market: Any = None,
         strategy: str = "ensemble",
         signals_only: bool = False,
-        clock_mode: str = "nyse",
+        clock_mode: ClockMode = "nyse",
     ) -> None:
         from stockade.actors.services import Services
         from stockade.broker.token_bucket import install_shared_bucket
@@ -331,10 +334,8 @@ class Engine:
         self.seed = seed
         self.out = paths.ensure_private_dir(out)
         # No fsync per "durable" commit: a backtest that dies is rerun from its
-        # data; the records are synced once, at the end (`close`).
+        # data; the records are synced once, at the end (`close` syncs the store).
         self.store = Store.open(self.out, sync_durable=False)
-        self._sync = self.store.env.sync
-        self.store.env.sync = lambda: None
         self.models_dir = models_dir
         self.market = market
         self.strategy = strategy  # "ensemble" (the daemon's analyzers and voter) or "crossover" (the bench's)
@@ -501,7 +502,6 @@ class Engine:
             if self._started:
                 self.dispatcher.stop_all()
         finally:
-            self._sync()
             self.store.close()
 
 

@@ -401,7 +401,7 @@ class AlpacaSource:
         from alpaca.data.requests import StockBarsRequest
         from alpaca.data.timeframe import TimeFrame
 
-        from stockade.broker.rest import make_data_client, redact
+        from stockade.broker.rest import data_feed, make_data_client, redact
 
         client = make_data_client(keys[0], keys[1], data_url)
         first = dt.datetime.combine(start - dt.timedelta(days=WARMUP_DAYS), dt.time(0), dt.UTC)
@@ -409,7 +409,11 @@ class AlpacaSource:
         try:
             data = client.get_stock_bars(
                 StockBarsRequest(
-                    symbol_or_symbols=list(self.symbols), timeframe=TimeFrame.Minute, start=first, end=last, feed=feed
+                    symbol_or_symbols=list(self.symbols),
+                    timeframe=TimeFrame.Minute,
+                    start=first,
+                    end=last,
+                    feed=data_feed(feed),
                 )
             ).data
         except Exception as exc:  # noqa: BLE001 - any failure: one line, exit 2

@@ -96,6 +96,10 @@ def traceparent_of(span: Any) -> str | None:
     return f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{int(sc.trace_flags):02x}"
 
 
+# message_attributes' arguments: (actor, msg, sender, message_id).
+MessageSource = tuple[str, Any, str, str]
+
+
 def message_attributes(actor: str, msg: Any, sender: str = "", message_id: str = "") -> dict[str, Any]:
     """Span attributes for `actor` handling `msg`: OpenTelemetry messaging
     conventions where they fit, `stockade.*` for the rest (symbol,
@@ -336,7 +340,7 @@ class _Scope:
     Attributes are built only when a span is recorded or a record exported:
     a dropped firehose message costs ids, a context switch and a small tuple."""
 
-    __slots__ = ("attrs", "kind", "msg_type", "name", "owner", "parent", "record_start", "source", "span", "token")
+    __slots__ = ("attrs", "kind", "msg_type", "name", "owner", "parent", "record_start", "span", "token")
 
     def __init__(
         self,
@@ -344,12 +348,11 @@ class _Scope:
         name: str,
         msg_type: str,
         parent: SpanContext | None,
-        attrs: dict[str, Any] | None,
-        source: tuple | None,
+        attrs: dict[str, Any] | MessageSource,
         kind: SpanKind,
     ) -> None:
         self.owner, self.name, self.msg_type, self.parent, self.kind = owner, name, msg_type, parent, kind
-        self.attrs, self.source = attrs, source  # source: message_attributes' arguments
+        self.attrs = attrs  # or message_attributes' arguments, to build them only if recorded
         self.record_start = 0
 
     def __enter__(self) -> trace.Span:
@@ -366,7 +369,7 @@ class _Scope:
                 context = otel_context.Context()
             else:
                 context = trace.set_span_in_context(trace.NonRecordingSpan(parent))
-            attrs = self.attrs if self.attrs is not None else message_attributes(*self.source)
+            attrs = self.attrs if isinstance(self.attrs, dict) else message_attributes(*self.attrs)
             span = owner.tracer.start_span(self.name, context=context, kind=self.kind, attributes=attrs)
             if parent is not None and not parent.trace_flags.sampled:
                 owner._promote(trace_id)
@@ -391,7 +394,7 @@ class _Scope:
             sc.span_id,
             parent.span_id if parent is not None else 0,
             self.kind,
-            self.attrs if self.attrs is not None else self.source,
+            self.attrs,
             self.record_start,
             time.time_ns(),
             _redacted(repr(exc)) if exc is not None else None,
@@ -430,13 +433,13 @@ class MessageTracer:
             if coid:
                 parent = self._order_span(coid)
         return _Scope(
-            self, f"{actor} {msg_type}", msg_type, parent, None, (actor, msg, sender, message_id), SpanKind.CONSUMER
+            self, f"{actor} {msg_type}", msg_type, parent, (actor, msg, sender, message_id), SpanKind.CONSUMER
         )
 
     def span(self, name: str, traceparent: str | None, attrs: dict[str, Any], kind: SpanKind) -> _Scope:
         """Any other span kept the same way (the supervisors' failure handling)."""
         parent = parse_traceparent(traceparent) if traceparent else None
-        return _Scope(self, name, attrs[MESSAGE_ATTR], parent, attrs, None, kind)
+        return _Scope(self, name, attrs[MESSAGE_ATTR], parent, attrs, kind)
 
     def _promote(self, trace_id: int) -> None:
         records = self.pending.promote(trace_id)

@@ -21,7 +21,7 @@ walk-forward split never trains on one symbol's future to test another's past.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 import numpy as np
@@ -84,7 +84,7 @@ def symbol_rows(
 
 
 def build_dataset(
-    bars_by_symbol: dict[str, Sequence[Bar]],
+    bars_by_symbol: Mapping[str, Sequence[Bar]],
     horizon: int,
     threshold_bps: float = 0.0,
     params: FeatureParams | None = None,

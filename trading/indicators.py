@@ -193,7 +193,7 @@ class RSI:
         return self.value
 
 
-class MACDValue(tuple):
+class MACDValue(tuple[float, float, float]):
     """(macd, signal, hist) as a plain tuple with names."""
 
     __slots__ = ()
@@ -253,7 +253,7 @@ class MACD:
         return self.value
 
 
-class BandsValue(tuple):
+class BandsValue(tuple[float, float, float, float]):
     """(upper, mid, lower, width) Bollinger bands; width = (upper-lower)/mid."""
 
     __slots__ = ()

@@ -214,9 +214,11 @@ def probability_output(session: Any) -> str:
     """Name of the probabilities output (skl2onnx with zipmap off: the second, [N, 2])."""
     outputs = session.get_outputs()
     for out in outputs:
-        if "prob" in out.name.lower():
-            return out.name
-    return outputs[-1].name
+        name: str = out.name  # onnxruntime has no type information
+        if "prob" in name.lower():
+            return name
+    last: str = outputs[-1].name
+    return last
 
 
 class LoadedModel:

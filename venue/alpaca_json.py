@@ -8,13 +8,17 @@ other clients) parse exactly that, so every body is built here in one place.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, overload
 
 from stockade.venue.exchange import AccountView, Exchange, Order, Position, TradeEvent, asset_id_for, qty_text
 
 EXCHANGE_OF = {"SPY": "ARCA"}  # everything else is listed on NASDAQ in the simulator
 
 
+@overload
+def ts(ns: int) -> str: ...
+@overload
+def ts(ns: None) -> None: ...
 def ts(ns: int | None) -> str | None:
     """RFC 3339 UTC with nanoseconds, as Alpaca writes it (…T15:28:33.474853941Z)."""
     if ns is None:

@@ -216,12 +216,20 @@ class OrderRequest(msgspec.Struct, kw_only=True):
 
 
 class QuoteLike(Protocol):
-    symbol: str
-    bid: float
-    ask: float
-    bid_size: float
-    ask_size: float
-    ts_ns: int
+    """What the exchange reads of a quote (read-only, so frozen quotes fit)."""
+
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def bid(self) -> float: ...
+    @property
+    def ask(self) -> float: ...
+    @property
+    def bid_size(self) -> float: ...
+    @property
+    def ask_size(self) -> float: ...
+    @property
+    def ts_ns(self) -> int: ...
 
 
 class ClockLike(Protocol):
@@ -786,7 +794,7 @@ class Exchange:
         self,
         order_id: str,
         *,
-        qty: int | None = None,
+        qty: float | None = None,
         limit_price: float | None = None,
         stop_price: float | None = None,
         time_in_force: TimeInForce | None = None,

@@ -93,7 +93,7 @@ MarketEvent = SimQuote | SimTrade | SimBar
 # ---- timeframes ----------------------------------------------------------------
 
 TimeframeUnit = Literal["Min", "Hour", "Day", "Week", "Month"]
-_UNIT_ALIASES = {
+_UNIT_ALIASES: dict[str, TimeframeUnit] = {
     "Min": "Min",
     "T": "Min",
     "Hour": "Hour",
@@ -555,7 +555,7 @@ class _History:
         if clamp_ohc:
             o, h, c = np.maximum(o, 0.01), np.maximum(h, 0.01), np.maximum(c, 0.01)
         l = np.maximum(l, 0.01)  # noqa: E741
-        volume = self.profile.daily_volume / SESSION_MINUTES
+        volume: float | np.ndarray = self.profile.daily_volume / SESSION_MINUTES
         if volume_profile is not None:
             volume = volume * volume_profile
         v = np.maximum(1, np.round(volume * vol_noise)).astype(np.int64)
@@ -598,11 +598,11 @@ class _History:
         k_new = (self.start_minute_ns - hi_ns) // NS_PER_MIN + 1
         k_old = (self.start_minute_ns - lo_ns) // NS_PER_MIN
         parts = []
-        for c in range((k_old - 1) // _CHUNK_MINUTES, (k_new - 1) // _CHUNK_MINUTES - 1, -1):  # oldest first
-            chunk = self._chunk(c)
-            # Chunk c holds k = c*C+1 .. (c+1)*C, oldest first: k at position (c+1)*C - k.
-            first = (c + 1) * _CHUNK_MINUTES - min(k_old, (c + 1) * _CHUNK_MINUTES)
-            last = (c + 1) * _CHUNK_MINUTES - max(k_new, c * _CHUNK_MINUTES + 1)
+        for i in range((k_old - 1) // _CHUNK_MINUTES, (k_new - 1) // _CHUNK_MINUTES - 1, -1):  # oldest first
+            chunk = self._chunk(i)
+            # Chunk i holds k = i*C+1 .. (i+1)*C, oldest first: k at position (i+1)*C - k.
+            first = (i + 1) * _CHUNK_MINUTES - min(k_old, (i + 1) * _CHUNK_MINUTES)
+            last = (i + 1) * _CHUNK_MINUTES - max(k_new, i * _CHUNK_MINUTES + 1)
             parts.append(
                 tuple(
                     a[first : last + 1]
