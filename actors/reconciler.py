@@ -29,6 +29,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import lmdb
 import msgspec
 
 from stockade.actors import names, ticks
@@ -236,7 +237,7 @@ class Reconciler(StockadeActor):
         late: set[str] = set()
         if writes:  # most passes agree: no write transaction at all
 
-            def write(txn: Any) -> None:
+            def write(txn: lmdb.Transaction) -> None:
                 # A fill may have landed since the read above: never write over it.
                 late.clear()
                 late.update(snapshot_stale(marks, store.fill_seqs(txn=txn)) & set(writes))
@@ -490,7 +491,7 @@ class Reconciler(StockadeActor):
         store = self.svc.store
         today = exchange_date(now)  # the trading day, not the UTC one
 
-        def write(txn: Any) -> None:
+        def write(txn: lmdb.Transaction) -> None:
             store.equity.add(
                 EquitySnapshot(
                     ts_ns=now,

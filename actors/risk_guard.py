@@ -20,6 +20,7 @@ import logging
 from datetime import date, timedelta
 from typing import Any
 
+import lmdb
 import msgspec
 from opentelemetry import trace
 
@@ -242,7 +243,7 @@ class RiskGuard(StockadeActor):
         store, key, n = self.svc.store, day.isoformat(), self.day_trades.day_trades.get(day, 0)
         account = self.account
 
-        def write(txn: Any) -> None:
+        def write(txn: lmdb.Transaction) -> None:
             current = store.counters.get(key, txn=txn)
             if current is None:
                 # Create it as the reconciler would, so the day keeps its start equity.
@@ -272,7 +273,7 @@ class RiskGuard(StockadeActor):
 
     # ---- the day's loss --------------------------------------------------------------
 
-    def _start_equity(self, txn: Any = None) -> float | None:
+    def _start_equity(self, txn: lmdb.Transaction | None = None) -> float | None:
         counters = self.svc.store.counters.get(exchange_date(self.clock.now_ns()), txn=txn)
         if counters is not None and counters.start_equity:
             return counters.start_equity

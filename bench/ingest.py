@@ -340,7 +340,10 @@ def run_ingest(
     got = {s: a1.get(s, 0.0) - a0.get(s, 0.0) for s in symbols}
     lost = {s: offered[s] - got[s] for s in symbols if abs(offered[s] - got[s]) > 1e-6}
     quarter = max(1, len(samples) // 4)
-    worst = lambda rows: max((max(r.values(), default=0) for r in rows), default=0)  # noqa: E731
+
+    def worst(rows: list[dict[str, int]]) -> int:
+        return max((max(r.values(), default=0) for r in rows), default=0)
+
     per_actor: dict[str, int] = defaultdict(int)
     for row in samples:
         for name, size in row.items():

@@ -24,7 +24,7 @@ from typing import Any, Literal, cast, get_args
 
 import msgspec
 
-from stockade.codecs.messages import Bar, OrderUpdate, Quote, Trade
+from stockade.codecs.messages import Bar, OrderUpdate, Quote, Side, Trade
 
 Encoding = Literal["json", "msgpack"]
 
@@ -130,7 +130,7 @@ class _WBar(msgspec.Struct, tag_field="T", tag="b"):
     S: str
     o: float
     h: float
-    l: float  # noqa: E741 - Alpaca's field name
+    l: float  # Alpaca's field name
     c: float
     v: float
     t: _WireTime = ""
@@ -310,7 +310,9 @@ class MarketDecoder:
             raise WireError(f"undecodable {self.encoding} frame: {exc}") from None
         return self._build(items, recv_ns)
 
-    def _salvage(self, frame: bytes | bytearray | memoryview | str, item_dec: Any, raw_dec: Any, tag_dec: Any) -> list[Any]:
+    def _salvage(
+        self, frame: bytes | bytearray | memoryview | str, item_dec: Any, raw_dec: Any, tag_dec: Any
+    ) -> list[Any]:
         try:
             raws = raw_dec.decode(frame)
         except msgspec.DecodeError as exc:
@@ -529,13 +531,17 @@ def _num(value: _Number, what: str) -> float | None:
     return out
 
 
+_SIDES: dict[str | None, Side] = {"buy": "buy", "sell": "sell"}
+
+
 def _order_update(data: msgspec.Raw) -> OrderUpdate:
     try:
         w = _update_dec.decode(data)
     except msgspec.DecodeError as exc:
         raise WireError(f"bad trade_updates payload: {exc}") from None
     o = w.order
-    if o.side not in ("buy", "sell"):
+    side = _SIDES.get(o.side)
+    if side is None:
         raise WireError(f"order {o.id} has side {o.side!r}")
     if not o.symbol:
         raise WireError(f"order {o.id} has no symbol")
@@ -551,7 +557,7 @@ def _order_update(data: msgspec.Raw) -> OrderUpdate:
         client_order_id=o.client_order_id,
         broker_order_id=o.id,
         symbol=o.symbol,
-        side=o.side,  # type: ignore[arg-type]
+        side=side,
         status=o.status,
         qty=_num(o.qty, "qty") or 0.0,
         filled_qty=_num(o.filled_qty, "filled_qty") or 0.0,

@@ -28,6 +28,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ from stockade.ops.backtest_data import BadInput, Day, FileSource, SimSource
 
 if TYPE_CHECKING:  # the venue is imported when a run starts
     from stockade.venue.clock import ClockMode
+    from stockade.venue.inprocess import InProcessVenue
 
 log = logging.getLogger(__name__)
 
@@ -342,11 +344,12 @@ class Engine:
         self.signals_only = signals_only
         self.clock_mode = clock_mode  # the venue's market hours: "nyse" for history, "always_open" as the default venue
         self.events = 0
-        self.on_progress: Any = None  # called with the events done so far, every PROGRESS_EVERY events
+        # Called with the events done so far, every PROGRESS_EVERY events.
+        self.on_progress: Callable[[int], object] | None = None
         self.dispatcher = CallingThreadDispatcher()
         self._started = False
         self._make = (Services, BacktestBroker, InProcessVenue, SimClock, FaultInjector, install_shared_bucket)
-        self.venue: Any = None
+        self.venue: InProcessVenue | None = None
         self.svc: Any = None
         b = settings.backtest
         self._slip = b.slippage_bps / 10_000.0
@@ -429,6 +432,7 @@ class Engine:
         per_share = self.settings.backtest.commission_per_share
         if per_share > 0 and event.execution_id is not None and event.qty:
             fee = per_share * event.qty
+            assert self.venue is not None  # it calls us
             self.venue.exchange.account.cash -= fee
             self.commission += fee
 
@@ -443,6 +447,7 @@ class Engine:
         settle = self.dispatcher.run_until_idle
         route = self.dispatcher.router.tell
         venue = self.venue
+        assert venue is not None  # made by _start
         slip = self._slip
         from stockade.codecs.messages import Quote
 

@@ -410,7 +410,10 @@ class MessageTracer:
         self.provider = provider
         self.tracer = provider.get_tracer(_TRACER_NAME)
         self.processor = processor
-        self.sampler: SignalPathSampler = provider.sampler  # type: ignore[assignment]
+        sampler = provider.sampler
+        if not isinstance(sampler, SignalPathSampler):  # build_provider makes one
+            raise TypeError(f"MessageTracer needs a SignalPathSampler, the provider has {sampler!r}")
+        self.sampler = sampler
         ids = provider.id_generator
         self.ids: _Ids = ids if isinstance(ids, _Ids) else _Ids()
         self.pending = PendingTraces(max_pending_traces)

@@ -158,7 +158,7 @@ class Supervisor(StockadeActor):
         ctx = self.ctx.for_child(name, generation, self._notify, child.fence)
         try:
             ref = child.spec.start(ctx)
-        except BaseException as exc:  # noqa: BLE001 - a failed start is a child failure, not ours
+        except BaseException as exc:  # a failed start is a child failure, not ours
             logger.error("%s: starting %s failed: %r", self.name, name, exc, exc_info=exc)
             self.actor_ref.tell(ChildExit(name, generation, f"start: {exc!r}", True))
             return

@@ -268,7 +268,7 @@ def _verified_session(path: Path, entry: ModelEntry) -> Any:
         if session is None:
             try:
                 session = new_session(data)
-            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            except Exception as exc:  # onnxruntime raises its own exception types
                 raise ModelError(path, f"onnxruntime cannot load it: {str(exc).splitlines()[0][:300]}") from None
             _sessions[key] = session
     inputs, outputs = session.get_inputs(), session.get_outputs()

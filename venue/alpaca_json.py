@@ -125,7 +125,10 @@ def account_json(view: AccountView, ex: Exchange) -> dict[str, Any]:
     # As Alpaca's account is since 2026-07-06: no pattern_day_trader,
     # daytrade_count, daytrading_buying_power (nor bod_dtbp) any more.
     st = view.state
-    m = lambda x: num(round(x, 2))  # noqa: E731 - Alpaca reports account money in cents
+
+    def m(x: float) -> str | None:
+        return num(round(x, 2))  # Alpaca reports account money in cents
+
     return {
         "id": st.id,
         "account_number": st.account_number,

@@ -317,6 +317,8 @@ class Exchange:
         self.fills: list[Fill] = []
         self.quotes: dict[str, QuoteLike] = {}
         self._to_route: list[str] = []
+        # True while an embedder holds new orders back (the in-process venue, for the next quote).
+        self.routing_held = False
         self._was_open: bool | None = None
         self._day_deadline: dict[str, int] = {}  # open day order id -> its session's close (nyse)
         self._changes = Changes()
@@ -748,7 +750,7 @@ class Exchange:
 
         While the market is closed, orders stay "accepted" and are routed at the open.
         """
-        if not self._to_route:
+        if not self._to_route or self.routing_held:
             return
         now = self.clock.now_ns()
         if not self.clock.is_open(now):

@@ -87,7 +87,7 @@ class InProcessSession:
         self.requests += 1
         parts = urlsplit(url)
         # Encoded exactly as `requests` puts a params dict on the wire, then parsed as the server does.
-        encoded = requests.models.RequestEncodingMixin._encode_params(params or {})  # noqa: SLF001
+        encoded = requests.models.RequestEncodingMixin._encode_params(params or {})
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         query.update(parse_qsl(encoded if isinstance(encoded, str) else "", keep_blank_values=True))
         body = b"" if json is None else _json_bytes(json)
@@ -96,7 +96,7 @@ class InProcessSession:
         response.status_code = status
         response.reason = "OK" if status < 400 else "Error"
         response.url = url
-        response._content = payload  # noqa: SLF001 - how a Response is built without a socket
+        response._content = payload  # how a Response is built without a socket
         response.headers["Content-Type"] = "application/json"
         response.encoding = "utf-8"  # as the server's charset says; spares requests a guess per body
         return response
@@ -226,16 +226,16 @@ class InProcessVenue:
         if ex.clock.is_open(quote.ts_ns):
             for order in working:
                 if order.status in _WORKING:  # an OCO sibling's fill may have cancelled it meanwhile
-                    ex._match(order)  # noqa: SLF001 - the exchange's own matching
+                    ex._match(order)  # the exchange's own matching
         held = self._held.pop(quote.symbol, None)
         if held:
-            ex._to_route.extend(held)  # noqa: SLF001 - the exchange's own routing queue
+            ex._to_route.extend(held)  # the exchange's own routing queue
             ex.route_pending()
 
     def _hold_new_orders(self, before: set[str]) -> None:
         ex = self.exchange
-        for oid in [o for o in ex._to_route if o not in before]:  # noqa: SLF001
-            ex._to_route.remove(oid)  # noqa: SLF001
+        for oid in [o for o in ex._to_route if o not in before]:
+            ex._to_route.remove(oid)
             self._held.setdefault(ex.orders[oid].symbol, []).append(oid)
 
     # ---- REST ---------------------------------------------------------------------------
@@ -254,11 +254,10 @@ class InProcessVenue:
             handler = getattr(self._apis[api], name)
             request = _Request(method, path, query, body, match.groupdict())
             ex = self.exchange
-            before = set(ex._to_route)  # noqa: SLF001
+            before = set(ex._to_route)
             # The handlers route accepted orders at once (against the quote the
             # decision saw); hold them for the next quote instead.
-            route_pending = ex.route_pending
-            ex.route_pending = lambda: None  # type: ignore[method-assign]
+            ex.routing_held = True
             try:
                 response = _run(handler(request))
             except VenueError as exc:
@@ -266,7 +265,7 @@ class InProcessVenue:
             except ApiError as exc:
                 return exc.status, _json_bytes({"code": exc.code, "message": exc.message})
             finally:
-                ex.route_pending = route_pending  # type: ignore[method-assign]
+                ex.routing_held = False
                 self._hold_new_orders(before)
             return response.status, bytes(response.body or b"")
         return 404, _json_bytes({"code": 40410000, "message": "endpoint not found"})

@@ -111,7 +111,7 @@ class _WireBar(msgspec.Struct):
     S: str
     o: float
     h: float
-    l: float  # noqa: E741
+    l: float
     c: float
     v: int
     n: int

@@ -30,7 +30,7 @@ from alpaca.trading.requests import GetCalendarRequest
 from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest_market import (  # noqa: E402
+from conftest_market import (
     KEY,
     SECRET,
     TIMEOUT,
@@ -40,9 +40,9 @@ from conftest_market import (  # noqa: E402
     no_market_sockets,
     send,
 )
-from waiting import wait_for  # noqa: E402
+from waiting import wait_for
 
-from stockade.venue import market_stream  # noqa: E402
+from stockade.venue import market_stream
 
 
 def data_client(venue) -> StockHistoricalDataClient:
