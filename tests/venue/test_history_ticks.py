@@ -11,7 +11,6 @@ from alpaca.data.requests import StockBarsRequest, StockQuotesRequest, StockTrad
 from alpaca.data.timeframe import TimeFrame
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest_market import market_venue  # noqa: F401 - the fixture, named by the tests
 from test_market_data_conformance import data_client, raw_get
 
 from stockade.venue.history_ticks import TICKS_PER_BAR

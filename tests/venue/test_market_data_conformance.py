@@ -36,7 +36,6 @@ from conftest_market import (
     TIMEOUT,
     authenticated_client,
     json_client,
-    market_venue,  # noqa: F401 - the fixture
     no_market_sockets,
     send,
 )
