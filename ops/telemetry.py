@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -50,6 +50,9 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from stockade.supervisors import hooks
+
+if TYPE_CHECKING:
+    from stockade.config.settings import TelemetrySettings
 
 log = logging.getLogger(__name__)
 
@@ -512,7 +515,7 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() == "true"
 
 
-def export_decision(telemetry_settings: Any, env: Mapping[str, str] = os.environ) -> tuple[bool, str]:
+def export_decision(telemetry_settings: TelemetrySettings, env: Mapping[str, str] = os.environ) -> tuple[bool, str]:
     """Whether to export traces, and why (for the log), first rule that speaks:
 
     1. `OTEL_SDK_DISABLED=true`: off, whatever else is set (the SDK switch).
@@ -544,7 +547,9 @@ def export_decision(telemetry_settings: Any, env: Mapping[str, str] = os.environ
     return enabled, f"telemetry.enabled = {'true' if enabled else 'false'}"
 
 
-def resolve_exporter_config(telemetry_settings: Any, env: Mapping[str, str] = os.environ) -> dict[str, Any]:
+def resolve_exporter_config(
+    telemetry_settings: TelemetrySettings, env: Mapping[str, str] = os.environ
+) -> dict[str, Any]:
     """Protocol, endpoint, service name and headers: settings, then the OTEL_* variables, then defaults.
 
     A base URL (the setting or `OTEL_EXPORTER_OTLP_ENDPOINT`) gets `/v1/traces`
@@ -552,7 +557,8 @@ def resolve_exporter_config(telemetry_settings: Any, env: Mapping[str, str] = os
     used as is. gRPC takes `scheme://host:port` (http: plaintext, https: TLS).
     """
     cfg = telemetry_settings
-    protocol, source = cfg.protocol, "telemetry.protocol"
+    protocol: str = cfg.protocol  # or an OTEL_* variable's, checked below
+    source = "telemetry.protocol"
     for var in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
         if not protocol and env.get(var):
             protocol, source = env[var].strip(), var
@@ -581,7 +587,7 @@ def resolve_exporter_config(telemetry_settings: Any, env: Mapping[str, str] = os
     }
 
 
-def otlp_traces_endpoint(telemetry_settings: Any, env: Mapping[str, str] = os.environ) -> str:
+def otlp_traces_endpoint(telemetry_settings: TelemetrySettings, env: Mapping[str, str] = os.environ) -> str:
     """The traces endpoint the exporter will use (see `resolve_exporter_config`)."""
     return resolve_exporter_config(telemetry_settings, env)["endpoint"]
 
@@ -602,7 +608,7 @@ def make_exporter(resolved: Mapping[str, Any], timeout_s: float) -> SpanExporter
 
 
 def build_provider(
-    telemetry_settings: Any, exporter: SpanExporter, service_name: str | None = None
+    telemetry_settings: TelemetrySettings, exporter: SpanExporter, service_name: str | None = None
 ) -> tuple[TracerProvider, SpanProcessor]:
     """A TracerProvider with stockade's resource, sampler and a bounded batch processor."""
     cfg = telemetry_settings
@@ -622,7 +628,7 @@ def build_provider(
 
 
 def setup(
-    telemetry_settings: Any, env: Mapping[str, str] = os.environ, exporter: SpanExporter | None = None
+    telemetry_settings: TelemetrySettings, env: Mapping[str, str] = os.environ, exporter: SpanExporter | None = None
 ) -> Callable[..., None]:
     """Install tracing per the `[telemetry]` settings and OTEL_* variables;
     returns `shutdown(timeout_s=5)`.
