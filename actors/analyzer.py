@@ -115,7 +115,7 @@ class Analyzer(PooledActor):  # one per symbol: they share [runtime] analyzer_th
             history = WarmupBars(lambda: self.svc.broker.data_client(), [self.symbol], n, self.svc.settings.alpaca.feed)
         try:
             data = history.bars(self.symbol, self.clock.now_ns())
-        except Exception as exc:  # noqa: BLE001 - any data API failure means "start cold, retry later"
+        except Exception as exc:  # any data API failure means "start cold, retry later"
             log.warning("%s: warm-up from historical bars failed (%s); starting cold", self.name, redact(exc))
             return False
         used = self.features.warm_up(data)
@@ -178,14 +178,14 @@ class Analyzer(PooledActor):  # one per symbol: they share [runtime] analyzer_th
                     (name, signal_from_probability(p))
                     for name, p in zip(self.panel.names, self.panel.p_up(x), strict=True)
                 ]
-            except Exception as exc:  # noqa: BLE001 - one member failing fails the merged call: find it below
+            except Exception as exc:  # one member failing fails the merged call: find it below
                 merged_error = str(exc).splitlines()[0][:300] if str(exc) else repr(exc)
         signals: list[tuple[str, Signal]] = []
         failed = False
         for member in list(self.members):
             try:
                 signals.append((member.name, member.evaluate(x)))
-            except Exception as exc:  # noqa: BLE001 - a failing model leaves the ensemble, not the analyzer
+            except Exception as exc:  # a failing model leaves the ensemble, not the analyzer
                 failed = True
                 self.members.remove(member)
                 self._refused(ModelError(member.model.path, f"failed to run: {exc}"))

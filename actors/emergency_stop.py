@@ -131,7 +131,7 @@ class EmergencyStop(StockadeActor):
                     else f"NOT flat: {list(report.positions_left)}, {report.orders_left} open orders"
                 )
                 self.router.tell(names.ALERTER, Alert(level, what, text, NAME, self.clock.now_ns()), NAME)
-            except BaseException as exc:  # noqa: BLE001 - the caller must get an answer
+            except BaseException as exc:  # the caller must get an answer
                 future.set_exception(exc)
 
         self.clock.background(run, "liquidator")

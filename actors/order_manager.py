@@ -47,6 +47,7 @@ import random
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import lmdb
 import msgspec
 
 from stockade.actors import names, ticks
@@ -71,8 +72,10 @@ from stockade.codecs.records import (
     FillRecord,
     FillRecorded,
     IntentJournaled,
+    JournalEvent,
     OrderAcknowledged,
     OrderRecord,
+    OrderState,
     OrderStateChanged,
     OrderSubmitFailed,
     OrderSubmitted,
@@ -181,7 +184,7 @@ class OrderManager(StockadeActor):
             quote_recv_ns=intent.quote_recv_ns,
         )
 
-        def journal(txn: Any) -> None:
+        def journal(txn: lmdb.Transaction) -> None:
             self.store.journal.append(IntentJournaled(ts_ns=now, order=record), txn=txn)
             self.store.put_order(record, txn=txn)
 
@@ -331,7 +334,7 @@ class OrderManager(StockadeActor):
         new = self._transition(record, "submit")
         updated = _replace(record, state=new, broker_order_id=broker_id, legs=legs, updated_ns=now)
 
-        def write(txn: Any) -> None:
+        def write(txn: lmdb.Transaction) -> None:
             self.store.journal.append(
                 OrderAcknowledged(ts_ns=now, client_order_id=record.client_order_id, broker_order_id=broker_id), txn=txn
             )
@@ -470,7 +473,7 @@ class OrderManager(StockadeActor):
             reason=f"{msg.reason} (replaces {old.client_order_id})",
         )
 
-        def journal(txn: Any) -> None:
+        def journal(txn: lmdb.Transaction) -> None:
             self.store.journal.append(IntentJournaled(ts_ns=now, order=record), txn=txn)
             self.store.put_order(record, txn=txn)
 
@@ -650,7 +653,7 @@ class OrderManager(StockadeActor):
 
         held = 0  # the position after this update, as written in the same transaction
 
-        def write(txn: Any) -> None:
+        def write(txn: lmdb.Transaction) -> None:
             nonlocal held
             if new_state != record.state:
                 self.store.journal.append(
@@ -738,11 +741,11 @@ class OrderManager(StockadeActor):
         except InvalidTransition:
             return record.state
 
-    def _set_state(self, record: OrderRecord, state: Any, event: str, reason: str) -> None:
+    def _set_state(self, record: OrderRecord, state: OrderState, event: str, reason: str) -> None:
         now = self.clock.now_ns()
         updated = _replace(record, state=state, updated_ns=now, last_error=reason or record.last_error)
 
-        def write(txn: Any) -> None:
+        def write(txn: lmdb.Transaction) -> None:
             self.store.journal.append(
                 OrderStateChanged(
                     ts_ns=now,
@@ -758,7 +761,7 @@ class OrderManager(StockadeActor):
 
         self.store.transact(write, durable=False)
 
-    def _journal_event(self, event: Any) -> None:
+    def _journal_event(self, event: JournalEvent) -> None:
         self.store.journal.append(event, durable=False)
 
 

@@ -26,8 +26,9 @@ from stockade.broker.backoff import Backoff
 from stockade.broker.conflation import ConflatingBuffer
 from stockade.broker.market_stream import MarketDataStream
 from stockade.broker.stream_runner import StreamEvent
-from stockade.codecs.messages import Alert, ClockSnapshot, FlushQuotes, Quote, StreamStatus, Tick, Trade
+from stockade.codecs.messages import Alert, AlertLevel, ClockSnapshot, FlushQuotes, Quote, StreamStatus, Tick, Trade
 from stockade.supervisors.base import StockadeActor, handles
+from stockade.supervisors.router import mailbox_size
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,9 @@ class FeedWatch:
                 self.down_since, self.down_level = now, ""
         self.market_open = is_open
 
-    def status(self, connected: bool, detail: str, now: float) -> list[tuple[str, str, str]]:
+    def status(self, connected: bool, detail: str, now: float) -> list[tuple[AlertLevel, str, str]]:
         """A connection state change; returns the alerts it causes."""
-        out = []
+        out: list[tuple[AlertLevel, str, str]] = []
         if connected and not self.connected:
             if self.down_level and self.down_since is not None:
                 out.append(
@@ -103,21 +104,21 @@ class FeedWatch:
         self.connected = connected
         return out
 
-    def check(self, now: float) -> list[tuple[str, str, str]]:
+    def check(self, now: float) -> list[tuple[AlertLevel, str, str]]:
         """Periodic check; returns the alerts due now."""
         if not self.market_open:
             return []
-        out = []
+        out: list[tuple[AlertLevel, str, str]] = []
         if not self.connected and self.down_since is not None:
             down = now - self.down_since
-            level = (
+            level: AlertLevel | None = (
                 "CRITICAL"
                 if down >= self.down_after_s * CRITICAL_FACTOR
                 else "WARNING"
                 if down >= self.down_after_s
-                else ""
+                else None
             )
-            if level and level != self.down_level:
+            if level is not None and level != self.down_level:
                 self.down_level = level
                 out.append(
                     (
@@ -240,10 +241,7 @@ class QuoteStreamer(StockadeActor):
         ref = self.router.lookup(analyzer_name(symbol))
         if ref is None:
             return True  # restarting: the router holds a bounded buffer for it
-        try:
-            return ref.actor_inbox.qsize() < self.max_inflight
-        except Exception:
-            return True
+        return mailbox_size(ref) < self.max_inflight
 
     @handles(Tick)
     def on_tick(self, tick: Tick) -> None:
@@ -262,7 +260,7 @@ class QuoteStreamer(StockadeActor):
             "quote_age_s": self.watch.ages(self.clock.monotonic()),
         }
 
-    def _raise(self, alerts: list[tuple[str, str, str]]) -> None:
+    def _raise(self, alerts: list[tuple[AlertLevel, str, str]]) -> None:
         for level, key, text in alerts:
             self.tell(names.ALERTER, Alert(level, key, text, NAME, self.clock.now_ns()))
 

@@ -29,6 +29,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import lmdb
 import msgspec
 
 from stockade.actors import names, ticks
@@ -37,7 +38,7 @@ from stockade.broker import orders as broker_orders
 from stockade.broker.backoff import Backoff
 from stockade.broker.liquidation import open_orders
 from stockade.broker.order_pages import list_all_orders
-from stockade.broker.rest import redact
+from stockade.broker.rest import data_feed, redact
 from stockade.broker.token_bucket import limit_client
 from stockade.codecs.messages import (
     AccountSnapshot,
@@ -237,7 +238,7 @@ class Reconciler(StockadeActor):
         late: set[str] = set()
         if writes:  # most passes agree: no write transaction at all
 
-            def write(txn: Any) -> None:
+            def write(txn: lmdb.Transaction) -> None:
                 # A fill may have landed since the read above: never write over it.
                 late.clear()
                 late.update(snapshot_stale(marks, store.fill_seqs(txn=txn)) & set(writes))
@@ -442,7 +443,7 @@ class Reconciler(StockadeActor):
             return
         try:
             snapshots = self.svc.broker.data_client().get_stock_snapshot(
-                StockSnapshotRequest(symbol_or_symbols=held, feed=self.svc.settings.alpaca.feed)
+                StockSnapshotRequest(symbol_or_symbols=held, feed=data_feed(self.svc.settings.alpaca.feed))
             )
         except Exception as exc:
             log.warning("gap risk: no snapshots (%s); not measured today", redact(exc))
@@ -484,7 +485,7 @@ class Reconciler(StockadeActor):
         store = self.svc.store
         today = exchange_date(now)  # the trading day, not the UTC one
 
-        def write(txn: Any) -> None:
+        def write(txn: lmdb.Transaction) -> None:
             store.equity.add(
                 EquitySnapshot(
                     ts_ns=now,

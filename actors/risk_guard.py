@@ -20,6 +20,7 @@ import logging
 from datetime import date, timedelta
 from typing import Any
 
+import lmdb
 import msgspec
 from opentelemetry import trace
 
@@ -30,6 +31,7 @@ from stockade.broker.rest import redact
 from stockade.codecs.messages import (
     AccountSnapshot,
     Alert,
+    AlertLevel,
     ClockSnapshot,
     Flatten,
     Kill,
@@ -203,7 +205,7 @@ class RiskGuard(StockadeActor):
         store, key, n = self.svc.store, day.isoformat(), self.day_trades.day_trades.get(day, 0)
         account = self.account
 
-        def write(txn: Any) -> None:
+        def write(txn: lmdb.Transaction) -> None:
             current = store.counters.get(key, txn=txn)
             if current is None:
                 # Create it as the reconciler would, so the day keeps its start equity.
@@ -233,7 +235,7 @@ class RiskGuard(StockadeActor):
 
     # ---- the day's loss --------------------------------------------------------------
 
-    def _start_equity(self, txn: Any = None) -> float | None:
+    def _start_equity(self, txn: lmdb.Transaction | None = None) -> float | None:
         counters = self.svc.store.counters.get(exchange_date(self.clock.now_ns()), txn=txn)
         if counters is not None and counters.start_equity:
             return counters.start_equity
@@ -308,14 +310,14 @@ class RiskGuard(StockadeActor):
             return None
         return max(0.0, (self.next_close_ns - self.clock.now_ns()) / 60e9)
 
-    def _alert_once(self, key: str, level: str, text: str) -> None:
+    def _alert_once(self, key: str, level: AlertLevel, text: str) -> None:
         """One alert per key per exchange day (the alerter de-duplicates too, per window)."""
         today = exchange_date(self.clock.now_ns())
         if self.fired.get(key) == today:
             return
         self.fired[key] = today
         log.warning("risk: %s", text)
-        self.tell(names.ALERTER, Alert(level, f"risk-{key}", text, NAME, self.clock.now_ns()))  # type: ignore[arg-type]
+        self.tell(names.ALERTER, Alert(level, f"risk-{key}", text, NAME, self.clock.now_ns()))
 
     # ---- decisions ------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ import threading
 import time
 from typing import Any
 
+import lmdb
+
 from stockade.broker.rest import BrokerEndpoints, make_data_client, make_trading_client, redact
 from stockade.broker.token_bucket import TokenBucket, shared_bucket
 from stockade.codecs.messages import TradingState
@@ -73,7 +75,7 @@ class Services:
         o = self.settings.orders
         return shared_bucket(self.broker.key, o.rate_limit_per_min, o.emergency_reserve, o.protect_reserve)
 
-    def trading_state(self, txn: Any = None) -> TradingStateRecord:
+    def trading_state(self, txn: lmdb.Transaction | None = None) -> TradingStateRecord:
         """The persisted trading state (ACTIVE on a fresh data dir); inside `txn` if given."""
         record = self.store.trading_state(txn=txn)
         if record is None:
@@ -86,7 +88,7 @@ class Services:
         reason = redact(reason)  # an operator may paste anything into a reason; storage keeps no secret
         record = TradingStateRecord(state=state, reason=reason, changed_ns=now, changed_by=by)
 
-        def write(txn: Any) -> None:
+        def write(txn: lmdb.Transaction) -> None:
             self.store.put_trading_state(record, txn=txn)
             self.store.journal.append(TradingStateSet(ts_ns=now, state=state, reason=reason, changed_by=by), txn=txn)
 

@@ -35,6 +35,7 @@ from stockade.actors.quote_streamer import QuoteStreamer, analyzer_name
 from stockade.actors.reconciler import Reconciler
 from stockade.actors.risk_guard import RiskGuard
 from stockade.actors.services import Services
+from stockade.broker.rest import data_feed
 from stockade.broker.warmup_bars import WarmupBars
 from stockade.supervisors.pool import POOL_EXTRA, ActorPool
 from stockade.supervisors.runtime import Tree, start_tree
@@ -101,7 +102,7 @@ def start_stockade_tree(svc: Services, on_exhausted: Callable[[str], None], data
     s = svc.settings
     pool = ActorPool(s.runtime.analyzer_threads, name="analyzers", hang_after_s=s.supervision.heartbeat_timeout_s / 2)
     # Warm-up bars for many symbols per request: 500 symbols stay far under 200 data calls/min.
-    warmup = WarmupBars(svc.broker.data_client, s.trading.symbols, warmup_bar_count(s), s.alpaca.feed)
+    warmup = WarmupBars(svc.broker.data_client, s.trading.symbols, warmup_bar_count(s), data_feed(s.alpaca.feed))
     try:
         tree = start_tree(
             _policy(svc, "one_for_one"),

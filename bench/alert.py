@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 
+from stockade.codecs.messages import AlertLevel
 from stockade.codecs.records import AlertRecord
 from stockade.ops.alerts import report as alert_report
 from stockade.ops.alerts.channels import Channel
@@ -24,7 +25,7 @@ from stockade.ops.alerts.policy import AlertPolicy
 from stockade.storage.store import Store
 from stockade.trading.stats import percentiles
 
-LEVELS = ("INFO", "WARNING", "CRITICAL")
+LEVELS: tuple[AlertLevel, ...] = ("INFO", "WARNING", "CRITICAL")
 
 
 class _Hanging(Channel):

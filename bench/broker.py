@@ -117,12 +117,8 @@ def bench_decode(n: int = 200_000, per_frame: int = 10, seed: int = 1) -> dict:
         ("msgpack_peer", mp_frames, peer_msgpack),
     ):
         _run(frames[: max(1, len(frames) // 20)], fn)  # warm caches and allocators
-        best = None
-        for _ in range(3):  # best of three: the least disturbed run
-            elapsed, count = _run(frames, fn)
-            if best is None or elapsed < best[0]:
-                best = (elapsed, count)
-        elapsed, count = best
+        # best of three: the least disturbed run
+        elapsed, count = min((_run(frames, fn) for _ in range(3)), key=lambda run: run[0])
         if count != n:
             raise AssertionError(f"{name} decoded {count} of {n} quotes")
         results[name] = {

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from stockade.codecs.records import OrderState
 from stockade.trading.stats import percentiles
 
 SYMBOLS = 100
@@ -36,7 +37,7 @@ def _fill(store: Any, symbols: tuple[str, ...], rng: random.Random) -> None:
     )
 
     now = time.time_ns()
-    states = ("filled", "filled", "filled", "canceled", "rejected", "accepted", "expired")
+    states: tuple[OrderState, ...] = ("filled", "filled", "filled", "canceled", "rejected", "accepted", "expired")
     with store.write() as txn:
         for i in range(ORDERS):
             sym = symbols[i % len(symbols)]

@@ -80,26 +80,27 @@ class AnalyzerProbe:
     @contextlib.contextmanager
     def installed(self) -> Iterator[AnalyzerProbe]:
         from stockade.actors.analyzer import Analyzer
+        from stockade.codecs.messages import Quote, Trade
 
         on_quote, on_trade = Analyzer.on_quote, Analyzer.on_trade
         probe = self
 
-        def quote_probe(actor: Any, quote: Any) -> None:
-            on_quote(actor, quote)
+        def quote_probe(self: Analyzer, quote: Quote) -> None:
+            on_quote(self, quote)
             if probe.measuring:
                 probe.latencies_ns.append(time.time_ns() - quote.recv_ns)
 
-        def trade_probe(actor: Any, trade: Any) -> None:
-            on_trade(actor, trade)
+        def trade_probe(self: Analyzer, trade: Trade) -> None:
+            on_trade(self, trade)
             with probe.lock:
                 probe.volume[trade.symbol] += trade.size
 
         # The base dispatches by attribute name: the probes take the handlers' places.
-        Analyzer.on_quote, Analyzer.on_trade = quote_probe, trade_probe  # type: ignore[method-assign]
+        Analyzer.on_quote, Analyzer.on_trade = quote_probe, trade_probe  # type: ignore[method-assign]  # a probe, by design
         try:
             yield self
         finally:
-            Analyzer.on_quote, Analyzer.on_trade = on_quote, on_trade  # type: ignore[method-assign]
+            Analyzer.on_quote, Analyzer.on_trade = on_quote, on_trade  # type: ignore[method-assign]  # the probe removed
 
     def volumes(self) -> dict[str, float]:
         with self.lock:
@@ -266,7 +267,10 @@ def run_ingest(
     got = {s: a1.get(s, 0.0) - a0.get(s, 0.0) for s in symbols}
     lost = {s: offered[s] - got[s] for s in symbols if abs(offered[s] - got[s]) > 1e-6}
     quarter = max(1, len(samples) // 4)
-    worst = lambda rows: max((max(r.values(), default=0) for r in rows), default=0)  # noqa: E731
+
+    def worst(rows: list[dict[str, int]]) -> int:
+        return max((max(r.values(), default=0) for r in rows), default=0)
+
     per_actor: dict[str, int] = defaultdict(int)
     for row in samples:
         for name, size in row.items():

@@ -51,10 +51,10 @@ def bench_journal(n: int = 2000, data_dir: str | os.PathLike[str] | None = None)
                 OrderStateChanged(ts_ns=i, client_order_id=f"c-{i}", old="accepted", new="filled", event="fill")
                 for i in range(total)
             ]
-            t0 = time.perf_counter()
+            began = time.perf_counter()
             for start in range(0, total, BATCH):
                 store.journal.append_many(events[start : start + BATCH])
-            elapsed = time.perf_counter() - t0
+            elapsed = time.perf_counter() - began
             return {
                 "journal_durable_append_us": percentiles(latencies),
                 "journal_batched_append_per_s": round(total / elapsed) if elapsed > 0 else None,

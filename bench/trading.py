@@ -51,8 +51,9 @@ def bench_indicators(n: int = 100_000, seed: int = 7, quotes_per_bar: int = 100)
         fs.on_quote(q)
         f = fs.features()
         b = clock()
-        for s in strategies:
-            s.evaluate(f)
+        if f is not None:  # None only before the first price
+            for s in strategies:
+                s.evaluate(f)
         c = clock()
         feature_ns.append(b - a)
         strategy_ns.append(c - b)
@@ -148,10 +149,11 @@ def bench_models(quick: bool = False, seed: int = 7) -> dict:
         fs.on_quote(q)
         f = fs.features()
         b = clock()
-        for s in strategies:
-            s.evaluate(f)
+        if f is not None:  # None only before the first price
+            for s in strategies:
+                s.evaluate(f)
         c = clock()
-        x = vector(f)
+        x = vector(f) if f is not None else None
         if x is not None and panel is not None:
             panel.p_up(x)  # what the analyzer runs: one call for all members
         d = clock()
@@ -166,7 +168,10 @@ def bench_models(quick: bool = False, seed: int = 7) -> dict:
     total = [a + b + c for a, b, c in zip(indicator_ns, rules_ns, models_ns, strict=True)]
     # The merged call's cost by the number of members (the first 1, 2, ... of the
     # set): what one more model adds to every evaluation (docs/ARCHITECTURE.md).
-    x_last = vector(fs.features())
+    last = fs.features()
+    if last is None:
+        raise RuntimeError("bench_models: no features after the warm-up bars")
+    x_last = vector(last)
     by_members: dict[str, float] = {}
     for k in range(1, len(loaded) + 1):
         subset = list(loaded.values())[:k]

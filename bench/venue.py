@@ -80,7 +80,7 @@ async def _receive_quotes(url: str, seconds: float, encoding: str) -> dict[str, 
         start = time.monotonic()
         end = start + seconds
         while time.monotonic() < end:
-            frame = await asyncio.wait_for(ws.recv(), 10)
+            frame = await asyncio.wait_for(ws.recv(decode=False), 10)  # bytes, whichever the encoding
             recv_ns = time.time_ns()
             frames += 1
             size += len(frame)

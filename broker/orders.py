@@ -8,10 +8,10 @@ these to build requests and read the answers.
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from typing import Any, get_args
 
 from stockade.codecs.messages import AccountSnapshot, OrderIntent, OrderUpdate
-from stockade.codecs.records import OrderRecord, OrderType
+from stockade.codecs.records import OrderClass, OrderRecord, OrderType
 from stockade.trading.brackets import round_price
 from stockade.trading.order_states import state_from_broker_status
 
@@ -95,6 +95,11 @@ def enum_str(value: Any) -> str:
     return str(getattr(value, "value", value) or "").lower()
 
 
+# The values a record may hold (msgspec checks them when it is read back).
+_ORDER_TYPES: dict[str, OrderType] = {t: t for t in get_args(OrderType)}
+_ORDER_CLASSES: dict[str, OrderClass] = {c: c for c in get_args(OrderClass)}
+
+
 def _f(value: Any) -> float | None:
     if value is None or value == "":
         return None
@@ -129,13 +134,10 @@ def record_from_order(
         symbol=order.symbol or "",
         side="buy" if enum_str(order.side) == "buy" else "sell",
         qty=int(float(order.qty or 0)),
-        order_type=cast(
-            OrderType,
-            order_type if order_type in ("market", "limit", "stop", "stop_limit", "trailing_stop") else "market",
-        ),
+        order_type=_ORDER_TYPES.get(order_type, "market"),
         limit_price=_f(order.limit_price),
         stop_price=_f(order.stop_price),
-        order_class=enum_str(order.order_class) or "simple",  # type: ignore[arg-type]
+        order_class=_ORDER_CLASSES.get(enum_str(order.order_class), "simple"),  # "mleg" (options) is not ours
         time_in_force=enum_str(order.time_in_force) or "day",
         state="accepted" if unfilled else state_from_broker_status(status_of(order)),
         broker_order_id=str(order.id),
@@ -171,8 +173,12 @@ def update_from_order(order: Any, event: str | None = None, now_ns: int | None =
 
 def api_error_code(exc: BaseException) -> int | None:
     """Alpaca's numeric error code of an APIError, when its body has one."""
+    from alpaca.common.exceptions import APIError
+
+    if not isinstance(exc, APIError):
+        return None
     try:
-        return int(exc.code)  # type: ignore[attr-defined]
+        return int(exc.code)  # the body is JSON with a "code", or not
     except Exception:
         return None
 
@@ -192,8 +198,12 @@ def rejection_reason(code: int | None, message: str) -> str:
 
 def api_message(exc: BaseException) -> str:
     """The broker's error message of an APIError (its body's `message`), else the text."""
+    from alpaca.common.exceptions import APIError
+
+    if not isinstance(exc, APIError):
+        return str(exc)
     try:
-        return str(exc.message)  # type: ignore[attr-defined]
+        return str(exc.message)  # the body is JSON with a "message", or not
     except Exception:
         return str(exc)
 
@@ -216,10 +226,13 @@ def is_not_found(exc: BaseException) -> bool:
 
 
 def api_status(exc: BaseException) -> int | None:
-    try:
-        return exc.status_code  # type: ignore[attr-defined]
-    except Exception:
+    """The HTTP status of an APIError (None when it has no response)."""
+    from alpaca.common.exceptions import APIError
+
+    if not isinstance(exc, APIError):
         return None
+    status: int | None = exc.status_code  # alpaca-py leaves this property unannotated
+    return status
 
 
 def account_snapshot(account: Any, now_ns: int | None = None) -> AccountSnapshot:

@@ -19,12 +19,15 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import requests
 
 from stockade.supervisors import fence
+
+if TYPE_CHECKING:
+    from alpaca.data.enums import DataFeed
 
 PAPER_TRADING_URL = "https://paper-api.alpaca.markets"
 LIVE_TRADING_URL = "https://api.alpaca.markets"
@@ -273,6 +276,14 @@ def make_trading_client(
         retry_wait_s=retry_wait_s,
         retry_codes=retry_codes,
     )
+
+
+def data_feed(feed: str) -> DataFeed | None:
+    """The REST data feed for an `[alpaca] feed` setting; None (the account's
+    default) for "test", the streams' test feed, which REST does not serve."""
+    from alpaca.data.enums import DataFeed
+
+    return DataFeed(feed) if feed in {f.value for f in DataFeed} else None
 
 
 def make_data_client(

@@ -355,7 +355,8 @@ class ReconnectingStream:
         if n <= 10 or n % 1000 == 0:
             if lazy_args is not None:
                 args = lazy_args()
-            self.log.log(level, f"%s: {msg} [#%d]", self.stream_name, *args, n, exc_info=exc_info)  # noqa: G004 - msg is a %-template; its args follow
+            template = f"%s: {msg} [#%d]"  # msg is itself a %-template: its args follow the name
+            self.log.log(level, template, self.stream_name, *args, n, exc_info=exc_info)
 
 
 def _abort(ws: ClientConnection) -> None:

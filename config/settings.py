@@ -27,7 +27,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
 import msgspec
@@ -688,42 +688,6 @@ class ModelsSettings(_Section, frozen=True):
     retrain_cooldown_s: float = 3600.0
 
     def __post_init__(self) -> None:
-        _check_models_lifecycle(self)
-
-
-def _check_models_lifecycle(m: ModelsSettings) -> None:
-    """The lifecycle keys of [models], checked where they are declared."""
-
-    def fail(key: str, value: Any, reason: str) -> None:
-        raise SettingsError(f"settings: models.{key} = {_fmt(value)}: {reason}")
-
-    try:
-        if not m.retrain_at:  # no scheduled retrain
-            raise LookupError
-        hh, sep, mm = m.retrain_at.partition(":")
-        if not sep or not (hh.isdigit() and mm.isdigit()) or len(mm) != 2:
-            raise ValueError
-        datetime.time(int(hh), int(mm))
-    except LookupError:
-        pass
-    except ValueError:
-        fail("retrain_at", m.retrain_at, 'must be HH:MM (24-hour, New York time) or "" (no scheduled retrain)')
-    for key in ("hit_rate_margin", "promote_margin"):
-        value = getattr(m, key)
-        if not (math.isfinite(value) and 0 <= value < 1):
-            fail(key, value, "must be >= 0 and < 1")
-    if m.min_scored_votes < 1:
-        fail("min_scored_votes", m.min_scored_votes, "must be >= 1")
-    if not (math.isfinite(m.psi_threshold) and m.psi_threshold > 0):
-        fail("psi_threshold", m.psi_threshold, "must be > 0")
-    if not (math.isfinite(m.train_timeout_s) and m.train_timeout_s > 0):
-        fail("train_timeout_s", m.train_timeout_s, "must be > 0")
-    for key in ("score_horizon_s", "retrain_cooldown_s"):
-        value = getattr(m, key)
-        if not (math.isfinite(value) and value >= 0):
-            fail(key, value, "must be >= 0")
-
-    def __post_init__(self) -> None:
         if "\0" in self.dir:
             fail("models.dir", self.dir, "must not contain NUL")
         for name in self.names:
@@ -735,6 +699,40 @@ def _check_models_lifecycle(m: ModelsSettings) -> None:
         non_negative("models.label_threshold_bps", self.label_threshold_bps)
         positive("models.train_days", self.train_days)
         at_least("models.seed", self.seed, 0)
+        _check_models_lifecycle(self)
+
+
+def _check_models_lifecycle(m: ModelsSettings) -> None:
+    """The lifecycle keys of [models], checked where they are declared."""
+
+    def fail_(key: str, value: Any, reason: str) -> NoReturn:
+        fail(f"models.{key}", value, reason)
+
+    try:
+        if not m.retrain_at:  # no scheduled retrain
+            raise LookupError
+        hh, sep, mm = m.retrain_at.partition(":")
+        if not sep or not (hh.isdigit() and mm.isdigit()) or len(mm) != 2:
+            raise ValueError
+        datetime.time(int(hh), int(mm))
+    except LookupError:
+        pass
+    except ValueError:
+        fail_("retrain_at", m.retrain_at, 'must be HH:MM (24-hour, New York time) or "" (no scheduled retrain)')
+    for key in ("hit_rate_margin", "promote_margin"):
+        value = getattr(m, key)
+        if not (math.isfinite(value) and 0 <= value < 1):
+            fail_(key, value, "must be >= 0 and < 1")
+    if m.min_scored_votes < 1:
+        fail_("min_scored_votes", m.min_scored_votes, "must be >= 1")
+    if not (math.isfinite(m.psi_threshold) and m.psi_threshold > 0):
+        fail_("psi_threshold", m.psi_threshold, "must be > 0")
+    if not (math.isfinite(m.train_timeout_s) and m.train_timeout_s > 0):
+        fail_("train_timeout_s", m.train_timeout_s, "must be > 0")
+    for key in ("score_horizon_s", "retrain_cooldown_s"):
+        value = getattr(m, key)
+        if not (math.isfinite(value) and value >= 0):
+            fail_(key, value, "must be >= 0")
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")

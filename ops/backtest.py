@@ -28,13 +28,18 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from stockade.config.settings import Settings, SettingsError, load_settings
 from stockade.ops.backtest_data import BadInput, Day, FileSource, SimSource
+
+if TYPE_CHECKING:  # the venue is imported when a run starts
+    from stockade.venue.clock import ClockMode
+    from stockade.venue.inprocess import InProcessVenue
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +334,7 @@ class Engine:
         market: Any = None,
         strategy: str = "ensemble",
         signals_only: bool = False,
-        clock_mode: str = "nyse",
+        clock_mode: ClockMode = "nyse",
     ) -> None:
         from stockade.actors.services import Services
         from stockade.broker.token_bucket import install_shared_bucket
@@ -347,21 +352,20 @@ class Engine:
         self.seed = seed
         self.out = paths.ensure_private_dir(out)
         # No fsync per "durable" commit: a backtest that dies is rerun from its
-        # data; the records are synced once, at the end (`close`).
+        # data; the records are synced once, at the end (`close` syncs the store).
         self.store = Store.open(self.out, sync_durable=False)
-        self._sync = self.store.env.sync
-        self.store.env.sync = lambda: None
         self.models_dir = models_dir
         self.market = market
         self.strategy = strategy  # "ensemble" (the daemon's analyzers and voter) or "crossover" (the bench's)
         self.signals_only = signals_only
         self.clock_mode = clock_mode  # the venue's market hours: "nyse" for history, "always_open" as the default venue
         self.events = 0
-        self.on_progress: Any = None  # called with the events done so far, every PROGRESS_EVERY events
+        # Called with the events done so far, every PROGRESS_EVERY events.
+        self.on_progress: Callable[[int], object] | None = None
         self.dispatcher = CallingThreadDispatcher()
         self._started = False
         self._make = (Services, BacktestBroker, InProcessVenue, SimClock, FaultInjector, install_shared_bucket)
-        self.venue: Any = None
+        self.venue: InProcessVenue | None = None
         self.svc: Any = None
         b = settings.backtest
         self._slip = b.slippage_bps / 10_000.0
@@ -444,6 +448,7 @@ class Engine:
         per_share = self.settings.backtest.commission_per_share
         if per_share > 0 and event.execution_id is not None and event.qty:
             fee = per_share * event.qty
+            assert self.venue is not None  # it calls us
             self.venue.exchange.account.cash -= fee
             self.commission += fee
 
@@ -458,6 +463,7 @@ class Engine:
         settle = self.dispatcher.run_until_idle
         route = self.dispatcher.router.tell
         venue = self.venue
+        assert venue is not None  # made by _start
         slip = self._slip
         from stockade.codecs.messages import Quote
 
@@ -517,7 +523,6 @@ class Engine:
             if self._started:
                 self.dispatcher.stop_all()
         finally:
-            self._sync()
             self.store.close()
 
 

@@ -24,7 +24,7 @@ import csv
 import dataclasses
 import datetime as dt
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,14 +172,14 @@ class FileMarket:
         from stockade.venue.market import SimBar
 
         self.symbols = symbols
-        self._now: Any = None
+        self._now: Callable[[], int] | None = None
         self._bars: dict[str, list[Any]] = {s: [] for s in symbols}
         for r in sorted(history, key=lambda r: r.ts_ns):
             self._bars[r.symbol].append(
                 SimBar(r.symbol, r.open, r.high, r.low, r.close, int(r.volume), 0, r.close, r.ts_ns)
             )
 
-    def bind_clock(self, now_ns: Any) -> None:
+    def bind_clock(self, now_ns: Callable[[], int]) -> None:
         self._now = now_ns
 
     def bars(
@@ -225,7 +225,9 @@ def parse_timestamp(text: str) -> int:
 def _number(row: dict[str, Any], field: str, where: str, positive: bool = True) -> float:
     raw = row.get(field)
     try:
-        value = float(raw)  # type: ignore[arg-type]
+        if raw is None:
+            raise TypeError(field)
+        value = float(raw)
     except (TypeError, ValueError):
         raise BadInput(f"{where}: {field} = {raw!r}: not a number") from None
     if not math.isfinite(value) or (value <= 0 if positive else value < 0):
@@ -298,7 +300,7 @@ class FileSource:
     def _read(self) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
         if self.path.suffix.lower() == ".parquet":
             try:
-                import pyarrow.parquet as pq  # type: ignore[import-not-found]
+                import pyarrow.parquet as pq
             except ImportError:
                 raise BadInput(
                     f"--file {self.path}: reading Parquet needs pyarrow (pip install pyarrow), or give a CSV"
@@ -401,7 +403,7 @@ class AlpacaSource:
         from alpaca.data.requests import StockBarsRequest
         from alpaca.data.timeframe import TimeFrame
 
-        from stockade.broker.rest import make_data_client, redact
+        from stockade.broker.rest import data_feed, make_data_client, redact
 
         client = make_data_client(keys[0], keys[1], data_url)
         first = dt.datetime.combine(start - dt.timedelta(days=WARMUP_DAYS), dt.time(0), dt.UTC)
@@ -409,10 +411,14 @@ class AlpacaSource:
         try:
             data = client.get_stock_bars(
                 StockBarsRequest(
-                    symbol_or_symbols=list(self.symbols), timeframe=TimeFrame.Minute, start=first, end=last, feed=feed
+                    symbol_or_symbols=list(self.symbols),
+                    timeframe=TimeFrame.Minute,
+                    start=first,
+                    end=last,
+                    feed=data_feed(feed),
                 )
             ).data
-        except Exception as exc:  # noqa: BLE001 - any failure: one line, exit 2
+        except Exception as exc:  # any failure: one line, exit 2
             raise BadInput(f"--source alpaca: fetching bars failed: {redact(exc)}") from None
         rows = [
             BarRow(

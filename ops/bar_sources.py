@@ -45,12 +45,14 @@ def rest_bars(client, symbols: Sequence[str], start_ns: int, end_ns: int, feed: 
     from alpaca.data.requests import StockBarsRequest
     from alpaca.data.timeframe import TimeFrame
 
+    from stockade.broker.rest import data_feed
+
     request = StockBarsRequest(
         symbol_or_symbols=list(symbols),
         timeframe=TimeFrame.Minute,
         start=datetime.fromtimestamp(start_ns / 1e9, UTC),
         end=datetime.fromtimestamp(end_ns / 1e9, UTC),
-        feed=feed,
+        feed=data_feed(feed),
         sort=Sort.ASC,
     )
     data = client.get_stock_bars(request).data

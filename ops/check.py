@@ -204,14 +204,12 @@ def _clock(client: Any) -> tuple[bool, str]:
 
 
 def _quote(client: Any, settings: Settings) -> tuple[bool, str]:
-    from alpaca.data.enums import DataFeed
     from alpaca.data.requests import StockLatestQuoteRequest
 
-    symbol = settings.trading.symbols[0]
-    feed = settings.alpaca.feed
-    request = StockLatestQuoteRequest(
-        symbol_or_symbols=symbol, **({"feed": DataFeed(feed)} if feed in {f.value for f in DataFeed} else {})
-    )
+    from stockade.broker.rest import data_feed
+
+    symbol, feed = settings.trading.symbols[0], settings.alpaca.feed
+    request = StockLatestQuoteRequest(symbol_or_symbols=symbol, feed=data_feed(feed))
     quote = client.get_stock_latest_quote(request)[symbol]
     ok = quote.bid_price > 0 or quote.ask_price > 0
     return ok, (

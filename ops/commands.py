@@ -19,7 +19,7 @@ from stockade.actors import names
 from stockade.actors.emergency_stop import emergency_liquidation
 from stockade.actors.services import Services
 from stockade.actors.tree import SUPERVISOR_NAMES
-from stockade.codecs.messages import ApproveProposal, Kill, ListPending, ModelsCommand, RejectProposal
+from stockade.codecs.messages import ApproveProposal, Kill, ListPending, ModelsCommand, RejectProposal, TradingState
 from stockade.ops.alerts import report as alert_report
 from stockade.ops.control import CommandError, ControlServer, arg_float, arg_int, arg_str
 from stockade.supervisors.faults import FaultInjectionDisabled
@@ -91,9 +91,9 @@ def status(svc: Services, tree: Tree) -> dict[str, Any]:
 def register_commands(server: ControlServer, svc: Services, tree: Tree) -> None:
     ask_timeout = svc.settings.supervision.ask_timeout_s
 
-    def set_state(state: str, args: dict[str, Any]) -> dict[str, Any]:
+    def set_state(state: TradingState, args: dict[str, Any]) -> dict[str, Any]:
         reason = arg_str(args, "reason", "operator")
-        record = svc.set_trading_state(state, reason, "control")  # type: ignore[arg-type]
+        record = svc.set_trading_state(state, reason, "control")
         log.warning("trading state set to %s by the operator: %s", state, reason)
         return msgspec.to_builtins(record)
 

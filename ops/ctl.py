@@ -68,6 +68,7 @@ def _reject(rest: list[str]) -> dict[str, Any]:
 def _alerts(rest: list[str]) -> dict[str, Any]:
     """`alerts [N] [LEVEL]` in either order (a kind filter is `kind=order-rejected`)."""
     args: dict[str, Any] = {}
+    value: int | str
     for word in rest:
         if word.isdigit():
             key, value = "n", int(word)

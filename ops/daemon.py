@@ -309,6 +309,7 @@ class Daemon:
                 sdnotify.watchdog()
             if sdnotify.enabled():
                 # `systemctl status` shows this line: keep it current.
+                state: str
                 try:
                     state = self.svc.trading_state().state
                 except Exception:  # a status line is not worth stopping the watchdog loop for

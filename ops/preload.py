@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 LAZY_IMPORTS: tuple[str, ...] = (
     "alpaca.common.enums",
     "alpaca.common.exceptions",
+    "alpaca.data.enums",
     "alpaca.data.historical.stock",
     "alpaca.data.requests",
     "alpaca.data.timeframe",

@@ -80,7 +80,7 @@ def run_job(job_dir: Path) -> int:
         client = make_data_client(key, secret, job.data_url)
         start = job.end_ns - int(job.days * 86_400) * 1_000_000_000
         bars: Any = rest_bars(client, job.symbols, start, job.end_ns, job.feed)
-    except Exception as exc:  # noqa: BLE001 - alpaca-py raises many types; one line for the record
+    except Exception as exc:  # alpaca-py raises many types; one line for the record
         return finish(RetrainResult(ok=False, error=f"fetching bars from {job.data_url} failed: {redact(exc)}"))
     try:
         data = build_dataset(bars, job.horizon_bars, job.label_threshold_bps, job.params)

@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -50,6 +50,9 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from stockade.supervisors import hooks
+
+if TYPE_CHECKING:
+    from stockade.config.settings import TelemetrySettings
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,10 @@ def traceparent_of(span: Any) -> str | None:
     if not sc.is_valid:
         return None
     return f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{int(sc.trace_flags):02x}"
+
+
+# message_attributes' arguments: (actor, msg, sender, message_id).
+MessageSource = tuple[str, Any, str, str]
 
 
 def message_attributes(actor: str, msg: Any, sender: str = "", message_id: str = "") -> dict[str, Any]:
@@ -336,7 +343,7 @@ class _Scope:
     Attributes are built only when a span is recorded or a record exported:
     a dropped firehose message costs ids, a context switch and a small tuple."""
 
-    __slots__ = ("attrs", "kind", "msg_type", "name", "owner", "parent", "record_start", "source", "span", "token")
+    __slots__ = ("attrs", "kind", "msg_type", "name", "owner", "parent", "record_start", "span", "token")
 
     def __init__(
         self,
@@ -344,12 +351,11 @@ class _Scope:
         name: str,
         msg_type: str,
         parent: SpanContext | None,
-        attrs: dict[str, Any] | None,
-        source: tuple | None,
+        attrs: dict[str, Any] | MessageSource,
         kind: SpanKind,
     ) -> None:
         self.owner, self.name, self.msg_type, self.parent, self.kind = owner, name, msg_type, parent, kind
-        self.attrs, self.source = attrs, source  # source: message_attributes' arguments
+        self.attrs = attrs  # or message_attributes' arguments, to build them only if recorded
         self.record_start = 0
 
     def __enter__(self) -> trace.Span:
@@ -366,7 +372,7 @@ class _Scope:
                 context = otel_context.Context()
             else:
                 context = trace.set_span_in_context(trace.NonRecordingSpan(parent))
-            attrs = self.attrs if self.attrs is not None else message_attributes(*self.source)
+            attrs = self.attrs if isinstance(self.attrs, dict) else message_attributes(*self.attrs)
             span = owner.tracer.start_span(self.name, context=context, kind=self.kind, attributes=attrs)
             if parent is not None and not parent.trace_flags.sampled:
                 owner._promote(trace_id)
@@ -391,7 +397,7 @@ class _Scope:
             sc.span_id,
             parent.span_id if parent is not None else 0,
             self.kind,
-            self.attrs if self.attrs is not None else self.source,
+            self.attrs,
             self.record_start,
             time.time_ns(),
             _redacted(repr(exc)) if exc is not None else None,
@@ -407,7 +413,10 @@ class MessageTracer:
         self.provider = provider
         self.tracer = provider.get_tracer(_TRACER_NAME)
         self.processor = processor
-        self.sampler: SignalPathSampler = provider.sampler  # type: ignore[assignment]
+        sampler = provider.sampler
+        if not isinstance(sampler, SignalPathSampler):  # build_provider makes one
+            raise TypeError(f"MessageTracer needs a SignalPathSampler, the provider has {sampler!r}")
+        self.sampler = sampler
         ids = provider.id_generator
         self.ids: _Ids = ids if isinstance(ids, _Ids) else _Ids()
         self.pending = PendingTraces(max_pending_traces)
@@ -430,13 +439,13 @@ class MessageTracer:
             if coid:
                 parent = self._order_span(coid)
         return _Scope(
-            self, f"{actor} {msg_type}", msg_type, parent, None, (actor, msg, sender, message_id), SpanKind.CONSUMER
+            self, f"{actor} {msg_type}", msg_type, parent, (actor, msg, sender, message_id), SpanKind.CONSUMER
         )
 
     def span(self, name: str, traceparent: str | None, attrs: dict[str, Any], kind: SpanKind) -> _Scope:
         """Any other span kept the same way (the supervisors' failure handling)."""
         parent = parse_traceparent(traceparent) if traceparent else None
-        return _Scope(self, name, attrs[MESSAGE_ATTR], parent, attrs, None, kind)
+        return _Scope(self, name, attrs[MESSAGE_ATTR], parent, attrs, kind)
 
     def _promote(self, trace_id: int) -> None:
         records = self.pending.promote(trace_id)
@@ -506,7 +515,7 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() == "true"
 
 
-def export_decision(telemetry_settings: Any, env: Mapping[str, str] = os.environ) -> tuple[bool, str]:
+def export_decision(telemetry_settings: TelemetrySettings, env: Mapping[str, str] = os.environ) -> tuple[bool, str]:
     """Whether to export traces, and why (for the log), first rule that speaks:
 
     1. `OTEL_SDK_DISABLED=true`: off, whatever else is set (the SDK switch).
@@ -538,7 +547,9 @@ def export_decision(telemetry_settings: Any, env: Mapping[str, str] = os.environ
     return enabled, f"telemetry.enabled = {'true' if enabled else 'false'}"
 
 
-def resolve_exporter_config(telemetry_settings: Any, env: Mapping[str, str] = os.environ) -> dict[str, Any]:
+def resolve_exporter_config(
+    telemetry_settings: TelemetrySettings, env: Mapping[str, str] = os.environ
+) -> dict[str, Any]:
     """Protocol, endpoint, service name and headers: settings, then the OTEL_* variables, then defaults.
 
     A base URL (the setting or `OTEL_EXPORTER_OTLP_ENDPOINT`) gets `/v1/traces`
@@ -546,7 +557,8 @@ def resolve_exporter_config(telemetry_settings: Any, env: Mapping[str, str] = os
     used as is. gRPC takes `scheme://host:port` (http: plaintext, https: TLS).
     """
     cfg = telemetry_settings
-    protocol, source = cfg.protocol, "telemetry.protocol"
+    protocol: str = cfg.protocol  # or an OTEL_* variable's, checked below
+    source = "telemetry.protocol"
     for var in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
         if not protocol and env.get(var):
             protocol, source = env[var].strip(), var
@@ -575,7 +587,7 @@ def resolve_exporter_config(telemetry_settings: Any, env: Mapping[str, str] = os
     }
 
 
-def otlp_traces_endpoint(telemetry_settings: Any, env: Mapping[str, str] = os.environ) -> str:
+def otlp_traces_endpoint(telemetry_settings: TelemetrySettings, env: Mapping[str, str] = os.environ) -> str:
     """The traces endpoint the exporter will use (see `resolve_exporter_config`)."""
     return resolve_exporter_config(telemetry_settings, env)["endpoint"]
 
@@ -596,7 +608,7 @@ def make_exporter(resolved: Mapping[str, Any], timeout_s: float) -> SpanExporter
 
 
 def build_provider(
-    telemetry_settings: Any, exporter: SpanExporter, service_name: str | None = None
+    telemetry_settings: TelemetrySettings, exporter: SpanExporter, service_name: str | None = None
 ) -> tuple[TracerProvider, SpanProcessor]:
     """A TracerProvider with stockade's resource, sampler and a bounded batch processor."""
     cfg = telemetry_settings
@@ -616,7 +628,7 @@ def build_provider(
 
 
 def setup(
-    telemetry_settings: Any, env: Mapping[str, str] = os.environ, exporter: SpanExporter | None = None
+    telemetry_settings: TelemetrySettings, env: Mapping[str, str] = os.environ, exporter: SpanExporter | None = None
 ) -> Callable[..., None]:
     """Install tracing per the `[telemetry]` settings and OTEL_* variables;
     returns `shutdown(timeout_s=5)`.

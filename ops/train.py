@@ -133,7 +133,7 @@ def _bars(args: argparse.Namespace, settings, plan: dict) -> dict:
     start = end - int(plan["days"] * 24 * 60) * NS_PER_MIN
     try:
         return rest_bars(client, plan["symbols"], start, end, settings.alpaca.feed)
-    except Exception as exc:  # noqa: BLE001 - alpaca-py raises many types; one line for the user
+    except Exception as exc:  # alpaca-py raises many types; one line for the user
         raise RuntimeError(f"fetching bars from {url} failed: {redact(exc)}") from None
 
 

@@ -77,7 +77,7 @@ def call(fn: Callable[[Any], Any], payload: Any) -> tuple[bool, Any]:
     """Run one unit: (True, value) or (False, "Type: message") for an exception in `fn`."""
     try:
         return True, fn(payload)
-    except Exception as exc:  # noqa: BLE001 - any error of a unit is reported with it, not raised
+    except Exception as exc:  # any error of a unit is reported with it, not raised
         return False, f"{type(exc).__name__}: {exc}"
 
 
@@ -170,7 +170,7 @@ def _pool_round(
                 if i in started:
                     attempts[i] += 1
                 continue
-            except Exception as exc:  # noqa: BLE001 - e.g. a payload or result that does not pickle
+            except Exception as exc:  # e.g. a payload or result that does not pickle
                 ok, value = False, f"{type(exc).__name__}: {exc}"
             attempts[i] += 1
             finish(i, ok, value)

@@ -85,7 +85,8 @@ def handles(*message_types: type) -> Callable[[F], F]:
         raise TypeError("@handles needs at least one message type")
 
     def mark(fn: F) -> F:
-        fn._stockade_handles = tuple(getattr(fn, "_stockade_handles", ())) + message_types  # type: ignore[attr-defined]
+        # Kept in the function's own namespace (functools.wraps carries it); read back per class below.
+        fn.__dict__["_stockade_handles"] = tuple(getattr(fn, "_stockade_handles", ())) + message_types
         return fn
 
     return mark
@@ -223,7 +224,7 @@ class StockadeActor(pykka.ThreadingActor):
         fence.bind(self.fence)
         try:
             self.setup()
-        except BaseException as exc:  # noqa: BLE001 - see module docstring
+        except BaseException as exc:  # see module docstring
             self._fail(exc, "setup")
             return
         try:
@@ -274,7 +275,7 @@ class StockadeActor(pykka.ThreadingActor):
             with tracer.message_span(self.name, body, envelope.traceparent, envelope.sender, envelope.id) as span:
                 slot.span = span
                 return self.handle(body, envelope)
-        except BaseException as exc:  # noqa: BLE001 - see module docstring
+        except BaseException as exc:  # see module docstring
             if isinstance(exc, Fenced) and self.fence.fenced:
                 # A zombie's handler unwound at its first side effect (already
                 # counted and logged); its supervisor has stopped it already.
@@ -341,7 +342,7 @@ class StockadeActor(pykka.ThreadingActor):
             self.teardown()
         except Fenced as exc:  # a zombie's teardown may not write either (counted, logged once)
             logger.info("%s (gen %d): teardown cut short: %s", self.name, self.generation, exc)
-        except BaseException:  # noqa: BLE001 - a failing teardown must not take others down
+        except BaseException:  # a failing teardown must not take others down
             logger.exception("%s: teardown failed", self.name)
 
     def _report(self, reason: str, abnormal: bool, traceparent: str | None = None) -> None:

@@ -161,7 +161,7 @@ class SimClock:
             heapq.heappop(self._timers)
         return self._timers[0][0] if self._timers else None
 
-    def advance_to(self, ts_ns: int, settle: Callable[[], None] | None = None) -> None:
+    def advance_to(self, ts_ns: int, settle: Callable[[], object] | None = None) -> None:
         """Move to `ts_ns` (never back), firing due timers at their due times on the way.
 
         `settle()` runs after each firing (the dispatcher handles what the timer

@@ -19,7 +19,7 @@ class Tracing(Protocol):
     """What the runtime asks of a tracer (`ops/telemetry.py` is one, as a module)."""
 
     @property
-    def ACTIVE(self) -> Any:  # noqa: N802 - the telemetry module's global: None while tracing is off
+    def ACTIVE(self) -> Any:  # the telemetry module's global: None while tracing is off
         ...
 
     def current_traceparent(self) -> str | None: ...

@@ -84,7 +84,7 @@ def _handle(actor: Any, envelope: Any) -> None:
                 actor.on_failure(*sys.exc_info())
             except Exception:
                 actor._handle_failure(*sys.exc_info())
-    except BaseException:  # noqa: BLE001 - pykka would stop every actor (ActorRegistry.stop_all)
+    except BaseException:  # pykka would stop every actor (ActorRegistry.stop_all)
         logger.exception("%s: stopped by a BaseException", actor)
         actor._stop()
 
@@ -267,7 +267,7 @@ class ActorPool:
             worker.job = inbox
             try:
                 inbox.run_slice(slice_messages)
-            except BaseException:  # noqa: BLE001 - a worker never dies of an actor's failure
+            except BaseException:  # a worker never dies of an actor's failure
                 logger.exception("%s: a pooled actor's slice failed", self.name)
             finally:
                 worker.job = None

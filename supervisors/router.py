@@ -336,7 +336,7 @@ class Router:
             for entry in self._entries.values():
                 ref = entry.ref
                 alive = ref is not None and ref.is_alive()
-                mailbox = _qsize(ref) if ref is not None else 0
+                mailbox = mailbox_size(ref) if ref is not None else 0
                 out.append(
                     ActorStatus(
                         name=entry.name,
@@ -367,7 +367,8 @@ class Router:
             return dict(self._dead)
 
 
-def _qsize(ref: pykka.ActorRef[Any]) -> int:
+def mailbox_size(ref: pykka.ActorRef[Any]) -> int:
+    """Messages waiting in `ref`'s inbox (0 for an inbox that cannot tell)."""
     qsize = getattr(ref.actor_inbox, "qsize", None)
     return qsize() if qsize is not None else 0
 

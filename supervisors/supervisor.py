@@ -36,7 +36,7 @@ from typing import Any
 
 import pykka
 
-from stockade.codecs.messages import Alert
+from stockade.codecs.messages import Alert, AlertLevel
 from stockade.supervisors import hooks
 from stockade.supervisors.base import StockadeActor, handles
 from stockade.supervisors.context import ActorContext
@@ -158,7 +158,7 @@ class Supervisor(StockadeActor):
         ctx = self.ctx.for_child(name, generation, self._notify, child.fence)
         try:
             ref = child.spec.start(ctx)
-        except BaseException as exc:  # noqa: BLE001 - a failed start is a child failure, not ours
+        except BaseException as exc:  # a failed start is a child failure, not ours
             logger.error("%s: starting %s failed: %r", self.name, name, exc, exc_info=exc)
             self.actor_ref.tell(ChildExit(name, generation, f"start: {exc!r}", True))
             return
@@ -284,11 +284,11 @@ class Supervisor(StockadeActor):
             if child.state == WAITING and child.token == event.token:
                 self._start_child(child, restart=True)
 
-    def _alert(self, level: str, key: str, text: str) -> None:
+    def _alert(self, level: AlertLevel, key: str, text: str) -> None:
         """An alert to `policy.alerts_to`, when this tree has it (a restart of the alerter itself waits in the router)."""
         to = self.policy.alerts_to
         if to is not None and to in self.router.names():
-            self.tell(to, Alert(level, key, text, self.name, time.time_ns()))  # type: ignore[arg-type]
+            self.tell(to, Alert(level, key, text, self.name, time.time_ns()))
 
     def _escalate(self, reason: str) -> None:
         logger.error("%s: restart intensity exceeded, stopping its children: %s", self.name, reason)

@@ -17,7 +17,7 @@ class OtlpHttpReceiver(http.server.ThreadingHTTPServer):
 
     def __init__(self, on_request: Callable[[bytes, bytes], None]) -> None:
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:  # http.server's naming
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 on_request(bytes(self.headers), body)
                 self.send_response(200)

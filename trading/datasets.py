@@ -21,7 +21,7 @@ walk-forward split never trains on one symbol's future to test another's past.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 import numpy as np
@@ -84,7 +84,7 @@ def symbol_rows(
 
 
 def build_dataset(
-    bars_by_symbol: dict[str, Sequence[Bar]],
+    bars_by_symbol: Mapping[str, Sequence[Bar]],
     horizon: int,
     threshold_bps: float = 0.0,
     params: FeatureParams | None = None,
@@ -154,7 +154,8 @@ def feature_fingerprint(params: FeatureParams | None = None) -> tuple[float, ...
         )
         price = close
     fs.warm_up(bars)
-    x = vector(fs.features())
+    f = fs.features()
+    x = None if f is None else vector(f)
     if x is None:
         raise RuntimeError("feature fingerprint: the synthetic series did not warm every feature")
     return tuple(round(float(v), 7) for v in x)

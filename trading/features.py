@@ -179,7 +179,7 @@ class FeatureState:
         fb = self._forming
         if fb is not None:
             if fb.start_ns < start:
-                self._commit_forming()
+                self._commit_forming(fb)
             else:
                 self._forming = None  # same or later bucket: the venue bar wins
         self._commit(start, bar.high, bar.low, bar.close, bar.volume, "shares")
@@ -204,7 +204,7 @@ class FeatureState:
         closed = False
         fb = self._forming
         if fb is not None and start > fb.start_ns:
-            self._commit_forming()
+            self._commit_forming(fb)
             fb = None
             closed = True
         if fb is None:
@@ -238,7 +238,7 @@ class FeatureState:
         """Close the forming bar if its bucket has ended by `now_ns` (timer)."""
         fb = self._forming
         if fb is not None and now_ns >= fb.start_ns + self._bar_ns:
-            self._commit_forming()
+            self._commit_forming(fb)
             return True
         return False
 
@@ -268,8 +268,7 @@ class FeatureState:
     def _bucket(self, ts_ns: int) -> int:
         return ts_ns - ts_ns % self._bar_ns
 
-    def _commit_forming(self) -> None:
-        fb = self._forming
+    def _commit_forming(self, fb: _FormingBar) -> None:
         self._forming = None
         self._commit(fb.start_ns, fb.high, fb.low, fb.close, fb.bar_volume, fb.unit)
 

@@ -43,13 +43,14 @@ seeded with an SMA. The pandas references in the tests use exactly this.
 Running sums drift in floating point, so windowed indicators recompute their
 sums exactly once per window length: amortised O(1), drift bounded to one
 window's worth of rounding. The rolling std also recomputes when its own
-error bound says a step cancelled (see RollingStd).
+error bound says a step cancelled (see RollingMoments).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Generic, TypeVar
 
 
 def _check_period(n: int, name: str = "period") -> int:
@@ -174,9 +175,10 @@ class RSI:
             return None
         d = float(x) - self._last
         g = self._gain.peek(d if d > 0.0 else 0.0)
-        if g is None:
+        l = self._loss.peek(-d if d < 0.0 else 0.0)
+        if g is None or l is None:  # both averages warm up together
             return None
-        return _rsi_from(g, self._loss.peek(-d if d < 0.0 else 0.0))
+        return _rsi_from(g, l)
 
     def update(self, x: float) -> float | None:
         x = float(x)
@@ -187,11 +189,11 @@ class RSI:
         self._last = x
         g = self._gain.update(d if d > 0.0 else 0.0)
         l = self._loss.update(-d if d < 0.0 else 0.0)
-        self.value = None if g is None else _rsi_from(g, l)
+        self.value = None if g is None or l is None else _rsi_from(g, l)
         return self.value
 
 
-class MACDValue(tuple):
+class MACDValue(tuple[float, float, float]):
     """(macd, signal, hist) as a plain tuple with names."""
 
     __slots__ = ()
@@ -251,7 +253,7 @@ class MACD:
         return self.value
 
 
-class BandsValue(tuple):
+class BandsValue(tuple[float, float, float, float]):
     """(upper, mid, lower, width) Bollinger bands; width = (upper-lower)/mid."""
 
     __slots__ = ()
@@ -270,8 +272,12 @@ _M2_TOLERANCE = 1e-11
 _EPS = 2.0**-52
 
 
-class RollingStd:
-    """Rolling standard deviation from a sliding-window Welford mean and M2.
+# What a rolling-moments indicator reports: a std (float) or bands.
+V = TypeVar("V")
+
+
+class RollingMoments(Generic[V]):
+    """A sliding-window Welford mean and M2, reported by `_value` once ready.
 
     The sliding update replaces the oldest value by the newest in one step
     (M2' = M2 + (new-old)(new - mean' + old - mean)), which keeps precision
@@ -307,7 +313,7 @@ class RollingStd:
         self._err = 0.0  # bound on the rounding error in _m2
         self._last = math.nan  # equal to nothing
         self._run = 0  # how many of the latest values equal _last
-        self.value: float | BandsValue | None = None
+        self.value: V | None = None
 
     @property
     def ready(self) -> bool:
@@ -343,16 +349,16 @@ class RollingStd:
         mean = math.fsum(vals) / self.n
         return mean, math.fsum((v - mean) * (v - mean) for v in vals), 0.0
 
-    def _value(self, mean: float, m2: float):
-        return math.sqrt(m2 / (self.n - self.ddof)) if m2 > 0.0 else 0.0
+    def _value(self, mean: float, m2: float) -> V:
+        raise NotImplementedError
 
-    def peek(self, x: float):
+    def peek(self, x: float) -> V | None:
         if self._count + 1 < self.n:
             return None
         mean, m2, _ = self._next(float(x))
         return self._value(mean, m2)
 
-    def update(self, x: float):
+    def update(self, x: float) -> V | None:
         x = float(x)
         self._mean, self._m2, self._err = self._next(x)
         if x == self._last:
@@ -371,8 +377,17 @@ class RollingStd:
         return self.value
 
 
-class Bollinger(RollingStd):
-    """Bollinger bands: rolling mean +/- k population std (see RollingStd)."""
+class RollingStd(RollingMoments[float]):
+    """Rolling standard deviation (see RollingMoments for how it stays exact)."""
+
+    __slots__ = ()
+
+    def _value(self, mean: float, m2: float) -> float:
+        return math.sqrt(m2 / (self.n - self.ddof)) if m2 > 0.0 else 0.0
+
+
+class Bollinger(RollingMoments[BandsValue]):
+    """Bollinger bands: rolling mean +/- k population std (see RollingMoments)."""
 
     __slots__ = ("k",)
 
@@ -590,10 +605,10 @@ class ReturnWindow:
         return len(self._buf) == self.n
 
     def peek(self, x: float) -> tuple[float, ...]:
-        tail = self._tail
-        if tail is None:
+        tail, last = self._tail, self._last
+        if tail is None or last is None:
             return ()
-        return (*tail, _log_return(float(x), self._last))
+        return (*tail, _log_return(float(x), last))
 
     def update(self, x: float) -> tuple[float, ...]:
         x = float(x)

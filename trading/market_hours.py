@@ -73,8 +73,10 @@ def session_from_calendar(
         t = _hhmm(t)
         if isinstance(t, datetime):
             moment = t if t.tzinfo else t.replace(tzinfo=NEW_YORK)
-        else:  # a time of day
-            moment = datetime.combine(day, t, tzinfo=NEW_YORK)  # type: ignore[arg-type]
+        elif isinstance(t, time):
+            moment = datetime.combine(day, t, tzinfo=NEW_YORK)
+        else:
+            raise TypeError(f"a calendar time must be a datetime, a time or HHMM, got {t!r}")
         return int(moment.timestamp()) * NS_PER_S
 
     open_ns, close_ns = ns(open_t), ns(close_t)

@@ -128,7 +128,7 @@ def panel_of(models: Sequence[LoadedModel]) -> ModelPanel | None:
             panel: ModelPanel | None = ModelPanel(
                 tuple(m.name for m in models), new_session(proto.SerializeToString()), outputs
             )
-        except Exception as exc:  # noqa: BLE001 - any failure means "run them one by one"
+        except Exception as exc:  # any failure means "run them one by one"
             log.warning(
                 "models %s cannot be merged into one call (%s); running them one by one",
                 ", ".join(m.name for m in models),

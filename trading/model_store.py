@@ -159,8 +159,8 @@ def check_features(manifest: Manifest, path: Path, params: FeatureParams | None 
             f"or reordered) at the same version {FEATURE_VERSION}; {REGENERATE_HINT}",
         )
     if params is not None and manifest.feature_params != params:
-        ours, theirs = msgspec.structs.asdict(params), msgspec.structs.asdict(manifest.feature_params)
-        diff = ", ".join(f"{k} {theirs[k]!r} (analyzer: {ours[k]!r})" for k in ours if ours[k] != theirs.get(k))
+        wanted, trained = msgspec.structs.asdict(params), msgspec.structs.asdict(manifest.feature_params)
+        diff = ", ".join(f"{k} {trained[k]!r} (analyzer: {wanted[k]!r})" for k in wanted if wanted[k] != trained.get(k))
         raise ModelError(
             path,
             f"trained with other indicator periods: {diff}; retrain with these [analyzer] "
@@ -214,9 +214,11 @@ def probability_output(session: Any) -> str:
     """Name of the probabilities output (skl2onnx with zipmap off: the second, [N, 2])."""
     outputs = session.get_outputs()
     for out in outputs:
-        if "prob" in out.name.lower():
-            return out.name
-    return outputs[-1].name
+        name: str = out.name  # onnxruntime has no type information
+        if "prob" in name.lower():
+            return name
+    last: str = outputs[-1].name
+    return last
 
 
 class LoadedModel:
@@ -266,7 +268,7 @@ def _verified_session(path: Path, entry: ModelEntry) -> Any:
         if session is None:
             try:
                 session = new_session(data)
-            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            except Exception as exc:  # onnxruntime raises its own exception types
                 raise ModelError(path, f"onnxruntime cannot load it: {str(exc).splitlines()[0][:300]}") from None
             _sessions[key] = session
     inputs, outputs = session.get_inputs(), session.get_outputs()

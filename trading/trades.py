@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
@@ -68,6 +69,15 @@ class Trade(msgspec.Struct, kw_only=True):
         return self.realized_pnl / basis if basis > 0 else 0.0
 
 
+@dataclass(slots=True)
+class _Lot:
+    """An open lot: the trade that opened it, its signed shares left, its price."""
+
+    trade: Trade
+    qty: int
+    price: float
+
+
 def proposal_of_order(order_id: str, orders: Mapping[str, OrderRecord]) -> str:
     """The proposal behind an order; a bracket leg's is its parent's."""
     order = orders.get(order_id)
@@ -88,7 +98,7 @@ def build_trades(
     """Trades in order of entry. `members`: proposal id -> the members on its side;
     `marks`: symbol -> price for the unrealised part (fills' last price when absent)."""
     trades: dict[str, Trade] = {}
-    lots: dict[str, deque[list]] = {}  # symbol -> [[trade, signed qty left, price], ...]
+    lots: dict[str, deque[_Lot]] = {}  # symbol -> its open lots, oldest first
     last_price: dict[str, float] = {}
     for f in sorted(fills, key=lambda f: (f.ts_ns, f.exec_id)):
         if f.qty <= 0:
@@ -97,24 +107,24 @@ def build_trades(
         sign = 1 if f.side == "buy" else -1
         left = f.qty
         book = lots.setdefault(f.symbol, deque())
-        while left and book and (book[0][1] > 0) != (sign > 0):
+        while left and book and (book[0].qty > 0) != (sign > 0):
             lot = book[0]
-            m = min(left, abs(lot[1]))
-            trade: Trade = lot[0]
-            lot_sign = 1 if lot[1] > 0 else -1
-            trade.realized_pnl += (f.price - lot[2]) * m * lot_sign
+            m = min(left, abs(lot.qty))
+            trade = lot.trade
+            lot_sign = 1 if lot.qty > 0 else -1
+            trade.realized_pnl += (f.price - lot.price) * m * lot_sign
             trade.closed_qty += m
             trade.exit_value += f.price * m
             trade.exit_ns = f.ts_ns
-            lot[1] -= lot_sign * m
+            lot.qty -= lot_sign * m
             left -= m
-            if lot[1] == 0:
+            if lot.qty == 0:
                 book.popleft()
         if left:
-            trade = trades.get(f.client_order_id)
-            if trade is None or trade.symbol != f.symbol:
+            opened = trades.get(f.client_order_id)
+            if opened is None or opened.symbol != f.symbol:
                 pid = proposal_of_order(f.client_order_id, orders)
-                trade = Trade(
+                opened = Trade(
                     symbol=f.symbol,
                     direction="long" if sign > 0 else "short",
                     entry_order_id=f.client_order_id,
@@ -122,17 +132,17 @@ def build_trades(
                     members=members.get(pid, ()) if pid else (),
                     entry_ns=f.ts_ns,
                 )
-                trades[f.client_order_id] = trade
-            trade.qty += left
-            trade.entry_value += f.price * left
-            book.append([trade, sign * left, f.price])
+                trades[f.client_order_id] = opened
+            opened.qty += left
+            opened.entry_value += f.price * left
+            book.append(_Lot(opened, sign * left, f.price))
     prices = {**last_price, **(marks or {})}
     for symbol, book in lots.items():
         mark = prices.get(symbol)
-        for trade, qty, price in book:
+        for lot in book:
             if mark is not None:
-                trade.unrealized_pnl += (mark - price) * qty
-                trade.mark = mark
+                lot.trade.unrealized_pnl += (mark - lot.price) * lot.qty
+                lot.trade.mark = mark
     return sorted(trades.values(), key=lambda t: (t.entry_ns, t.entry_order_id))
 
 

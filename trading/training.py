@@ -173,7 +173,8 @@ def to_onnx(model: Any, n_features: int, name: str = "model") -> bytes:
     opsets = sorted((o.domain, o.version) for o in onx.opset_import)
     del onx.opset_import[:]
     onx.opset_import.extend(make_opsetid(domain, version) for domain, version in opsets)
-    return onx.SerializeToString()
+    model_bytes: bytes = onx.SerializeToString()  # skl2onnx has no type information
+    return model_bytes
 
 
 def onnx_parity(model: Any, onnx_bytes: bytes, X: np.ndarray) -> float:

@@ -8,13 +8,17 @@ other clients) parse exactly that, so every body is built here in one place.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, overload
 
 from stockade.venue.exchange import AccountView, Exchange, Order, Position, TradeEvent, asset_id_for, qty_text
 
 EXCHANGE_OF = {"SPY": "ARCA"}  # everything else is listed on NASDAQ in the simulator
 
 
+@overload
+def ts(ns: int) -> str: ...
+@overload
+def ts(ns: None) -> None: ...
 def ts(ns: int | None) -> str | None:
     """RFC 3339 UTC with nanoseconds, as Alpaca writes it (…T15:28:33.474853941Z)."""
     if ns is None:
@@ -123,7 +127,10 @@ def account_json(view: AccountView, ex: Exchange) -> dict[str, Any]:
     # As Alpaca's account is since 2026-07-06: no pattern_day_trader,
     # daytrade_count, daytrading_buying_power (nor bod_dtbp) any more.
     st = view.state
-    m = lambda x: num(round(x, 2))  # noqa: E731 - Alpaca reports account money in cents
+
+    def m(x: float) -> str | None:
+        return num(round(x, 2))  # Alpaca reports account money in cents
+
     return {
         "id": st.id,
         "account_number": st.account_number,

@@ -79,7 +79,10 @@ def _settings_table(path: str | None) -> dict[str, Any]:
 def build_config(args: argparse.Namespace, env: dict[str, str]) -> VenueConfig:
     """VenueConfig from settings file, environment and flags (flags win)."""
     values: dict[str, Any] = dict(_settings_table(args.settings))
-    flag = lambda name: getattr(args, name, None)  # noqa: E731 - flags added later are optional
+
+    def flag(name: str) -> Any:
+        return getattr(args, name, None)  # flags added later are optional
+
     values.pop("api_secret", None)  # secrets never come from a settings file
     values.pop("api_key", None)
     flags = {

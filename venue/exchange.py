@@ -216,12 +216,20 @@ class OrderRequest(msgspec.Struct, kw_only=True):
 
 
 class QuoteLike(Protocol):
-    symbol: str
-    bid: float
-    ask: float
-    bid_size: float
-    ask_size: float
-    ts_ns: int
+    """What the exchange reads of a quote (read-only, so frozen quotes fit)."""
+
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def bid(self) -> float: ...
+    @property
+    def ask(self) -> float: ...
+    @property
+    def bid_size(self) -> float: ...
+    @property
+    def ask_size(self) -> float: ...
+    @property
+    def ts_ns(self) -> int: ...
 
 
 class ClockLike(Protocol):
@@ -309,6 +317,8 @@ class Exchange:
         self.fills: list[Fill] = []
         self.quotes: dict[str, QuoteLike] = {}
         self._to_route: list[str] = []
+        # True while an embedder holds new orders back (the in-process venue, for the next quote).
+        self.routing_held = False
         self._was_open: bool | None = None
         self._day_deadline: dict[str, int] = {}  # open day order id -> its session's close (nyse)
         self._changes = Changes()
@@ -741,7 +751,7 @@ class Exchange:
 
         While the market is closed, orders stay "accepted" and are routed at the open.
         """
-        if not self._to_route:
+        if not self._to_route or self.routing_held:
             return
         now = self.clock.now_ns()
         if not self.clock.is_open(now):
@@ -787,7 +797,7 @@ class Exchange:
         self,
         order_id: str,
         *,
-        qty: int | None = None,
+        qty: float | None = None,
         limit_price: float | None = None,
         stop_price: float | None = None,
         time_in_force: TimeInForce | None = None,

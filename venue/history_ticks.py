@@ -89,8 +89,7 @@ def ticks(
             break
         for bar in chunk:
             q, t = _bar_ticks(seed, bar, spread_bps, tape)
-            items = q if kind == "quotes" else t
-            items = [x for x in items if start_ns <= x.ts_ns <= end_ns]
+            items = [x for x in (q if kind == "quotes" else t) if start_ns <= x.ts_ns <= end_ns]
             out.extend(reversed(items) if descending else items)
             if len(out) >= limit:
                 break

@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 import requests
 
 from stockade.venue.alpaca_json import trade_update_json
-from stockade.venue.clock import NEW_YORK, NS_PER_S, MarketClock, ns_to_new_york
+from stockade.venue.clock import NEW_YORK, NS_PER_S, ClockMode, MarketClock, ns_to_new_york
 from stockade.venue.config import VenueConfig
 from stockade.venue.context import VenueContext
 from stockade.venue.exchange import _WORKING, Exchange, QuoteLike, TradeEvent, VenueError
@@ -87,7 +87,7 @@ class InProcessSession:
         self.requests += 1
         parts = urlsplit(url)
         # Encoded exactly as `requests` puts a params dict on the wire, then parsed as the server does.
-        encoded = requests.models.RequestEncodingMixin._encode_params(params or {})  # noqa: SLF001
+        encoded = requests.models.RequestEncodingMixin._encode_params(params or {})
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         query.update(parse_qsl(encoded if isinstance(encoded, str) else "", keep_blank_values=True))
         body = b"" if json is None else _json_bytes(json)
@@ -96,7 +96,7 @@ class InProcessSession:
         response.status_code = status
         response.reason = "OK" if status < 400 else "Error"
         response.url = url
-        response._content = payload  # noqa: SLF001 - how a Response is built without a socket
+        response._content = payload  # how a Response is built without a socket
         response.headers["Content-Type"] = "application/json"
         response.encoding = "utf-8"  # as the server's charset says; spares requests a guess per body
         return response
@@ -109,7 +109,7 @@ def _json_bytes(body: Any) -> bytes:
     return json.dumps(body, default=str).encode()
 
 
-class SessionCache:
+class SessionCache(MarketClock):
     """A `MarketClock` whose `is_open` remembers the current New York day's session.
 
     The exchange asks on every quote; a backtest replays millions of them, and
@@ -117,19 +117,15 @@ class SessionCache:
     matching. Same answers: the day's bounds and session come from the clock.
     """
 
-    def __init__(self, clock: MarketClock) -> None:
-        self._clock = clock
-        self.mode = clock.mode
+    def __init__(self, mode: ClockMode, now_fn: Callable[[], int]) -> None:
+        super().__init__(mode, now_fn)
         self._lo = self._hi = 0  # [lo, hi): the New York day cached
         self._open = self._close = 0
-
-    def now_ns(self) -> int:
-        return self._clock.now_ns()
 
     def is_open(self, ts_ns: int | None = None) -> bool:
         if self.mode == "always_open":
             return True
-        ts = self._clock.now_ns() if ts_ns is None else ts_ns
+        ts = self.now_ns() if ts_ns is None else ts_ns
         if not self._lo <= ts < self._hi:
             self._load(ts)
         return self._open <= ts < self._close
@@ -139,15 +135,12 @@ class SessionCache:
         lo = datetime.combine(day, time(0, 0), tzinfo=NEW_YORK)
         hi = datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=NEW_YORK)
         self._lo, self._hi = int(lo.timestamp()) * NS_PER_S, int(hi.timestamp()) * NS_PER_S
-        session = self._clock.session(day)
+        session = self.session(day)
         if session is None:
             self._open = self._close = 0
         else:
             self._open = int(session.open.timestamp()) * NS_PER_S
             self._close = int(session.close.timestamp()) * NS_PER_S
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._clock, name)  # next_open, next_close, calendar, session
 
 
 class InProcessVenue:
@@ -162,10 +155,10 @@ class InProcessVenue:
         initial_cash: float = 100_000.0,
         seed: int = 0,
         new_id: Callable[[], str] | None = None,
-        clock_mode: str = "nyse",
+        clock_mode: ClockMode = "nyse",
     ) -> None:
         self.ctx = VenueContext(VenueConfig())
-        self.ctx.clock = SessionCache(MarketClock(clock_mode, now_ns))  # type: ignore[arg-type, assignment]
+        self.ctx.clock = SessionCache(clock_mode, now_ns)
         self.ctx.market = market
         self.exchange = Exchange(
             symbols, self.ctx.clock, initial_cash=initial_cash, seed=seed, on_event=self._on_event, new_id=new_id
@@ -233,16 +226,16 @@ class InProcessVenue:
         if ex.clock.is_open(quote.ts_ns):
             for order in working:
                 if order.status in _WORKING:  # an OCO sibling's fill may have cancelled it meanwhile
-                    ex._match(order)  # noqa: SLF001 - the exchange's own matching
+                    ex._match(order)  # the exchange's own matching
         held = self._held.pop(quote.symbol, None)
         if held:
-            ex._to_route.extend(held)  # noqa: SLF001 - the exchange's own routing queue
+            ex._to_route.extend(held)  # the exchange's own routing queue
             ex.route_pending()
 
     def _hold_new_orders(self, before: set[str]) -> None:
         ex = self.exchange
-        for oid in [o for o in ex._to_route if o not in before]:  # noqa: SLF001
-            ex._to_route.remove(oid)  # noqa: SLF001
+        for oid in [o for o in ex._to_route if o not in before]:
+            ex._to_route.remove(oid)
             self._held.setdefault(ex.orders[oid].symbol, []).append(oid)
 
     # ---- REST ---------------------------------------------------------------------------
@@ -261,11 +254,10 @@ class InProcessVenue:
             handler = getattr(self._apis[api], name)
             request = _Request(method, path, query, body, match.groupdict())
             ex = self.exchange
-            before = set(ex._to_route)  # noqa: SLF001
+            before = set(ex._to_route)
             # The handlers route accepted orders at once (against the quote the
             # decision saw); hold them for the next quote instead.
-            route_pending = ex.route_pending
-            ex.route_pending = lambda: None  # type: ignore[method-assign]
+            ex.routing_held = True
             try:
                 response = _run(handler(request))
             except VenueError as exc:
@@ -273,7 +265,7 @@ class InProcessVenue:
             except ApiError as exc:
                 return exc.status, _json_bytes({"code": exc.code, "message": exc.message})
             finally:
-                ex.route_pending = route_pending  # type: ignore[method-assign]
+                ex.routing_held = False
                 self._hold_new_orders(before)
             return response.status, bytes(response.body or b"")
         return 404, _json_bytes({"code": 40410000, "message": "endpoint not found"})

@@ -93,7 +93,7 @@ MarketEvent = SimQuote | SimTrade | SimBar
 # ---- timeframes ----------------------------------------------------------------
 
 TimeframeUnit = Literal["Min", "Hour", "Day", "Week", "Month"]
-_UNIT_ALIASES = {
+_UNIT_ALIASES: dict[str, TimeframeUnit] = {
     "Min": "Min",
     "T": "Min",
     "Hour": "Hour",
@@ -375,7 +375,7 @@ class _DayBars(msgspec.Struct):
     ts: np.ndarray
     o: np.ndarray
     h: np.ndarray
-    l: np.ndarray  # noqa: E741
+    l: np.ndarray
     c: np.ndarray
     v: np.ndarray
     n: np.ndarray
@@ -551,11 +551,11 @@ class _History:
         c = np.round(np.exp(log_close) * 100.0) / 100.0
         wick = sig * 0.6
         h = np.maximum(np.round(np.maximum(o, c) * np.exp(ext[0] * wick) * 100.0) / 100.0, np.maximum(o, c))
-        l = np.minimum(np.round(np.minimum(o, c) * np.exp(-ext[1] * wick) * 100.0) / 100.0, np.minimum(o, c))  # noqa: E741
+        l = np.minimum(np.round(np.minimum(o, c) * np.exp(-ext[1] * wick) * 100.0) / 100.0, np.minimum(o, c))
         if clamp_ohc:
             o, h, c = np.maximum(o, 0.01), np.maximum(h, 0.01), np.maximum(c, 0.01)
-        l = np.maximum(l, 0.01)  # noqa: E741
-        volume = self.profile.daily_volume / SESSION_MINUTES
+        l = np.maximum(l, 0.01)
+        volume: float | np.ndarray = self.profile.daily_volume / SESSION_MINUTES
         if volume_profile is not None:
             volume = volume * volume_profile
         v = np.maximum(1, np.round(volume * vol_noise)).astype(np.int64)
@@ -568,7 +568,7 @@ class _History:
         self._days[day] = bars
         if len(self._days) > 64:
             self._days.popitem(last=False)
-        o, h, l, c, v, n, vw = bars.o, bars.h, bars.l, bars.c, bars.v, bars.n, bars.vw  # noqa: E741
+        o, h, l, c, v, n, vw = bars.o, bars.h, bars.l, bars.c, bars.v, bars.n, bars.vw
         vol = int(v.sum())
         self._daily[day] = (
             _midnight_ns(day),
@@ -598,11 +598,11 @@ class _History:
         k_new = (self.start_minute_ns - hi_ns) // NS_PER_MIN + 1
         k_old = (self.start_minute_ns - lo_ns) // NS_PER_MIN
         parts = []
-        for c in range((k_old - 1) // _CHUNK_MINUTES, (k_new - 1) // _CHUNK_MINUTES - 1, -1):  # oldest first
-            chunk = self._chunk(c)
-            # Chunk c holds k = c*C+1 .. (c+1)*C, oldest first: k at position (c+1)*C - k.
-            first = (c + 1) * _CHUNK_MINUTES - min(k_old, (c + 1) * _CHUNK_MINUTES)
-            last = (c + 1) * _CHUNK_MINUTES - max(k_new, c * _CHUNK_MINUTES + 1)
+        for i in range((k_old - 1) // _CHUNK_MINUTES, (k_new - 1) // _CHUNK_MINUTES - 1, -1):  # oldest first
+            chunk = self._chunk(i)
+            # Chunk i holds k = i*C+1 .. (i+1)*C, oldest first: k at position (i+1)*C - k.
+            first = (i + 1) * _CHUNK_MINUTES - min(k_old, (i + 1) * _CHUNK_MINUTES)
+            last = (i + 1) * _CHUNK_MINUTES - max(k_new, i * _CHUNK_MINUTES + 1)
             parts.append(
                 tuple(
                     a[first : last + 1]
@@ -610,7 +610,7 @@ class _History:
                 )
             )
         cols = [np.concatenate(col) for col in zip(*parts, strict=True)]
-        ts, o, h, l, c, v, n, vw = cols  # noqa: E741
+        ts, o, h, l, c, v, n, vw = cols
         ts = self.start_minute_ns + ts * NS_PER_MIN  # offsets (negative minutes) to epoch ns
         bars = _DayBars(ts, o, h, l, c, v, n, vw)
         self._store_day(day, bars)
@@ -722,7 +722,7 @@ class _Aggregator:
         self.end_ns = end_ns
         self.buckets: dict[int, list] = {}
 
-    def add(self, ts, o, h, l, c, v, n, vw) -> None:  # noqa: E741
+    def add(self, ts, o, h, l, c, v, n, vw) -> None:
         if len(ts) == 0:
             return
         width = self.tf.intraday_ns
@@ -732,7 +732,7 @@ class _Aggregator:
             keys = np.fromiter((_bucket_key(int(t), self.tf) for t in ts), dtype=np.int64, count=len(ts))
         inside = (keys >= self.start_ns) & (keys <= self.end_ns)
         if not inside.all():
-            ts, o, h, l, c, v, n, vw, keys = (a[inside] for a in (ts, o, h, l, c, v, n, vw, keys))  # noqa: E741
+            ts, o, h, l, c, v, n, vw, keys = (a[inside] for a in (ts, o, h, l, c, v, n, vw, keys))
             if len(ts) == 0:
                 return
         starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
@@ -781,7 +781,7 @@ class _Aggregator:
             keys = keys[:limit]
         out = []
         for key in keys:
-            o, h, l, c, v, n, pv, _, _ = self.buckets[key]  # noqa: E741
+            o, h, l, c, v, n, pv, _, _ = self.buckets[key]
             out.append(SimBar(symbol, o, h, l, c, v, n, round(pv / v, 4) if v else c, key))
         return out
 

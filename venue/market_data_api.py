@@ -199,7 +199,6 @@ def _decode_token(token: str) -> tuple[str, int]:
 
 
 class BarsQuery(msgspec.Struct):
-    timeframe: Timeframe | None  # None: quotes or trades
     start_ns: int
     end_ns: int
     limit: int
@@ -207,13 +206,13 @@ class BarsQuery(msgspec.Struct):
     page: tuple[str, int] | None
 
 
-def _bars_query(request: web.Request, now_ns: int) -> BarsQuery:
+def _bars_query(request: web.Request, now_ns: int) -> tuple[BarsQuery, Timeframe]:
     try:
         timeframe = Timeframe.parse(request.query.get("timeframe", ""))
     except ValueError:
         _check_common(request)
         raise _invalid("invalid timeframe") from None
-    return msgspec.structs.replace(_range_query(request, now_ns), timeframe=timeframe)
+    return _range_query(request, now_ns), timeframe
 
 
 def _range_query(request: web.Request, now_ns: int) -> BarsQuery:
@@ -234,7 +233,7 @@ def _range_query(request: web.Request, now_ns: int) -> BarsQuery:
     if sort not in ("asc", "desc"):
         raise _invalid(f"invalid sort: {sort}")
     page = _decode_token(q["page_token"]) if q.get("page_token") else None
-    return BarsQuery(None, start, end, _limit(request), sort == "desc", page)
+    return BarsQuery(start, end, _limit(request), sort == "desc", page)
 
 
 Fetch = Callable[[str, int, int, int, bool], list]  # (symbol, start, end, limit, descending) -> items
@@ -259,9 +258,9 @@ class MarketDataApi:
 
     # -- bars --
 
-    def _fetch_bars(self, query: BarsQuery) -> Fetch:
+    def _fetch_bars(self, timeframe: Timeframe) -> Fetch:
         return lambda symbol, start, end, n, desc: self.market.bars(
-            symbol, query.timeframe, start, end, n, desc, now_ns=self._now()
+            symbol, timeframe, start, end, n, desc, now_ns=self._now()
         )
 
     def _fetch_ticks(self, kind: str) -> Fetch:
@@ -319,14 +318,14 @@ class MarketDataApi:
 
     async def get_bars(self, request: web.Request) -> web.Response:
         symbols = _symbols(request)
-        query = _bars_query(request, self._now())
-        bars, token = self._page(symbols, query, self._fetch_bars(query), bar_json)
+        query, timeframe = _bars_query(request, self._now())
+        bars, token = self._page(symbols, query, self._fetch_bars(timeframe), bar_json)
         return _respond({"bars": bars, "next_page_token": token})
 
     async def get_symbol_bars(self, request: web.Request) -> web.Response:
         symbol = _path_symbol(request)
-        query = _bars_query(request, self._now())
-        bars, token = self._page([symbol], query, self._fetch_bars(query), bar_json)
+        query, timeframe = _bars_query(request, self._now())
+        bars, token = self._page([symbol], query, self._fetch_bars(timeframe), bar_json)
         return _respond({"bars": bars.get(symbol, []), "symbol": symbol, "next_page_token": token})
 
     # -- historical quotes and trades --

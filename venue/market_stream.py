@@ -37,6 +37,7 @@ import asyncio
 import logging
 import struct
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -110,7 +111,7 @@ class _WireBar(msgspec.Struct):
     S: str
     o: float
     h: float
-    l: float  # noqa: E741
+    l: float
     c: float
     v: int
     n: int
@@ -380,7 +381,7 @@ class MarketStreamHub:
         self.slow_client_timeout_s = slow_client_timeout_s
         self.max_batch = max_batch
         self.sessions: set[_Session] = set()
-        self._unsubscribe = None
+        self._unsubscribe: Callable[[], None] | None = None
         self.published = 0
 
     def attach_market(self) -> None:
@@ -414,7 +415,7 @@ class MarketStreamHub:
             return
         channel = _channel_of(event)
         item = None
-        now = None
+        now = 0.0
         for session in self.sessions:
             if session.authenticated and not session.closing and session.wants(channel, event.symbol):
                 if item is None:

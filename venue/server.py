@@ -231,7 +231,7 @@ def add_admin_routes(app: web.Application, ctx: VenueContext) -> None:
     app.router.add_post("/admin/crash", post_crash)
 
 
-def exposure(ctx: VenueContext) -> dict[str, dict[str, int]]:
+def exposure(ctx: VenueContext) -> dict[str, dict[str, float]]:
     """Per held symbol: shares held and shares covered by a live (not held) sell stop."""
     ex = ctx.exchange
     if ex is None:
@@ -317,7 +317,7 @@ def build_context(config: VenueConfig, faults: Faults | None = None) -> VenueCon
     ctx = VenueContext(config, faults)
     ctx.clock = MarketClock(config.clock)
     ctx.market = MarketSimulator(list(config.symbols), config.seed, config.quote_rate_hz, clock=ctx.clock)
-    ctx.exchange = Exchange(
+    ctx.exchange = exchange = Exchange(
         config.symbols,
         ctx.clock,
         initial_cash=config.initial_cash,
@@ -330,20 +330,20 @@ def build_context(config: VenueConfig, faults: Faults | None = None) -> VenueCon
         ctx.ledger = LedgerStore(config.data_dir)
         snap = ctx.ledger.load()
         if snap is None:
-            ctx.ledger.save_snapshot(ctx.exchange.snapshot())
+            ctx.ledger.save_snapshot(exchange.snapshot())
         else:
-            ctx.exchange.restore(snap)
-    ctx.exchange.take_changes()
+            exchange.restore(snap)
+    exchange.take_changes()
     for symbol in config.symbols:
         q = ctx.market.latest_quote(symbol)
         if q is not None:
-            ctx.exchange.on_quote(q)
+            exchange.on_quote(q)
     ctx.persist()
 
     def on_market_event(event: Any) -> None:
         if isinstance(event, SimQuote):
             try:
-                ctx.exchange.on_quote(event)
+                exchange.on_quote(event)
                 ctx.persist()
             except Exception:  # a matching bug must not stop the market
                 log.exception("exchange failed on a quote")

@@ -138,7 +138,8 @@ def _handle_frame(session: TradeStreamSession, data: str | bytes) -> bool:
         session.send({"stream": "listening", "data": {"error": "invalid data provided"}})
         return True
     action = msg["action"]
-    data_obj = msg.get("data") if isinstance(msg.get("data"), dict) else {}
+    given = msg.get("data")
+    data_obj = given if isinstance(given, dict) else {}
     if action in ("authenticate", "auth"):
         key = data_obj.get("key_id") or msg.get("key")
         secret = data_obj.get("secret_key") or msg.get("secret")

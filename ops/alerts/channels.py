@@ -55,13 +55,20 @@ class ChannelError(Exception):
 
 
 class AlertLike(Protocol):
-    """What a channel needs of an alert (`stockade.codecs.messages.Alert` fits)."""
+    """What a channel needs of an alert (`stockade.codecs.messages.Alert` fits).
 
-    level: str
-    key: str
-    text: str
-    source: str
-    ts_ns: int
+    Read-only members, so frozen structs (an Alert, an AlertRecord) fit."""
+
+    @property
+    def level(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def ts_ns(self) -> int: ...
 
 
 class Redactor:

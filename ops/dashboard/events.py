@@ -44,7 +44,8 @@ class Broadcaster:
         self.data = b""
         self.streams = 0
         self.dropped = 0
-        self._changed: asyncio.Event | None = None  # replaced at each version; the old one is set
+        # Replaced at each version; the old one is set. (An Event binds to the loop at first use.)
+        self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._refresh: asyncio.Task[None] | None = None
 
@@ -80,7 +81,6 @@ class Broadcaster:
 
     async def refresh(self) -> None:
         """Build a new snapshot now and wake the streams."""
-        assert self._changed is not None
         data = await self._run(self._build)
         self.data = data
         self.version += 1

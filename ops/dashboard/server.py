@@ -140,8 +140,8 @@ class DashboardServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.host, s.port, ssl_context=context, backlog=128)
         await site.start()
-        sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-        self.port = sockets[0].getsockname()[1] if sockets else s.port
+        addresses = self._runner.addresses  # the bound sockets: port 0 asks the OS for a free one
+        self.port = addresses[0][1] if addresses else s.port
         if self._loopback:
             self._guard.allowed_hosts = loopback_hosts(s.host, self.port)
         host = f"[{s.host}]" if ":" in s.host else s.host

@@ -66,14 +66,16 @@ def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> 
 class TextFormatter(logging.Formatter):
     """`2026-12-03 15:48:09,123 INFO    stockade.actors.order_manager trace=4bf92f3: message`"""
 
+    FORMAT = "%(asctime)s %(levelname)-7s %(name)s%(trace)s: %(message)s"
+
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s%(trace)s: %(message)s")
+        super().__init__(self.FORMAT)
 
     def format(self, record: logging.LogRecord) -> str:
         record.message = printable(record.getMessage())
         record.asctime = self.formatTime(record, self.datefmt)
         trace_id = record.__dict__.get("trace_id")
-        line = self._fmt % {**record.__dict__, "trace": f" trace={trace_id[:SHORT_TRACE_ID]}" if trace_id else ""}  # type: ignore[operator]
+        line = self.FORMAT % {**record.__dict__, "trace": f" trace={trace_id[:SHORT_TRACE_ID]}" if trace_id else ""}
         extra = []
         exc_text = _exception_text(self, record)
         if exc_text:

@@ -137,7 +137,7 @@ class JournalHandler(logging.Handler):
         try:
             self._send(encode(record_fields(record, self._formatter, self.identifier)))
             self.sent += 1
-        except Exception as exc:  # noqa: BLE001 - whatever the journal says, the record is written elsewhere
+        except Exception as exc:  # whatever the journal says, the record is written elsewhere
             self.fell_back += 1
             if self.fell_back == 1:
                 self.fallback.handle(

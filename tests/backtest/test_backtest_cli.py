@@ -6,6 +6,7 @@ alpaca-py clients, the venue's matching engine, real lmdb files.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -132,11 +133,7 @@ def test_bad_input_file_range_without_rows(tmp_path):
 
 
 def test_parquet_without_pyarrow_is_a_clear_error(tmp_path):
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        pass
-    else:
+    if importlib.util.find_spec("pyarrow") is not None:
         pytest.skip("pyarrow is installed: Parquet is read, no error to show")
     pq = tmp_path / "bars.parquet"
     pq.write_bytes(b"PAR1")

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))
+from test_backtest_lookahead import write_bars  # the same small file of bars
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
-sys.path.insert(0, str(Path(__file__).parent))
-
-from test_backtest_lookahead import write_bars  # noqa: E402 - the same small file of bars
 
 
 def _need_chromium() -> None:

@@ -15,6 +15,7 @@ import requests
 from stockade.broker.rest import (
     BrokerEndpoints,
     TimeoutSession,
+    data_feed,
     endpoints_for,
     make_data_client,
     make_trading_client,
@@ -129,7 +130,7 @@ class _Peer:
         peer = self
 
         class H(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 peer.hits += 1
                 peer.headers.append(dict(self.headers))
                 status = peer.statuses.pop(0) if peer.statuses else 200
@@ -182,6 +183,20 @@ def test_data_client_retries_server_errors():
         client = make_data_client(KEY, SECRET, peer.url, retry_wait_s=0.01)
         assert client._request("GET", "/clock")["is_open"] is True
         assert peer.hits == 3
+
+
+def test_feed_setting_becomes_a_request_alpaca_py_accepts():
+    from alpaca.data.enums import DataFeed
+    from alpaca.data.requests import StockBarsRequest
+    from alpaca.data.timeframe import TimeFrame
+
+    assert data_feed("iex") is DataFeed.IEX and data_feed("sip") is DataFeed.SIP
+    # "test" is the streams' test feed: REST has no such feed, so the account's default is asked.
+    assert data_feed("test") is None
+    for feed in ("iex", "sip", "test"):
+        StockBarsRequest(symbol_or_symbols="AAPL", timeframe=TimeFrame.Minute, feed=data_feed(feed))
+    with pytest.raises(ValueError):  # what the raw setting did for "test"
+        StockBarsRequest(symbol_or_symbols="AAPL", timeframe=TimeFrame.Minute, feed="test")
 
 
 def test_every_call_has_a_timeout():

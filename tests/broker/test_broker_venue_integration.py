@@ -9,12 +9,12 @@ import pytest
 from waiting import wait_for
 
 from stockade.broker.backoff import Backoff
+from stockade.broker.market_stream import MarketDataStream
+from stockade.broker.rest import make_trading_client
+from stockade.broker.trade_stream import TradeUpdatesStream
+from stockade.venue.config import VenueConfig
 
 venue_server = pytest.importorskip("stockade.venue.server")
-from stockade.broker.market_stream import MarketDataStream  # noqa: E402
-from stockade.broker.rest import make_trading_client  # noqa: E402
-from stockade.broker.trade_stream import TradeUpdatesStream  # noqa: E402
-from stockade.venue.config import VenueConfig  # noqa: E402
 
 KEY, SECRET = "PKVENUEINTEG01", "venue-integration-secret"
 

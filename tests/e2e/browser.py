@@ -8,6 +8,7 @@ STOCKADE_CI=1 they fail instead, so CI can never pass by skipping them.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -36,9 +37,7 @@ FLAGS = (
 def need_browser() -> None:
     """Skip (fail under STOCKADE_CI=1) unless Chromium, its driver and Selenium are all here."""
     problems = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("selenium") is None:
         problems.append("the selenium package")
     if problems:
         message = f"browser tests need {', '.join(problems)} (apt-get install chromium chromium-driver)"

@@ -245,7 +245,10 @@ def test_chaos_run_leaves_ledger_equal_to_venue_without_duplicates_or_bare_posit
         # No phantom position: with no new orders, the ledger comes to hold
         # exactly the venue's positions (the person's shares included).
         daemon.ok("halt", reason="end of chaos: compare positions")
-        ledger_positions = lambda: {p["symbol"]: p["qty"] for p in daemon.status()["positions"]}  # noqa: E731
+
+        def ledger_positions():
+            return {p["symbol"]: p["qty"] for p in daemon.status()["positions"]}
+
         try:
             wait_for(lambda: ledger_positions() == venue.positions(), 30, 0.2, "ledger positions equal to the venue's")
         except AssertionError as exc:

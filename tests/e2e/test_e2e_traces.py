@@ -77,7 +77,7 @@ class GrpcReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
 
-    def Export(self, request, context):  # noqa: N802 - the generated service's naming
+    def Export(self, request, context):  # the generated service's naming
         self.spans.add(request)
         return trace_service_pb2.ExportTraceServiceResponse()
 

@@ -212,7 +212,7 @@ def journal(short_dir):
 
 def test_journal_handler_sends_native_entries_with_the_fields(short_dir, journal):
     # As the daemon sets it up: stderr is the journal's stream, its socket is there.
-    stderr = open(short_dir / "stderr", "w")  # noqa: SIM115 - closed at the end
+    stderr = open(short_dir / "stderr", "w")  # closed at the end
     st = os.fstat(stderr.fileno())
     handler, _ = log_setup.make_handler(
         LoggingSettings(journal_socket=journal.path),

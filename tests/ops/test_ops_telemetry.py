@@ -502,7 +502,7 @@ class GrpcCollector(trace_service_pb2_grpc.TraceServiceServicer):
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
 
-    def Export(self, request, context):  # noqa: N802 - the generated service's naming
+    def Export(self, request, context):  # the generated service's naming
         self.requests.append(request)
         self.metadata.append(dict(context.invocation_metadata()))
         self.got.set()

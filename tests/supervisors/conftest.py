@@ -5,10 +5,10 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from supervision_probes import Recorder  # noqa: E402
+from supervision_probes import Recorder
 
-from stockade.supervisors.faults import FaultInjector  # noqa: E402
-from stockade.supervisors.runtime import Tree, start_tree  # noqa: E402
+from stockade.supervisors.faults import FaultInjector
+from stockade.supervisors.runtime import Tree, start_tree
 
 
 @pytest.fixture

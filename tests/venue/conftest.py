@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 
 import pytest
+from conftest_market import market_config
 
 from stockade.venue.config import VenueConfig
 from stockade.venue.server import VenueHandle, start_venue
+
+
+@pytest.fixture(scope="module")
+def market_venue() -> Iterator[VenueHandle]:
+    """One market-side venue per test module (conftest_market's settings)."""
+    handle = start_venue(market_config())
+    try:
+        yield handle
+    finally:
+        handle.stop()
 
 
 @pytest.fixture

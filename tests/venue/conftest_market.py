@@ -1,17 +1,15 @@
-"""Fixtures shared by the market-side venue tests (imported explicitly, not a conftest)."""
+"""Helpers shared by the market-side venue tests (their `market_venue` fixture is in conftest.py)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from waiting import wait_for
 from websockets.sync.client import ClientConnection, connect
 
 from stockade.venue.config import VenueConfig
-from stockade.venue.server import VenueHandle, start_venue
+from stockade.venue.server import VenueHandle
 
 KEY, SECRET = "test-key", "test-secret"
 TIMEOUT = 5.0  # every network call
@@ -23,15 +21,6 @@ def market_config(**overrides: Any) -> VenueConfig:
     )
     base.update(overrides)
     return VenueConfig(**base)
-
-
-@pytest.fixture(scope="module")
-def market_venue() -> Iterator[VenueHandle]:
-    handle = start_venue(market_config())
-    try:
-        yield handle
-    finally:
-        handle.stop()
 
 
 def no_market_sockets(handle: VenueHandle) -> None:

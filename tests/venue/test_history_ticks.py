@@ -11,10 +11,9 @@ from alpaca.data.requests import StockBarsRequest, StockQuotesRequest, StockTrad
 from alpaca.data.timeframe import TimeFrame
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest_market import market_venue  # noqa: E402,F401 - the fixture
-from test_market_data_conformance import data_client, raw_get  # noqa: E402
+from test_market_data_conformance import data_client, raw_get
 
-from stockade.venue.history_ticks import TICKS_PER_BAR  # noqa: E402
+from stockade.venue.history_ticks import TICKS_PER_BAR
 
 WINDOW_START = datetime(2025, 3, 4, 15, 0, tzinfo=UTC)  # any past window works
 WINDOW_END = WINDOW_START + timedelta(minutes=30)

@@ -30,19 +30,18 @@ from alpaca.trading.requests import GetCalendarRequest
 from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest_market import (  # noqa: E402
+from conftest_market import (
     KEY,
     SECRET,
     TIMEOUT,
     authenticated_client,
     json_client,
-    market_venue,  # noqa: F401 - the fixture
     no_market_sockets,
     send,
 )
-from waiting import wait_for  # noqa: E402
+from waiting import wait_for
 
-from stockade.venue import market_stream  # noqa: E402
+from stockade.venue import market_stream
 
 
 def data_client(venue) -> StockHistoricalDataClient:

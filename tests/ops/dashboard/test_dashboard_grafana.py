@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stockade.codecs.records import DayCounters, EquitySnapshot
 from stockade.trading.market_hours import exchange_date
 
-GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana-dashboard.json"
+GRAFANA = Path(__file__).resolve().parents[3] / "deploy" / "grafana-dashboard.json"
 
 
 def test_grafana_dashboard_uses_served_metrics(make_dash):

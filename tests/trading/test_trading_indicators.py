@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import quant_reference as ref
-from quant_reference import market
+import trading_reference as ref
+from trading_reference import market
 
 from stockade.trading.indicators import (
     ATR,
@@ -173,7 +173,7 @@ def test_bad_periods_rejected():
 #
 # Seeded random walks with volatility regimes, gaps, flat stretches (some at
 # the very start) and zero-volume bars, at two price levels (see
-# quant_reference.market). Before every update each indicator is also asked
+# trading_reference.market). Before every update each indicator is also asked
 # to peek at an unrelated price, which must leave no trace, and peek(x) must
 # predict update(x) exactly.
 
@@ -229,7 +229,7 @@ def test_macd_matches_pandas_on_market_series(seed, n, start, flat, fast, slow, 
 @pytest.mark.parametrize("period, k, ddof", [(20, 2.0, 0), (10, 1.5, 1), (2, 2.0, 0)])
 def test_bollinger_and_percent_b_match_the_exact_reference(seed, n, start, flat, period, k, ddof):
     """%B divides by the band span, which a nearly flat window makes tiny: ill-conditioned, so the
-    reference is exact (quant_reference.bollinger), not whichever pandas is installed."""
+    reference is exact (trading_reference.bollinger), not whichever pandas is installed."""
     c = market(seed, n, start, flat)["close"]
     out = run_probed(Bollinger(period, k, ddof), c)
     want = ref.bollinger(c, period, k, ddof)

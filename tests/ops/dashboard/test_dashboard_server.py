@@ -16,7 +16,7 @@ def test_a_stop_right_after_start_ends_the_thread(make_dash, monkeypatch):
     loop_type = type(probe)
     probe.close()
 
-    class LateLoop(loop_type):  # type: ignore[misc, valid-type]
+    class LateLoop(loop_type):  # type: ignore[misc, valid-type]  # whichever loop class asyncio makes here
         """Its serve-forever phase starts only when the gate opens (start-up and clean-up are not held)."""
 
         completing = False

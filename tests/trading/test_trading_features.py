@@ -8,8 +8,8 @@ import msgspec
 import numpy as np
 import pandas as pd
 import pytest
-import quant_reference as ref
-from quant_reference import SCALAR_FIELDS, market
+import trading_reference as ref
+from trading_reference import SCALAR_FIELDS, market
 
 from stockade.codecs.messages import Bar, Quote
 from stockade.config.settings import AnalyzerSettings, SettingsError, settings_from_dict

@@ -1,7 +1,7 @@
 """Every risk rule both ways, the full evaluation, and the failure breaker.
 
 The newer rules (loss breaker, sector, portfolio risk, in flight, close
-window, day-trade budget) and sizing scales are in test_quant_risk_limits.py.
+window, day-trade budget) and sizing scales are in test_trading_risk_limits.py.
 """
 
 from __future__ import annotations

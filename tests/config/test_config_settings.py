@@ -259,7 +259,7 @@ def test_venue_mode_resolution(tmp_path):
 
 def test_settings_are_frozen():
     with pytest.raises(AttributeError):
-        Settings().risk.max_positions = 3  # type: ignore[misc]
+        Settings().risk.max_positions = 3  # type: ignore[misc]  # the refused write is the test
 
 
 def test_regime_thresholds_are_percent_settings():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from quant_fixtures import snap
+from trading_fixtures import snap
 
 from stockade.codecs.messages import Bar, Quote
 from stockade.trading.features import FeatureState
