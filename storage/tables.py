@@ -197,11 +197,26 @@ class Table(Generic[R]):
         """(key, record) in key order (or reverse), under `prefix`, from `start` (inclusive)."""
         raw_prefix = b"" if prefix in (None, "", b"") else self._key(prefix)
         raw_start = None if start is None else self._key(start)
+        if txn is not None and not raw_prefix and raw_start is None and not reverse and limit is None:
+            yield from self._all_items(txn)
+            return
         for raw_key, raw in scan(
             self.env, self._db, prefix=raw_prefix, start=raw_start, reverse=reverse, limit=limit, txn=txn
         ):
             key = self._unkey(raw_key)
             yield key, self.decode(key, raw)
+
+    def _all_items(self, txn: lmdb.Transaction) -> Iterator[tuple[Any, R]]:
+        """Every record of `txn`'s snapshot, walked by lmdb's own iterator: a whole-table
+        read (positions, open orders) is on the risk guard's per-proposal path."""
+        decode, as_str = self._decoder.decode, self.key_type is str
+        for raw_key, raw in txn.cursor(self._db).iternext():
+            key = raw_key.decode() if as_str else raw_key
+            try:
+                record = decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise RecordDecodeError(self.name, key, self.record_type, str(exc)) from exc
+            yield key, record
 
     def keys(self, prefix: Any = None, *, txn: lmdb.Transaction | None = None) -> Iterator[Any]:
         raw_prefix = b"" if prefix in (None, "", b"") else self._key(prefix)
@@ -209,6 +224,10 @@ class Table(Generic[R]):
             yield self._unkey(raw_key)
 
     def values(self, prefix: Any = None, *, txn: lmdb.Transaction | None = None) -> Iterator[R]:
+        if txn is not None and prefix in (None, "", b""):
+            for _, record in self._all_items(txn):
+                yield record
+            return
         for _, record in self.items(prefix, txn=txn):
             yield record
 
