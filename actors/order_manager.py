@@ -119,6 +119,10 @@ class OrderManager(StockadeActor):
         self.watch = ProtectionWatch(rc.max_unprotected_s, base, max(base, rc.max_unprotected_s / 4), rng=self.rng)
         self.last_price: dict[str, float] = {}  # symbol -> newest fill price (the protective stop's reference)
         self._covering = False
+        # The open orders by symbol, grouped again only when the store hands
+        # back a different snapshot (a protection pass asks once per symbol).
+        self._open_seen: tuple[OrderRecord, ...] | None = None
+        self._open_by_symbol: dict[str, list[OrderRecord]] = {}
         self.resolve_pending()
         self.stream = self.svc.broker.trade_updates(on_update=self._from_stream, on_reconnect=self._stream_reconnected)
         self.stream.start()
@@ -800,13 +804,21 @@ class OrderManager(StockadeActor):
         """(bare counting stops on their way, bare counting only acknowledged ones, the stops on their way)."""
         with self.store.read() as txn:
             position = self.store.positions.get(symbol, txn=txn)
-            orders = [o for o in self.store.open_orders(txn=txn) if o.symbol == symbol]
+            orders = self._open_orders_of(symbol, self.store.open_orders_snapshot(txn=txn))
         qty = position.qty if position else 0
         if qty <= 0:
             return 0, 0, []
         pending = [o for o in orders if o.state in PENDING and o.side == "sell" and o.order_type == "stop"]
         acknowledged = [o for o in orders if o.state not in PENDING]
         return ledger_uncovered(qty, orders), ledger_uncovered(qty, acknowledged), pending
+
+    def _open_orders_of(self, symbol: str, open_orders: tuple[OrderRecord, ...]) -> list[OrderRecord]:
+        if open_orders is not self._open_seen:
+            by_symbol: dict[str, list[OrderRecord]] = {}
+            for o in open_orders:
+                by_symbol.setdefault(o.symbol, []).append(o)
+            self._open_seen, self._open_by_symbol = open_orders, by_symbol
+        return list(self._open_by_symbol.get(symbol, ()))
 
     def _cover(self, symbol: str, price: float | None = None, told: tuple[int, int] | None = None) -> None:
         """Request a protective stop for `symbol`'s bare shares now, or when its backoff says.

@@ -165,10 +165,15 @@ class Store:
     def open_orders(self, *, txn: lmdb.Transaction | None = None) -> Iterator[OrderRecord]:
         """Orders that may be working at the broker (from the index: O(open), not O(all);
         decoded once per change of the index, see `_open_snapshot`)."""
+        return iter(self.open_orders_snapshot(txn=txn))
+
+    def open_orders_snapshot(self, *, txn: lmdb.Transaction | None = None) -> tuple[OrderRecord, ...]:
+        """`open_orders` as a tuple: the same object while the index is unchanged, so a
+        reader may keep what it derives from it until it gets a different one."""
         if txn is not None:
-            return iter(self._open_snapshot(txn))
+            return self._open_snapshot(txn)
         with self.read() as t:
-            return iter(self._open_snapshot(t))
+            return self._open_snapshot(t)
 
     def _bump_open_gen(self, txn: lmdb.Transaction) -> None:
         if self._open_gen_db is not None:
