@@ -99,6 +99,7 @@ class Store:
         except StorageError:
             self._open_gen_db = None
         self._open_cache: tuple[bytes, tuple[OrderRecord, ...]] | None = None
+        self._open_memo: dict[bytes, tuple[bytes, OrderRecord]] = {}
 
     @classmethod
     def open(
@@ -192,7 +193,8 @@ class Store:
         cached = self._open_cache
         if gen is not None and cached is not None and cached[0] == gen:
             return cached[1]
-        records = tuple(self.open_index.values(txn=txn))
+        # A change of the index is mostly one order: the others are reused, not decoded again.
+        records, self._open_memo = self.open_index.values_reusing(txn, self._open_memo)
         if gen is not None and not self.env.writing():
             self._open_cache = (bytes(gen), records)
         return records

@@ -218,6 +218,29 @@ class Table(Generic[R]):
                 raise RecordDecodeError(self.name, key, self.record_type, str(exc)) from exc
             yield key, record
 
+    def values_reusing(
+        self, txn: lmdb.Transaction, memo: dict[bytes, tuple[bytes, R]]
+    ) -> tuple[tuple[R, ...], dict[bytes, tuple[bytes, R]]]:
+        """Every record of `txn`'s snapshot, reusing the decoded record from `memo` (raw key ->
+        (raw value, record), as returned by the previous call) wherever the stored bytes are
+        unchanged: the same bytes decode to the same frozen record. Returns the records and
+        the memo for the next call."""
+        decode = self._decoder.decode
+        records: list[R] = []
+        fresh: dict[bytes, tuple[bytes, R]] = {}
+        for raw_key, raw in txn.cursor(self._db).iternext():
+            seen = memo.get(raw_key)
+            if seen is not None and seen[0] == raw:
+                record = seen[1]
+            else:
+                try:
+                    record = decode(raw)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    raise RecordDecodeError(self.name, self._unkey(raw_key), self.record_type, str(exc)) from exc
+            fresh[raw_key] = (raw, record)
+            records.append(record)
+        return tuple(records), fresh
+
     def keys(self, prefix: Any = None, *, txn: lmdb.Transaction | None = None) -> Iterator[Any]:
         raw_prefix = b"" if prefix in (None, "", b"") else self._key(prefix)
         for raw_key, _ in scan(self.env, self._db, prefix=raw_prefix, txn=txn):

@@ -284,3 +284,22 @@ def test_open_orders_decoded_once_per_change_and_never_cached_from_an_aborted_wr
     store.put_order(order("c", "accepted"))  # committed under the aborted write's transaction id
     assert sorted(o.client_order_id for o in store.open_orders()) == ["a", "c"]
     store.close()
+
+
+def test_values_reusing_decodes_only_what_changed(store):
+    t = store.positions
+    t.put("A", pos("A", 1))
+    t.put("B", pos("B", 2))
+    with store.read() as txn:
+        first, memo = t.values_reusing(txn, {})
+    assert [r.qty for r in first] == [1, 2]
+    t.put("B", pos("B", 3))
+    t.put("C", pos("C", 4))
+    with store.read() as txn:
+        second, memo = t.values_reusing(txn, memo)
+    assert [r.qty for r in second] == [1, 3, 4]  # the changed record is decoded again, not reused
+    assert second[0] is first[0]  # the unchanged one is the same object
+    t.delete("A")
+    with store.read() as txn:
+        third, memo = t.values_reusing(txn, memo)
+    assert [r.qty for r in third] == [3, 4] and set(memo) == {b"B", b"C"}
