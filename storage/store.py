@@ -13,7 +13,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import lmdb
 import msgspec
@@ -95,7 +95,7 @@ class Store:
         # generation (stored with it, so a snapshot's generation names its
         # contents exactly); None on a readonly dir written before it existed.
         try:
-            self._open_gen_db: object | None = env.db(OPEN_GEN_TABLE)
+            self._open_gen_db: Any = env.db(OPEN_GEN_TABLE)
         except StorageError:
             self._open_gen_db = None
         self._open_cache: tuple[bytes, tuple[OrderRecord, ...]] | None = None

@@ -210,7 +210,8 @@ class Table(Generic[R]):
         """Every record of `txn`'s snapshot, walked by lmdb's own iterator: a whole-table
         read (positions, open orders) is on the risk guard's per-proposal path."""
         decode, as_str = self._decoder.decode, self.key_type is str
-        for raw_key, raw in txn.cursor(self._db).iternext():
+        # bytes, not memoryviews: the environment never opens with buffers=True.
+        for raw_key, raw in cast(Iterator[tuple[bytes, bytes]], txn.cursor(self._db).iternext()):
             key = raw_key.decode() if as_str else raw_key
             try:
                 record = decode(raw)
@@ -228,7 +229,7 @@ class Table(Generic[R]):
         decode = self._decoder.decode
         records: list[R] = []
         fresh: dict[bytes, tuple[bytes, R]] = {}
-        for raw_key, raw in txn.cursor(self._db).iternext():
+        for raw_key, raw in cast(Iterator[tuple[bytes, bytes]], txn.cursor(self._db).iternext()):
             seen = memo.get(raw_key)
             if seen is not None and seen[0] == raw:
                 record = seen[1]
