@@ -66,6 +66,10 @@ class OrderProtection:
         self.watch = ProtectionWatch(rc.max_unprotected_s, base, max(base, rc.max_unprotected_s / 4), rng=rng)
         self.last_price: dict[str, float] = {}  # symbol -> newest fill price (the protective stop's reference)
         self.covering = False  # a stop of ours is on its way through on_intent
+        # The open orders by symbol, grouped again only when the store hands
+        # back a different snapshot (a protection pass asks once per symbol).
+        self._open_seen: tuple[OrderRecord, ...] | None = None
+        self._open_by_symbol: dict[str, list[OrderRecord]] = {}
 
     def check_all(self) -> None:
         """Check every long ledger position (and every symbol still bare) for shares without a stop."""
@@ -107,8 +111,16 @@ class OrderProtection:
         store = self.om.svc.store
         with store.read() as txn:
             position = store.positions.get(symbol, txn=txn)
-            orders = [o for o in store.open_orders(txn=txn) if o.symbol == symbol]
+            orders = self._open_orders_of(symbol, store.open_orders_snapshot(txn=txn))
         return coverage(position.qty if position else 0, orders)
+
+    def _open_orders_of(self, symbol: str, open_orders: tuple[OrderRecord, ...]) -> list[OrderRecord]:
+        if open_orders is not self._open_seen:
+            by_symbol: dict[str, list[OrderRecord]] = {}
+            for o in open_orders:
+                by_symbol.setdefault(o.symbol, []).append(o)
+            self._open_seen, self._open_by_symbol = open_orders, by_symbol
+        return list(self._open_by_symbol.get(symbol, ()))
 
     def screen(self, intent: OrderIntent) -> OrderIntent | None:
         """A protective intent as it may go out (its qty bounded), or None: nothing to protect.

@@ -16,6 +16,7 @@ halting, that many minutes before the broker's next close.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import date, timedelta
 from typing import Any
@@ -42,7 +43,7 @@ from stockade.codecs.messages import (
     Rejection,
     Tick,
 )
-from stockade.codecs.records import DayCounters, DecisionRecord
+from stockade.codecs.records import DayCounters, DecisionRecord, OrderRecord
 from stockade.supervisors import hooks
 from stockade.supervisors.base import StockadeActor, handles
 from stockade.trading.market_hours import Calendar, exchange_date, exchange_day, session_from_calendar
@@ -88,6 +89,10 @@ class RiskGuard(StockadeActor):
         # snapshot: the day's loss is judged on them between reconciles.
         self.marks: dict[str, float] = {}
         self.reconcile_asked_ns = 0
+        # What `_context` derives from the store's open orders, kept while the
+        # store hands back the same snapshot (it does until the index changes).
+        self._open_seen: tuple[OrderRecord, ...] | None = None
+        self._open_view: _OpenView | None = None
         self._initial_snapshot()
 
     def _initial_snapshot(self) -> None:
@@ -331,19 +336,13 @@ class RiskGuard(StockadeActor):
                 for p in store.positions.values(txn=txn)
                 if p.qty != 0
             )
-            open_orders = list(store.open_orders(txn=txn))
+            view = self._open_orders_view(store.open_orders_snapshot(txn=txn))
             start_equity = self._start_equity(txn)
             state = self.svc.trading_state(txn)
-        entries = [o for o in open_orders if o.parent_id is None and o.order_type in ENTRY_TYPES]
-        stops: dict[str, float] = {}
-        for o in open_orders:
-            stop = o.stop_price if o.stop_price else (o.stop_loss if o.parent_id is None else None)
-            if stop and (o.order_type == "stop" or o.parent_id is not None):
-                stops[o.symbol] = min(stops.get(o.symbol, stop), stop)
         for symbol, since in list(self.in_flight.items()):
             if now - since > self.in_flight_timeout_ns:
                 del self.in_flight[symbol]
-        in_flight = {o.symbol for o in entries if not o.reduce_only} | set(self.in_flight)
+        in_flight = view.entry_symbols | set(self.in_flight)
         held = {p.symbol for p in positions}
         for symbol in self.day_trades.opened_today(day) - held:
             self.day_trades.position_gone(symbol)  # closed outside our orders (e.g. liquidated)
@@ -353,20 +352,44 @@ class RiskGuard(StockadeActor):
             market_open=self.market_open,
             account=self._marked_account(),
             positions=positions,
-            open_order_symbols=tuple(sorted({o.symbol for o in entries})),
+            open_order_symbols=view.open_order_symbols,
             start_of_day_equity=start_equity,
             orders_last_minute=self.rate.count(),
             breaker=self.breaker.status(),
             day_trades=self.day_trades.status(day, self._day_trade_window(day)),
             in_flight=tuple(sorted(in_flight)),
-            stops=stops,
+            stops=dict(view.stops),
             minutes_to_close=self._minutes_to_close(),
+            pending_risk=view.pending_risk,
+        )
+
+    def _open_orders_view(self, open_orders: tuple[OrderRecord, ...]) -> _OpenView:
+        """What the rules need from the open orders, derived again only when they changed."""
+        if open_orders is self._open_seen and self._open_view is not None:
+            return self._open_view
+        entries = tuple(o for o in open_orders if o.parent_id is None and o.order_type in ENTRY_TYPES)
+        stops: dict[str, float] = {}
+        exits: set[str] = set()
+        for o in open_orders:
+            stop = o.stop_price if o.stop_price else (o.stop_loss if o.parent_id is None else None)
+            if stop and (o.order_type == "stop" or o.parent_id is not None):
+                stops[o.symbol] = min(stops.get(o.symbol, stop), stop)
+            if o.parent_id is not None or o.order_type == "stop":
+                exits.add(o.symbol)
+        view = _OpenView(
+            entries=entries,
+            entry_symbols=frozenset(o.symbol for o in entries if not o.reduce_only),
+            open_order_symbols=tuple(sorted({o.symbol for o in entries})),
+            stops=stops,
+            exit_symbols=frozenset(exits),
             pending_risk=sum(
                 pending_entry_risk(o.side, o.remaining_qty, o.limit_price, o.stop_loss, self.limits.stop_loss_pct)
                 for o in entries
                 if not o.reduce_only
             ),
         )
+        self._open_seen, self._open_view = open_orders, view
+        return view
 
     def _mark(self, proposal: Proposal) -> None:
         if (
@@ -486,10 +509,19 @@ class RiskGuard(StockadeActor):
         )
 
     def _has_exit_orders(self, symbol: str) -> bool:
-        return any(
-            o.symbol == symbol and (o.parent_id is not None or o.order_type == "stop")
-            for o in self.svc.store.open_orders()
-        )
+        return symbol in self._open_orders_view(self.svc.store.open_orders_snapshot()).exit_symbols
+
+
+@dataclasses.dataclass(frozen=True)
+class _OpenView:
+    """The open orders as the risk rules see them (one snapshot's worth)."""
+
+    entries: tuple[OrderRecord, ...]
+    entry_symbols: frozenset[str]  # symbols with an entry on its way (not reduce-only)
+    open_order_symbols: tuple[str, ...]
+    stops: dict[str, float]  # symbol -> lowest resting stop
+    exit_symbols: frozenset[str]  # symbols with a resting stop or bracket leg
+    pending_risk: float
 
 
 def _trace_decision(allowed: bool, rule: str, qty: int, coid: str = "") -> None:

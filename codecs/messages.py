@@ -8,8 +8,9 @@ is one trace.
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
 from typing import Literal
 
 import msgspec
@@ -25,6 +26,23 @@ class Message(msgspec.Struct, frozen=True, tag=True, tag_field="type"):
     """Base of every actor message (tagged by class name when encoded)."""
 
 
+# Envelope ids: this process's random prefix and a counter, 32 hex digits like
+# the uuid4 they replace. Unique without asking the OS for 16 random bytes per
+# message (a uuid4 was a fifth of a message's cost in a backtest); the counter's
+# `next` is atomic under the GIL.
+_ID_PREFIX = os.urandom(8).hex()
+_ID_SEQ = itertools.count(1)
+
+
+def _new_id_prefix() -> None:
+    """A forked child gets its own prefix (it would otherwise repeat the parent's ids)."""
+    global _ID_PREFIX, _ID_SEQ
+    _ID_PREFIX, _ID_SEQ = os.urandom(8).hex(), itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
 class Envelope(msgspec.Struct, frozen=True):
     """What actually sits in an actor's mailbox."""
 
@@ -36,7 +54,7 @@ class Envelope(msgspec.Struct, frozen=True):
 
     @classmethod
     def wrap(cls, body: Message, sender: str, traceparent: str | None = None) -> Envelope:
-        return cls(uuid.uuid4().hex, sender, time.time_ns(), traceparent, body)
+        return cls(f"{_ID_PREFIX}{next(_ID_SEQ):016x}", sender, time.time_ns(), traceparent, body)
 
 
 # ---- market data -------------------------------------------------------------

@@ -318,6 +318,10 @@ class Environment:
             finally:
                 txn.abort()  # read transactions have nothing to commit
 
+    def writing(self) -> bool:
+        """Whether this thread has a write transaction open (one that may still abort)."""
+        return self._gate.writing()
+
     @contextlib.contextmanager
     def write(self, durable: bool = True) -> Iterator[lmdb.Transaction]:
         """A write transaction committed when the block ends, aborted if it raises.

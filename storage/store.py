@@ -13,7 +13,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import lmdb
 import msgspec
@@ -38,13 +38,16 @@ from stockade.codecs.records import (
     VoterWeightRecord,
 )
 from stockade.storage.alert_counts import bump, period_of
-from stockade.storage.environment import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, Environment
+from stockade.storage.environment import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, Environment, StorageError
 from stockade.storage.journal import Journal
 from stockade.storage.tables import Table, TimeSeries
 
 T = TypeVar("T")
 
 TRADING_STATE_KEY = "trading"
+# The id of the last write transaction that changed the open-orders index.
+OPEN_GEN_TABLE = "orders_open_gen"
+OPEN_GEN_KEY = b"gen"
 DAY_NS = 86_400 * 1_000_000_000
 
 
@@ -101,6 +104,17 @@ class Store:
         # transaction as `orders` by `put_order`: the risk guard asks for them
         # on every proposal, and the orders table grows all day.
         self.open_index: Table[OrderRecord] = Table(env, "orders_open", OrderRecord)
+        # The open orders decoded once per change of the index, not once per
+        # read: the risk guard and the order manager's protection pass read
+        # them far more often than they change. Keyed by the index's
+        # generation (stored with it, so a snapshot's generation names its
+        # contents exactly); None on a readonly dir written before it existed.
+        try:
+            self._open_gen_db: Any = env.db(OPEN_GEN_TABLE)
+        except StorageError:
+            self._open_gen_db = None
+        self._open_cache: tuple[bytes, tuple[OrderRecord, ...]] | None = None
+        self._open_memo: dict[bytes, tuple[bytes, OrderRecord]] = {}
 
     @classmethod
     def open(
@@ -166,14 +180,47 @@ class Store:
                 self.open_index.put(record.client_order_id, record, txn=t)
             else:
                 self.open_index.delete(record.client_order_id, txn=t)
+            self._bump_open_gen(t)
             return new
 
         if write(txn) if txn is not None else self.transact(write):
             self.orders_placed += 1
 
     def open_orders(self, *, txn: lmdb.Transaction | None = None) -> Iterator[OrderRecord]:
-        """Orders that may be working at the broker (from the index: O(open), not O(all))."""
-        return self.open_index.values(txn=txn)
+        """Orders that may be working at the broker (from the index: O(open), not O(all);
+        decoded once per change of the index, see `_open_snapshot`)."""
+        return iter(self.open_orders_snapshot(txn=txn))
+
+    def open_orders_snapshot(self, *, txn: lmdb.Transaction | None = None) -> tuple[OrderRecord, ...]:
+        """`open_orders` as a tuple: the same object while the index is unchanged, so a
+        reader may keep what it derives from it until it gets a different one."""
+        if txn is not None:
+            return self._open_snapshot(txn)
+        with self.read() as t:
+            return self._open_snapshot(t)
+
+    def _bump_open_gen(self, txn: lmdb.Transaction) -> None:
+        if self._open_gen_db is not None:
+            txn.put(OPEN_GEN_KEY, msgspec.msgpack.encode(txn.id()), db=self._open_gen_db)  # msgpack, as every table
+
+    def _open_snapshot(self, txn: lmdb.Transaction) -> tuple[OrderRecord, ...]:
+        """The open index as of `txn`, from the cache when its generation is the snapshot's.
+
+        Every write of the index writes the generation in the same transaction
+        (the id of that transaction), and only this process writes the data
+        dir (it holds the lock), so equal generations mean equal contents. The
+        cache is filled from committed snapshots only: an aborted write
+        transaction's id is given to the next one, with other contents.
+        """
+        gen = txn.get(OPEN_GEN_KEY, db=self._open_gen_db) if self._open_gen_db is not None else None
+        cached = self._open_cache
+        if gen is not None and cached is not None and cached[0] == gen:
+            return cached[1]
+        # A change of the index is mostly one order: the others are reused, not decoded again.
+        records, self._open_memo = self.open_index.values_reusing(txn, self._open_memo)
+        if gen is not None and not self.env.writing():
+            self._open_cache = (bytes(gen), records)
+        return records
 
     def fill_seqs(self, *, txn: lmdb.Transaction | None = None) -> dict[str, int]:
         """Each symbol's fill sequence (see `FillMark`); a symbol never filled is absent (0)."""
@@ -201,6 +248,7 @@ class Store:
                 if order.state not in TERMINAL_ORDER_STATES:
                     self.open_index.put(key, order, txn=t)
                     n += 1
+            self._bump_open_gen(t)
             self.orders_placed = placed
             return n
 

@@ -197,11 +197,50 @@ class Table(Generic[R]):
         """(key, record) in key order (or reverse), under `prefix`, from `start` (inclusive)."""
         raw_prefix = b"" if prefix in (None, "", b"") else self._key(prefix)
         raw_start = None if start is None else self._key(start)
+        if txn is not None and not raw_prefix and raw_start is None and not reverse and limit is None:
+            yield from self._all_items(txn)
+            return
         for raw_key, raw in scan(
             self.env, self._db, prefix=raw_prefix, start=raw_start, reverse=reverse, limit=limit, txn=txn
         ):
             key = self._unkey(raw_key)
             yield key, self.decode(key, raw)
+
+    def _all_items(self, txn: lmdb.Transaction) -> Iterator[tuple[Any, R]]:
+        """Every record of `txn`'s snapshot, walked by lmdb's own iterator: a whole-table
+        read (positions, open orders) is on the risk guard's per-proposal path."""
+        decode, as_str = self._decoder.decode, self.key_type is str
+        # bytes, not memoryviews: the environment never opens with buffers=True.
+        for raw_key, raw in cast(Iterator[tuple[bytes, bytes]], txn.cursor(self._db).iternext()):
+            key = raw_key.decode() if as_str else raw_key
+            try:
+                record = decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise RecordDecodeError(self.name, key, self.record_type, str(exc)) from exc
+            yield key, record
+
+    def values_reusing(
+        self, txn: lmdb.Transaction, memo: dict[bytes, tuple[bytes, R]]
+    ) -> tuple[tuple[R, ...], dict[bytes, tuple[bytes, R]]]:
+        """Every record of `txn`'s snapshot, reusing the decoded record from `memo` (raw key ->
+        (raw value, record), as returned by the previous call) wherever the stored bytes are
+        unchanged: the same bytes decode to the same frozen record. Returns the records and
+        the memo for the next call."""
+        decode = self._decoder.decode
+        records: list[R] = []
+        fresh: dict[bytes, tuple[bytes, R]] = {}
+        for raw_key, raw in cast(Iterator[tuple[bytes, bytes]], txn.cursor(self._db).iternext()):
+            seen = memo.get(raw_key)
+            if seen is not None and seen[0] == raw:
+                record = seen[1]
+            else:
+                try:
+                    record = decode(raw)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    raise RecordDecodeError(self.name, self._unkey(raw_key), self.record_type, str(exc)) from exc
+            fresh[raw_key] = (raw, record)
+            records.append(record)
+        return tuple(records), fresh
 
     def keys(self, prefix: Any = None, *, txn: lmdb.Transaction | None = None) -> Iterator[Any]:
         raw_prefix = b"" if prefix in (None, "", b"") else self._key(prefix)
@@ -209,6 +248,10 @@ class Table(Generic[R]):
             yield self._unkey(raw_key)
 
     def values(self, prefix: Any = None, *, txn: lmdb.Transaction | None = None) -> Iterator[R]:
+        if txn is not None and prefix in (None, "", b""):
+            for _, record in self._all_items(txn):
+                yield record
+            return
         for _, record in self.items(prefix, txn=txn):
             yield record
 

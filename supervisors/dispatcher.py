@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import queue
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pykka
 
@@ -60,6 +60,37 @@ class _FifoInbox:
         return sum(1 for actor, _ in self._fifo if actor is self._actor)
 
 
+class _FifoRef:
+    """What the router holds for a dispatcher actor: a tell appends to the FIFO.
+
+    Pykka's `ActorRef.tell` wraps every message in its own envelope for a
+    thread's queue (and its inbox here unwrapped it again); here a tell is
+    one liveness check and one append. Asks are refused, as by the inbox.
+    """
+
+    __slots__ = ("_actor", "_append", "_stopped", "actor_inbox")
+
+    def __init__(self, fifo: collections.deque[tuple[Any, Any]], actor: Any, inbox: _FifoInbox) -> None:
+        self._actor = actor
+        self._append = fifo.append
+        self._stopped = actor.actor_stopped
+        self.actor_inbox = inbox  # the router drains a failed actor's inbox through it
+
+    def tell(self, message: Any) -> None:
+        if self._stopped.is_set():
+            raise pykka.ActorDeadError(f"{self._actor.name} is stopped")
+        self._append((self._actor, message))
+
+    def is_alive(self) -> bool:
+        return not self._stopped.is_set()
+
+    def ask(self, message: Any, **_: Any) -> Any:
+        raise RuntimeError("ask is not supported by the calling-thread dispatcher")
+
+    def __repr__(self) -> str:
+        return f"<dispatcher ref {self._actor.name}>"
+
+
 class CallingThreadDispatcher:
     """Constructs actors without threads and runs their handlers in one FIFO order."""
 
@@ -83,7 +114,7 @@ class CallingThreadDispatcher:
         actor.actor_ref.actor_inbox = inbox
         self.actors[ctx.name] = actor
         # Register before setup: what setup tells others (or itself) is queued, not lost.
-        self.router.register(ctx.name, actor.actor_ref, generation)
+        self.router.register(ctx.name, cast(Any, _FifoRef(self._fifo, actor, inbox)), generation)
         actor.on_start()
         self._raise_failures()
         return actor

@@ -17,6 +17,7 @@ single lock makes "mark down + drain the inbox" atomic against deliveries.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import queue
 import threading
@@ -149,7 +150,8 @@ class Router:
 
     def token(self, name: str, generation: int) -> FenceToken:
         """The `FenceToken` of `name` gen `generation`: holds while it is the current instance."""
-        return FenceToken(name, generation, lambda: self.is_current(name, generation), self.refused)
+        # A partial, not a lambda: it is asked twice per message (on receipt and on each tell).
+        return FenceToken(name, generation, functools.partial(self.is_current, name, generation), self.refused)
 
     def refused(self, name: str, kind: str) -> None:
         """Count a side effect refused to a fenced instance of `name` (`kind`: storage, journal, tell, rest)."""

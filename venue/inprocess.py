@@ -60,6 +60,18 @@ _MINUTE_NS = 60 * NS_PER_S
 _COMPILED = tuple((m, re.compile(p + r"\Z"), api, h) for m, p, api, h in _ROUTES)
 
 
+def _may_execute(order: Any, q: QuoteLike) -> bool:
+    """False only where the exchange's match would find no price at this quote: a resting
+    stop its touch has not reached, a limit its touch does not meet (`_executable_price`'s
+    own tests). Most resting bracket legs are that on most quotes; anything else is matched."""
+    kind = order.type
+    if kind == "stop" and not order.stop_triggered and order.stop_price is not None:
+        return q.ask >= order.stop_price if order.side == "buy" else q.bid <= order.stop_price
+    if kind == "limit" and order.limit_price is not None:
+        return q.ask <= order.limit_price + 1e-9 if order.side == "buy" else q.bid >= order.limit_price - 1e-9
+    return True
+
+
 class _Request:
     """The little of `aiohttp.web.Request` the venue's handlers read."""
 
@@ -225,7 +237,8 @@ class InProcessVenue:
             self._next_tick_ns = (quote.ts_ns // _MINUTE_NS + 1) * _MINUTE_NS
         if ex.clock.is_open(quote.ts_ns):
             for order in working:
-                if order.status in _WORKING:  # an OCO sibling's fill may have cancelled it meanwhile
+                # An OCO sibling's fill may have cancelled it meanwhile.
+                if order.status in _WORKING and _may_execute(order, quote):
                     ex._match(order)  # the exchange's own matching
         held = self._held.pop(quote.symbol, None)
         if held:

@@ -247,3 +247,61 @@ def test_open_orders_index_follows_put_order_and_is_rebuilt_at_open(tmp_path):
     assert sorted(o.client_order_id for o in store.open_orders()) == ["b", "d", "x"]
     assert store.orders_placed == 4  # counted afresh at open
     store.close()
+
+
+def test_open_orders_decoded_once_per_change_and_never_cached_from_an_aborted_write(tmp_path):
+    from stockade.codecs.records import OrderRecord
+    from stockade.storage.store import Store
+
+    def order(coid: str, state: str, qty: int = 1) -> OrderRecord:
+        return OrderRecord(
+            client_order_id=coid,
+            intent_id=coid,
+            symbol="AAPL",
+            side="buy",
+            qty=qty,
+            order_type="market",
+            state=state,
+            created_ns=1,
+            updated_ns=1,
+        )
+
+    store = Store.open(tmp_path)
+    store.put_order(order("a", "accepted"))
+    first, again = list(store.open_orders()), list(store.open_orders())
+    assert [o.client_order_id for o in first] == ["a"]
+    assert again[0] is first[0]  # unchanged index: the same decoded record, not a second decode
+    with store.read() as txn:  # a caller's snapshot is served from the cache too
+        assert next(store.open_orders(txn=txn)) is first[0]
+    store.put_order(order("a", "accepted", qty=2))
+    assert [o.qty for o in store.open_orders()] == [2]
+
+    # A write that aborts after reading its own uncommitted index: lmdb gives
+    # its transaction id to the next write, whose contents differ.
+    with pytest.raises(RuntimeError):
+        with store.write() as txn:
+            store.put_order(order("b", "accepted"), txn=txn)
+            assert sorted(o.client_order_id for o in store.open_orders(txn=txn)) == ["a", "b"]
+            raise RuntimeError("abort")
+    store.put_order(order("c", "accepted"))  # committed under the aborted write's transaction id
+    assert sorted(o.client_order_id for o in store.open_orders()) == ["a", "c"]
+    store.close()
+
+
+def test_values_reusing_decodes_only_what_changed(store):
+    t = store.positions
+    t.put("A", pos("A", 1))
+    t.put("B", pos("B", 2))
+    with store.read() as txn:
+        first, memo = t.values_reusing(txn, {})
+    assert [r.qty for r in first] == [1, 2]
+    t.put("B", pos("B", 3))
+    t.put("C", pos("C", 4))
+    with store.read() as txn:
+        second, memo = t.values_reusing(txn, memo)
+    assert [r.qty for r in second] == [1, 3, 4]  # the changed record is decoded again, not reused
+    assert second[0] is first[0]  # the unchanged one is the same object
+    t.delete("A")
+    with store.read() as txn:
+        third, memo = t.values_reusing(txn, memo)
+    assert [r.qty for r in third] == [3, 4] and set(memo) == {b"B", b"C"}

@@ -231,3 +231,15 @@ def test_concurrent_tells_are_all_accounted_for(refs):
         mine = [int(w.split(":")[1]) for w in got if w.startswith(f"{k}:")]
         assert mine == list(range(per_thread))
     wait_for(lambda: router.dead_letters == 0 and out.empty(), timeout=2.0)
+
+
+def test_envelope_ids_are_unique_32_hex_digits_and_differ_between_processes():
+    import subprocess
+    import sys
+
+    ids = [Envelope.wrap(Tick("x"), "me").id for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in ids)
+    code = "from stockade.codecs.messages import Envelope, Tick; print(Envelope.wrap(Tick('x'), 'me').id)"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert other.stdout.strip() not in ids
