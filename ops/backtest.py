@@ -357,6 +357,7 @@ class Engine:
     def _start(self, first_ns: int) -> None:
         """Build the venue and start the actors just before the first event (warm-up sees only the past)."""
         from stockade.actors import names
+        from stockade.actors.alerter import Alerter
         from stockade.actors.analyzer import Analyzer
         from stockade.actors.emergency_stop import EmergencyStop
         from stockade.actors.ensemble_voter import EnsembleVoter
@@ -395,13 +396,18 @@ class Engine:
             clock.monotonic,
             s.orders.protect_reserve,
         )
+        from stockade.ops.backtest_alerts import BacktestAlerting
+
         self.svc = Services(settings=s, store=self.store, broker=broker, faults=FaultInjector(), clock=clock)
+        # Alerts are recorded in the out dir, never delivered (ops/backtest_alerts.py).
+        self.svc.alerting = BacktestAlerting(self.out, clock.monotonic)
         self.svc.started_ns = clock.now_ns()
         router = self.dispatcher.router
         extras = {"services": self.svc, "data_dir": self.models_dir, "crossover_signals_only": self.signals_only}
         # The tree's start order (actors/tree.py), without supervisors.
         children: list[tuple[str, Any]] = [
             (names.EMERGENCY_STOP, EmergencyStop),
+            (names.ALERTER, Alerter),
             (names.ORDER_MANAGER, OrderManager),
             (names.RECONCILER, Reconciler),
             (names.RISK_GUARD, RiskGuard),
@@ -415,9 +421,16 @@ class Engine:
             per_symbol = {sym: analyzer_name(sym) for sym in self.symbols}
             children += [(per_symbol[sym], Analyzer) for sym in self.symbols]
             children.append((names.ENSEMBLE_VOTER, EnsembleVoter))
+        # The alerter's data dir is the out dir (its records go there); the others' the models'.
+        alerter_extras = {**extras, "data_dir": str(self.out)}
         for name, cls in children:
             ctx = ActorContext(
-                name=name, generation=0, router=router, notify=lambda e: None, extras=extras, clock=clock
+                name=name,
+                generation=0,
+                router=router,
+                notify=lambda e: None,
+                extras=alerter_extras if name == names.ALERTER else extras,
+                clock=clock,
             )
             self.dispatcher.spawn(cls, ctx)
             self.dispatcher.run_until_idle()
