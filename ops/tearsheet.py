@@ -241,8 +241,8 @@ def overlay_chart(title: str, series: Sequence[tuple[str, Sequence[tuple[int, fl
     """Equity curves of different periods on one chart: % from each one's start, over its share of its period."""
     lines, legend = [], []
     norm: list[list[tuple[float, float]]] = []
-    for _, pts in series:
-        pts = _thin(pts)
+    for _, curve in series:
+        pts = _thin(curve)
         if not pts or pts[0][1] <= 0:
             norm.append([])
             continue
@@ -254,11 +254,11 @@ def overlay_chart(title: str, series: Sequence[tuple[str, Sequence[tuple[int, fl
     sx = _scale(0.0, 1.0, PAD, W - 10)
     lo, hi = min(ys), max(ys)
     sy = _scale(lo, hi, H - 25, 10)
-    for i, ((label, _), pts) in enumerate(zip(series, norm, strict=True)):
+    for i, ((label, _), scaled) in enumerate(zip(series, norm, strict=True)):
         color = COLORS[i % len(COLORS)]
         legend.append(f'<text x="{W - 10}" y="{14 + 13 * i}" text-anchor="end" style="fill:{color}">{_e(label)}</text>')
-        if pts:
-            path = " ".join(f"{'M' if j == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for j, (x, y) in enumerate(pts))
+        if scaled:
+            path = " ".join(f"{'M' if j == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for j, (x, y) in enumerate(scaled))
             lines.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="1.5"/>')
     axis = (
         f'<text x="2" y="14">{hi:+.2f}%</text><text x="2" y="{H - 25}">{lo:+.2f}%</text>'
