@@ -14,7 +14,6 @@ application's, handed in as `Services.alerting` (ops/alerts/machinery.py).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -120,7 +119,8 @@ class Alerter(StockadeActor):
         if not self.next_summary_ns or now_ns < self.next_summary_ns:
             return False
         self.next_summary_ns = self.kit.next_summary_ns(now_ns, self.cfg.daily_summary_time)
-        threading.Thread(target=self._summarize, args=(now_ns,), name="alerts-daily-summary", daemon=True).start()
+        # A thread of the clock's: live a daemon thread, in a backtest inline (deterministic).
+        self.clock.background(lambda: self._summarize(now_ns), "alerts-daily-summary")
         return True
 
     def _summarize(self, now_ns: int) -> None:

@@ -21,6 +21,7 @@ the seeded clock, every time from the data, every handler runs in FIFO order.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -47,6 +48,7 @@ _SYMBOL = re.compile(r"[A-Z][A-Z0-9.]{0,9}\Z")
 SENDER = "backtest"
 PRICE_SAMPLE_NS = 300 * 1_000_000_000
 PROGRESS_EVERY = 5_000
+BATCH_EVENTS = 5_000  # events per storage transaction (see Engine.replay)
 
 
 class BacktestArgs(msgspec.Struct, frozen=True, kw_only=True):
@@ -335,6 +337,7 @@ class Engine:
         strategy: str = "ensemble",
         signals_only: bool = False,
         clock_mode: ClockMode = "nyse",
+        batch_writes: bool = True,
     ) -> None:
         from stockade.actors.services import Services
         from stockade.broker.token_bucket import install_shared_bucket
@@ -358,6 +361,7 @@ class Engine:
         self.market = market
         self.strategy = strategy  # "ensemble" (the daemon's analyzers and voter) or "crossover" (the bench's)
         self.signals_only = signals_only
+        self.batch_writes = batch_writes  # False: one storage transaction per write, as live (a test compares)
         self.clock_mode = clock_mode  # the venue's market hours: "nyse" for history, "always_open" as the default venue
         self.events = 0
         # Called with the events done so far, every PROGRESS_EVERY events.
@@ -385,6 +389,7 @@ class Engine:
     def _start(self, first_ns: int) -> None:
         """Build the venue and start the actors just before the first event (warm-up sees only the past)."""
         from stockade.actors import names
+        from stockade.actors.alerter import Alerter
         from stockade.actors.analyzer import Analyzer
         from stockade.actors.emergency_stop import EmergencyStop
         from stockade.actors.ensemble_voter import EnsembleVoter
@@ -423,13 +428,18 @@ class Engine:
             clock.monotonic,
             s.orders.protect_reserve,
         )
+        from stockade.ops.backtest_alerts import BacktestAlerting
+
         self.svc = Services(settings=s, store=self.store, broker=broker, faults=FaultInjector(), clock=clock)
+        # Alerts are recorded in the out dir, never delivered (ops/backtest_alerts.py).
+        self.svc.alerting = BacktestAlerting(self.out, clock.monotonic)
         self.svc.started_ns = clock.now_ns()
         router = self.dispatcher.router
         extras = {"services": self.svc, "data_dir": self.models_dir, "crossover_signals_only": self.signals_only}
         # The tree's start order (actors/tree.py), without supervisors.
         children: list[tuple[str, Any]] = [
             (names.EMERGENCY_STOP, EmergencyStop),
+            (names.ALERTER, Alerter),
             (names.ORDER_MANAGER, OrderManager),
             (names.RECONCILER, Reconciler),
             (names.RISK_GUARD, RiskGuard),
@@ -443,9 +453,16 @@ class Engine:
             per_symbol = {sym: analyzer_name(sym) for sym in self.symbols}
             children += [(per_symbol[sym], Analyzer) for sym in self.symbols]
             children.append((names.ENSEMBLE_VOTER, EnsembleVoter))
+        # The alerter's data dir is the out dir (its records go there); the others' the models'.
+        alerter_extras = {**extras, "data_dir": str(self.out)}
         for name, cls in children:
             ctx = ActorContext(
-                name=name, generation=0, router=router, notify=lambda e: None, extras=extras, clock=clock
+                name=name,
+                generation=0,
+                router=router,
+                notify=lambda e: None,
+                extras=alerter_extras if name == names.ALERTER else extras,
+                clock=clock,
             )
             self.dispatcher.spawn(cls, ctx)
             self.dispatcher.run_until_idle()
@@ -466,6 +483,15 @@ class Engine:
             return
         if not self._started:
             self._start(events[0].ts_ns)
+        # One storage transaction per BATCH_EVENTS events, not one per record
+        # (storage/environment.py `batched`): the actors read what they wrote
+        # as before; the file is committed at each batch's end.
+        for first in range(0, len(events), BATCH_EVENTS):
+            with self.store.env.batched() if self.batch_writes else contextlib.nullcontext():
+                self._replay(events[first : first + BATCH_EVENTS], self.events + first)
+        self.events += len(events)
+
+    def _replay(self, events: list[Any], done: int) -> None:
         clock = self.clock
         assert clock is not None
         settle = self.dispatcher.run_until_idle
@@ -475,9 +501,9 @@ class Engine:
         slip = self._slip
         from stockade.codecs.messages import Quote
 
-        progress, done = self.on_progress, self.events
+        progress = self.on_progress
         for i, event in enumerate(events):
-            if progress is not None and i % PROGRESS_EVERY == 0:
+            if progress is not None and (done + i) % PROGRESS_EVERY == 0:
                 progress(done + i)
             # The time the event reached us: a recorded live feed replays with its own latency.
             clock.advance_to(max(event.ts_ns, event.recv_ns), settle)
@@ -502,7 +528,6 @@ class Engine:
                 settle()
             route(self._analyzer[event.symbol], event, SENDER)
             settle()
-        self.events += len(events)
 
     def finish(self) -> dict[str, Any]:
         """One last reconcile pass at the end time, then the run's figures."""

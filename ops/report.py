@@ -12,6 +12,12 @@ daemon. Sections:
   (P&L over entry value, not annualised), max drawdown of the cumulative P&L.
 - open trades: unrealised P&L at the latest known price.
 - proposals: the ensemble voter's decisions by outcome.
+- refusals: the risk guard's refusals by rule (as far as retention keeps them).
+- alerts: how many by level, and the newest (a backtest's are recorded, never delivered).
+
+`--compare-data-dir OTHER` puts a second data dir's figures beside the first
+(a backtest next to a live period, or two backtests), column by column;
+`--html FILE` writes the comparison as a page with both equity curves.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from stockade.trading import performance as perf
 from stockade.trading.trades import UNATTRIBUTED, Trade, build_trades, group, members_by_proposal
 
 TRADING_DAYS = 252
+RECENT_ALERTS = 20
 
 
 def daily_closes(snapshots: list[EquitySnapshot]) -> list[tuple[str, float]]:
@@ -53,6 +60,8 @@ def portfolio(snapshots: list[EquitySnapshot]) -> dict[str, Any]:
     return {
         "snapshots": len(snapshots),
         "days": len(closes),
+        "first_day": closes[0][0] if closes else None,
+        "last_day": closes[-1][0] if closes else None,
         "first_equity": closes[0][1] if closes else None,
         "last_equity": closes[-1][1] if closes else None,
         "daily_returns": len(returns),
@@ -84,6 +93,8 @@ def build_report(store: Store) -> dict[str, Any]:
         orders = dict(store.orders.items(txn=txn))
         decisions = [r for _, r in store.voter_decisions.items(txn=txn)]
         snapshots = [r for _, r in store.equity.items(txn=txn)]
+        refusals = Counter(r.rule for _, r in store.decisions.items(txn=txn) if not r.allowed)
+        alerts = [r for _, r in store.alerts.items(txn=txn)]
     marks: dict[str, tuple[int, float]] = {}
     for r in decisions:  # the newest price seen per symbol, fills included below
         if r.price > 0 and r.ts_ns >= marks.get(r.symbol, (0, 0.0))[0]:
@@ -119,6 +130,15 @@ def build_report(store: Store) -> dict[str, Any]:
             "defensive": len({r.proposal_id for r in decisions if r.defensive}),
         },
         "fills": len(fills),
+        "refusals": {"total": sum(refusals.values()), "by_rule": dict(sorted(refusals.items()))},
+        "alerts": {
+            "total": len(alerts),
+            "by_level": dict(sorted(Counter(a.level for a in alerts).items())),
+            "recent": [
+                {"ts_ns": a.ts_ns, "level": a.level, "key": a.key, "text": a.text}
+                for a in sorted(alerts, key=lambda a: a.ts_ns, reverse=True)[:RECENT_ALERTS]
+            ],
+        },
     }
 
 
@@ -201,36 +221,144 @@ def render(rep: dict[str, Any]) -> str:
     out.append("")
     by = ", ".join(f"{k} {v}" for k, v in pr["by_outcome"].items()) or "none"
     out.append(f"== proposals == {pr['total']} ({by}); defensive {pr['defensive']}")
+    rf = rep["refusals"]
+    by = ", ".join(f"{k} {v}" for k, v in rf["by_rule"].items()) or "none"
+    out.append(f"== risk refusals == {rf['total']} ({by})")
+    al = rep["alerts"]
+    by = ", ".join(f"{k} {v}" for k, v in al["by_level"].items()) or "none"
+    out.append(f"== alerts == {al['total']} ({by})")
+    for a in al["recent"][:5]:
+        when = datetime.fromtimestamp(a["ts_ns"] / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        out.append(f"  {when}Z {a['level']:<9} {a['key']}: {a['text']}")
     return "\n".join(out)
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python run.py report", description="Trading results from a data dir.")
     parser.add_argument("--data-dir", help="the daemon's data dir (default: $STATE_DIRECTORY or ./var)")
+    parser.add_argument(
+        "--compare-data-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another data dir (a backtest's --out, or a live one) shown in a column beside --data-dir; repeatable",
+    )
+    parser.add_argument("--html", metavar="FILE", help="with --compare-data-dir: also write the comparison page")
     parser.add_argument("--settings", help="accepted for symmetry with the other commands; unused")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return 2 if exc.code else 0
-    data = resolve_data_dir(args.data_dir)
-    if not (Path(data) / ENV_DIRNAME / "data.mdb").exists():
-        print(f"report: no stockade data in {data} (nothing has run with this data dir yet)", file=sys.stderr)
-        return 1
-    try:
-        store = Store.open(data, readonly=True)
-    except StorageError as exc:
-        print(f"report: cannot read {data}: {exc}", file=sys.stderr)
-        return 1
-    try:
-        rep = build_report(store)
-    finally:
-        store.close()
+    if args.html and not args.compare_data_dir:
+        print("report: --html is for a comparison; give --compare-data-dir DIR too", file=sys.stderr)
+        return 2
+    columns: list[Column] = []
+    for data in (resolve_data_dir(args.data_dir), *map(Path, args.compare_data_dir)):
+        read = _read(Path(data))
+        if isinstance(read, str):
+            print(read, file=sys.stderr)
+            return 1
+        columns.append(read)
+    if len(columns) > 1:
+        if args.html:
+            from stockade.ops.tearsheet import compare_page
+
+            Path(args.html).write_text(compare_page(columns))
+        if args.json:
+            print(_json({"periods": [{"label": c.label, "data_dir": c.data_dir, **c.report} for c in columns]}))
+        else:
+            print(render_compare(columns))
+        return 0
+    rep = columns[0].report
     if args.json:
         print(_json(rep))
     else:
         print(render(rep))
     return 0
+
+
+class Column(msgspec.Struct, frozen=True):
+    """One data dir's figures in a comparison: its label, path, report and equity curve."""
+
+    label: str
+    data_dir: str
+    report: dict[str, Any]
+    equity: list[tuple[int, float]]
+
+
+def _read(data: Path) -> Column | str:
+    """The report of `data` and its equity curve, or the line saying why not."""
+    if not (data / ENV_DIRNAME / "data.mdb").exists():
+        return f"report: no stockade data in {data} (nothing has run with this data dir yet)"
+    try:
+        store = Store.open(data, readonly=True)
+    except StorageError as exc:
+        return f"report: cannot read {data}: {exc}"
+    try:
+        rep = build_report(store)
+        with store.read() as txn:
+            equity = sorted((r.ts_ns, r.equity) for _, r in store.equity.items(txn=txn))
+    finally:
+        store.close()
+    return Column(_label(data, rep), str(data), rep, equity)
+
+
+def _label(data: Path, rep: dict[str, Any]) -> str:
+    """ "backtest" for a backtest's out dir (its backtest.json), else "live"; then its period."""
+    kind = "backtest" if (data / "backtest.json").exists() or (data / "walk_forward.json").exists() else "live"
+    p = rep["portfolio"]
+    return f"{kind} {p['first_day'] or '?'}..{p['last_day'] or '?'}"
+
+
+# (row label, getter, format) of the comparison; the per-rule, per-level and per-member rows are added per run.
+_COMPARE_ROWS: tuple[tuple[str, Any, str], ...] = (
+    ("days", lambda r: r["portfolio"]["days"], "int"),
+    ("equity first", lambda r: r["portfolio"]["first_equity"], "money"),
+    ("equity last", lambda r: r["portfolio"]["last_equity"], "money"),
+    ("net P&L (closed trades)", lambda r: r["overall"]["net_pnl"], "money"),
+    ("unrealised P&L", lambda r: r["overall"]["unrealized_pnl"], "money"),
+    ("trades", lambda r: r["overall"]["trades"], "int"),
+    ("hit rate", lambda r: r["overall"]["win_rate"], "pct"),
+    ("profit factor", lambda r: r["overall"]["profit_factor"], "num"),
+    ("expectancy", lambda r: r["overall"]["expectancy"], "money"),
+    ("max drawdown", lambda r: r["portfolio"]["max_drawdown"], "money"),
+    ("max drawdown %", lambda r: r["portfolio"]["max_drawdown_pct"], "num"),
+    ("sharpe (daily, annualised)", lambda r: r["portfolio"]["sharpe"], "num"),
+    ("fills", lambda r: r["fills"], "int"),
+    ("proposals", lambda r: r["proposals"]["total"], "int"),
+    ("risk refusals", lambda r: r["refusals"]["total"], "int"),
+    ("alerts", lambda r: r["alerts"]["total"], "int"),
+)
+
+
+def compare_rows(reps: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """The comparison as (row label, one formatted cell per report) rows."""
+    rows = [(name, [_fmt(get(r), kind) for r in reps]) for name, get, kind in _COMPARE_ROWS]
+    for rule in sorted({k for r in reps for k in r["refusals"]["by_rule"]}):
+        rows.append((f"refused by {rule}", [str(r["refusals"]["by_rule"].get(rule, 0)) for r in reps]))
+    for level in sorted({k for r in reps for k in r["alerts"]["by_level"]}):
+        rows.append((f"alerts {level}", [str(r["alerts"]["by_level"].get(level, 0)) for r in reps]))
+    for member in sorted({m for r in reps for m in r["members"]}):
+        for col, kind in (("net_pnl", "money"), ("trades", "int"), ("win_rate", "pct")):
+            cells = [_fmt(r["members"][member].get(col), kind) if member in r["members"] else "-" for r in reps]
+            rows.append((f"member {member}: {col}", cells))
+    return rows
+
+
+def render_compare(columns: list[Column]) -> str:
+    """The periods side by side, one column each."""
+    header = ["", *(c.label for c in columns)]
+    body = [[name, *cells] for name, cells in compare_rows([c.report for c in columns])]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = [f"== comparison: {len(columns)} periods (a trade counts for every member that voted its side) =="]
+    for i, c in enumerate(columns, start=1):
+        lines.append(f"  [{i}] {c.label}: {c.data_dir}")
+    for row in [header, *body]:
+        lines.append(
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        )
+    return "\n".join(lines)
 
 
 def _json(rep: dict[str, Any]) -> str:

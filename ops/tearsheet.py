@@ -4,7 +4,8 @@ No script, font or style sheet from the network: the file opens offline,
 and is the same bytes for the same run. Sections: equity and drawdown,
 monthly returns, each symbol's price with its fills, attribution per
 ensemble member and per symbol (`ops/report.py`'s figures), risk refusals
-by rule, and the run's request, settings and data fingerprints.
+by rule, the alerts the run raised (recorded, never delivered), and the
+run's request, settings and data fingerprints.
 """
 
 from __future__ import annotations
@@ -152,6 +153,23 @@ def _num(x: Any) -> str:
     return "" if x is None else str(x)
 
 
+def alerts_section(alerts: dict[str, Any]) -> str:
+    """The alerts a run raised: counts by level (a chart) and the newest, as `report` gives them."""
+    title = "<h3>Alerts (recorded in the run's data; a backtest delivers none)</h3>"
+    if not alerts["total"]:
+        return title + "<p>none</p>"
+    rows = "".join(
+        f"<tr><td>{_e(dt.datetime.fromtimestamp(a['ts_ns'] / 1e9, dt.UTC).strftime('%Y-%m-%d %H:%M:%S'))}Z</td>"
+        f'<td>{_e(a["level"])}</td><td>{_e(a["key"])}</td><td style="text-align:left">{_e(a["text"])}</td></tr>'
+        for a in alerts["recent"]
+    )
+    return (
+        title
+        + bar_chart(f"Alerts by level ({alerts['total']})", sorted(alerts["by_level"].items()), fmt="{:.0f}")
+        + f"<table><tr><th>time</th><th>level</th><th>key</th><th>text</th></tr>{rows}</table>"
+    )
+
+
 def render(
     store: Store, summary: dict[str, Any], settings: dict[str, Any], prices: dict[str, list[tuple[int, float]]]
 ) -> str:
@@ -190,6 +208,7 @@ def render(
         if refusals
         else "<h3>Risk refusals by rule</h3><p>none</p>"
     )
+    parts.append(alerts_section(rep["alerts"]))
     run = {k: v for k, v in summary.items() if k not in ("wall_s", "events_per_s", "out")}
     parts.append("<h3>Run</h3><pre>" + _e(json.dumps(run, indent=1, sort_keys=True)) + "</pre>")
     parts.append("<h3>Settings</h3><pre>" + _e(json.dumps(settings, indent=1, sort_keys=True)) + "</pre>")
@@ -210,6 +229,71 @@ td:first-child{{text-align:left}} tr:nth-child(even){{background:#f3f3f3}} pre{{
 overflow:auto;font-size:12px}} .empty{{color:#888}}
 </style></head><body>
 <h1>Backtest tearsheet</h1><p>{headline}</p>
+{"".join(parts)}
+</body></html>
+"""
+
+
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2")
+
+
+def overlay_chart(title: str, series: Sequence[tuple[str, Sequence[tuple[int, float]]]]) -> str:
+    """Equity curves of different periods on one chart: % from each one's start, over its share of its period."""
+    lines, legend = [], []
+    norm: list[list[tuple[float, float]]] = []
+    for _, curve in series:
+        pts = _thin(curve)
+        if not pts or pts[0][1] <= 0:
+            norm.append([])
+            continue
+        t0, t1, e0 = pts[0][0], pts[-1][0], pts[0][1]
+        norm.append([((t - t0) / ((t1 - t0) or 1), (v / e0 - 1.0) * 100.0) for t, v in pts])
+    ys = [y for n in norm for _, y in n]
+    if not ys:
+        return f'<figure><figcaption>{_e(title)}</figcaption><p class="empty">no data</p></figure>'
+    sx = _scale(0.0, 1.0, PAD, W - 10)
+    lo, hi = min(ys), max(ys)
+    sy = _scale(lo, hi, H - 25, 10)
+    for i, ((label, _), scaled) in enumerate(zip(series, norm, strict=True)):
+        color = COLORS[i % len(COLORS)]
+        legend.append(f'<text x="{W - 10}" y="{14 + 13 * i}" text-anchor="end" style="fill:{color}">{_e(label)}</text>')
+        if scaled:
+            path = " ".join(f"{'M' if j == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for j, (x, y) in enumerate(scaled))
+            lines.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="1.5"/>')
+    axis = (
+        f'<text x="2" y="14">{hi:+.2f}%</text><text x="2" y="{H - 25}">{lo:+.2f}%</text>'
+        f'<text x="{PAD}" y="{H - 5}">start</text><text x="{W / 2:.0f}" y="{H - 5}" text-anchor="middle">'
+        f'share of each period</text><text x="{W - 10}" y="{H - 5}" text-anchor="end">end</text>'
+    )
+    return (
+        f'<figure><figcaption>{_e(title)}</figcaption><svg class="chart" viewBox="0 0 {W} {H}" role="img" '
+        f'aria-label="{_e(title)}">{axis}{"".join(lines)}{"".join(legend)}</svg></figure>'
+    )
+
+
+def compare_page(columns: Sequence[Any]) -> str:
+    """Periods side by side (`report --compare-data-dir --html`): both equity curves, the figures in columns."""
+    from stockade.ops.report import compare_rows
+
+    parts = [overlay_chart("Equity, % from each period's start", [(c.label, c.equity) for c in columns])]
+    for i, c in enumerate(columns):
+        parts.append(line_chart(f"Equity (USD): {c.label}", c.equity, color=COLORS[i % len(COLORS)]))
+    head = "".join(f"<th>{_e(h)}</th>" for h in ("", *(c.label for c in columns)))
+    body = "".join(
+        "<tr><td>" + _e(name) + "</td>" + "".join(f"<td>{_e(x)}</td>" for x in cells) + "</tr>"
+        for name, cells in compare_rows([c.report for c in columns])
+    )
+    parts.append(f"<h3>Figures</h3><table><tr>{head}</tr>{body}</table>")
+    dirs = "".join(f"<li>{_e(c.label)}: <code>{_e(c.data_dir)}</code></li>" for c in columns)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>stockade comparison</title>
+<style>
+body{{font:14px/1.4 system-ui,sans-serif;max-width:960px;margin:1em auto;color:#222}}
+figure{{margin:1em 0}} figcaption{{font-weight:600}} svg.chart{{width:100%;height:auto;background:#fafafa}}
+svg text{{font-size:11px;fill:#444}} table{{border-collapse:collapse}} td,th{{padding:2px 8px;text-align:right}}
+td:first-child{{text-align:left}} tr:nth-child(even){{background:#f3f3f3}} .empty{{color:#888}}
+</style></head><body>
+<h1>Comparison</h1><ul>{dirs}</ul>
 {"".join(parts)}
 </body></html>
 """

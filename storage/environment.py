@@ -217,6 +217,10 @@ class Environment:
         self._gate = _Gate()
         self._dbs: dict[str, object] = {}
         self._dbs_lock = threading.Lock()
+        # `batched()`: the one write transaction every read and write joins, its thread, its open child.
+        self._batch: lmdb.Transaction | None = None
+        self._batch_thread = 0
+        self._batch_child: lmdb.Transaction | None = None
 
     @classmethod
     def open(
@@ -291,7 +295,7 @@ class Environment:
         handle = self._dbs.get(name)
         if handle is not None:
             return handle
-        if self._gate.writing():
+        if self._gate.writing() or self._batch is not None:
             raise StorageError(f"table {name!r} must be opened outside a write transaction")
         with self._dbs_lock:
             handle = self._dbs.get(name)
@@ -309,8 +313,52 @@ class Environment:
     # ---- transactions -------------------------------------------------------
 
     @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """One write transaction for the whole block, committed when it ends: for a backtest's replay.
+
+        A single thread's many small writes (a backtest: a record per
+        proposal, per refusal, per fill) each paid a transaction begin and
+        commit. Inside the block every `write()` is a child transaction of
+        one outer transaction (committed into it, or aborted alone, exactly as
+        on its own), and every `read()` reads that outer transaction, so the
+        thread sees what it wrote as if each write had been committed. Readers
+        in other processes see the block's writes when it ends. Only the
+        opening thread may use the environment meanwhile (lmdb's writer lock
+        is held); a write that fills the map fails the block (the map is
+        given its headroom when the block begins).
+        """
+        if self._batch is not None or self._gate.depth():
+            raise StorageError("batched() inside a transaction or another batch")
+        fence.check("storage")
+        self._ensure_headroom()
+        with self._gate.shared():
+            txn = self._begin(write=True)
+            self._batch, self._batch_thread = txn, threading.get_ident()
+            try:
+                yield
+            except BaseException:
+                txn.abort()
+                raise
+            else:
+                txn.commit()
+            finally:
+                self._batch, self._batch_child = None, None
+
+    def _in_batch(self) -> bool:
+        if self._batch is None:
+            return False
+        if self._batch_thread != threading.get_ident():
+            raise StorageError("the environment is batched by another thread")
+        return True
+
+    @contextlib.contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:
         """A read-only transaction (a consistent snapshot)."""
+        if self._in_batch():
+            # The outer transaction (or, inside a write, the open child: lmdb
+            # lets no other use of a parent while a child is open).
+            yield self._batch_child or self._batch  # type: ignore[misc]
+            return
         with self._gate.shared():
             txn = self._begin(write=False)
             try:
@@ -334,6 +382,9 @@ class Environment:
             # lmdb's writer lock is not re-entrant: this would deadlock.
             raise StorageError("nested write transaction: pass the open one as txn=")
         fence.check("storage")
+        if self._in_batch():
+            yield from self._batch_write()
+            return
         if self._gate.depth() == 0:
             self._ensure_headroom()
         grow = False
@@ -363,6 +414,23 @@ class Environment:
                 self.grow(from_size=size_seen)
         if durable and self.sync_durable:
             self.sync()
+
+    def _batch_write(self) -> Iterator[lmdb.Transaction]:
+        """`write()` inside `batched()`: a child of the batch, committed into it (no sync: the batch is one)."""
+        child = self._lmdb().begin(write=True, parent=self._batch)
+        self._batch_child = child
+        self._gate.set_writing(True)
+        try:
+            yield child
+            fence.check("storage")
+        except BaseException:
+            child.abort()
+            raise
+        else:
+            child.commit()
+        finally:
+            self._gate.set_writing(False)
+            self._batch_child = None
 
     def transact(self, fn: Callable[[lmdb.Transaction], T], durable: bool = True) -> T:
         """Run `fn(txn)` in a write transaction; on a full map grow and run it again."""

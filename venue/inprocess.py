@@ -28,13 +28,14 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import requests
+from aiohttp import web
 
 from stockade.venue.alpaca_json import trade_update_json
 from stockade.venue.clock import NEW_YORK, NS_PER_S, ClockMode, MarketClock, ns_to_new_york
 from stockade.venue.config import VenueConfig
 from stockade.venue.context import VenueContext
 from stockade.venue.exchange import _WORKING, Exchange, QuoteLike, TradeEvent, VenueError
-from stockade.venue.market_data_api import ApiError, MarketDataApi
+from stockade.venue.market_data_api import ApiError, MarketDataApi, rfc3339_ns
 from stockade.venue.trading_api import TradingApi
 
 # (method, path pattern, api, handler name): the routes the product's clients use.
@@ -55,6 +56,7 @@ _ROUTES: tuple[tuple[str, str, str, str], ...] = (
     ("GET", r"/v2/calendar", "data", "get_calendar"),
     ("GET", r"/v2/stocks/bars", "data", "get_bars"),
     ("GET", r"/v2/stocks/(?P<symbol>[^/]+)/bars", "data", "get_symbol_bars"),
+    ("GET", r"/v2/stocks/snapshots", "sessions", "get_snapshots"),
 )
 _MINUTE_NS = 60 * NS_PER_S
 _COMPILED = tuple((m, re.compile(p + r"\Z"), api, h) for m, p, api, h in _ROUTES)
@@ -176,7 +178,8 @@ class InProcessVenue:
             symbols, self.ctx.clock, initial_cash=initial_cash, seed=seed, on_event=self._on_event, new_id=new_id
         )
         self.ctx.exchange = self.exchange
-        self._apis = {"trading": TradingApi(self.ctx), "data": MarketDataApi(self.ctx)}
+        self.sessions = SessionBars()
+        self._apis = {"trading": TradingApi(self.ctx), "data": MarketDataApi(self.ctx), "sessions": self.sessions}
         self._subscribers: list[Callable[[str], None]] = []
         self._held: dict[str, list[str]] = {}  # symbol -> accepted order ids waiting for its next quote
         self._event_subscribers: list[Callable[[TradeEvent], None]] = []
@@ -236,6 +239,7 @@ class InProcessVenue:
             ex.tick(quote.ts_ns)
             self._next_tick_ns = (quote.ts_ns // _MINUTE_NS + 1) * _MINUTE_NS
         if ex.clock.is_open(quote.ts_ns):
+            self.sessions.on_quote(quote)
             for order in working:
                 # An OCO sibling's fill may have cancelled it meanwhile.
                 if order.status in _WORKING and _may_execute(order, quote):
@@ -282,6 +286,80 @@ class InProcessVenue:
                 self._hold_new_orders(before)
             return response.status, bytes(response.body or b"")
         return 404, _json_bytes({"code": 40410000, "message": "endpoint not found"})
+
+
+class SessionBars:
+    """Each symbol's regular-session daily bar so far and the previous one, from the quotes given.
+
+    Serves `/v2/stocks/snapshots` (the reconciler's gap-risk check at the
+    open) from what the replay has shown the venue up to now: the market
+    simulator's own snapshot is its state at the end of the data, i.e. the
+    future. Prices are the quotes' mids; only `dailyBar`, `prevDailyBar` and
+    `latestQuote` are filled (no trades are kept).
+    """
+
+    def __init__(self) -> None:
+        self._day_end_ns = 0
+        self._date = ""
+        self._today: dict[str, list[Any]] = {}  # symbol -> [open, high, low, close, first ts_ns]
+        self._previous: dict[str, list[Any]] = {}
+        self._quotes: dict[str, QuoteLike] = {}
+
+    def on_quote(self, quote: QuoteLike) -> None:
+        ts = quote.ts_ns
+        if ts >= self._day_end_ns:
+            self._roll(ts)
+        mid = (quote.bid + quote.ask) / 2
+        bar = self._today.get(quote.symbol)
+        if bar is None:
+            self._today[quote.symbol] = [mid, mid, mid, mid, ts]
+        else:
+            bar[1] = max(bar[1], mid)
+            bar[2] = min(bar[2], mid)
+            bar[3] = mid
+        self._quotes[quote.symbol] = quote
+
+    def _roll(self, ts_ns: int) -> None:
+        day = ns_to_new_york(ts_ns).date()
+        if day.isoformat() != self._date:
+            self._previous.update(self._today)  # a symbol with no quote today keeps its last session
+            self._today = {}
+            self._date = day.isoformat()
+        midnight = datetime.combine(day + timedelta(days=1), time(0), NEW_YORK)
+        self._day_end_ns = int(midnight.timestamp()) * NS_PER_S
+
+    async def get_snapshots(self, request: Any) -> web.Response:
+        symbols = [s.strip() for s in request.query.get("symbols", "").split(",") if s.strip()]
+        if not symbols:
+            raise ApiError(400, 40010001, "missing symbols")
+        body: dict[str, Any] = {}
+        for symbol in dict.fromkeys(symbols):
+            today, before, quote = self._today.get(symbol), self._previous.get(symbol), self._quotes.get(symbol)
+            if quote is None:
+                continue  # as Alpaca: a symbol with no data is left out
+            body[symbol] = {
+                "latestTrade": None,
+                "latestQuote": {
+                    "t": rfc3339_ns(quote.ts_ns),
+                    "bp": quote.bid,
+                    "ap": quote.ask,
+                    "bs": quote.bid_size,
+                    "as": quote.ask_size,
+                    "bx": "",
+                    "ax": "",
+                    "c": [],
+                    "z": "",
+                },
+                "minuteBar": None,
+                "dailyBar": _daily_json(today) if today else None,
+                "prevDailyBar": _daily_json(before) if before else None,
+            }
+        return web.json_response(body)
+
+
+def _daily_json(bar: list[Any]) -> dict[str, Any]:
+    o, h, lo, c, ts = bar
+    return {"t": rfc3339_ns(ts), "o": o, "h": h, "l": lo, "c": c, "v": 0, "n": 0, "vw": c}
 
 
 def _run(coro: Any) -> Any:
