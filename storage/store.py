@@ -10,6 +10,7 @@ store.close()
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -114,6 +115,12 @@ class Store:
         except StorageError:
             self._open_gen_db = None
         self._open_cache: tuple[bytes, tuple[OrderRecord, ...]] | None = None
+        # Generations are never written twice by anyone: a random prefix per
+        # opening and a counter. A transaction id is not enough: an aborted
+        # write's id is reused, and inside a backtest's batch every nested write
+        # has its parent's id, so two different indexes would share one.
+        self._gen_prefix = os.urandom(8).hex()
+        self._gen_counter = itertools.count(1)
         self._open_memo: dict[bytes, tuple[bytes, OrderRecord]] = {}
 
     @classmethod
@@ -201,16 +208,17 @@ class Store:
 
     def _bump_open_gen(self, txn: lmdb.Transaction) -> None:
         if self._open_gen_db is not None:
-            txn.put(OPEN_GEN_KEY, msgspec.msgpack.encode(txn.id()), db=self._open_gen_db)  # msgpack, as every table
+            gen = (self._gen_prefix, next(self._gen_counter))
+            txn.put(OPEN_GEN_KEY, msgspec.msgpack.encode(gen), db=self._open_gen_db)  # msgpack, as every table
 
     def _open_snapshot(self, txn: lmdb.Transaction) -> tuple[OrderRecord, ...]:
         """The open index as of `txn`, from the cache when its generation is the snapshot's.
 
-        Every write of the index writes the generation in the same transaction
-        (the id of that transaction), and only this process writes the data
-        dir (it holds the lock), so equal generations mean equal contents. The
-        cache is filled from committed snapshots only: an aborted write
-        transaction's id is given to the next one, with other contents.
+        Every write of the index writes a new generation in the same
+        transaction, one never written before (see `_bump_open_gen`), so equal
+        generations mean equal contents, even inside a backtest's batch, where
+        every nested write shares its parent's transaction id. The cache is
+        filled outside write transactions only.
         """
         gen = txn.get(OPEN_GEN_KEY, db=self._open_gen_db) if self._open_gen_db is not None else None
         cached = self._open_cache

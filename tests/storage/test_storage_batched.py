@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 
+import msgspec
 import pytest
 
 from stockade.codecs.records import IntentJournaled, OrderRecord
@@ -104,3 +105,21 @@ def test_batch_refuses_nesting_other_threads_and_new_tables(store):
         t.start()
         t.join(timeout=30)
         assert not t.is_alive() and len(errors) == 1 and "another thread" in str(errors[0])
+
+
+def test_the_open_orders_seen_in_a_batch_follow_every_write_in_it(store):
+    """Every nested write of a batch has the batch's transaction id: the open-orders
+    cache must still tell two of them apart (else the order manager saw stale orders
+    and placed protective stops for shares its stops already covered)."""
+
+    def working(coid: str) -> OrderRecord:
+        return msgspec.structs.replace(order(coid), state="accepted")
+
+    with store.env.batched():
+        store.put_order(working("a"))
+        assert [o.client_order_id for o in store.open_orders_snapshot()] == ["a"]
+        store.put_order(working("b"))
+        assert sorted(o.client_order_id for o in store.open_orders_snapshot()) == ["a", "b"]
+        store.put_order(msgspec.structs.replace(working("a"), state="filled"))
+        assert [o.client_order_id for o in store.open_orders_snapshot()] == ["b"]
+    assert [o.client_order_id for o in store.open_orders_snapshot()] == ["b"]
