@@ -115,12 +115,13 @@ class Store:
         except StorageError:
             self._open_gen_db = None
         self._open_cache: tuple[bytes, tuple[OrderRecord, ...]] | None = None
-        # Generations are never written twice by anyone: a random prefix per
-        # opening and a counter. A transaction id is not enough: an aborted
-        # write's id is reused, and inside a backtest's batch every nested write
-        # has its parent's id, so two different indexes would share one.
-        self._gen_prefix = os.urandom(8).hex()
-        self._gen_counter = itertools.count(1)
+        # Generations are never written twice: a counter that continues from
+        # the stored one and never steps back (an aborted write's number is
+        # skipped, not reused; one writer per data dir, by its lock). Not the
+        # transaction's id: an aborted write's id is given to the next one,
+        # every nested write of a backtest's batch has its parent's id, and a
+        # batched run must write the same bytes as an unbatched one.
+        self._gen_counter = itertools.count(self._stored_gen() + 1)
         self._open_memo: dict[bytes, tuple[bytes, OrderRecord]] = {}
 
     @classmethod
@@ -206,10 +207,21 @@ class Store:
         with self.read() as t:
             return self._open_snapshot(t)
 
+    def _stored_gen(self) -> int:
+        """The open index's generation as stored (0: none yet, or not a number)."""
+        if self._open_gen_db is None:
+            return 0
+        with self.read() as txn:
+            raw = txn.get(OPEN_GEN_KEY, db=self._open_gen_db)
+        if raw is None:
+            return 0
+        gen = msgspec.msgpack.decode(raw)
+        return gen if isinstance(gen, int) else 0
+
     def _bump_open_gen(self, txn: lmdb.Transaction) -> None:
         if self._open_gen_db is not None:
-            gen = (self._gen_prefix, next(self._gen_counter))
-            txn.put(OPEN_GEN_KEY, msgspec.msgpack.encode(gen), db=self._open_gen_db)  # msgpack, as every table
+            gen = msgspec.msgpack.encode(next(self._gen_counter))  # msgpack, as every table
+            txn.put(OPEN_GEN_KEY, gen, db=self._open_gen_db)
 
     def _open_snapshot(self, txn: lmdb.Transaction) -> tuple[OrderRecord, ...]:
         """The open index as of `txn`, from the cache when its generation is the snapshot's.
