@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from stockade.supervisors.timers import RepeatingTimer
 
@@ -92,11 +92,19 @@ class WallClock:
 WALL_CLOCK = WallClock()
 
 
-class _SimTimer:
-    __slots__ = ("interval_ns", "fire", "stopped", "name", "cancelled")
+Interval = TypeVar("Interval", int, float)
 
-    def __init__(self, interval_ns: int, fire: Callable[[], None], stopped: threading.Event | None, name: str) -> None:
-        self.interval_ns = interval_ns
+
+class TimerEntry(Generic[Interval]):
+    """A repeating timer as a scheduler keeps it: `interval` in the scheduler's own unit
+    (SimClock: ns, the actor pool: s); `cancel()` only marks it, the scheduler drops it."""
+
+    __slots__ = ("interval", "fire", "stopped", "name", "cancelled")
+
+    def __init__(
+        self, interval: Interval, fire: Callable[[], None], stopped: threading.Event | None, name: str
+    ) -> None:
+        self.interval: Interval = interval
         self.fire = fire
         self.stopped = stopped
         self.name = name
@@ -124,7 +132,7 @@ class SimClock:
 
     def __init__(self, start_ns: int, seed: int = 0) -> None:
         self._now = int(start_ns)
-        self._timers: list[tuple[int, int, _SimTimer]] = []
+        self._timers: list[tuple[int, int, TimerEntry[int]]] = []
         self._seq = itertools.count()
         self._ids = random.Random(seed ^ 0x1D5)
 
@@ -142,11 +150,11 @@ class SimClock:
 
     def timer(
         self, interval_s: float, fire: Callable[[], None], stopped: threading.Event | None, name: str
-    ) -> _SimTimer:
+    ) -> TimerEntry[int]:
         if not interval_s > 0:
             raise ValueError(f"timer interval must be > 0, got {interval_s!r}")
-        t = _SimTimer(int(interval_s * 1e9), fire, stopped, name)
-        heapq.heappush(self._timers, (self._now + t.interval_ns, next(self._seq), t))
+        t = TimerEntry(int(interval_s * 1e9), fire, stopped, name)
+        heapq.heappush(self._timers, (self._now + t.interval, next(self._seq), t))
         return t
 
     def background(self, fn: Callable[[], Any], name: str) -> None:
@@ -172,13 +180,13 @@ class SimClock:
             due, _, t = heapq.heappop(timers)
             if t.cancelled or (t.stopped is not None and t.stopped.is_set()):
                 continue
-            if due + t.interval_ns <= ts_ns:
+            if due + t.interval <= ts_ns:
                 # Due more than once before ts_ns: fire once, at its last due time.
-                last = due + (ts_ns - due) // t.interval_ns * t.interval_ns
+                last = due + (ts_ns - due) // t.interval * t.interval
                 heapq.heappush(timers, (last, next(self._seq), t))
                 continue
             self._now = max(self._now, due)
-            heapq.heappush(timers, (due + t.interval_ns, next(self._seq), t))
+            heapq.heappush(timers, (due + t.interval, next(self._seq), t))
             t.fire()
             if settle is not None:
                 settle()

@@ -43,7 +43,7 @@ from pykka.messages import _ActorStop
 
 from stockade.supervisors import fence
 from stockade.supervisors.base import StockadeActor
-from stockade.supervisors.clock import TimerHandle
+from stockade.supervisors.clock import TimerEntry, TimerHandle
 from stockade.supervisors.health import silent_for
 
 logger = logging.getLogger(__name__)
@@ -193,20 +193,6 @@ class _Worker:
         self.abandoned = False
 
 
-class _Timer:
-    __slots__ = ("interval_s", "fire", "stopped", "name", "cancelled")
-
-    def __init__(self, interval_s: float, fire: Callable[[], None], stopped: threading.Event | None, name: str) -> None:
-        self.interval_s = interval_s
-        self.fire = fire
-        self.stopped = stopped
-        self.name = name
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
 class ActorPool:
     """`threads` workers running pooled actors, one timer thread, and a watchdog for stuck workers."""
 
@@ -236,7 +222,7 @@ class ActorPool:
         self._stopped = False
         self.at_cap = False  # a stuck worker was left unreplaced: `spare` are stuck already
         self.replaced = 0  # workers abandoned (stuck) and replaced so far
-        self._timers: list[tuple[float, int, _Timer]] = []
+        self._timers: list[tuple[float, int, TimerEntry[float]]] = []
         self._timer_seq = itertools.count()
         self._timer_cond = threading.Condition()
         for _ in range(threads):
@@ -323,7 +309,7 @@ class ActorPool:
         """Call `fire()` every `interval_s` on the pool's timer thread until cancelled or `stopped` is set."""
         if not interval_s > 0:
             raise ValueError(f"timer interval must be > 0, got {interval_s!r}")
-        t = _Timer(interval_s, fire, stopped, name)
+        t = TimerEntry(interval_s, fire, stopped, name)
         with self._timer_cond:
             heapq.heappush(self._timers, (time.monotonic() + interval_s, next(self._timer_seq), t))
             self._timer_cond.notify()
@@ -332,7 +318,7 @@ class ActorPool:
     def _timer_loop(self) -> None:
         next_watch = time.monotonic() + WATCHDOG_S
         while True:
-            due: list[_Timer] = []
+            due: list[TimerEntry[float]] = []
             with self._timer_cond:
                 if self._stopped:
                     return
@@ -343,7 +329,7 @@ class ActorPool:
                         continue
                     due.append(t)
                     # Next due time from now: a late timer thread does not fire a burst.
-                    heapq.heappush(self._timers, (max(at + t.interval_s, now), next(self._timer_seq), t))
+                    heapq.heappush(self._timers, (max(at + t.interval, now), next(self._timer_seq), t))
                 if not due:
                     wake = next_watch if not self._timers else min(next_watch, self._timers[0][0])
                     if wake > now:
