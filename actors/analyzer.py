@@ -34,7 +34,7 @@ from typing import Any
 from stockade.actors import names, ticks
 from stockade.actors.model_sets import serving_set
 from stockade.actors.services import Services
-from stockade.broker.rest import redact
+from stockade.broker.rest import data_feed, redact
 from stockade.broker.warmup_bars import WarmupBars
 from stockade.codecs.messages import Alert, ModelEvaluation, Quote, SwapModels, Tick, Trade, Vote, Votes
 from stockade.codecs.records import ModelSetRecord
@@ -112,7 +112,8 @@ class Analyzer(PooledActor):  # one per symbol: they share [runtime] analyzer_th
         history = self.ctx.extras.get(WARMUP_EXTRA)
         if not isinstance(history, WarmupBars):
             n = warmup_bar_count(self.svc.settings)
-            history = WarmupBars(lambda: self.svc.broker.data_client(), [self.symbol], n, self.svc.settings.alpaca.feed)
+            feed = data_feed(self.svc.settings.alpaca.feed)  # the tree's fetcher too: REST serves no "test" feed
+            history = WarmupBars(lambda: self.svc.broker.data_client(), [self.symbol], n, feed)
         try:
             data = history.bars(self.symbol, self.clock.now_ns())
         except Exception as exc:  # any data API failure means "start cold, retry later"
