@@ -113,7 +113,7 @@ class Analyzer(PooledActor):  # one per symbol: they share [runtime] analyzer_th
         if not isinstance(history, WarmupBars):
             n = warmup_bar_count(self.svc.settings)
             feed = data_feed(self.svc.settings.alpaca.feed)  # the tree's fetcher too: REST serves no "test" feed
-            history = WarmupBars(lambda: self.svc.broker.data_client(), [self.symbol], n, feed)
+            history = WarmupBars(lambda: self.svc.broker.data_client(raw_data=True), [self.symbol], n, feed)
         try:
             data = history.bars(self.symbol, self.clock.now_ns())
         except Exception as exc:  # any data API failure means "start cold, retry later"

@@ -39,8 +39,11 @@ class BrokerAccess:
             self.key, self.secret, self.endpoints.trading_url, paper=self.paper, timeout_s=self.request_timeout_s
         )
 
-    def data_client(self) -> Any:
-        return make_data_client(self.key, self.secret, self.endpoints.data_url, timeout_s=self.request_timeout_s)
+    def data_client(self, raw_data: bool = False) -> Any:
+        """An alpaca-py data client; `raw_data`: answers as the wire's dicts, not models."""
+        return make_data_client(
+            self.key, self.secret, self.endpoints.data_url, timeout_s=self.request_timeout_s, raw_data=raw_data
+        )
 
     def trade_updates(self, on_update: Any, on_reconnect: Any) -> Any:
         """The account's trade-updates stream (not started): `start()`, `stop(timeout)`."""

@@ -102,7 +102,9 @@ def start_stockade_tree(svc: Services, on_exhausted: Callable[[str], None], data
     s = svc.settings
     pool = ActorPool(s.runtime.analyzer_threads, name="analyzers", hang_after_s=s.supervision.heartbeat_timeout_s / 2)
     # Warm-up bars for many symbols per request: 500 symbols stay far under 200 data calls/min.
-    warmup = WarmupBars(svc.broker.data_client, s.trading.symbols, warmup_bar_count(s), data_feed(s.alpaca.feed))
+    warmup = WarmupBars(
+        lambda: svc.broker.data_client(raw_data=True), s.trading.symbols, warmup_bar_count(s), data_feed(s.alpaca.feed)
+    )
     try:
         tree = start_tree(
             _policy(svc, "one_for_one"),

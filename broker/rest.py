@@ -296,16 +296,19 @@ def make_data_client(
     retry_attempts: int = 3,
     retry_wait_s: float = 1.0,
     retry_codes: Iterable[int] = (429, 500, 502, 503, 504),
+    raw_data: bool = False,
 ):
     """An alpaca-py `StockHistoricalDataClient` with a timeout on every call.
 
     Market-data calls are reads, so retrying server errors as well as 429 is
     safe; they run at warm-up, off the order path, so a longer timeout is fine.
+    `raw_data`: answers as the wire's dicts rather than pydantic models
+    (alpaca-py's own switch).
     """
     from alpaca.data.historical.stock import StockHistoricalDataClient
 
     register_secret(key, secret)
-    client = StockHistoricalDataClient(api_key=key, secret_key=secret, url_override=url or None)
+    client = StockHistoricalDataClient(api_key=key, secret_key=secret, url_override=url or None, raw_data=raw_data)
     return _configure(
         client,
         timeout_s=timeout_s,

@@ -82,8 +82,8 @@ class BacktestBroker(BrokerAccess):
         client._session = self._venue().session()
         return client
 
-    def data_client(self) -> Any:
-        client = make_data_client(self.key, self.secret, IN_PROCESS_URL)
+    def data_client(self, raw_data: bool = False) -> Any:
+        client = make_data_client(self.key, self.secret, IN_PROCESS_URL, raw_data=raw_data)
         client._session = self._venue().session()
         return client
 

@@ -57,7 +57,7 @@ def bars_requests(caplog) -> int:
 def test_three_hundred_symbols_warm_up_in_a_few_requests(venue, caplog):
     v, key, secret, symbols = venue
     caplog.set_level(logging.INFO, logger="stockade.venue.access")
-    history = WarmupBars(lambda: make_data_client(key, secret, v.base_url), symbols, N_BARS, "iex")
+    history = WarmupBars(lambda: make_data_client(key, secret, v.base_url, raw_data=True), symbols, N_BARS, "iex")
     now_ns = time.time_ns()
     got = {s: history.bars(s, now_ns) for s in symbols}
     for s, bars in got.items():
@@ -79,9 +79,9 @@ def test_the_same_bars_as_one_request_for_one_symbol(venue):
     from alpaca.data.requests import StockBarsRequest
     from alpaca.data.timeframe import TimeFrame
 
-    client = make_data_client(key, secret, v.base_url)
+    client = make_data_client(key, secret, v.base_url)  # alpaca-py's models, for the answer alone
     now_ns = time.time_ns()
-    history = WarmupBars(lambda: client, symbols[:50], N_BARS, "iex")
+    history = WarmupBars(lambda: make_data_client(key, secret, v.base_url, raw_data=True), symbols[:50], N_BARS, "iex")
     batched = history.bars(symbols[7], now_ns)
     end = datetime.fromtimestamp(now_ns / 1e9, UTC)
     alone = client.get_stock_bars(
@@ -103,7 +103,9 @@ def test_the_same_bars_as_one_request_for_one_symbol(venue):
 def test_a_failed_fetch_is_not_repeated_by_every_symbol(venue, caplog):
     v, key, secret, symbols = venue
     caplog.set_level(logging.INFO, logger="stockade.venue.access")
-    history = WarmupBars(lambda: make_data_client("PKWRONG", "wrong", v.base_url), symbols, N_BARS, "iex")
+    history = WarmupBars(
+        lambda: make_data_client("PKWRONG", "wrong", v.base_url, raw_data=True), symbols, N_BARS, "iex"
+    )
     failures = 0
     for s in symbols[:100]:
         try:
@@ -119,7 +121,7 @@ def test_a_fenced_asker_does_not_fail_the_next_one(venue):
     from stockade.supervisors.fence import Fenced, FenceToken
 
     v, key, secret, symbols = venue
-    history = WarmupBars(lambda: make_data_client(key, secret, v.base_url), symbols[:20], N_BARS, "iex")
+    history = WarmupBars(lambda: make_data_client(key, secret, v.base_url, raw_data=True), symbols[:20], N_BARS, "iex")
     fence.bind(FenceToken("analyzer:W000", 1, lambda: False))  # replaced: its REST calls are refused
     try:
         with pytest.raises(Fenced):
