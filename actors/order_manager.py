@@ -556,21 +556,29 @@ class OrderManager(StockadeActor):
     def resync(self) -> None:
         """Bring open ledger orders up to date from REST (covers missed stream events).
 
-        One paged list call (500 orders a page) for all of them, not one per order:
+        Paged list calls (500 orders a page) for all of them, not one per order:
         the REST budget (200/min at Alpaca) is shared with the reconciler and
-        the kill switch.
+        the kill switch. The broker's open orders first: most tracked orders
+        still rest there (a bracket's legs for hours). Only those it does not
+        list (closed since, unheard of) are asked among all orders, from the
+        oldest of them: listing every order since the oldest resting leg
+        (each a JSON object and a pydantic model) cost more than the rest of
+        a backtest's order path, and a pass with no news makes one call.
         """
         self.resolve_pending()
         tracked = [o for o in self.store.open_orders() if o.state not in PENDING and o.broker_order_id]
         if not tracked:
             return
-        since = datetime.fromtimestamp(min(o.created_ns for o in tracked) / 1e9 - 60, tz=UTC)
         try:
-            orders = list_all_orders(self.client, "all", after=since)
+            by_id = {o.client_order_id: o for o in list_all_orders(self.client, "open")}
+            missing = [o for o in tracked if o.client_order_id not in by_id]
+            if missing:
+                since = datetime.fromtimestamp(min(o.created_ns for o in missing) / 1e9 - 60, tz=UTC)
+                # Read after the open list: where both hold an order, this is the newer report.
+                by_id.update({o.client_order_id: o for o in list_all_orders(self.client, "all", after=since)})
         except Exception as exc:
             log.warning("resync failed: %s", redact(exc))
             return
-        by_id = {o.client_order_id: o for o in orders}
         for record in tracked:
             order = by_id.get(record.client_order_id)
             if order is not None:
