@@ -74,6 +74,40 @@ def _may_execute(order: Any, q: QuoteLike) -> bool:
     return True
 
 
+_INF = float("inf")
+
+
+def _reach(book: Iterable[Any]) -> tuple[float, float, float, float] | None:
+    """The prices at which some order of `book` could execute, as `_may_execute` judges:
+    (highest sell stop, lowest buy stop, highest buy limit, lowest sell limit); None when
+    some order may execute at any quote (market, triggered or trailing stops, stop limits).
+
+    Open orders, not only working ones: an order that starts working without an event
+    of its own is already counted."""
+    sell_stop, buy_stop, buy_limit, sell_limit = -_INF, _INF, -_INF, _INF
+    for order in book:
+        kind = order.type
+        if kind == "stop" and not order.stop_triggered and order.stop_price is not None:
+            if order.side == "buy":
+                buy_stop = min(buy_stop, order.stop_price)
+            else:
+                sell_stop = max(sell_stop, order.stop_price)
+        elif kind == "limit" and order.limit_price is not None:
+            if order.side == "buy":
+                buy_limit = max(buy_limit, order.limit_price)
+            else:
+                sell_limit = min(sell_limit, order.limit_price)
+        else:
+            return None
+    return sell_stop, buy_stop, buy_limit, sell_limit
+
+
+def _within_reach(reach: tuple[float, float, float, float], q: QuoteLike) -> bool:
+    """Whether `_may_execute` could be true at `q` for some order `reach` describes (same comparisons)."""
+    sell_stop, buy_stop, buy_limit, sell_limit = reach
+    return q.bid <= sell_stop or q.ask >= buy_stop or q.ask <= buy_limit + 1e-9 or q.bid >= sell_limit - 1e-9
+
+
 class _Request:
     """The little of `aiohttp.web.Request` the venue's handlers read."""
 
@@ -184,6 +218,9 @@ class InProcessVenue:
         self._held: dict[str, list[str]] = {}  # symbol -> accepted order ids waiting for its next quote
         self._event_subscribers: list[Callable[[TradeEvent], None]] = []
         self._open_by_symbol: dict[str, dict[str, Any]] = {}  # symbol -> open orders, in book order
+        # symbol -> its book's `_reach`, dropped at every event of the symbol and
+        # after every match: most quotes reach none of the resting legs.
+        self._reach: dict[str, tuple[float, float, float, float] | None] = {}
         self._next_tick_ns = 0
 
     # ---- trade updates ---------------------------------------------------------
@@ -213,6 +250,7 @@ class InProcessVenue:
         order = self.exchange.orders.get(order_id) if order_id else None
         if order is None:
             return
+        self._reach.pop(order.symbol, None)
         book = self._open_by_symbol.setdefault(order.symbol, {})
         if order.is_open:
             book.setdefault(order.id, order)
@@ -232,9 +270,17 @@ class InProcessVenue:
         ex = self.exchange
         if quote.bid <= 0 or quote.ask <= 0 or quote.ask < quote.bid:
             return  # a broken quote must not trade anything
-        ex.quotes[quote.symbol] = quote
-        book = self._open_by_symbol.get(quote.symbol)
-        working = [o for o in book.values() if o.status in _WORKING] if book else []
+        symbol = quote.symbol
+        ex.quotes[symbol] = quote
+        book = self._open_by_symbol.get(symbol)
+        working: list[Any] = []
+        if book:
+            # No order of the book within reach of this quote: none would be matched.
+            reach = (
+                self._reach[symbol] if symbol in self._reach else self._reach.setdefault(symbol, _reach(book.values()))
+            )
+            if reach is None or _within_reach(reach, quote):
+                working = [o for o in book.values() if o.status in _WORKING]
         if quote.ts_ns >= self._next_tick_ns:
             ex.tick(quote.ts_ns)
             self._next_tick_ns = (quote.ts_ns // _MINUTE_NS + 1) * _MINUTE_NS
@@ -244,6 +290,7 @@ class InProcessVenue:
                 # An OCO sibling's fill may have cancelled it meanwhile.
                 if order.status in _WORKING and _may_execute(order, quote):
                     ex._match(order)  # the exchange's own matching
+                    self._reach.pop(symbol, None)  # a stop it triggered without a fill is a market order now
         held = self._held.pop(quote.symbol, None)
         if held:
             ex._to_route.extend(held)  # the exchange's own routing queue
