@@ -20,6 +20,7 @@ is the exchange's own matching, unchanged.
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -128,18 +129,18 @@ class InProcessSession:
     def __init__(self, venue: InProcessVenue) -> None:
         self._venue = venue
         self.requests = 0
+        # (url, params) -> (path, query): the periodic passes send the same requests
+        # (open orders, positions, account) over and over, and encoding then parsing
+        # them cost as much as a small request's handler.
+        self._targets: dict[tuple[Any, ...], tuple[str, dict[str, str]]] = {}
 
     def request(
         self, method: str, url: str, params: dict[str, Any] | None = None, json: Any = None, **_: Any
     ) -> requests.Response:
         self.requests += 1
-        parts = urlsplit(url)
-        # Encoded exactly as `requests` puts a params dict on the wire, then parsed as the server does.
-        encoded = requests.models.RequestEncodingMixin._encode_params(params or {})
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        query.update(parse_qsl(encoded if isinstance(encoded, str) else "", keep_blank_values=True))
+        path, query = self._target(url, params or {})
         body = b"" if json is None else _json_bytes(json)
-        status, payload = self._venue.handle(method.upper(), parts.path, query, body)
+        status, payload = self._venue.handle(method.upper(), path, query, body)
         response = requests.Response()
         response.status_code = status
         response.reason = "OK" if status < 400 else "Error"
@@ -149,8 +150,44 @@ class InProcessSession:
         response.encoding = "utf-8"  # as the server's charset says; spares requests a guess per body
         return response
 
+    def _target(self, url: str, params: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        """The path and query the server would see for `url` and `params`."""
+        key = _params_key(url, params)
+        known = self._targets.get(key) if key is not None else None
+        if known is not None:
+            return known[0], dict(known[1])
+        parts = urlsplit(url)
+        # Encoded exactly as `requests` puts a params dict on the wire, then parsed as the server does.
+        encoded = requests.models.RequestEncodingMixin._encode_params(params)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        query.update(parse_qsl(encoded if isinstance(encoded, str) else "", keep_blank_values=True))
+        if key is not None:
+            if len(self._targets) >= _TARGETS_MAX:
+                self._targets.clear()
+            self._targets[key] = (parts.path, dict(query))
+        return parts.path, query
+
     def close(self) -> None:
         pass
+
+
+_TARGETS_MAX = 4096
+_PLAIN = (str, int, bool, type(None))
+
+
+def _params_key(url: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+    """A key for `params` whose values encode one way only (None: not cached).
+
+    Plain values and enum members, each with its type: True and 1 are equal
+    but encode differently; an equal Decimal or float may print differently,
+    so those are not cached at all."""
+    key: list[Any] = [url]
+    for name, value in params.items():
+        kind = type(value)
+        if kind not in _PLAIN and not isinstance(value, enum.Enum):
+            return None
+        key.append((name, kind, value))
+    return tuple(key)
 
 
 def _json_bytes(body: Any) -> bytes:
