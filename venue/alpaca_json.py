@@ -8,6 +8,7 @@ other clients) parse exactly that, so every body is built here in one place.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, overload
 
 import msgspec
@@ -65,6 +66,28 @@ def order_json(order: Order, ex: Exchange, *, nested: bool = True) -> dict[str, 
     if order.leg_ids and nested:
         body["legs"] = [order_json(leg, ex, nested=False) for leg in ex.legs_of(order)]
     return body
+
+
+_TEXTS: dict[bytes, str] = {}  # the same, as JSON text (for listings)
+
+
+def orders_text(orders: list[Order], ex: Exchange, *, nested: bool) -> str:
+    """`json.dumps([order_json(o, ex, nested=nested) for o in orders])`, the same text, with each
+    order's text reused while the order is unchanged (a listing is mostly resting orders)."""
+    parts = []
+    for order in orders:
+        if order.leg_ids and nested:
+            parts.append(json.dumps(order_json(order, ex, nested=True)))
+            continue
+        key = _encode(order)
+        text = _TEXTS.get(key)
+        if text is None:
+            if len(_TEXTS) >= _RENDERED_MAX:
+                _TEXTS.clear()
+            text = _TEXTS[key] = json.dumps(order_json(order, ex, nested=False))
+        parts.append(text)
+    # json.dumps writes a list as its items' own texts joined by ", " (its default separators).
+    return "[" + ", ".join(parts) + "]"
 
 
 def _order_json(order: Order) -> dict[str, Any]:

@@ -73,3 +73,24 @@ def test_a_bracket_renders_its_legs_as_they_are_now():
     quote(ex, clock, 120.50, 120.60)  # the take-profit fills, the stop is cancelled
     after = order_json(entry, ex)
     assert sorted(leg["status"] for leg in after["legs"]) == ["canceled", "filled"]
+
+
+def test_a_listings_text_is_json_dumps_of_its_orders_as_they_are_now():
+    import json
+
+    from stockade.venue.alpaca_json import orders_text
+
+    ex, clock, _ = make()
+    _book(ex, clock)
+    for nested in (False, True):
+        for status in ("open", "closed", "all"):
+            orders = ex.list_orders(status=status, limit=500, nested=nested)
+            want = json.dumps([order_json(o, ex, nested=nested) for o in orders])
+            assert orders_text(orders, ex, nested=nested) == want
+    assert orders_text([], ex, nested=False) == "[]"
+    resting = ex.list_orders(status="open", limit=500)
+    orders_text(resting, ex, nested=False)  # remembered
+    quote(ex, clock, 89.00, 89.02)  # the bracket's stop and the resting buy limits fill
+    after = json.loads(orders_text(resting, ex, nested=False))
+    assert [o["status"] for o in after] == [o.status for o in resting]
+    assert "filled" in {o["status"] for o in after}
