@@ -50,7 +50,7 @@ def qty_str(x: float | int | None) -> str | None:
 # their nine timestamps' strftime cost more than the rest of the request. The
 # key is every field, so a changed order is rendered again, never served stale.
 _RENDERED: dict[bytes, dict[str, Any]] = {}
-_RENDERED_MAX = 20_000  # orders' versions kept; cleared whole when full (content-keyed: no stale entry)
+_RENDERED_MAX = 5_000  # order versions kept (~4 KB each with their text: ~20 MB at most); cleared whole when full
 _encode = msgspec.msgpack.Encoder().encode
 
 
