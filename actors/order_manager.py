@@ -556,9 +556,15 @@ class OrderManager(StockadeActor):
     def resync(self) -> None:
         """Bring open ledger orders up to date from REST (covers missed stream events).
 
-        One paged list call (500 orders a page) for all of them, not one per order:
+        Paged list calls (500 orders a page) for all of them, not one per order:
         the REST budget (200/min at Alpaca) is shared with the reconciler and
-        the kill switch.
+        the kill switch. The broker's open orders first: most tracked orders
+        still rest there (a bracket's legs for hours). All orders (closed
+        ones too, each a JSON object and a pydantic model) are asked for only
+        when a tracked order is not among them (closed since, unheard of):
+        they were the most of a backtest's order path. Both lists cover the
+        same window, so every tracked order is looked up in what the single
+        list of all orders held; a pass with no news makes one call.
         """
         self.resolve_pending()
         tracked = [o for o in self.store.open_orders() if o.state not in PENDING and o.broker_order_id]
@@ -566,11 +572,13 @@ class OrderManager(StockadeActor):
             return
         since = datetime.fromtimestamp(min(o.created_ns for o in tracked) / 1e9 - 60, tz=UTC)
         try:
-            orders = list_all_orders(self.client, "all", after=since)
+            by_id = {o.client_order_id: o for o in list_all_orders(self.client, "open", after=since)}
+            if any(o.client_order_id not in by_id for o in tracked):
+                # Read after the open list: where both hold an order, this is the newer report.
+                by_id.update({o.client_order_id: o for o in list_all_orders(self.client, "all", after=since)})
         except Exception as exc:
             log.warning("resync failed: %s", redact(exc))
             return
-        by_id = {o.client_order_id: o for o in orders}
         for record in tracked:
             order = by_id.get(record.client_order_id)
             if order is not None:

@@ -73,10 +73,22 @@ class OrderProtection:
 
     def check_all(self) -> None:
         """Check every long ledger position (and every symbol still bare) for shares without a stop."""
-        store, clock = self.om.svc.store, self.om.clock
-        symbols = {p.symbol for p in store.positions.values() if p.qty > 0} | set(self.watch.symbols())
+        clock = self.om.clock
+        held, open_orders = self._ledger()
+        symbols = {s for s, qty in held.items() if qty > 0} | set(self.watch.symbols())
         for symbol in sorted(symbols):
+            # A covered symbol (most, most of the time) is judged from one
+            # snapshot for the whole pass, not a read per symbol: what `cover`
+            # does first, with the same answer.
+            if (
+                not self.covering
+                and self.om.svc.first_reconcile.is_set()
+                and coverage(held.get(symbol, 0), self._open_orders_of(symbol, open_orders)).exposed <= 0
+            ):
+                self.watch.covered(symbol)
+                continue
             self.cover(symbol)
+            held, open_orders = self._ledger()  # it may have placed a stop: the next symbols see it
         now = clock.monotonic()
         for symbol in self.watch.overdue(now):
             bare = self.coverage(symbol).exposed
@@ -105,6 +117,12 @@ class OrderProtection:
                     clock.now_ns(),
                 ),
             )
+
+    def _ledger(self) -> tuple[dict[str, int], tuple[OrderRecord, ...]]:
+        """Every position's qty and the open orders, from one read snapshot."""
+        store = self.om.svc.store
+        with store.read() as txn:
+            return {p.symbol: p.qty for p in store.positions.values(txn=txn)}, store.open_orders_snapshot(txn=txn)
 
     def coverage(self, symbol: str) -> Coverage:
         """How the ledger's long position in `symbol` stands against its stops (one snapshot)."""

@@ -333,6 +333,11 @@ class Reconciler(StockadeActor):
             for o in self.svc.store.open_orders()
             if o.side == "sell" and o.order_type == "stop" and o.reduce_only
         }
+        # The orders by symbol, in the snapshot's order: one walk of them, not
+        # one per position (hundreds of resting legs, tens of positions).
+        by_symbol: dict[str, list[Any]] = {}
+        for o in orders:
+            by_symbol.setdefault(o.symbol, []).append(o)
         for p in positions:
             qty = int(float(p.qty))
             if qty <= 0:
@@ -344,8 +349,8 @@ class Reconciler(StockadeActor):
                         broker_orders.enum_str(o.type or o.order_type),
                         int(float(o.qty or 0)) - int(float(o.filled_qty or 0)),
                     )
-                    for o in orders
-                    if o.symbol == p.symbol and broker_orders.enum_str(o.side) == "sell"
+                    for o in by_symbol.get(p.symbol, ())
+                    if broker_orders.enum_str(o.side) == "sell"
                 ],
             )
             if bare <= 0:

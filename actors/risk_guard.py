@@ -43,7 +43,7 @@ from stockade.codecs.messages import (
     Rejection,
     Tick,
 )
-from stockade.codecs.records import DayCounters, DecisionRecord, OrderRecord
+from stockade.codecs.records import DayCounters, DecisionRecord, OrderRecord, PositionRecord
 from stockade.supervisors import hooks
 from stockade.supervisors.base import StockadeActor, handles
 from stockade.trading.market_hours import Calendar, exchange_date, exchange_day, session_from_calendar
@@ -93,6 +93,11 @@ class RiskGuard(StockadeActor):
         # store hands back the same snapshot (it does until the index changes).
         self._open_seen: tuple[OrderRecord, ...] | None = None
         self._open_view: _OpenView | None = None
+        # The ledger's positions as the rules see them, built again only when a
+        # stored record changed (the table's records are reused by their bytes).
+        self._positions_memo: dict[bytes, tuple[bytes, PositionRecord]] = {}
+        self._positions_seen: tuple[PositionRecord, ...] = ()
+        self._positions: tuple[Position, ...] = ()
         self._initial_snapshot()
 
     def _initial_snapshot(self) -> None:
@@ -331,11 +336,7 @@ class RiskGuard(StockadeActor):
         now = self.clock.now_ns()
         day = exchange_day(now)
         with store.read() as txn:  # one consistent snapshot, one transaction
-            positions = tuple(
-                Position(p.symbol, float(p.qty), p.avg_entry_price, market_value=p.qty * p.avg_entry_price)
-                for p in store.positions.values(txn=txn)
-                if p.qty != 0
-            )
+            positions = self._held(txn)
             view = self._open_orders_view(store.open_orders_snapshot(txn=txn))
             start_equity = self._start_equity(txn)
             state = self.svc.trading_state(txn)
@@ -362,6 +363,18 @@ class RiskGuard(StockadeActor):
             minutes_to_close=self._minutes_to_close(),
             pending_risk=view.pending_risk,
         )
+
+    def _held(self, txn: lmdb.Transaction) -> tuple[Position, ...]:
+        """The ledger's non-zero positions in `txn`'s snapshot, the same tuple while no record changed."""
+        records, self._positions_memo = self.svc.store.positions.values_reusing(txn, self._positions_memo)
+        if records != self._positions_seen:  # element by element: identity first, then value
+            self._positions_seen = records
+            self._positions = tuple(
+                Position(p.symbol, float(p.qty), p.avg_entry_price, market_value=p.qty * p.avg_entry_price)
+                for p in records
+                if p.qty != 0
+            )
+        return self._positions
 
     def _open_orders_view(self, open_orders: tuple[OrderRecord, ...]) -> _OpenView:
         """What the rules need from the open orders, derived again only when they changed."""

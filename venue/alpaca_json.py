@@ -8,7 +8,10 @@ other clients) parse exactly that, so every body is built here in one place.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, overload
+
+import msgspec
 
 from stockade.venue.exchange import AccountView, Exchange, Order, Position, TradeEvent, asset_id_for, qty_text
 
@@ -42,11 +45,53 @@ def qty_str(x: float | int | None) -> str | None:
     return None if x is None else qty_text(x)
 
 
+# Rendered orders by their whole content (msgpack): a listing renders the
+# same unchanged orders pass after pass (resting bracket legs for hours), and
+# their nine timestamps' strftime cost more than the rest of the request. The
+# key is every field, so a changed order is rendered again, never served stale.
+_RENDERED: dict[bytes, dict[str, Any]] = {}
+_RENDERED_MAX = 5_000  # order versions kept (~4 KB each with their text: ~20 MB at most); cleared whole when full
+_encode = msgspec.msgpack.Encoder().encode
+
+
 def order_json(order: Order, ex: Exchange, *, nested: bool = True) -> dict[str, Any]:
     """An order object; bracket entries carry their legs when `nested` (as POST and nested GET do)."""
-    legs = None
+    key = _encode(order)
+    flat = _RENDERED.get(key)
+    if flat is None:
+        if len(_RENDERED) >= _RENDERED_MAX:
+            _RENDERED.clear()
+        flat = _RENDERED[key] = _order_json(order)
+    body = dict(flat)  # the caller's own: nothing it does reaches the cache
     if order.leg_ids and nested:
-        legs = [order_json(leg, ex, nested=False) for leg in ex.legs_of(order)]
+        body["legs"] = [order_json(leg, ex, nested=False) for leg in ex.legs_of(order)]
+    return body
+
+
+_TEXTS: dict[bytes, str] = {}  # the same, as JSON text (for listings)
+
+
+def orders_text(orders: list[Order], ex: Exchange, *, nested: bool) -> str:
+    """`json.dumps([order_json(o, ex, nested=nested) for o in orders])`, the same text, with each
+    order's text reused while the order is unchanged (a listing is mostly resting orders)."""
+    parts = []
+    for order in orders:
+        if order.leg_ids and nested:
+            parts.append(json.dumps(order_json(order, ex, nested=True)))
+            continue
+        key = _encode(order)
+        text = _TEXTS.get(key)
+        if text is None:
+            if len(_TEXTS) >= _RENDERED_MAX:
+                _TEXTS.clear()
+            text = _TEXTS[key] = json.dumps(order_json(order, ex, nested=False))
+        parts.append(text)
+    # json.dumps writes a list as its items' own texts joined by ", " (its default separators).
+    return "[" + ", ".join(parts) + "]"
+
+
+def _order_json(order: Order) -> dict[str, Any]:
+    """`order_json` without its legs (`legs` null)."""
     return {
         "id": order.id,
         "client_order_id": order.client_order_id,
@@ -80,7 +125,7 @@ def order_json(order: Order, ex: Exchange, *, nested: bool = True) -> dict[str, 
         "stop_price": num(order.stop_price),
         "status": order.status,
         "extended_hours": order.extended_hours,
-        "legs": legs,
+        "legs": None,
         "trail_percent": num(order.trail_percent),
         "trail_price": num(order.trail_price),
         "hwm": num(order.hwm),

@@ -389,7 +389,10 @@ class Exchange:
         """Alpaca's GET /v2/orders semantics (status open|closed|all, by submission time;
         `after` and `until` both exclusive)."""
         out = []
-        for o in self.orders.values():
+        # Open ones from the open index (in the same submission order): the
+        # reconciler and the order manager list them every pass, and a
+        # scan of the whole history made each pass grow with every order ever placed.
+        for o in self.open_orders() if status == "open" else self.orders.values():
             if nested and o.parent_id:
                 continue  # legs ride inside their parent
             if status == "open" and not o.is_open:

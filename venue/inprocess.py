@@ -20,6 +20,7 @@ is the exchange's own matching, unchanged.
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -74,6 +75,40 @@ def _may_execute(order: Any, q: QuoteLike) -> bool:
     return True
 
 
+_INF = float("inf")
+
+
+def _reach(book: Iterable[Any]) -> tuple[float, float, float, float] | None:
+    """The prices at which some order of `book` could execute, as `_may_execute` judges:
+    (highest sell stop, lowest buy stop, highest buy limit, lowest sell limit); None when
+    some order may execute at any quote (market, triggered or trailing stops, stop limits).
+
+    Open orders, not only working ones: an order that starts working without an event
+    of its own is already counted."""
+    sell_stop, buy_stop, buy_limit, sell_limit = -_INF, _INF, -_INF, _INF
+    for order in book:
+        kind = order.type
+        if kind == "stop" and not order.stop_triggered and order.stop_price is not None:
+            if order.side == "buy":
+                buy_stop = min(buy_stop, order.stop_price)
+            else:
+                sell_stop = max(sell_stop, order.stop_price)
+        elif kind == "limit" and order.limit_price is not None:
+            if order.side == "buy":
+                buy_limit = max(buy_limit, order.limit_price)
+            else:
+                sell_limit = min(sell_limit, order.limit_price)
+        else:
+            return None
+    return sell_stop, buy_stop, buy_limit, sell_limit
+
+
+def _within_reach(reach: tuple[float, float, float, float], q: QuoteLike) -> bool:
+    """Whether `_may_execute` could be true at `q` for some order `reach` describes (same comparisons)."""
+    sell_stop, buy_stop, buy_limit, sell_limit = reach
+    return q.bid <= sell_stop or q.ask >= buy_stop or q.ask <= buy_limit + 1e-9 or q.bid >= sell_limit - 1e-9
+
+
 class _Request:
     """The little of `aiohttp.web.Request` the venue's handlers read."""
 
@@ -94,18 +129,18 @@ class InProcessSession:
     def __init__(self, venue: InProcessVenue) -> None:
         self._venue = venue
         self.requests = 0
+        # (url, params) -> (path, query): the periodic passes send the same requests
+        # (open orders, positions, account) over and over, and encoding then parsing
+        # them cost as much as a small request's handler.
+        self._targets: dict[tuple[Any, ...], tuple[str, dict[str, str]]] = {}
 
     def request(
         self, method: str, url: str, params: dict[str, Any] | None = None, json: Any = None, **_: Any
     ) -> requests.Response:
         self.requests += 1
-        parts = urlsplit(url)
-        # Encoded exactly as `requests` puts a params dict on the wire, then parsed as the server does.
-        encoded = requests.models.RequestEncodingMixin._encode_params(params or {})
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        query.update(parse_qsl(encoded if isinstance(encoded, str) else "", keep_blank_values=True))
+        path, query = self._target(url, params or {})
         body = b"" if json is None else _json_bytes(json)
-        status, payload = self._venue.handle(method.upper(), parts.path, query, body)
+        status, payload = self._venue.handle(method.upper(), path, query, body)
         response = requests.Response()
         response.status_code = status
         response.reason = "OK" if status < 400 else "Error"
@@ -115,8 +150,44 @@ class InProcessSession:
         response.encoding = "utf-8"  # as the server's charset says; spares requests a guess per body
         return response
 
+    def _target(self, url: str, params: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        """The path and query the server would see for `url` and `params`."""
+        key = _params_key(url, params)
+        known = self._targets.get(key) if key is not None else None
+        if known is not None:
+            return known[0], dict(known[1])
+        parts = urlsplit(url)
+        # Encoded exactly as `requests` puts a params dict on the wire, then parsed as the server does.
+        encoded = requests.models.RequestEncodingMixin._encode_params(params)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        query.update(parse_qsl(encoded if isinstance(encoded, str) else "", keep_blank_values=True))
+        if key is not None:
+            if len(self._targets) >= _TARGETS_MAX:
+                self._targets.clear()
+            self._targets[key] = (parts.path, dict(query))
+        return parts.path, query
+
     def close(self) -> None:
         pass
+
+
+_TARGETS_MAX = 4096
+_PLAIN = (str, int, bool, type(None))
+
+
+def _params_key(url: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+    """A key for `params` whose values encode one way only (None: not cached).
+
+    Plain values and enum members, each with its type: True and 1 are equal
+    but encode differently; an equal Decimal or float may print differently,
+    so those are not cached at all."""
+    key: list[Any] = [url]
+    for name, value in params.items():
+        kind = type(value)
+        if kind not in _PLAIN and not isinstance(value, enum.Enum):
+            return None
+        key.append((name, kind, value))
+    return tuple(key)
 
 
 def _json_bytes(body: Any) -> bytes:
@@ -184,6 +255,9 @@ class InProcessVenue:
         self._held: dict[str, list[str]] = {}  # symbol -> accepted order ids waiting for its next quote
         self._event_subscribers: list[Callable[[TradeEvent], None]] = []
         self._open_by_symbol: dict[str, dict[str, Any]] = {}  # symbol -> open orders, in book order
+        # symbol -> its book's `_reach`, dropped at every event of the symbol and
+        # after every match: most quotes reach none of the resting legs.
+        self._reach: dict[str, tuple[float, float, float, float] | None] = {}
         self._next_tick_ns = 0
 
     # ---- trade updates ---------------------------------------------------------
@@ -213,6 +287,7 @@ class InProcessVenue:
         order = self.exchange.orders.get(order_id) if order_id else None
         if order is None:
             return
+        self._reach.pop(order.symbol, None)
         book = self._open_by_symbol.setdefault(order.symbol, {})
         if order.is_open:
             book.setdefault(order.id, order)
@@ -232,9 +307,17 @@ class InProcessVenue:
         ex = self.exchange
         if quote.bid <= 0 or quote.ask <= 0 or quote.ask < quote.bid:
             return  # a broken quote must not trade anything
-        ex.quotes[quote.symbol] = quote
-        book = self._open_by_symbol.get(quote.symbol)
-        working = [o for o in book.values() if o.status in _WORKING] if book else []
+        symbol = quote.symbol
+        ex.quotes[symbol] = quote
+        book = self._open_by_symbol.get(symbol)
+        working: list[Any] = []
+        if book:
+            # No order of the book within reach of this quote: none would be matched.
+            reach = (
+                self._reach[symbol] if symbol in self._reach else self._reach.setdefault(symbol, _reach(book.values()))
+            )
+            if reach is None or _within_reach(reach, quote):
+                working = [o for o in book.values() if o.status in _WORKING]
         if quote.ts_ns >= self._next_tick_ns:
             ex.tick(quote.ts_ns)
             self._next_tick_ns = (quote.ts_ns // _MINUTE_NS + 1) * _MINUTE_NS
@@ -244,6 +327,7 @@ class InProcessVenue:
                 # An OCO sibling's fill may have cancelled it meanwhile.
                 if order.status in _WORKING and _may_execute(order, quote):
                     ex._match(order)  # the exchange's own matching
+                    self._reach.pop(symbol, None)  # a stop it triggered without a fill is a market order now
         held = self._held.pop(quote.symbol, None)
         if held:
             ex._to_route.extend(held)  # the exchange's own routing queue

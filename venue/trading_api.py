@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from stockade.venue.alpaca_json import account_json, asset_json, order_json, position_json
+from stockade.venue.alpaca_json import account_json, asset_json, order_json, orders_text, position_json
 from stockade.venue.context import VenueContext
 from stockade.venue.exchange import QTY_DECIMALS, Exchange, OrderRequest, VenueError, asset_id_for
 
@@ -312,7 +312,7 @@ class TradingApi:
             symbols=symbols or None,
             side=side,
         )
-        return web.json_response([order_json(o, self.ex, nested=nested) for o in orders])
+        return web.Response(text=orders_text(orders, self.ex, nested=nested), content_type="application/json")
 
     def _order_by_path(self, request: web.Request):
         oid = request.match_info["order_id"]

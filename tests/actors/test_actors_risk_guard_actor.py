@@ -359,3 +359,23 @@ def test_a_working_entry_counts_its_risk_at_the_stop(make):
     r = h.verdict(h.propose(symbol="AAPL"))
     assert not r.allowed and r.rule == "sizing", r
     assert r.reason == "size rounds to 0 shares, limited by portfolio risk room 0.00"
+
+
+def test_each_proposal_sees_the_ledgers_positions_as_stored_now(make):
+    """The guard keeps the positions it derived while the stored records are unchanged:
+    a record added, changed or removed is seen by the very next proposal."""
+    h = make(max_positions=1)
+    h.market()
+    now = time.time_ns()
+    first = h.verdict(h.propose("AMD"))  # nothing held: room for one
+    assert first.allowed, first
+    h.store.positions.put("AAPL", PositionRecord(symbol="AAPL", qty=10, avg_entry_price=100.0, updated_ns=now))
+    held = h.verdict(h.propose("MSFT"))
+    assert not held.allowed and held.rule == "max_positions", held
+    h.store.positions.put("AAPL", PositionRecord(symbol="AAPL", qty=0, avg_entry_price=100.0, updated_ns=now))
+    sold = h.verdict(h.propose("MSFT"))
+    assert sold.allowed, sold
+    h.store.positions.delete("AAPL")
+    h.store.positions.put("NVDA", PositionRecord(symbol="NVDA", qty=5, avg_entry_price=100.0, updated_ns=now))
+    other = h.verdict(h.propose("INTC"))
+    assert not other.allowed and other.rule == "max_positions", other

@@ -42,3 +42,46 @@ def test_a_skipped_order_is_one_the_exchange_would_not_have_executed_at_that_quo
         elif price is not None:
             executable += 1
     assert skipped > 2_000 and executable > 2_000  # both sides of the test were exercised
+
+
+def test_a_book_out_of_reach_holds_no_order_the_quote_could_execute():
+    """`_reach` sums a symbol's book up; a quote it says is out of reach is skipped whole,
+    so no order of that book may pass `_may_execute` at it."""
+    from stockade.venue.inprocess import _reach, _within_reach
+
+    rng = random.Random(29)
+    kinds = ("limit",) * 6 + ("stop",) * 6 + ("market", "stop_limit", "trailing_stop")
+    out_of_reach = within = 0
+    for b in range(5_000):
+        mid = rng.uniform(10.0, 200.0)
+        bid, ask = round(mid - 0.01, 2), round(mid + 0.01, 2)
+        book = []
+        for i in range(rng.randint(1, 4)):
+            kind = rng.choice(kinds)
+            level = round(mid * rng.uniform(0.99, 1.01), 2)
+            if rng.random() < 0.1:
+                level = bid if rng.random() < 0.5 else ask  # right at the touch
+            book.append(
+                Order(
+                    id=f"o{b}-{i}",
+                    client_order_id=f"c{b}-{i}",
+                    symbol="S",
+                    asset_id="a",
+                    side=rng.choice(("buy", "sell")),
+                    type=kind,
+                    time_in_force="day",
+                    qty=10,
+                    limit_price=level if kind in ("limit", "stop_limit") else None,
+                    stop_price=level if kind in ("stop", "stop_limit", "trailing_stop") else None,
+                    status="new",
+                    stop_triggered=rng.random() < 0.1,
+                )
+            )
+        quote = Quote("S", bid, ask, 100.0, 100.0, 1, 1)
+        reach = _reach(book)
+        if reach is not None and not _within_reach(reach, quote):
+            out_of_reach += 1
+            assert not any(_may_execute(o, quote) for o in book), (book, quote)
+        else:
+            within += 1
+    assert out_of_reach > 500 and within > 500  # both sides of the test were exercised
