@@ -30,7 +30,8 @@ from stockade.codecs.messages import (
 from stockade.codecs.records import DayCounters, OrderRecord, PositionRecord
 from stockade.config.settings import RiskSettings, Settings
 from stockade.storage.store import Store
-from stockade.supervisors.router import Router
+from stockade.supervisors.faults import CrashNow
+from stockade.supervisors.router import Router, mailbox_size
 from stockade.trading.market_hours import exchange_date
 
 PEERS = ("ensemble_voter", "order_manager", "alerter", "emergency_stop", "reconciler")
@@ -359,3 +360,40 @@ def test_a_working_entry_counts_its_risk_at_the_stop(make):
     r = h.verdict(h.propose(symbol="AAPL"))
     assert not r.allowed and r.rule == "sizing", r
     assert r.reason == "size rounds to 0 shares, limited by portfolio risk room 0.00"
+
+
+def _committed_decisions(store: Store) -> list[str]:
+    """Proposal ids of the decision records committed, oldest first (read without settling the buffer)."""
+    with store.read() as txn:
+        return [r.proposal_id for _, r in store.decisions.table.items(txn=txn)]
+
+
+@pytest.mark.parametrize("end", ["crash", "clean_stop"])
+def test_a_burst_of_verdicts_is_a_group_commit_kept_through_a_crash_and_a_stop(make, tmp_path, end):
+    # The verdicts are audit records: no commit (a flush in "safe" mode) each.
+    # They wait in the Store's buffer, not the actor's: a crash of the guard
+    # loses none, a clean stop commits them.
+    h = make(max_spread_bps=25.0)
+    audit = h.store.env.audit
+    audit.max_delay_s = 3600.0  # no timer commit: only the paths under test
+    h.market()
+    wait_for(lambda: mailbox_size(h.ref) == 0, 10, 0.01, "market state taken")
+    audit.flush()
+    n = 20
+    now = time.time_ns()
+    pids = [uuid.uuid4().hex for _ in range(n)]
+    for pid in pids:  # 200 bps wide: each one rejected and recorded
+        h.tell(Proposal(pid, "NVDA", "buy", 0.5, 0.9, 100.0, 99.0, 101.0, now, now))
+    wait_for(lambda: audit.pending == n, 10, 0.005, "every verdict recorded")
+    assert pids[0] not in _committed_decisions(h.store)  # none paid a commit of its own
+    if end == "crash":
+        h.ref.tell(CrashNow())
+        wait_for(lambda: not h.ref.is_alive(), 10, 0.01, "the guard crashed")
+        assert audit.pending == n  # the crash took nothing with it
+        stored = [r.proposal_id for r in reversed(h.store.decisions.latest(n))]  # a reader settles them
+    else:
+        h.ref.stop(timeout=10)
+        h.store.close()
+        h.store = Store.open(tmp_path / "0" / "data")  # the harness's data dir
+        stored = _committed_decisions(h.store)
+    assert stored == pids  # all of them, in the order decided
