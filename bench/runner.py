@@ -114,7 +114,7 @@ def main(argv: list[str]) -> int:
     from stockade.bench.hot_path import RUNS, bench_tick_to_wire, warm_floor
     from stockade.bench.ingest import bench_ingest, bench_scale_start
     from stockade.bench.risk import bench_risk_checks
-    from stockade.bench.storage import bench_journal, bench_sync_modes
+    from stockade.bench.storage import bench_audit_records, bench_journal, bench_sync_modes
     from stockade.bench.supervisors import bench_pykka_hop, bench_restart
     from stockade.bench.sweep import bench_sweep
     from stockade.bench.telemetry import bench_tracing
@@ -134,6 +134,7 @@ def main(argv: list[str]) -> int:
         ("order_submit_roundtrip", lambda: bench_order_roundtrip(100 if quick else 1_000)),
         ("journal", lambda: bench_journal(300 if quick else 2_000, scratch)),
         ("storage_sync_modes", lambda: bench_sync_modes(200 if quick else 1_000, scratch)),
+        ("audit_records", lambda: bench_audit_records(200 if quick else 1_000, scratch)),
         ("stream_decode", lambda: bench_decode(20_000 if quick else 200_000)),
         ("indicators", lambda: bench_indicators(10_000 if quick else 100_000)),
         ("models", lambda: bench_models(quick)),
