@@ -443,7 +443,12 @@ class Environment:
                         self.audit.put_back(folded)  # not ours to lose: the next commit carries them
                     raise
                 else:
-                    txn.commit()
+                    try:
+                        txn.commit()
+                    except BaseException:
+                        if self.audit is not None:
+                            self.audit.put_back(folded)
+                        raise
                 finally:
                     self._gate.set_writing(False)
         except lmdb.MapFullError:
