@@ -54,7 +54,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from stockade.storage.audit_buffer import AuditBuffer
+from stockade.storage.audit_buffer import MAX_DELAY_S, AuditBuffer
 from stockade.supervisors import fence
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ class Environment:
         if commits_flush and not readonly:
             self.audit = AuditBuffer(
                 lambda: self.transact(_nothing, durable=False),
-                **({"max_delay_s": audit_max_delay_s} if audit_max_delay_s is not None else {}),
+                max_delay_s=MAX_DELAY_S if audit_max_delay_s is None else audit_max_delay_s,
             )
 
     @classmethod
