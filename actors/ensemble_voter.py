@@ -245,7 +245,8 @@ class EnsembleVoter(StockadeActor):
                 ",".join(proposal.models),
                 f", defensive: {decision.defensive_reason}" if decision.defensive else "",
             )
-            self.svc.store.voter_decisions.add(rec, ts_ns=now, durable=False)
+            # An audit record: committed with the next group (storage/audit_buffer.py), not a flush of its own.
+            self.svc.store.voter_decisions.add_later(rec, ts_ns=now)
         else:
             self.svc.store.voter_decisions.add(rec, ts_ns=now)  # durable: it must survive a restart
             self.parked[proposal.proposal_id] = rec

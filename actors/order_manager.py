@@ -5,7 +5,9 @@ Acknowledgements, state changes and fills are committed without a sync: they
 survive a process crash, and after a power loss they are re-derived from the
 broker (pending intents are looked up by client_order_id at start, open
 orders are re-synced, positions reconciled), so a sync per event would only
-slow the order path.
+slow the order path. The first attempt's `OrderSubmitted` is written in the
+intent's own transaction: in the "safe" sync mode every commit flushes, and a
+commit of its own would cost one more flush between the intent and the POST.
 
 Exactly-once, in the face of crashes and timeouts:
 1. the intent is journaled durably (state "intent") BEFORE the broker sees it;
@@ -186,6 +188,13 @@ class OrderManager(StockadeActor):
 
         def journal(txn: lmdb.Transaction) -> None:
             self.store.journal.append(IntentJournaled(ts_ns=now, order=record), txn=txn)
+            # Attempt 1 goes out right after this commit. Journaled here, it
+            # costs no flush of its own (see the module docstring); if the
+            # process dies before the POST, the restart resolves the intent by
+            # looking it up, as it would after any attempt.
+            self.store.journal.append(
+                OrderSubmitted(ts_ns=now, client_order_id=record.client_order_id, attempt=1), txn=txn
+            )
             self.store.put_order(record, txn=txn)
 
         # Durable before the broker hears of it: after a crash we know to ask.
@@ -285,9 +294,10 @@ class OrderManager(StockadeActor):
         have it and the look-up could not tell."""
         from alpaca.common.exceptions import APIError
 
-        self._journal_event(
-            OrderSubmitted(ts_ns=self.clock.now_ns(), client_order_id=record.client_order_id, attempt=attempt)
-        )
+        if attempt > 1:  # the first is journaled with the intent (on_intent)
+            self._journal_event(
+                OrderSubmitted(ts_ns=self.clock.now_ns(), client_order_id=record.client_order_id, attempt=attempt)
+            )
         try:
             order = self._client_for(record).submit_order(request)
         except BudgetSpent as exc:

@@ -506,7 +506,7 @@ class RiskGuard(StockadeActor):
 
     def _record(self, proposal: Proposal, allowed: bool, rule: str, reason: str, qty: int) -> None:
         now = self.clock.now_ns()
-        self.svc.store.decisions.add(
+        self.svc.store.decisions.add_later(
             DecisionRecord(
                 ts_ns=now,
                 proposal_id=proposal.proposal_id,
@@ -517,8 +517,9 @@ class RiskGuard(StockadeActor):
                 side=proposal.side,
                 qty=qty,
             ),
+            # An audit trail, not an order: committed with the next group
+            # (storage/audit_buffer.py; the intent's commit if it led to one), not a flush of its own.
             ts_ns=now,
-            durable=False,  # an audit trail, not an order: no sync per decision
         )
 
     def _has_exit_orders(self, symbol: str) -> bool:

@@ -111,10 +111,10 @@ def main(argv: list[str]) -> int:
     from stockade.bench.backtest import bench_bars, bench_peer
     from stockade.bench.broker import bench_decode, bench_order_roundtrip
     from stockade.bench.dashboard import bench_dashboard
-    from stockade.bench.hot_path import bench_tick_to_wire, warm_floor
+    from stockade.bench.hot_path import RUNS, bench_tick_to_wire, warm_floor
     from stockade.bench.ingest import bench_ingest, bench_scale_start
     from stockade.bench.risk import bench_risk_checks
-    from stockade.bench.storage import bench_journal, bench_sync_modes
+    from stockade.bench.storage import bench_audit_records, bench_journal, bench_sync_modes
     from stockade.bench.supervisors import bench_pykka_hop, bench_restart
     from stockade.bench.sweep import bench_sweep
     from stockade.bench.telemetry import bench_tracing
@@ -134,6 +134,7 @@ def main(argv: list[str]) -> int:
         ("order_submit_roundtrip", lambda: bench_order_roundtrip(100 if quick else 1_000)),
         ("journal", lambda: bench_journal(300 if quick else 2_000, scratch)),
         ("storage_sync_modes", lambda: bench_sync_modes(200 if quick else 1_000, scratch)),
+        ("audit_records", lambda: bench_audit_records(200 if quick else 1_000, scratch)),
         ("stream_decode", lambda: bench_decode(20_000 if quick else 200_000)),
         ("indicators", lambda: bench_indicators(10_000 if quick else 100_000)),
         ("models", lambda: bench_models(quick)),
@@ -173,7 +174,7 @@ def main(argv: list[str]) -> int:
     floor = warm_floor(results)
     if isinstance(wire, dict) and "unpinned" in wire:
         wire["warm_floor"] = floor
-        for run in ("unpinned", "pinned_one_cpu"):
+        for run in RUNS:
             p50 = wire.get(run, {}).get("tick_to_wire_us", {}).get("p50")
             if floor and p50:
                 wire[run]["p50_over_floor"] = round(p50 / floor["floor_us"], 1)
@@ -193,6 +194,14 @@ def main(argv: list[str]) -> int:
         "tick_to_wire_p99_us": wire.get("unpinned", {}).get("tick_to_wire_us", {}).get("p99"),
         "tick_to_wire_pinned_p50_us": wire.get("pinned_one_cpu", {}).get("tick_to_wire_us", {}).get("p50"),
         "tick_to_wire_pinned_p99_us": wire.get("pinned_one_cpu", {}).get("tick_to_wire_us", {}).get("p99"),
+        "tick_to_wire_independent_p50_us": wire.get("independent_unpinned", {}).get("tick_to_wire_us", {}).get("p50"),
+        "tick_to_wire_independent_p99_us": wire.get("independent_unpinned", {}).get("tick_to_wire_us", {}).get("p99"),
+        "tick_to_wire_independent_pinned_p50_us": wire.get("independent_pinned_one_cpu", {})
+        .get("tick_to_wire_us", {})
+        .get("p50"),
+        "tick_to_wire_independent_pinned_p99_us": wire.get("independent_pinned_one_cpu", {})
+        .get("tick_to_wire_us", {})
+        .get("p99"),
         "tick_to_wire_floor_us": floor["floor_us"] if floor else None,
         "ingest_quote_to_state_p99_us": ingest.get("quote_to_state_us", {}).get("p99"),
         "ingest_daemon_cpu_pct": ingest.get("daemon_cpu_pct"),

@@ -122,3 +122,38 @@ if __name__ == "__main__":  # pragma: no cover - manual use
     import sys
 
     print(json.dumps(bench_journal(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)))
+
+
+def bench_audit_records(n: int = 500, data_dir: str | os.PathLike[str] | None = None) -> dict:
+    """An audit record (a risk verdict) on the writing actor's thread, in "safe" mode: a commit
+    of its own (`add(durable=False)`, before the audit buffer) beside `add_later` (queued in the
+    Store's buffer, committed in groups: storage/audit_buffer.py), in microseconds; and how many
+    group commits the buffer made for the `n` records (the rest rode on other commits or groups)."""
+    from stockade.codecs.records import DecisionRecord
+
+    out: dict = {"records": n}
+    with tempfile.TemporaryDirectory(prefix="stockade-bench-", dir=data_dir) as tmp:
+        store = Store.open(tmp, sync_mode="safe")
+        try:
+            for name, add in (
+                ("own_commit_us", lambda r: store.decisions.add(r, ts_ns=r.ts_ns, durable=False)),
+                ("add_later_us", lambda r: store.decisions.add_later(r, ts_ns=r.ts_ns)),
+            ):
+                took = []
+                for i in range(n):
+                    r = DecisionRecord(
+                        ts_ns=time.time_ns(), proposal_id=f"{i:032x}", symbol="XAAA", allowed=False, rule="spread",
+                        reason="spread 200 bps > 25 bps", side="buy",
+                    )  # fmt: skip
+                    t0 = time.perf_counter_ns()
+                    add(r)
+                    took.append((time.perf_counter_ns() - t0) / 1000.0)
+                    if i % 10 == 9:
+                        time.sleep(0.002)  # bursts of 10 with gaps, as proposals come
+                out[name] = percentiles(sorted(took))
+            audit = store.env.audit
+            store.decisions.count()  # settles the last group
+            out["group_commits"] = audit.commits if audit is not None else None
+        finally:
+            store.close()
+    return out

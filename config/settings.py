@@ -52,6 +52,7 @@ class VenueSettings(_Section, frozen=True):
     port: int = 0
     seed: int = 4
     quote_rate_hz: float = 4.0
+    quote_arrivals: Literal["lockstep", "staggered", "poisson"] = "lockstep"
     clock: Literal["always_open", "nyse"] = "always_open"
     initial_cash: float = 100_000.0
 

@@ -257,6 +257,7 @@ class Daemon:
                         api_secret=secret,
                         symbols=tuple(s.trading.symbols),
                         quote_rate_hz=s.venue.quote_rate_hz,
+                        quote_arrivals=s.venue.quote_arrivals,
                         clock=s.venue.clock,
                         initial_cash=s.venue.initial_cash,
                     )

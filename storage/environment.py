@@ -54,6 +54,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
+from stockade.storage.audit_buffer import MAX_DELAY_S, AuditBuffer
 from stockade.supervisors import fence
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,10 @@ SYNC_MODES = ("safe", "fast")
 # Grow before a write when less than this share of the map is left: a single
 # write block cannot be retried, so it should rarely meet a full map.
 HEADROOM_FRACTION = 0.25
+
+
+def _nothing(txn: lmdb.Transaction) -> None:
+    """An empty write: the transaction commits only the audit records it folds in."""
 
 
 class StorageError(Exception):
@@ -206,6 +211,8 @@ class Environment:
         readonly: bool,
         max_map_size: int,
         sync_durable: bool = True,
+        commits_flush: bool = False,
+        audit_max_delay_s: float | None = None,
     ) -> None:
         self._env: lmdb.Environment | None = env
         self.sync_durable = sync_durable
@@ -221,6 +228,14 @@ class Environment:
         self._batch: lmdb.Transaction | None = None
         self._batch_thread = 0
         self._batch_child: lmdb.Transaction | None = None
+        # Audit records committed in groups (storage/audit_buffer.py): only where
+        # every commit flushes ("safe" mode); elsewhere a commit costs no flush.
+        self.audit: AuditBuffer | None = None
+        if commits_flush and not readonly:
+            self.audit = AuditBuffer(
+                lambda: self.transact(_nothing, durable=False),
+                max_delay_s=MAX_DELAY_S if audit_max_delay_s is None else audit_max_delay_s,
+            )
 
     @classmethod
     def open(
@@ -233,6 +248,7 @@ class Environment:
         readonly: bool = False,
         sync_durable: bool = True,
         sync_mode: str = "safe",
+        audit_max_delay_s: float | None = None,
     ) -> Environment:
         """Open (creating if needed) `<data_dir>/stockade.lmdb`.
 
@@ -244,6 +260,8 @@ class Environment:
         docstring). `sync_durable=False` makes a durable write skip its fsync
         and implies "fast": only for stores that are rebuilt from their inputs
         when the process dies (a backtest), which sync once at `close`.
+        `audit_max_delay_s`: how long an audit record may wait for its group
+        commit in "safe" mode (storage/audit_buffer.py; default MAX_DELAY_S).
         """
         if sync_mode not in SYNC_MODES:
             raise ValueError(f"sync_mode must be one of {', '.join(SYNC_MODES)}, got {sync_mode!r}")
@@ -282,7 +300,16 @@ class Environment:
             raise
         # The file may already be larger than asked (grown in an earlier run):
         # lmdb then adopts the file's size, which is what we want.
-        return cls(env, data_dir, lock, readonly=readonly, max_map_size=max_map_size, sync_durable=sync_durable)
+        return cls(
+            env,
+            data_dir,
+            lock,
+            readonly=readonly,
+            max_map_size=max_map_size,
+            sync_durable=sync_durable,
+            commits_flush=not nosync,
+            audit_max_delay_s=audit_max_delay_s,
+        )
 
     # ---- databases ----------------------------------------------------------
 
@@ -366,6 +393,14 @@ class Environment:
             finally:
                 txn.abort()  # read transactions have nothing to commit
 
+    def batching(self) -> bool:
+        """Whether a `batched()` block is open (by any thread)."""
+        return self._batch is not None
+
+    def in_transaction(self) -> bool:
+        """Whether this thread has a transaction of this environment open (read or write)."""
+        return self._gate.depth() > 0 or self._batch is not None
+
     def writing(self) -> bool:
         """Whether this thread has a write transaction open (one that may still abort)."""
         return self._gate.writing()
@@ -394,14 +429,26 @@ class Environment:
                 txn = self._begin(write=True)
                 size_seen = self.map_size
                 self._gate.set_writing(True)
+                # Audit records waiting for a commit go first: this commit carries
+                # them, and nothing written after them lands before them.
+                folded = self.audit.take() if self.audit is not None else []
                 try:
+                    for _, put, ts_ns, raw in folded:
+                        put(txn, ts_ns, raw)
                     yield txn
                     fence.check("storage")  # fenced while writing: commit nothing
                 except BaseException:
                     txn.abort()
+                    if self.audit is not None:
+                        self.audit.put_back(folded)  # not ours to lose: the next commit carries them
                     raise
                 else:
-                    txn.commit()
+                    try:
+                        txn.commit()
+                    except BaseException:
+                        if self.audit is not None:
+                            self.audit.put_back(folded)
+                        raise
                 finally:
                     self._gate.set_writing(False)
         except lmdb.MapFullError:
@@ -502,9 +549,11 @@ class Environment:
             self._lmdb().sync(True)
 
     def close(self) -> None:
-        """Close after open transactions end, then release the data dir lock. Idempotent."""
+        """Commit waiting audit records, close after open transactions end, release the data dir lock. Idempotent."""
         if self._env is None:
             return
+        if self.audit is not None:
+            self.audit.close()
         with self._gate.exclusive():
             env, self._env = self._env, None
             if env is not None:

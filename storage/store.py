@@ -134,10 +134,11 @@ class Store:
         readonly: bool = False,
         sync_durable: bool = True,
         sync_mode: str = "safe",
+        audit_max_delay_s: float | None = None,
     ) -> Store:
         """Open (creating if needed) the storage of `data_dir`; raises DataDirLocked if in use.
 
-        `sync_mode` and `sync_durable`: see `Environment.open`."""
+        `sync_mode`, `sync_durable` and `audit_max_delay_s`: see `Environment.open`."""
         env = Environment.open(
             data_dir,
             map_size=map_size,
@@ -145,6 +146,7 @@ class Store:
             readonly=readonly,
             sync_durable=sync_durable,
             sync_mode=sync_mode,
+            audit_max_delay_s=audit_max_delay_s,
         )
         try:
             store = cls(env)

@@ -362,28 +362,54 @@ class TimeSeries(Generic[R]):
         ]
 
         def write(t: lmdb.Transaction) -> list[bytes]:
-            keys = []
-            for when, raw in encoded:
-                key = self._next_key(t, when)
-                if not t.put(key, raw, db=self.table._db, append=True):
-                    raise StorageError(f"table {self.name!r}: time key {parse_time_key(key)} out of order")
-                keys.append(key)
-            return keys
+            return [self._put_encoded(t, when, raw) for when, raw in encoded]
 
         return write(txn) if txn is not None else self.env.transact(write, durable=durable)
 
+    def _put_encoded(self, t: lmdb.Transaction, when: int, raw: bytes) -> bytes:
+        key = self._next_key(t, when)
+        if not t.put(key, raw, db=self.table._db, append=True):
+            raise StorageError(f"table {self.name!r}: time key {parse_time_key(key)} out of order")
+        return key
+
+    def add_later(self, record: R, *, ts_ns: int | None = None) -> None:
+        """Append an audit record (non-durable by design) with the next group commit.
+
+        In "safe" mode it waits in the environment's audit buffer
+        (storage/audit_buffer.py: committed with the next write transaction, or
+        within its max delay, or before this series is read); elsewhere it is
+        written at once, as `add(record, durable=False)`.
+        """
+        audit = self.env.audit
+        if audit is None or self.env.batching():
+            self.add(record, ts_ns=ts_ns, durable=False)
+            return
+        when = ts_ns if ts_ns is not None else getattr(record, "ts_ns", None) or time.time_ns()
+        if not audit.add((self.name, self._put_encoded, when, self.table.encode(record))):
+            self.add(record, ts_ns=ts_ns, durable=False)  # the buffer is closed: as before (raises if closed)
+
+    def _settle(self, txn: lmdb.Transaction | None) -> None:
+        """Commit this series' waiting audit records before reading it (read what was added)."""
+        audit = self.env.audit
+        if txn is None and audit is not None and audit.holds(self.name) and not self.env.in_transaction():
+            audit.flush()
+
     def latest(self, n: int, *, txn: lmdb.Transaction | None = None) -> list[R]:
         """The newest `n` records, newest first."""
+        self._settle(txn)
         return [r for _, r in self.table.items(reverse=True, limit=n, txn=txn)]
 
     def since(self, ts_ns: int, *, txn: lmdb.Transaction | None = None) -> Iterator[tuple[bytes, R]]:
         """(key, record) from `ts_ns` on, oldest first."""
+        self._settle(txn)
         return self.table.items(start=time_key(ts_ns), txn=txn)
 
     def items(self, **kwargs: Any) -> Iterator[tuple[bytes, R]]:
+        self._settle(kwargs.get("txn"))
         return self.table.items(**kwargs)
 
     def count(self, *, txn: lmdb.Transaction | None = None) -> int:
+        self._settle(txn)
         return self.table.count(txn=txn)
 
     def __len__(self) -> int:

@@ -20,6 +20,8 @@ class VenueConfig(msgspec.Struct, frozen=True, kw_only=True):
     api_secret: str = ""
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
     quote_rate_hz: float = 4.0  # quotes per second per symbol
+    # When each symbol quotes: all at once, evenly spread, or independent Poisson (venue/arrivals.py).
+    quote_arrivals: Literal["lockstep", "staggered", "poisson"] = "lockstep"
     non_fractionable: tuple[str, ...] = ()  # symbols whose asset says fractionable=false
     clock: Literal["always_open", "nyse"] = "always_open"
     rate_limit_per_min: int = 200  # Alpaca's REST budget

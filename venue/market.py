@@ -33,6 +33,7 @@ from typing import Literal
 import msgspec
 import numpy as np
 
+from stockade.venue.arrivals import QUOTE_ARRIVALS, ArrivalSchedule
 from stockade.venue.clock import NEW_YORK, NS_PER_S, MarketClock, ns_to_new_york
 
 log = logging.getLogger(__name__)
@@ -799,9 +800,14 @@ class MarketSimulator:
         quote_rate_hz: float = 4.0,
         clock: MarketClock | None = None,
         now_fn: Callable[[], int] = time.time_ns,
+        arrivals: str = "lockstep",
     ) -> None:
         if quote_rate_hz <= 0:
             raise ValueError("quote_rate_hz must be positive")
+        if arrivals not in QUOTE_ARRIVALS:
+            raise ValueError(f"arrivals must be one of {', '.join(QUOTE_ARRIVALS)}, got {arrivals!r}")
+        # When `run()` ticks each symbol (venue/arrivals.py); prices do not depend on it.
+        self.arrivals = arrivals
         self.symbols: tuple[str, ...] = tuple(dict.fromkeys(symbols))
         self.seed = seed
         self.quote_rate_hz = float(quote_rate_hz)
@@ -911,12 +917,20 @@ class MarketSimulator:
         scale = self._volume_scale(now)
         self.ticks += 1
         for symbol, live in self._live.items():
-            self._finish_bar(symbol, live, now)
-            trade, quote = live.step(now, scale)
-            if trade is not None:
-                live.bar_builder.add(trade)
-                self._emit(trade)
-            self._emit(quote)
+            self._step_one(symbol, live, now, scale)
+
+    def step_symbol(self, symbol: str) -> None:
+        """Advance one symbol one tick (independent arrivals), emitting its events synchronously."""
+        now = self._now()
+        self._step_one(symbol, self._live[symbol], now, self._volume_scale(now))
+
+    def _step_one(self, symbol: str, live: _LiveSymbol, now: int, scale: float) -> None:
+        self._finish_bar(symbol, live, now)
+        trade, quote = live.step(now, scale)
+        if trade is not None:
+            live.bar_builder.add(trade)
+            self._emit(trade)
+        self._emit(quote)
 
     async def run(self) -> None:
         """Tick forever at `quote_rate_hz` per symbol; catches up in batches when behind.
@@ -924,7 +938,11 @@ class MarketSimulator:
         A batch is capped (MAX_EVENTS_PER_BATCH quotes) so the websockets get the
         loop between batches; a backlog beyond one batch is dropped rather than
         chased. Pauses (but keeps finishing bars) while the clock says closed.
+        Every symbol ticks at once ("lockstep") unless `arrivals` says otherwise.
         """
+        if self.arrivals != "lockstep":
+            await self._run_independent()
+            return
         loop = asyncio.get_running_loop()
         interval = 1.0 / self.quote_rate_hz
         max_ticks = max(1, MAX_EVENTS_PER_BATCH // max(1, len(self.symbols)))
@@ -945,6 +963,22 @@ class MarketSimulator:
                 done += due
             next_at = origin + (done + 1) * interval
             await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    async def _run_independent(self) -> None:
+        """`run()` with each symbol ticking on its own schedule (venue/arrivals.py)."""
+        loop = asyncio.get_running_loop()
+        schedule = ArrivalSchedule(self.arrivals, len(self.symbols), self.quote_rate_hz, self.seed, loop.time())
+        while True:
+            now = loop.time()
+            is_open = self.clock.is_open(self._now())
+            fired = 0
+            while fired < MAX_EVENTS_PER_BATCH and (i := schedule.pop_due(now)) is not None:
+                if is_open:
+                    self.step_symbol(self.symbols[i])
+                fired += 1
+            if not is_open:
+                self._finish_bars()
+            await asyncio.sleep(max(0.0, schedule.next_due() - loop.time()))
 
     def _finish_bars(self) -> None:
         now = self._now()

@@ -316,7 +316,9 @@ def build_context(config: VenueConfig, faults: Faults | None = None) -> VenueCon
     """Context with market, clock, exchange and (when data_dir is set) the restored ledger."""
     ctx = VenueContext(config, faults)
     ctx.clock = MarketClock(config.clock)
-    ctx.market = MarketSimulator(list(config.symbols), config.seed, config.quote_rate_hz, clock=ctx.clock)
+    ctx.market = MarketSimulator(
+        list(config.symbols), config.seed, config.quote_rate_hz, clock=ctx.clock, arrivals=config.quote_arrivals
+    )
     ctx.exchange = exchange = Exchange(
         config.symbols,
         ctx.clock,

@@ -8,8 +8,10 @@ them it keeps, bounded:
 
 - which orders each proposal led to, and each order's fills (the decisions
   page: proposal -> risk verdict -> order -> fills);
-- the tick-to-order latencies (a quote off the socket to the first submit
-  request going out, for orders of a proposal), handed to the metrics' histogram;
+- the tick-to-order latencies (a quote off the socket to the first submit,
+  for orders of a proposal; that `OrderSubmitted` is journaled with the intent,
+  so the figure stops before the intent's durable commit and the POST),
+  handed to the metrics' histogram;
 - broker rejections by reason.
 
 At start it reads back at most `history` events, to know the orders of recent

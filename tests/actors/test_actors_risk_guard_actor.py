@@ -30,7 +30,8 @@ from stockade.codecs.messages import (
 from stockade.codecs.records import DayCounters, OrderRecord, PositionRecord
 from stockade.config.settings import RiskSettings, Settings
 from stockade.storage.store import Store
-from stockade.supervisors.router import Router
+from stockade.supervisors.faults import CrashNow
+from stockade.supervisors.router import Router, mailbox_size
 from stockade.trading.market_hours import exchange_date
 
 PEERS = ("ensemble_voter", "order_manager", "alerter", "emergency_stop", "reconciler")
@@ -379,3 +380,40 @@ def test_each_proposal_sees_the_ledgers_positions_as_stored_now(make):
     h.store.positions.put("NVDA", PositionRecord(symbol="NVDA", qty=5, avg_entry_price=100.0, updated_ns=now))
     other = h.verdict(h.propose("INTC"))
     assert not other.allowed and other.rule == "max_positions", other
+
+
+def _committed_decisions(store: Store) -> list[str]:
+    """Proposal ids of the decision records committed, oldest first (read without settling the buffer)."""
+    with store.read() as txn:
+        return [r.proposal_id for _, r in store.decisions.table.items(txn=txn)]
+
+
+@pytest.mark.parametrize("end", ["crash", "clean_stop"])
+def test_a_burst_of_verdicts_is_a_group_commit_kept_through_a_crash_and_a_stop(make, tmp_path, end):
+    # The verdicts are audit records: no commit (a flush in "safe" mode) each.
+    # They wait in the Store's buffer, not the actor's: a crash of the guard
+    # loses none, a clean stop commits them.
+    h = make(max_spread_bps=25.0)
+    audit = h.store.env.audit
+    audit.max_delay_s = 3600.0  # no timer commit: only the paths under test
+    h.market()
+    wait_for(lambda: mailbox_size(h.ref) == 0, 10, 0.01, "market state taken")
+    audit.flush()
+    n = 20
+    now = time.time_ns()
+    pids = [uuid.uuid4().hex for _ in range(n)]
+    for pid in pids:  # 200 bps wide: each one rejected and recorded
+        h.tell(Proposal(pid, "NVDA", "buy", 0.5, 0.9, 100.0, 99.0, 101.0, now, now))
+    wait_for(lambda: audit.pending == n, 10, 0.005, "every verdict recorded")
+    assert pids[0] not in _committed_decisions(h.store)  # none paid a commit of its own
+    if end == "crash":
+        h.ref.tell(CrashNow())
+        wait_for(lambda: not h.ref.is_alive(), 10, 0.01, "the guard crashed")
+        assert audit.pending == n  # the crash took nothing with it
+        stored = [r.proposal_id for r in reversed(h.store.decisions.latest(n))]  # a reader settles them
+    else:
+        h.ref.stop(timeout=10)
+        h.store.close()
+        h.store = Store.open(tmp_path / "0" / "data")  # the harness's data dir
+        stored = _committed_decisions(h.store)
+    assert stored == pids  # all of them, in the order decided

@@ -17,6 +17,7 @@ alpaca-py client.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import traceback
@@ -25,7 +26,7 @@ import pytest
 from waiting import wait_for
 
 from stockade.codecs.messages import OrderIntent
-from stockade.codecs.records import IntentJournaled
+from stockade.codecs.records import IntentJournaled, OrderSubmitted
 from stockade.config.settings import settings_from_dict
 from stockade.storage.environment import Environment
 
@@ -182,3 +183,71 @@ def test_one_sync_per_order_the_intent_before_the_broker_sees_it(daemon, syncs):
     intents = [e for e in events if isinstance(e, IntentJournaled)]
     assert len(intents) == n
     assert len(events) >= 4 * n, [type(e).__name__ for e in events]
+
+
+class CommitLog:
+    """The order manager's functions on the stack of each write transaction committed."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stacks: list[tuple[str, ...]] = []
+
+    def order_manager(self) -> list[tuple[str, ...]]:
+        with self.lock:
+            return [s for s in self.stacks if s]
+
+
+@pytest.fixture
+def commits(monkeypatch):
+    log = CommitLog()
+    real = Environment.write
+
+    @contextlib.contextmanager
+    def counted(self: Environment, durable: bool = True):
+        with real(self, durable) as txn:
+            yield txn
+        stack = tuple(f.name for f in traceback.extract_stack() if f.filename.endswith(ORDER_MANAGER))
+        with log.lock:
+            log.stacks.append(stack)
+
+    monkeypatch.setattr(Environment, "write", counted)
+    return log
+
+
+def test_no_commit_between_the_intent_and_the_post(embedded_daemon, commits):
+    # In "safe" mode every commit flushes: a commit of its own for the first
+    # attempt's OrderSubmitted would be one more flush before the broker hears
+    # of the order. It is journaled in the intent's (durable) transaction.
+    daemon = embedded_daemon(SYMBOLS)
+    wait_for(lambda: daemon.svc.first_reconcile.is_set(), 30, 0.05, "first reconcile")
+    wait_for(
+        lambda: all(daemon.venue.call(lambda s=s: daemon.venue.ctx.exchange.quotes.get(s)) for s in SYMBOLS),
+        30,
+        0.05,
+        "quotes",
+    )
+    store = daemon.svc.store
+    journal_before = store.journal.last_seq()
+    n = 4
+    for i in range(n):
+        daemon.tree.router.tell("order_manager", _intent(daemon, i), "test")
+    wait_for(
+        lambda: all((r := store.orders.get(f"stk-s{i:02d}")) is not None and r.state == "filled" for i in range(n)),
+        60,
+        0.05,
+        "every order filled",
+    )
+    ours = commits.order_manager()
+    # From the intent to the REST call's answer, only the intent's commit:
+    # what `_send` commits comes after the broker answered (ack, rejection, look-up).
+    after_answer = ("_acknowledged", "_rejected", "_find", "_adopt")
+    before_post = [s for s in ours if "_send" in s and not any(f in s for f in after_answer)]
+    assert before_post == [], before_post
+    assert sum(1 for s in ours if "on_intent" in s and "_submit" not in s) == n, ours
+    # Every order still has its first attempt journaled, right beside its intent.
+    events = list(store.journal.read(journal_before + 1))
+    for i in range(n):
+        coid = f"stk-s{i:02d}"
+        at = next(seq for seq, e in events if isinstance(e, IntentJournaled) and e.order.client_order_id == coid)
+        submitted = [(seq, e) for seq, e in events if isinstance(e, OrderSubmitted) and e.client_order_id == coid]
+        assert [(seq, e.attempt) for seq, e in submitted] == [(at + 1, 1)], submitted

@@ -119,6 +119,10 @@ def test_weights_table_replaces_default(tmp_path):
         ("[runtime]\ncpu_affinity = [1, 1]\n", "settings: runtime.cpu_affinity = [1, 1]: lists a CPU twice"),
         ("[runtime]\nanalyzer_threads = 0\n", "settings: runtime.analyzer_threads = 0: must be between 1 and 64"),
         ("[runtime]\nanalyzer_threads = 65\n", "settings: runtime.analyzer_threads = 65: must be between 1 and 64"),
+        (
+            "[venue]\nquote_arrivals = 'burst'\n",
+            "settings: venue.quote_arrivals = \"burst\": invalid enum value 'burst'",
+        ),
     ],
 )
 def test_bad_values_name_key_and_value(tmp_path, text, expected):
