@@ -94,7 +94,7 @@ def merged_model(models: Sequence[LoadedModel]) -> tuple[Any, list[str]]:
         (out,) = [o for o in graph.output if o.name == wanted]
         outputs.append(out)
     graph = helper.make_graph(
-        nodes,
+        _needed(nodes, {o.name for o in outputs}),
         "stockade_panel",
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [None, len(FEATURE_NAMES)])],
         outputs,
@@ -105,6 +105,19 @@ def merged_model(models: Sequence[LoadedModel]) -> tuple[Any, list[str]]:
     model.ir_version = ir_version
     onnx.checker.check_model(model)
     return model, [o.name for o in outputs]
+
+
+def _needed(nodes: list[Any], outputs: set[str]) -> list[Any]:
+    """The nodes `outputs` depend on, in their order: onnxruntime runs every node of a
+    graph whatever the outputs asked for, and the members' label paths (ArgMax, ...) are
+    never asked for. The probability paths are kept whole, so their numbers do not change."""
+    needed, keep = set(outputs), []
+    for node in reversed(nodes):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(node.input)
+    keep.reverse()
+    return keep
 
 
 def _default_opset(proto: Any) -> int:

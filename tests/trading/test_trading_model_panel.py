@@ -47,3 +47,18 @@ def test_panels_are_shared_and_one_member_needs_none(shipped):
     assert panel_of(shipped) is panel_of(list(shipped))
     assert panel_of(shipped[:1]) is None
     assert panel_of([]) is None
+
+
+def test_the_merged_graph_runs_only_what_the_probabilities_need(shipped):
+    # onnxruntime runs every node of a graph whatever the outputs asked for: the
+    # members' label paths (the MLP's ArgMax ... Cast) would cost every evaluation.
+    from stockade.trading.model_panel import merged_model
+
+    proto, outputs = merged_model(shipped)
+    produced = {o for node in proto.graph.node for o in node.output}
+    used = {i for node in proto.graph.node for i in node.input} | set(outputs)
+    ops = [node.op_type for node in proto.graph.node]
+    assert "ArgMax" not in ops and "ArrayFeatureExtractor" not in ops
+    # Every node feeds something asked for (a tree ensemble's label output comes with its probabilities).
+    assert all(any(o in used for o in node.output) for node in proto.graph.node)
+    assert produced >= set(outputs)
