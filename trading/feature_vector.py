@@ -120,7 +120,7 @@ def vector(f: Features) -> np.ndarray | None:
     ]
     values += f.returns[-1 : -1 - RETURN_LAGS : -1]  # newest first: returns[-1], ..., returns[-RETURN_LAGS]
     out = np.asarray(values, dtype=np.float32)
-    if not np.isfinite(out).all():
+    if not np.logical_and.reduce(np.isfinite(out)):  # ndarray.all() goes through a Python-level wrapper
         return None
     return out
 

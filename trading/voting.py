@@ -354,7 +354,8 @@ class Ensemble:
         if len(models) < p.min_voters:
             self.last_skip = f"{len(models)} voters < {p.min_voters}"
             return None
-        raw = {m: self.weight(m) for m in models}
+        weights = self._weights if p is self._weights_for else {}  # the cache weight() keeps
+        raw = {m: weights[m] if m in weights else self.weight(m) for m in models}
         t = tally(votes, raw)
         defensive = self.defensive_reason(votes)
         threshold = p.threshold + (p.defensive_threshold_add if defensive else 0.0)
