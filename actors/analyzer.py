@@ -145,27 +145,29 @@ class Analyzer(PooledActor):  # one per symbol: they share [runtime] analyzer_th
             if self.report_models and x is not None:
                 self._report_models(x, model_signals, f.price, quote.recv_ns)
         high_volatility = classify(f, self.regime).high_volatility
+        symbol, price, atr, n = self.symbol, f.price, f.atr or 0.0, len(signals)
+        ts, recv, bid, ask = quote.ts_ns, quote.recv_ns, quote.bid, quote.ask
         # One message for the whole evaluation: one hop to the voter, not one per member.
         self.tell(
             names.ENSEMBLE_VOTER,
             Votes(
-                self.symbol,
+                symbol,
                 tuple(
                     Vote(
-                        self.symbol,
+                        symbol,
                         model,
-                        signal.direction,
-                        signal.confidence,
-                        f.price,
-                        quote.ts_ns,
-                        quote.recv_ns,
-                        quote.bid,
-                        quote.ask,
-                        batch_size=len(signals),
+                        s.direction,
+                        s.confidence,
+                        price,
+                        ts,
+                        recv,
+                        bid,
+                        ask,
+                        batch_size=n,
                         high_volatility=high_volatility,
-                        atr=f.atr or 0.0,
+                        atr=atr,
                     )
-                    for model, signal in signals
+                    for model, s in signals
                 ),
             ),
         )

@@ -198,26 +198,61 @@ class EnsembleVoter(StockadeActor):
     @handles(Votes)
     def on_votes(self, msg: Votes) -> None:
         # Exactly as if they came one by one: the last completes the batch.
-        for vote in msg.votes:
-            self._take(vote)
+        self._take_all(msg.votes)
 
     @handles(Vote)
     def on_vote(self, vote: Vote) -> None:
-        self._take(vote)
+        self._take_all((vote,))
 
-    def _take(self, vote: Vote) -> None:
+    def _take_all(self, batch: tuple[Vote, ...]) -> None:
+        """Take `batch` one vote after another, in one pass.
+
+        The same steps and results as taking each vote alone, minus repeated
+        work: the scorer is asked once per (symbol, price, quote) rather than
+        once per vote (asked again with the same arguments it has nothing more
+        to score: the votes added since are at that very quote), and the
+        count of the symbol's votes at this quote is kept up to date rather
+        than recounted for every vote.
+        """
+        observed: tuple[str, float, int] | None = None
+        at: tuple[str, int] | None = None
+        count = 0
+        # A zero horizon scores a vote at its own quote: then every vote asks.
+        once = self.scorer.horizon_ns > 0
+        for vote in batch:
+            symbol, recv = vote.symbol, vote.quote_recv_ns
+            key = (symbol, vote.price, recv)
+            if key != observed or not once:
+                observed = key
+                self._score(vote)
+            self.scorer.add(vote)
+            votes = self.latest.get(symbol)
+            if votes is None:
+                votes = self.latest[symbol] = {}
+            if at != (symbol, recv):
+                votes[vote.model] = vote
+                at = (symbol, recv)
+                count = sum(1 for x in votes.values() if x.quote_recv_ns == recv)
+            else:
+                prev = votes.get(vote.model)
+                votes[vote.model] = vote
+                if prev is None or prev.quote_recv_ns != recv:
+                    count += 1
+            if count < (vote.batch_size or len(self.models)):
+                continue  # the rest of this evaluation is on its way
+            self._decide(vote, [x for x in votes.values() if x.quote_recv_ns == recv])
+
+    def _score(self, vote: Vote) -> None:
+        """Score the pending votes on `vote`'s symbol whose horizon has passed at its quote."""
         outcomes = self.scorer.observe(vote.symbol, vote.price, vote.quote_recv_ns)
         if outcomes and self.cfg.adaptive:  # otherwise the configured weights stay as they are
             for model, hit in outcomes:
                 self.ensemble.record_outcome(model, hit)
             self.outcomes += len(outcomes)
             self._weights_dirty = True
-        self.scorer.add(vote)
-        votes = self.latest.setdefault(vote.symbol, {})
-        votes[vote.model] = vote
-        same = [x for x in votes.values() if x.quote_recv_ns == vote.quote_recv_ns]
-        if len(same) < (vote.batch_size or len(self.models)):
-            return  # the rest of this evaluation is on its way
+
+    def _decide(self, vote: Vote, same: list[Vote]) -> None:
+        """Vote on the completed evaluation `same` (that of `vote`): a proposal when it clears."""
         # The cool-down is timed on the data: from the quote the last proposal
         # reacted to, to this batch's quote. On the handling clock it would
         # include the pipeline's latency and its jitter (thread hops, the

@@ -118,9 +118,9 @@ def vector(f: Features) -> np.ndarray | None:
         f.mom_5,
         f.mom_10,
     ]
-    values.extend(f.returns[-1 - k] for k in range(RETURN_LAGS))
+    values += f.returns[-1 : -1 - RETURN_LAGS : -1]  # newest first: returns[-1], ..., returns[-RETURN_LAGS]
     out = np.asarray(values, dtype=np.float32)
-    if not np.isfinite(out).all():
+    if not np.logical_and.reduce(np.isfinite(out)):  # ndarray.all() goes through a Python-level wrapper
         return None
     return out
 

@@ -127,6 +127,7 @@ class FeatureState:
         p = params or FeatureParams()
         self.symbol = symbol
         self.params = p
+        self._warmup_bars = p.warmup_bars  # computed by the (frozen) params on each read; `ready` runs per quote
         self._bar_ns = int(p.bar_seconds) * 1_000_000_000
         if self._bar_ns <= 0:
             raise ValueError(f"bar_seconds must be positive, got {p.bar_seconds!r}")
@@ -247,7 +248,7 @@ class FeatureState:
     @property
     def ready(self) -> bool:
         """Enough bars for every price indicator (volume ratio may lag after a unit reset)."""
-        return self.bars_seen >= self.params.warmup_bars
+        return self.bars_seen >= self._warmup_bars
 
     def features(self) -> Features | None:
         """Snapshot of the indicators at the latest price; None before any price."""

@@ -142,16 +142,21 @@ def tally(votes: Iterable[Vote], weights: dict[str, float]) -> Tally:
         if prev is None or v.quote_recv_ns >= prev.quote_recv_ns:
             latest[v.model] = v
     num = den = pos = neg = 0.0
+    p_max = 1.0 - P_MIN
     terms: list[tuple[float, float]] = []  # (weight, log-odds of an up move)
     for model, v in latest.items():
         w = weights.get(model, 0.0)
         d, c = v.direction, v.confidence
         if not (math.isfinite(d) and math.isfinite(c)):
             d = c = 0.0  # a broken model abstains but still counts as a voter
-        x = w * _clip(d, -1.0, 1.0) * _clip(c, 0.0, 1.0)
+        # _clip() written out (the hot path: once per member per evaluation), the same arithmetic.
+        d = -1.0 if d < -1.0 else 1.0 if d > 1.0 else d
+        c = 0.0 if c < 0.0 else 1.0 if c > 1.0 else c
+        x = w * d * c
         num += x
         den += w
-        p_up = _clip(0.5 + 0.5 * _clip(d, -1.0, 1.0) * _clip(c, 0.0, 1.0), P_MIN, 1.0 - P_MIN)
+        p_up = 0.5 + 0.5 * d * c
+        p_up = P_MIN if p_up < P_MIN else p_max if p_up > p_max else p_up
         terms.append((w, math.log(p_up / (1.0 - p_up))))
         if x > 0:
             pos += x
@@ -202,6 +207,10 @@ class Ensemble:
         self._equity: float | None = None
         self._last_proposal: dict[str, tuple[int, Side]] = {}
         self._in_flight: dict[str, tuple[Side, int]] = {}  # symbol -> (side, marked at ns)
+        # weight() per member, until its record changes: asked for every member at every
+        # evaluation, while outcomes come once per horizon. Kept for one `params` only.
+        self._weights: dict[str, float] = {}
+        self._weights_for: EnsembleParams = self.params
         self.last_skip: str = ""  # why the latest vote() returned None
 
     # ---- track record ----------------------------------------------------------
@@ -211,6 +220,7 @@ class Ensemble:
         p = self.params
         self._records.setdefault(model, _Record()).add(bool(hit), p.decay)
         self._pooled.add(bool(hit), p.decay)
+        self._weights.pop(model, None)
 
     def track_record(self) -> dict[str, tuple[float, float]]:
         """(decayed hits, decayed misses) per member, the pooled counts under POOLED (to persist)."""
@@ -225,6 +235,7 @@ class Ensemble:
                 raise ValueError(f"track record of {model!r}: bad counts ({hits!r}, {misses!r})")
         self._records = {}
         self._pooled = _Record()
+        self._weights.clear()
         for model, (hits, misses) in counts.items():
             r = self._pooled if model == POOLED else self._records.setdefault(model, _Record())
             r.hits, r.misses = float(hits), float(misses)
@@ -246,8 +257,13 @@ class Ensemble:
     def weight(self, model: str) -> float:
         """Un-normalised weight of one model."""
         p = self.params
-        edge = 2.0 * self.hit_rate(model) - 1.0
-        return p.weights.get(model, 1.0) * max(p.min_weight, edge)
+        if p is not self._weights_for:  # params replaced: every weight changes
+            self._weights, self._weights_for = {}, p
+        w = self._weights.get(model)
+        if w is None:
+            edge = 2.0 * self.hit_rate(model) - 1.0
+            w = self._weights[model] = p.weights.get(model, 1.0) * max(p.min_weight, edge)
+        return w
 
     def weights(self, models: Iterable[str] | None = None) -> dict[str, float]:
         """Weights normalised to sum 1 over `models` (default: every model seen)."""
@@ -338,7 +354,8 @@ class Ensemble:
         if len(models) < p.min_voters:
             self.last_skip = f"{len(models)} voters < {p.min_voters}"
             return None
-        raw = {m: self.weight(m) for m in models}
+        weights = self._weights if p is self._weights_for else {}  # the cache weight() keeps
+        raw = {m: weights[m] if m in weights else self.weight(m) for m in models}
         t = tally(votes, raw)
         defensive = self.defensive_reason(votes)
         threshold = p.threshold + (p.defensive_threshold_add if defensive else 0.0)

@@ -47,3 +47,43 @@ def test_panels_are_shared_and_one_member_needs_none(shipped):
     assert panel_of(shipped) is panel_of(list(shipped))
     assert panel_of(shipped[:1]) is None
     assert panel_of([]) is None
+
+
+def test_the_merged_graph_runs_only_what_the_probabilities_need(shipped):
+    # onnxruntime runs every node of a graph whatever the outputs asked for: the
+    # members' label paths (the MLP's ArgMax ... Cast) would cost every evaluation.
+    from stockade.trading.model_panel import merged_model
+
+    proto, outputs = merged_model(shipped)
+    produced = {o for node in proto.graph.node for o in node.output}
+    used = {i for node in proto.graph.node for i in node.input} | set(outputs)
+    ops = [node.op_type for node in proto.graph.node]
+    assert "ArgMax" not in ops and "ArrayFeatureExtractor" not in ops
+    # Every node feeds something asked for (a tree ensemble's label output comes with its probabilities).
+    assert all(any(o in used for o in node.output) for node in proto.graph.node)
+    assert produced >= set(outputs)
+
+
+def test_threads_sharing_a_panel_each_get_their_own_rows_answer(shipped):
+    # Analyzers share one panel across their pool's threads; each thread has its own bound row.
+    import threading
+
+    panel = panel_of(shipped)
+    assert panel is not None
+    X = _rows(400, seed=5)
+    expected = [panel.p_up(x) for x in X]
+    got: dict[int, list[list[float]]] = {}
+    start = threading.Barrier(4)
+
+    def work(k: int) -> None:
+        start.wait(timeout=10)
+        got[k] = [panel.p_up(x) for x in X[k::4] for _ in range(3)][::3]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(got) == [0, 1, 2, 3]
+    for k in range(4):
+        assert got[k] == expected[k::4]
