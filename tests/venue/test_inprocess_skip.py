@@ -20,20 +20,7 @@ def test_a_skipped_order_is_one_the_exchange_would_not_have_executed_at_that_quo
         level = round(mid * rng.uniform(0.98, 1.02), 2)
         if rng.random() < 0.05:
             level = bid if rng.random() < 0.5 else ask  # right at the touch
-        order = Order(
-            id=f"o{i}",
-            client_order_id=f"c{i}",
-            symbol="S",
-            asset_id="a",
-            side=rng.choice(("buy", "sell")),
-            type=kind,
-            time_in_force="day",
-            qty=10,
-            limit_price=level if kind in ("limit", "stop_limit") else None,
-            stop_price=level if kind in ("stop", "stop_limit", "trailing_stop") else None,
-            status="new",
-            stop_triggered=rng.random() < 0.2,
-        )
+        order = _resting(rng, f"{i}", kind, level, triggered=0.2)
         quote = Quote("S", bid, ask, 100.0, 100.0, 1, 1)
         price = Exchange._executable_price(copy.deepcopy(order), quote)
         if not _may_execute(order, quote):
@@ -61,22 +48,7 @@ def test_a_book_out_of_reach_holds_no_order_the_quote_could_execute():
             level = round(mid * rng.uniform(0.99, 1.01), 2)
             if rng.random() < 0.1:
                 level = bid if rng.random() < 0.5 else ask  # right at the touch
-            book.append(
-                Order(
-                    id=f"o{b}-{i}",
-                    client_order_id=f"c{b}-{i}",
-                    symbol="S",
-                    asset_id="a",
-                    side=rng.choice(("buy", "sell")),
-                    type=kind,
-                    time_in_force="day",
-                    qty=10,
-                    limit_price=level if kind in ("limit", "stop_limit") else None,
-                    stop_price=level if kind in ("stop", "stop_limit", "trailing_stop") else None,
-                    status="new",
-                    stop_triggered=rng.random() < 0.1,
-                )
-            )
+            book.append(_resting(rng, f"{b}-{i}", kind, level, triggered=0.1))
         quote = Quote("S", bid, ask, 100.0, 100.0, 1, 1)
         reach = _reach(book)
         if reach is not None and not _within_reach(reach, quote):
@@ -85,3 +57,21 @@ def test_a_book_out_of_reach_holds_no_order_the_quote_could_execute():
         else:
             within += 1
     assert out_of_reach > 500 and within > 500  # both sides of the test were exercised
+
+
+def _resting(rng: random.Random, tag: str, kind: str, level: float, *, triggered: float) -> Order:
+    """A random resting order of symbol S at `level` (its stop already triggered with probability `triggered`)."""
+    return Order(
+        id=f"o{tag}",
+        client_order_id=f"c{tag}",
+        symbol="S",
+        asset_id="a",
+        side=rng.choice(("buy", "sell")),
+        type=kind,
+        time_in_force="day",
+        qty=10,
+        limit_price=level if kind in ("limit", "stop_limit") else None,
+        stop_price=level if kind in ("stop", "stop_limit", "trailing_stop") else None,
+        status="new",
+        stop_triggered=rng.random() < triggered,
+    )
