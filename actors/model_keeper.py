@@ -6,7 +6,8 @@ horizon against the symbol's later price, and the feature vectors are
 compared with the training distribution (PSI). A retrain starts when
 `[models]` says so:
 
-- scheduled: once a trading day at `retrain_at` (New York time, after the close);
+- scheduled: once a trading day at `retrain_at` (New York time, after the close;
+  the broker's calendar says which days trade: none on a holiday);
 - triggered: a member's live hit rate is below its trained hold-out accuracy
   by more than `hit_rate_margin` over `min_scored_votes` scored calls, or a
   feature's PSI exceeds `psi_threshold` (not within `retrain_cooldown_s` of
@@ -51,12 +52,14 @@ from stockade.actors import names, ticks
 from stockade.actors.model_sets import CHAMPION, serving_set, settings_folder
 from stockade.actors.quote_streamer import analyzer_name
 from stockade.actors.services import Services
+from stockade.broker.rest import redact
+from stockade.broker.sessions import broker_calendar
 from stockade.codecs.messages import Alert, AlertLevel, ModelEvaluation, ModelsCommand, SwapModels, Tick, Vote
 from stockade.codecs.records import ModelEvaluationRecord, ModelEventRecord, ModelSetRecord
 from stockade.supervisors.base import StockadeActor, handles
 from stockade.trading.feature_vector import FEATURE_NAMES
+from stockade.trading.market_hours import Calendar, exchange_day
 from stockade.trading.model_lifecycle import (
-    NEW_YORK,
     PSI_BINS,
     HitCounter,
     Reference,
@@ -110,6 +113,9 @@ class ModelKeeper(StockadeActor):
         self.awaiting_swap: str | None = None  # a set told to the analyzers, not yet voting everywhere
         self.last_scheduled_ns = 0
         self.last_retrain_ns = 0
+        self.sessions: Calendar | None = None  # the broker's, around `sessions_day`; None: not had
+        self.sessions_day: dt.date | None = None
+        self.sessions_pending = False
         for event in self.svc.store.model_events.latest(500):
             if event.kind == "retrain-started":
                 self.last_retrain_ns = max(self.last_retrain_ns, event.ts_ns)
@@ -199,8 +205,11 @@ class ModelKeeper(StockadeActor):
             self._start(reason, now)
 
     def _trigger(self, now: int) -> str:
-        trading_day = dt.datetime.fromtimestamp(now / 1e9, NEW_YORK).weekday() < 5  # holidays: a retrain on stale data
-        if self.retrain_at is not None and scheduled_due(now, self.retrain_at, self.last_scheduled_ns, trading_day):
+        if (
+            self.retrain_at is not None
+            and scheduled_due(now, self.retrain_at, self.last_scheduled_ns)
+            and self._trading_day(now)
+        ):
             self.last_scheduled_ns = now
             return f"scheduled at {self.cfg.retrain_at} New York time"
         if now - self.last_retrain_ns < self.cfg.retrain_cooldown_s * 1e9:
@@ -228,6 +237,33 @@ class ModelKeeper(StockadeActor):
                 self._event("drift", self.champion.set_id, text, "WARNING")
                 return f"drift: {text}"
         return ""
+
+    def _trading_day(self, now: int) -> bool | None:
+        """Whether today (New York) is a session by the broker's calendar: a retrain on a
+        holiday would train on the same data again. Monday to Friday when the calendar
+        could not be had; None while it is being fetched (the schedule waits a tick)."""
+        today = exchange_day(now)
+        if self.sessions_day != today:
+            self.sessions_day = today
+            self.sessions_pending = True
+
+            def fetch() -> None:
+                try:
+                    client = self.svc.broker.trading_client()
+                    # a window around today: a holiday is a day without a row, not an empty answer
+                    got = broker_calendar(client, today - dt.timedelta(days=7), today + dt.timedelta(days=7))
+                    self.sessions = got if got else None
+                except Exception as exc:  # any broker failure: weekdays stand in
+                    log.warning("models: no broker calendar (%s); the retrain schedule counts weekdays", redact(exc))
+                    self.sessions = None
+                self.sessions_pending = False  # after `sessions`: the actor thread reads them in that order
+
+            self.clock.background(fetch, "models-calendar")
+        if self.sessions_pending:
+            return None
+        if self.sessions is None:
+            return today.weekday() < 5
+        return self.sessions.session(today) is not None
 
     def _start(self, reason: str, now: int) -> str:
         """Start a training process for a challenger; returns its set id."""

@@ -29,6 +29,7 @@ from stockade.actors import names, ticks
 from stockade.actors.services import Services
 from stockade.broker.orders import account_snapshot, client_order_id
 from stockade.broker.rest import redact
+from stockade.broker.sessions import broker_calendar
 from stockade.codecs.messages import (
     AccountSnapshot,
     Alert,
@@ -46,7 +47,7 @@ from stockade.codecs.messages import (
 from stockade.codecs.records import DayCounters, DecisionRecord, OrderRecord, PositionRecord
 from stockade.supervisors import hooks
 from stockade.supervisors.base import StockadeActor, handles
-from stockade.trading.market_hours import Calendar, exchange_date, exchange_day, session_from_calendar
+from stockade.trading.market_hours import Calendar, exchange_date, exchange_day
 from stockade.trading.order_states import TERMINAL
 from stockade.trading.pdt import DayTradeCounter
 from stockade.trading.risk_rules import (
@@ -129,13 +130,10 @@ class RiskGuard(StockadeActor):
 
         def fetch(client: Any) -> None:
             try:
-                from alpaca.trading.requests import GetCalendarRequest
-
                 client = client or self.svc.broker.trading_client()
                 start = today - timedelta(days=2 * self.limits.day_trade_window_days + 5)
-                rows = client.get_calendar(GetCalendarRequest(start=min(start, today - timedelta(days=14)), end=today))
                 # one reference swap: the actor thread sees the old calendar or the new, never half
-                self.calendar = Calendar(session_from_calendar(r.date, r.open, r.close) for r in rows)
+                self.calendar = broker_calendar(client, min(start, today - timedelta(days=14)), today)
             except Exception as exc:
                 log.warning("risk: no broker calendar (%s); the day-trade window counts weekdays", redact(exc))
 

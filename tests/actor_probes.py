@@ -22,6 +22,7 @@ from stockade.broker.rest import BrokerEndpoints
 from stockade.codecs.messages import Envelope
 from stockade.config.settings import Settings
 from stockade.storage.store import Store
+from stockade.supervisors.clock import WALL_CLOCK, Clock
 from stockade.supervisors.context import ActorContext
 from stockade.supervisors.faults import FaultInjector
 from stockade.supervisors.router import Router
@@ -44,10 +45,13 @@ def services(settings: Settings, store: Store) -> Services:
 
 
 @contextlib.contextmanager
-def venue_services(data_dir: Path, settings: Settings, *, seed: int, faults: Any = None) -> Iterator[Services]:
+def venue_services(
+    data_dir: Path, settings: Settings, *, seed: int, faults: Any = None, clock: str = "always_open"
+) -> Iterator[Services]:
     """Services whose broker is a real in-process venue (AAPL, SPY) with fresh
     random keys and a lmdb store in `data_dir`; both closed afterwards.
-    `faults`: the venue's fault knobs (`stockade.venue.faults.Faults`) from the start."""
+    `faults`: the venue's fault knobs (`stockade.venue.faults.Faults`) from the start;
+    `clock`: the venue's market clock and calendar ("nyse": closed on weekends and holidays)."""
     from stockade.venue.config import VenueConfig
     from stockade.venue.server import start_venue
 
@@ -61,6 +65,7 @@ def venue_services(data_dir: Path, settings: Settings, *, seed: int, faults: Any
             symbols=("AAPL", "SPY"),
             quote_rate_hz=4.0,
             rate_limit_per_min=100_000,
+            clock=clock,
         ),
         faults,
     )
@@ -91,10 +96,15 @@ def add_recorder(router: Router, name: str, got: queue.Queue | None = None) -> t
     return ref, got
 
 
-def start_actor(router: Router, actor_cls: type, name: str, extras: dict[str, Any]) -> pykka.ActorRef:
-    """Start `actor_cls` as `name` (a new generation) and register it with the router."""
+def start_actor(
+    router: Router, actor_cls: type, name: str, extras: dict[str, Any], clock: Clock = WALL_CLOCK
+) -> pykka.ActorRef:
+    """Start `actor_cls` as `name` (a new generation) and register it with the router.
+
+    `clock`: a `SimClock` lets a test move the actor's time (and fire its timers) itself.
+    """
     gen = router.next_generation(name)
-    ctx = ActorContext(name=name, generation=gen, router=router, notify=lambda _m: None, extras=extras)
+    ctx = ActorContext(name=name, generation=gen, router=router, notify=lambda _m: None, extras=extras, clock=clock)
     ref = actor_cls.start(ctx)
     router.register(name, ref, gen)
     return ref

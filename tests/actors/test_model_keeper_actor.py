@@ -4,6 +4,7 @@ distribution triggers a retrain; the same distribution does not."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 
@@ -16,8 +17,10 @@ from waiting import wait_for
 from stockade.actors.model_keeper import ModelKeeper
 from stockade.codecs.messages import ModelEvaluation, ModelsCommand
 from stockade.config.settings import settings_from_dict
+from stockade.supervisors.clock import SimClock
 from stockade.supervisors.router import Router
 from stockade.trading.feature_vector import FEATURE_NAMES
+from stockade.trading.market_hours import NEW_YORK
 from stockade.trading.model_lifecycle import reference_of
 from stockade.trading.model_store import SHIPPED_DIR
 from stockade.trading.training import MODELS
@@ -98,3 +101,50 @@ def test_drift_past_the_threshold_starts_a_retrain_and_no_drift_does_not(tmp_pat
         if shift:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)  # killed and reaped
+
+
+def _new_york_ns(*args: int) -> int:
+    return int(dt.datetime(*args, tzinfo=NEW_YORK).timestamp()) * 1_000_000_000
+
+
+def test_the_schedule_skips_a_holiday_of_the_brokers_calendar(tmp_path):
+    """Thanksgiving 2026 (Thursday 26 November) is a weekday without a session in the
+    broker's calendar: no scheduled retrain that evening. The next day (an early close)
+    is a session: the retrain starts."""
+    rng = np.random.default_rng(3)
+    folder, _ = _champion(tmp_path, rng)
+    settings = settings_from_dict(
+        {
+            "trading": {"symbols": ["AAPL", "SPY"]},
+            "models": {
+                "dir": str(folder),
+                "names": ["logit"],
+                "lifecycle": True,
+                "retrain_at": "16:30",
+                "train_days": 0.3,
+            },
+        }
+    )
+    clock = SimClock(_new_york_ns(2026, 11, 26, 12, 0), 1)
+    with venue_services(tmp_path / "data", settings, seed=5, clock="nyse") as svc:
+        router = Router()
+        sink, _ = add_recorder(router, "alerter")
+        extras = {"services": svc, "data_dir": str(tmp_path / "data")}
+        ref = start_actor(router, ModelKeeper, "model_keeper", extras, clock=clock)
+        try:
+
+            def show() -> dict:
+                return router.ask("model_keeper", ModelsCommand("show"), timeout=10)
+
+            show()  # set up: its lifecycle timer is on the clock
+            clock.advance_to(_new_york_ns(2026, 11, 26, 17, 0))  # a tick past 16:30 on the holiday
+            clock.advance_to(_new_york_ns(2026, 11, 26, 23, 0))
+            shown = show()  # after the ticks: the keeper handles its messages in order
+            assert shown["training"] is None, shown["training"]
+            assert [e for e in shown["events"] if e["kind"] == "retrain-started"] == []
+            clock.advance_to(_new_york_ns(2026, 11, 27, 16, 31))
+            shown = wait_for(lambda: (s := show())["training"] and s, 30, 0.05, "the scheduled retrain on Friday")
+            assert shown["training"]["reason"] == "scheduled at 16:30 New York time"
+        finally:
+            ref.stop(timeout=30)  # its teardown kills the running job
+            sink.stop(timeout=10)
