@@ -61,6 +61,7 @@ from stockade.trading.feature_vector import FEATURE_NAMES
 from stockade.trading.market_hours import Calendar, exchange_day
 from stockade.trading.model_lifecycle import (
     PSI_BINS,
+    REFERENCE_NAME,
     HitCounter,
     Reference,
     RetrainJob,
@@ -82,7 +83,6 @@ NAME = names.MODEL_KEEPER
 TICK_S = 0.5
 EVENTS_SHOWN = 10
 SETS_DIR = "model_sets"
-REFERENCE_NAME = "reference.json"  # written by ops/retrain.py beside the manifest
 
 
 class _Job:

@@ -34,7 +34,6 @@ import msgspec
 import numpy as np
 
 NICE = 10
-REFERENCE_NAME = "reference.json"
 
 
 def _window(ts_ns: np.ndarray) -> str:
@@ -60,7 +59,7 @@ def run_job(job_dir: Path) -> int:
     from stockade.broker.rest import make_data_client, redact
     from stockade.ops.bar_sources import rest_bars
     from stockade.trading.datasets import build_dataset
-    from stockade.trading.model_lifecycle import RetrainJob, RetrainResult, reference_of, set_score
+    from stockade.trading.model_lifecycle import REFERENCE_NAME, RetrainJob, RetrainResult, reference_of, set_score
     from stockade.trading.model_store import ModelError
     from stockade.trading.training import TrainingError, train_models
 

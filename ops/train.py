@@ -138,9 +138,12 @@ def _bars(args: argparse.Namespace, settings, plan: dict) -> dict:
 
 
 def _run(args: argparse.Namespace, settings, plan: dict) -> int:
+    import msgspec
+
     from stockade.config import paths
     from stockade.ops.workers import ClusterLost, WorkersError
     from stockade.trading.datasets import build_dataset
+    from stockade.trading.model_lifecycle import REFERENCE_NAME, reference_of
     from stockade.trading.training import TrainingError, train_models
 
     out = Path(args.out).expanduser() if args.out else paths.models_dir(paths.data_dir(args.data_dir))
@@ -168,6 +171,8 @@ def _run(args: argparse.Namespace, settings, plan: dict) -> int:
             progress=_progress,
             trainer=trainer,
         )
+        # The rows' distribution, for the lifecycle's drift check (as a retrain writes it).
+        (out / REFERENCE_NAME).write_bytes(msgspec.json.encode(reference_of(data.X)))
     except SettingsError as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 2

@@ -135,6 +135,11 @@ def degraded(counter: HitCounter, trained: Mapping[str, float], margin: float, m
     return out
 
 
+# The training distribution beside a set's manifest (`reference_of` of the rows trained on),
+# written by `train` and by the lifecycle's retrain; the drift check needs it.
+REFERENCE_NAME = "reference.json"
+
+
 # ---- schedule ------------------------------------------------------------------------
 
 

@@ -7,10 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from stockade.actors.analyzer import load_members
 from stockade.config.settings import SettingsError, settings_from_dict
+from stockade.ops.bar_sources import sim_bars
+from stockade.trading.datasets import build_dataset
+from stockade.trading.model_lifecycle import REFERENCE_NAME, Reference, reference_of
 from stockade.trading.model_store import SHIPPED_DIR, clear_cache, read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +68,23 @@ def test_train_writes_models_and_manifest_with_progress(tmp_path):
     m = read_manifest(out)
     assert [e.name for e in m.models] == ["logit", "mlp"]
     assert m.training.symbols == ("AAPL", "SPY") and m.training.horizon_bars == 3 and m.training.source == "sim"
-    assert sorted(p.name for p in out.iterdir()) == ["logit.onnx", "manifest.json", "mlp.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["logit.onnx", "manifest.json", "mlp.onnx", "reference.json"]
+    # The lifecycle's drift reference: the distribution of the very rows trained on.
+    data = build_dataset(sim_bars(["AAPL", "SPY"], 3, 1.0), 3, 0.0, settings_from_dict({}).analyzer.to_params())
+    got = msgspec.json.decode((out / REFERENCE_NAME).read_bytes(), type=Reference)
+    assert got == reference_of(data.X) and got.rows == m.training.rows
+
+
+def test_the_shipped_reference_is_the_shipped_models_training_distribution():
+    """The drift check works on the shipped set: its reference.json is the distribution of
+    the rows its manifest says it was trained on (`train --source sim` with the defaults)."""
+    m = read_manifest(SHIPPED_DIR)
+    t = m.training
+    days = settings_from_dict({}).models.train_days  # the default the shipped set was trained with
+    data = build_dataset(sim_bars(t.symbols, t.seed, days), t.horizon_bars, t.label_threshold_bps, m.feature_params)
+    assert data.rows == t.rows
+    shipped = msgspec.json.decode((SHIPPED_DIR / REFERENCE_NAME).read_bytes(), type=Reference)
+    assert shipped == reference_of(data.X)
 
 
 def test_train_default_out_is_the_data_dir_models_folder_the_daemon_prefers(tmp_path):
