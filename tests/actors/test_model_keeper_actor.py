@@ -37,24 +37,21 @@ def _champion(tmp_path, rng) -> tuple:
     return folder, train
 
 
+def _settings(folder, **models):
+    """AAPL and SPY, the lifecycle on for a logit champion in `folder`; `models`: more [models] keys."""
+    return settings_from_dict(
+        {
+            "trading": {"symbols": ["AAPL", "SPY"]},
+            "models": {"dir": str(folder), "names": ["logit"], "lifecycle": True, "train_days": 0.3, **models},
+        }
+    )
+
+
 @pytest.mark.parametrize("shift", [0.0, 2.0])
 def test_drift_past_the_threshold_starts_a_retrain_and_no_drift_does_not(tmp_path, shift):
     rng = np.random.default_rng(11)
     folder, _ = _champion(tmp_path, rng)
-    settings = settings_from_dict(
-        {
-            "trading": {"symbols": ["AAPL", "SPY"]},
-            "models": {
-                "dir": str(folder),
-                "names": ["logit"],
-                "lifecycle": True,
-                "retrain_at": "",
-                "min_scored_votes": SAMPLE,
-                "psi_threshold": 0.25,
-                "train_days": 0.3,
-            },
-        }
-    )
+    settings = _settings(folder, retrain_at="", min_scored_votes=SAMPLE, psi_threshold=0.25)
     assert "logit" in MODELS
     with venue_services(tmp_path / "data", settings, seed=5) as svc:
         router = Router()
@@ -113,18 +110,7 @@ def test_the_schedule_skips_a_holiday_of_the_brokers_calendar(tmp_path):
     is a session: the retrain starts."""
     rng = np.random.default_rng(3)
     folder, _ = _champion(tmp_path, rng)
-    settings = settings_from_dict(
-        {
-            "trading": {"symbols": ["AAPL", "SPY"]},
-            "models": {
-                "dir": str(folder),
-                "names": ["logit"],
-                "lifecycle": True,
-                "retrain_at": "16:30",
-                "train_days": 0.3,
-            },
-        }
-    )
+    settings = _settings(folder, retrain_at="16:30")
     clock = SimClock(_new_york_ns(2026, 11, 26, 12, 0), 1)
     with venue_services(tmp_path / "data", settings, seed=5, clock="nyse") as svc:
         router = Router()
