@@ -68,6 +68,6 @@ def test_train_spread_over_symbols_and_models_writes_the_same_files(tmp_path):
         out = tmp_path / kind
         assert train_main([*common, "--out", str(out), *extra]) == 0
         files[kind] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
-    assert set(files["inline"]) == {"logit.onnx", "gbm.onnx", "manifest.json"}
+    assert set(files["inline"]) == {"logit.onnx", "gbm.onnx", "manifest.json", "reference.json"}
     assert files["pool"] == files["inline"]
     assert files["ray"] == files["inline"]
