@@ -190,18 +190,16 @@ def main(argv: list[str]) -> int:
         "order_submit_p50_us": results.get("order_submit_roundtrip", {}).get("submit_us", {}).get("p50"),
         "risk_check_p50_us": results.get("risk_checks", {}).get("risk_check_us", {}).get("p50"),
         "tracing_overhead_us": results.get("tracing_per_message", {}).get("overhead_us"),
-        "tick_to_wire_p50_us": wire.get("unpinned", {}).get("tick_to_wire_us", {}).get("p50"),
-        "tick_to_wire_p99_us": wire.get("unpinned", {}).get("tick_to_wire_us", {}).get("p99"),
-        "tick_to_wire_pinned_p50_us": wire.get("pinned_one_cpu", {}).get("tick_to_wire_us", {}).get("p50"),
-        "tick_to_wire_pinned_p99_us": wire.get("pinned_one_cpu", {}).get("tick_to_wire_us", {}).get("p99"),
-        "tick_to_wire_independent_p50_us": wire.get("independent_unpinned", {}).get("tick_to_wire_us", {}).get("p50"),
-        "tick_to_wire_independent_p99_us": wire.get("independent_unpinned", {}).get("tick_to_wire_us", {}).get("p99"),
-        "tick_to_wire_independent_pinned_p50_us": wire.get("independent_pinned_one_cpu", {})
-        .get("tick_to_wire_us", {})
-        .get("p50"),
-        "tick_to_wire_independent_pinned_p99_us": wire.get("independent_pinned_one_cpu", {})
-        .get("tick_to_wire_us", {})
-        .get("p99"),
+        **{
+            f"tick_to_wire{label}_{q}_us": wire.get(run, {}).get("tick_to_wire_us", {}).get(q)
+            for run, label in (
+                ("unpinned", ""),
+                ("pinned_one_cpu", "_pinned"),
+                ("independent_unpinned", "_independent"),
+                ("independent_pinned_one_cpu", "_independent_pinned"),
+            )
+            for q in ("p50", "p99")
+        },
         "tick_to_wire_floor_us": floor["floor_us"] if floor else None,
         "ingest_quote_to_state_p99_us": ingest.get("quote_to_state_us", {}).get("p99"),
         "ingest_daemon_cpu_pct": ingest.get("daemon_cpu_pct"),
