@@ -150,7 +150,8 @@ def test_a_store_rebuilt_from_its_inputs_syncs_only_at_close(tmp_path, syncs):
         reopened.close()
 
 
-def test_one_sync_per_order_the_intent_before_the_broker_sees_it(daemon, syncs):
+def _wait_ready(daemon) -> None:
+    """Until the daemon has reconciled once and the venue quotes every symbol."""
     wait_for(lambda: daemon.svc.first_reconcile.is_set(), 30, 0.05, "first reconcile")
     wait_for(
         lambda: all(daemon.venue.call(lambda s=s: daemon.venue.ctx.exchange.quotes.get(s)) for s in SYMBOLS),
@@ -158,11 +159,11 @@ def test_one_sync_per_order_the_intent_before_the_broker_sees_it(daemon, syncs):
         0.05,
         "quotes",
     )
+
+
+def _place_and_fill(daemon, n: int) -> None:
+    """Tell the order manager `n` intents (`_intent`) and wait until every one is filled."""
     store = daemon.svc.store
-    assert store.env._lmdb().flags()["sync"] is True  # the daemon's default sync mode: safe
-    journal_before = store.journal.last_seq()
-    syncs.clear()
-    n = 6
     for i in range(n):
         daemon.tree.router.tell("order_manager", _intent(daemon, i), "test")
     wait_for(
@@ -171,6 +172,16 @@ def test_one_sync_per_order_the_intent_before_the_broker_sees_it(daemon, syncs):
         0.05,
         "every order filled",
     )
+
+
+def test_one_sync_per_order_the_intent_before_the_broker_sees_it(daemon, syncs):
+    _wait_ready(daemon)
+    store = daemon.svc.store
+    assert store.env._lmdb().flags()["sync"] is True  # the daemon's default sync mode: safe
+    journal_before = store.journal.last_seq()
+    syncs.clear()
+    n = 6
+    _place_and_fill(daemon, n)
 
     ours = syncs.order_manager()
     # Each sync of the order manager is an intent's, taken in on_intent (before
@@ -219,24 +230,11 @@ def test_no_commit_between_the_intent_and_the_post(embedded_daemon, commits):
     # attempt's OrderSubmitted would be one more flush before the broker hears
     # of the order. It is journaled in the intent's (durable) transaction.
     daemon = embedded_daemon(SYMBOLS)
-    wait_for(lambda: daemon.svc.first_reconcile.is_set(), 30, 0.05, "first reconcile")
-    wait_for(
-        lambda: all(daemon.venue.call(lambda s=s: daemon.venue.ctx.exchange.quotes.get(s)) for s in SYMBOLS),
-        30,
-        0.05,
-        "quotes",
-    )
+    _wait_ready(daemon)
     store = daemon.svc.store
     journal_before = store.journal.last_seq()
     n = 4
-    for i in range(n):
-        daemon.tree.router.tell("order_manager", _intent(daemon, i), "test")
-    wait_for(
-        lambda: all((r := store.orders.get(f"stk-s{i:02d}")) is not None and r.state == "filled" for i in range(n)),
-        60,
-        0.05,
-        "every order filled",
-    )
+    _place_and_fill(daemon, n)
     ours = commits.order_manager()
     # From the intent to the REST call's answer, only the intent's commit:
     # what `_send` commits comes after the broker answered (ack, rejection, look-up).
