@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, overload
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar, overload
 
 import msgspec
 
@@ -52,16 +54,12 @@ def qty_str(x: float | int | None) -> str | None:
 _RENDERED: dict[bytes, dict[str, Any]] = {}
 _RENDERED_MAX = 5_000  # order versions kept (~4 KB each with their text: ~20 MB at most); cleared whole when full
 _encode = msgspec.msgpack.Encoder().encode
+T = TypeVar("T")
 
 
 def order_json(order: Order, ex: Exchange, *, nested: bool = True) -> dict[str, Any]:
     """An order object; bracket entries carry their legs when `nested` (as POST and nested GET do)."""
-    key = _encode(order)
-    flat = _RENDERED.get(key)
-    if flat is None:
-        if len(_RENDERED) >= _RENDERED_MAX:
-            _RENDERED.clear()
-        flat = _RENDERED[key] = _order_json(order)
+    flat = _memo(_RENDERED, _encode(order), lambda: _order_json(order))
     body = dict(flat)  # the caller's own: nothing it does reaches the cache
     if order.leg_ids and nested:
         body["legs"] = [order_json(leg, ex, nested=False) for leg in ex.legs_of(order)]
@@ -79,15 +77,23 @@ def orders_text(orders: list[Order], ex: Exchange, *, nested: bool) -> str:
         if order.leg_ids and nested:
             parts.append(json.dumps(order_json(order, ex, nested=True)))
             continue
-        key = _encode(order)
-        text = _TEXTS.get(key)
-        if text is None:
-            if len(_TEXTS) >= _RENDERED_MAX:
-                _TEXTS.clear()
-            text = _TEXTS[key] = json.dumps(order_json(order, ex, nested=False))
-        parts.append(text)
+        parts.append(_memo(_TEXTS, _encode(order), partial(_order_text, order, ex)))
     # json.dumps writes a list as its items' own texts joined by ", " (its default separators).
     return "[" + ", ".join(parts) + "]"
+
+
+def _order_text(order: Order, ex: Exchange) -> str:
+    return json.dumps(order_json(order, ex, nested=False))
+
+
+def _memo(cache: dict[bytes, T], key: bytes, make: Callable[[], T]) -> T:
+    """`cache[key]`, made by `make()` when missing; a full cache (`_RENDERED_MAX`) is cleared whole."""
+    value = cache.get(key)
+    if value is None:
+        if len(cache) >= _RENDERED_MAX:
+            cache.clear()
+        value = cache[key] = make()
+    return value
 
 
 def _order_json(order: Order) -> dict[str, Any]:
